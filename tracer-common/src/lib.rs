@@ -1,0 +1,338 @@
+//! Wire types shared by mmtrace's kernel programs (`tracer-ebpf`) and its
+//! userspace daemon (`tracer`).
+//!
+//! Every record in the ring buffer starts with an [`EventHeader`]; the
+//! header's `kind` tells the decoder which body follows. Kind numbers are a
+//! stable interface: never reuse or renumber one.
+#![no_std]
+
+/// Length of a task's `comm` (TASK_COMM_LEN).
+pub const COMM_LEN: usize = 16;
+/// Bytes reserved for a file path in an mmap record (components, see
+/// [`FileInfo`]).
+pub const PATH_BUF_LEN: usize = 768;
+/// A path component starts below this offset; one component is read with at
+/// most [`PATH_COMPONENT_MAX`] bytes, so every read stays inside the buffer.
+pub const PATH_START_LIMIT: usize = 512;
+pub const PATH_COMPONENT_MAX: usize = 256;
+/// Most path components (directory levels plus mount crossings) walked.
+pub const PATH_MAX_DEPTH: u32 = 48;
+/// Bytes reserved for the program path of an exec record.
+pub const EXEC_PATH_LEN: usize = 512;
+/// Number of slots in the per-kind lost-event counters.
+pub const KIND_SLOTS: usize = 16;
+
+// Map names, used by both sides.
+pub const MAP_EVENTS: &str = "EVENTS";
+pub const MAP_LOST: &str = "LOST";
+pub const MAP_PID_FILTER: &str = "PID_FILTER";
+pub const MAP_COMM_FILTER: &str = "COMM_FILTER";
+pub const MAP_FAULT_COUNTS: &str = "FAULT_COUNTS";
+
+/// Event kinds. The numbers are part of the wire format.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Brk = 1,
+    Mmap = 2,
+    Munmap = 3,
+    Mremap = 4,
+    Mprotect = 5,
+    Fault = 6,
+    Stack = 7,
+    Exec = 8,
+    Fork = 9,
+    Exit = 10,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 10] = [
+        EventKind::Brk,
+        EventKind::Mmap,
+        EventKind::Munmap,
+        EventKind::Mremap,
+        EventKind::Mprotect,
+        EventKind::Fault,
+        EventKind::Stack,
+        EventKind::Exec,
+        EventKind::Fork,
+        EventKind::Exit,
+    ];
+
+    pub fn from_u32(v: u32) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| *k as u32 == v)
+    }
+
+    /// The bit of this kind in [`Config::kind_mask`].
+    pub const fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::Brk => "brk",
+            EventKind::Mmap => "mmap",
+            EventKind::Munmap => "munmap",
+            EventKind::Mremap => "mremap",
+            EventKind::Mprotect => "mprotect",
+            EventKind::Fault => "fault",
+            EventKind::Stack => "stack",
+            EventKind::Exec => "exec",
+            EventKind::Fork => "fork",
+            EventKind::Exit => "exit",
+        }
+    }
+}
+
+/// Common header of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// CLOCK_MONOTONIC, ns (bpf_ktime_get_ns).
+    pub ts_ns: u64,
+    pub kind: u32,
+    pub cpu: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// brk, mmap, munmap, mremap, mprotect: the call's arguments and result,
+/// paired in the kernel from sys_enter and sys_exit of one thread.
+///
+/// `args` by kind:
+/// - brk: `[requested, heap end before the call]`
+/// - mmap: `[addr, len, prot, flags, fd, offset]`
+/// - munmap: `[addr, len]`
+/// - mremap: `[old_addr, old_len, new_len, flags, new_addr]`
+/// - mprotect: `[addr, len, prot]`
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallEvent {
+    pub header: EventHeader,
+    /// CLOCK_MONOTONIC at sys_enter.
+    pub enter_ns: u64,
+    pub args: [u64; 6],
+    /// The raw return value: an address, 0, or -errno.
+    pub ret: i64,
+}
+
+/// The file behind a file-backed mmap, resolved in the kernel from the fd
+/// at the time of the call.
+///
+/// `path` holds the path's components leaf first, each ended by a NUL:
+/// `"libc.so.6\0x86_64-linux-gnu\0lib\0usr\0"` is `/usr/lib/x86_64-linux-gnu/libc.so.6`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FileInfo {
+    /// Kernel encoding of the device (major << 20 | minor).
+    pub dev: u32,
+    /// Bytes of `path` in use.
+    pub path_len: u32,
+    pub ino: u64,
+    /// FILE_* flags.
+    pub flags: u32,
+    pub _pad: u32,
+    pub path: [u8; PATH_BUF_LEN],
+}
+
+/// The path was longer or deeper than the buffer: leading components are
+/// missing.
+pub const FILE_PATH_TRUNCATED: u32 = 1;
+/// The fd did not resolve to a file (closed by another thread meanwhile).
+pub const FILE_UNRESOLVED: u32 = 2;
+
+/// An mmap of a file: the syscall record followed by the file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MmapFileEvent {
+    pub sys: SyscallEvent,
+    pub file: FileInfo,
+}
+
+/// A user page fault (exceptions:page_fault_user).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FaultEvent {
+    pub header: EventHeader,
+    pub addr: u64,
+    pub ip: u64,
+    /// x86 page fault error code (bit 0 present, 1 write, 4 instruction fetch).
+    pub error_code: u64,
+}
+
+/// Stack growth: the grows-down stack mapping's start moved down.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StackEvent {
+    pub header: EventHeader,
+    pub old_start: u64,
+    pub new_start: u64,
+    /// STACK_SOURCE_*.
+    pub source: u32,
+    pub _pad: u32,
+}
+
+/// Detected by a fault below the stack confirmed by the growth of the
+/// mm's stack size (`mm->stack_vm`).
+pub const STACK_SOURCE_FAULT: u32 = 1;
+/// Reported by an fexit program on the kernel's stack expansion function.
+pub const STACK_SOURCE_FEXIT: u32 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// The pid before exec (differs when a thread other than the leader execs).
+    pub old_pid: u32,
+    /// Bytes of `path` in use (without the NUL).
+    pub path_len: u32,
+    pub path: [u8; EXEC_PATH_LEN],
+}
+
+/// A new process (not a thread) created by fork/clone; the header is the
+/// parent's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    pub child_pid: u32,
+    pub _pad: u32,
+    pub clone_flags: u64,
+}
+
+/// The last thread of a process exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    /// The wait status (`code << 8`, or the signal number).
+    pub exit_code: i32,
+    pub _pad: u32,
+}
+
+/// Fault counts of one process, per CPU, kept in the kernel for
+/// `--faults summary`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FaultCounts {
+    pub read: u64,
+    pub write: u64,
+    pub exec: u64,
+    /// Faults on present pages (protection faults).
+    pub present: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// `Config::filter` bits.
+pub const FILTER_PID: u32 = 1;
+pub const FILTER_COMM: u32 = 2;
+/// Children of a traced process join the pid filter at fork.
+pub const FILTER_FOLLOW: u32 = 4;
+
+/// `Config::fault_mode`.
+pub const FAULTS_OFF: u32 = 0;
+pub const FAULTS_SUMMARY: u32 = 1;
+pub const FAULTS_ALL: u32 = 2;
+
+/// Settings the loader writes into the programs' read-only data.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// mmtrace's own tgid: never traced.
+    pub self_tgid: u32,
+    /// FILTER_* bits.
+    pub filter: u32,
+    /// EventKind::bit() of each kind to emit.
+    pub kind_mask: u32,
+    /// FAULTS_*.
+    pub fault_mode: u32,
+    /// Wake the reader when this many bytes are waiting; below it events
+    /// are submitted without a wakeup and the reader polls.
+    pub wakeup_bytes: u64,
+    /// Offset of `group_dead` in sched_process_exit's record; 0 when the
+    /// kernel's tracepoint has no such field (then the leader's exit counts).
+    pub exit_group_dead_offset: u32,
+    pub _pad: u32,
+}
+
+/// Kernel struct field offsets resolved by the loader from the running
+/// kernel's BTF (rustc cannot emit CO-RE relocations).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Offsets {
+    pub task_mm: u64,
+    pub task_files: u64,
+    pub task_exit_code: u64,
+    pub mm_brk: u64,
+    pub mm_start_stack: u64,
+    pub mm_stack_vm: u64,
+    pub files_fdt: u64,
+    pub fdt_fd: u64,
+    pub fdt_max_fds: u64,
+    pub file_path: u64,
+    pub file_inode: u64,
+    pub path_mnt: u64,
+    pub path_dentry: u64,
+    pub inode_ino: u64,
+    pub inode_sb: u64,
+    pub sb_dev: u64,
+    pub dentry_parent: u64,
+    pub dentry_name: u64,
+    pub qstr_len: u64,
+    pub qstr_name: u64,
+    pub mount_mnt: u64,
+    pub mount_parent: u64,
+    pub mount_mountpoint: u64,
+    pub vfsmount_root: u64,
+    pub vma_start: u64,
+}
+
+impl Offsets {
+    pub const ZERO: Offsets = Offsets {
+        task_mm: 0,
+        task_files: 0,
+        task_exit_code: 0,
+        mm_brk: 0,
+        mm_start_stack: 0,
+        mm_stack_vm: 0,
+        files_fdt: 0,
+        fdt_fd: 0,
+        fdt_max_fds: 0,
+        file_path: 0,
+        file_inode: 0,
+        path_mnt: 0,
+        path_dentry: 0,
+        inode_ino: 0,
+        inode_sb: 0,
+        sb_dev: 0,
+        dentry_parent: 0,
+        dentry_name: 0,
+        qstr_len: 0,
+        qstr_name: 0,
+        mount_mnt: 0,
+        mount_parent: 0,
+        mount_mountpoint: 0,
+        vfsmount_root: 0,
+        vma_start: 0,
+    };
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: plain-old-data, `repr(C)`, no padding holes read as anything
+    // but bytes.
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for Offsets {}
+    unsafe impl aya::Pod for FaultCounts {}
+}
+
+/// Reads a record's header kind, if the record is long enough.
+pub fn record_kind(bytes: &[u8]) -> Option<EventKind> {
+    if bytes.len() < core::mem::size_of::<EventHeader>() {
+        return None;
+    }
+    let kind = u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    EventKind::from_u32(kind)
+}

@@ -1,0 +1,28 @@
+//! mmtrace's kernel-side programs.
+//!
+//! The event's journey starts here: each hook filters in the kernel (so a
+//! filtered-out event costs userspace nothing), builds one record in the
+//! `EVENTS` ring buffer and counts what it could not reserve in `LOST`.
+//!
+//! - `syscall`: brk, mmap, munmap, mremap, mprotect, paired from sys_enter
+//!   and sys_exit per thread; a file mmap resolves its file here.
+//! - `fault`: user page faults, streamed or counted per process.
+//! - `stack`: stack growth, from faults below the stack confirmed by the
+//!   mm's stack size, or from an fexit program where the kernel allows one.
+//! - `process`: exec, fork (new processes, not threads), exit.
+#![no_std]
+#![no_main]
+
+mod common;
+mod fault;
+mod kernel;
+mod process;
+mod stack;
+mod syscall;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any reachable panic; this is never called.
+    loop {}
+}

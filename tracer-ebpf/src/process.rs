@@ -1,0 +1,148 @@
+//! Process lifecycle: exec, new processes (fork/clone without
+//! CLONE_THREAD) and exit. Children of traced processes join the pid filter
+//! at fork, before they can run, when following descendants.
+
+use aya_ebpf::{
+    helpers::generated::bpf_probe_read_kernel_str, macros::tracepoint,
+    programs::TracePointContext, EbpfContext,
+};
+use tracer_common::{
+    EventKind, ExecEvent, ExitEvent, ForkEvent, EXEC_PATH_LEN, FILTER_FOLLOW, FILTER_PID,
+};
+
+use crate::{
+    common::{
+        config, count_lost, current_ids, fill_header, kind_enabled, offsets, submit_flags,
+        traced, EVENTS, PID_FILTER,
+    },
+    kernel::{current_task, read},
+    stack,
+};
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+
+/// sched:sched_process_exec: `__data_loc char[] filename; pid_t pid; pid_t old_pid;`
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    try_exec(&ctx).unwrap_or(0)
+}
+
+#[inline(always)]
+fn try_exec(ctx: &TracePointContext) -> Result<u32, i64> {
+    let cfg = config();
+    let (tgid, _) = current_ids();
+    if !kind_enabled(&cfg, EventKind::Exec) || !traced(&cfg, tgid) {
+        return Ok(0);
+    }
+    // SAFETY: fields of the tracepoint record.
+    let loc = unsafe { ctx.read_at::<u32>(8) }.map_err(|e| e as i64)?;
+    let old_pid = unsafe { ctx.read_at::<u32>(16) }.map_err(|e| e as i64)?;
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count_lost(EventKind::Exec);
+        return Ok(0);
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` is the reserved record; the string is inside the record.
+    unsafe {
+        fill_header(&mut (*e).header, EventKind::Exec);
+        (*e).old_pid = old_pid;
+        let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
+        let n = bpf_probe_read_kernel_str(
+            (*e).path.as_mut_ptr().cast(),
+            EXEC_PATH_LEN as u32,
+            src.cast(),
+        );
+        (*e).path_len = if n > 0 { (n - 1) as u32 } else { 0 };
+    }
+    entry.submit(submit_flags(&cfg));
+    Ok(0)
+}
+
+/// task:task_newtask, in the parent: `pid_t pid; char comm[16]; u64 clone_flags;`
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    try_newtask(&ctx).unwrap_or(0)
+}
+
+#[inline(always)]
+fn try_newtask(ctx: &TracePointContext) -> Result<u32, i64> {
+    // SAFETY: fields of the tracepoint record.
+    let clone_flags = unsafe { ctx.read_at::<u64>(32) }.map_err(|e| e as i64)?;
+    if clone_flags & CLONE_THREAD != 0 {
+        return Ok(0);
+    }
+    let cfg = config();
+    let (tgid, _) = current_ids();
+    if !traced(&cfg, tgid) {
+        return Ok(0);
+    }
+    let child = unsafe { ctx.read_at::<u32>(8) }.map_err(|e| e as i64)?;
+    if cfg.filter & FILTER_FOLLOW != 0 && cfg.filter & FILTER_PID != 0 {
+        if PID_FILTER.insert(child, 1, 0).is_err() {
+            // The child will not be traced: say so through the lost count.
+            count_lost(EventKind::Fork);
+        }
+    }
+    if !kind_enabled(&cfg, EventKind::Fork) {
+        return Ok(0);
+    }
+    match EVENTS.reserve::<ForkEvent>(0) {
+        Some(mut entry) => {
+            let e = entry.as_mut_ptr();
+            // SAFETY: `e` is the reserved record.
+            unsafe {
+                fill_header(&mut (*e).header, EventKind::Fork);
+                (*e).child_pid = child;
+                (*e)._pad = 0;
+                (*e).clone_flags = clone_flags;
+            }
+            entry.submit(submit_flags(&cfg));
+        }
+        None => count_lost(EventKind::Fork),
+    }
+    Ok(0)
+}
+
+/// sched:sched_process_exit, once per exiting thread.
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    try_exit(&ctx).unwrap_or(0)
+}
+
+#[inline(always)]
+fn try_exit(ctx: &TracePointContext) -> Result<u32, i64> {
+    let cfg = config();
+    let (tgid, tid) = current_ids();
+    stack::forget(tid);
+    let group_dead = if cfg.exit_group_dead_offset != 0 {
+        // SAFETY: the offset comes from the tracepoint's format.
+        unsafe { ctx.read_at::<u8>(cfg.exit_group_dead_offset as usize) }.map_err(|e| e as i64)?
+            != 0
+    } else {
+        tid == tgid
+    };
+    if !group_dead || !traced(&cfg, tgid) {
+        return Ok(0);
+    }
+    if kind_enabled(&cfg, EventKind::Exit) {
+        let code = read::<i32>(current_task(), offsets().task_exit_code).unwrap_or(0);
+        match EVENTS.reserve::<ExitEvent>(0) {
+            Some(mut entry) => {
+                let e = entry.as_mut_ptr();
+                // SAFETY: `e` is the reserved record.
+                unsafe {
+                    fill_header(&mut (*e).header, EventKind::Exit);
+                    (*e).exit_code = code;
+                    (*e)._pad = 0;
+                }
+                entry.submit(submit_flags(&cfg));
+            }
+            None => count_lost(EventKind::Exit),
+        }
+    }
+    if cfg.filter & FILTER_PID != 0 {
+        // The pid may be reused by an unrelated process.
+        let _ = PID_FILTER.remove(tgid);
+    }
+    Ok(0)
+}

@@ -1,0 +1,169 @@
+//! Stack growth.
+//!
+//! Where the kernel allows fexit programs, `expand_downwards` reports each
+//! growth directly. Elsewhere (no fentry/fexit, no kprobes) growth is seen
+//! from the fault that causes it: a user fault just below the stack is
+//! remembered per thread, and once the fault has been handled (the next
+//! `kmem:rss_stat` of that thread, when the new page is charged, or its
+//! next fault) the mm's stack size (`mm->stack_vm`, in pages) tells whether
+//! the stack grew, and by how much. The kernel moves the stack's start to
+//! the faulting address rounded down to its page, so the new start is
+//! exact.
+
+use aya_ebpf::{
+    macros::{fentry, fexit, map, tracepoint},
+    maps::{Array, LruHashMap},
+    programs::{FEntryContext, FExitContext, TracePointContext},
+};
+use tracer_common::{Config, EventKind, StackEvent, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT};
+
+use crate::{
+    common::{
+        config, count_lost, current_ids, fill_header, kind_enabled, offsets, submit_flags,
+        traced, EVENTS,
+    },
+    kernel::{current_mm, read},
+};
+
+const PAGE_SIZE: u64 = 4096;
+/// Faults this far below the stack's top are candidates. Stack growth is
+/// confirmed by the stack size, so a larger window costs only a map update
+/// per candidate fault, never a wrong event.
+const STACK_WINDOW: u64 = 1 << 30;
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct StackPending {
+    addr: u64,
+    stack_vm: u64,
+}
+
+/// A candidate fault per thread, awaiting confirmation.
+#[map(name = "STACK_PENDING")]
+static STACK_PENDING: LruHashMap<u32, StackPending> = LruHashMap::with_max_entries(8192, 0);
+
+/// The stack's start at fentry of expand_downwards, per thread.
+#[map(name = "STACK_FENTRY")]
+static STACK_FENTRY: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192, 0);
+
+/// Slot 0: the active STACK_SOURCE_*, set by the loader once it knows
+/// whether the fexit programs could be attached.
+#[map(name = "RUNTIME")]
+static RUNTIME: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Called from the user fault hook (the fault is not handled yet).
+#[inline(always)]
+pub fn on_fault(cfg: &Config, tid: u32, addr: u64) {
+    if RUNTIME.get(0).copied() != Some(STACK_SOURCE_FAULT) {
+        return;
+    }
+    // A previous candidate of this thread not confirmed yet.
+    confirm(cfg, tid);
+    let off = offsets();
+    let Ok(mm) = current_mm(off.task_mm) else {
+        return;
+    };
+    let Ok(start_stack) = read::<u64>(mm, off.mm_start_stack) else {
+        return;
+    };
+    if addr >= start_stack || start_stack - addr > STACK_WINDOW {
+        return;
+    }
+    let Ok(stack_vm) = read::<u64>(mm, off.mm_stack_vm) else {
+        return;
+    };
+    let _ = STACK_PENDING.insert(tid, StackPending { addr, stack_vm }, 0);
+}
+
+/// Emits a stack event if the thread's pending candidate grew the stack.
+#[inline(always)]
+fn confirm(cfg: &Config, tid: u32) {
+    let Some(p) = STACK_PENDING.get_ptr(tid) else {
+        return;
+    };
+    // SAFETY: this thread's entry, read by this thread.
+    let p = unsafe { *p };
+    let _ = STACK_PENDING.remove(tid);
+    let off = offsets();
+    let Ok(mm) = current_mm(off.task_mm) else {
+        return;
+    };
+    let Ok(now) = read::<u64>(mm, off.mm_stack_vm) else {
+        return;
+    };
+    if now <= p.stack_vm {
+        return;
+    }
+    let new_start = p.addr & !(PAGE_SIZE - 1);
+    emit(cfg, new_start + (now - p.stack_vm) * PAGE_SIZE, new_start, STACK_SOURCE_FAULT);
+}
+
+#[inline(always)]
+fn emit(cfg: &Config, old_start: u64, new_start: u64, source: u32) {
+    match EVENTS.reserve::<StackEvent>(0) {
+        Some(mut entry) => {
+            let e = entry.as_mut_ptr();
+            // SAFETY: `e` is the reserved record.
+            unsafe {
+                fill_header(&mut (*e).header, EventKind::Stack);
+                (*e).old_start = old_start;
+                (*e).new_start = new_start;
+                (*e).source = source;
+                (*e)._pad = 0;
+            }
+            entry.submit(submit_flags(cfg));
+        }
+        None => count_lost(EventKind::Stack),
+    }
+}
+
+/// RSS changes of the current task: a pending stack fault has been handled
+/// by the time its page is charged.
+#[tracepoint]
+pub fn rss_stat(_ctx: TracePointContext) -> u32 {
+    let (_, tid) = current_ids();
+    if STACK_PENDING.get_ptr(tid).is_some() {
+        confirm(&config(), tid);
+    }
+    0
+}
+
+/// Thread exit: forget its candidate.
+#[inline(always)]
+pub fn forget(tid: u32) {
+    let _ = STACK_PENDING.remove(tid);
+    let _ = STACK_FENTRY.remove(tid);
+}
+
+#[fentry(function = "expand_downwards")]
+pub fn expand_downwards_entry(ctx: FEntryContext) -> u32 {
+    let cfg = config();
+    let (tgid, tid) = current_ids();
+    if !kind_enabled(&cfg, EventKind::Stack) || !traced(&cfg, tgid) {
+        return 0;
+    }
+    let vma: u64 = ctx.arg(0);
+    if let Ok(start) = read::<u64>(vma, offsets().vma_start) {
+        let _ = STACK_FENTRY.insert(tid, start, 0);
+    }
+    0
+}
+
+#[fexit(function = "expand_downwards")]
+pub fn expand_downwards_exit(ctx: FExitContext) -> u32 {
+    let (_, tid) = current_ids();
+    let Some(old) = STACK_FENTRY.get_ptr(tid) else {
+        return 0;
+    };
+    // SAFETY: this thread's entry, read by this thread.
+    let old = unsafe { *old };
+    let _ = STACK_FENTRY.remove(tid);
+    let vma: u64 = ctx.arg(0);
+    let Ok(new) = read::<u64>(vma, offsets().vma_start) else {
+        return 0;
+    };
+    if new < old {
+        emit(&config(), old, new, STACK_SOURCE_FEXIT);
+    }
+    0
+}

@@ -1,0 +1,257 @@
+//! brk, mmap, munmap, mremap, mprotect: arguments saved per thread at
+//! sys_enter, one record with the result emitted at sys_exit.
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_kernel_str},
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
+use tracer_common::{
+    EventKind, FileInfo, MmapFileEvent, Offsets, SyscallEvent, FILE_PATH_TRUNCATED,
+    FILE_UNRESOLVED, PATH_COMPONENT_MAX, PATH_MAX_DEPTH, PATH_START_LIMIT,
+};
+
+use crate::{
+    common::{
+        config, count_lost, current_ids, fill_header, kind_enabled, offsets, submit_flags, traced,
+        EVENTS,
+    },
+    kernel::{current_mm, current_task, read},
+};
+
+/// A call in progress: saved at sys_enter, consumed at sys_exit.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Pending {
+    enter_ns: u64,
+    kind: u32,
+    _pad: u32,
+    args: [u64; 6],
+}
+
+/// Calls in progress, by thread id. LRU so that a thread that never
+/// returns (killed inside the call) cannot fill it.
+#[map(name = "PENDING")]
+static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(16384, 0);
+
+const MAP_ANONYMOUS: u64 = 0x20;
+/// Syscall arguments start after the common fields and `__syscall_nr`.
+const ARGS_OFFSET: usize = 16;
+
+#[inline(always)]
+fn on_enter(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Result<u32, i64> {
+    let cfg = config();
+    if !kind_enabled(&cfg, kind) {
+        return Ok(0);
+    }
+    let (tgid, tid) = current_ids();
+    if !traced(&cfg, tgid) {
+        return Ok(0);
+    }
+    let mut p = Pending {
+        enter_ns: unsafe { bpf_ktime_get_ns() },
+        kind: kind as u32,
+        _pad: 0,
+        args: [0; 6],
+    };
+    let mut i = 0;
+    while i < nargs && i < 6 {
+        // SAFETY: reads inside the tracepoint record (nargs is the syscall's).
+        p.args[i] = unsafe { ctx.read_at::<u64>(ARGS_OFFSET + 8 * i) }.map_err(|e| e as i64)?;
+        i += 1;
+    }
+    if kind == EventKind::Brk {
+        // The heap end before the call.
+        let off = offsets();
+        p.args[1] = current_mm(off.task_mm)
+            .and_then(|mm| read::<u64>(mm, off.mm_brk))
+            .unwrap_or(0);
+    }
+    PENDING.insert(tid, p, 0).map_err(|e| e as i64)?;
+    Ok(0)
+}
+
+#[inline(always)]
+fn on_exit(ctx: &TracePointContext, kind: EventKind) -> Result<u32, i64> {
+    let (_, tid) = current_ids();
+    let Some(p) = PENDING.get_ptr(tid) else {
+        return Ok(0);
+    };
+    // SAFETY: the entry belongs to this thread, which is here.
+    let p = unsafe { *p };
+    let _ = PENDING.remove(tid);
+    if p.kind != kind as u32 {
+        return Ok(0);
+    }
+    // SAFETY: `ret` is the first field after `__syscall_nr`.
+    let ret = unsafe { ctx.read_at::<i64>(ARGS_OFFSET) }.map_err(|e| e as i64)?;
+    let cfg = config();
+    // A successful mmap returns a user address (positive), a failed one -errno.
+    if kind == EventKind::Mmap && ret >= 0 && p.args[3] & MAP_ANONYMOUS == 0 {
+        emit_mmap_file(&cfg, &p, ret);
+        return Ok(0);
+    }
+    match EVENTS.reserve::<SyscallEvent>(0) {
+        Some(mut entry) => {
+            let e = entry.as_mut_ptr();
+            // SAFETY: `e` is the reserved record.
+            unsafe {
+                fill_header(&mut (*e).header, kind);
+                (*e).enter_ns = p.enter_ns;
+                (*e).args = p.args;
+                (*e).ret = ret;
+            }
+            entry.submit(submit_flags(&cfg));
+        }
+        None => count_lost(kind),
+    }
+    Ok(0)
+}
+
+#[inline(always)]
+fn emit_mmap_file(cfg: &tracer_common::Config, p: &Pending, ret: i64) {
+    let Some(mut entry) = EVENTS.reserve::<MmapFileEvent>(0) else {
+        count_lost(EventKind::Mmap);
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` is the reserved record.
+    unsafe {
+        fill_header(&mut (*e).sys.header, EventKind::Mmap);
+        (*e).sys.enter_ns = p.enter_ns;
+        (*e).sys.args = p.args;
+        (*e).sys.ret = ret;
+        resolve_file(&mut (*e).file, p.args[4], &offsets());
+    }
+    entry.submit(submit_flags(cfg));
+}
+
+/// Fills `fi` with the identity and path of the current task's file `fd`.
+#[inline(always)]
+fn resolve_file(fi: &mut FileInfo, fd: u64, off: &Offsets) {
+    fi.dev = 0;
+    fi.ino = 0;
+    fi.path_len = 0;
+    fi.flags = FILE_UNRESOLVED;
+    fi._pad = 0;
+    let Ok(file) = fd_file(fd, off) else {
+        return;
+    };
+    if let Ok(inode) = read::<u64>(file, off.file_inode) {
+        fi.ino = read::<u64>(inode, off.inode_ino).unwrap_or(0);
+        if let Ok(sb) = read::<u64>(inode, off.inode_sb) {
+            fi.dev = read::<u32>(sb, off.sb_dev).unwrap_or(0);
+        }
+    }
+    let Ok(dentry) = read::<u64>(file, off.file_path + off.path_dentry) else {
+        return;
+    };
+    let Ok(vfsmnt) = read::<u64>(file, off.file_path + off.path_mnt) else {
+        return;
+    };
+    fi.flags = 0;
+    let (len, truncated) = walk_path(fi, dentry, vfsmnt, off);
+    fi.path_len = len;
+    if truncated {
+        fi.flags |= FILE_PATH_TRUNCATED;
+    }
+}
+
+/// `current->files->fdt->fd[fd]`.
+#[inline(always)]
+fn fd_file(fd: u64, off: &Offsets) -> Result<u64, i64> {
+    let files = read::<u64>(current_task(), off.task_files)?;
+    let fdt = read::<u64>(files, off.files_fdt)?;
+    let max_fds = read::<u32>(fdt, off.fdt_max_fds)?;
+    if fd >= max_fds as u64 {
+        return Err(-1);
+    }
+    let fds = read::<u64>(fdt, off.fdt_fd)?;
+    let file = read::<u64>(fds, fd * 8)?;
+    if file == 0 {
+        return Err(-1);
+    }
+    Ok(file)
+}
+
+/// Writes the path of (dentry, vfsmount) into `fi.path`, leaf first, each
+/// component NUL-terminated, crossing mount points up to the root of the
+/// mount namespace. Returns (bytes used, truncated).
+#[inline(always)]
+fn walk_path(fi: &mut FileInfo, mut dentry: u64, vfsmnt: u64, off: &Offsets) -> (u32, bool) {
+    // struct mount embeds the vfsmount.
+    let mut mnt = vfsmnt.wrapping_sub(off.mount_mnt);
+    let mut pos: usize = 0;
+    let buf = fi.path.as_mut_ptr();
+    for _ in 0..PATH_MAX_DEPTH {
+        let Ok(mnt_root) = read::<u64>(mnt + off.mount_mnt, off.vfsmount_root) else {
+            return (pos as u32, true);
+        };
+        if dentry == mnt_root {
+            let Ok(parent) = read::<u64>(mnt, off.mount_parent) else {
+                return (pos as u32, true);
+            };
+            if parent == mnt {
+                return (pos as u32, false);
+            }
+            let Ok(mountpoint) = read::<u64>(mnt, off.mount_mountpoint) else {
+                return (pos as u32, true);
+            };
+            dentry = mountpoint;
+            mnt = parent;
+            continue;
+        }
+        let Ok(parent) = read::<u64>(dentry, off.dentry_parent) else {
+            return (pos as u32, true);
+        };
+        if parent == dentry {
+            // The root of a filesystem mounted nowhere (pipes, memfd, ...).
+            return (pos as u32, false);
+        }
+        let Ok(name) = read::<u64>(dentry, off.dentry_name + off.qstr_name) else {
+            return (pos as u32, true);
+        };
+        if pos >= PATH_START_LIMIT {
+            return (pos as u32, true);
+        }
+        let at = pos & (PATH_START_LIMIT - 1);
+        // SAFETY: at < PATH_START_LIMIT and PATH_START_LIMIT +
+        // PATH_COMPONENT_MAX <= PATH_BUF_LEN, so the write stays in `path`.
+        let n = unsafe {
+            bpf_probe_read_kernel_str(
+                buf.add(at).cast(),
+                PATH_COMPONENT_MAX as u32,
+                name as *const core::ffi::c_void,
+            )
+        };
+        if n <= 0 {
+            return (pos as u32, true);
+        }
+        pos = at + (n as usize & (2 * PATH_COMPONENT_MAX - 1));
+        dentry = parent;
+    }
+    (pos as u32, true)
+}
+
+macro_rules! syscall_hooks {
+    ($($kind:ident, $nargs:expr, $enter:ident, $exit:ident);* $(;)?) => {$(
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            on_enter(&ctx, EventKind::$kind, $nargs).unwrap_or(0)
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            on_exit(&ctx, EventKind::$kind).unwrap_or(0)
+        }
+    )*};
+}
+
+syscall_hooks! {
+    Brk, 1, sys_enter_brk, sys_exit_brk;
+    Mmap, 6, sys_enter_mmap, sys_exit_mmap;
+    Munmap, 2, sys_enter_munmap, sys_exit_munmap;
+    Mremap, 5, sys_enter_mremap, sys_exit_mremap;
+    Mprotect, 3, sys_enter_mprotect, sys_exit_mprotect;
+}

@@ -1,0 +1,207 @@
+//! Command line.
+
+use std::{ffi::OsString, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracer_common::EventKind;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mmtrace",
+    version,
+    about = "System-wide eBPF tracer of memory events: mmap, munmap, mremap, mprotect, brk, \
+             page faults, stack growth and process lifecycle"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Stream memory events live, system-wide or for chosen processes.
+    Stream(StreamArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StreamArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Trace this process (repeatable). A thread id names its process.
+    #[arg(short, long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Trace processes with this command name (repeatable; 15 bytes at most
+    /// count, as the kernel keeps them).
+    #[arg(short, long = "comm", value_name = "NAME")]
+    pub comms: Vec<OsString>,
+
+    /// With --pid or --comm: also trace the children they start from now on.
+    #[arg(short, long)]
+    pub follow: bool,
+
+    /// Event families to trace (comma-separated). Default: all.
+    #[arg(short, long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    pub events: Vec<EventClass>,
+
+    /// Page faults: off, counted per process each second (summary), or every
+    /// fault (all).
+    #[arg(long, value_enum, default_value_t = FaultMode::Summary)]
+    pub faults: FaultMode,
+
+    /// Stop after this many seconds.
+    #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<f64>,
+
+    /// Write events to this file instead of standard output.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    /// Kernel ring buffer size (a power of two: 256K, 4M, ...).
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_size)]
+    pub buffer_size: u32,
+
+    /// Interval of the fault summary, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration)]
+    pub summary_interval: f64,
+
+    /// Start this command, trace it and all its descendants from its first
+    /// instruction, stop when it exits and exit with its status.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Jsonl,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FaultMode {
+    Off,
+    Summary,
+    All,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EventClass {
+    Brk,
+    Mmap,
+    Munmap,
+    Mremap,
+    Mprotect,
+    Fault,
+    Stack,
+    /// exec, fork and exit.
+    Process,
+}
+
+impl EventClass {
+    pub fn kinds(self) -> &'static [EventKind] {
+        match self {
+            EventClass::Brk => &[EventKind::Brk],
+            EventClass::Mmap => &[EventKind::Mmap],
+            EventClass::Munmap => &[EventKind::Munmap],
+            EventClass::Mremap => &[EventKind::Mremap],
+            EventClass::Mprotect => &[EventKind::Mprotect],
+            EventClass::Fault => &[EventKind::Fault],
+            EventClass::Stack => &[EventKind::Stack],
+            EventClass::Process => &[EventKind::Exec, EventKind::Fork, EventKind::Exit],
+        }
+    }
+}
+
+/// The kind mask for the chosen families (all when none is chosen).
+pub fn kind_mask(events: &[EventClass], faults: FaultMode) -> u32 {
+    let mut mask = 0;
+    if events.is_empty() {
+        for k in EventKind::ALL {
+            mask |= k.bit();
+        }
+    } else {
+        for e in events {
+            for k in e.kinds() {
+                mask |= k.bit();
+            }
+        }
+    }
+    if faults == FaultMode::Off {
+        mask &= !EventKind::Fault.bit();
+    }
+    mask
+}
+
+/// "4M", "256K", "1G", "65536": a power of two of at least one page.
+pub fn parse_size(s: &str) -> Result<u32, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (examples: 256K, 4M, 1G)"))?;
+    let bytes = n.saturating_mul(mult);
+    if !bytes.is_power_of_two() || bytes < 4096 || bytes > (1 << 30) {
+        return Err(format!(
+            "`{s}` must be a power of two between 4K and 1G (the kernel's ring buffer rule)"
+        ));
+    }
+    Ok(bytes as u32)
+}
+
+pub fn parse_duration(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v > 0.0 && v.is_finite()) {
+        return Err(format!("`{s}` must be a positive number of seconds"));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        assert_eq!(parse_size("256k"), Ok(256 << 10));
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert!(parse_size("3M").is_err());
+        assert!(parse_size("1K").is_err());
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn masks() {
+        let all = kind_mask(&[], FaultMode::All);
+        assert!(EventKind::ALL.iter().all(|k| all & k.bit() != 0));
+        let off = kind_mask(&[], FaultMode::Off);
+        assert_eq!(off & EventKind::Fault.bit(), 0);
+        let m = kind_mask(&[EventClass::Mmap, EventClass::Process], FaultMode::Summary);
+        assert_eq!(
+            m,
+            EventKind::Mmap.bit() | EventKind::Exec.bit() | EventKind::Fork.bit() | EventKind::Exit.bit()
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_rejected() {
+        assert!(Cli::try_parse_from(["mmtrace", "stream", "--events", "mmap,bogus"]).is_err());
+        assert!(Cli::try_parse_from(["mmtrace", "stream", "--faults", "some"]).is_err());
+        assert!(Cli::try_parse_from(["mmtrace", "stream", "--pid", "abc"]).is_err());
+        assert!(Cli::try_parse_from(["mmtrace", "stream", "--duration", "-1"]).is_err());
+        let ok = Cli::try_parse_from(["mmtrace", "stream", "-e", "mmap,fault", "--", "ls", "-l"])
+            .unwrap();
+        let Command::Stream(a) = ok.command;
+        assert_eq!(a.command, vec![OsString::from("ls"), OsString::from("-l")]);
+        assert_eq!(a.events, vec![EventClass::Mmap, EventClass::Fault]);
+    }
+}

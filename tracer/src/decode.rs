@@ -1,0 +1,310 @@
+//! Decode stage: ring buffer records into [`Event`]s.
+
+use std::mem::size_of;
+
+use tracer_common::{
+    EventHeader, EventKind, ExecEvent, ExitEvent, FaultEvent, FileInfo, ForkEvent,
+    MmapFileEvent, StackEvent, SyscallEvent, FILE_PATH_TRUNCATED, FILE_UNRESOLVED,
+    STACK_SOURCE_FEXIT,
+};
+
+use crate::event::{Access, Body, Event, MappedFile, StackSource, SysResult};
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is too short for a header")]
+    Short(usize),
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+    #[error("{kind:?} record of {len} bytes (expected {expected})")]
+    BadLength {
+        kind: EventKind,
+        len: usize,
+        expected: usize,
+    },
+}
+
+/// Reads a `T` from the start of `bytes` (checked length, any alignment).
+fn read<T: Copy>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(DecodeError::BadLength {
+            kind,
+            len: bytes.len(),
+            expected: size_of::<T>(),
+        });
+    }
+    // SAFETY: length checked; T is a plain-old-data repr(C) record type.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Bytes up to the first NUL.
+fn c_bytes(bytes: &[u8]) -> Vec<u8> {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    bytes[..end].to_vec()
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    if bytes.len() < size_of::<EventHeader>() {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    let raw_kind = u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    let kind = EventKind::from_u32(raw_kind).ok_or(DecodeError::UnknownKind(raw_kind))?;
+    let h: EventHeader = read(bytes, kind)?;
+    let body = match kind {
+        EventKind::Brk | EventKind::Munmap | EventKind::Mremap | EventKind::Mprotect => {
+            syscall_body(&read::<SyscallEvent>(bytes, kind)?, None)
+        }
+        EventKind::Mmap => {
+            if bytes.len() >= size_of::<MmapFileEvent>() {
+                let e: MmapFileEvent = read(bytes, kind)?;
+                syscall_body(&e.sys, Some(&e.file))
+            } else {
+                syscall_body(&read::<SyscallEvent>(bytes, kind)?, None)
+            }
+        }
+        EventKind::Fault => {
+            let e: FaultEvent = read(bytes, kind)?;
+            Body::Fault {
+                addr: e.addr,
+                ip: e.ip,
+                access: Access::from_error_code(e.error_code),
+                present: e.error_code & 1 != 0,
+            }
+        }
+        EventKind::Stack => {
+            let e: StackEvent = read(bytes, kind)?;
+            Body::Stack {
+                old_start: e.old_start,
+                new_start: e.new_start,
+                source: if e.source == STACK_SOURCE_FEXIT {
+                    StackSource::Fexit
+                } else {
+                    StackSource::Fault
+                },
+            }
+        }
+        EventKind::Exec => {
+            let e: ExecEvent = read(bytes, kind)?;
+            let n = (e.path_len as usize).min(e.path.len());
+            Body::Exec {
+                path: c_bytes(&e.path[..n]),
+                old_pid: e.old_pid,
+            }
+        }
+        EventKind::Fork => {
+            let e: ForkEvent = read(bytes, kind)?;
+            Body::Fork {
+                child_pid: e.child_pid,
+                clone_flags: e.clone_flags,
+            }
+        }
+        EventKind::Exit => {
+            let e: ExitEvent = read(bytes, kind)?;
+            Body::Exit {
+                status: e.exit_code,
+            }
+        }
+    };
+    Ok(Event {
+        ts_ns: h.ts_ns,
+        cpu: h.cpu,
+        pid: h.tgid,
+        tid: h.tid,
+        comm: c_bytes(&h.comm),
+        body,
+    })
+}
+
+fn syscall_body(e: &SyscallEvent, file: Option<&FileInfo>) -> Body {
+    let kind = EventKind::from_u32(e.header.kind);
+    let a = e.args;
+    let ret = SysResult::from_raw(e.ret);
+    match kind {
+        Some(EventKind::Brk) => Body::Brk {
+            requested: a[0],
+            old_brk: a[1],
+            new_brk: e.ret as u64,
+        },
+        Some(EventKind::Mmap) => Body::Mmap {
+            addr: a[0],
+            len: a[1],
+            prot: a[2],
+            flags: a[3],
+            fd: a[4] as i32 as i64,
+            offset: a[5],
+            ret,
+            file: file.and_then(mapped_file),
+        },
+        Some(EventKind::Munmap) => Body::Munmap {
+            addr: a[0],
+            len: a[1],
+            ret,
+        },
+        Some(EventKind::Mremap) => Body::Mremap {
+            old_addr: a[0],
+            old_len: a[1],
+            new_len: a[2],
+            flags: a[3],
+            new_addr: a[4],
+            ret,
+        },
+        _ => Body::Mprotect {
+            addr: a[0],
+            len: a[1],
+            prot: a[2],
+            ret,
+        },
+    }
+}
+
+/// The file of an mmap record; its path's components are stored leaf first.
+fn mapped_file(f: &FileInfo) -> Option<MappedFile> {
+    if f.flags & FILE_UNRESOLVED != 0 {
+        return None;
+    }
+    let used = (f.path_len as usize).min(f.path.len());
+    let mut path = Vec::with_capacity(used + 1);
+    for part in f.path[..used]
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
+        path.push(b'/');
+        path.extend_from_slice(part);
+    }
+    if path.is_empty() {
+        path.push(b'/');
+    }
+    Some(MappedFile {
+        path,
+        dev_major: f.dev >> 20,
+        dev_minor: f.dev & 0xf_ffff,
+        ino: f.ino,
+        truncated: f.flags & FILE_PATH_TRUNCATED != 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracer_common::{COMM_LEN, PATH_BUF_LEN};
+
+    fn header(kind: EventKind) -> EventHeader {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(b"work");
+        EventHeader {
+            ts_ns: 42,
+            kind: kind as u32,
+            cpu: 1,
+            tgid: 100,
+            tid: 101,
+            comm,
+        }
+    }
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a repr(C) value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
+
+    #[test]
+    fn mmap_file_path_is_rebuilt_root_first() {
+        let mut path = [0u8; PATH_BUF_LEN];
+        let parts = b"libc.so.6\0x86_64-linux-gnu\0lib\0usr\0";
+        path[..parts.len()].copy_from_slice(parts);
+        let e = MmapFileEvent {
+            sys: SyscallEvent {
+                header: header(EventKind::Mmap),
+                enter_ns: 40,
+                args: [0, 8192, 1, 2, 3, 0],
+                ret: 0x7f00_0000_0000,
+            },
+            file: FileInfo {
+                dev: (8 << 20) | 1,
+                path_len: parts.len() as u32,
+                ino: 77,
+                flags: 0,
+                _pad: 0,
+                path,
+            },
+        };
+        let ev = decode(&bytes_of(&e)).unwrap();
+        assert_eq!(ev.pid, 100);
+        assert_eq!(ev.tid, 101);
+        assert_eq!(ev.comm, b"work");
+        let Body::Mmap { file: Some(f), ret, fd, .. } = ev.body else {
+            panic!("not a file mmap: {:?}", ev.body)
+        };
+        assert_eq!(f.path, b"/usr/lib/x86_64-linux-gnu/libc.so.6");
+        assert_eq!((f.dev_major, f.dev_minor, f.ino), (8, 1, 77));
+        assert_eq!(ret, SysResult::Ok(0x7f00_0000_0000));
+        assert_eq!(fd, 3);
+    }
+
+    #[test]
+    fn failed_call_and_anonymous_fd() {
+        let e = SyscallEvent {
+            header: header(EventKind::Mmap),
+            enter_ns: 0,
+            args: [0, 4096, 3, 0x22, u64::MAX, 0],
+            ret: -12,
+        };
+        let ev = decode(&bytes_of(&e)).unwrap();
+        let Body::Mmap { fd, ret, file, .. } = ev.body else {
+            panic!()
+        };
+        assert_eq!(fd, -1);
+        assert_eq!(ret, SysResult::Err(12));
+        assert!(file.is_none());
+    }
+
+    #[test]
+    fn brk_carries_before_and_after() {
+        let e = SyscallEvent {
+            header: header(EventKind::Brk),
+            enter_ns: 0,
+            args: [0x5000_0000, 0x4000_0000, 0, 0, 0, 0],
+            ret: 0x5000_0000,
+        };
+        let Body::Brk { requested, old_brk, new_brk } = decode(&bytes_of(&e)).unwrap().body
+        else {
+            panic!()
+        };
+        assert_eq!((requested, old_brk, new_brk), (0x5000_0000, 0x4000_0000, 0x5000_0000));
+    }
+
+    #[test]
+    fn fault_access_from_error_code() {
+        for (code, access, present) in [
+            (0x4, Access::Read, false),
+            (0x6, Access::Write, false),
+            (0x7, Access::Write, true),
+            (0x14, Access::Exec, false),
+            (0x15, Access::Exec, true),
+        ] {
+            let e = FaultEvent {
+                header: header(EventKind::Fault),
+                addr: 0x1000,
+                ip: 0x2000,
+                error_code: code,
+            };
+            let Body::Fault { access: a, present: p, .. } = decode(&bytes_of(&e)).unwrap().body
+            else {
+                panic!()
+            };
+            assert_eq!((a, p), (access, present), "error code {code:#x}");
+        }
+    }
+
+    #[test]
+    fn bad_records_are_errors() {
+        assert_eq!(decode(&[0u8; 8]), Err(DecodeError::Short(8)));
+        let mut h = bytes_of(&header(EventKind::Fault));
+        assert!(matches!(decode(&h), Err(DecodeError::BadLength { .. })));
+        h[8] = 99;
+        assert_eq!(decode(&h), Err(DecodeError::UnknownKind(99)));
+    }
+}

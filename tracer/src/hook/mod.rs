@@ -1,0 +1,304 @@
+//! Hook stage: loads the kernel programs with the filter and offsets they
+//! need, attaches the ones the chosen events require, and owns their maps.
+//! Dropping [`Hooks`] detaches everything.
+
+pub mod btf;
+
+use std::collections::{BTreeMap, HashMap as StdHashMap};
+
+use anyhow::{anyhow, Context, Result};
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{FEntry, FExit, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use log::{info, warn};
+use tracer_common::{
+    Config, EventKind, FaultCounts, COMM_LEN, FAULTS_ALL, FAULTS_OFF, FILTER_COMM, FILTER_FOLLOW,
+    FILTER_PID, KIND_SLOTS, MAP_COMM_FILTER, MAP_EVENTS, MAP_FAULT_COUNTS, MAP_LOST,
+    MAP_PID_FILTER, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT,
+};
+
+use crate::preflight::{tracepoint_exists, TRACEFS};
+
+/// The compiled kernel programs, embedded at build time.
+static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+
+/// What to hook and how.
+#[derive(Clone, Debug)]
+pub struct HookConfig {
+    /// EventKind::bit() of the kinds to emit.
+    pub kind_mask: u32,
+    /// FAULTS_*.
+    pub fault_mode: u32,
+    /// Processes to trace (tgids); empty with `comms` empty: everything.
+    pub pids: Vec<u32>,
+    /// Trace processes whose comm is one of these.
+    pub comms: Vec<Vec<u8>>,
+    /// Filter by pid even while `pids` is empty (a command is about to be
+    /// added), and add the children of traced processes at fork.
+    pub follow: bool,
+    pub pid_filter: bool,
+    /// Ring buffer size in bytes (a power of two, at least a page).
+    pub buffer_bytes: u32,
+}
+
+/// Tracepoints the programs attach to: (program, category, name, needed for).
+const TRACEPOINTS: &[(&str, &str, &str, &[EventKind])] = &[
+    ("sys_enter_brk", "syscalls", "sys_enter_brk", &[EventKind::Brk]),
+    ("sys_exit_brk", "syscalls", "sys_exit_brk", &[EventKind::Brk]),
+    ("sys_enter_mmap", "syscalls", "sys_enter_mmap", &[EventKind::Mmap]),
+    ("sys_exit_mmap", "syscalls", "sys_exit_mmap", &[EventKind::Mmap]),
+    ("sys_enter_munmap", "syscalls", "sys_enter_munmap", &[EventKind::Munmap]),
+    ("sys_exit_munmap", "syscalls", "sys_exit_munmap", &[EventKind::Munmap]),
+    ("sys_enter_mremap", "syscalls", "sys_enter_mremap", &[EventKind::Mremap]),
+    ("sys_exit_mremap", "syscalls", "sys_exit_mremap", &[EventKind::Mremap]),
+    ("sys_enter_mprotect", "syscalls", "sys_enter_mprotect", &[EventKind::Mprotect]),
+    ("sys_exit_mprotect", "syscalls", "sys_exit_mprotect", &[EventKind::Mprotect]),
+    ("page_fault_user", "exceptions", "page_fault_user", &[EventKind::Fault, EventKind::Stack]),
+    ("sched_process_exec", "sched", "sched_process_exec", &[EventKind::Exec]),
+    // Always needed when following children, see `needed`.
+    ("task_newtask", "task", "task_newtask", &[EventKind::Fork]),
+    ("sched_process_exit", "sched", "sched_process_exit", &[EventKind::Exit]),
+];
+
+/// Where stack growth events come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackPath {
+    Fexit,
+    FaultFallback,
+    Off,
+}
+
+pub struct Hooks {
+    ebpf: Ebpf,
+    pub stack_path: StackPath,
+    /// Lost counts already reported, per kind.
+    lost_seen: [u64; KIND_SLOTS],
+}
+
+impl Hooks {
+    /// Loads and attaches. Nothing stays attached if this fails.
+    pub fn load(cfg: &HookConfig) -> Result<Hooks> {
+        let kernel_btf = btf::load_kernel_btf()?;
+        let offsets = btf::resolve_offsets(&kernel_btf)?;
+        let mut filter = 0;
+        if cfg.pid_filter || !cfg.pids.is_empty() {
+            filter |= FILTER_PID;
+        }
+        if !cfg.comms.is_empty() {
+            filter |= FILTER_COMM;
+        }
+        if cfg.follow {
+            filter |= FILTER_FOLLOW;
+        }
+        let config = Config {
+            self_tgid: std::process::id(),
+            filter,
+            kind_mask: cfg.kind_mask,
+            fault_mode: cfg.fault_mode,
+            // Wake the reader once a quarter of the buffer is waiting; it
+            // polls every few milliseconds for the rest.
+            wakeup_bytes: u64::from(cfg.buffer_bytes / 4),
+            exit_group_dead_offset: exit_group_dead_offset().unwrap_or(0),
+            _pad: 0,
+        };
+        let ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .override_global("OFFSETS", &offsets, true)
+            .map_max_entries(MAP_EVENTS, cfg.buffer_bytes)
+            .load(PROGRAMS)
+            .context("cannot load mmtrace's kernel programs")?;
+
+        let mut hooks = Hooks {
+            ebpf,
+            stack_path: StackPath::Off,
+            lost_seen: [0; KIND_SLOTS],
+        };
+        for pid in &cfg.pids {
+            hooks.add_pid(*pid)?;
+        }
+        {
+            let mut comms: HashMap<_, [u8; COMM_LEN], u8> = HashMap::try_from(
+                hooks.ebpf.map_mut(MAP_COMM_FILTER).context("COMM_FILTER map")?,
+            )?;
+            for comm in &cfg.comms {
+                comms.insert(comm_key(comm), 1, 0)?;
+            }
+        }
+
+        let wants = |k: EventKind| cfg.kind_mask & k.bit() != 0;
+        if wants(EventKind::Stack) {
+            hooks.stack_path = hooks.attach_stack_fexit().unwrap_or_else(|e| {
+                info!("stack growth: fexit on expand_downwards unavailable ({e:#}); using the fault-based path");
+                StackPath::FaultFallback
+            });
+            let mode = match hooks.stack_path {
+                StackPath::Fexit => STACK_SOURCE_FEXIT,
+                _ => STACK_SOURCE_FAULT,
+            };
+            let mut runtime: Array<_, u32> =
+                Array::try_from(hooks.ebpf.map_mut("RUNTIME").context("RUNTIME map")?)?;
+            runtime.set(0, mode, 0)?;
+        }
+        for (prog, category, name, kinds) in TRACEPOINTS {
+            let needed = match *prog {
+                "page_fault_user" => {
+                    (wants(EventKind::Fault) && cfg.fault_mode != FAULTS_OFF)
+                        || hooks.stack_path == StackPath::FaultFallback
+                }
+                // Children join the filter at fork; exited pids leave it.
+                "task_newtask" => wants(EventKind::Fork) || cfg.follow,
+                "sched_process_exit" => wants(EventKind::Exit) || cfg.pid_filter,
+                _ => kinds.iter().any(|k| wants(*k)),
+            };
+            if needed {
+                hooks.attach_tracepoint(prog, category, name)?;
+            }
+        }
+        if hooks.stack_path == StackPath::FaultFallback {
+            hooks.attach_tracepoint("rss_stat", "kmem", "rss_stat")?;
+        }
+        if cfg.fault_mode == FAULTS_ALL {
+            info!("streaming every page fault");
+        }
+        Ok(hooks)
+    }
+
+    fn attach_tracepoint(&mut self, prog: &str, category: &str, name: &str) -> Result<()> {
+        if !tracepoint_exists(category, name) {
+            return Err(anyhow!(
+                "this kernel has no tracepoint {category}:{name} (looked in {TRACEFS}/events)"
+            ));
+        }
+        let tp: &mut TracePoint = self
+            .ebpf
+            .program_mut(prog)
+            .ok_or_else(|| anyhow!("program {prog} missing from the object"))?
+            .try_into()?;
+        tp.load()
+            .with_context(|| format!("the kernel refused program {prog}"))?;
+        tp.attach(category, name)
+            .with_context(|| format!("cannot attach to tracepoint {category}:{name}"))?;
+        Ok(())
+    }
+
+    fn attach_stack_fexit(&mut self) -> Result<StackPath> {
+        let btf = aya::Btf::from_sys_fs()?;
+        let entry: &mut FEntry = self
+            .ebpf
+            .program_mut("expand_downwards_entry")
+            .ok_or_else(|| anyhow!("fentry program missing"))?
+            .try_into()?;
+        entry.load("expand_downwards", &btf)?;
+        entry.attach()?;
+        let exit: &mut FExit = self
+            .ebpf
+            .program_mut("expand_downwards_exit")
+            .ok_or_else(|| anyhow!("fexit program missing"))?
+            .try_into()?;
+        exit.load("expand_downwards", &btf)?;
+        exit.attach()?;
+        info!("stack growth: fentry/fexit on expand_downwards");
+        Ok(StackPath::Fexit)
+    }
+
+    /// Adds a process to the pid filter.
+    pub fn add_pid(&mut self, pid: u32) -> Result<()> {
+        let mut pids: HashMap<_, u32, u8> =
+            HashMap::try_from(self.ebpf.map_mut(MAP_PID_FILTER).context("PID_FILTER map")?)?;
+        pids.insert(pid, 1, 0)
+            .with_context(|| format!("cannot add pid {pid} to the filter"))?;
+        Ok(())
+    }
+
+    /// The ring buffer, to be read by the transport stage.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map(MAP_EVENTS)
+            .ok_or_else(|| anyhow!("EVENTS map missing"))?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// New lost events per kind since the last call.
+    pub fn new_lost(&mut self) -> Result<Vec<(EventKind, u64)>> {
+        let lost: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map(MAP_LOST).context("LOST map")?)?;
+        let mut out = Vec::new();
+        for kind in EventKind::ALL {
+            let total: u64 = lost.get(&(kind as u32), 0)?.iter().sum();
+            let seen = &mut self.lost_seen[kind as usize];
+            if total > *seen {
+                out.push((kind, total - *seen));
+                *seen = total;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The kernel's fault counters: per process, summed over CPUs.
+    pub fn fault_counts(&self) -> Result<BTreeMap<u32, FaultCounts>> {
+        let counts: PerCpuHashMap<_, u32, FaultCounts> =
+            PerCpuHashMap::try_from(self.ebpf.map(MAP_FAULT_COUNTS).context("FAULT_COUNTS map")?)?;
+        let mut out = BTreeMap::new();
+        for item in counts.iter() {
+            let Ok((tgid, per_cpu)) = item else {
+                // The entry was removed while iterating.
+                continue;
+            };
+            let mut sum = FaultCounts::default();
+            for c in per_cpu.iter() {
+                sum.read += c.read;
+                sum.write += c.write;
+                sum.exec += c.exec;
+                sum.present += c.present;
+                if sum.comm[0] == 0 {
+                    sum.comm = c.comm;
+                }
+            }
+            out.insert(tgid, sum);
+        }
+        Ok(out)
+    }
+
+    /// Forgets an exited process's fault counters.
+    pub fn remove_fault_counts(&mut self, tgid: u32) -> Result<()> {
+        let mut counts: PerCpuHashMap<_, u32, FaultCounts> = PerCpuHashMap::try_from(
+            self.ebpf.map_mut(MAP_FAULT_COUNTS).context("FAULT_COUNTS map")?,
+        )?;
+        match counts.remove(&tgid) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A comm as the kernel stores it: at most 15 bytes and a NUL.
+pub fn comm_key(comm: &[u8]) -> [u8; COMM_LEN] {
+    let mut key = [0u8; COMM_LEN];
+    let n = comm.len().min(COMM_LEN - 1);
+    key[..n].copy_from_slice(&comm[..n]);
+    key
+}
+
+/// Offset of `group_dead` in sched_process_exit's record, from its format.
+fn exit_group_dead_offset() -> Option<u32> {
+    let format =
+        std::fs::read_to_string(format!("{TRACEFS}/events/sched/sched_process_exit/format")).ok()?;
+    let fields: StdHashMap<&str, u32> = format
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let decl = line.strip_prefix("field:")?.split(';').next()?;
+            let name = decl.split_whitespace().last()?;
+            let offset = line.split("offset:").nth(1)?.split(';').next()?.parse().ok()?;
+            Some((name, offset))
+        })
+        .collect();
+    let off = fields.get("group_dead").copied();
+    if off.is_none() {
+        warn!("sched_process_exit has no group_dead field: a process's exit is its leader's exit");
+    }
+    off
+}

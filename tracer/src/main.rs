@@ -1,0 +1,63 @@
+//! mmtrace: a system-wide eBPF tracer of memory events.
+//!
+//! The event's journey through the tree:
+//! `tracer-ebpf` (hooks, in the kernel) -> [`hook`] (load, attach, maps) ->
+//! [`transport`] (ring buffer) -> [`decode`] -> [`event`] -> [`output`].
+
+mod cli;
+mod decode;
+mod error;
+mod event;
+mod hook;
+mod output;
+mod preflight;
+mod spawn;
+mod stream;
+mod transport;
+
+use clap::Parser;
+
+use crate::{
+    cli::{Cli, Command},
+    error::Error,
+};
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            use std::io::Write;
+            writeln!(buf, "mmtrace: {}", record.args())
+        })
+        .init();
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mmtrace: {}", error_line(&e));
+            e.exit_code()
+        }
+    };
+    std::process::exit(code);
+}
+
+/// One line: the error and its causes.
+fn error_line(e: &Error) -> String {
+    match e {
+        Error::Other(e) => format!("{e:#}"),
+        e => e.to_string(),
+    }
+}
+
+fn run(cli: Cli) -> Result<i32, Error> {
+    match cli.command {
+        Command::Stream(args) => {
+            // Forking the command happens before the runtime starts threads.
+            let prepared = stream::prepare(args)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)?;
+            rt.block_on(stream::run(prepared))
+        }
+    }
+}

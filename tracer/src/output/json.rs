@@ -1,0 +1,696 @@
+//! The JSONL format: one JSON object per line, a stable interface.
+//!
+//! Every line has `t_ns`, `pid`, `tid`, `comm`, `event`, then the fields of
+//! the event (see the module documentation of `output`). Raw bytes from the
+//! traced process (comm, paths) become strings by lossy UTF-8 conversion;
+//! when they were not valid UTF-8, a sibling `<name>_hex` field holds the
+//! raw bytes in hex.
+
+use serde::Serialize;
+
+use super::names::{
+    dev_str, errno_name, hex, hex_bytes, mmap_flags_str, mremap_flags_str, prot_str, signal_name,
+};
+use crate::event::{split_status, Body, Event, StackSource, SysResult};
+
+/// Raw bytes as a string, plus their hex when they are not valid UTF-8.
+fn lossy(bytes: &[u8]) -> (String, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_string(), None),
+        Err(_) => (
+            String::from_utf8_lossy(bytes).into_owned(),
+            Some(hex_bytes(bytes)),
+        ),
+    }
+}
+
+#[derive(Serialize)]
+struct Line<B: Serialize> {
+    t_ns: u64,
+    pid: u32,
+    tid: u32,
+    comm: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comm_hex: Option<String>,
+    event: &'static str,
+    #[serde(flatten)]
+    body: B,
+}
+
+/// `ret` (null on failure) and `errno` (only on failure).
+#[derive(Serialize)]
+struct Ret<T: Serialize> {
+    ret: Option<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errno: Option<String>,
+}
+
+/// A result whose value is an address.
+fn ret_addr(r: SysResult) -> Ret<String> {
+    match r {
+        SysResult::Ok(v) => Ret {
+            ret: Some(hex(v)),
+            errno: None,
+        },
+        SysResult::Err(e) => Ret {
+            ret: None,
+            errno: Some(errno_name(e)),
+        },
+    }
+}
+
+/// A result whose value is a number (0).
+fn ret_int(r: SysResult) -> Ret<u64> {
+    match r {
+        SysResult::Ok(v) => Ret {
+            ret: Some(v),
+            errno: None,
+        },
+        SysResult::Err(e) => Ret {
+            ret: None,
+            errno: Some(errno_name(e)),
+        },
+    }
+}
+
+#[derive(Serialize)]
+struct Brk {
+    requested: String,
+    old_brk: String,
+    new_brk: String,
+}
+
+#[derive(Serialize)]
+struct Mmap {
+    addr: String,
+    len: u64,
+    prot: String,
+    flags: String,
+    fd: i64,
+    offset: u64,
+    #[serde(flatten)]
+    ret: Ret<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_hex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dev: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ino: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    path_truncated: bool,
+}
+
+#[derive(Serialize)]
+struct Munmap {
+    addr: String,
+    len: u64,
+    #[serde(flatten)]
+    ret: Ret<u64>,
+}
+
+#[derive(Serialize)]
+struct Mremap {
+    old_addr: String,
+    old_len: u64,
+    new_len: u64,
+    flags: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_addr: Option<String>,
+    #[serde(flatten)]
+    ret: Ret<String>,
+}
+
+#[derive(Serialize)]
+struct Mprotect {
+    addr: String,
+    len: u64,
+    prot: String,
+    #[serde(flatten)]
+    ret: Ret<u64>,
+}
+
+#[derive(Serialize)]
+struct Fault {
+    addr: String,
+    ip: String,
+    access: &'static str,
+    present: bool,
+}
+
+#[derive(Serialize)]
+struct FaultSummary {
+    interval_ns: u64,
+    read: u64,
+    write: u64,
+    exec: u64,
+    present: u64,
+    total: u64,
+}
+
+#[derive(Serialize)]
+struct Stack {
+    old_start: String,
+    new_start: String,
+    source: &'static str,
+}
+
+#[derive(Serialize)]
+struct Exec {
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_hex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_pid: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct Fork {
+    child_pid: u32,
+}
+
+#[derive(Serialize)]
+struct Exit {
+    code: Option<i32>,
+    signal: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Lost {
+    count: u64,
+    kind: Option<&'static str>,
+}
+
+/// Appends one JSON line (with its newline) for `ev` to `out`. Times are
+/// relative to `start_ns`, saturating at 0.
+pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64) -> serde_json::Result<()> {
+    let (comm, comm_hex) = lossy(&ev.comm);
+    let head = Head {
+        t_ns: ev.ts_ns.saturating_sub(start_ns),
+        pid: ev.pid,
+        tid: ev.tid,
+        comm,
+        comm_hex,
+        event: ev.body.name(),
+    };
+    match &ev.body {
+        Body::Brk {
+            requested,
+            old_brk,
+            new_brk,
+        } => head.write(
+            out,
+            Brk {
+                requested: hex(*requested),
+                old_brk: hex(*old_brk),
+                new_brk: hex(*new_brk),
+            },
+        ),
+        Body::Mmap {
+            addr,
+            len,
+            prot,
+            flags,
+            fd,
+            offset,
+            ret,
+            file,
+        } => {
+            let (path, path_hex) = match file {
+                Some(f) => {
+                    let (p, h) = lossy(&f.path);
+                    (Some(p), h)
+                }
+                None => (None, None),
+            };
+            head.write(
+                out,
+                Mmap {
+                    addr: hex(*addr),
+                    len: *len,
+                    prot: prot_str(*prot),
+                    flags: mmap_flags_str(*flags),
+                    // The kernel takes the fd as an int.
+                    fd: *fd as i32 as i64,
+                    offset: *offset,
+                    ret: ret_addr(*ret),
+                    path,
+                    path_hex,
+                    dev: file.as_ref().map(|f| dev_str(f.dev_major, f.dev_minor)),
+                    ino: file.as_ref().map(|f| f.ino),
+                    path_truncated: file.as_ref().is_some_and(|f| f.truncated),
+                },
+            )
+        }
+        Body::Munmap { addr, len, ret } => head.write(
+            out,
+            Munmap {
+                addr: hex(*addr),
+                len: *len,
+                ret: ret_int(*ret),
+            },
+        ),
+        Body::Mremap {
+            old_addr,
+            old_len,
+            new_len,
+            flags,
+            new_addr,
+            ret,
+        } => head.write(
+            out,
+            Mremap {
+                old_addr: hex(*old_addr),
+                old_len: *old_len,
+                new_len: *new_len,
+                flags: mremap_flags_str(*flags),
+                new_addr: (*flags & libc::MREMAP_FIXED as u64 != 0).then(|| hex(*new_addr)),
+                ret: ret_addr(*ret),
+            },
+        ),
+        Body::Mprotect {
+            addr,
+            len,
+            prot,
+            ret,
+        } => head.write(
+            out,
+            Mprotect {
+                addr: hex(*addr),
+                len: *len,
+                prot: prot_str(*prot),
+                ret: ret_int(*ret),
+            },
+        ),
+        Body::Fault {
+            addr,
+            ip,
+            access,
+            present,
+        } => head.write(
+            out,
+            Fault {
+                addr: hex(*addr),
+                ip: hex(*ip),
+                access: access.name(),
+                present: *present,
+            },
+        ),
+        Body::FaultSummary {
+            interval_ns,
+            read,
+            write,
+            exec,
+            present,
+        } => head.write(
+            out,
+            FaultSummary {
+                interval_ns: *interval_ns,
+                read: *read,
+                write: *write,
+                exec: *exec,
+                present: *present,
+                total: read.saturating_add(*write).saturating_add(*exec),
+            },
+        ),
+        Body::Stack {
+            old_start,
+            new_start,
+            source,
+        } => head.write(
+            out,
+            Stack {
+                old_start: hex(*old_start),
+                new_start: hex(*new_start),
+                source: match source {
+                    StackSource::Fault => "fault",
+                    StackSource::Fexit => "fexit",
+                },
+            },
+        ),
+        Body::Exec { path, old_pid } => {
+            let (path, path_hex) = lossy(path);
+            head.write(
+                out,
+                Exec {
+                    path,
+                    path_hex,
+                    old_pid: (*old_pid != ev.pid).then_some(*old_pid),
+                },
+            )
+        }
+        Body::Fork { child_pid, .. } => head.write(
+            out,
+            Fork {
+                child_pid: *child_pid,
+            },
+        ),
+        Body::Exit { status } => {
+            let (code, signal) = split_status(*status);
+            head.write(
+                out,
+                Exit {
+                    code,
+                    signal: signal.map(signal_name),
+                },
+            )
+        }
+        Body::Lost { count, kind } => head.write(
+            out,
+            Lost {
+                count: *count,
+                kind: kind.map(|k| k.name()),
+            },
+        ),
+    }
+}
+
+/// The fields every line starts with.
+struct Head {
+    t_ns: u64,
+    pid: u32,
+    tid: u32,
+    comm: String,
+    comm_hex: Option<String>,
+    event: &'static str,
+}
+
+impl Head {
+    fn write<B: Serialize>(self, out: &mut Vec<u8>, body: B) -> serde_json::Result<()> {
+        let line = Line {
+            t_ns: self.t_ns,
+            pid: self.pid,
+            tid: self.tid,
+            comm: self.comm,
+            comm_hex: self.comm_hex,
+            event: self.event,
+            body,
+        };
+        serde_json::to_writer(&mut *out, &line)?;
+        out.push(b'\n');
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Access, MappedFile};
+    use serde_json::Value;
+    use tracer_common::EventKind;
+
+    fn ev(body: Body) -> Event {
+        Event {
+            ts_ns: 1_500,
+            cpu: 3,
+            pid: 1234,
+            tid: 1236,
+            comm: b"python3".to_vec(),
+            body,
+        }
+    }
+
+    /// The line for `ev` as text (checked to be one line).
+    fn raw(ev: &Event) -> String {
+        let mut out = Vec::new();
+        format_event(&mut out, ev, 1_000).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        let body = s.strip_suffix('\n').expect("ends with a newline");
+        assert!(!body.contains('\n'));
+        assert!(!body.contains('\x1b'));
+        s
+    }
+
+    /// Checks the line for `body` is exactly the head then `fields` (JSON
+    /// object members, in order, from `"event"` on), and parses back.
+    fn check(body: Body, fields: &str) {
+        let line = raw(&ev(body));
+        let want = format!(r#"{{"t_ns":500,"pid":1234,"tid":1236,"comm":"python3",{fields}}}"#);
+        assert_eq!(line.trim_end(), want);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        let w: Value = serde_json::from_str(&want).unwrap();
+        assert_eq!(v, w);
+    }
+
+    #[test]
+    fn brk() {
+        check(
+            Body::Brk {
+                requested: 0,
+                old_brk: 0x55d0_0000,
+                new_brk: 0x55d0_0000,
+            },
+            r#""event":"brk","requested":"0x0","old_brk":"0x55d00000","new_brk":"0x55d00000""#,
+        );
+    }
+
+    #[test]
+    fn mmap() {
+        check(
+            Body::Mmap {
+                addr: 0,
+                len: 1 << 20,
+                prot: 3,
+                flags: 0x22,
+                fd: -1,
+                offset: 0,
+                ret: SysResult::Ok(0x7f3a12340000),
+                file: None,
+            },
+            r#""event":"mmap","addr":"0x0","len":1048576,"prot":"rw-","flags":"MAP_PRIVATE|MAP_ANONYMOUS","fd":-1,"offset":0,"ret":"0x7f3a12340000""#,
+        );
+        check(
+            Body::Mmap {
+                addr: 0,
+                len: 1 << 40,
+                prot: 3,
+                flags: 0x22,
+                fd: 0xffff_ffff,
+                offset: 0,
+                ret: SysResult::Err(12),
+                file: None,
+            },
+            r#""event":"mmap","addr":"0x0","len":1099511627776,"prot":"rw-","flags":"MAP_PRIVATE|MAP_ANONYMOUS","fd":-1,"offset":0,"ret":null,"errno":"ENOMEM""#,
+        );
+        check(
+            Body::Mmap {
+                addr: 0,
+                len: 8192,
+                prot: 5,
+                flags: 0x802,
+                fd: 3,
+                offset: 4096,
+                ret: SysResult::Ok(0x7f0000000000),
+                file: Some(MappedFile {
+                    path: b"/usr/lib/libc.so.6".to_vec(),
+                    dev_major: 0xfd,
+                    dev_minor: 1,
+                    ino: 1234567,
+                    truncated: false,
+                }),
+            },
+            r#""event":"mmap","addr":"0x0","len":8192,"prot":"r-x","flags":"MAP_PRIVATE|MAP_DENYWRITE","fd":3,"offset":4096,"ret":"0x7f0000000000","path":"/usr/lib/libc.so.6","dev":"fd:01","ino":1234567"#,
+        );
+        check(
+            Body::Mmap {
+                addr: 0,
+                len: 4096,
+                prot: 1,
+                flags: 0x1,
+                fd: 4,
+                offset: 0,
+                ret: SysResult::Ok(0x7f0000000000),
+                file: Some(MappedFile {
+                    path: b"deep/na\xffme".to_vec(),
+                    dev_major: 8,
+                    dev_minor: 0,
+                    ino: 7,
+                    truncated: true,
+                }),
+            },
+            // The path holds U+FFFD for the invalid byte 0xff.
+            r#""event":"mmap","addr":"0x0","len":4096,"prot":"r--","flags":"MAP_SHARED","fd":4,"offset":0,"ret":"0x7f0000000000","path":"deep/na�me","path_hex":"646565702f6e61ff6d65","dev":"08:00","ino":7,"path_truncated":true"#,
+        );
+    }
+
+    #[test]
+    fn munmap_mprotect() {
+        check(
+            Body::Munmap {
+                addr: 0x1000,
+                len: 4096,
+                ret: SysResult::Ok(0),
+            },
+            r#""event":"munmap","addr":"0x1000","len":4096,"ret":0"#,
+        );
+        check(
+            Body::Munmap {
+                addr: 0x1001,
+                len: 4096,
+                ret: SysResult::Err(22),
+            },
+            r#""event":"munmap","addr":"0x1001","len":4096,"ret":null,"errno":"EINVAL""#,
+        );
+        check(
+            Body::Mprotect {
+                addr: 0x1000,
+                len: 4096,
+                prot: 0x0100_0003,
+                ret: SysResult::Ok(0),
+            },
+            r#""event":"mprotect","addr":"0x1000","len":4096,"prot":"rw-|PROT_GROWSDOWN","ret":0"#,
+        );
+        check(
+            Body::Mprotect {
+                addr: 0x1000,
+                len: 4096,
+                prot: 7,
+                ret: SysResult::Err(13),
+            },
+            r#""event":"mprotect","addr":"0x1000","len":4096,"prot":"rwx","ret":null,"errno":"EACCES""#,
+        );
+    }
+
+    #[test]
+    fn mremap() {
+        check(
+            Body::Mremap {
+                old_addr: 0x1000,
+                old_len: 4096,
+                new_len: 8192,
+                flags: 1,
+                new_addr: 0x5555,
+                ret: SysResult::Ok(0x9000),
+            },
+            r#""event":"mremap","old_addr":"0x1000","old_len":4096,"new_len":8192,"flags":"MREMAP_MAYMOVE","ret":"0x9000""#,
+        );
+        check(
+            Body::Mremap {
+                old_addr: 0x1000,
+                old_len: 4096,
+                new_len: 8192,
+                flags: 3,
+                new_addr: 0x20000,
+                ret: SysResult::Err(12),
+            },
+            r#""event":"mremap","old_addr":"0x1000","old_len":4096,"new_len":8192,"flags":"MREMAP_MAYMOVE|MREMAP_FIXED","new_addr":"0x20000","ret":null,"errno":"ENOMEM""#,
+        );
+    }
+
+    #[test]
+    fn faults_and_stack() {
+        check(
+            Body::Fault {
+                addr: 0xdead000,
+                ip: 0x401000,
+                access: Access::Exec,
+                present: false,
+            },
+            r#""event":"fault","addr":"0xdead000","ip":"0x401000","access":"exec","present":false"#,
+        );
+        check(
+            Body::FaultSummary {
+                interval_ns: 1_000_000_000,
+                read: 10,
+                write: 5,
+                exec: 1,
+                present: 2,
+            },
+            r#""event":"fault_summary","interval_ns":1000000000,"read":10,"write":5,"exec":1,"present":2,"total":16"#,
+        );
+        check(
+            Body::Stack {
+                old_start: 0x7ffd0000,
+                new_start: 0x7ffcf000,
+                source: StackSource::Fexit,
+            },
+            r#""event":"stack","old_start":"0x7ffd0000","new_start":"0x7ffcf000","source":"fexit""#,
+        );
+        check(
+            Body::Stack {
+                old_start: 0x7ffd0000,
+                new_start: 0x7ffcf000,
+                source: StackSource::Fault,
+            },
+            r#""event":"stack","old_start":"0x7ffd0000","new_start":"0x7ffcf000","source":"fault""#,
+        );
+    }
+
+    #[test]
+    fn process_events() {
+        check(
+            Body::Exec {
+                path: b"/bin/ls".to_vec(),
+                old_pid: 1234,
+            },
+            // The path holds U+FFFD for the invalid byte 0xfe.
+            r#""event":"exec","path":"/bin/ls""#,
+        );
+        check(
+            Body::Exec {
+                path: b"/bin/\xfe".to_vec(),
+                old_pid: 1236,
+            },
+            // The path holds U+FFFD for the invalid byte 0xfe.
+            r#""event":"exec","path":"/bin/�","path_hex":"2f62696e2ffe","old_pid":1236"#,
+        );
+        check(
+            Body::Fork {
+                child_pid: 99,
+                clone_flags: 0x11,
+            },
+            r#""event":"fork","child_pid":99"#,
+        );
+        check(
+            Body::Exit { status: 3 << 8 },
+            r#""event":"exit","code":3,"signal":null"#,
+        );
+        check(
+            Body::Exit { status: 9 },
+            r#""event":"exit","code":null,"signal":"SIGKILL""#,
+        );
+        check(
+            Body::Lost {
+                count: 7,
+                kind: Some(EventKind::Mmap),
+            },
+            r#""event":"lost","count":7,"kind":"mmap""#,
+        );
+        check(
+            Body::Lost {
+                count: 7,
+                kind: None,
+            },
+            r#""event":"lost","count":7,"kind":null"#,
+        );
+    }
+
+    #[test]
+    fn hostile_comm() {
+        let mut e = ev(Body::Exit { status: 0 });
+        e.comm = b"\x1b[31m\"evil\\\n\x00\x7f\xc2\x9b".to_vec();
+        let line = raw(&e);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["comm"], "\x1b[31m\"evil\\\n\x00\x7f\u{9b}");
+        assert!(v.get("comm_hex").is_none());
+        assert!(line.find("\"comm\"").unwrap() < line.find("\"event\"").unwrap());
+
+        e.comm = b"a\xffb\x1b".to_vec();
+        let line = raw(&e);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["comm"], "a\u{fffd}b\x1b");
+        assert_eq!(v["comm_hex"], "61ff621b");
+        let comm_hex = line.find("\"comm_hex\"").unwrap();
+        assert!(line.find("\"comm\"").unwrap() < comm_hex);
+        assert!(comm_hex < line.find("\"event\"").unwrap());
+    }
+
+    #[test]
+    fn time_saturates() {
+        let mut e = ev(Body::Exit { status: 0 });
+        e.ts_ns = 10;
+        let v: Value = serde_json::from_str(&raw(&e)).unwrap();
+        assert_eq!(v["t_ns"], 0);
+    }
+}

@@ -1,0 +1,324 @@
+//! The output stage of `mmtrace stream`: prints decoded events as human text
+//! or as JSON lines.
+//!
+//! # Text
+//!
+//! One line per event, for humans, in aligned columns: seconds since the
+//! start of the stream, comm, pid/tid, event name, details.
+//!
+//! ```text
+//!   12.345678  python3         1234/1236   mmap      NULL 1.0 MiB rw- MAP_PRIVATE|MAP_ANONYMOUS = 0x7f3a12340000
+//! ```
+//!
+//! Bytes from traced processes are escaped ([`names::escape_text`]), so they
+//! can never send escape sequences to the terminal. With colour, the time is
+//! dim, event names are coloured by family (syscalls, faults, process
+//! events), errors and lost events are red; without it there are no escape
+//! codes at all.
+//!
+//! # JSONL
+//!
+//! One JSON object per line; a stable interface. Every line has, in order,
+//! `t_ns` (ns since the start of the stream), `pid`, `tid`, `comm`, `event`,
+//! then per event:
+//!
+//! | event           | fields |
+//! |-----------------|--------|
+//! | `brk`           | `requested`, `old_brk`, `new_brk` |
+//! | `mmap`          | `addr`, `len`, `prot`, `flags`, `fd`, `offset`, `ret`, [`errno`], and for a mapped file `path`, `dev`, `ino`, [`path_truncated`: true] |
+//! | `munmap`        | `addr`, `len`, `ret`, [`errno`] |
+//! | `mremap`        | `old_addr`, `old_len`, `new_len`, `flags`, [`new_addr`, with `MREMAP_FIXED`], `ret`, [`errno`] |
+//! | `mprotect`      | `addr`, `len`, `prot`, `ret`, [`errno`] |
+//! | `fault`         | `addr`, `ip`, `access` (`"read"`, `"write"`, `"exec"`), `present` |
+//! | `fault_summary` | `interval_ns`, `read`, `write`, `exec`, `present`, `total` |
+//! | `stack`         | `old_start`, `new_start`, `source` (`"fault"`, `"fexit"`) |
+//! | `exec`          | `path`, [`old_pid`, when it differs from `pid`] |
+//! | `fork`          | `child_pid` |
+//! | `exit`          | `code` (or null), `signal` (`"SIGKILL"`, or null) |
+//! | `lost`          | `count`, `kind` (event name, or null) |
+//!
+//! Addresses (the `ret` of mmap and mremap included) are hex strings
+//! (`"0x7f3a12340000"`); lengths, offsets, counts and fds are integers;
+//! `prot` and `flags` are symbolic strings (`"rw-"`,
+//! `"MAP_PRIVATE|MAP_ANONYMOUS"`). The `ret` of munmap and mprotect is the
+//! integer 0. A failed call has `"ret": null` and `"errno": "ENOMEM"`.
+//!
+//! `comm` and `path` are the raw bytes as UTF-8, invalid sequences replaced
+//! by U+FFFD; when the bytes were not valid UTF-8, `comm_hex` (right after
+//! `comm`) or `path_hex` (right after `path`) holds them in hex.
+
+#![allow(dead_code)]
+
+mod json;
+pub mod names;
+mod text;
+
+use std::io::{self, Write};
+use std::str::FromStr;
+
+use crate::event::Event;
+
+/// The output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned columns for humans.
+    Text,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+impl FromStr for Format {
+    type Err = String;
+
+    /// "text", or "jsonl" (also "json").
+    fn from_str(s: &str) -> Result<Format, String> {
+        match s {
+            "text" => Ok(Format::Text),
+            "jsonl" | "json" => Ok(Format::Jsonl),
+            _ => Err(format!(
+                "unknown output format {s:?} (expected \"text\" or \"jsonl\")"
+            )),
+        }
+    }
+}
+
+/// Prints events to `out`, one line each.
+///
+/// Each line is written with a single `write_all`, so an error never leaves
+/// half a line behind from this side; wrap `out` in a `BufWriter` for
+/// throughput and call [`Printer::flush`] when the stream pauses or ends.
+pub struct Printer<W: Write> {
+    out: W,
+    format: Format,
+    color: bool,
+    start_ns: u64,
+    /// The line being built, kept to reuse its allocation.
+    text_buf: String,
+    json_buf: Vec<u8>,
+}
+
+impl<W: Write> Printer<W> {
+    /// start_ns: CLOCK_MONOTONIC ns at stream start; event times print
+    /// relative to it (saturating at 0). `color` applies to the text format
+    /// only; JSON never holds escape codes.
+    pub fn new(out: W, format: Format, color: bool, start_ns: u64) -> Self {
+        Printer {
+            out,
+            format,
+            color,
+            start_ns,
+            text_buf: String::new(),
+            json_buf: Vec::new(),
+        }
+    }
+
+    /// Prints one event as one line.
+    pub fn print(&mut self, ev: &Event) -> io::Result<()> {
+        match self.format {
+            Format::Text => {
+                self.text_buf.clear();
+                text::format_event(&mut self.text_buf, ev, self.color, self.start_ns);
+                self.out.write_all(self.text_buf.as_bytes())
+            }
+            Format::Jsonl => {
+                self.json_buf.clear();
+                json::format_event(&mut self.json_buf, ev, self.start_ns)?;
+                self.out.write_all(&self.json_buf)
+            }
+        }
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Access, Body, MappedFile, StackSource, SysResult};
+    use tracer_common::EventKind;
+
+    fn all_bodies() -> Vec<Body> {
+        vec![
+            Body::Brk {
+                requested: 0x6000,
+                old_brk: 0x5000,
+                new_brk: 0x6000,
+            },
+            Body::Mmap {
+                addr: 0,
+                len: 4096,
+                prot: 3,
+                flags: 0x22,
+                fd: -1,
+                offset: 0,
+                ret: SysResult::Ok(0x7f0000000000),
+                file: None,
+            },
+            Body::Mmap {
+                addr: 0,
+                len: 4096,
+                prot: 5,
+                flags: 0x2,
+                fd: 3,
+                offset: 0,
+                ret: SysResult::Ok(0x7f0000000000),
+                file: Some(MappedFile {
+                    path: b"/lib/\x1b[31m\xff".to_vec(),
+                    dev_major: 8,
+                    dev_minor: 1,
+                    ino: 2,
+                    truncated: true,
+                }),
+            },
+            Body::Munmap {
+                addr: 0x1000,
+                len: 4096,
+                ret: SysResult::Err(22),
+            },
+            Body::Mremap {
+                old_addr: 0x1000,
+                old_len: 4096,
+                new_len: 8192,
+                flags: 3,
+                new_addr: 0x9000,
+                ret: SysResult::Ok(0x9000),
+            },
+            Body::Mprotect {
+                addr: 0x1000,
+                len: 4096,
+                prot: 1,
+                ret: SysResult::Ok(0),
+            },
+            Body::Fault {
+                addr: 0x1000,
+                ip: 0x401000,
+                access: Access::Read,
+                present: false,
+            },
+            Body::Stack {
+                old_start: 0x7ffd0000,
+                new_start: 0x7ffcf000,
+                source: StackSource::Fault,
+            },
+            Body::Exec {
+                path: b"/bin/\x1b]0;x\x07".to_vec(),
+                old_pid: 5,
+            },
+            Body::Fork {
+                child_pid: 6,
+                clone_flags: 0,
+            },
+            Body::Exit { status: 9 },
+            Body::Lost {
+                count: 3,
+                kind: Some(EventKind::Fault),
+            },
+            Body::FaultSummary {
+                interval_ns: 1_000_000_000,
+                read: 1,
+                write: 2,
+                exec: 3,
+                present: 4,
+            },
+        ]
+    }
+
+    fn events() -> Vec<Event> {
+        all_bodies()
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| Event {
+                ts_ns: 2_000_000_000 + i as u64 * 1_000,
+                cpu: 0,
+                pid: 5,
+                tid: 5,
+                comm: b"ev\x1b[2Jil\n\x9b".to_vec(),
+                body,
+            })
+            .collect()
+    }
+
+    fn run(format: Format, color: bool) -> Vec<u8> {
+        let mut p = Printer::new(Vec::new(), format, color, 1_000_000_000);
+        for ev in events() {
+            p.print(&ev).unwrap();
+        }
+        p.flush().unwrap();
+        p.into_inner()
+    }
+
+    #[test]
+    fn text_no_escapes_without_color() {
+        let out = run(Format::Text, false);
+        assert!(!out.contains(&0x1b));
+        assert!(!out.contains(&0x07));
+        assert!(!out.contains(&b'\r'));
+        let s = String::from_utf8(out).unwrap();
+        assert_eq!(s.lines().count(), all_bodies().len());
+        for line in s.lines() {
+            assert!(line.starts_with("   1.000"), "{line}");
+            assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn text_color_only_our_sgr() {
+        let out = String::from_utf8(run(Format::Text, true)).unwrap();
+        assert_eq!(out.lines().count(), all_bodies().len());
+        for line in out.lines() {
+            assert!(line.contains("\x1b["));
+            // Every ESC starts an SGR sequence of ours: ESC [ digits/; m.
+            for (i, _) in line.match_indices('\x1b') {
+                let rest = &line[i + 2..];
+                assert!(line[i + 1..].starts_with('['), "{line:?}");
+                let end = rest.find('m').expect("SGR ends with m");
+                assert!(rest[..end].chars().all(|c| c.is_ascii_digit() || c == ';'));
+            }
+        }
+    }
+
+    #[test]
+    fn jsonl_valid_lines() {
+        let out = run(Format::Jsonl, true);
+        assert!(!out.contains(&0x1b), "JSON escapes ESC as \\u001b");
+        let s = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines.len(), all_bodies().len());
+        for (line, body) in lines.iter().zip(all_bodies()) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["event"], body.name());
+            assert_eq!(v["t_ns"].as_u64().unwrap() % 1_000, 0);
+            assert_eq!(v["comm"], "ev\x1b[2Jil\n\u{fffd}");
+            assert_eq!(v["comm_hex"], "65761b5b324a696c0a9b");
+        }
+    }
+
+    #[test]
+    fn format_names() {
+        assert_eq!("text".parse::<Format>(), Ok(Format::Text));
+        assert_eq!("jsonl".parse::<Format>(), Ok(Format::Jsonl));
+        assert!("xml".parse::<Format>().is_err());
+    }
+
+    #[test]
+    fn write_errors_surface() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::BrokenPipe, "closed"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut p = Printer::new(Broken, Format::Jsonl, false, 0);
+        let err = p.print(&events()[0]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+}

@@ -1,0 +1,590 @@
+//! The human text format: one line per event, aligned columns.
+//!
+//! ```text
+//!   12.345678  python3         1234/1236   mmap      NULL 1.0 MiB rw- MAP_PRIVATE|MAP_ANONYMOUS = 0x7f3a12340000
+//! ```
+//!
+//! Everything that comes from a traced process (comm, paths) goes through
+//! [`escape_text`], so a line never holds a control character beyond the
+//! escape codes of our own colours (and none at all without colour).
+
+use std::fmt::Write as _;
+
+use anstyle::{AnsiColor, Style};
+
+use super::names::{
+    dev_str, errno_name, escape_text, hex, human_size, mmap_flags_str, mremap_flags_str, prot_str,
+    signal_name,
+};
+use crate::event::{split_status, Body, Event, StackSource, SysResult};
+
+/// The colours of the parts of a line.
+struct Palette {
+    time: Style,
+    syscall: Style,
+    fault: Style,
+    process: Style,
+    error: Style,
+    lost: Style,
+}
+
+const PALETTE: Palette = Palette {
+    time: Style::new().dimmed(),
+    syscall: Style::new().fg_color(Some(anstyle::Color::Ansi(AnsiColor::Cyan))),
+    fault: Style::new().fg_color(Some(anstyle::Color::Ansi(AnsiColor::Yellow))),
+    process: Style::new().fg_color(Some(anstyle::Color::Ansi(AnsiColor::Green))),
+    error: Style::new().fg_color(Some(anstyle::Color::Ansi(AnsiColor::Red))),
+    lost: Style::new()
+        .bold()
+        .fg_color(Some(anstyle::Color::Ansi(AnsiColor::Red))),
+};
+
+/// Writes `text` to `out`, in `style` when colouring.
+fn styled(out: &mut String, color: bool, style: Style, text: &str) {
+    if color {
+        let _ = write!(out, "{}{text}{}", style.render(), style.render_reset());
+    } else {
+        out.push_str(text);
+    }
+}
+
+/// "12.345678": seconds with 6 decimals, from ns.
+fn seconds(ns: u64) -> String {
+    format!("{}.{:06}", ns / 1_000_000_000, ns % 1_000_000_000 / 1_000)
+}
+
+/// The style of an event's name.
+fn family_style(body: &Body) -> Style {
+    match body {
+        Body::Brk { .. }
+        | Body::Mmap { .. }
+        | Body::Munmap { .. }
+        | Body::Mremap { .. }
+        | Body::Mprotect { .. } => PALETTE.syscall,
+        Body::Fault { .. } | Body::FaultSummary { .. } | Body::Stack { .. } => PALETTE.fault,
+        Body::Exec { .. } | Body::Fork { .. } | Body::Exit { .. } => PALETTE.process,
+        Body::Lost { .. } => PALETTE.lost,
+    }
+}
+
+/// Appends " = <value>" or " = -ERRNO" (in red).
+fn result(out: &mut String, color: bool, ret: SysResult, as_addr: bool) {
+    out.push_str(" = ");
+    match ret {
+        SysResult::Ok(v) if as_addr => out.push_str(&hex(v)),
+        SysResult::Ok(v) => {
+            let _ = write!(out, "{v}");
+        }
+        SysResult::Err(e) => styled(out, color, PALETTE.error, &format!("-{}", errno_name(e))),
+    }
+}
+
+/// Appends one line (with its newline) for `ev` to `out`. Times print
+/// relative to `start_ns`, saturating at 0.
+pub(super) fn format_event(out: &mut String, ev: &Event, color: bool, start_ns: u64) {
+    let t = seconds(ev.ts_ns.saturating_sub(start_ns));
+    styled(out, color, PALETTE.time, &format!("{t:>11}"));
+    let _ = write!(
+        out,
+        "  {:<15} {:<11} ",
+        escape_text(&ev.comm),
+        format!("{}/{}", ev.pid, ev.tid)
+    );
+    styled(
+        out,
+        color,
+        family_style(&ev.body),
+        &format!("{:<9}", ev.body.name()),
+    );
+    out.push(' ');
+    details(out, ev, color);
+    out.push('\n');
+}
+
+fn details(out: &mut String, ev: &Event, color: bool) {
+    match &ev.body {
+        Body::Brk {
+            requested,
+            old_brk,
+            new_brk,
+        } => {
+            if *requested == 0 {
+                out.push_str("query");
+            } else {
+                out.push_str(&hex(*requested));
+            }
+            let _ = write!(out, " : {} -> {}", hex(*old_brk), hex(*new_brk));
+            // brk returns the requested break on success, the old one on
+            // failure.
+            if *requested != 0 && new_brk != requested {
+                out.push(' ');
+                styled(out, color, PALETTE.error, "(failed)");
+            }
+        }
+        Body::Mmap {
+            addr,
+            len,
+            prot,
+            flags,
+            fd,
+            offset,
+            ret,
+            file,
+        } => {
+            if *addr == 0 {
+                out.push_str("NULL");
+            } else {
+                out.push_str(&hex(*addr));
+            }
+            let _ = write!(
+                out,
+                " {} {} {}",
+                human_size(*len),
+                prot_str(*prot),
+                mmap_flags_str(*flags)
+            );
+            if *flags & libc::MAP_ANONYMOUS as u64 == 0 {
+                let _ = write!(out, " fd={} off={}", *fd as i32, hex(*offset));
+            }
+            if let Some(f) = file {
+                let _ = write!(
+                    out,
+                    " {}{} ({} {})",
+                    if f.truncated { "..." } else { "" },
+                    escape_text(&f.path),
+                    dev_str(f.dev_major, f.dev_minor),
+                    f.ino
+                );
+            }
+            result(out, color, *ret, true);
+        }
+        Body::Munmap { addr, len, ret } => {
+            let _ = write!(out, "{} {}", hex(*addr), human_size(*len));
+            result(out, color, *ret, false);
+        }
+        Body::Mremap {
+            old_addr,
+            old_len,
+            new_len,
+            flags,
+            new_addr,
+            ret,
+        } => {
+            let _ = write!(
+                out,
+                "{} {} -> {} {}",
+                hex(*old_addr),
+                human_size(*old_len),
+                human_size(*new_len),
+                mremap_flags_str(*flags)
+            );
+            if *flags & libc::MREMAP_FIXED as u64 != 0 {
+                let _ = write!(out, " to {}", hex(*new_addr));
+            }
+            result(out, color, *ret, true);
+        }
+        Body::Mprotect {
+            addr,
+            len,
+            prot,
+            ret,
+        } => {
+            let _ = write!(
+                out,
+                "{} {} {}",
+                hex(*addr),
+                human_size(*len),
+                prot_str(*prot)
+            );
+            result(out, color, *ret, false);
+        }
+        Body::Fault {
+            addr,
+            ip,
+            access,
+            present,
+        } => {
+            let _ = write!(out, "{:<5} {} ip={}", access.name(), hex(*addr), hex(*ip));
+            if *present {
+                out.push_str(" present");
+            }
+        }
+        Body::FaultSummary {
+            interval_ns,
+            read,
+            write,
+            exec,
+            present,
+        } => {
+            let total = read.saturating_add(*write).saturating_add(*exec);
+            let ms = interval_ns / 1_000_000;
+            let _ = write!(
+                out,
+                "{total} faults in {}.{:03}s: read={read} write={write} exec={exec} present={present}",
+                ms / 1000,
+                ms % 1000
+            );
+        }
+        Body::Stack {
+            old_start,
+            new_start,
+            source,
+        } => {
+            let growth = if new_start <= old_start {
+                format!("+{}", human_size(old_start - new_start))
+            } else {
+                format!("-{}", human_size(new_start - old_start))
+            };
+            let source = match source {
+                StackSource::Fault => "fault",
+                StackSource::Fexit => "fexit",
+            };
+            let _ = write!(
+                out,
+                "{} -> {} ({growth}) via {source}",
+                hex(*old_start),
+                hex(*new_start)
+            );
+        }
+        Body::Exec { path, old_pid } => {
+            out.push_str(&escape_text(path));
+            // A non-leader thread that execs takes over the process's pid.
+            if *old_pid != ev.pid {
+                let _ = write!(out, " (by thread {old_pid})");
+            }
+        }
+        Body::Fork {
+            child_pid,
+            clone_flags,
+        } => {
+            let _ = write!(out, "child {child_pid}");
+            if clone_flags & libc::CLONE_THREAD as u64 != 0 {
+                out.push_str(" (thread)");
+            }
+        }
+        Body::Exit { status } => match split_status(*status) {
+            (Some(code), _) => {
+                let _ = write!(out, "code {code}");
+            }
+            (None, Some(sig)) => {
+                let mut s = format!("killed by {}", signal_name(sig));
+                // WCOREDUMP
+                if status & 0x80 != 0 {
+                    s.push_str(" (core dumped)");
+                }
+                styled(out, color, PALETTE.error, &s);
+            }
+            (None, None) => {
+                let _ = write!(out, "status {status:#x}");
+            }
+        },
+        Body::Lost { count, kind } => {
+            let what = match kind {
+                Some(k) => format!("*** {count} {} events lost ***", k.name()),
+                None => format!("*** {count} events lost ***"),
+            };
+            styled(out, color, PALETTE.lost, &what);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Access, MappedFile};
+    use tracer_common::EventKind;
+
+    fn ev(body: Body) -> Event {
+        Event {
+            ts_ns: 1_012_345_678_900,
+            cpu: 0,
+            pid: 1234,
+            tid: 1236,
+            comm: b"python3".to_vec(),
+            body,
+        }
+    }
+
+    fn line(body: Body, color: bool) -> String {
+        let mut s = String::new();
+        format_event(&mut s, &ev(body), color, 1_000_000_000_000);
+        s
+    }
+
+    #[test]
+    fn mmap_line() {
+        let l = line(
+            Body::Mmap {
+                addr: 0,
+                len: 1 << 20,
+                prot: 3,
+                flags: 0x22,
+                fd: -1,
+                offset: 0,
+                ret: SysResult::Ok(0x7f3a12340000),
+                file: None,
+            },
+            false,
+        );
+        assert_eq!(
+            l,
+            "  12.345678  python3         1234/1236   mmap      \
+             NULL 1.0 MiB rw- MAP_PRIVATE|MAP_ANONYMOUS = 0x7f3a12340000\n"
+        );
+    }
+
+    #[test]
+    fn mmap_file_and_error() {
+        let l = line(
+            Body::Mmap {
+                addr: 0x7f0000000000,
+                len: 8192,
+                prot: 5,
+                flags: 0x812,
+                fd: 3,
+                offset: 0x1000,
+                ret: SysResult::Ok(0x7f0000000000),
+                file: Some(MappedFile {
+                    path: b"/usr/lib/libc.so.6".to_vec(),
+                    dev_major: 0xfd,
+                    dev_minor: 1,
+                    ino: 1234567,
+                    truncated: false,
+                }),
+            },
+            false,
+        );
+        assert!(l.ends_with(
+            "0x7f0000000000 8.0 KiB r-x MAP_PRIVATE|MAP_FIXED|MAP_DENYWRITE fd=3 off=0x1000 \
+             /usr/lib/libc.so.6 (fd:01 1234567) = 0x7f0000000000\n"
+        ));
+        let l = line(
+            Body::Mmap {
+                addr: 0,
+                len: 1 << 40,
+                prot: 3,
+                flags: 0x22,
+                fd: -1,
+                offset: 0,
+                ret: SysResult::Err(12),
+                file: None,
+            },
+            false,
+        );
+        assert!(l.ends_with("= -ENOMEM\n"), "{l}");
+        let l = line(
+            Body::Mmap {
+                addr: 0,
+                len: 1 << 40,
+                prot: 3,
+                flags: 0x22,
+                fd: -1,
+                offset: 0,
+                ret: SysResult::Err(12),
+                file: None,
+            },
+            true,
+        );
+        assert!(l.contains("\x1b["));
+        assert!(l.contains("-ENOMEM"));
+    }
+
+    #[test]
+    fn other_lines() {
+        let cases: Vec<(Body, &str)> = vec![
+            (
+                Body::Brk {
+                    requested: 0,
+                    old_brk: 0x5000,
+                    new_brk: 0x5000,
+                },
+                "brk       query : 0x5000 -> 0x5000\n",
+            ),
+            (
+                Body::Brk {
+                    requested: 0x6000,
+                    old_brk: 0x5000,
+                    new_brk: 0x6000,
+                },
+                "brk       0x6000 : 0x5000 -> 0x6000\n",
+            ),
+            (
+                Body::Brk {
+                    requested: 0x6000,
+                    old_brk: 0x5000,
+                    new_brk: 0x5000,
+                },
+                "brk       0x6000 : 0x5000 -> 0x5000 (failed)\n",
+            ),
+            (
+                Body::Munmap {
+                    addr: 0x1000,
+                    len: 4096,
+                    ret: SysResult::Ok(0),
+                },
+                "munmap    0x1000 4.0 KiB = 0\n",
+            ),
+            (
+                Body::Munmap {
+                    addr: 0x1001,
+                    len: 4096,
+                    ret: SysResult::Err(22),
+                },
+                "munmap    0x1001 4.0 KiB = -EINVAL\n",
+            ),
+            (
+                Body::Mremap {
+                    old_addr: 0x1000,
+                    old_len: 4096,
+                    new_len: 8192,
+                    flags: 1,
+                    new_addr: 0,
+                    ret: SysResult::Ok(0x9000),
+                },
+                "mremap    0x1000 4.0 KiB -> 8.0 KiB MREMAP_MAYMOVE = 0x9000\n",
+            ),
+            (
+                Body::Mremap {
+                    old_addr: 0x1000,
+                    old_len: 4096,
+                    new_len: 8192,
+                    flags: 3,
+                    new_addr: 0x20000,
+                    ret: SysResult::Err(12),
+                },
+                "mremap    0x1000 4.0 KiB -> 8.0 KiB MREMAP_MAYMOVE|MREMAP_FIXED to 0x20000 = -ENOMEM\n",
+            ),
+            (
+                Body::Mprotect {
+                    addr: 0x1000,
+                    len: 4096,
+                    prot: 1,
+                    ret: SysResult::Ok(0),
+                },
+                "mprotect  0x1000 4.0 KiB r-- = 0\n",
+            ),
+            (
+                Body::Fault {
+                    addr: 0xdead000,
+                    ip: 0x401000,
+                    access: Access::Write,
+                    present: true,
+                },
+                "fault     write 0xdead000 ip=0x401000 present\n",
+            ),
+            (
+                Body::Fault {
+                    addr: 0xdead000,
+                    ip: 0x401000,
+                    access: Access::Read,
+                    present: false,
+                },
+                "fault     read  0xdead000 ip=0x401000\n",
+            ),
+            (
+                Body::FaultSummary {
+                    interval_ns: 1_000_000_000,
+                    read: 10,
+                    write: 5,
+                    exec: 1,
+                    present: 2,
+                },
+                "fault_summary 16 faults in 1.000s: read=10 write=5 exec=1 present=2\n",
+            ),
+            (
+                Body::Stack {
+                    old_start: 0x7ffd0000,
+                    new_start: 0x7ffcf000,
+                    source: StackSource::Fault,
+                },
+                "stack     0x7ffd0000 -> 0x7ffcf000 (+4.0 KiB) via fault\n",
+            ),
+            (
+                Body::Exec {
+                    path: b"/bin/ls".to_vec(),
+                    old_pid: 1234,
+                },
+                "exec      /bin/ls\n",
+            ),
+            (
+                Body::Exec {
+                    path: b"/bin/ls".to_vec(),
+                    old_pid: 1236,
+                },
+                "exec      /bin/ls (by thread 1236)\n",
+            ),
+            (
+                Body::Fork {
+                    child_pid: 99,
+                    clone_flags: 0x11,
+                },
+                "fork      child 99\n",
+            ),
+            (
+                Body::Fork {
+                    child_pid: 99,
+                    clone_flags: 0x10000,
+                },
+                "fork      child 99 (thread)\n",
+            ),
+            (Body::Exit { status: 3 << 8 }, "exit      code 3\n"),
+            (Body::Exit { status: 9 }, "exit      killed by SIGKILL\n"),
+            (
+                Body::Exit { status: 0x8b },
+                "exit      killed by SIGSEGV (core dumped)\n",
+            ),
+            (
+                Body::Lost {
+                    count: 7,
+                    kind: Some(EventKind::Fault),
+                },
+                "lost      *** 7 fault events lost ***\n",
+            ),
+            (
+                Body::Lost {
+                    count: 7,
+                    kind: None,
+                },
+                "lost      *** 7 events lost ***\n",
+            ),
+        ];
+        for (body, want) in cases {
+            let l = line(body.clone(), false);
+            assert!(l.ends_with(want), "{body:?}:\n got {l:?}\nwant {want:?}");
+            assert!(!l.contains('\x1b'));
+            let c = line(body, true);
+            assert!(c.contains("\x1b["), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn time_saturates_and_aligns() {
+        let mut s = String::new();
+        let mut e = ev(Body::Exit { status: 0 });
+        e.ts_ns = 5;
+        format_event(&mut s, &e, false, 10);
+        assert!(s.starts_with("   0.000000  python3 "), "{s:?}");
+    }
+
+    #[test]
+    fn hostile_comm_and_path() {
+        let mut e = ev(Body::Exec {
+            path: b"/tmp/\x1b]0;owned\x07\n\xff".to_vec(),
+            old_pid: 1,
+        });
+        e.comm = b"\x1b[2J\r\x9b".to_vec();
+        for color in [false, true] {
+            let mut s = String::new();
+            format_event(&mut s, &e, color, 0);
+            let body = s.strip_suffix('\n').unwrap();
+            assert!(!body.contains('\n'));
+            assert!(!body.contains('\r'));
+            assert!(!body.contains('\x07'));
+            if !color {
+                assert!(!body.contains('\x1b'));
+            }
+            assert!(body.contains("\\x1b[2J\\r\\x9b"), "{body}");
+            assert!(body.contains("/tmp/\\x1b]0;owned\\x07\\n\\xff"), "{body}");
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Checks made before anything is loaded: privileges, kernel features,
+//! tracefs. Each failure names exactly what is missing.
+
+use std::path::Path;
+
+use aya::maps::MapType;
+
+use crate::error::{Error, Result};
+
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// The effective capability set of this process.
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// mmtrace needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN, which root has).
+pub fn check_privileges() -> Result<()> {
+    let caps = effective_caps();
+    let has = |c: u32| caps & (1 << c) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) {
+        missing.push("CAP_PERFMON");
+    }
+    Err(Error::Privileges(format!(
+        "mmtrace must run as root or with CAP_BPF and CAP_PERFMON (missing: {})",
+        missing.join(", ")
+    )))
+}
+
+/// Mounts tracefs if it is not mounted (aya reads tracepoint ids there).
+pub fn ensure_tracefs() -> Result<()> {
+    if Path::new(TRACEFS).join("events").is_dir() {
+        return Ok(());
+    }
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: constant, NUL-terminated arguments.
+    let rc = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 || !Path::new(TRACEFS).join("events").is_dir() {
+        let err = std::io::Error::last_os_error();
+        return Err(Error::Kernel(format!(
+            "tracefs is not mounted at {TRACEFS} and mounting it failed ({err}); \
+             mount it with `mount -t tracefs nodev {TRACEFS}`"
+        )));
+    }
+    log::info!("mounted tracefs at {TRACEFS}");
+    Ok(())
+}
+
+pub fn tracepoint_exists(category: &str, name: &str) -> bool {
+    Path::new(TRACEFS)
+        .join("events")
+        .join(category)
+        .join(name)
+        .join("id")
+        .exists()
+}
+
+/// BTF and ring buffers: without either mmtrace cannot work.
+pub fn check_kernel() -> Result<()> {
+    if !Path::new(crate::hook::btf::VMLINUX_BTF).exists() {
+        return Err(Error::Kernel(format!(
+            "this kernel has no BTF ({} is missing): mmtrace needs CONFIG_DEBUG_INFO_BTF=y",
+            crate::hook::btf::VMLINUX_BTF
+        )));
+    }
+    match aya::sys::is_map_supported(MapType::RingBuf) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(Error::Kernel(
+                "this kernel has no BPF ring buffer (BPF_MAP_TYPE_RINGBUF, Linux 5.8+)".into(),
+            ))
+        }
+        Err(e) => {
+            return Err(Error::Kernel(format!(
+                "cannot probe for BPF ring buffer support: {e}"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// The tgid of a pid (a thread id names its process), or a clear error.
+pub fn process_of(pid: u32) -> Result<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|_| Error::Usage(format!("no process with pid {pid}")))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| Error::Usage(format!("cannot read the process of pid {pid}")))
+}
