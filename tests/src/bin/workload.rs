@@ -1,0 +1,664 @@
+//! `workload --report PATH`: a scripted sequence of memory operations done
+//! with raw syscalls, for the mmtrace end-to-end tests.
+//!
+//! Every measured operation is a direct syscall (never the allocator), and its
+//! arguments and results are kept in plain `Copy` records until the step is
+//! over, so that no allocation (which could itself call brk/mmap) happens in
+//! the middle of a step. At the end the whole account ([`tests::Report`]) is
+//! written as JSON to PATH. Any unexpected result makes the workload print a
+//! message on stderr and exit with status 1.
+
+use std::ffi::CString;
+use std::hint::black_box;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::ptr;
+
+use tests::{
+    hex_addr, BrkCall, FileMmapStep, ForkStep, MadviseCall, MmapCall, MprotectCall, MprotectStep,
+    MremapCall, MremapInPlaceStep, MremapMoveStep, MunmapCall, MunmapPartialStep, Report,
+    StackStep, ThreadStep, TouchStep,
+};
+
+/// Pages touched in step 7.
+const TOUCH_PAGES: usize = 64;
+/// Stack bytes used by each frame of the step-8 recursion.
+const FRAME_BYTES: usize = 16 * 1024;
+/// Minimum growth of the process stack in step 8.
+const STACK_GROWTH_MIN: usize = 1280 * 1024;
+/// The recursion goes until the frame is this far below the stack start.
+const STACK_GROWTH_TARGET: usize = 1536 * 1024;
+const MAX_DEPTH: u32 = 1024;
+
+fn fail(msg: &str) -> ! {
+    eprintln!("workload: {msg}");
+    std::process::exit(1);
+}
+
+fn errno() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+// ---------------------------------------------------------------------------
+// Raw syscall wrappers returning Copy records
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+struct RawMmap {
+    addr: usize,
+    len: usize,
+    prot: i32,
+    flags: i32,
+    fd: i32,
+    offset: usize,
+    ret: usize,
+}
+
+impl RawMmap {
+    fn record(&self) -> MmapCall {
+        MmapCall {
+            addr: hex_addr(self.addr as u64),
+            len: self.len as u64,
+            prot: self.prot,
+            flags: self.flags,
+            fd: self.fd,
+            offset: self.offset as u64,
+            result: hex_addr(self.ret as u64),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct RawMunmap {
+    addr: usize,
+    len: usize,
+    ret: i64,
+}
+
+impl RawMunmap {
+    fn record(&self) -> MunmapCall {
+        MunmapCall {
+            addr: hex_addr(self.addr as u64),
+            len: self.len as u64,
+            result: self.ret,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct RawMremap {
+    old_addr: usize,
+    old_len: usize,
+    new_len: usize,
+    flags: i32,
+    ret: usize,
+}
+
+impl RawMremap {
+    fn record(&self) -> MremapCall {
+        MremapCall {
+            old_addr: hex_addr(self.old_addr as u64),
+            old_len: self.old_len as u64,
+            new_len: self.new_len as u64,
+            flags: self.flags,
+            result: hex_addr(self.ret as u64),
+        }
+    }
+}
+
+/// mmap(2); exits on failure.
+fn mmap(addr: usize, len: usize, prot: i32, flags: i32, fd: i32, offset: usize) -> RawMmap {
+    // SAFETY: plain mmap syscall; the workload only maps fresh memory (or,
+    // with MAP_FIXED_NOREPLACE, memory that is known to be free).
+    let ret = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            prot,
+            flags,
+            fd,
+            offset as libc::off_t,
+        )
+    };
+    if ret == libc::MAP_FAILED {
+        fail(&format!(
+            "mmap(addr={addr:#x}, len={len:#x}, prot={prot:#x}, flags={flags:#x}, fd={fd}) failed: {}",
+            errno()
+        ));
+    }
+    RawMmap {
+        addr,
+        len,
+        prot,
+        flags,
+        fd,
+        offset,
+        ret: ret as usize,
+    }
+}
+
+fn mmap_anon(len: usize) -> RawMmap {
+    mmap(
+        0,
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+        0,
+    )
+}
+
+/// munmap(2); exits on failure.
+fn munmap(addr: usize, len: usize) -> RawMunmap {
+    // SAFETY: only regions mapped by this program and no longer referenced.
+    let ret = unsafe { libc::munmap(addr as *mut libc::c_void, len) } as i64;
+    if ret != 0 {
+        fail(&format!("munmap({addr:#x}, {len:#x}) failed: {}", errno()));
+    }
+    RawMunmap { addr, len, ret }
+}
+
+/// mremap(2) without MREMAP_FIXED; exits on failure.
+fn mremap(old_addr: usize, old_len: usize, new_len: usize, flags: i32) -> RawMremap {
+    // SAFETY: remaps a region owned by this program; nothing points into it.
+    let ret = unsafe { libc::mremap(old_addr as *mut libc::c_void, old_len, new_len, flags) };
+    if ret == libc::MAP_FAILED {
+        fail(&format!(
+            "mremap({old_addr:#x}, {old_len:#x}, {new_len:#x}, {flags:#x}) failed: {}",
+            errno()
+        ));
+    }
+    RawMremap {
+        old_addr,
+        old_len,
+        new_len,
+        flags,
+        ret: ret as usize,
+    }
+}
+
+/// The raw brk syscall (not glibc's brk()/sbrk()): returns the new break (or
+/// the current one when the request cannot be satisfied).
+fn sys_brk(requested: usize) -> usize {
+    // SAFETY: the brk syscall only moves the program break; nobody uses the
+    // memory between the old and new break.
+    unsafe { libc::syscall(libc::SYS_brk, requested) as usize }
+}
+
+// ---------------------------------------------------------------------------
+// /proc/self/maps
+// ---------------------------------------------------------------------------
+
+/// Start address of the `[stack]` line of /proc/self/maps.
+fn stack_start() -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .unwrap_or_else(|e| fail(&format!("reading /proc/self/maps: {e}")));
+    let line = maps
+        .lines()
+        .find(|l| l.trim_end().ends_with("[stack]"))
+        .unwrap_or_else(|| fail("no [stack] line in /proc/self/maps"));
+    let start = line.split('-').next().unwrap_or("");
+    usize::from_str_radix(start, 16)
+        .unwrap_or_else(|_| fail(&format!("bad [stack] line in /proc/self/maps: {line}")))
+}
+
+// ---------------------------------------------------------------------------
+// Step 8: stack growth
+// ---------------------------------------------------------------------------
+
+struct StackProbe {
+    /// Recursion stops once a frame lies below this address.
+    floor: usize,
+    depth: u32,
+    start_deepest: usize,
+}
+
+/// Touches 64 KiB of stack below the deepest frame, so that reading
+/// /proc/self/maps (and everything after it) never needs more stack than
+/// what is already mapped when the `[stack]` line is read.
+#[inline(never)]
+fn stack_pad() {
+    let mut pad = [0u8; 64 * 1024];
+    let p = pad.as_mut_ptr();
+    for i in (0..pad.len()).rev().step_by(256) {
+        // SAFETY: i < pad.len().
+        unsafe { ptr::write_volatile(p.add(i), i as u8) };
+    }
+    black_box(&mut pad);
+}
+
+#[inline(never)]
+fn recurse(depth: u32, probe: &mut StackProbe) {
+    let mut buf = [0u8; FRAME_BYTES];
+    let p = buf.as_mut_ptr();
+    // Write from the top of the frame down, one byte every 64.
+    for i in (0..FRAME_BYTES).rev().step_by(64) {
+        // SAFETY: i < FRAME_BYTES.
+        unsafe { ptr::write_volatile(p.add(i), (i as u8) ^ (depth as u8)) };
+    }
+    black_box(&mut buf);
+    if (p as usize) > probe.floor && depth < MAX_DEPTH {
+        recurse(depth + 1, probe);
+    } else {
+        stack_pad();
+        probe.depth = depth;
+        probe.start_deepest = stack_start();
+    }
+    // Keep the frame alive across the recursive call (no tail call).
+    black_box(&buf);
+}
+
+fn step_stack(page_size: usize) -> StackStep {
+    let start_before = stack_start();
+    let mut probe = StackProbe {
+        floor: start_before.saturating_sub(STACK_GROWTH_TARGET),
+        depth: 0,
+        start_deepest: 0,
+    };
+    recurse(1, &mut probe);
+    let grown = start_before.saturating_sub(probe.start_deepest);
+    if grown < STACK_GROWTH_MIN {
+        fail(&format!(
+            "stack grew only {grown:#x} bytes ({start_before:#x} -> {:#x}, depth {})",
+            probe.start_deepest, probe.depth
+        ));
+    }
+    if !probe.start_deepest.is_multiple_of(page_size) {
+        fail("[stack] start is not page aligned");
+    }
+    StackStep {
+        start_before: hex_addr(start_before as u64),
+        start_deepest: hex_addr(probe.start_deepest as u64),
+        grown_bytes: grown as u64,
+        depth: probe.depth,
+        frame_bytes: FRAME_BYTES as u64,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// main
+// ---------------------------------------------------------------------------
+
+fn parse_args() -> PathBuf {
+    let mut args = std::env::args_os().skip(1);
+    let mut report = None;
+    while let Some(a) = args.next() {
+        if a == "--report" {
+            report = Some(PathBuf::from(
+                args.next().unwrap_or_else(|| fail("--report needs a PATH")),
+            ));
+        } else if let Some(p) = a.as_bytes().strip_prefix(b"--report=") {
+            report = Some(PathBuf::from(std::ffi::OsStr::from_bytes(p)));
+        } else {
+            eprintln!("usage: workload --report PATH");
+            std::process::exit(2);
+        }
+    }
+    report.unwrap_or_else(|| {
+        eprintln!("usage: workload --report PATH");
+        std::process::exit(2);
+    })
+}
+
+fn main() {
+    let report_path = parse_args();
+
+    // SAFETY: trivial libc calls without preconditions.
+    let (pid, tid, page_size) = unsafe {
+        (
+            libc::getpid(),
+            libc::gettid(),
+            libc::sysconf(libc::_SC_PAGESIZE) as usize,
+        )
+    };
+    if pid != tid {
+        fail("workload must start on the main thread");
+    }
+    let ps = page_size;
+
+    // Step 1: brk. No allocation between the three calls.
+    let brk_query = sys_brk(0);
+    let grow_req = brk_query + 0x10000;
+    let grow_ret = sys_brk(grow_req);
+    let shrink_req = grow_ret - 0x8000;
+    let shrink_ret = sys_brk(shrink_req);
+    if grow_ret != grow_req {
+        fail(&format!("brk({grow_req:#x}) returned {grow_ret:#x}"));
+    }
+    if shrink_ret != shrink_req {
+        fail(&format!("brk({shrink_req:#x}) returned {shrink_ret:#x}"));
+    }
+    let brk = vec![
+        BrkCall {
+            requested: hex_addr(0),
+            before: hex_addr(brk_query as u64),
+            result: hex_addr(brk_query as u64),
+        },
+        BrkCall {
+            requested: hex_addr(grow_req as u64),
+            before: hex_addr(brk_query as u64),
+            result: hex_addr(grow_ret as u64),
+        },
+        BrkCall {
+            requested: hex_addr(shrink_req as u64),
+            before: hex_addr(grow_ret as u64),
+            result: hex_addr(shrink_ret as u64),
+        },
+    ];
+
+    // Step 2: anonymous 1 MiB mapping.
+    let anon = mmap_anon(1 << 20);
+    let mmap_anon_rec = anon.record();
+
+    // Step 3: file mapping (the file is prepared with std; only the mapping
+    // itself is measured).
+    let file_path = std::env::temp_dir().join(format!(
+        "mmtrace-workload-{pid}-{}.dat",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::write(&file_path, vec![0x5au8; 3 * ps])
+        .unwrap_or_else(|e| fail(&format!("writing {}: {e}", file_path.display())));
+    let canon = std::fs::canonicalize(&file_path)
+        .unwrap_or_else(|e| fail(&format!("canonicalize {}: {e}", file_path.display())));
+    let cpath = CString::new(canon.as_os_str().as_bytes()).expect("path without NUL");
+    // SAFETY: cpath is a valid NUL-terminated string.
+    let fd = unsafe { libc::open(cpath.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        fail(&format!("open {}: {}", canon.display(), errno()));
+    }
+    // SAFETY: an all-zero stat is a valid value to be overwritten by fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is open, st is a valid out pointer.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        fail(&format!("fstat: {}", errno()));
+    }
+    let file_map = mmap(0, 3 * ps, libc::PROT_READ, libc::MAP_PRIVATE, fd, 0);
+    // SAFETY: fd is ours and not used afterwards.
+    let close_result = unsafe { libc::close(fd) } as i64;
+    if close_result != 0 {
+        fail(&format!("close: {}", errno()));
+    }
+    let dev_major = libc::major(st.st_dev);
+    let dev_minor = libc::minor(st.st_dev);
+
+    // Step 4: partial munmap.
+    let part_map = mmap_anon(4 * ps);
+    let part_unmap = munmap(part_map.ret + 2 * ps, 2 * ps);
+    let munmap_partial = MunmapPartialStep {
+        mmap: part_map.record(),
+        munmap: part_unmap.record(),
+    };
+
+    // Step 5a: grow in place.
+    let inpl_map = mmap_anon(4 * ps);
+    let inpl_unmap = munmap(inpl_map.ret + 2 * ps, 2 * ps);
+    let inpl_remap = mremap(inpl_map.ret, 2 * ps, 4 * ps, 0);
+    if inpl_remap.ret != inpl_map.ret {
+        fail(&format!(
+            "mremap without MREMAP_MAYMOVE moved {:#x} to {:#x}",
+            inpl_map.ret, inpl_remap.ret
+        ));
+    }
+    let mremap_in_place = MremapInPlaceStep {
+        mmap: inpl_map.record(),
+        munmap: inpl_unmap.record(),
+        mremap: inpl_remap.record(),
+        stayed: inpl_remap.ret == inpl_remap.old_addr,
+    };
+
+    // Step 5b: grow and move. Map 2 pages and drop the upper one so that the
+    // page right after A is known to be free for the blocker.
+    let mv_reserve = mmap_anon(2 * ps);
+    let a = mv_reserve.ret;
+    let mv_unmap = munmap(a + ps, ps);
+    let mv_blocker = mmap(
+        a + ps,
+        ps,
+        libc::PROT_READ,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+        -1,
+        0,
+    );
+    if mv_blocker.ret != a + ps {
+        fail(&format!(
+            "MAP_FIXED_NOREPLACE blocker at {:#x} landed at {:#x}",
+            a + ps,
+            mv_blocker.ret
+        ));
+    }
+    let mv_remap = mremap(a, ps, 2 * ps, libc::MREMAP_MAYMOVE);
+    if mv_remap.ret == a {
+        fail(&format!("mremap({a:#x}) with a blocker did not move"));
+    }
+    let mremap_move = MremapMoveStep {
+        reserve: mv_reserve.record(),
+        reserve_unmap: mv_unmap.record(),
+        blocker: mv_blocker.record(),
+        mremap: mv_remap.record(),
+        moved: mv_remap.ret != mv_remap.old_addr,
+    };
+
+    // Step 6: mprotect the middle page of 3.
+    let prot_map = mmap_anon(3 * ps);
+    let prot_addr = prot_map.ret + ps;
+    // SAFETY: the page belongs to prot_map and nothing references it.
+    let prot_ret =
+        unsafe { libc::mprotect(prot_addr as *mut libc::c_void, ps, libc::PROT_READ) } as i64;
+    if prot_ret != 0 {
+        fail(&format!("mprotect({prot_addr:#x}): {}", errno()));
+    }
+    let mprotect = MprotectStep {
+        mmap: prot_map.record(),
+        mprotect: MprotectCall {
+            addr: hex_addr(prot_addr as u64),
+            len: ps as u64,
+            prot: libc::PROT_READ,
+            result: prot_ret,
+        },
+    };
+
+    // Step 7: touch 64 pages, one write each.
+    let touch_map = mmap_anon(TOUCH_PAGES * ps);
+    // SAFETY: advisory call on our own fresh mapping.
+    let madv_ret = unsafe {
+        libc::madvise(
+            touch_map.ret as *mut libc::c_void,
+            touch_map.len,
+            libc::MADV_NOHUGEPAGE,
+        )
+    } as i64;
+    if madv_ret != 0 {
+        fail(&format!("madvise(MADV_NOHUGEPAGE): {}", errno()));
+    }
+    for i in 0..TOUCH_PAGES {
+        // SAFETY: the byte lies inside the fresh RW mapping.
+        unsafe { ptr::write_volatile((touch_map.ret + i * ps) as *mut u8, i as u8 + 1) };
+    }
+    let touch = TouchStep {
+        mmap: touch_map.record(),
+        madvise: MadviseCall {
+            addr: hex_addr(touch_map.ret as u64),
+            len: touch_map.len as u64,
+            advice: libc::MADV_NOHUGEPAGE,
+            result: madv_ret,
+        },
+        page_size: ps as u64,
+        pages: TOUCH_PAGES as u64,
+        start: hex_addr(touch_map.ret as u64),
+        end: hex_addr((touch_map.ret + TOUCH_PAGES * ps) as u64),
+    };
+
+    // Step 8: stack growth on the main thread.
+    let stack = step_stack(ps);
+
+    // Step 9: fork.
+    let fork = step_fork(ps);
+
+    // Step 10: a second thread maps one page.
+    let handle = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let m = mmap_anon(ps);
+        // SAFETY: inside the fresh RW mapping.
+        unsafe { ptr::write_volatile(m.ret as *mut u8, 1) };
+        (tid, m)
+    });
+    let (thread_tid, thread_map) = handle
+        .join()
+        .unwrap_or_else(|_| fail("the second thread panicked"));
+    if thread_tid == pid {
+        fail("the second thread has the main thread's tid");
+    }
+    let thread = ThreadStep {
+        tid: thread_tid,
+        mmap: thread_map.record(),
+    };
+
+    // End of step 3: unmap the file and delete it.
+    let file_unmap = munmap(file_map.ret, file_map.len);
+    let _ = std::fs::remove_file(&canon);
+    let mmap_file = FileMmapStep {
+        path: canon.to_string_lossy().into_owned(),
+        dev_major,
+        dev_minor,
+        dev: format!("{dev_major:02x}:{dev_minor:02x}"),
+        ino: st.st_ino,
+        size: st.st_size as u64,
+        mmap: file_map.record(),
+        close_result,
+        munmap: file_unmap.record(),
+    };
+
+    let report = Report {
+        pid,
+        tid,
+        page_size: ps as u64,
+        brk,
+        mmap_anon: mmap_anon_rec,
+        mmap_file,
+        munmap_partial,
+        mremap_in_place,
+        mremap_move,
+        mprotect,
+        touch,
+        stack,
+        fork,
+        thread,
+    };
+    let json = serde_json::to_string_pretty(&report).expect("report serializes");
+    std::fs::write(&report_path, json + "\n")
+        .unwrap_or_else(|e| fail(&format!("writing {}: {e}", report_path.display())));
+}
+
+/// Step 9: fork; the child maps and writes one page, sends `[pid, addr]`
+/// through a pipe and `_exit(0)`s. Only raw syscalls in the child.
+fn step_fork(ps: usize) -> ForkStep {
+    let mut fds = [-1i32; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        fail(&format!("pipe2: {}", errno()));
+    }
+    let (rfd, wfd) = (fds[0], fds[1]);
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+
+    // SAFETY: the process is single-threaded here, and the child only makes
+    // async-signal-safe raw syscalls before _exit.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        fail(&format!("fork: {}", errno()));
+    }
+    if child == 0 {
+        // SAFETY: raw syscalls only; no allocation, no locks.
+        unsafe {
+            libc::close(rfd);
+            let p = libc::mmap(ptr::null_mut(), ps, prot, flags, -1, 0);
+            if p == libc::MAP_FAILED {
+                libc::_exit(3);
+            }
+            ptr::write_volatile(p as *mut u8, 0x42);
+            let msg: [u64; 2] = [libc::getpid() as u64, p as u64];
+            let n = libc::write(wfd, msg.as_ptr() as *const libc::c_void, 16);
+            if n != 16 {
+                libc::_exit(4);
+            }
+            libc::_exit(0);
+        }
+    }
+
+    // SAFETY: closing our copy of the write end.
+    unsafe { libc::close(wfd) };
+    let mut msg = [0u64; 2];
+    let mut got = 0usize;
+    while got < 16 {
+        // SAFETY: reading into the remaining bytes of msg.
+        let n = unsafe {
+            libc::read(
+                rfd,
+                (msg.as_mut_ptr() as *mut u8).add(got) as *mut libc::c_void,
+                16 - got,
+            )
+        };
+        if n < 0 {
+            if errno().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            fail(&format!("read from child pipe: {}", errno()));
+        }
+        if n == 0 {
+            break;
+        }
+        got += n as usize;
+    }
+    // SAFETY: closing our read end.
+    unsafe { libc::close(rfd) };
+
+    let mut status = 0i32;
+    loop {
+        // SAFETY: status is a valid out pointer.
+        let r = unsafe { libc::waitpid(child, &mut status, 0) };
+        if r == child {
+            break;
+        }
+        if r < 0 && errno().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        fail(&format!("waitpid({child}): {}", errno()));
+    }
+    let exited = libc::WIFEXITED(status);
+    let exit_code = exited.then(|| libc::WEXITSTATUS(status));
+    let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
+    if exit_code != Some(0) {
+        fail(&format!(
+            "fork child {child} did not exit 0 (wait status {status:#x})"
+        ));
+    }
+    if got != 16 {
+        fail("fork child sent a short message");
+    }
+    if msg[0] != child as u64 {
+        fail(&format!(
+            "fork child reported pid {}, fork returned {child}",
+            msg[0]
+        ));
+    }
+    ForkStep {
+        child_pid: child,
+        child_mmap: RawMmap {
+            addr: 0,
+            len: ps,
+            prot,
+            flags,
+            fd: -1,
+            offset: 0,
+            ret: msg[1] as usize,
+        }
+        .record(),
+        wait_status: status,
+        exit_code,
+        signal,
+    }
+}

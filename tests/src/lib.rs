@@ -1,0 +1,531 @@
+//! Shared code for the mmtrace end-to-end tests.
+//!
+//! * The report types written by the `workload` binary (`src/bin/workload.rs`)
+//!   and read back by the integration tests (`tests/*.rs`): what the workload
+//!   did, with the addresses and results the kernel returned.
+//! * Helpers to locate and run the real `mmtrace` binary and to parse its JSONL
+//!   output, plus parsers for the value formats of that output (hex addresses,
+//!   `prot` strings, `flags` strings).
+
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------
+// Report written by the workload
+// ---------------------------------------------------------------------------
+
+/// One `brk` syscall. Addresses are hex strings (`"0x55d0c0a1b000"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrkCall {
+    /// The argument passed to brk (`"0x0"` for the query).
+    pub requested: String,
+    /// The program break before the call (as returned by the previous call).
+    /// For the initial query this is the same as its result.
+    pub before: String,
+    /// The value brk returned (the new break).
+    pub result: String,
+}
+
+/// One `mmap` syscall.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmapCall {
+    /// The address hint passed (`"0x0"` when none).
+    pub addr: String,
+    pub len: u64,
+    /// Raw PROT_* bits.
+    pub prot: i32,
+    /// Raw MAP_* bits.
+    pub flags: i32,
+    pub fd: i32,
+    pub offset: u64,
+    /// The mapped address returned by the kernel.
+    pub result: String,
+}
+
+/// One `munmap` syscall.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MunmapCall {
+    pub addr: String,
+    pub len: u64,
+    pub result: i64,
+}
+
+/// One `mremap` syscall.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MremapCall {
+    pub old_addr: String,
+    pub old_len: u64,
+    pub new_len: u64,
+    /// Raw MREMAP_* bits.
+    pub flags: i32,
+    pub result: String,
+}
+
+/// One `mprotect` syscall.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MprotectCall {
+    pub addr: String,
+    pub len: u64,
+    /// Raw PROT_* bits.
+    pub prot: i32,
+    pub result: i64,
+}
+
+/// One `madvise` syscall.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MadviseCall {
+    pub addr: String,
+    pub len: u64,
+    pub advice: i32,
+    pub result: i64,
+}
+
+/// Step 3: a private read-only mapping of a 3-page regular file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMmapStep {
+    /// Canonicalized absolute path of the file.
+    pub path: String,
+    /// fstat's st_dev split with major()/minor().
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    /// `format!("{:02x}:{:02x}", dev_major, dev_minor)`, as in /proc/PID/maps.
+    pub dev: String,
+    pub ino: u64,
+    pub size: u64,
+    /// The mmap call (its `fd` is the read-only fd, closed right after).
+    pub mmap: MmapCall,
+    /// Result of close(fd) after mapping.
+    pub close_result: i64,
+    /// The munmap of the whole mapping at the end of the run (before the file
+    /// is deleted).
+    pub munmap: MunmapCall,
+}
+
+/// Step 4: map 4 anonymous pages, unmap the last 2.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MunmapPartialStep {
+    pub mmap: MmapCall,
+    pub munmap: MunmapCall,
+}
+
+/// Step 5a: map 4 pages, unmap the last 2, grow the first 2 back to 4 pages
+/// in place (no MREMAP_MAYMOVE).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MremapInPlaceStep {
+    pub mmap: MmapCall,
+    pub munmap: MunmapCall,
+    pub mremap: MremapCall,
+    /// `mremap.result == mremap.old_addr` (checked by the workload).
+    pub stayed: bool,
+}
+
+/// Step 5b: a 1-page mapping at A with a blocker mapped at A+4096, grown to 2
+/// pages with MREMAP_MAYMOVE, which must move it.
+///
+/// To be sure A+4096 is free for the blocker, the workload maps 2 pages
+/// (`reserve`), unmaps the upper one (`reserve_unmap`), leaving the 1-page
+/// mapping at A, and then maps the blocker at A+4096 with
+/// MAP_FIXED_NOREPLACE (PROT_READ, so that it never merges with A).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MremapMoveStep {
+    pub reserve: MmapCall,
+    pub reserve_unmap: MunmapCall,
+    pub blocker: MmapCall,
+    pub mremap: MremapCall,
+    /// `mremap.result != mremap.old_addr` (checked by the workload).
+    pub moved: bool,
+}
+
+/// Step 6: mprotect the middle page of a 3-page RW mapping to PROT_READ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MprotectStep {
+    pub mmap: MmapCall,
+    pub mprotect: MprotectCall,
+}
+
+/// Step 7: map `pages` anonymous pages and write one byte to each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TouchStep {
+    pub mmap: MmapCall,
+    /// MADV_NOHUGEPAGE on the region, so that every page takes its own fault
+    /// even where (m)THP is enabled.
+    pub madvise: MadviseCall,
+    pub page_size: u64,
+    pub pages: u64,
+    /// Start of the region (== `mmap.result`).
+    pub start: String,
+    /// End of the region (exclusive).
+    pub end: String,
+}
+
+/// Step 8: grow the main thread's (process) stack by recursion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackStep {
+    /// Start of the `[stack]` line of /proc/self/maps before the recursion.
+    pub start_before: String,
+    /// Start of the `[stack]` line of /proc/self/maps at the deepest point.
+    pub start_deepest: String,
+    /// `start_before - start_deepest`.
+    pub grown_bytes: u64,
+    pub depth: u32,
+    pub frame_bytes: u64,
+}
+
+/// Step 9: fork; the child maps one page, writes to it, reports and exits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkStep {
+    pub child_pid: i32,
+    /// The child's mmap (as reported by the child through a pipe; the other
+    /// fields are the constants the child used).
+    pub child_mmap: MmapCall,
+    /// Raw wait status from waitpid.
+    pub wait_status: i32,
+    /// WIFEXITED ? WEXITSTATUS : null.
+    pub exit_code: Option<i32>,
+    /// WIFSIGNALED ? WTERMSIG : null.
+    pub signal: Option<i32>,
+}
+
+/// Step 10: a second thread maps one page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadStep {
+    pub tid: i32,
+    pub mmap: MmapCall,
+}
+
+/// Everything the workload did, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub pid: i32,
+    /// The main thread's tid (== pid).
+    pub tid: i32,
+    pub page_size: u64,
+    /// Step 1: [query brk(0), grow by 64 KiB, shrink by 32 KiB].
+    pub brk: Vec<BrkCall>,
+    /// Step 2: 1 MiB anonymous RW private mapping.
+    pub mmap_anon: MmapCall,
+    pub mmap_file: FileMmapStep,
+    pub munmap_partial: MunmapPartialStep,
+    pub mremap_in_place: MremapInPlaceStep,
+    pub mremap_move: MremapMoveStep,
+    pub mprotect: MprotectStep,
+    pub touch: TouchStep,
+    pub stack: StackStep,
+    pub fork: ForkStep,
+    pub thread: ThreadStep,
+}
+
+/// Format an address the way the report (and mmtrace) does: `0x` + lowercase
+/// hex, no padding.
+pub fn hex_addr(v: u64) -> String {
+    format!("{v:#x}")
+}
+
+/// Parse a `"0x..."` address string (as found in the report).
+pub fn parse_hex(s: &str) -> Option<u64> {
+    let digits = s.strip_prefix("0x")?;
+    if digits.is_empty() {
+        return None;
+    }
+    u64::from_str_radix(digits, 16).ok()
+}
+
+/// Parse a report address; panics on a malformed report.
+pub fn addr(s: &str) -> u64 {
+    parse_hex(s).unwrap_or_else(|| panic!("bad address {s:?} in the workload report"))
+}
+
+// ---------------------------------------------------------------------------
+// Locating and running mmtrace
+// ---------------------------------------------------------------------------
+
+/// The workspace root (parent of this crate).
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests crate has a parent directory")
+        .to_path_buf()
+}
+
+/// Path of the mmtrace binary: `$MMTRACE_BIN` if set, else
+/// `<workspace>/target/debug/mmtrace`. Errors (with a message saying how to
+/// build it) if it does not exist.
+pub fn mmtrace_bin() -> Result<PathBuf, String> {
+    let (path, origin) = match std::env::var_os("MMTRACE_BIN") {
+        Some(p) if !p.is_empty() => (PathBuf::from(p), "$MMTRACE_BIN"),
+        _ => (
+            workspace_dir().join("target").join("debug").join("mmtrace"),
+            "default location",
+        ),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "mmtrace binary not found at {} ({origin}); build it first \
+             (e.g. `cargo xtask build` / `cargo build -p tracer`) or set MMTRACE_BIN",
+            path.display()
+        ))
+    }
+}
+
+/// Fails (Err) unless running as root: mmtrace needs to load eBPF programs.
+pub fn require_root() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "these tests run the real mmtrace (eBPF) and must run as root (euid is {euid})"
+        ))
+    }
+}
+
+/// The result of one mmtrace invocation.
+#[derive(Debug)]
+pub struct MmtraceRun {
+    /// The full command line, for messages.
+    pub command: String,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// The output file, parsed line by line (empty when not parsed).
+    pub events: Vec<Value>,
+}
+
+/// Serializes mmtrace runs within one test binary: two tracers at once would
+/// compete for the CPUs and make `lost` events more likely.
+static MMTRACE_LOCK: Mutex<()> = Mutex::new(());
+
+/// Default time limit for one mmtrace run.
+pub const MMTRACE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Run `mmtrace ARGS...` (no parsing of any output file). Kills it and
+/// returns an error after `timeout`.
+pub fn run_mmtrace_raw<I, S>(args: I, timeout: Duration) -> Result<MmtraceRun, String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let bin = mmtrace_bin()?;
+    require_root()?;
+    let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let command = std::iter::once(bin.as_os_str())
+        .chain(args.iter().map(|a| a.as_os_str()))
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+
+    let _guard = MMTRACE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut child = Command::new(&bin)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start `{command}`: {e}"))?;
+
+    // Drain both pipes on threads so a chatty mmtrace cannot block.
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stderr =
+                    String::from_utf8_lossy(&err_t.join().unwrap_or_default()).into_owned();
+                return Err(format!(
+                    "`{command}` did not finish within {timeout:?}; killed it.\nstderr:\n{stderr}"
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("waiting for `{command}`: {e}")),
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out_t.join().unwrap_or_default()).into_owned();
+    let stderr = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).into_owned();
+    Ok(MmtraceRun {
+        command,
+        status,
+        stdout,
+        stderr,
+        events: Vec::new(),
+    })
+}
+
+/// Parse JSONL text: one JSON object per non-empty line.
+pub fn parse_jsonl(text: &str) -> Result<Vec<Value>, String> {
+    let mut events = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(line)
+            .map_err(|e| format!("line {} is not valid JSON ({e}): {line}", i + 1))?;
+        if !v.is_object() {
+            return Err(format!("line {} is not a JSON object: {line}", i + 1));
+        }
+        events.push(v);
+    }
+    Ok(events)
+}
+
+/// Read and parse a JSONL file.
+pub fn read_jsonl(path: &Path) -> Result<Vec<Value>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read mmtrace output {}: {e}", path.display()))?;
+    parse_jsonl(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Run `mmtrace stream --format jsonl --faults all --output EVENTS -- CMD...`
+/// and parse EVENTS. An existing EVENTS file is removed first.
+pub fn run_stream<S: AsRef<OsStr>>(events: &Path, cmd: &[S]) -> Result<MmtraceRun, String> {
+    let _ = std::fs::remove_file(events);
+    let mut args: Vec<OsString> = ["stream", "--format", "jsonl", "--faults", "all", "--output"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    args.push(events.as_os_str().to_owned());
+    args.push("--".into());
+    args.extend(cmd.iter().map(|a| a.as_ref().to_owned()));
+    let mut run = run_mmtrace_raw(&args, MMTRACE_TIMEOUT)?;
+    run.events = read_jsonl(events).map_err(|e| {
+        format!(
+            "{e}\n`{}` exited with {}; stderr:\n{}",
+            run.command, run.status, run.stderr
+        )
+    })?;
+    Ok(run)
+}
+
+// ---------------------------------------------------------------------------
+// Decoding mmtrace's value formats
+// ---------------------------------------------------------------------------
+
+/// Parse an address field of an event: must be a string `0x` + lowercase hex
+/// with no leading zeros (`"0x0"` for zero). Err describes the problem.
+pub fn event_addr(v: &Value) -> Result<u64, String> {
+    let s = v
+        .as_str()
+        .ok_or_else(|| format!("address {v} is not a string"))?;
+    let digits = s
+        .strip_prefix("0x")
+        .ok_or_else(|| format!("address {s:?} does not start with 0x"))?;
+    if digits.is_empty()
+        || !digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(format!("address {s:?} is not lowercase hex"));
+    }
+    if digits.len() > 1 && digits.starts_with('0') {
+        return Err(format!("address {s:?} is zero-padded"));
+    }
+    u64::from_str_radix(digits, 16).map_err(|e| format!("address {s:?}: {e}"))
+}
+
+/// Parse a `prot` field: `"rw-"`-style (also accepts an integer or
+/// `PROT_READ|PROT_WRITE` names).
+pub fn parse_prot(v: &Value) -> Option<i32> {
+    if let Some(n) = v.as_i64() {
+        return i32::try_from(n).ok();
+    }
+    let s = v.as_str()?;
+    if s.contains("PROT_") || s.starts_with("0x") || s.chars().all(|c| c.is_ascii_digit()) {
+        return parse_flag_names(
+            s,
+            &[
+                ("PROT_NONE", 0),
+                ("PROT_READ", libc::PROT_READ),
+                ("PROT_WRITE", libc::PROT_WRITE),
+                ("PROT_EXEC", libc::PROT_EXEC),
+            ],
+        );
+    }
+    let mut prot = 0;
+    for c in s.chars() {
+        match c {
+            'r' => prot |= libc::PROT_READ,
+            'w' => prot |= libc::PROT_WRITE,
+            'x' => prot |= libc::PROT_EXEC,
+            '-' => {}
+            _ => return None,
+        }
+    }
+    Some(prot)
+}
+
+/// MAP_* names understood in `flags` of mmap events.
+pub const MMAP_FLAG_NAMES: &[(&str, i32)] = &[
+    ("MAP_SHARED", 0x01),
+    ("MAP_PRIVATE", 0x02),
+    ("MAP_SHARED_VALIDATE", 0x03),
+    ("MAP_FIXED", 0x10),
+    ("MAP_ANONYMOUS", 0x20),
+    ("MAP_ANON", 0x20),
+    ("MAP_32BIT", 0x40),
+    ("MAP_GROWSDOWN", 0x100),
+    ("MAP_DENYWRITE", 0x800),
+    ("MAP_EXECUTABLE", 0x1000),
+    ("MAP_LOCKED", 0x2000),
+    ("MAP_NORESERVE", 0x4000),
+    ("MAP_POPULATE", 0x8000),
+    ("MAP_NONBLOCK", 0x10000),
+    ("MAP_STACK", 0x20000),
+    ("MAP_HUGETLB", 0x40000),
+    ("MAP_SYNC", 0x80000),
+    ("MAP_FIXED_NOREPLACE", 0x100000),
+    ("MAP_UNINITIALIZED", 0x4000000),
+];
+
+/// MREMAP_* names understood in `flags` of mremap events.
+pub const MREMAP_FLAG_NAMES: &[(&str, i32)] = &[
+    ("MREMAP_MAYMOVE", 1),
+    ("MREMAP_FIXED", 2),
+    ("MREMAP_DONTUNMAP", 4),
+];
+
+/// Parse a `flags` field: `"A|B"` names from `names` (also hex/decimal
+/// numbers as tokens, an integer value, and `""`/`"0"` for no flags).
+pub fn parse_flags(v: &Value, names: &[(&str, i32)]) -> Option<i32> {
+    if let Some(n) = v.as_i64() {
+        return i32::try_from(n).ok();
+    }
+    parse_flag_names(v.as_str()?, names)
+}
+
+fn parse_flag_names(s: &str, names: &[(&str, i32)]) -> Option<i32> {
+    let mut bits = 0i32;
+    for tok in s.split('|').map(str::trim).filter(|t| !t.is_empty()) {
+        if let Some((_, b)) = names.iter().find(|(n, _)| *n == tok) {
+            bits |= b;
+        } else if let Some(h) = tok.strip_prefix("0x") {
+            bits |= i32::from_str_radix(h, 16).ok()?;
+        } else {
+            bits |= tok.parse::<i32>().ok()?;
+        }
+    }
+    Some(bits)
+}
