@@ -1,0 +1,110 @@
+//! SIGTERM and SIGINT detach cleanly: none of mmtrace's programs stay
+//! loaded in the kernel. (Its own test binary: no other mmtrace runs
+//! meanwhile.)
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use tests::{mmtrace_bin, require_root};
+
+/// Names of programs loaded in the kernel now (as the kernel keeps them:
+/// at most 15 bytes).
+fn loaded_program_names() -> Vec<String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| String::from_utf8_lossy(p.name()).into_owned())
+        .collect()
+}
+
+/// mmtrace's programs, as the kernel names them.
+const OURS: &[&str] = &[
+    "sys_enter_mmap",
+    "sys_exit_mmap",
+    "page_fault_user",
+    "sched_process_e",
+];
+
+fn ours_loaded() -> Vec<String> {
+    loaded_program_names()
+        .into_iter()
+        .filter(|n| OURS.contains(&n.as_str()))
+        .collect()
+}
+
+/// The two tests must not overlap: each counts every loaded program.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn detaches_on(signal: libc::c_int) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        ours_loaded().is_empty(),
+        "programs named like mmtrace's are loaded before the test: {:?}",
+        ours_loaded()
+    );
+    let mut child = Command::new(mmtrace_bin().unwrap_or_else(|e| panic!("{e}")))
+        .args(["stream", "--faults", "all", "--output", "/dev/null"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mmtrace");
+    // mmtrace says "tracing ..." once everything is attached.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("tracing ") {
+            break;
+        }
+    }
+    let loaded = ours_loaded();
+    assert!(
+        loaded.len() >= OURS.len(),
+        "mmtrace's programs should be loaded while it runs, found {loaded:?}; stderr: {seen:?}"
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mmtrace did not stop on signal {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(status.code(), Some(0), "stderr: {rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("lost 0") || l.contains("lost ")),
+        "a closing summary on stderr: {rest:?}"
+    );
+    // Program release is asynchronous in the kernel (RCU): allow a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ours_loaded().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        ours_loaded().is_empty(),
+        "programs still loaded after mmtrace exited: {:?}",
+        ours_loaded()
+    );
+}
+
+#[test]
+fn sigterm_detaches_everything() {
+    detaches_on(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_detaches_everything() {
+    detaches_on(libc::SIGINT);
+}
