@@ -163,6 +163,9 @@ pub struct TouchStep {
     pub start: String,
     /// End of the region (exclusive).
     pub end: String,
+    /// Minor faults the kernel counted for the thread across the touch loop
+    /// (getrusage(RUSAGE_THREAD)): the kernel's own truth.
+    pub minflt: u64,
 }
 
 /// Step 8: grow the main thread's (process) stack by recursion.

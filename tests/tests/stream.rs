@@ -589,6 +589,10 @@ fn touched_pages_fault_once_each() {
         s.end
     );
     assert_eq!(per_page.len() as u64, s.pages, "distinct faulting pages");
+    assert_eq!(
+        s.minflt, s.pages,
+        "the kernel's minor fault count across the touch loop (one per page)"
+    );
     for (page, evs) in &per_page {
         assert_eq!(
             evs.len(),

@@ -279,6 +279,16 @@ fn step_stack(page_size: usize) -> StackStep {
 // main
 // ---------------------------------------------------------------------------
 
+/// The kernel's count of this thread's minor faults (getrusage).
+fn thread_minflt() -> u64 {
+    // SAFETY: rusage is plain data filled by the kernel.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        fail(&format!("getrusage: {}", errno()));
+    }
+    ru.ru_minflt as u64
+}
+
 fn parse_args() -> PathBuf {
     let mut args = std::env::args_os().skip(1);
     let mut report = None;
@@ -473,10 +483,12 @@ fn main() {
     if madv_ret != 0 {
         fail(&format!("madvise(MADV_NOHUGEPAGE): {}", errno()));
     }
+    let minflt_before = thread_minflt();
     for i in 0..TOUCH_PAGES {
         // SAFETY: the byte lies inside the fresh RW mapping.
         unsafe { ptr::write_volatile((touch_map.ret + i * ps) as *mut u8, i as u8 + 1) };
     }
+    let minflt_after = thread_minflt();
     let touch = TouchStep {
         mmap: touch_map.record(),
         madvise: MadviseCall {
@@ -489,6 +501,7 @@ fn main() {
         pages: TOUCH_PAGES as u64,
         start: hex_addr(touch_map.ret as u64),
         end: hex_addr((touch_map.ret + TOUCH_PAGES * ps) as u64),
+        minflt: minflt_after - minflt_before,
     };
 
     // Step 8: stack growth on the main thread.

@@ -1,0 +1,150 @@
+//! In-kernel filters: --pid, --comm and --events select exactly the
+//! processes and events asked for, from processes already running.
+
+use std::{
+    collections::BTreeSet,
+    process::{Child, Command, Stdio},
+};
+
+use serde_json::Value;
+use tests::{read_jsonl, run_mmtrace_raw, workspace_dir, MMTRACE_TIMEOUT};
+
+struct Spinner(Child);
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the spinner under `name` (a link, so its comm is `name`).
+fn spinner(name: &str) -> Spinner {
+    let dir = workspace_dir()
+        .join("target")
+        .join("tmp")
+        .join(format!("mmtrace-filters-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join(name);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_spinner"), &link).unwrap();
+    let child = Command::new(&link)
+        .arg("60")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start spinner");
+    Spinner(child)
+}
+
+fn trace(args: &[&str], name: &str) -> Vec<Value> {
+    let out = workspace_dir().join("target").join("tmp").join(format!(
+        "mmtrace-filters-{}-{name}.jsonl",
+        std::process::id()
+    ));
+    let out_s = out.to_str().unwrap().to_owned();
+    let mut all = vec![
+        "stream",
+        "--format",
+        "jsonl",
+        "--duration",
+        "1.5",
+        "-o",
+        &out_s,
+    ];
+    all.extend_from_slice(args);
+    let run = run_mmtrace_raw(&all, MMTRACE_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    assert!(run.status.success(), "{}: {}", run.command, run.stderr);
+    read_jsonl(&out).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn field_set(events: &[Value], field: &str) -> BTreeSet<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] != "lost")
+        .map(|e| e[field].to_string())
+        .collect()
+}
+
+/// Field 10 of /proc/PID/stat: minor faults.
+fn minflt(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The comm (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(7).unwrap().parse().unwrap()
+}
+
+#[test]
+fn pid_filter_selects_one_process() {
+    let a = spinner("spin-a");
+    let _b = spinner("spin-b");
+    let pid = a.0.id().to_string();
+    let events = trace(&["--pid", &pid, "--events", "mmap,munmap"], "pid");
+    assert!(
+        events.len() >= 20,
+        "the spinner maps every 5 ms: {}",
+        events.len()
+    );
+    assert_eq!(field_set(&events, "pid"), BTreeSet::from([pid.clone()]));
+    assert_eq!(
+        field_set(&events, "comm"),
+        BTreeSet::from(["\"spin-a\"".to_string()])
+    );
+}
+
+#[test]
+fn comm_filter_selects_by_name() {
+    let _a = spinner("spin-c");
+    let b = spinner("spin-d");
+    let events = trace(&["--comm", "spin-d", "--events", "mmap"], "comm");
+    assert!(
+        events.len() >= 20,
+        "the spinner maps every 5 ms: {}",
+        events.len()
+    );
+    assert_eq!(
+        field_set(&events, "pid"),
+        BTreeSet::from([b.0.id().to_string()])
+    );
+    assert_eq!(
+        field_set(&events, "event"),
+        BTreeSet::from(["\"mmap\"".to_string()])
+    );
+}
+
+#[test]
+fn fault_summary_counts_the_spinners_faults() {
+    let a = spinner("spin-e");
+    let pid = a.0.id().to_string();
+    // The kernel's own count of the spinner's minor faults, around the trace.
+    let before = minflt(a.0.id());
+    let events = trace(
+        &["--pid", &pid, "--faults", "summary", "--events", "fault"],
+        "summary",
+    );
+    let after = minflt(a.0.id());
+    let summaries: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "fault_summary")
+        .collect();
+    assert!(!summaries.is_empty(), "no fault_summary lines: {events:?}");
+    // One write fault per page mapped: 200 per second at most, and some.
+    let writes: u64 = summaries.iter().map(|s| s["write"].as_u64().unwrap()).sum();
+    let total: u64 = summaries.iter().map(|s| s["total"].as_u64().unwrap()).sum();
+    assert!(writes >= 50, "write faults in 1.5 s: {writes}");
+    // mmtrace traced a window inside [before, after]: it cannot have seen
+    // more faults than the kernel counted over the whole of it.
+    assert!(
+        total <= after - before,
+        "mmtrace counted {total} faults, the kernel {} over a longer window",
+        after - before
+    );
+    for s in &summaries {
+        assert_eq!(s["pid"].to_string(), pid);
+        let total = s["total"].as_u64().unwrap();
+        let parts = ["read", "write", "exec"]
+            .iter()
+            .map(|k| s[*k].as_u64().unwrap())
+            .sum::<u64>();
+        assert_eq!(total, parts, "{s}");
+    }
+}
