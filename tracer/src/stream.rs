@@ -94,6 +94,9 @@ struct Session {
     fault_mode: u32,
     /// Fault counts already reported per process.
     faults_seen: HashMap<u32, FaultCounts>,
+    /// A process's comm since its last exec (the kernel's fault counters
+    /// keep the comm the process had at its first fault).
+    exec_comms: HashMap<u32, Vec<u8>>,
     last_summary_ns: u64,
     /// The output failed (a closed pipe): stop quietly.
     output_closed: bool,
@@ -132,9 +135,16 @@ impl Session {
     fn on_record(&mut self, bytes: &[u8]) {
         match decode(bytes) {
             Ok(ev) => {
-                if let Body::Exit { .. } = ev.body {
-                    // The process's last faults come before its exit line.
-                    self.report_faults_of(ev.pid, ev.ts_ns);
+                match ev.body {
+                    Body::Exec { .. } if self.fault_mode == FAULTS_SUMMARY => {
+                        self.exec_comms.insert(ev.pid, ev.comm.clone());
+                    }
+                    Body::Exit { .. } => {
+                        // The process's last faults come before its exit line.
+                        self.report_faults_of(ev.pid, ev.ts_ns);
+                        self.exec_comms.remove(&ev.pid);
+                    }
+                    _ => {}
                 }
                 self.emit(&ev);
             }
@@ -223,7 +233,10 @@ impl Session {
             cpu: 0,
             pid: tgid,
             tid: tgid,
-            comm: c.comm.iter().take_while(|&&b| b != 0).copied().collect(),
+            comm: match self.exec_comms.get(&tgid) {
+                Some(comm) => comm.clone(),
+                None => c.comm.iter().take_while(|&&b| b != 0).copied().collect(),
+            },
             body: Body::FaultSummary {
                 interval_ns,
                 read,
@@ -313,6 +326,7 @@ pub async fn run(p: Prepared) -> Result<i32> {
         tally: Tally::default(),
         fault_mode,
         faults_seen: HashMap::new(),
+        exec_comms: HashMap::new(),
         last_summary_ns: start_ns,
         output_closed: false,
     };
