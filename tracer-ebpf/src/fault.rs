@@ -2,9 +2,7 @@
 //! (`--faults all`) or counted per process in the kernel (`summary`).
 
 use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
-use tracer_common::{
-    EventKind, FaultCounts, FaultEvent, COMM_LEN, FAULTS_ALL, FAULTS_SUMMARY,
-};
+use tracer_common::{EventKind, FaultCounts, FaultEvent, COMM_LEN, FAULTS_ALL, FAULTS_SUMMARY};
 
 use crate::{
     common::{

@@ -3,8 +3,8 @@
 //! at fork, before they can run, when following descendants.
 
 use aya_ebpf::{
-    helpers::generated::bpf_probe_read_kernel_str, macros::tracepoint,
-    programs::TracePointContext, EbpfContext,
+    helpers::generated::bpf_probe_read_kernel_str, macros::tracepoint, programs::TracePointContext,
+    EbpfContext,
 };
 use tracer_common::{
     EventKind, ExecEvent, ExitEvent, ForkEvent, EXEC_PATH_LEN, FILTER_FOLLOW, FILTER_PID,
@@ -12,8 +12,8 @@ use tracer_common::{
 
 use crate::{
     common::{
-        config, count_lost, current_ids, fill_header, kind_enabled, offsets, submit_flags,
-        traced, EVENTS, PID_FILTER,
+        config, count_lost, current_ids, fill_header, kind_enabled, offsets, submit_flags, traced,
+        EVENTS, PID_FILTER,
     },
     kernel::{current_task, read},
     stack,

@@ -19,8 +19,8 @@ use tracer_common::{Config, EventKind, StackEvent, STACK_SOURCE_FAULT, STACK_SOU
 
 use crate::{
     common::{
-        config, count_lost, current_ids, fill_header, kind_enabled, offsets, submit_flags,
-        traced, EVENTS,
+        config, count_lost, current_ids, fill_header, kind_enabled, offsets, submit_flags, traced,
+        EVENTS,
     },
     kernel::{current_mm, read},
 };
@@ -95,7 +95,12 @@ fn confirm(cfg: &Config, tid: u32) {
         return;
     }
     let new_start = p.addr & !(PAGE_SIZE - 1);
-    emit(cfg, new_start + (now - p.stack_vm) * PAGE_SIZE, new_start, STACK_SOURCE_FAULT);
+    emit(
+        cfg,
+        new_start + (now - p.stack_vm) * PAGE_SIZE,
+        new_start,
+        STACK_SOURCE_FAULT,
+    );
 }
 
 #[inline(always)]

@@ -147,7 +147,7 @@ pub fn parse_size(s: &str) -> Result<u32, String> {
         .parse()
         .map_err(|_| format!("`{s}` is not a size (examples: 256K, 4M, 1G)"))?;
     let bytes = n.saturating_mul(mult);
-    if !bytes.is_power_of_two() || bytes < 4096 || bytes > (1 << 30) {
+    if !bytes.is_power_of_two() || !(4096..=(1 << 30)).contains(&bytes) {
         return Err(format!(
             "`{s}` must be a power of two between 4K and 1G (the kernel's ring buffer rule)"
         ));
@@ -188,7 +188,10 @@ mod tests {
         let m = kind_mask(&[EventClass::Mmap, EventClass::Process], FaultMode::Summary);
         assert_eq!(
             m,
-            EventKind::Mmap.bit() | EventKind::Exec.bit() | EventKind::Fork.bit() | EventKind::Exit.bit()
+            EventKind::Mmap.bit()
+                | EventKind::Exec.bit()
+                | EventKind::Fork.bit()
+                | EventKind::Exit.bit()
         );
     }
 

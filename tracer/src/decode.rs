@@ -3,9 +3,8 @@
 use std::mem::size_of;
 
 use tracer_common::{
-    EventHeader, EventKind, ExecEvent, ExitEvent, FaultEvent, FileInfo, ForkEvent,
-    MmapFileEvent, StackEvent, SyscallEvent, FILE_PATH_TRUNCATED, FILE_UNRESOLVED,
-    STACK_SOURCE_FEXIT,
+    EventHeader, EventKind, ExecEvent, ExitEvent, FaultEvent, FileInfo, ForkEvent, MmapFileEvent,
+    StackEvent, SyscallEvent, FILE_PATH_TRUNCATED, FILE_UNRESOLVED, STACK_SOURCE_FEXIT,
 };
 
 use crate::event::{Access, Body, Event, MappedFile, StackSource, SysResult};
@@ -206,8 +205,7 @@ mod tests {
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a repr(C) value.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
     #[test]
@@ -235,7 +233,13 @@ mod tests {
         assert_eq!(ev.pid, 100);
         assert_eq!(ev.tid, 101);
         assert_eq!(ev.comm, b"work");
-        let Body::Mmap { file: Some(f), ret, fd, .. } = ev.body else {
+        let Body::Mmap {
+            file: Some(f),
+            ret,
+            fd,
+            ..
+        } = ev.body
+        else {
             panic!("not a file mmap: {:?}", ev.body)
         };
         assert_eq!(f.path, b"/usr/lib/x86_64-linux-gnu/libc.so.6");
@@ -269,11 +273,18 @@ mod tests {
             args: [0x5000_0000, 0x4000_0000, 0, 0, 0, 0],
             ret: 0x5000_0000,
         };
-        let Body::Brk { requested, old_brk, new_brk } = decode(&bytes_of(&e)).unwrap().body
+        let Body::Brk {
+            requested,
+            old_brk,
+            new_brk,
+        } = decode(&bytes_of(&e)).unwrap().body
         else {
             panic!()
         };
-        assert_eq!((requested, old_brk, new_brk), (0x5000_0000, 0x4000_0000, 0x5000_0000));
+        assert_eq!(
+            (requested, old_brk, new_brk),
+            (0x5000_0000, 0x4000_0000, 0x5000_0000)
+        );
     }
 
     #[test]
@@ -291,7 +302,11 @@ mod tests {
                 ip: 0x2000,
                 error_code: code,
             };
-            let Body::Fault { access: a, present: p, .. } = decode(&bytes_of(&e)).unwrap().body
+            let Body::Fault {
+                access: a,
+                present: p,
+                ..
+            } = decode(&bytes_of(&e)).unwrap().body
             else {
                 panic!()
             };

@@ -151,7 +151,10 @@ pub enum Body {
     },
     /// Made in userspace: the kernel could not reserve ring buffer space for
     /// `count` events (of `kind`, where known).
-    Lost { count: u64, kind: Option<EventKind> },
+    Lost {
+        count: u64,
+        kind: Option<EventKind>,
+    },
     /// Made in userspace from the kernel's per-process fault counters: the
     /// faults of one process during the last `interval_ns`.
     FaultSummary {

@@ -16,7 +16,9 @@ pub fn resolve_program(program: &OsStr) -> Result<PathBuf> {
         vec![PathBuf::from(program)]
     } else {
         let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-        std::env::split_paths(&path).map(|d| d.join(program)).collect()
+        std::env::split_paths(&path)
+            .map(|d| d.join(program))
+            .collect()
     };
     let shown = program.to_string_lossy();
     for c in &candidates {
@@ -34,7 +36,9 @@ pub fn resolve_program(program: &OsStr) -> Result<PathBuf> {
         }
     }
     if bytes.contains(&b'/') {
-        Err(Error::Usage(format!("cannot execute `{shown}`: no such file")))
+        Err(Error::Usage(format!(
+            "cannot execute `{shown}`: no such file"
+        )))
     } else {
         Err(Error::Usage(format!(
             "cannot execute `{shown}`: not found in PATH"

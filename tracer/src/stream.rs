@@ -49,15 +49,17 @@ pub fn prepare(args: StreamArgs) -> Result<Prepared> {
     }
     let (out, color): (Box<dyn Write>, bool) = match &args.output {
         Some(path) => {
-            let file = File::create(path).map_err(|e| {
-                Error::Usage(format!("cannot write {}: {e}", path.display()))
-            })?;
+            let file = File::create(path)
+                .map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
             (Box::new(BufWriter::new(file)), false)
         }
         None => {
             let tty = io::stdout().is_terminal();
             let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-            (Box::new(BufWriter::new(io::stdout())), color && args.format == Format::Text)
+            (
+                Box::new(BufWriter::new(io::stdout())),
+                color && args.format == Format::Text,
+            )
         }
     };
     preflight::check_kernel()?;
@@ -309,7 +311,9 @@ pub async fn run(p: Prepared) -> Result<i32> {
         Format::Jsonl => output::Format::Jsonl,
     };
     let scope = match (&command, args.pids.is_empty(), args.comms.is_empty()) {
-        (Some((path, held)), _, _) => format!("{} (pid {}) and its descendants", path.display(), held.pid),
+        (Some((path, held)), _, _) => {
+            format!("{} (pid {}) and its descendants", path.display(), held.pid)
+        }
         (None, true, true) => "system-wide".to_string(),
         _ => "the chosen processes".to_string(),
     };
@@ -343,8 +347,7 @@ pub async fn run(p: Prepared) -> Result<i32> {
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut summary =
-        tokio::time::interval(Duration::from_secs_f64(args.summary_interval));
+    let mut summary = tokio::time::interval(Duration::from_secs_f64(args.summary_interval));
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     summary.tick().await;
     let deadline = args.duration.map(Duration::from_secs_f64);

@@ -31,7 +31,7 @@ pub fn field_offset(btf: &Btf, name: &str, path: &str) -> Result<u64> {
         total_bits += bits;
         ty = member_ty;
     }
-    if total_bits % 8 != 0 {
+    if !total_bits.is_multiple_of(8) {
         bail!("kernel BTF: {name}.{path} is a bitfield");
     }
     Ok(total_bits / 8)

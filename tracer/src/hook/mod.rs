@@ -45,21 +45,86 @@ pub struct HookConfig {
 
 /// Tracepoints the programs attach to: (program, category, name, needed for).
 const TRACEPOINTS: &[(&str, &str, &str, &[EventKind])] = &[
-    ("sys_enter_brk", "syscalls", "sys_enter_brk", &[EventKind::Brk]),
-    ("sys_exit_brk", "syscalls", "sys_exit_brk", &[EventKind::Brk]),
-    ("sys_enter_mmap", "syscalls", "sys_enter_mmap", &[EventKind::Mmap]),
-    ("sys_exit_mmap", "syscalls", "sys_exit_mmap", &[EventKind::Mmap]),
-    ("sys_enter_munmap", "syscalls", "sys_enter_munmap", &[EventKind::Munmap]),
-    ("sys_exit_munmap", "syscalls", "sys_exit_munmap", &[EventKind::Munmap]),
-    ("sys_enter_mremap", "syscalls", "sys_enter_mremap", &[EventKind::Mremap]),
-    ("sys_exit_mremap", "syscalls", "sys_exit_mremap", &[EventKind::Mremap]),
-    ("sys_enter_mprotect", "syscalls", "sys_enter_mprotect", &[EventKind::Mprotect]),
-    ("sys_exit_mprotect", "syscalls", "sys_exit_mprotect", &[EventKind::Mprotect]),
-    ("page_fault_user", "exceptions", "page_fault_user", &[EventKind::Fault, EventKind::Stack]),
-    ("sched_process_exec", "sched", "sched_process_exec", &[EventKind::Exec]),
+    (
+        "sys_enter_brk",
+        "syscalls",
+        "sys_enter_brk",
+        &[EventKind::Brk],
+    ),
+    (
+        "sys_exit_brk",
+        "syscalls",
+        "sys_exit_brk",
+        &[EventKind::Brk],
+    ),
+    (
+        "sys_enter_mmap",
+        "syscalls",
+        "sys_enter_mmap",
+        &[EventKind::Mmap],
+    ),
+    (
+        "sys_exit_mmap",
+        "syscalls",
+        "sys_exit_mmap",
+        &[EventKind::Mmap],
+    ),
+    (
+        "sys_enter_munmap",
+        "syscalls",
+        "sys_enter_munmap",
+        &[EventKind::Munmap],
+    ),
+    (
+        "sys_exit_munmap",
+        "syscalls",
+        "sys_exit_munmap",
+        &[EventKind::Munmap],
+    ),
+    (
+        "sys_enter_mremap",
+        "syscalls",
+        "sys_enter_mremap",
+        &[EventKind::Mremap],
+    ),
+    (
+        "sys_exit_mremap",
+        "syscalls",
+        "sys_exit_mremap",
+        &[EventKind::Mremap],
+    ),
+    (
+        "sys_enter_mprotect",
+        "syscalls",
+        "sys_enter_mprotect",
+        &[EventKind::Mprotect],
+    ),
+    (
+        "sys_exit_mprotect",
+        "syscalls",
+        "sys_exit_mprotect",
+        &[EventKind::Mprotect],
+    ),
+    (
+        "page_fault_user",
+        "exceptions",
+        "page_fault_user",
+        &[EventKind::Fault, EventKind::Stack],
+    ),
+    (
+        "sched_process_exec",
+        "sched",
+        "sched_process_exec",
+        &[EventKind::Exec],
+    ),
     // Always needed when following children, see `needed`.
     ("task_newtask", "task", "task_newtask", &[EventKind::Fork]),
-    ("sched_process_exit", "sched", "sched_process_exit", &[EventKind::Exit]),
+    (
+        "sched_process_exit",
+        "sched",
+        "sched_process_exit",
+        &[EventKind::Exit],
+    ),
 ];
 
 /// Where stack growth events come from.
@@ -120,7 +185,10 @@ impl Hooks {
         }
         {
             let mut comms: HashMap<_, [u8; COMM_LEN], u8> = HashMap::try_from(
-                hooks.ebpf.map_mut(MAP_COMM_FILTER).context("COMM_FILTER map")?,
+                hooks
+                    .ebpf
+                    .map_mut(MAP_COMM_FILTER)
+                    .context("COMM_FILTER map")?,
             )?;
             for comm in &cfg.comms {
                 comms.insert(comm_key(comm), 1, 0)?;
@@ -205,8 +273,11 @@ impl Hooks {
 
     /// Adds a process to the pid filter.
     pub fn add_pid(&mut self, pid: u32) -> Result<()> {
-        let mut pids: HashMap<_, u32, u8> =
-            HashMap::try_from(self.ebpf.map_mut(MAP_PID_FILTER).context("PID_FILTER map")?)?;
+        let mut pids: HashMap<_, u32, u8> = HashMap::try_from(
+            self.ebpf
+                .map_mut(MAP_PID_FILTER)
+                .context("PID_FILTER map")?,
+        )?;
         pids.insert(pid, 1, 0)
             .with_context(|| format!("cannot add pid {pid} to the filter"))?;
         Ok(())
@@ -239,8 +310,11 @@ impl Hooks {
 
     /// The kernel's fault counters: per process, summed over CPUs.
     pub fn fault_counts(&self) -> Result<BTreeMap<u32, FaultCounts>> {
-        let counts: PerCpuHashMap<_, u32, FaultCounts> =
-            PerCpuHashMap::try_from(self.ebpf.map(MAP_FAULT_COUNTS).context("FAULT_COUNTS map")?)?;
+        let counts: PerCpuHashMap<_, u32, FaultCounts> = PerCpuHashMap::try_from(
+            self.ebpf
+                .map(MAP_FAULT_COUNTS)
+                .context("FAULT_COUNTS map")?,
+        )?;
         let mut out = BTreeMap::new();
         for item in counts.iter() {
             let Ok((tgid, per_cpu)) = item else {
@@ -265,7 +339,9 @@ impl Hooks {
     /// Forgets an exited process's fault counters.
     pub fn remove_fault_counts(&mut self, tgid: u32) -> Result<()> {
         let mut counts: PerCpuHashMap<_, u32, FaultCounts> = PerCpuHashMap::try_from(
-            self.ebpf.map_mut(MAP_FAULT_COUNTS).context("FAULT_COUNTS map")?,
+            self.ebpf
+                .map_mut(MAP_FAULT_COUNTS)
+                .context("FAULT_COUNTS map")?,
         )?;
         match counts.remove(&tgid) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
@@ -285,14 +361,21 @@ pub fn comm_key(comm: &[u8]) -> [u8; COMM_LEN] {
 /// Offset of `group_dead` in sched_process_exit's record, from its format.
 fn exit_group_dead_offset() -> Option<u32> {
     let format =
-        std::fs::read_to_string(format!("{TRACEFS}/events/sched/sched_process_exit/format")).ok()?;
+        std::fs::read_to_string(format!("{TRACEFS}/events/sched/sched_process_exit/format"))
+            .ok()?;
     let fields: StdHashMap<&str, u32> = format
         .lines()
         .filter_map(|line| {
             let line = line.trim();
             let decl = line.strip_prefix("field:")?.split(';').next()?;
             let name = decl.split_whitespace().last()?;
-            let offset = line.split("offset:").nth(1)?.split(';').next()?.parse().ok()?;
+            let offset = line
+                .split("offset:")
+                .nth(1)?
+                .split(';')
+                .next()?
+                .parse()
+                .ok()?;
             Some((name, offset))
         })
         .collect();

@@ -1,0 +1,281 @@
+//! mmtrace's developer tasks: `cargo xtask setup | build | run | test`.
+//!
+//! Every step is printed as `==> ...`; `setup` only installs what is missing,
+//! so running it again (as `build`, `run` and `test` do) costs nothing.
+
+mod setup;
+
+use std::{
+    env,
+    ffi::{OsStr, OsString},
+    fmt::Display,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+/// The eBPF crate only builds for bpfel-unknown-none (tracer's build.rs does
+/// that); host builds, lints and tests leave it out.
+const HOST_PACKAGES: &[&str] = &["--workspace", "--exclude", "tracer-ebpf"];
+
+#[derive(Parser)]
+#[command(about = "mmtrace developer tasks", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and running mmtrace needs (Debian's rustc-web
+    /// with the BPF core, LLVM, bpf-linker, bpftool) and mount tracefs.
+    Setup {
+        /// Only print what would be installed or mounted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Set up, then build the workspace (tracer's build.rs builds the eBPF
+    /// programs).
+    Build {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build, then run mmtrace as root with ARGS (default: `stream`).
+    Run {
+        /// Build and run the release binary.
+        #[arg(long)]
+        release: bool,
+        /// Arguments for mmtrace (put them after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Set up, build, then run the whole test suite as root.
+    Test {
+        /// First check formatting, clippy and eBPF warnings (as CI does).
+        #[arg(long)]
+        lint: bool,
+    },
+}
+
+fn main() {
+    // Print errors without the backtrace anyhow adds under RUST_BACKTRACE.
+    if let Err(err) = run_task(Cli::parse().command) {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_task(task: Task) -> Result<()> {
+    match task {
+        Task::Setup { dry_run } => setup::setup(dry_run),
+        Task::Build { release } => {
+            setup::setup(false)?;
+            build(release)
+        }
+        Task::Run { release, args } => run_mmtrace(release, args),
+        Task::Test { lint } => test(lint),
+    }
+}
+
+fn build(release: bool) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.arg("build").args(HOST_PACKAGES);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)
+}
+
+fn run_mmtrace(release: bool, mut args: Vec<OsString>) -> Result<()> {
+    setup::setup(false)?;
+    build(release)?;
+    let bin = target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("mmtrace");
+    if args.is_empty() {
+        args.push("stream".into());
+    }
+    let mut cmd = as_root(&bin, "mmtrace needs root (bpf(), tracefs)")?;
+    cmd.args(&args);
+    step(format!("running {}", show(&cmd)));
+    // exec: mmtrace gets the terminal's signals (Ctrl-C) and its exit code
+    // becomes ours.
+    let err = cmd.exec();
+    Err(err).with_context(|| format!("cannot run {}", bin.display()))
+}
+
+fn test(lint: bool) -> Result<()> {
+    setup::setup(false)?;
+    if lint {
+        run(cargo().args(["fmt", "--all", "--", "--check"]))
+            .context("formatting differs: run `cargo fmt --all`")?;
+        run(cargo().arg("clippy").args(HOST_PACKAGES).args([
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+        .context("clippy found problems")?;
+        run(&mut check_ebpf()).context("the eBPF crate has warnings")?;
+    }
+    run(cargo().arg("build").args(HOST_PACKAGES).arg("--bins"))?;
+    let bin = target_dir().join("debug").join("mmtrace");
+    if !bin.is_file() {
+        bail!("{} was not built", bin.display());
+    }
+
+    let mut cmd = cargo();
+    if need_sudo("the tests load eBPF programs")? {
+        // Build as this user; only the test binaries run as root.
+        cmd.args(["--config", "target.'cfg(all())'.runner = ['sudo', '-E']"]);
+    }
+    cmd.arg("test").args(HOST_PACKAGES).env("MMTRACE_BIN", &bin);
+    run(&mut cmd).context("tests failed")?;
+    step(if lint {
+        "lints, build and tests passed"
+    } else {
+        "build and tests passed"
+    });
+    Ok(())
+}
+
+/// `cargo check` of the eBPF crate for its real target with warnings denied
+/// (clippy cannot: rustup's clippy has no `core` for bpfel-unknown-none). The
+/// flags match tracer/build.rs; a separate target dir keeps its cache intact.
+fn check_ebpf() -> Command {
+    let flags = format!(
+        "--cfg=bpf_target_arch=\"{}\" --check-cfg=cfg(bpf_target_arch,values(any())) -Dwarnings",
+        env::consts::ARCH
+    );
+    let mut cmd = cargo();
+    cmd.args(["check", "--release", "--target", "bpfel-unknown-none"])
+        .args(["--package", "tracer-ebpf", "--target-dir"])
+        .arg(target_dir().join("bpf-lint"))
+        .env("RUSTC", setup::RUSTC)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("RUSTFLAGS", flags)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    cmd
+}
+
+// ---------------------------------------------------------------------------
+// Helpers shared with setup.rs
+// ---------------------------------------------------------------------------
+
+pub fn step(msg: impl Display) {
+    println!("==> {msg}");
+}
+
+/// Prints the command, runs it with inherited stdio, and fails if it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    step(show(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    if !status.success() {
+        let name = Path::new(cmd.get_program()).file_name().unwrap_or_default();
+        let first = cmd.get_args().next().unwrap_or_default();
+        bail!("`{} {}` failed ({status})", name.display(), first.display());
+    }
+    Ok(())
+}
+
+/// Stdout of a command that succeeded, or None.
+pub fn stdout_of(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A command line as a shell would take it, with the variables it sets.
+pub fn show(cmd: &Command) -> String {
+    let quote = |s: &OsStr| {
+        let s = s.to_string_lossy();
+        if s.is_empty() || s.contains(|c: char| c.is_whitespace() || "'\"$*;&|".contains(c)) {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        } else {
+            s.into_owned()
+        }
+    };
+    let envs = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), quote(v?))));
+    // Our own cargo is shown as plain `cargo`.
+    let program = match cmd.get_program() {
+        p if env::var_os("CARGO").as_deref() == Some(p) => "cargo".to_string(),
+        p => quote(p),
+    };
+    envs.chain([program])
+        .chain(cmd.get_args().map(quote))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn is_root() -> bool {
+    stdout_of(Command::new("id").arg("-u")).is_some_and(|uid| uid.trim() == "0")
+}
+
+/// Finds an executable in PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    env::var_os("PATH")
+        .iter()
+        .flat_map(env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+}
+
+/// Whether a command that needs root must go through `sudo -E`; fails with
+/// `why` when we are not root and there is no sudo.
+pub fn need_sudo(why: &str) -> Result<bool> {
+    if is_root() {
+        return Ok(false);
+    }
+    if which("sudo").is_none() {
+        bail!("{why}, but this is not root and sudo is not installed: run it as root");
+    }
+    Ok(true)
+}
+
+/// `program`, run as root.
+pub fn as_root(program: impl AsRef<OsStr>, why: &str) -> Result<Command> {
+    if !need_sudo(why)? {
+        return Ok(Command::new(program));
+    }
+    let mut cmd = Command::new("sudo");
+    cmd.arg("-E").arg(program);
+    Ok(cmd)
+}
+
+/// The cargo that runs us (rustup's), in the workspace root.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+}
+
+fn target_dir() -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
+}
+
+pub fn cargo_home() -> PathBuf {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from(".cargo"))
+}

@@ -1,0 +1,414 @@
+//! `cargo xtask setup`: everything building and running mmtrace needs, on
+//! Debian 12 with only rustup. Each step checks first and installs only what
+//! is missing.
+//!
+//! Rust eBPF needs `core` for bpfel-unknown-none. rustup's rust-src (aya's
+//! usual `-Z build-std`) is not available here; Debian's rustc-web ships a
+//! prebuilt one (package libstd-rust-web-dev-bpf). bpf-linker must use the
+//! same LLVM major as that rustc, so it is built against Debian's LLVM.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cargo, cargo_home, is_root, need_sudo, run, show, stdout_of, step, which};
+
+pub const RUSTC: &str = "/usr/bin/rustc";
+const BPF_CORE_DIR: &str = "/usr/lib/rustlib/bpfel-unknown-none/lib";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Written when we install bpf-linker: the LLVM major it was built for.
+const LLVM_MARKER: &str = ".mmtrace-bpf-linker-llvm";
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+pub fn setup(dry_run: bool) -> Result<()> {
+    let mut setup = Setup {
+        dry_run,
+        apt_updated: false,
+    };
+    setup.privileges();
+    setup.rustc_web()?;
+    let llvm = setup.llvm()?;
+    setup.bpftool();
+    setup.bpf_linker(llvm)?;
+    setup.tracefs()?;
+    step(if dry_run {
+        "setup: dry run done, nothing was changed"
+    } else {
+        "setup: done"
+    });
+    Ok(())
+}
+
+struct Setup {
+    dry_run: bool,
+    apt_updated: bool,
+}
+
+impl Setup {
+    /// (e) apt-get, mount and mmtrace itself need root.
+    fn privileges(&self) {
+        if is_root() {
+            step("privileges: running as root");
+        } else if which("sudo").is_some() {
+            step("privileges: not root; apt-get, mount, mmtrace and the tests will use sudo");
+        } else {
+            step(
+                "privileges: NOT root and no sudo: installing packages, mounting tracefs, \
+                 running mmtrace and the tests all need root",
+            );
+        }
+    }
+
+    /// (a) Debian's rustc-web with its prebuilt `core` for the BPF target.
+    fn rustc_web(&mut self) -> Result<()> {
+        let mut missing = Vec::new();
+        if !Path::new(RUSTC).is_file() {
+            missing.push(RUSTC.to_string());
+        }
+        if !has_bpf_core() {
+            missing.push(format!("{BPF_CORE_DIR}/libcore-*.rlib"));
+        }
+        if missing.is_empty() {
+            step(format!(
+                "rustc-web: {RUSTC} and its bpfel-unknown-none core are installed"
+            ));
+            return Ok(());
+        }
+        step(format!("rustc-web: missing {}", missing.join(" and ")));
+        self.apt_install(&["rustc-web", "libstd-rust-web-dev-bpf"])
+    }
+
+    /// (b) The LLVM that bpf-linker must be built against: the same major as
+    /// /usr/bin/rustc's. Returns that major (None in a dry run without rustc).
+    fn llvm(&mut self) -> Result<Option<u32>> {
+        let Some(major) = rustc_llvm_major()? else {
+            step("llvm: would read the LLVM version of /usr/bin/rustc once it is installed");
+            return Ok(None);
+        };
+        let packages = [
+            format!("llvm-{major}-dev"),
+            format!("libpolly-{major}-dev"),
+            "zlib1g-dev".to_string(),
+            "libzstd-dev".to_string(),
+        ];
+        let missing: Vec<&str> = packages
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !deb_installed(p))
+            .collect();
+        if missing.is_empty() {
+            step(format!(
+                "llvm: {RUSTC} uses LLVM {major}; {} are installed",
+                packages.join(", ")
+            ));
+            return Ok(Some(major));
+        }
+        step(format!(
+            "llvm: {RUSTC} uses LLVM {major}; missing {}",
+            missing.join(", ")
+        ));
+        self.apt_update()?;
+        let llvm_dev = format!("llvm-{major}-dev");
+        if missing.contains(&llvm_dev.as_str()) && !apt_knows(&llvm_dev) {
+            if self.dry_run {
+                step(format!(
+                    "llvm: apt does not know {llvm_dev} (its lists may be stale)"
+                ));
+                return Ok(Some(major));
+            }
+            bail!(
+                "{RUSTC} (rustc-web) uses LLVM {major}, but apt has no {llvm_dev}: bpf-linker \
+                 must be built against the same LLVM major as rustc. Install LLVM {major} \
+                 development files so /usr/lib/llvm-{major} exists (e.g. from apt.llvm.org), \
+                 or install a rustc-web whose LLVM Debian ships"
+            );
+        }
+        self.apt_install(&missing)?;
+        Ok(Some(major))
+    }
+
+    /// bpftool, used by the tests to check that nothing stays attached.
+    /// Optional: never fails the setup.
+    fn bpftool(&mut self) {
+        if deb_installed("bpftool") || which("bpftool").is_some() {
+            step("bpftool: installed");
+            return;
+        }
+        // Refresh apt's lists for bpftool alone only if we did anyway.
+        if !self.apt_updated && !apt_knows("bpftool") {
+            step("bpftool: not installed and unknown to apt; skipping (optional, for the tests)");
+            return;
+        }
+        step("bpftool: not installed (optional, for the tests)");
+        if let Err(e) = self.apt_install(&["bpftool"]) {
+            step(format!(
+                "bpftool: not installed ({e:#}); skipping, it is optional"
+            ));
+        }
+    }
+
+    /// (c) bpf-linker, at our version and built for rustc's LLVM major.
+    fn bpf_linker(&self, llvm: Option<u32>) -> Result<()> {
+        let Some(major) = llvm else {
+            step("bpf-linker: would check it once /usr/bin/rustc is installed");
+            return Ok(());
+        };
+        let marker = cargo_home().join(LLVM_MARKER);
+        let problem = match find_bpf_linker() {
+            None => "not installed".to_string(),
+            Some(path) => {
+                let version =
+                    stdout_of(Command::new(&path).arg("--version")).map(|v| v.trim().to_string());
+                let built_for = linked_llvm_major(&path).or_else(|| {
+                    let text = fs::read_to_string(&marker).ok()?;
+                    text.trim().parse::<u32>().ok()
+                });
+                let want = format!("bpf-linker {BPF_LINKER_VERSION}");
+                match (version, built_for) {
+                    (None, _) => format!("{} does not run", path.display()),
+                    (Some(v), _) if v != want => {
+                        format!("{} is {v:?}, not {BPF_LINKER_VERSION}", path.display())
+                    }
+                    (_, Some(m)) if m == major => {
+                        step(format!(
+                            "bpf-linker: {} is {BPF_LINKER_VERSION}, built for LLVM {major}",
+                            path.display()
+                        ));
+                        return Ok(());
+                    }
+                    (_, Some(m)) => format!(
+                        "{} was built for LLVM {m}, but {RUSTC} uses LLVM {major}",
+                        path.display()
+                    ),
+                    (_, None) => format!("cannot tell which LLVM {} was built for", path.display()),
+                }
+            }
+        };
+        step(format!(
+            "bpf-linker: {problem}; installing {BPF_LINKER_VERSION} for LLVM {major} \
+             (takes 3-6 minutes)"
+        ));
+        check_llvm_feature(major)?;
+
+        let feature = format!("llvm-{major}");
+        let install = |locked: bool| -> Result<()> {
+            let mut cmd = cargo();
+            cmd.env("LLVM_PREFIX", format!("/usr/lib/llvm-{major}"))
+                .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+                .args(["--no-default-features", "--features", &feature, "--force"]);
+            if locked {
+                cmd.arg("--locked");
+            }
+            if self.dry_run {
+                step(format!("would run: {}", show(&cmd)));
+                return Ok(());
+            }
+            run(&mut cmd)
+        };
+        if install(true).is_err() {
+            step("bpf-linker: install with --locked failed; retrying without --locked");
+            install(false).with_context(|| {
+                format!(
+                    "cannot build bpf-linker {BPF_LINKER_VERSION} against LLVM {major} (see \
+                     cargo's output above); it needs llvm-{major}-dev, libpolly-{major}-dev, \
+                     zlib1g-dev and libzstd-dev, and /usr/lib/llvm-{major}"
+                )
+            })?;
+        }
+        if !self.dry_run {
+            fs::write(&marker, format!("{major}\n"))
+                .with_context(|| format!("cannot write {}", marker.display()))?;
+            step(format!(
+                "bpf-linker: installed; recorded LLVM {major} in {}",
+                marker.display()
+            ));
+            let installed = cargo_home().join("bin").join("bpf-linker");
+            if let Some(other) = find_bpf_linker().filter(|p| !same_file(p, &installed)) {
+                bail!(
+                    "{} comes first in PATH and hides the new {}: remove it",
+                    other.display(),
+                    installed.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// (d) aya finds tracepoints through tracefs, which a fresh machine
+    /// lacks.
+    fn tracefs(&self) -> Result<()> {
+        if Path::new(TRACEFS).join("events").is_dir() || tracefs_mounted() {
+            step(format!("tracefs: mounted at {TRACEFS}"));
+            return Ok(());
+        }
+        step(format!(
+            "tracefs: not mounted; mounting it at {TRACEFS} (until the next reboot)"
+        ));
+        self.privileged(&["mount", "-t", "tracefs", "nodev", TRACEFS])
+    }
+
+    fn apt_update(&mut self) -> Result<()> {
+        if !self.apt_updated {
+            self.privileged(&["apt-get", "update"])?;
+            self.apt_updated = true;
+        }
+        Ok(())
+    }
+
+    fn apt_install(&mut self, packages: &[&str]) -> Result<()> {
+        if which("apt-get").is_none() {
+            bail!(
+                "apt-get not found: this setup knows Debian 12 only; install {} by hand",
+                packages.join(" ")
+            );
+        }
+        self.apt_update()?;
+        let mut args = vec!["apt-get", "install", "-y"];
+        args.extend(packages);
+        self.privileged(&args)
+    }
+
+    /// Runs a command as root (through sudo if needed), or only prints it in
+    /// a dry run.
+    fn privileged(&self, args: &[&str]) -> Result<()> {
+        // apt-get must never ask questions. sudo drops the environment, so
+        // then the variable goes through `env`.
+        let noninteractive = "DEBIAN_FRONTEND=noninteractive";
+        let apt = args[0] == "apt-get";
+        let mut cmd = if is_root() {
+            let mut cmd = Command::new(args[0]);
+            if apt {
+                cmd.env("DEBIAN_FRONTEND", "noninteractive");
+            }
+            cmd
+        } else {
+            let mut cmd = Command::new("sudo");
+            cmd.arg("env")
+                .args(apt.then_some(noninteractive))
+                .arg(args[0]);
+            cmd
+        };
+        cmd.args(&args[1..]);
+        if self.dry_run {
+            step(format!("would run: {}", show(&cmd)));
+            return Ok(());
+        }
+        need_sudo(&format!("`{}` needs root", args.join(" ")))?;
+        run(&mut cmd)
+    }
+}
+
+fn has_bpf_core() -> bool {
+    fs::read_dir(BPF_CORE_DIR).is_ok_and(|dir| {
+        dir.flatten().any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("libcore-") && name.ends_with(".rlib")
+        })
+    })
+}
+
+/// `LLVM version: 22.1.8` in `/usr/bin/rustc -vV` -> 22. None if rustc is
+/// missing (only possible in a dry run).
+fn rustc_llvm_major() -> Result<Option<u32>> {
+    if !Path::new(RUSTC).is_file() {
+        return Ok(None);
+    }
+    let info = stdout_of(Command::new(RUSTC).arg("-vV"))
+        .with_context(|| format!("`{RUSTC} -vV` failed"))?;
+    let major = info
+        .lines()
+        .find_map(|line| line.strip_prefix("LLVM version: "))
+        .and_then(|version| version.split('.').next()?.trim().parse().ok())
+        .with_context(|| format!("no `LLVM version: N.x` line in `{RUSTC} -vV`:\n{info}"))?;
+    Ok(Some(major))
+}
+
+fn deb_installed(package: &str) -> bool {
+    stdout_of(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .is_some_and(|status| status.trim() == "install ok installed")
+}
+
+fn apt_knows(package: &str) -> bool {
+    stdout_of(Command::new("apt-cache").args(["show", package]))
+        .is_some_and(|out| !out.trim().is_empty())
+}
+
+/// bpf-linker in PATH or in $CARGO_HOME/bin (where `cargo install` puts it;
+/// tracer/build.rs looks in the same places).
+fn find_bpf_linker() -> Option<PathBuf> {
+    which("bpf-linker").or_else(|| {
+        let path = cargo_home().join("bin").join("bpf-linker");
+        path.is_file().then_some(path)
+    })
+}
+
+/// The LLVM major a dynamically linked bpf-linker loads (`libLLVM.so.22.1`
+/// or `libLLVM-22.so` in ldd's output).
+fn linked_llvm_major(bpf_linker: &Path) -> Option<u32> {
+    let ldd = stdout_of(Command::new("ldd").arg(bpf_linker))?;
+    ldd.lines().find_map(|line| {
+        let name = line.split_whitespace().next()?;
+        let rest = name
+            .strip_prefix("libLLVM.so.")
+            .or_else(|| name.strip_prefix("libLLVM-"))?;
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+/// Fails clearly when bpf-linker has no `llvm-NN` feature for rustc's LLVM.
+/// Asks crates.io through `cargo info`; if that fails, lets the install try.
+fn check_llvm_feature(major: u32) -> Result<()> {
+    let spec = format!("bpf-linker@{BPF_LINKER_VERSION}");
+    let Some(info) = stdout_of(cargo().args(["info", &spec])) else {
+        step(format!(
+            "bpf-linker: `cargo info {spec}` failed; trying the install anyway"
+        ));
+        return Ok(());
+    };
+    let mut features: Vec<&str> = info
+        .lines()
+        .filter_map(|line| {
+            let name = line
+                .trim()
+                .trim_start_matches('+')
+                .split_whitespace()
+                .next()?;
+            let digits = name.strip_prefix("llvm-")?;
+            digits.bytes().all(|b| b.is_ascii_digit()).then_some(name)
+        })
+        .collect();
+    features.sort();
+    let wanted = format!("llvm-{major}");
+    if !features.is_empty() && !features.contains(&wanted.as_str()) {
+        bail!(
+            "{RUSTC} uses LLVM {major}, but bpf-linker {BPF_LINKER_VERSION} only supports {} \
+             (no `{wanted}` feature). Use a bpf-linker version that supports LLVM {major} \
+             (BPF_LINKER_VERSION in xtask/src/setup.rs), or a rustc-web whose LLVM it supports",
+            features.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    fs::canonicalize(a)
+        .ok()
+        .is_some_and(|a| fs::canonicalize(b).ok() == Some(a))
+}
+
+fn tracefs_mounted() -> bool {
+    fs::read_to_string("/proc/self/mounts").is_ok_and(|mounts| {
+        mounts.lines().any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&TRACEFS) && fields.get(2) == Some(&"tracefs")
+        })
+    })
+}
