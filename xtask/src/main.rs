@@ -133,14 +133,62 @@ fn test(lint: bool) -> Result<()> {
         // Build as this user; only the test binaries run as root.
         cmd.args(["--config", "target.'cfg(all())'.runner = ['sudo', '-E']"]);
     }
-    cmd.arg("test").args(HOST_PACKAGES).env("MMTRACE_BIN", &bin);
-    run(&mut cmd).context("tests failed")?;
+    cmd.arg("test")
+        .args(HOST_PACKAGES)
+        .arg("--all-targets")
+        .env("MMTRACE_BIN", &bin);
+    let (passed, failed, ignored) = run_counting_tests(&mut cmd)?;
+    // One closing line for the whole suite (cargo prints one per binary).
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if failed > 0 {
+        bail!("{failed} tests failed");
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
     step(if lint {
         "lints, build and tests passed"
     } else {
         "build and tests passed"
     });
     Ok(())
+}
+
+/// Runs `cargo test`, showing its output as it comes, and adds up the
+/// `test result:` lines of every test binary.
+fn run_counting_tests(cmd: &mut Command) -> Result<(u64, u64, u64)> {
+    use std::io::{BufRead, BufReader};
+    step(show(cmd));
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let (mut passed, mut failed, mut ignored) = (0, 0, 0);
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut words = part.split_whitespace().rev();
+                let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let n: u64 = n.parse().unwrap_or(0);
+                match what {
+                    "passed" => passed += n,
+                    "failed" => failed += n,
+                    "ignored" => ignored += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() && failed == 0 {
+        bail!("cargo test failed ({status})");
+    }
+    Ok((passed, failed, ignored))
 }
 
 /// `cargo check` of the eBPF crate for its real target with warnings denied
