@@ -89,6 +89,13 @@ fn pid_filter_selects_one_process() {
         field_set(&events, "comm"),
         BTreeSet::from(["\"spin-a\"".to_string()])
     );
+    // Times count from the stream's start: none is clamped to it.
+    for e in &events {
+        assert!(
+            e["t_ns"].as_u64().unwrap() > 0,
+            "event at the stream's start: {e}"
+        );
+    }
 }
 
 #[test]

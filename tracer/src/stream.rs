@@ -301,11 +301,13 @@ pub async fn run(p: Prepared) -> Result<i32> {
         pid_filter: !args.pids.is_empty() || command.is_some(),
         buffer_bytes: args.buffer_size,
     };
+    // Times count from before the first program is attached, so no event
+    // predates the stream.
+    let start_ns = monotonic_ns();
+    let started = Instant::now();
     let mut hooks = Hooks::load(&cfg)?;
     let ring = hooks.take_events()?;
     let mut reader = EventReader::new(ring)?;
-    let start_ns = monotonic_ns();
-    let started = Instant::now();
     let fmt = match args.format {
         Format::Text => output::Format::Text,
         Format::Jsonl => output::Format::Jsonl,

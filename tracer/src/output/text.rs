@@ -172,12 +172,14 @@ fn details(out: &mut String, ev: &Event, color: bool) {
         } => {
             let _ = write!(
                 out,
-                "{} {} -> {} {}",
+                "{} {} -> {}",
                 hex(*old_addr),
                 human_size(*old_len),
                 human_size(*new_len),
-                mremap_flags_str(*flags)
             );
+            if *flags != 0 {
+                let _ = write!(out, " {}", mremap_flags_str(*flags));
+            }
             if *flags & libc::MREMAP_FIXED as u64 != 0 {
                 let _ = write!(out, " to {}", hex(*new_addr));
             }
