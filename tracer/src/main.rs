@@ -5,6 +5,7 @@
 //! [`transport`] (ring buffer) -> [`decode`] -> [`event`] -> [`output`].
 
 mod cli;
+mod clock;
 mod decode;
 mod error;
 mod event;

@@ -15,6 +15,7 @@ use tracer_common::{FaultCounts, FAULTS_ALL, FAULTS_OFF, FAULTS_SUMMARY};
 
 use crate::{
     cli::{kind_mask, FaultMode, Format, StreamArgs},
+    clock,
     decode::decode,
     error::{Error, Result},
     event::{Body, Event},
@@ -104,16 +105,6 @@ struct Session {
     output_closed: bool,
 }
 
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 impl Session {
     fn emit(&mut self, ev: &Event) {
         *self.tally.by_name.entry(ev.body.name()).or_default() += 1;
@@ -169,7 +160,7 @@ impl Session {
         for (kind, count) in lost {
             self.tally.lost += count;
             let ev = Event {
-                ts_ns: monotonic_ns(),
+                ts_ns: clock::monotonic_ns(),
                 cpu: 0,
                 pid: 0,
                 tid: 0,
@@ -188,7 +179,7 @@ impl Session {
         if self.fault_mode != FAULTS_SUMMARY {
             return;
         }
-        let now = monotonic_ns();
+        let now = clock::monotonic_ns();
         let counts = match self.hooks.fault_counts() {
             Ok(c) => c,
             Err(e) => {
@@ -301,11 +292,11 @@ pub async fn run(p: Prepared) -> Result<i32> {
         pid_filter: !args.pids.is_empty() || command.is_some(),
         buffer_bytes: args.buffer_size,
     };
-    // Times count from before the first program is attached, so no event
-    // predates the stream.
-    let start_ns = monotonic_ns();
-    let started = Instant::now();
     let mut hooks = Hooks::load(&cfg)?;
+    // Times count from just before the first program was attached, so no
+    // event predates the stream.
+    let start_ns = hooks.attached_ns;
+    let started = Instant::now();
     let ring = hooks.take_events()?;
     let mut reader = EventReader::new(ring)?;
     let fmt = match args.format {

@@ -19,7 +19,10 @@ use tracer_common::{
     MAP_PID_FILTER, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT,
 };
 
-use crate::preflight::{tracepoint_exists, TRACEFS};
+use crate::{
+    clock,
+    preflight::{tracepoint_exists, TRACEFS},
+};
 
 /// The compiled kernel programs, embedded at build time.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
@@ -138,6 +141,8 @@ pub enum StackPath {
 pub struct Hooks {
     ebpf: Ebpf,
     pub stack_path: StackPath,
+    /// CLOCK_MONOTONIC just before the first program was attached.
+    pub attached_ns: u64,
     /// Lost counts already reported, per kind.
     lost_seen: [u64; KIND_SLOTS],
 }
@@ -178,6 +183,7 @@ impl Hooks {
         let mut hooks = Hooks {
             ebpf,
             stack_path: StackPath::Off,
+            attached_ns: 0,
             lost_seen: [0; KIND_SLOTS],
         };
         for pid in &cfg.pids {
@@ -196,11 +202,16 @@ impl Hooks {
         }
 
         let wants = |k: EventKind| cfg.kind_mask & k.bit() != 0;
+        // Load (verify) everything first: it is slow, and nothing is
+        // attached meanwhile, so the stream's time can start at the attach.
         if wants(EventKind::Stack) {
-            hooks.stack_path = hooks.attach_stack_fexit().unwrap_or_else(|e| {
-                info!("stack growth: fexit on expand_downwards unavailable ({e:#}); using the fault-based path");
-                StackPath::FaultFallback
-            });
+            hooks.stack_path = match hooks.load_stack_fexit() {
+                Ok(()) => StackPath::Fexit,
+                Err(e) => {
+                    info!("stack growth: fexit on expand_downwards unavailable ({e:#}); using the fault-based path");
+                    StackPath::FaultFallback
+                }
+            };
             let mode = match hooks.stack_path {
                 StackPath::Fexit => STACK_SOURCE_FEXIT,
                 _ => STACK_SOURCE_FAULT,
@@ -209,6 +220,7 @@ impl Hooks {
                 Array::try_from(hooks.ebpf.map_mut("RUNTIME").context("RUNTIME map")?)?;
             runtime.set(0, mode, 0)?;
         }
+        let mut plan = Vec::new();
         for (prog, category, name, kinds) in TRACEPOINTS {
             let needed = match *prog {
                 "page_fault_user" => {
@@ -221,11 +233,25 @@ impl Hooks {
                 _ => kinds.iter().any(|k| wants(*k)),
             };
             if needed {
-                hooks.attach_tracepoint(prog, category, name)?;
+                plan.push((*prog, *category, *name));
             }
         }
         if hooks.stack_path == StackPath::FaultFallback {
-            hooks.attach_tracepoint("rss_stat", "kmem", "rss_stat")?;
+            plan.push(("rss_stat", "kmem", "rss_stat"));
+        }
+        for (prog, category, name) in &plan {
+            hooks.load_tracepoint(prog, category, name)?;
+        }
+
+        hooks.attached_ns = clock::monotonic_ns();
+        if hooks.stack_path == StackPath::Fexit {
+            for prog in ["expand_downwards_entry", "expand_downwards_exit"] {
+                hooks.attach_tracing(prog)?;
+            }
+            info!("stack growth: fentry/fexit on expand_downwards");
+        }
+        for (prog, category, name) in &plan {
+            hooks.attach_tracepoint(prog, category, name)?;
         }
         if cfg.fault_mode == FAULTS_ALL {
             info!("streaming every page fault");
@@ -233,25 +259,33 @@ impl Hooks {
         Ok(hooks)
     }
 
-    fn attach_tracepoint(&mut self, prog: &str, category: &str, name: &str) -> Result<()> {
+    fn tracepoint(&mut self, prog: &str) -> Result<&mut TracePoint> {
+        Ok(self
+            .ebpf
+            .program_mut(prog)
+            .ok_or_else(|| anyhow!("program {prog} missing from the object"))?
+            .try_into()?)
+    }
+
+    fn load_tracepoint(&mut self, prog: &str, category: &str, name: &str) -> Result<()> {
         if !tracepoint_exists(category, name) {
             return Err(anyhow!(
                 "this kernel has no tracepoint {category}:{name} (looked in {TRACEFS}/events)"
             ));
         }
-        let tp: &mut TracePoint = self
-            .ebpf
-            .program_mut(prog)
-            .ok_or_else(|| anyhow!("program {prog} missing from the object"))?
-            .try_into()?;
-        tp.load()
-            .with_context(|| format!("the kernel refused program {prog}"))?;
-        tp.attach(category, name)
+        self.tracepoint(prog)?
+            .load()
+            .with_context(|| format!("the kernel refused program {prog}"))
+    }
+
+    fn attach_tracepoint(&mut self, prog: &str, category: &str, name: &str) -> Result<()> {
+        self.tracepoint(prog)?
+            .attach(category, name)
             .with_context(|| format!("cannot attach to tracepoint {category}:{name}"))?;
         Ok(())
     }
 
-    fn attach_stack_fexit(&mut self) -> Result<StackPath> {
+    fn load_stack_fexit(&mut self) -> Result<()> {
         let btf = aya::Btf::from_sys_fs()?;
         let entry: &mut FEntry = self
             .ebpf
@@ -259,16 +293,26 @@ impl Hooks {
             .ok_or_else(|| anyhow!("fentry program missing"))?
             .try_into()?;
         entry.load("expand_downwards", &btf)?;
-        entry.attach()?;
         let exit: &mut FExit = self
             .ebpf
             .program_mut("expand_downwards_exit")
             .ok_or_else(|| anyhow!("fexit program missing"))?
             .try_into()?;
         exit.load("expand_downwards", &btf)?;
-        exit.attach()?;
-        info!("stack growth: fentry/fexit on expand_downwards");
-        Ok(StackPath::Fexit)
+        Ok(())
+    }
+
+    fn attach_tracing(&mut self, prog: &str) -> Result<()> {
+        match self.ebpf.program_mut(prog) {
+            Some(aya::programs::Program::FEntry(p)) => {
+                p.attach()?;
+            }
+            Some(aya::programs::Program::FExit(p)) => {
+                p.attach()?;
+            }
+            _ => return Err(anyhow!("program {prog} is not fentry/fexit")),
+        }
+        Ok(())
     }
 
     /// Adds a process to the pid filter.
