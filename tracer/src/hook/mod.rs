@@ -208,7 +208,10 @@ impl Hooks {
             hooks.stack_path = match hooks.load_stack_fexit() {
                 Ok(()) => StackPath::Fexit,
                 Err(e) => {
-                    info!("stack growth: fexit on expand_downwards unavailable ({e:#}); using the fault-based path");
+                    info!(
+                        "stack growth: no fexit on expand_downwards here ({}); using the fault-based path",
+                        e.root_cause()
+                    );
                     StackPath::FaultFallback
                 }
             };
