@@ -155,3 +155,65 @@ fn fault_summary_counts_the_spinners_faults() {
         assert_eq!(total, parts, "{s}");
     }
 }
+
+#[test]
+fn follow_adds_the_children_of_comm_selected_processes() {
+    use std::io::{BufRead, BufReader};
+    let dir = workspace_dir()
+        .join("target")
+        .join("tmp")
+        .join(format!("mmtrace-filters-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("follow-sh");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("/bin/sh", &link).unwrap();
+    let out = dir.join("follow.jsonl");
+    let mut mmtrace = Command::new(tests::mmtrace_bin().unwrap_or_else(|e| panic!("{e}")))
+        .args([
+            "stream",
+            "--format",
+            "jsonl",
+            "--events",
+            "process",
+            "--duration",
+            "2",
+        ])
+        .args(["--comm", "follow-sh", "--follow", "-o"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mmtrace");
+    let mut lines = BufReader::new(mmtrace.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("tracing ") {
+            break;
+        }
+    }
+    let sh = Command::new(&link)
+        .args(["-c", "/bin/true; exit 0"])
+        .status()
+        .expect("run follow-sh");
+    assert!(sh.success());
+    let status = mmtrace.wait().unwrap();
+    assert!(status.success());
+    let events = read_jsonl(&out).unwrap_or_else(|e| panic!("{e}"));
+    let fork = events
+        .iter()
+        .find(|e| e["event"] == "fork" && e["comm"] == "follow-sh")
+        .unwrap_or_else(|| panic!("no fork of follow-sh: {events:?}"));
+    let child = fork["child_pid"].clone();
+    // The child is traced although its comm becomes "true" at exec.
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "exec" && e["pid"] == child && e["comm"] == "true"),
+        "the child's exec is traced: {events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "exit" && e["pid"] == child),
+        "the child's exit is traced: {events:?}"
+    );
+}

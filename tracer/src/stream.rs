@@ -289,7 +289,11 @@ pub async fn run(p: Prepared) -> Result<i32> {
             .map(|c| std::os::unix::ffi::OsStrExt::as_bytes(c.as_os_str()).to_vec())
             .collect(),
         follow,
-        pid_filter: !args.pids.is_empty() || command.is_some(),
+        // Following the children of comm-selected processes adds them to
+        // the pid set, which then selects too.
+        pid_filter: !args.pids.is_empty()
+            || command.is_some()
+            || (args.follow && !args.comms.is_empty()),
         buffer_bytes: args.buffer_size,
     };
     let mut hooks = Hooks::load(&cfg)?;
