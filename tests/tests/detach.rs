@@ -3,6 +3,7 @@
 //! meanwhile.)
 
 use std::{
+    collections::BTreeSet,
     io::{BufRead, BufReader},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -10,16 +11,7 @@ use std::{
 
 use tests::{mmtrace_bin, require_root};
 
-/// Names of programs loaded in the kernel now (as the kernel keeps them:
-/// at most 15 bytes).
-fn loaded_program_names() -> Vec<String> {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .map(|p| String::from_utf8_lossy(p.name()).into_owned())
-        .collect()
-}
-
-/// mmtrace's programs, as the kernel names them.
+/// mmtrace's programs, as the kernel names them (at most 15 bytes).
 const OURS: &[&str] = &[
     "sys_enter_mmap",
     "sys_exit_mmap",
@@ -27,10 +19,12 @@ const OURS: &[&str] = &[
     "sched_process_e",
 ];
 
-fn ours_loaded() -> Vec<String> {
-    loaded_program_names()
-        .into_iter()
-        .filter(|n| OURS.contains(&n.as_str()))
+/// Ids of the programs loaded in the kernel now that are named like ours.
+fn ours_loaded() -> BTreeSet<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| OURS.contains(&String::from_utf8_lossy(p.name()).as_ref()))
+        .map(|p| p.id())
         .collect()
 }
 
@@ -40,11 +34,9 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn detaches_on(signal: libc::c_int) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     require_root().unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        ours_loaded().is_empty(),
-        "programs named like mmtrace's are loaded before the test: {:?}",
-        ours_loaded()
-    );
+    // Programs of other tracers (another mmtrace, one still detaching)
+    // are not this run's.
+    let before = ours_loaded();
     let mut child = Command::new(mmtrace_bin().unwrap_or_else(|e| panic!("{e}")))
         .args(["stream", "--faults", "all", "--output", "/dev/null"])
         .stdin(Stdio::null())
@@ -62,7 +54,7 @@ fn detaches_on(signal: libc::c_int) {
             break;
         }
     }
-    let loaded = ours_loaded();
+    let loaded: BTreeSet<u32> = ours_loaded().difference(&before).copied().collect();
     assert!(
         loaded.len() >= OURS.len(),
         "mmtrace's programs should be loaded while it runs, found {loaded:?}; stderr: {seen:?}"
@@ -89,13 +81,14 @@ fn detaches_on(signal: libc::c_int) {
     );
     // Program release is asynchronous in the kernel (RCU): allow a moment.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !ours_loaded().is_empty() && Instant::now() < deadline {
+    let still = || -> Vec<u32> { ours_loaded().intersection(&loaded).copied().collect() };
+    while !still().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        ours_loaded().is_empty(),
+        still().is_empty(),
         "programs still loaded after mmtrace exited: {:?}",
-        ours_loaded()
+        still()
     );
 }
 

@@ -12,6 +12,7 @@ mod event;
 mod hook;
 mod output;
 mod preflight;
+mod signals;
 mod spawn;
 mod stream;
 mod transport;
@@ -31,6 +32,10 @@ fn main() {
         })
         .init();
     let cli = Cli::parse();
+    if let Err(e) = signals::block() {
+        eprintln!("mmtrace: cannot block SIGINT/SIGTERM: {e}");
+        std::process::exit(1);
+    }
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {

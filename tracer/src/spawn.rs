@@ -107,6 +107,7 @@ pub fn spawn_held(program: &Path, argv: &[OsString]) -> Result<HeldChild> {
                 // mmtrace went away before releasing us.
                 libc::_exit(127);
             }
+            crate::signals::unblock_all_in_child();
             libc::execv(c_program.as_ptr(), c_argv.as_ptr());
             let errno = *libc::__errno_location();
             libc::write(err_w, (&errno as *const i32).cast(), 4);

@@ -10,7 +10,6 @@ use std::{
 
 use anyhow::Context;
 use log::info;
-use tokio::signal::unix::{signal, SignalKind};
 use tracer_common::{FaultCounts, FAULTS_ALL, FAULTS_OFF, FAULTS_SUMMARY};
 
 use crate::{
@@ -21,7 +20,9 @@ use crate::{
     event::{Body, Event},
     hook::{HookConfig, Hooks, StackPath},
     output::{self, Printer},
-    preflight, spawn,
+    preflight,
+    signals::StopSignals,
+    spawn,
     transport::EventReader,
 };
 
@@ -296,6 +297,8 @@ pub async fn run(p: Prepared) -> Result<i32> {
             || (args.follow && !args.comms.is_empty()),
         buffer_bytes: args.buffer_size,
     };
+    // Blocked since main: one sent while loading waits here.
+    let mut stop = StopSignals::new().context("signalfd")?;
     let mut hooks = Hooks::load(&cfg)?;
     // Times count from just before the first program was attached, so no
     // event predates the stream.
@@ -340,8 +343,6 @@ pub async fn run(p: Prepared) -> Result<i32> {
         child_wait = Some(tokio::task::spawn_blocking(move || spawn::wait(pid)));
     }
 
-    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut summary = tokio::time::interval(Duration::from_secs_f64(args.summary_interval));
@@ -371,8 +372,7 @@ pub async fn run(p: Prepared) -> Result<i32> {
                 let status = status.context("waiting for the command")?.context("waitpid")?;
                 break End::CommandExited(status);
             }
-            _ = sigint.recv() => break End::Signal("SIGINT"),
-            _ = sigterm.recv() => break End::Signal("SIGTERM"),
+            name = stop.recv() => break End::Signal(name.context("reading signals")?),
             _ = &mut sleep, if deadline.is_some() => break End::Duration,
         }
         if session.output_closed {
