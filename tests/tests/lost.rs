@@ -66,7 +66,14 @@ fn a_stalled_reader_loses_events_and_says_so() {
         let count = l["count"].as_u64().expect("lost count");
         assert!(count > 0, "{l}");
         let kind = l["kind"].as_str().expect("lost kind named");
-        assert!(["mmap", "munmap", "fault"].contains(&kind), "{l}");
+        assert!(
+            [
+                "brk", "mmap", "munmap", "mremap", "mprotect", "fault", "stack", "exec", "fork",
+                "exit"
+            ]
+            .contains(&kind),
+            "{l}"
+        );
         total += count;
     }
     let summary = rest
