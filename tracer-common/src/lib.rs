@@ -43,10 +43,11 @@ pub enum EventKind {
     Exec = 8,
     Fork = 9,
     Exit = 10,
+    Madvise = 11,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::Brk,
         EventKind::Mmap,
         EventKind::Munmap,
@@ -57,6 +58,7 @@ impl EventKind {
         EventKind::Exec,
         EventKind::Fork,
         EventKind::Exit,
+        EventKind::Madvise,
     ];
 
     pub fn from_u32(v: u32) -> Option<EventKind> {
@@ -80,6 +82,7 @@ impl EventKind {
             EventKind::Exec => "exec",
             EventKind::Fork => "fork",
             EventKind::Exit => "exit",
+            EventKind::Madvise => "madvise",
         }
     }
 }
@@ -101,11 +104,12 @@ pub struct EventHeader {
 /// paired in the kernel from sys_enter and sys_exit of one thread.
 ///
 /// `args` by kind:
-/// - brk: `[requested, heap end before the call]`
+/// - brk: `[requested, heap end before the call, heap start]`
 /// - mmap: `[addr, len, prot, flags, fd, offset]`
 /// - munmap: `[addr, len]`
 /// - mremap: `[old_addr, old_len, new_len, flags, new_addr]`
 /// - mprotect: `[addr, len, prot]`
+/// - madvise: `[addr, len, advice]`
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SyscallEvent {
@@ -183,6 +187,8 @@ pub const STACK_SOURCE_FEXIT: u32 = 2;
 #[derive(Clone, Copy, Debug)]
 pub struct ExecEvent {
     pub header: EventHeader,
+    /// The process's start time (task->start_time, ns since boot).
+    pub start_time: u64,
     /// The pid before exec (differs when a thread other than the leader execs).
     pub old_pid: u32,
     /// Bytes of `path` in use (without the NUL).
@@ -206,6 +212,8 @@ pub struct ForkEvent {
 #[derive(Clone, Copy, Debug)]
 pub struct ExitEvent {
     pub header: EventHeader,
+    /// The process's start time (task->start_time, ns since boot).
+    pub start_time: u64,
     /// The wait status (`code << 8`, or the signal number).
     pub exit_code: i32,
     pub _pad: u32,
@@ -253,7 +261,9 @@ pub struct Config {
     /// Offset of `group_dead` in sched_process_exit's record; 0 when the
     /// kernel's tracepoint has no such field (then the leader's exit counts).
     pub exit_group_dead_offset: u32,
-    pub _pad: u32,
+    /// Stop a traced process right after exec (SIGSTOP) until userspace has
+    /// read its new address space and continues it.
+    pub exec_stop: u32,
 }
 
 /// Kernel struct field offsets resolved by the loader from the running
@@ -264,7 +274,9 @@ pub struct Offsets {
     pub task_mm: u64,
     pub task_files: u64,
     pub task_exit_code: u64,
+    pub task_start_time: u64,
     pub mm_brk: u64,
+    pub mm_start_brk: u64,
     pub mm_start_stack: u64,
     pub mm_stack_vm: u64,
     pub files_fdt: u64,
@@ -293,7 +305,9 @@ impl Offsets {
         task_mm: 0,
         task_files: 0,
         task_exit_code: 0,
+        task_start_time: 0,
         mm_brk: 0,
+        mm_start_brk: 0,
         mm_start_stack: 0,
         mm_stack_vm: 0,
         files_fdt: 0,

@@ -23,7 +23,7 @@ pub static CONFIG: Global<Config> = Global::new(Config {
     fault_mode: 0,
     wakeup_bytes: 0,
     exit_group_dead_offset: 0,
-    _pad: 0,
+    exec_stop: 0,
 });
 
 #[unsafe(no_mangle)]

@@ -3,7 +3,10 @@
 //! at fork, before they can run, when following descendants.
 
 use aya_ebpf::{
-    helpers::generated::bpf_probe_read_kernel_str, macros::tracepoint, programs::TracePointContext,
+    bindings::BPF_RB_FORCE_WAKEUP,
+    helpers::generated::{bpf_probe_read_kernel_str, bpf_send_signal},
+    macros::tracepoint,
+    programs::TracePointContext,
     EbpfContext,
 };
 use tracer_common::{
@@ -45,6 +48,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<u32, i64> {
     // SAFETY: `e` is the reserved record; the string is inside the record.
     unsafe {
         fill_header(&mut (*e).header, EventKind::Exec);
+        (*e).start_time = read::<u64>(current_task(), offsets().task_start_time).unwrap_or(0);
         (*e).old_pid = old_pid;
         let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
         let n = bpf_probe_read_kernel_str(
@@ -54,7 +58,16 @@ fn try_exec(ctx: &TracePointContext) -> Result<u32, i64> {
         );
         (*e).path_len = if n > 0 { (n - 1) as u32 } else { 0 };
     }
-    entry.submit(submit_flags(&cfg));
+    if cfg.exec_stop != 0 {
+        // Userspace reads the new address space, then sends SIGCONT: wake
+        // it now rather than at the next poll.
+        entry.submit(BPF_RB_FORCE_WAKEUP as u64);
+        // SAFETY: a helper without memory arguments; SIGSTOP (19) stops
+        // the process before its first user instruction.
+        unsafe { bpf_send_signal(19) };
+    } else {
+        entry.submit(submit_flags(&cfg));
+    }
     Ok(0)
 }
 
@@ -132,6 +145,8 @@ fn try_exit(ctx: &TracePointContext) -> Result<u32, i64> {
                 // SAFETY: `e` is the reserved record.
                 unsafe {
                     fill_header(&mut (*e).header, EventKind::Exit);
+                    (*e).start_time =
+                        read::<u64>(current_task(), offsets().task_start_time).unwrap_or(0);
                     (*e).exit_code = code;
                     (*e)._pad = 0;
                 }

@@ -64,9 +64,10 @@ fn on_enter(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Result<u3
     if kind == EventKind::Brk {
         // The heap end before the call.
         let off = offsets();
-        p.args[1] = current_mm(off.task_mm)
-            .and_then(|mm| read::<u64>(mm, off.mm_brk))
-            .unwrap_or(0);
+        if let Ok(mm) = current_mm(off.task_mm) {
+            p.args[1] = read::<u64>(mm, off.mm_brk).unwrap_or(0);
+            p.args[2] = read::<u64>(mm, off.mm_start_brk).unwrap_or(0);
+        }
     }
     PENDING.insert(tid, p, 0).map_err(|e| e as i64)?;
     Ok(0)
@@ -254,4 +255,5 @@ syscall_hooks! {
     Munmap, 2, sys_enter_munmap, sys_exit_munmap;
     Mremap, 5, sys_enter_mremap, sys_exit_mremap;
     Mprotect, 3, sys_enter_mprotect, sys_exit_mprotect;
+    Madvise, 3, sys_enter_madvise, sys_exit_madvise;
 }

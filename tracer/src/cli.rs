@@ -93,6 +93,7 @@ pub enum EventClass {
     Munmap,
     Mremap,
     Mprotect,
+    Madvise,
     Fault,
     Stack,
     /// exec, fork and exit.
@@ -107,6 +108,7 @@ impl EventClass {
             EventClass::Munmap => &[EventKind::Munmap],
             EventClass::Mremap => &[EventKind::Mremap],
             EventClass::Mprotect => &[EventKind::Mprotect],
+            EventClass::Madvise => &[EventKind::Madvise],
             EventClass::Fault => &[EventKind::Fault],
             EventClass::Stack => &[EventKind::Stack],
             EventClass::Process => &[EventKind::Exec, EventKind::Fork, EventKind::Exit],

@@ -50,9 +50,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let kind = EventKind::from_u32(raw_kind).ok_or(DecodeError::UnknownKind(raw_kind))?;
     let h: EventHeader = read(bytes, kind)?;
     let body = match kind {
-        EventKind::Brk | EventKind::Munmap | EventKind::Mremap | EventKind::Mprotect => {
-            syscall_body(&read::<SyscallEvent>(bytes, kind)?, None)
-        }
+        EventKind::Brk
+        | EventKind::Munmap
+        | EventKind::Mremap
+        | EventKind::Mprotect
+        | EventKind::Madvise => syscall_body(&read::<SyscallEvent>(bytes, kind)?, None),
         EventKind::Mmap => {
             if bytes.len() >= size_of::<MmapFileEvent>() {
                 let e: MmapFileEvent = read(bytes, kind)?;
@@ -88,6 +90,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             Body::Exec {
                 path: c_bytes(&e.path[..n]),
                 old_pid: e.old_pid,
+                start_time: e.start_time,
             }
         }
         EventKind::Fork => {
@@ -101,6 +104,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let e: ExitEvent = read(bytes, kind)?;
             Body::Exit {
                 status: e.exit_code,
+                start_time: e.start_time,
             }
         }
     };
@@ -145,6 +149,12 @@ fn syscall_body(e: &SyscallEvent, file: Option<&FileInfo>) -> Body {
             new_len: a[2],
             flags: a[3],
             new_addr: a[4],
+            ret,
+        },
+        Some(EventKind::Madvise) => Body::Madvise {
+            addr: a[0],
+            len: a[1],
+            advice: a[2],
             ret,
         },
         _ => Body::Mprotect {

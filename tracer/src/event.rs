@@ -124,6 +124,12 @@ pub enum Body {
         prot: u64,
         ret: SysResult,
     },
+    Madvise {
+        addr: u64,
+        len: u64,
+        advice: u64,
+        ret: SysResult,
+    },
     Fault {
         addr: u64,
         ip: u64,
@@ -140,6 +146,8 @@ pub enum Body {
         /// The program path as given to execve, raw bytes.
         path: Vec<u8>,
         old_pid: u32,
+        /// task->start_time, ns since boot.
+        start_time: u64,
     },
     Fork {
         child_pid: u32,
@@ -148,6 +156,8 @@ pub enum Body {
     Exit {
         /// The wait status: `code << 8`, or the number of the killing signal.
         status: i32,
+        /// task->start_time, ns since boot.
+        start_time: u64,
     },
     /// Made in userspace: the kernel could not reserve ring buffer space for
     /// `count` events (of `kind`, where known).
@@ -175,6 +185,7 @@ impl Body {
             Body::Munmap { .. } => "munmap",
             Body::Mremap { .. } => "mremap",
             Body::Mprotect { .. } => "mprotect",
+            Body::Madvise { .. } => "madvise",
             Body::Fault { .. } => "fault",
             Body::Stack { .. } => "stack",
             Body::Exec { .. } => "exec",

@@ -296,6 +296,7 @@ pub async fn run(p: Prepared) -> Result<i32> {
             || command.is_some()
             || (args.follow && !args.comms.is_empty()),
         buffer_bytes: args.buffer_size,
+        exec_stop: false,
     };
     // Blocked since main: one sent while loading waits here.
     let mut stop = StopSignals::new().context("signalfd")?;

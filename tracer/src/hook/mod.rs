@@ -44,6 +44,8 @@ pub struct HookConfig {
     pub pid_filter: bool,
     /// Ring buffer size in bytes (a power of two, at least a page).
     pub buffer_bytes: u32,
+    /// Stop each traced process at exec until [`Hooks`]' user continues it.
+    pub exec_stop: bool,
 }
 
 /// Tracepoints the programs attach to: (program, category, name, needed for).
@@ -171,7 +173,7 @@ impl Hooks {
             // polls every few milliseconds for the rest.
             wakeup_bytes: u64::from(cfg.buffer_bytes / 4),
             exit_group_dead_offset: exit_group_dead_offset().unwrap_or(0),
-            _pad: 0,
+            exec_stop: u32::from(cfg.exec_stop),
         };
         let ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)

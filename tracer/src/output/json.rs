@@ -9,7 +9,8 @@
 use serde::Serialize;
 
 use super::names::{
-    dev_str, errno_name, hex, hex_bytes, mmap_flags_str, mremap_flags_str, prot_str, signal_name,
+    advice_str, dev_str, errno_name, hex, hex_bytes, mmap_flags_str, mremap_flags_str, prot_str,
+    signal_name,
 };
 use crate::event::{split_status, Body, Event, StackSource, SysResult};
 
@@ -127,6 +128,15 @@ struct Mprotect {
     addr: String,
     len: u64,
     prot: String,
+    #[serde(flatten)]
+    ret: Ret<u64>,
+}
+
+#[derive(Serialize)]
+struct Madvise {
+    addr: String,
+    len: u64,
+    advice: String,
     #[serde(flatten)]
     ret: Ret<u64>,
 }
@@ -283,6 +293,20 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64) -> serd
                 ret: ret_int(*ret),
             },
         ),
+        Body::Madvise {
+            addr,
+            len,
+            advice,
+            ret,
+        } => head.write(
+            out,
+            Madvise {
+                addr: hex(*addr),
+                len: *len,
+                advice: advice_str(*advice),
+                ret: ret_int(*ret),
+            },
+        ),
         Body::Fault {
             addr,
             ip,
@@ -329,7 +353,7 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64) -> serd
                 },
             },
         ),
-        Body::Exec { path, old_pid } => {
+        Body::Exec { path, old_pid, .. } => {
             let (path, path_hex) = lossy(path);
             head.write(
                 out,
@@ -346,7 +370,7 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64) -> serd
                 child_pid: *child_pid,
             },
         ),
-        Body::Exit { status } => {
+        Body::Exit { status, .. } => {
             let (code, signal) = split_status(*status);
             head.write(
                 out,
@@ -623,6 +647,7 @@ mod tests {
             Body::Exec {
                 path: b"/bin/ls".to_vec(),
                 old_pid: 1234,
+                start_time: 0,
             },
             // The path holds U+FFFD for the invalid byte 0xfe.
             r#""event":"exec","path":"/bin/ls""#,
@@ -631,6 +656,7 @@ mod tests {
             Body::Exec {
                 path: b"/bin/\xfe".to_vec(),
                 old_pid: 1236,
+                start_time: 0,
             },
             // The path holds U+FFFD for the invalid byte 0xfe.
             r#""event":"exec","path":"/bin/�","path_hex":"2f62696e2ffe","old_pid":1236"#,
@@ -643,11 +669,17 @@ mod tests {
             r#""event":"fork","child_pid":99"#,
         );
         check(
-            Body::Exit { status: 3 << 8 },
+            Body::Exit {
+                status: 3 << 8,
+                start_time: 0,
+            },
             r#""event":"exit","code":3,"signal":null"#,
         );
         check(
-            Body::Exit { status: 9 },
+            Body::Exit {
+                status: 9,
+                start_time: 0,
+            },
             r#""event":"exit","code":null,"signal":"SIGKILL""#,
         );
         check(
@@ -668,7 +700,10 @@ mod tests {
 
     #[test]
     fn hostile_comm() {
-        let mut e = ev(Body::Exit { status: 0 });
+        let mut e = ev(Body::Exit {
+            status: 0,
+            start_time: 0,
+        });
         e.comm = b"\x1b[31m\"evil\\\n\x00\x7f\xc2\x9b".to_vec();
         let line = raw(&e);
         let v: Value = serde_json::from_str(&line).unwrap();
@@ -688,7 +723,10 @@ mod tests {
 
     #[test]
     fn time_saturates() {
-        let mut e = ev(Body::Exit { status: 0 });
+        let mut e = ev(Body::Exit {
+            status: 0,
+            start_time: 0,
+        });
         e.ts_ns = 10;
         let v: Value = serde_json::from_str(&raw(&e)).unwrap();
         assert_eq!(v["t_ns"], 0);

@@ -209,12 +209,16 @@ mod tests {
             Body::Exec {
                 path: b"/bin/\x1b]0;x\x07".to_vec(),
                 old_pid: 5,
+                start_time: 0,
             },
             Body::Fork {
                 child_pid: 6,
                 clone_flags: 0,
             },
-            Body::Exit { status: 9 },
+            Body::Exit {
+                status: 9,
+                start_time: 0,
+            },
             Body::Lost {
                 count: 3,
                 kind: Some(EventKind::Fault),

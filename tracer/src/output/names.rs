@@ -139,6 +139,39 @@ fn huge_size_name(log2: u32) -> String {
     format!("{value}{unit}")
 }
 
+/// `MADV_*` advice by name ("MADV_DONTNEED"); unknown values as numbers.
+pub fn advice_str(advice: u64) -> String {
+    let name = match advice as i32 {
+        libc::MADV_NORMAL => "MADV_NORMAL",
+        libc::MADV_RANDOM => "MADV_RANDOM",
+        libc::MADV_SEQUENTIAL => "MADV_SEQUENTIAL",
+        libc::MADV_WILLNEED => "MADV_WILLNEED",
+        libc::MADV_DONTNEED => "MADV_DONTNEED",
+        libc::MADV_FREE => "MADV_FREE",
+        libc::MADV_REMOVE => "MADV_REMOVE",
+        libc::MADV_DONTFORK => "MADV_DONTFORK",
+        libc::MADV_DOFORK => "MADV_DOFORK",
+        libc::MADV_MERGEABLE => "MADV_MERGEABLE",
+        libc::MADV_UNMERGEABLE => "MADV_UNMERGEABLE",
+        libc::MADV_HUGEPAGE => "MADV_HUGEPAGE",
+        libc::MADV_NOHUGEPAGE => "MADV_NOHUGEPAGE",
+        libc::MADV_DONTDUMP => "MADV_DONTDUMP",
+        libc::MADV_DODUMP => "MADV_DODUMP",
+        libc::MADV_WIPEONFORK => "MADV_WIPEONFORK",
+        libc::MADV_KEEPONFORK => "MADV_KEEPONFORK",
+        libc::MADV_COLD => "MADV_COLD",
+        libc::MADV_PAGEOUT => "MADV_PAGEOUT",
+        libc::MADV_POPULATE_READ => "MADV_POPULATE_READ",
+        libc::MADV_POPULATE_WRITE => "MADV_POPULATE_WRITE",
+        libc::MADV_HWPOISON => "MADV_HWPOISON",
+        25 => "MADV_COLLAPSE",
+        102 => "MADV_GUARD_INSTALL",
+        103 => "MADV_GUARD_REMOVE",
+        _ => return advice.to_string(),
+    };
+    name.to_string()
+}
+
 /// `MREMAP_*` flags: "MREMAP_MAYMOVE|MREMAP_FIXED"; "0" when none.
 pub fn mremap_flags_str(flags: u64) -> String {
     const FLAGS: &[(u64, &str)] = &[

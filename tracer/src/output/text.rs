@@ -13,8 +13,8 @@ use std::fmt::Write as _;
 use anstyle::{AnsiColor, Style};
 
 use super::names::{
-    dev_str, errno_name, escape_text, hex, human_size, mmap_flags_str, mremap_flags_str, prot_str,
-    signal_name,
+    advice_str, dev_str, errno_name, escape_text, hex, human_size, mmap_flags_str,
+    mremap_flags_str, prot_str, signal_name,
 };
 use crate::event::{split_status, Body, Event, StackSource, SysResult};
 
@@ -60,7 +60,8 @@ fn family_style(body: &Body) -> Style {
         | Body::Mmap { .. }
         | Body::Munmap { .. }
         | Body::Mremap { .. }
-        | Body::Mprotect { .. } => PALETTE.syscall,
+        | Body::Mprotect { .. }
+        | Body::Madvise { .. } => PALETTE.syscall,
         Body::Fault { .. } | Body::FaultSummary { .. } | Body::Stack { .. } => PALETTE.fault,
         Body::Exec { .. } | Body::Fork { .. } | Body::Exit { .. } => PALETTE.process,
         Body::Lost { .. } => PALETTE.lost,
@@ -200,6 +201,21 @@ fn details(out: &mut String, ev: &Event, color: bool) {
             );
             result(out, color, *ret, false);
         }
+        Body::Madvise {
+            addr,
+            len,
+            advice,
+            ret,
+        } => {
+            let _ = write!(
+                out,
+                "{} {} {}",
+                hex(*addr),
+                human_size(*len),
+                advice_str(*advice)
+            );
+            result(out, color, *ret, false);
+        }
         Body::Fault {
             addr,
             ip,
@@ -248,7 +264,7 @@ fn details(out: &mut String, ev: &Event, color: bool) {
                 hex(*new_start)
             );
         }
-        Body::Exec { path, old_pid } => {
+        Body::Exec { path, old_pid, .. } => {
             out.push_str(&escape_text(path));
             // A non-leader thread that execs takes over the process's pid.
             if *old_pid != ev.pid {
@@ -264,7 +280,7 @@ fn details(out: &mut String, ev: &Event, color: bool) {
                 out.push_str(" (thread)");
             }
         }
-        Body::Exit { status } => match split_status(*status) {
+        Body::Exit { status, .. } => match split_status(*status) {
             (Some(code), _) => {
                 let _ = write!(out, "code {code}");
             }
@@ -504,14 +520,14 @@ mod tests {
             (
                 Body::Exec {
                     path: b"/bin/ls".to_vec(),
-                    old_pid: 1234,
+                    old_pid: 1234, start_time: 0
                 },
                 "exec      /bin/ls\n",
             ),
             (
                 Body::Exec {
                     path: b"/bin/ls".to_vec(),
-                    old_pid: 1236,
+                    old_pid: 1236, start_time: 0
                 },
                 "exec      /bin/ls (by thread 1236)\n",
             ),
@@ -529,10 +545,10 @@ mod tests {
                 },
                 "fork      child 99 (thread)\n",
             ),
-            (Body::Exit { status: 3 << 8 }, "exit      code 3\n"),
-            (Body::Exit { status: 9 }, "exit      killed by SIGKILL\n"),
+            (Body::Exit { status: 3 << 8, start_time: 0 }, "exit      code 3\n"),
+            (Body::Exit { status: 9, start_time: 0 }, "exit      killed by SIGKILL\n"),
             (
-                Body::Exit { status: 0x8b },
+                Body::Exit { status: 0x8b, start_time: 0 },
                 "exit      killed by SIGSEGV (core dumped)\n",
             ),
             (
@@ -562,7 +578,10 @@ mod tests {
     #[test]
     fn time_saturates_and_aligns() {
         let mut s = String::new();
-        let mut e = ev(Body::Exit { status: 0 });
+        let mut e = ev(Body::Exit {
+            status: 0,
+            start_time: 0,
+        });
         e.ts_ns = 5;
         format_event(&mut s, &e, false, 10);
         assert!(s.starts_with("   0.000000  python3 "), "{s:?}");
@@ -573,6 +592,7 @@ mod tests {
         let mut e = ev(Body::Exec {
             path: b"/tmp/\x1b]0;owned\x07\n\xff".to_vec(),
             old_pid: 1,
+            start_time: 0,
         });
         e.comm = b"\x1b[2J\r\x9b".to_vec();
         for color in [false, true] {
