@@ -223,6 +223,83 @@ pub struct Report {
     pub stack: StackStep,
     pub fork: ForkStep,
     pub thread: ThreadStep,
+    /// The pauses made with `--pause-ms N` (N > 0), in order; empty without.
+    #[serde(default)]
+    pub pauses: Vec<Pause>,
+}
+
+/// One line of /proc/self/maps, as the workload read it during a pause.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapsLine {
+    /// `"0x..."` (lowercase hex, no padding, like every report address).
+    pub start: String,
+    /// Exclusive end, `"0x..."`.
+    pub end: String,
+    /// `rw-p`, `r--s`, ...
+    pub perms: String,
+    pub offset: u64,
+    /// `"fe:00"`, as in maps.
+    pub dev: String,
+    pub inode: u64,
+    /// The path column: a file path, a pseudo path (`[heap]`, `[stack]`,
+    /// `[vdso]`, ...), or null for anonymous memory.
+    pub path: Option<String>,
+}
+
+/// A pause of the workload (`--pause-ms N`): between `before_ns` and
+/// `after_ns` (CLOCK_MONOTONIC) it read /proc/self/maps into a buffer
+/// allocated in advance, then slept N ms with no memory activity at all (no
+/// other thread alive), and resumed at `resume_ns`. So `maps` is the state of
+/// the address space during the whole of [`before_ns`, `resume_ns`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    /// Where in the sequence: `after_brk`, `after_file_mmap`, ... `before_exit`.
+    pub name: String,
+    pub before_ns: u64,
+    pub after_ns: u64,
+    pub resume_ns: u64,
+    pub maps: Vec<MapsLine>,
+}
+
+/// Parse the text of /proc/PID/maps. Addresses become `"0x..."` strings
+/// ([`hex_addr`]); an empty path column becomes None.
+pub fn parse_proc_maps(text: &str) -> Result<Vec<MapsLine>, String> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| parse_maps_line(l).ok_or_else(|| format!("bad /proc/PID/maps line: {l:?}")))
+        .collect()
+}
+
+/// One line of /proc/PID/maps:
+/// `start-end perms offset dev inode [padding path]`.
+pub fn parse_maps_line(line: &str) -> Option<MapsLine> {
+    // The five fixed columns are separated by single spaces; the path (which
+    // may itself contain spaces) follows after some padding.
+    let mut rest = line;
+    let mut cols = [""; 5];
+    for c in cols.iter_mut() {
+        rest = rest.trim_start_matches(' ');
+        let end = rest.find(' ').unwrap_or(rest.len());
+        *c = &rest[..end];
+        rest = &rest[end..];
+    }
+    let [range, perms, offset, dev, inode] = cols;
+    let (start, end) = range.split_once('-')?;
+    let start = u64::from_str_radix(start, 16).ok()?;
+    let end = u64::from_str_radix(end, 16).ok()?;
+    let path = rest.trim_start_matches(' ');
+    if perms.len() != 4 || dev.is_empty() {
+        return None;
+    }
+    Some(MapsLine {
+        start: hex_addr(start),
+        end: hex_addr(end),
+        perms: perms.to_string(),
+        offset: u64::from_str_radix(offset, 16).ok()?,
+        dev: dev.to_string(),
+        inode: inode.parse().ok()?,
+        path: (!path.is_empty()).then(|| path.to_string()),
+    })
 }
 
 /// Format an address the way the report (and mmtrace) does: `0x` + lowercase
@@ -421,6 +498,38 @@ pub fn run_stream<S: AsRef<OsStr>>(events: &Path, cmd: &[S]) -> Result<MmtraceRu
         )
     })?;
     Ok(run)
+}
+
+/// Run `mmtrace record --output TIMELINE OPTIONS... -- CMD...` (an existing
+/// TIMELINE is removed first). The timeline is not read: see
+/// [`read_timeline`].
+pub fn run_record<O, C>(timeline: &Path, options: &[O], cmd: &[C]) -> Result<MmtraceRun, String>
+where
+    O: AsRef<OsStr>,
+    C: AsRef<OsStr>,
+{
+    let _ = std::fs::remove_file(timeline);
+    let mut args: Vec<OsString> = vec!["record".into(), "--output".into()];
+    args.push(timeline.as_os_str().to_owned());
+    args.extend(options.iter().map(|a| a.as_ref().to_owned()));
+    args.push("--".into());
+    args.extend(cmd.iter().map(|a| a.as_ref().to_owned()));
+    run_mmtrace_raw(&args, MMTRACE_TIMEOUT)
+}
+
+/// Read and parse a `mmtrace.timeline/v1` document (as a JSON value).
+pub fn read_timeline(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the timeline {}: {e}", path.display()))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("the timeline {} is not valid JSON: {e}", path.display()))?;
+    if !v.is_object() {
+        return Err(format!(
+            "the timeline {} is not a JSON object",
+            path.display()
+        ));
+    }
+    Ok(v)
 }
 
 // ---------------------------------------------------------------------------

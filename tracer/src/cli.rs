@@ -21,14 +21,16 @@ pub struct Cli {
 pub enum Command {
     /// Stream memory events live, system-wide or for chosen processes.
     Stream(StreamArgs),
+    /// Record every region of the traced processes from birth to death,
+    /// checked against /proc/PID/maps, into a JSON timeline.
+    Record(RecordArgs),
+    /// Summarise a timeline written by `mmtrace record`.
+    Report(ReportArgs),
 }
 
+/// What to trace: shared by `stream` and `record`.
 #[derive(Args, Debug)]
-pub struct StreamArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
-
+pub struct TraceArgs {
     /// Trace this process (repeatable). A thread id names its process.
     #[arg(short, long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
@@ -42,6 +44,26 @@ pub struct StreamArgs {
     #[arg(short, long)]
     pub follow: bool,
 
+    /// Stop after this many seconds.
+    #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<f64>,
+
+    /// Kernel ring buffer size (a power of two: 256K, 4M, ...).
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_size)]
+    pub buffer_size: u32,
+
+    /// Start this command, trace it and all its descendants from its first
+    /// instruction, stop when it exits and exit with its status.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Args, Debug)]
+pub struct StreamArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
     /// Event families to trace (comma-separated). Default: all.
     #[arg(short, long, value_enum, value_delimiter = ',', value_name = "LIST")]
     pub events: Vec<EventClass>,
@@ -51,26 +73,49 @@ pub struct StreamArgs {
     #[arg(long, value_enum, default_value_t = FaultMode::Summary)]
     pub faults: FaultMode,
 
-    /// Stop after this many seconds.
-    #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]
-    pub duration: Option<f64>,
-
     /// Write events to this file instead of standard output.
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
-
-    /// Kernel ring buffer size (a power of two: 256K, 4M, ...).
-    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_size)]
-    pub buffer_size: u32,
 
     /// Interval of the fault summary, in seconds.
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration)]
     pub summary_interval: f64,
 
-    /// Start this command, trace it and all its descendants from its first
-    /// instruction, stop when it exits and exit with its status.
-    #[arg(last = true, value_name = "CMD")]
-    pub command: Vec<OsString>,
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RecordArgs {
+    /// Write the timeline (JSON, mmtrace.timeline/v1) here.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// Compare each process's model with /proc/PID/maps this often (when the
+    /// process is idle), in seconds. Lost events trigger a comparison too.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration)]
+    pub reconcile_interval: f64,
+
+    /// Width of the per-region fault time buckets, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "0.1", value_parser = parse_duration)]
+    pub fault_bucket: f64,
+
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A timeline written by `mmtrace record`.
+    pub file: PathBuf,
+
+    /// Mappings born and dead within this many milliseconds are short-lived.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub short_lived_ms: u64,
+
+    /// How many regions to list per table.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -205,8 +250,13 @@ mod tests {
         assert!(Cli::try_parse_from(["mmtrace", "stream", "--duration", "-1"]).is_err());
         let ok = Cli::try_parse_from(["mmtrace", "stream", "-e", "mmap,fault", "--", "ls", "-l"])
             .unwrap();
-        let Command::Stream(a) = ok.command;
-        assert_eq!(a.command, vec![OsString::from("ls"), OsString::from("-l")]);
+        let Command::Stream(a) = ok.command else {
+            panic!("not stream")
+        };
+        assert_eq!(
+            a.trace.command,
+            vec![OsString::from("ls"), OsString::from("-l")]
+        );
         assert_eq!(a.events, vec![EventClass::Mmap, EventClass::Fault]);
     }
 }

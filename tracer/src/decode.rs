@@ -127,6 +127,7 @@ fn syscall_body(e: &SyscallEvent, file: Option<&FileInfo>) -> Body {
             requested: a[0],
             old_brk: a[1],
             new_brk: e.ret as u64,
+            start_brk: a[2],
         },
         Some(EventKind::Mmap) => Body::Mmap {
             addr: a[0],
@@ -280,20 +281,21 @@ mod tests {
         let e = SyscallEvent {
             header: header(EventKind::Brk),
             enter_ns: 0,
-            args: [0x5000_0000, 0x4000_0000, 0, 0, 0, 0],
+            args: [0x5000_0000, 0x4000_0000, 0x3f00_0000, 0, 0, 0],
             ret: 0x5000_0000,
         };
         let Body::Brk {
             requested,
             old_brk,
             new_brk,
+            start_brk,
         } = decode(&bytes_of(&e)).unwrap().body
         else {
             panic!()
         };
         assert_eq!(
-            (requested, old_brk, new_brk),
-            (0x5000_0000, 0x4000_0000, 0x5000_0000)
+            (requested, old_brk, new_brk, start_brk),
+            (0x5000_0000, 0x4000_0000, 0x5000_0000, 0x3f00_0000)
         );
     }
 

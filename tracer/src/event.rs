@@ -93,6 +93,8 @@ pub enum Body {
         requested: u64,
         old_brk: u64,
         new_brk: u64,
+        /// The heap's start (mm->start_brk); 0 when unknown.
+        start_brk: u64,
     },
     Mmap {
         addr: u64,

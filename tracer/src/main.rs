@@ -10,11 +10,16 @@ mod decode;
 mod error;
 mod event;
 mod hook;
+mod model;
 mod output;
 mod preflight;
+mod record;
+mod report;
+mod session;
 mod signals;
 mod spawn;
 mod stream;
+mod timeline;
 mod transport;
 
 use clap::Parser;
@@ -64,6 +69,23 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 .build()
                 .map_err(anyhow::Error::from)?;
             rt.block_on(stream::run(prepared))
+        }
+        Command::Record(args) => {
+            let prepared = record::prepare(args)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)?;
+            rt.block_on(record::run(prepared))
+        }
+        Command::Report(args) => {
+            let opts = report::ReportOptions {
+                short_lived_ns: args.short_lived_ms * 1_000_000,
+                top: args.top,
+            };
+            let mut out = std::io::stdout().lock();
+            report::run(&args.file, &opts, &mut out).map_err(|e| Error::Usage(e.to_string()))?;
+            Ok(0)
         }
     }
 }

@@ -1,54 +1,35 @@
-//! `mmtrace stream`: hooks -> ring buffer -> decode -> output, live.
+//! `mmtrace stream`: every event, live, as text or JSON lines.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     fs::File,
     io::{self, BufWriter, IsTerminal, Write},
-    path::PathBuf,
-    time::{Duration, Instant},
 };
 
-use anyhow::Context;
-use log::info;
-use tracer_common::{FaultCounts, FAULTS_ALL, FAULTS_OFF, FAULTS_SUMMARY};
+use tracer_common::{EventKind, FaultCounts, FAULTS_ALL, FAULTS_OFF, FAULTS_SUMMARY};
 
 use crate::{
     cli::{kind_mask, FaultMode, Format, StreamArgs},
     clock,
-    decode::decode,
     error::{Error, Result},
     event::{Body, Event},
-    hook::{HookConfig, Hooks, StackPath},
+    hook::Hooks,
     output::{self, Printer},
-    preflight,
-    signals::StopSignals,
-    spawn,
-    transport::EventReader,
+    session::{self, Sink, Target},
 };
-
-/// How often the reader polls for events submitted without a wakeup.
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Everything checked and prepared before anything is attached.
 pub struct Prepared {
     args: StreamArgs,
     out: Box<dyn Write>,
     color: bool,
-    pids: Vec<u32>,
-    command: Option<(PathBuf, spawn::HeldChild)>,
+    target: Target,
 }
 
-/// Validates the arguments and starts the command held. Runs before the
-/// async runtime exists: forking needs a single-threaded process.
-pub fn prepare(args: StreamArgs) -> Result<Prepared> {
-    preflight::check_privileges()?;
-    let mut pids = Vec::new();
-    for pid in &args.pids {
-        let tgid = preflight::process_of(*pid)?;
-        if !pids.contains(&tgid) {
-            pids.push(tgid);
-        }
-    }
+/// Validates the arguments, opens the output, starts the command held.
+/// Runs before the async runtime exists.
+pub fn prepare(mut args: StreamArgs) -> Result<Prepared> {
+    let pids = session::check(&args.trace)?;
     let (out, color): (Box<dyn Write>, bool) = match &args.output {
         Some(path) => {
             let file = File::create(path)
@@ -64,37 +45,32 @@ pub fn prepare(args: StreamArgs) -> Result<Prepared> {
             )
         }
     };
-    preflight::check_kernel()?;
-    preflight::ensure_tracefs()?;
-    let command = match args.command.first() {
-        Some(program) => {
-            let path = spawn::resolve_program(program)?;
-            let held = spawn::spawn_held(&path, &args.command)?;
-            Some((path, held))
-        }
-        None => None,
-    };
+    let trace = std::mem::replace(&mut args.trace, empty_trace_args());
+    let target = session::start(trace, pids)?;
     Ok(Prepared {
         args,
         out,
         color,
-        pids,
-        command,
+        target,
     })
 }
 
-/// Per-kind event counts for the closing summary.
-#[derive(Default)]
-struct Tally {
-    by_name: BTreeMap<&'static str, u64>,
-    lost: u64,
-    malformed: u64,
+fn empty_trace_args() -> crate::cli::TraceArgs {
+    crate::cli::TraceArgs {
+        pids: Vec::new(),
+        comms: Vec::new(),
+        follow: false,
+        duration: None,
+        buffer_size: 0,
+        command: Vec::new(),
+    }
 }
 
-struct Session {
-    hooks: Hooks,
-    printer: Printer<Box<dyn Write>>,
-    tally: Tally,
+struct StreamSink {
+    out: Option<Box<dyn Write>>,
+    printer: Option<Printer<Box<dyn Write>>>,
+    format: output::Format,
+    color: bool,
     fault_mode: u32,
     /// Fault counts already reported per process.
     faults_seen: HashMap<u32, FaultCounts>,
@@ -104,15 +80,19 @@ struct Session {
     last_summary_ns: u64,
     /// The output failed (a closed pipe): stop quietly.
     output_closed: bool,
+    /// Fault counts summarised, for the closing tally.
+    summarised_faults: u64,
 }
 
-impl Session {
+impl StreamSink {
     fn emit(&mut self, ev: &Event) {
-        *self.tally.by_name.entry(ev.body.name()).or_default() += 1;
         if self.output_closed {
             return;
         }
-        if let Err(e) = self.printer.print(ev) {
+        let Some(printer) = self.printer.as_mut() else {
+            return;
+        };
+        if let Err(e) = printer.print(ev) {
             self.note_output_error(e);
         }
     }
@@ -126,62 +106,13 @@ impl Session {
         }
     }
 
-    fn on_record(&mut self, bytes: &[u8]) {
-        match decode(bytes) {
-            Ok(ev) => {
-                match ev.body {
-                    Body::Exec { .. } if self.fault_mode == FAULTS_SUMMARY => {
-                        self.exec_comms.insert(ev.pid, ev.comm.clone());
-                    }
-                    Body::Exit { .. } => {
-                        // The process's last faults come before its exit line.
-                        self.report_faults_of(ev.pid, ev.ts_ns);
-                        self.exec_comms.remove(&ev.pid);
-                    }
-                    _ => {}
-                }
-                self.emit(&ev);
-            }
-            Err(e) => {
-                self.tally.malformed += 1;
-                log::warn!("dropping a malformed record: {e}");
-            }
-        }
-    }
-
-    /// Lost events since the last check become `lost` lines.
-    fn report_lost(&mut self) {
-        let lost = match self.hooks.new_lost() {
-            Ok(l) => l,
-            Err(e) => {
-                log::warn!("cannot read the lost-event counters: {e:#}");
-                return;
-            }
-        };
-        for (kind, count) in lost {
-            self.tally.lost += count;
-            let ev = Event {
-                ts_ns: clock::monotonic_ns(),
-                cpu: 0,
-                pid: 0,
-                tid: 0,
-                comm: Vec::new(),
-                body: Body::Lost {
-                    count,
-                    kind: Some(kind),
-                },
-            };
-            self.emit(&ev);
-        }
-    }
-
     /// One `fault_summary` line per process whose counts moved.
-    fn report_faults(&mut self) {
+    fn report_faults(&mut self, hooks: &Hooks) {
         if self.fault_mode != FAULTS_SUMMARY {
             return;
         }
         let now = clock::monotonic_ns();
-        let counts = match self.hooks.fault_counts() {
+        let counts = match hooks.fault_counts() {
             Ok(c) => c,
             Err(e) => {
                 log::warn!("cannot read the fault counters: {e:#}");
@@ -195,17 +126,17 @@ impl Session {
         self.last_summary_ns = now;
     }
 
-    fn report_faults_of(&mut self, tgid: u32, ts_ns: u64) {
+    fn report_faults_of(&mut self, hooks: &mut Hooks, tgid: u32, ts_ns: u64) {
         if self.fault_mode != FAULTS_SUMMARY {
             return;
         }
-        let counts = self.hooks.fault_counts().unwrap_or_default();
+        let counts = hooks.fault_counts().unwrap_or_default();
         if let Some(c) = counts.get(&tgid) {
             let interval = ts_ns.saturating_sub(self.last_summary_ns);
             self.summarize(tgid, *c, ts_ns, interval);
         }
         self.faults_seen.remove(&tgid);
-        if let Err(e) = self.hooks.remove_fault_counts(tgid) {
+        if let Err(e) = hooks.remove_fault_counts(tgid) {
             log::warn!("cannot forget the fault counters of {tgid}: {e:#}");
         }
     }
@@ -239,197 +170,98 @@ impl Session {
                 present,
             },
         };
-        *self.tally.by_name.entry("fault").or_default() += read + write + exec;
+        self.summarised_faults += read + write + exec;
+        self.emit(&ev);
+    }
+}
+
+impl Sink for StreamSink {
+    fn started(&mut self, start_ns: u64, _hooks: &Hooks) {
+        self.last_summary_ns = start_ns;
+        if let Some(out) = self.out.take() {
+            self.printer = Some(Printer::new(out, self.format, self.color, start_ns));
+        }
+    }
+
+    fn event(&mut self, ev: Event, hooks: &mut Hooks) {
+        match ev.body {
+            Body::Exec { .. } if self.fault_mode == FAULTS_SUMMARY => {
+                self.exec_comms.insert(ev.pid, ev.comm.clone());
+            }
+            Body::Exit { .. } => {
+                // The process's last faults come before its exit line.
+                self.report_faults_of(hooks, ev.pid, ev.ts_ns);
+                self.exec_comms.remove(&ev.pid);
+            }
+            _ => {}
+        }
         self.emit(&ev);
     }
 
-    fn flush(&mut self) {
+    fn lost(&mut self, kind: EventKind, count: u64, now_ns: u64) {
+        let ev = Event {
+            ts_ns: now_ns,
+            cpu: 0,
+            pid: 0,
+            tid: 0,
+            comm: Vec::new(),
+            body: Body::Lost {
+                count,
+                kind: Some(kind),
+            },
+        };
+        self.emit(&ev);
+    }
+
+    fn tick(&mut self, hooks: &mut Hooks) {
+        self.report_faults(hooks);
+    }
+
+    fn flush(&mut self) -> bool {
         if !self.output_closed {
-            if let Err(e) = self.printer.flush() {
-                self.note_output_error(e);
+            if let Some(p) = self.printer.as_mut() {
+                if let Err(e) = p.flush() {
+                    self.note_output_error(e);
+                }
             }
         }
+        !self.output_closed
     }
 }
 
-/// Why the stream ended.
-enum End {
-    Signal(&'static str),
-    Duration,
-    CommandExited(i32),
-    OutputClosed,
-}
-
-/// Attaches, streams until the end condition, prints the summary; returns
-/// mmtrace's exit code.
+/// Streams until the end condition; returns mmtrace's exit code.
 pub async fn run(p: Prepared) -> Result<i32> {
     let Prepared {
         args,
         out,
         color,
-        pids,
-        mut command,
+        mut target,
     } = p;
     let fault_mode = match args.faults {
         FaultMode::Off => FAULTS_OFF,
         FaultMode::Summary => FAULTS_SUMMARY,
         FaultMode::All => FAULTS_ALL,
     };
-    let mut pids = pids;
-    if let Some((_, held)) = &command {
-        pids.push(held.pid);
-    }
-    let follow = args.follow || command.is_some();
-    let cfg = HookConfig {
-        kind_mask: kind_mask(&args.events, args.faults),
-        fault_mode,
-        pids,
-        comms: args
-            .comms
-            .iter()
-            .map(|c| std::os::unix::ffi::OsStrExt::as_bytes(c.as_os_str()).to_vec())
-            .collect(),
-        follow,
-        // Following the children of comm-selected processes adds them to
-        // the pid set, which then selects too.
-        pid_filter: !args.pids.is_empty()
-            || command.is_some()
-            || (args.follow && !args.comms.is_empty()),
-        buffer_bytes: args.buffer_size,
-        exec_stop: false,
-    };
-    // Blocked since main: one sent while loading waits here.
-    let mut stop = StopSignals::new().context("signalfd")?;
-    let mut hooks = Hooks::load(&cfg)?;
-    // Times count from just before the first program was attached, so no
-    // event predates the stream.
-    let start_ns = hooks.attached_ns;
-    let started = Instant::now();
-    let ring = hooks.take_events()?;
-    let mut reader = EventReader::new(ring)?;
-    let fmt = match args.format {
-        Format::Text => output::Format::Text,
-        Format::Jsonl => output::Format::Jsonl,
-    };
-    let scope = match (&command, args.pids.is_empty(), args.comms.is_empty()) {
-        (Some((path, held)), _, _) => {
-            format!("{} (pid {}) and its descendants", path.display(), held.pid)
-        }
-        (None, true, true) => "system-wide".to_string(),
-        _ => "the chosen processes".to_string(),
-    };
-    let stack = match hooks.stack_path {
-        StackPath::Fexit => "stack growth via fexit",
-        StackPath::FaultFallback => "stack growth via faults",
-        StackPath::Off => "no stack events",
-    };
-    info!("tracing {scope} ({stack}); Ctrl-C to stop");
-
-    let mut session = Session {
-        hooks,
-        printer: Printer::new(out, fmt, color, start_ns),
-        tally: Tally::default(),
+    let cfg = target.hook_config(kind_mask(&args.events, args.faults), fault_mode, false);
+    let mut sink = StreamSink {
+        out: Some(out),
+        printer: None,
+        format: match args.format {
+            Format::Text => output::Format::Text,
+            Format::Jsonl => output::Format::Jsonl,
+        },
+        color,
         fault_mode,
         faults_seen: HashMap::new(),
         exec_comms: HashMap::new(),
-        last_summary_ns: start_ns,
+        last_summary_ns: 0,
         output_closed: false,
+        summarised_faults: 0,
     };
-
-    // The command runs only now that its pid is in the filter.
-    let mut child_wait = None;
-    if let Some((path, held)) = command.as_mut() {
-        held.release(path)?;
-        let pid = held.pid;
-        child_wait = Some(tokio::task::spawn_blocking(move || spawn::wait(pid)));
+    let interval = std::time::Duration::from_secs_f64(args.summary_interval);
+    let mut outcome = session::run(&mut target, &cfg, interval, &mut sink).await?;
+    if sink.summarised_faults > 0 {
+        *outcome.tally.by_name.entry("fault").or_default() += sink.summarised_faults;
     }
-
-    let mut poll = tokio::time::interval(POLL_INTERVAL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut summary = tokio::time::interval(Duration::from_secs_f64(args.summary_interval));
-    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    summary.tick().await;
-    let deadline = args.duration.map(Duration::from_secs_f64);
-    let sleep = tokio::time::sleep(deadline.unwrap_or(Duration::from_secs(u32::MAX as u64)));
-    tokio::pin!(sleep);
-
-    let end = loop {
-        tokio::select! {
-            r = reader.readable() => {
-                r?;
-                reader.drain(|b| session.on_record(b));
-                session.flush();
-            }
-            _ = poll.tick() => {
-                reader.drain(|b| session.on_record(b));
-                session.flush();
-            }
-            _ = summary.tick() => {
-                session.report_faults();
-                session.report_lost();
-                session.flush();
-            }
-            status = async { child_wait.as_mut().unwrap().await }, if child_wait.is_some() => {
-                let status = status.context("waiting for the command")?.context("waitpid")?;
-                break End::CommandExited(status);
-            }
-            name = stop.recv() => break End::Signal(name.context("reading signals")?),
-            _ = &mut sleep, if deadline.is_some() => break End::Duration,
-        }
-        if session.output_closed {
-            break End::OutputClosed;
-        }
-    };
-
-    // Everything submitted before the end is still in the buffer.
-    reader.drain(|b| session.on_record(b));
-    session.report_faults();
-    session.report_lost();
-    session.flush();
-    let elapsed = started.elapsed();
-    drop(reader);
-    drop(session.hooks);
-
-    let mut line = format!(
-        "mmtrace: {} events in {:.2} s",
-        session.tally.by_name.values().sum::<u64>(),
-        elapsed.as_secs_f64()
-    );
-    for (name, n) in &session.tally.by_name {
-        if *name != "fault_summary" && *name != "lost" {
-            line.push_str(&format!(", {name} {n}"));
-        }
-    }
-    line.push_str(&format!("; lost {}", session.tally.lost));
-    if session.tally.malformed > 0 {
-        line.push_str(&format!("; malformed {}", session.tally.malformed));
-    }
-    let code = match end {
-        End::CommandExited(status) => {
-            line.push_str(&format!("; command exited ({})", describe_status(status)));
-            spawn::exit_code_of(status)
-        }
-        End::Signal(name) => {
-            line.push_str(&format!("; stopped by {name}"));
-            if let Some((_, held)) = &command {
-                // The command keeps running; say so rather than kill it.
-                line.push_str(&format!(" (command pid {} left running)", held.pid));
-            }
-            0
-        }
-        End::Duration => 0,
-        End::OutputClosed => 0,
-    };
-    eprintln!("{line}");
-    Ok(code)
-}
-
-fn describe_status(status: i32) -> String {
-    if libc::WIFEXITED(status) {
-        format!("code {}", libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        format!("killed by signal {}", libc::WTERMSIG(status))
-    } else {
-        format!("status {status}")
-    }
+    Ok(session::finish(&outcome, &target))
 }

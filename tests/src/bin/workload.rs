@@ -1,5 +1,5 @@
-//! `workload --report PATH`: a scripted sequence of memory operations done
-//! with raw syscalls, for the mmtrace end-to-end tests.
+//! `workload --report PATH [--pause-ms N]`: a scripted sequence of memory
+//! operations done with raw syscalls, for the mmtrace end-to-end tests.
 //!
 //! Every measured operation is a direct syscall (never the allocator), and its
 //! arguments and results are kept in plain `Copy` records until the step is
@@ -7,17 +7,24 @@
 //! the middle of a step. At the end the whole account ([`tests::Report`]) is
 //! written as JSON to PATH. Any unexpected result makes the workload print a
 //! message on stderr and exit with status 1.
+//!
+//! With `--pause-ms N` (N > 0) the workload also pauses between steps (see
+//! [`Pauser`]): it reads /proc/self/maps, then sleeps N ms with no memory
+//! activity, and reports each pause ([`tests::Pause`]) so that a tracer's
+//! model of the address space can be compared with the kernel's at known
+//! times. Without it (the default) no pause code runs at all.
 
 use std::ffi::CString;
 use std::hint::black_box;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::ptr;
+use std::time::Duration;
 
 use tests::{
-    hex_addr, BrkCall, FileMmapStep, ForkStep, MadviseCall, MmapCall, MprotectCall, MprotectStep,
-    MremapCall, MremapInPlaceStep, MremapMoveStep, MunmapCall, MunmapPartialStep, Report,
-    StackStep, ThreadStep, TouchStep,
+    hex_addr, parse_proc_maps, BrkCall, FileMmapStep, ForkStep, MadviseCall, MmapCall,
+    MprotectCall, MprotectStep, MremapCall, MremapInPlaceStep, MremapMoveStep, MunmapCall,
+    MunmapPartialStep, Pause, Report, StackStep, ThreadStep, TouchStep,
 };
 
 /// Pages touched in step 7.
@@ -29,6 +36,8 @@ const STACK_GROWTH_MIN: usize = 1280 * 1024;
 /// The recursion goes until the frame is this far below the stack start.
 const STACK_GROWTH_TARGET: usize = 1536 * 1024;
 const MAX_DEPTH: u32 = 1024;
+/// Size of the buffer /proc/self/maps is read into during a pause.
+const MAPS_BUF_BYTES: usize = 1 << 20;
 
 fn fail(msg: &str) -> ! {
     eprintln!("workload: {msg}");
@@ -203,6 +212,132 @@ fn stack_start() -> usize {
 }
 
 // ---------------------------------------------------------------------------
+// Pauses (--pause-ms)
+// ---------------------------------------------------------------------------
+
+/// CLOCK_MONOTONIC in ns (the clock mmtrace's `monotonic_start_ns` is on).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        fail(&format!("clock_gettime: {}", errno()));
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Makes the pauses. The buffer for /proc/self/maps is allocated (and every
+/// page of it written) when the Pauser is created, before step 1, so that a
+/// pause changes no mapping between its `before_ns` and `resume_ns`: the read
+/// is raw open/read/close into that buffer, and parsing (which allocates, and
+/// so may call brk or mmap) only happens after `resume_ns`.
+struct Pauser {
+    ms: u64,
+    buf: Vec<u8>,
+    pauses: Vec<Pause>,
+}
+
+impl Pauser {
+    fn new(ms: u64) -> Pauser {
+        if ms == 0 {
+            return Pauser {
+                ms,
+                buf: Vec::new(),
+                pauses: Vec::new(),
+            };
+        }
+        let mut buf: Vec<u8> = Vec::with_capacity(MAPS_BUF_BYTES);
+        let p = buf.as_mut_ptr();
+        for i in (0..MAPS_BUF_BYTES).step_by(1024) {
+            // SAFETY: i < capacity; writing the (uninitialized) spare
+            // capacity through the raw pointer is allowed.
+            unsafe { ptr::write_volatile(p.add(i), 0) };
+        }
+        black_box(&mut buf);
+        Pauser {
+            ms,
+            buf,
+            pauses: Vec::with_capacity(32),
+        }
+    }
+
+    /// One pause named `name`; nothing at all without `--pause-ms`.
+    fn pause(&mut self, name: &str) {
+        if self.ms == 0 {
+            return;
+        }
+        self.buf.clear();
+        let before_ns = monotonic_ns();
+        let read = read_self_maps(&mut self.buf);
+        let after_ns = monotonic_ns();
+        std::thread::sleep(Duration::from_millis(self.ms));
+        let resume_ns = monotonic_ns();
+
+        if let Err((what, e)) = read {
+            fail(&format!("pause {name}: {what} /proc/self/maps: {e}"));
+        }
+        let text = std::str::from_utf8(&self.buf)
+            .unwrap_or_else(|e| fail(&format!("pause {name}: /proc/self/maps is not UTF-8: {e}")));
+        let maps = parse_proc_maps(text).unwrap_or_else(|e| fail(&format!("pause {name}: {e}")));
+        self.pauses.push(Pause {
+            name: name.to_string(),
+            before_ns,
+            after_ns,
+            resume_ns,
+            maps,
+        });
+    }
+}
+
+/// Read /proc/self/maps into the spare capacity of `buf` with raw syscalls:
+/// no allocation, no memory mapping changed.
+fn read_self_maps(buf: &mut Vec<u8>) -> Result<(), (&'static str, std::io::Error)> {
+    // SAFETY: a NUL-terminated literal path.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(("open", errno()));
+    }
+    let result = loop {
+        let room = buf.capacity() - buf.len();
+        if room == 0 {
+            break Err((
+                "buffer too small for",
+                std::io::Error::from_raw_os_error(libc::ENOBUFS),
+            ));
+        }
+        // SAFETY: reading into the spare capacity of buf.
+        let n = unsafe {
+            libc::read(
+                fd,
+                buf.as_mut_ptr().add(buf.len()) as *mut libc::c_void,
+                room,
+            )
+        };
+        if n < 0 {
+            if errno().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            break Err(("read", errno()));
+        }
+        if n == 0 {
+            break Ok(());
+        }
+        // SAFETY: the kernel initialized n more bytes.
+        unsafe { buf.set_len(buf.len() + n as usize) };
+    };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    result
+}
+
+// ---------------------------------------------------------------------------
 // Step 8: stack growth
 // ---------------------------------------------------------------------------
 
@@ -289,9 +424,19 @@ fn thread_minflt() -> u64 {
     ru.ru_minflt as u64
 }
 
-fn parse_args() -> PathBuf {
+const USAGE: &str = "usage: workload --report PATH [--pause-ms N]";
+
+fn parse_pause_ms(v: &std::ffi::OsStr) -> u64 {
+    v.to_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fail(&format!("--pause-ms needs a number of ms, got {v:?}")))
+}
+
+/// (report path, pause ms).
+fn parse_args() -> (PathBuf, u64) {
     let mut args = std::env::args_os().skip(1);
     let mut report = None;
+    let mut pause_ms = 0;
     while let Some(a) = args.next() {
         if a == "--report" {
             report = Some(PathBuf::from(
@@ -299,19 +444,24 @@ fn parse_args() -> PathBuf {
             ));
         } else if let Some(p) = a.as_bytes().strip_prefix(b"--report=") {
             report = Some(PathBuf::from(std::ffi::OsStr::from_bytes(p)));
+        } else if a == "--pause-ms" {
+            pause_ms = parse_pause_ms(&args.next().unwrap_or_else(|| fail("--pause-ms needs N")));
+        } else if let Some(p) = a.as_bytes().strip_prefix(b"--pause-ms=") {
+            pause_ms = parse_pause_ms(std::ffi::OsStr::from_bytes(p));
         } else {
-            eprintln!("usage: workload --report PATH");
+            eprintln!("{USAGE}");
             std::process::exit(2);
         }
     }
-    report.unwrap_or_else(|| {
-        eprintln!("usage: workload --report PATH");
+    let report = report.unwrap_or_else(|| {
+        eprintln!("{USAGE}");
         std::process::exit(2);
-    })
+    });
+    (report, pause_ms)
 }
 
 fn main() {
-    let report_path = parse_args();
+    let (report_path, pause_ms) = parse_args();
 
     // SAFETY: trivial libc calls without preconditions.
     let (pid, tid, page_size) = unsafe {
@@ -325,6 +475,8 @@ fn main() {
         fail("workload must start on the main thread");
     }
     let ps = page_size;
+    // Allocates the pause buffer now, before anything is measured.
+    let mut pauser = Pauser::new(pause_ms);
 
     // Step 1: brk. No allocation between the three calls.
     let brk_query = sys_brk(0);
@@ -355,10 +507,12 @@ fn main() {
             result: hex_addr(shrink_ret as u64),
         },
     ];
+    pauser.pause("after_brk");
 
     // Step 2: anonymous 1 MiB mapping.
     let anon = mmap_anon(1 << 20);
     let mmap_anon_rec = anon.record();
+    pauser.pause("after_anon_mmap");
 
     // Step 3: file mapping (the file is prepared with std; only the mapping
     // itself is measured).
@@ -393,6 +547,7 @@ fn main() {
     }
     let dev_major = libc::major(st.st_dev);
     let dev_minor = libc::minor(st.st_dev);
+    pauser.pause("after_file_mmap");
 
     // Step 4: partial munmap.
     let part_map = mmap_anon(4 * ps);
@@ -401,6 +556,7 @@ fn main() {
         mmap: part_map.record(),
         munmap: part_unmap.record(),
     };
+    pauser.pause("after_partial_munmap");
 
     // Step 5a: grow in place.
     let inpl_map = mmap_anon(4 * ps);
@@ -450,6 +606,7 @@ fn main() {
         mremap: mv_remap.record(),
         moved: mv_remap.ret != mv_remap.old_addr,
     };
+    pauser.pause("after_mremap");
 
     // Step 6: mprotect the middle page of 3.
     let prot_map = mmap_anon(3 * ps);
@@ -469,6 +626,7 @@ fn main() {
             result: prot_ret,
         },
     };
+    pauser.pause("after_mprotect");
 
     // Step 7: touch 64 pages, one write each.
     let touch_map = mmap_anon(TOUCH_PAGES * ps);
@@ -503,12 +661,15 @@ fn main() {
         end: hex_addr((touch_map.ret + TOUCH_PAGES * ps) as u64),
         minflt: minflt_after - minflt_before,
     };
+    pauser.pause("after_touch");
 
     // Step 8: stack growth on the main thread.
     let stack = step_stack(ps);
+    pauser.pause("after_stack_growth");
 
     // Step 9: fork.
     let fork = step_fork(ps);
+    pauser.pause("after_fork");
 
     // Step 10: a second thread maps one page.
     let handle = std::thread::spawn(move || {
@@ -529,6 +690,7 @@ fn main() {
         tid: thread_tid,
         mmap: thread_map.record(),
     };
+    pauser.pause("after_thread");
 
     // End of step 3: unmap the file and delete it.
     let file_unmap = munmap(file_map.ret, file_map.len);
@@ -544,6 +706,7 @@ fn main() {
         close_result,
         munmap: file_unmap.record(),
     };
+    pauser.pause("before_exit");
 
     let report = Report {
         pid,
@@ -560,6 +723,7 @@ fn main() {
         stack,
         fork,
         thread,
+        pauses: pauser.pauses,
     };
     let json = serde_json::to_string_pretty(&report).expect("report serializes");
     std::fs::write(&report_path, json + "\n")

@@ -111,6 +111,18 @@ const TRACEPOINTS: &[(&str, &str, &str, &[EventKind])] = &[
         &[EventKind::Mprotect],
     ),
     (
+        "sys_enter_madvise",
+        "syscalls",
+        "sys_enter_madvise",
+        &[EventKind::Madvise],
+    ),
+    (
+        "sys_exit_madvise",
+        "syscalls",
+        "sys_exit_madvise",
+        &[EventKind::Madvise],
+    ),
+    (
         "page_fault_user",
         "exceptions",
         "page_fault_user",

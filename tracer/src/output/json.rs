@@ -209,6 +209,7 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64) -> serd
             requested,
             old_brk,
             new_brk,
+            ..
         } => head.write(
             out,
             Brk {
@@ -464,6 +465,7 @@ mod tests {
                 requested: 0,
                 old_brk: 0x55d0_0000,
                 new_brk: 0x55d0_0000,
+                start_brk: 0,
             },
             r#""event":"brk","requested":"0x0","old_brk":"0x55d00000","new_brk":"0x55d00000""#,
         );

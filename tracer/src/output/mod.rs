@@ -149,6 +149,7 @@ mod tests {
                 requested: 0x6000,
                 old_brk: 0x5000,
                 new_brk: 0x6000,
+                start_brk: 0,
             },
             Body::Mmap {
                 addr: 0,

@@ -108,6 +108,7 @@ fn details(out: &mut String, ev: &Event, color: bool) {
             requested,
             old_brk,
             new_brk,
+            ..
         } => {
             if *requested == 0 {
                 out.push_str("query");
@@ -414,7 +415,7 @@ mod tests {
                 Body::Brk {
                     requested: 0,
                     old_brk: 0x5000,
-                    new_brk: 0x5000,
+                    new_brk: 0x5000, start_brk: 0
                 },
                 "brk       query : 0x5000 -> 0x5000\n",
             ),
@@ -422,7 +423,7 @@ mod tests {
                 Body::Brk {
                     requested: 0x6000,
                     old_brk: 0x5000,
-                    new_brk: 0x6000,
+                    new_brk: 0x6000, start_brk: 0
                 },
                 "brk       0x6000 : 0x5000 -> 0x6000\n",
             ),
@@ -430,7 +431,7 @@ mod tests {
                 Body::Brk {
                     requested: 0x6000,
                     old_brk: 0x5000,
-                    new_brk: 0x5000,
+                    new_brk: 0x5000, start_brk: 0
                 },
                 "brk       0x6000 : 0x5000 -> 0x5000 (failed)\n",
             ),

@@ -1,0 +1,823 @@
+//! Region model: one process's address space, every mapping from birth to
+//! death, changed by events with the kernel's semantics (splits at
+//! boundaries, merges of compatible neighbours, MAP_FIXED replacement,
+//! mremap moves, brk and stack growth) and kept honest against
+//! /proc/PID/maps (`maps`).
+
+pub mod maps;
+
+use std::collections::BTreeMap;
+
+pub const PAGE: u64 = 4096;
+
+pub fn page_up(v: u64) -> u64 {
+    v.saturating_add(PAGE - 1) & !(PAGE - 1)
+}
+
+pub fn page_down(v: u64) -> u64 {
+    v & !(PAGE - 1)
+}
+
+/// Protection and sharing, as the four letters of /proc/PID/maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Perms {
+    pub read: bool,
+    pub write: bool,
+    pub exec: bool,
+    pub shared: bool,
+}
+
+impl Perms {
+    pub fn from_prot(prot: u64, shared: bool) -> Perms {
+        Perms {
+            read: prot & 1 != 0,
+            write: prot & 2 != 0,
+            exec: prot & 4 != 0,
+            shared,
+        }
+    }
+
+    pub fn as_string(self) -> String {
+        let mut s = String::with_capacity(4);
+        s.push(if self.read { 'r' } else { '-' });
+        s.push(if self.write { 'w' } else { '-' });
+        s.push(if self.exec { 'x' } else { '-' });
+        s.push(if self.shared { 's' } else { 'p' });
+        s
+    }
+}
+
+/// What backs a region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backing {
+    Anon,
+    /// The brk heap.
+    Heap,
+    /// The main thread's stack.
+    Stack,
+    File {
+        path: Vec<u8>,
+        dev: (u32, u32),
+        ino: u64,
+    },
+    /// Shared anonymous memory (shown by the kernel as a deleted file).
+    Shm {
+        path: Option<Vec<u8>>,
+    },
+    /// [vdso], [vvar], [vsyscall] and other kernel-named regions.
+    Special(String),
+}
+
+/// vm_flags the kernel compares before merging and that maps does not
+/// show; tracked so that merges follow the kernel's.
+pub mod sig {
+    pub const GROWSDOWN: u32 = 1;
+    pub const NORESERVE: u32 = 1 << 1;
+    pub const NOHUGEPAGE: u32 = 1 << 2;
+    pub const HUGEPAGE: u32 = 1 << 3;
+    pub const DONTFORK: u32 = 1 << 4;
+    pub const DONTDUMP: u32 = 1 << 5;
+    pub const WIPEONFORK: u32 = 1 << 6;
+    pub const MERGEABLE: u32 = 1 << 7;
+    pub const RAND: u32 = 1 << 8;
+    pub const SEQ: u32 = 1 << 9;
+    pub const LOCKED: u32 = 1 << 10;
+    pub const ACCOUNT: u32 = 1 << 11;
+    /// MAP_STACK at mmap (only to name the region a thread stack).
+    pub const MAP_STACK: u32 = 1 << 12;
+    /// Bits that take part in merge decisions.
+    pub const MERGE_MASK: u32 = !MAP_STACK;
+}
+
+/// How a region came to be or ended, and what changed it.
+pub type Cause = &'static str;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    pub t_ns: u64,
+    pub op: &'static str,
+    pub start: u64,
+    pub end: u64,
+    pub perms: Perms,
+}
+
+/// Faults on one page.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PageFaults {
+    pub read: u32,
+    pub write: u32,
+    pub exec: u32,
+    pub present: u32,
+    pub first_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Region {
+    pub id: u64,
+    pub start: u64,
+    pub end: u64,
+    pub perms: Perms,
+    pub backing: Backing,
+    /// File offset of `start` (0 for anonymous memory).
+    pub offset: u64,
+    pub sig: u32,
+    /// Identity of the kernel's anon_vma (given on the first write fault),
+    /// which decides whether two anonymous neighbours may merge.
+    pub anon_vma: Option<u64>,
+    pub born_ns: u64,
+    pub born_by: Cause,
+    pub parent: Option<u64>,
+    pub died_ns: Option<u64>,
+    pub died_by: Option<Cause>,
+    pub history: Vec<Change>,
+    /// Faults by page index (address / PAGE) over the pages it covers.
+    pub pages: BTreeMap<u64, PageFaults>,
+    /// Faults taken while this region existed, by time bucket.
+    pub buckets: Vec<u64>,
+}
+
+impl Region {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// The region's kind, as the timeline names it.
+    pub fn kind(&self) -> &'static str {
+        match &self.backing {
+            Backing::Heap => "heap",
+            Backing::Stack => "stack",
+            Backing::File { .. } => "file",
+            Backing::Shm { .. } => "shm",
+            Backing::Special(name) => match name.as_str() {
+                "[vdso]" => "vdso",
+                "[vsyscall]" => "vsyscall",
+                n if n.starts_with("[vvar") => "vvar",
+                n if n.starts_with("[stack") => "thread_stack",
+                _ => "anon",
+            },
+            Backing::Anon => {
+                if !self.perms.read && !self.perms.write && !self.perms.exec {
+                    "guard"
+                } else if self.sig & sig::MAP_STACK != 0 {
+                    "thread_stack"
+                } else {
+                    "anon"
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, t_ns: u64, op: &'static str) {
+        self.history.push(Change {
+            t_ns,
+            op,
+            start: self.start,
+            end: self.end,
+            perms: self.perms,
+        });
+    }
+}
+
+/// One process's address space and every region it ever had.
+#[derive(Clone, Debug, Default)]
+pub struct AddressSpace {
+    /// Live regions by start address: index into `regions`.
+    live: BTreeMap<u64, usize>,
+    /// Every region, alive or dead, in birth order.
+    pub regions: Vec<Region>,
+    next_id: u64,
+    next_anon_vma: u64,
+    /// Width of a fault bucket, ns.
+    pub bucket_ns: u64,
+    /// Faults that fell in no region.
+    pub unattributed_faults: u64,
+}
+
+/// A region as the kernel describes it, for seeding and resync.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Seed {
+    pub start: u64,
+    pub end: u64,
+    pub perms: Perms,
+    pub offset: u64,
+    pub backing: Backing,
+}
+
+impl AddressSpace {
+    pub fn new(bucket_ns: u64) -> AddressSpace {
+        AddressSpace {
+            bucket_ns: bucket_ns.max(1),
+            ..Default::default()
+        }
+    }
+
+    pub fn live(&self) -> impl Iterator<Item = &Region> {
+        self.live.values().map(|&i| &self.regions[i])
+    }
+
+    #[cfg(test)]
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Bytes mapped now, and of those the heap and stack.
+    pub fn sizes(&self) -> (u64, u64, u64) {
+        let (mut mapped, mut heap, mut stack) = (0, 0, 0);
+        for r in self.live() {
+            mapped += r.len();
+            match r.backing {
+                Backing::Heap => heap += r.len(),
+                Backing::Stack => stack += r.len(),
+                _ => {}
+            }
+        }
+        (mapped, heap, stack)
+    }
+
+    fn new_region(&mut self, start: u64, end: u64, t_ns: u64, born_by: Cause) -> Region {
+        self.next_id += 1;
+        Region {
+            id: self.next_id,
+            start,
+            end,
+            perms: Perms::default(),
+            backing: Backing::Anon,
+            offset: 0,
+            sig: 0,
+            anon_vma: None,
+            born_ns: t_ns,
+            born_by,
+            parent: None,
+            died_ns: None,
+            died_by: None,
+            history: Vec::new(),
+            pages: BTreeMap::new(),
+            buckets: Vec::new(),
+        }
+    }
+
+    /// Adds a region to the live set, recording its birth.
+    fn insert(&mut self, mut r: Region) -> usize {
+        r.record(r.born_ns, "born");
+        let idx = self.regions.len();
+        self.live.insert(r.start, idx);
+        self.regions.push(r);
+        idx
+    }
+
+    fn kill(&mut self, idx: usize, t_ns: u64, cause: Cause) {
+        let r = &mut self.regions[idx];
+        self.live.remove(&r.start);
+        r.died_ns = Some(t_ns.max(r.born_ns));
+        r.died_by = Some(cause);
+    }
+
+    /// The live region containing `addr`.
+    pub fn find(&self, addr: u64) -> Option<usize> {
+        let (_, &idx) = self.live.range(..=addr).next_back()?;
+        (self.regions[idx].end > addr).then_some(idx)
+    }
+
+    /// Live regions overlapping [lo, hi), in address order.
+    fn overlapping(&self, lo: u64, hi: u64) -> Vec<usize> {
+        let mut out = Vec::new();
+        if let Some(i) = self.find(lo) {
+            out.push(i);
+        }
+        for (_, &i) in self.live.range(lo..hi) {
+            if out.last() != Some(&i) {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    /// Splits the live region containing `addr` so that a region starts
+    /// there. The left part keeps the identity.
+    fn split_at(&mut self, addr: u64, t_ns: u64) {
+        let Some(idx) = self.find(addr) else {
+            return;
+        };
+        if self.regions[idx].start == addr {
+            return;
+        }
+        let left = self.regions[idx].clone();
+        let mut right = self.new_region(addr, left.end, t_ns, "split");
+        right.perms = left.perms;
+        right.backing = left.backing.clone();
+        right.offset = match left.backing {
+            Backing::File { .. } => left.offset + (addr - left.start),
+            _ => 0,
+        };
+        right.sig = left.sig;
+        right.anon_vma = left.anon_vma;
+        right.parent = Some(left.id);
+        let l = &mut self.regions[idx];
+        right.pages = l.pages.split_off(&(addr / PAGE));
+        l.end = addr;
+        l.record(t_ns, "split");
+        self.insert(right);
+    }
+
+    /// Unmaps [lo, hi): regions inside die of `cause`, regions across an
+    /// edge shrink, a region around the hole keeps its left part and its
+    /// right part is born by a split.
+    pub fn carve(&mut self, lo: u64, hi: u64, t_ns: u64, cause: Cause) {
+        if lo >= hi {
+            return;
+        }
+        for idx in self.overlapping(lo, hi) {
+            let (start, end) = (self.regions[idx].start, self.regions[idx].end);
+            if start >= lo && end <= hi {
+                self.kill(idx, t_ns, cause);
+            } else if start < lo && end > hi {
+                self.split_at(hi, t_ns);
+                let r = &mut self.regions[idx];
+                // One change: [start, lo) stays, [hi, end) was split off.
+                r.history.pop();
+                r.end = lo;
+                let _ = r.pages.split_off(&(lo / PAGE));
+                r.record(t_ns, "split");
+            } else if start < lo {
+                let r = &mut self.regions[idx];
+                r.end = lo;
+                let _ = r.pages.split_off(&(lo / PAGE));
+                r.record(t_ns, "shrink");
+            } else {
+                self.live.remove(&start);
+                let r = &mut self.regions[idx];
+                if matches!(r.backing, Backing::File { .. }) {
+                    r.offset += hi - start;
+                }
+                r.start = hi;
+                r.pages = r.pages.split_off(&(hi / PAGE));
+                r.record(t_ns, "shrink");
+                self.live.insert(hi, idx);
+            }
+        }
+    }
+
+    fn mergeable(a: &Region, b: &Region) -> bool {
+        if a.end != b.start
+            || a.perms != b.perms
+            || (a.sig & sig::MERGE_MASK) != (b.sig & sig::MERGE_MASK)
+            || a.sig & sig::GROWSDOWN != 0
+        {
+            return false;
+        }
+        if let (Some(x), Some(y)) = (a.anon_vma, b.anon_vma) {
+            if x != y {
+                return false;
+            }
+        }
+        match (&a.backing, &b.backing) {
+            (Backing::Anon, Backing::Anon) | (Backing::Heap, Backing::Heap) => true,
+            (
+                Backing::File { dev, ino, .. },
+                Backing::File {
+                    dev: dev2,
+                    ino: ino2,
+                    ..
+                },
+            ) => dev == dev2 && ino == ino2 && a.offset + a.len() == b.offset,
+            _ => false,
+        }
+    }
+
+    /// Merges the live region starting at `start` with its compatible
+    /// neighbours, as the kernel does after a change.
+    fn merge_around(&mut self, start: u64, t_ns: u64) {
+        let Some(&idx) = self.live.get(&start) else {
+            return;
+        };
+        // With the previous region.
+        let mut idx = idx;
+        if let Some((_, &prev)) = self.live.range(..start).next_back() {
+            if Self::mergeable(&self.regions[prev], &self.regions[idx]) {
+                self.join(prev, idx, t_ns);
+                idx = prev;
+            }
+        }
+        let end = self.regions[idx].end;
+        if let Some(&next) = self.live.get(&end) {
+            if Self::mergeable(&self.regions[idx], &self.regions[next]) {
+                self.join(idx, next, t_ns);
+            }
+        }
+    }
+
+    /// `left` absorbs `right`, its neighbour.
+    fn join(&mut self, left: usize, right: usize, t_ns: u64) {
+        let r = self.regions[right].clone();
+        self.kill(right, t_ns, "merge");
+        let l = &mut self.regions[left];
+        l.end = r.end;
+        l.anon_vma = l.anon_vma.or(r.anon_vma);
+        let mut pages = r.pages;
+        l.pages.append(&mut pages);
+        l.record(t_ns, "merge");
+    }
+
+    /// A successful mmap.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mmap(
+        &mut self,
+        t_ns: u64,
+        addr: u64,
+        len: u64,
+        prot: u64,
+        flags: u64,
+        offset: u64,
+        file: Option<(Vec<u8>, (u32, u32), u64)>,
+    ) {
+        const MAP_SHARED: u64 = 0x01;
+        const MAP_SHARED_VALIDATE: u64 = 0x03;
+        const MAP_ANONYMOUS: u64 = 0x20;
+        const MAP_GROWSDOWN: u64 = 0x100;
+        const MAP_LOCKED: u64 = 0x2000;
+        const MAP_NORESERVE: u64 = 0x4000;
+        const MAP_STACK: u64 = 0x20000;
+        let end = addr + page_up(len);
+        self.carve(addr, end, t_ns, "replaced");
+        let shared = flags & MAP_SHARED_VALIDATE == MAP_SHARED
+            || flags & MAP_SHARED_VALIDATE == MAP_SHARED_VALIDATE;
+        let mut r = self.new_region(addr, end, t_ns, "mmap");
+        r.perms = Perms::from_prot(prot, shared);
+        r.backing = match file {
+            Some((path, dev, ino)) if flags & MAP_ANONYMOUS == 0 => {
+                Backing::File { path, dev, ino }
+            }
+            _ if shared => Backing::Shm { path: None },
+            _ => Backing::Anon,
+        };
+        if matches!(r.backing, Backing::File { .. }) {
+            r.offset = offset;
+        }
+        if flags & MAP_GROWSDOWN != 0 {
+            r.sig |= sig::GROWSDOWN;
+        }
+        if flags & MAP_LOCKED != 0 {
+            r.sig |= sig::LOCKED;
+        }
+        if flags & MAP_STACK != 0 {
+            // Since 6.7 MAP_STACK also sets VM_NOHUGEPAGE.
+            r.sig |= sig::MAP_STACK | sig::NOHUGEPAGE;
+        }
+        let noreserve = flags & MAP_NORESERVE != 0;
+        if noreserve {
+            r.sig |= sig::NORESERVE;
+        }
+        if !shared && r.perms.write && !noreserve {
+            r.sig |= sig::ACCOUNT;
+        }
+        self.insert(r);
+        self.merge_around(addr, t_ns);
+    }
+
+    pub fn munmap(&mut self, t_ns: u64, addr: u64, len: u64) {
+        self.carve(addr, addr + page_up(len), t_ns, "munmap");
+    }
+
+    /// Applies `change` to every live region in [lo, hi) whose attributes
+    /// it changes, splitting at the edges only where something changes,
+    /// then merges as the kernel does.
+    fn modify(
+        &mut self,
+        lo: u64,
+        hi: u64,
+        t_ns: u64,
+        op: &'static str,
+        change: impl Fn(&Region) -> (Perms, u32),
+    ) {
+        for idx in self.overlapping(lo, hi) {
+            let r = &self.regions[idx];
+            let (perms, sig) = change(r);
+            if perms == r.perms && sig == r.sig {
+                continue;
+            }
+            let (start, end) = (r.start.max(lo), r.end.min(hi));
+            self.split_at(start, t_ns);
+            self.split_at(end, t_ns);
+            if let Some(&i) = self.live.get(&start) {
+                let r = &mut self.regions[i];
+                r.perms = perms;
+                r.sig = sig;
+                r.record(t_ns, op);
+                self.merge_around(start, t_ns);
+            }
+        }
+    }
+
+    pub fn mprotect(&mut self, t_ns: u64, addr: u64, len: u64, prot: u64) {
+        let hi = addr + page_up(len);
+        self.modify(addr, hi, t_ns, "protect", |r| {
+            let perms = Perms::from_prot(prot, r.perms.shared);
+            let mut s = r.sig;
+            let private = !r.perms.shared;
+            if perms.write && private && s & sig::NORESERVE == 0 {
+                // Private writable memory is charged (VM_ACCOUNT).
+                s |= sig::ACCOUNT;
+            } else if !perms.write
+                && s & sig::ACCOUNT != 0
+                && matches!(r.backing, Backing::Anon | Backing::Heap)
+                && r.anon_vma.is_none()
+            {
+                // A read-only anonymous mapping with no pages is uncharged.
+                s &= !sig::ACCOUNT;
+            }
+            (perms, s)
+        });
+    }
+
+    pub fn madvise(&mut self, t_ns: u64, addr: u64, len: u64, advice: u64) {
+        let (set, clear) = match advice as i32 {
+            libc::MADV_NORMAL => (0, sig::RAND | sig::SEQ),
+            libc::MADV_RANDOM => (sig::RAND, sig::SEQ),
+            libc::MADV_SEQUENTIAL => (sig::SEQ, sig::RAND),
+            libc::MADV_DONTFORK => (sig::DONTFORK, 0),
+            libc::MADV_DOFORK => (0, sig::DONTFORK),
+            libc::MADV_DONTDUMP => (sig::DONTDUMP, 0),
+            libc::MADV_DODUMP => (0, sig::DONTDUMP),
+            libc::MADV_WIPEONFORK => (sig::WIPEONFORK, 0),
+            libc::MADV_KEEPONFORK => (0, sig::WIPEONFORK),
+            libc::MADV_HUGEPAGE => (sig::HUGEPAGE, sig::NOHUGEPAGE),
+            libc::MADV_NOHUGEPAGE => (sig::NOHUGEPAGE, sig::HUGEPAGE),
+            libc::MADV_MERGEABLE => (sig::MERGEABLE, 0),
+            libc::MADV_UNMERGEABLE => (0, sig::MERGEABLE),
+            // The others change pages, not mappings.
+            _ => return,
+        };
+        let hi = addr + page_up(len);
+        self.modify(addr, hi, t_ns, "advise", |r| {
+            (r.perms, (r.sig | set) & !clear)
+        });
+    }
+
+    /// A successful brk from `old` to `new` (the program breaks, not page
+    /// aligned); the heap spans [start_brk, page_up(brk)).
+    pub fn brk(&mut self, t_ns: u64, start_brk: u64, old: u64, new: u64) {
+        let (old_end, new_end) = (page_up(old.max(start_brk)), page_up(new.max(start_brk)));
+        if new_end < old_end {
+            self.carve(new_end, old_end, t_ns, "brk");
+            return;
+        }
+        if new_end == old_end {
+            return;
+        }
+        // Grow: expand the heap region that ends at the old break, if any.
+        if let Some(idx) = old_end.checked_sub(1).and_then(|a| self.find(a)) {
+            let r = &self.regions[idx];
+            if r.end == old_end
+                && r.start >= page_down(start_brk)
+                && matches!(r.backing, Backing::Heap | Backing::Anon)
+                && r.perms == Perms::from_prot(3, false)
+            {
+                let r = &mut self.regions[idx];
+                r.end = new_end;
+                r.backing = Backing::Heap;
+                r.record(t_ns, "grow");
+                return;
+            }
+        }
+        self.carve(old_end, new_end, t_ns, "replaced");
+        let mut r = self.new_region(old_end, new_end, t_ns, "brk");
+        r.perms = Perms::from_prot(3, false);
+        r.backing = Backing::Heap;
+        r.sig = sig::ACCOUNT;
+        self.insert(r);
+    }
+
+    /// The grows-down stack moved its start from `old_start` to `new_start`.
+    /// Returns false when no region started at `old_start`.
+    pub fn grow_stack(&mut self, t_ns: u64, old_start: u64, new_start: u64) -> bool {
+        let Some(idx) = self.live.remove(&old_start) else {
+            return false;
+        };
+        let r = &mut self.regions[idx];
+        r.start = new_start;
+        r.record(t_ns, "grow");
+        self.live.insert(new_start, idx);
+        true
+    }
+
+    /// A successful mremap.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mremap(
+        &mut self,
+        t_ns: u64,
+        old_addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u64,
+        ret: u64,
+    ) {
+        const MREMAP_FIXED: u64 = 2;
+        const MREMAP_DONTUNMAP: u64 = 4;
+        let (old_len, new_len) = (page_up(old_len), page_up(new_len));
+        if old_len == 0 {
+            // A second mapping of shared memory.
+            if let Some(src) = self.find(old_addr) {
+                let s = self.regions[src].clone();
+                let mut r = self.new_region(ret, ret + new_len, t_ns, "mremap");
+                r.perms = s.perms;
+                r.backing = s.backing.clone();
+                r.offset = s.offset + (old_addr - s.start);
+                r.sig = s.sig;
+                r.parent = Some(s.id);
+                self.carve(ret, ret + new_len, t_ns, "replaced");
+                self.insert(r);
+            }
+            return;
+        }
+        if ret == old_addr {
+            if new_len < old_len {
+                self.carve(old_addr + new_len, old_addr + old_len, t_ns, "mremap");
+            } else if new_len > old_len {
+                if let Some(idx) = self.find(old_addr + old_len - 1) {
+                    let r = &mut self.regions[idx];
+                    r.end = old_addr + new_len;
+                    r.record(t_ns, "grow");
+                    let start = r.start;
+                    self.merge_around(start, t_ns);
+                }
+            }
+            return;
+        }
+        // Moved.
+        if flags & MREMAP_FIXED != 0 {
+            self.carve(ret, ret + new_len, t_ns, "replaced");
+        }
+        if new_len < old_len {
+            self.carve(old_addr + new_len, old_addr + old_len, t_ns, "mremap");
+        }
+        self.split_at(old_addr, t_ns);
+        self.split_at(old_addr + old_len.min(new_len), t_ns);
+        let Some(&idx) = self.live.get(&old_addr) else {
+            return;
+        };
+        if flags & MREMAP_DONTUNMAP != 0 {
+            let s = self.regions[idx].clone();
+            let mut r = self.new_region(ret, ret + new_len, t_ns, "mremap");
+            r.perms = s.perms;
+            r.backing = s.backing.clone();
+            r.offset = s.offset;
+            r.sig = s.sig;
+            r.anon_vma = s.anon_vma;
+            r.parent = Some(s.id);
+            r.pages = s
+                .pages
+                .iter()
+                .map(|(p, f)| (p - old_addr / PAGE + ret / PAGE, *f))
+                .collect();
+            self.regions[idx].pages.clear();
+            self.insert(r);
+            self.merge_around(ret, t_ns);
+            return;
+        }
+        self.live.remove(&old_addr);
+        let r = &mut self.regions[idx];
+        let shift = |p: u64| p - old_addr / PAGE + ret / PAGE;
+        r.pages = std::mem::take(&mut r.pages)
+            .into_iter()
+            .map(|(p, f)| (shift(p), f))
+            .collect();
+        r.start = ret;
+        r.end = ret + new_len;
+        r.record(t_ns, "move");
+        self.live.insert(ret, idx);
+        self.merge_around(ret, t_ns);
+    }
+
+    /// Every live region dies (exec replaces the address space, exit
+    /// tears it down).
+    pub fn end_all(&mut self, t_ns: u64, cause: Cause) {
+        let all: Vec<usize> = self.live.values().copied().collect();
+        for idx in all {
+            self.kill(idx, t_ns, cause);
+        }
+    }
+
+    /// Adds regions as the kernel shows them (at exec, for a process found
+    /// running, or after drift).
+    pub fn seed(&mut self, t_ns: u64, seeds: &[Seed], born_by: Cause) {
+        for s in seeds {
+            let mut r = self.new_region(s.start, s.end, t_ns, born_by);
+            r.perms = s.perms;
+            r.backing = s.backing.clone();
+            r.offset = s.offset;
+            if r.backing == Backing::Stack {
+                r.sig |= sig::GROWSDOWN;
+            }
+            if !r.perms.shared && r.perms.write {
+                r.sig |= sig::ACCOUNT;
+            }
+            self.insert(r);
+        }
+    }
+
+    /// The child's copy at fork: every live region but MADV_DONTFORK ones,
+    /// with `parent` naming the parent's region.
+    pub fn fork_copy(&self, t_ns: u64) -> AddressSpace {
+        let mut child = AddressSpace::new(self.bucket_ns);
+        for r in self.live() {
+            if r.sig & sig::DONTFORK != 0 {
+                continue;
+            }
+            let mut c = child.new_region(r.start, r.end, t_ns, "fork");
+            c.perms = r.perms;
+            c.backing = r.backing.clone();
+            c.offset = r.offset;
+            c.sig = r.sig;
+            c.parent = Some(r.id);
+            // The child gets anon_vmas of its own.
+            if r.anon_vma.is_some() {
+                child.next_anon_vma += 1;
+                c.anon_vma = Some(child.next_anon_vma);
+            }
+            child.insert(c);
+        }
+        child
+    }
+
+    /// Counts a fault at `addr`. A fault just below a grows-down region
+    /// belongs to it: the stack grows to take it.
+    pub fn fault(&mut self, t_ns: u64, addr: u64, access: crate::event::Access, present: bool) {
+        let idx = match self.find(addr) {
+            Some(i) => Some(i),
+            None => self
+                .live
+                .range(addr..)
+                .next()
+                .map(|(_, &i)| i)
+                .filter(|&i| self.regions[i].sig & sig::GROWSDOWN != 0),
+        };
+        let Some(idx) = idx else {
+            self.unattributed_faults += 1;
+            return;
+        };
+        let bucket = (t_ns / self.bucket_ns) as usize;
+        let r = &mut self.regions[idx];
+        if r.buckets.len() <= bucket {
+            r.buckets.resize(bucket + 1, 0);
+        }
+        r.buckets[bucket] += 1;
+        let first = !r.pages.contains_key(&(addr / PAGE));
+        let p = r.pages.entry(addr / PAGE).or_default();
+        if first {
+            p.first_ns = t_ns;
+        }
+        match access {
+            crate::event::Access::Read => p.read += 1,
+            crate::event::Access::Write => p.write += 1,
+            crate::event::Access::Exec => p.exec += 1,
+        }
+        if present {
+            p.present += 1;
+        }
+        let private_write = access == crate::event::Access::Write && !r.perms.shared;
+        if private_write && r.anon_vma.is_none() {
+            self.next_anon_vma += 1;
+            let id = self.next_anon_vma;
+            self.regions[idx].anon_vma = Some(id);
+        }
+    }
+
+    /// Replaces the live regions that differ from the kernel's: each
+    /// mismatch dies (`drift`) or is born (`proc`), keeping matches intact.
+    pub fn resync(&mut self, t_ns: u64, kernel: &[Seed]) {
+        let model: Vec<(usize, Seed)> = self
+            .live
+            .values()
+            .map(|&i| (i, seed_of(&self.regions[i])))
+            .collect();
+        for (idx, s) in &model {
+            if !kernel.iter().any(|k| maps::same(k, s)) {
+                self.kill(*idx, t_ns, "drift");
+            }
+        }
+        let missing: Vec<Seed> = kernel
+            .iter()
+            .filter(|k| !model.iter().any(|(_, s)| maps::same(k, s)))
+            .cloned()
+            .collect();
+        for s in &missing {
+            self.carve(s.start, s.end, t_ns, "drift");
+        }
+        // Born from /proc at the check: the history starts there.
+        self.seed(t_ns, &missing, "proc");
+    }
+}
+
+/// A region in the kernel's terms.
+pub fn seed_of(r: &Region) -> Seed {
+    Seed {
+        start: r.start,
+        end: r.end,
+        perms: r.perms,
+        offset: r.offset,
+        backing: r.backing.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

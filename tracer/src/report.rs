@@ -1,0 +1,1784 @@
+//! `mmtrace report FILE`: a plain text summary of an `mmtrace.timeline/v1`
+//! document (what `mmtrace record` writes), for a person who has never seen
+//! mmtrace.
+//!
+//! The report has a header (the command, host, kernel, when and how long,
+//! lost events and drift), then one section per process: its lifetime and
+//! exit, peak memory, biggest regions, regions with the most page faults,
+//! short-lived mappings, memory mapped but never touched, checks and drift
+//! against /proc/PID/maps, and intervals when the model was uncertain.
+//!
+//! Lines fit in [`WIDTH`] columns (long paths are shortened from the left).
+//! Every string from the file goes through [`escape_text`], so a hostile
+//! file cannot send escape sequences to the terminal.
+
+use std::{collections::BTreeMap, fmt::Write as _, io, path::Path};
+
+use crate::{
+    output::names::{escape_text, hex, human_size},
+    timeline::{self, MapsEntry, Process, Region, Timeline},
+};
+
+/// Lines of the report fit in this many columns.
+pub const WIDTH: usize = 100;
+
+/// Width of the labels of `Label  value` lines.
+const LABEL: usize = 14;
+
+/// What the report shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportOptions {
+    /// A region unmapped at most this long after it was mapped is
+    /// "short-lived" (ns). Default: 100 ms.
+    pub short_lived_ns: u64,
+    /// Length of the "top" lists (biggest regions, most faults, ...).
+    /// Default: 10.
+    pub top: usize,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        Self {
+            short_lived_ns: 100_000_000,
+            top: 10,
+        }
+    }
+}
+
+/// Why there is no report. Each message is one line naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: io::Error },
+    #[error("{path} is empty")]
+    Empty { path: String },
+    #[error("{path} is not JSON: {error}")]
+    NotJson {
+        path: String,
+        error: serde_json::Error,
+    },
+    #[error("{path} is truncated ({error})")]
+    Truncated {
+        path: String,
+        error: serde_json::Error,
+    },
+    /// `found` says what the file holds instead: `schema "X"`, `no "schema"
+    /// field`, ...
+    #[error(
+        "{path} is not an mmtrace timeline ({found}; this mmtrace reads {})",
+        timeline::SCHEMA
+    )]
+    NotTimeline { path: String, found: String },
+    /// The right schema, but the document does not have its shape.
+    #[error("{path} does not match {}: {detail}", timeline::SCHEMA)]
+    Shape { path: String, detail: String },
+    #[error("cannot write the report: {0}")]
+    Write(io::Error),
+}
+
+/// `mmtrace report FILE`: reads the timeline at `path` and writes the report
+/// to `out`.
+pub fn run(path: &Path, opts: &ReportOptions, out: &mut dyn io::Write) -> Result<(), ReportError> {
+    let timeline = load(path)?;
+    let text = render(&timeline, opts);
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(ReportError::Write)
+}
+
+/// Reads and checks a timeline file.
+pub fn load(path: &Path) -> Result<Timeline, ReportError> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|error| ReportError::Read {
+        path: name.clone(),
+        error,
+    })?;
+    parse(&name, &bytes)
+}
+
+/// Parses a timeline document; `name` names it in errors.
+pub fn parse(name: &str, bytes: &[u8]) -> Result<Timeline, ReportError> {
+    let path = name.to_string();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ReportError::Empty { path });
+    }
+    // First as any JSON, to tell another document from a broken timeline.
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|error| {
+        if error.is_eof() {
+            ReportError::Truncated {
+                path: path.clone(),
+                error,
+            }
+        } else {
+            ReportError::NotJson {
+                path: path.clone(),
+                error,
+            }
+        }
+    })?;
+    let found = match &value {
+        serde_json::Value::Object(map) => match map.get("schema") {
+            Some(serde_json::Value::String(s)) if s == timeline::SCHEMA => None,
+            Some(v) => Some(format!("schema {}", shorten_json(v))),
+            None => Some("no \"schema\" field".to_string()),
+        },
+        v => Some(format!("a JSON {}, not an object", json_type(v))),
+    };
+    if let Some(found) = found {
+        return Err(ReportError::NotTimeline { path, found });
+    }
+    // Again from the bytes, so that errors have a line and column.
+    let timeline: Timeline = serde_json::from_slice(bytes).map_err(|e| ReportError::Shape {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    check_addresses(&timeline).map_err(|detail| ReportError::Shape { path, detail })?;
+    Ok(timeline)
+}
+
+/// A JSON value in one short line, for messages.
+fn shorten_json(v: &serde_json::Value) -> String {
+    // serde_json escapes control characters in strings.
+    fit_right(&v.to_string(), 60)
+}
+
+fn json_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+/// Parses a `0x...` address.
+fn parse_addr(s: &str) -> Option<u64> {
+    let digits = s.strip_prefix("0x")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(digits, 16).ok()
+}
+
+/// An address already checked by [`check_addresses`].
+fn addr(s: &str) -> u64 {
+    parse_addr(s).unwrap_or(0)
+}
+
+/// Every address in the timeline is `0x` + hex, and no region ends before
+/// it starts.
+fn check_addresses(t: &Timeline) -> Result<(), String> {
+    fn check(what: impl Fn() -> String, field: &str, s: &str) -> Result<u64, String> {
+        parse_addr(s).ok_or_else(|| {
+            format!(
+                "{}: {field} {} is not an address (0x and hex digits)",
+                what(),
+                shorten_json(&serde_json::Value::String(s.to_string()))
+            )
+        })
+    }
+    for p in &t.processes {
+        for r in &p.regions {
+            let what = || format!("process {}, region {}", p.pid, r.id);
+            let start = check(what, "start", &r.start)?;
+            let end = check(what, "end", &r.end)?;
+            if end < start {
+                return Err(format!(
+                    "{}: end {} is below start {}",
+                    what(),
+                    r.end,
+                    r.start
+                ));
+            }
+            for c in &r.history {
+                check(what, "history start", &c.start)?;
+                check(what, "history end", &c.end)?;
+            }
+        }
+        for d in &p.drift {
+            let what = || format!("process {}, drift at {} ns", p.pid, d.t_ns);
+            for e in d.model.iter().chain(d.kernel.iter()) {
+                check(what, "start", &e.start)?;
+                check(what, "end", &e.end)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------
+
+/// Appends one line to a String.
+macro_rules! ln {
+    ($s:expr) => {
+        $s.push('\n')
+    };
+    ($s:expr, $($arg:tt)*) => {{
+        let _ = write!($s, $($arg)*);
+        $s.push('\n');
+    }};
+}
+
+/// The report for a (checked) timeline.
+pub fn render(t: &Timeline, opts: &ReportOptions) -> String {
+    let mut s = String::new();
+    header(&mut s, t);
+    for p in &t.processes {
+        ln!(s);
+        process(&mut s, t, p, opts);
+    }
+    s
+}
+
+/// A string from the file, safe for a terminal.
+fn esc(s: &str) -> String {
+    escape_text(s.as_bytes())
+}
+
+/// `Label         value`, the value cut to fit.
+fn field(s: &mut String, label: &str, value: &str) {
+    ln!(s, "{label:<LABEL$}{}", fit_right(value, WIDTH - LABEL));
+}
+
+/// A continuation line of a [`field`].
+fn field_more(s: &mut String, value: &str) {
+    ln!(s, "{:LABEL$}{}", "", fit_right(value, WIDTH - LABEL));
+}
+
+fn header(s: &mut String, t: &Timeline) {
+    let title = "mmtrace timeline report";
+    ln!(s, "{title}");
+    ln!(s, "{}", "=".repeat(title.len()));
+    let command = match &t.command {
+        Some(argv) if !argv.is_empty() => command_line(argv),
+        Some(_) => "(empty)".to_string(),
+        None => "none (processes already running were recorded)".to_string(),
+    };
+    field(s, "Command", &command);
+    field(
+        s,
+        "Host",
+        &format!("{}, Linux kernel {}", esc(&t.host), esc(&t.kernel)),
+    );
+    field(s, "Started at", &esc(&t.started_at));
+    field(s, "Duration", &duration(t.duration_ns));
+    field(s, "Processes", &t.processes.len().to_string());
+    let stack = match t.stack_source.as_str() {
+        "fexit" => "observed in the kernel (a hook on stack expansion)".to_string(),
+        "fault" => "inferred from page faults below the stack".to_string(),
+        "off" => "not observed: stack sizes may be too small".to_string(),
+        other => esc(other),
+    };
+    field(s, "Stack growth", &stack);
+
+    if t.lost_events == 0 {
+        field(s, "Lost events", "none");
+    } else {
+        let mut by_kind: Vec<(&String, &u64)> =
+            t.lost_by_kind.iter().filter(|(_, &n)| n > 0).collect();
+        by_kind.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let kinds = by_kind
+            .iter()
+            .map(|(k, n)| format!("{} {n}", esc(k)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let value = if kinds.is_empty() {
+            t.lost_events.to_string()
+        } else {
+            format!("{} ({kinds})", t.lost_events)
+        };
+        field(s, "Lost events", &value);
+        field_more(
+            s,
+            "WARNING: the kernel dropped these events, so the data below may be incomplete.",
+        );
+    }
+
+    let checks: usize = t.processes.iter().map(|p| p.checks.len()).sum();
+    let drift: usize = t.processes.iter().map(|p| p.drift.len()).sum();
+    let drifted = t.processes.iter().filter(|p| !p.drift.is_empty()).count();
+    let value = if checks == 0 && drift == 0 {
+        "not checked (the model was never compared with /proc/PID/maps)".to_string()
+    } else if drift == 0 {
+        format!(
+            "none: {} of the model with /proc/PID/maps found no difference",
+            plural(checks as u64, "check", "checks")
+        )
+    } else {
+        format!(
+            "{} between the model and /proc/PID/maps, in {} (see below)",
+            plural(drift as u64, "difference", "differences"),
+            plural(drifted as u64, "process", "processes")
+        )
+    };
+    field(s, "Drift", &value);
+    if t.processes.is_empty() {
+        ln!(s);
+        ln!(s, "no processes were recorded");
+    }
+}
+
+/// The command line, each argument escaped and quoted as a shell would
+/// need it.
+fn command_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| shell_quote(&esc(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./=:,+@%-".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+fn process(s: &mut String, t: &Timeline, p: &Process, opts: &ReportOptions) {
+    let title = format!("Process {} ({})", p.pid, esc(&p.comm));
+    let title = fit_right(&title, WIDTH);
+    ln!(s, "{title}");
+    ln!(s, "{}", "-".repeat(title.chars().count()));
+    let exe = p.exe.as_deref().map(esc);
+    field(
+        s,
+        "Program",
+        &fit_left(exe.as_deref().unwrap_or("(unknown)"), WIDTH - LABEL),
+    );
+    field(
+        s,
+        "Parent",
+        &p.ppid.map_or("(unknown)".to_string(), |pp| pp.to_string()),
+    );
+    let from = match p.seeded_by.as_str() {
+        "fork" => "its fork: its whole life was seen".to_string(),
+        "exec" => "its exec".to_string(),
+        "proc" => "the start: it was already running (first state read from /proc)".to_string(),
+        other => esc(other),
+    };
+    field(s, "Traced from", &from);
+
+    let first = p
+        .regions
+        .iter()
+        .map(|r| r.born_ns)
+        .chain(p.exec_at_ns)
+        .min()
+        .unwrap_or(0);
+    let last = p.exit_at_ns.unwrap_or(t.duration_ns).max(first);
+    let end = match p.exit_at_ns {
+        Some(ns) => at(ns),
+        None => "the end".to_string(),
+    };
+    let mut lifetime = format!("{} to {end} ({})", at(first), duration(last - first));
+    if let Some(exec) = p.exec_at_ns {
+        let _ = write!(lifetime, "; exec at {}", at(exec));
+    }
+    field(s, "Lifetime", &lifetime);
+    let exit = match (p.exit_at_ns, p.exit_code, &p.exit_signal) {
+        (_, _, Some(sig)) => format!("killed by {}", esc(sig)),
+        (_, Some(code), None) => format!("exited with code {code}"),
+        (Some(_), None, None) => "exited (status unknown)".to_string(),
+        (None, None, None) => "still running when the recording ended".to_string(),
+    };
+    field(s, "Exit", &exit);
+
+    ln!(s);
+    peaks(s, p);
+    ln!(s);
+    biggest(s, p, opts);
+    ln!(s);
+    faults(s, p, opts);
+    ln!(s);
+    short_lived(s, p, opts);
+    ln!(s);
+    untouched(s, p, opts);
+    ln!(s);
+    checks_and_drift(s, p);
+    uncertain(s, p);
+}
+
+fn peaks(s: &mut String, p: &Process) {
+    let alive = p.regions.iter().filter(|r| r.died_ns.is_none()).count();
+    let regions = if p.exit_at_ns.is_some() {
+        format!("{} over its life", p.regions.len())
+    } else {
+        format!("{} ({alive} still mapped at the end)", p.regions.len())
+    };
+    if p.counters.is_empty() {
+        ln!(
+            s,
+            "  Peak memory: unknown (no samples of the memory counters were recorded)"
+        );
+        ln!(s, "    {:<22}{regions}", "regions");
+        return;
+    }
+    ln!(
+        s,
+        "  Peak memory (the highest of {})",
+        plural(p.counters.len() as u64, "sample", "samples")
+    );
+    let peak = |get: &dyn Fn(&timeline::CounterSample) -> Option<u64>| {
+        // The first sample with the highest value.
+        p.counters
+            .iter()
+            .filter_map(|c| get(c).map(|v| (v, c.t_ns)))
+            .fold(None, |best: Option<(u64, u64)>, (v, t)| match best {
+                Some((bv, _)) if bv >= v => best,
+                _ => Some((v, t)),
+            })
+    };
+    let rows: [(&str, Option<(u64, u64)>); 4] = [
+        ("mapped (all regions)", peak(&|c| Some(c.mapped))),
+        ("heap", peak(&|c| Some(c.heap))),
+        ("stack", peak(&|c| Some(c.stack))),
+        ("resident (RSS)", peak(&|c| c.rss)),
+    ];
+    for (name, v) in rows {
+        match v {
+            Some((bytes, t)) => ln!(s, "    {name:<22}{:>10}  at {}", human_size(bytes), at(t)),
+            None => ln!(s, "    {name:<22}{:>10}", "unknown"),
+        }
+    }
+    ln!(s, "    {:<22}{regions}", "regions");
+}
+
+fn region_size(r: &Region) -> u64 {
+    addr(&r.end).saturating_sub(addr(&r.start))
+}
+
+fn range(r: &Region) -> String {
+    format!("{}-{}", hex(addr(&r.start)), hex(addr(&r.end)))
+}
+
+/// What is mapped: the file's path, or the kind in brackets (`[anon]`).
+fn mapping(r: &Region) -> String {
+    match &r.path {
+        Some(path) if r.kind == "file" || path.starts_with('[') => esc(path),
+        Some(path) => format!("{} ({})", esc(path), esc(&r.kind)),
+        None => format!("[{}]", esc(&r.kind)),
+    }
+}
+
+fn biggest(s: &mut String, p: &Process, opts: &ReportOptions) {
+    if p.regions.is_empty() {
+        ln!(s, "  no regions");
+        return;
+    }
+    let mut regions: Vec<&Region> = p.regions.iter().collect();
+    regions.sort_by(|a, b| {
+        region_size(b)
+            .cmp(&region_size(a))
+            .then(addr(&a.start).cmp(&addr(&b.start)))
+            .then(a.id.cmp(&b.id))
+    });
+    regions.truncate(opts.top);
+    ln!(
+        s,
+        "  Biggest regions ({}, by size)",
+        some_of(regions.len(), p.regions.len())
+    );
+    let rows = regions
+        .iter()
+        .map(|r| {
+            let note = match (&r.died_by, r.died_ns) {
+                (Some(by), Some(ns)) if by != "exit" => {
+                    format!("  (gone at {}: {})", at(ns), esc(by))
+                }
+                _ => String::new(),
+            };
+            Row {
+                cells: vec![range(r), human_size(region_size(r)), esc(&r.perms)],
+                tail: Tail::new("", mapping(r), note),
+            }
+        })
+        .collect();
+    table(
+        s,
+        &[
+            ("ADDRESS RANGE", Align::Left),
+            ("SIZE", Align::Right),
+            ("PERMS", Align::Left),
+            ("MAPPING", Align::Left),
+        ],
+        rows,
+    );
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return "-".to_string();
+    }
+    let pct = (part as u128 * 100 + whole as u128 / 2) / whole as u128;
+    format!("{pct}%")
+}
+
+fn faults(s: &mut String, p: &Process, opts: &ReportOptions) {
+    let total: u64 = p.regions.iter().map(|r| r.faults.total).sum();
+    let mut regions: Vec<&Region> = p.regions.iter().filter(|r| r.faults.total > 0).collect();
+    if regions.is_empty() {
+        ln!(s, "  no page faults recorded");
+        return;
+    }
+    regions.sort_by(|a, b| {
+        b.faults
+            .total
+            .cmp(&a.faults.total)
+            .then(addr(&a.start).cmp(&addr(&b.start)))
+            .then(a.id.cmp(&b.id))
+    });
+    let with_faults = regions.len();
+    regions.truncate(opts.top);
+    ln!(
+        s,
+        "  Page faults: {total} in {}; by region ({}, the most first):",
+        plural(with_faults as u64, "region", "regions"),
+        some_of(regions.len(), with_faults)
+    );
+    let rows = regions
+        .iter()
+        .map(|r| {
+            let f = &r.faults;
+            Row {
+                cells: vec![
+                    f.total.to_string(),
+                    f.read.to_string(),
+                    f.write.to_string(),
+                    f.exec.to_string(),
+                    human_size(f.touched_bytes),
+                    human_size(f.mapped_bytes),
+                    percent(f.touched_bytes, f.mapped_bytes),
+                ],
+                tail: Tail::new(
+                    format!("{} {} ", hex(addr(&r.start)), esc(&r.perms)),
+                    mapping(r),
+                    "",
+                ),
+            }
+        })
+        .collect();
+    table(
+        s,
+        &[
+            ("FAULTS", Align::Right),
+            ("READ", Align::Right),
+            ("WRITE", Align::Right),
+            ("EXEC", Align::Right),
+            ("TOUCHED", Align::Right),
+            ("MAPPED", Align::Right),
+            ("%", Align::Right),
+            ("REGION", Align::Left),
+        ],
+        rows,
+    );
+    ln!(
+        s,
+        "    (touched: the distinct pages that faulted, in bytes; %: touched of mapped)"
+    );
+}
+
+/// Regions unmapped within `opts.short_lived_ns` of being mapped, in time
+/// order. Those that ended with their process (exit, exec) are left out.
+fn short_lived_regions<'a>(p: &'a Process, opts: &ReportOptions) -> Vec<&'a Region> {
+    let mut v: Vec<&Region> = p
+        .regions
+        .iter()
+        .filter(|r| match (r.died_ns, r.died_by.as_deref()) {
+            (_, Some("exit" | "exec")) => false,
+            (Some(died), _) => died.saturating_sub(r.born_ns) <= opts.short_lived_ns,
+            (None, _) => false,
+        })
+        .collect();
+    v.sort_by(|a, b| a.born_ns.cmp(&b.born_ns).then(a.id.cmp(&b.id)));
+    v
+}
+
+fn short_lived(s: &mut String, p: &Process, opts: &ReportOptions) {
+    let regions = short_lived_regions(p, opts);
+    let within = duration(opts.short_lived_ns);
+    if regions.is_empty() {
+        ln!(
+            s,
+            "  no short-lived mappings (none unmapped within {within} of being mapped)"
+        );
+        return;
+    }
+    let bytes: u64 = regions.iter().map(|r| region_size(r)).sum();
+    ln!(
+        s,
+        "  Short-lived mappings (unmapped within {within} of being mapped): {}, {} in all",
+        regions.len(),
+        human_size(bytes)
+    );
+    let shown: Vec<&Region> = regions.iter().copied().take(opts.top).collect();
+    if shown.len() < regions.len() {
+        ln!(s, "    the first {}:", shown.len());
+    }
+    let rows = shown
+        .iter()
+        .map(|r| {
+            let lived = r.died_ns.unwrap_or(r.born_ns).saturating_sub(r.born_ns);
+            Row {
+                cells: vec![
+                    at(r.born_ns),
+                    duration(lived),
+                    human_size(region_size(r)),
+                    format!(
+                        "{} -> {}",
+                        esc(&r.born_by),
+                        esc(r.died_by.as_deref().unwrap_or("?"))
+                    ),
+                    hex(addr(&r.start)),
+                ],
+                tail: Tail::new("", mapping(r), ""),
+            }
+        })
+        .collect();
+    table(
+        s,
+        &[
+            ("BORN AT", Align::Right),
+            ("LIVED", Align::Right),
+            ("SIZE", Align::Right),
+            ("HOW", Align::Left),
+            ("ADDRESS", Align::Left),
+            ("MAPPING", Align::Left),
+        ],
+        rows,
+    );
+}
+
+/// Kinds of anonymous memory, counted in "mapped but never touched".
+const ANON_KINDS: [&str; 4] = ["anon", "heap", "stack", "thread_stack"];
+
+fn untouched(s: &mut String, p: &Process, opts: &ReportOptions) {
+    let anon: Vec<&Region> = p
+        .regions
+        .iter()
+        .filter(|r| ANON_KINDS.contains(&r.kind.as_str()))
+        .collect();
+    if anon.is_empty() {
+        ln!(
+            s,
+            "  no anonymous memory (heap, stack, anon), so nothing untouched"
+        );
+        return;
+    }
+    if p.regions.iter().all(|r| r.faults.total == 0) {
+        ln!(
+            s,
+            "  mapped but never touched: unknown (no page faults were recorded for this process)"
+        );
+        return;
+    }
+    let untouched_of = |r: &Region| r.faults.mapped_bytes.saturating_sub(r.faults.touched_bytes);
+    let mut regions: Vec<&Region> = anon
+        .iter()
+        .copied()
+        .filter(|r| untouched_of(r) > 0)
+        .collect();
+    if regions.is_empty() {
+        ln!(
+            s,
+            "  no mapped but never touched memory: every anonymous page was touched"
+        );
+        return;
+    }
+    let total: u64 = regions.iter().map(|r| untouched_of(r)).sum();
+    ln!(
+        s,
+        "  Mapped but never touched: {} in {} of {} (heap, stacks, anon)",
+        human_size(total),
+        regions.len(),
+        plural(anon.len() as u64, "anonymous region", "anonymous regions")
+    );
+    regions.sort_by(|a, b| {
+        untouched_of(b)
+            .cmp(&untouched_of(a))
+            .then(addr(&a.start).cmp(&addr(&b.start)))
+            .then(a.id.cmp(&b.id))
+    });
+    regions.truncate(opts.top);
+    let inherited = regions
+        .iter()
+        .any(|r| matches!(r.born_by.as_str(), "fork" | "proc"));
+    let rows = regions
+        .iter()
+        .map(|r| Row {
+            cells: vec![
+                human_size(untouched_of(r)),
+                human_size(r.faults.mapped_bytes),
+                range(r),
+            ],
+            tail: Tail::new("", mapping(r), ""),
+        })
+        .collect();
+    table(
+        s,
+        &[
+            ("UNTOUCHED", Align::Right),
+            ("MAPPED", Align::Right),
+            ("ADDRESS RANGE", Align::Left),
+            ("MAPPING", Align::Left),
+        ],
+        rows,
+    );
+    ln!(
+        s,
+        "    (touched: a page fault was seen; untouched memory takes address space, not RAM)"
+    );
+    if inherited {
+        ln!(
+            s,
+            "    (regions inherited at fork or there at the start may have been touched before)"
+        );
+    }
+}
+
+fn maps_line(e: Option<&MapsEntry>) -> String {
+    match e {
+        None => "(nothing)".to_string(),
+        Some(e) => {
+            let mut l = format!(
+                "{}-{} {} {:08x}",
+                hex(addr(&e.start)),
+                hex(addr(&e.end)),
+                esc(&e.perms),
+                e.offset
+            );
+            if let Some(path) = &e.path {
+                let _ = write!(l, " {}", esc(path));
+            }
+            l
+        }
+    }
+}
+
+fn checks_and_drift(s: &mut String, p: &Process) {
+    if p.checks.is_empty() {
+        ln!(
+            s,
+            "  Checks: none (the model was never compared with /proc/{}/maps)",
+            p.pid
+        );
+    } else {
+        let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
+        for c in &p.checks {
+            *reasons.entry(c.reason.as_str()).or_default() += 1;
+        }
+        let reasons = reasons
+            .iter()
+            .map(|(r, n)| format!("{} {n}", esc(r)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let found = p.checks.iter().filter(|c| c.drift > 0).count();
+        let found = match found {
+            0 => "none found drift".to_string(),
+            n => format!("{n} found drift"),
+        };
+        ln!(
+            s,
+            "  Checks: {} with /proc/{}/maps ({reasons}); {found}",
+            plural(p.checks.len() as u64, "comparison", "comparisons"),
+            p.pid
+        );
+    }
+    if p.drift.is_empty() {
+        ln!(s, "  no drift");
+        return;
+    }
+    ln!(
+        s,
+        "  Drift: {} between the model and /proc/{}/maps",
+        plural(p.drift.len() as u64, "difference", "differences"),
+        p.pid
+    );
+    for d in &p.drift {
+        let when = at(d.t_ns);
+        let kind = esc(&d.kind);
+        let width = WIDTH - 4 - when.len() - 2 - 10 - 8;
+        ln!(
+            s,
+            "    {when}  {kind:<10}model   {}",
+            fit_right(&maps_line(d.model.as_ref()), width)
+        );
+        ln!(
+            s,
+            "    {:w$}  {:<10}kernel  {}",
+            "",
+            "",
+            fit_right(&maps_line(d.kernel.as_ref()), width),
+            w = when.len()
+        );
+    }
+}
+
+fn uncertain(s: &mut String, p: &Process) {
+    if p.uncertain.is_empty() {
+        ln!(s, "  no uncertain intervals");
+        return;
+    }
+    ln!(
+        s,
+        "  Uncertain: {} when events were lost, so the model may be wrong",
+        plural(p.uncertain.len() as u64, "interval", "intervals")
+    );
+    for i in &p.uncertain {
+        match i.to_ns {
+            Some(to) => ln!(
+                s,
+                "    {} to {} ({})",
+                at(i.from_ns),
+                at(to),
+                duration(to.saturating_sub(i.from_ns))
+            ),
+            None => ln!(s, "    {} to the end", at(i.from_ns)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Formatting helpers
+// ---------------------------------------------------------------------------
+
+/// `all 8` when every item is shown, else `top 10 of 42`.
+fn some_of(shown: usize, total: usize) -> String {
+    if shown == total {
+        format!("all {total}")
+    } else {
+        format!("top {shown} of {total}")
+    }
+}
+
+/// `3 regions`, `1 region`.
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A time since the start of the recording: `1.234567 s`.
+fn at(ns: u64) -> String {
+    format!("{}.{:06} s", ns / 1_000_000_000, ns % 1_000_000_000 / 1_000)
+}
+
+/// A length of time: `350 ns`, `12.5 us`, `100.0 ms`, `2.345 s`.
+fn duration(ns: u64) -> String {
+    if ns < 1_000 {
+        return format!("{ns} ns");
+    }
+    for (div, unit) in [(1_000u128, "us"), (1_000_000, "ms")] {
+        let tenths = (ns as u128 * 10 + div / 2) / div;
+        if tenths < 10_000 {
+            return format!("{}.{} {unit}", tenths / 10, tenths % 10);
+        }
+    }
+    let ms = (ns as u128 + 500_000) / 1_000_000;
+    format!("{}.{:03} s", ms / 1000, ms % 1000)
+}
+
+/// `s` cut to `width` characters, ending with `...` when cut.
+fn fit_right(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    if n <= width {
+        return s.to_string();
+    }
+    if width <= 3 {
+        return ".".repeat(width);
+    }
+    let mut out: String = s.chars().take(width - 3).collect();
+    out.push_str("...");
+    out
+}
+
+/// `s` cut to `width` characters, starting with `...` when cut (for paths:
+/// the file name is at the end).
+fn fit_left(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    if n <= width {
+        return s.to_string();
+    }
+    if width <= 3 {
+        return ".".repeat(width);
+    }
+    let tail: String = s.chars().skip(n - (width - 3)).collect();
+    // Cut at a `/` when that leaves a whole file name.
+    let tail = match tail.find('/') {
+        Some(i) if i > 0 && i + 1 < tail.len() => &tail[i..],
+        _ => &tail[..],
+    };
+    format!("...{tail}")
+}
+
+#[derive(Clone, Copy)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// The last column of a table: `before` and `after` are kept, `elide` is
+/// cut from the left to fit the line in [`WIDTH`].
+struct Tail {
+    before: String,
+    elide: String,
+    after: String,
+}
+
+impl Tail {
+    fn new(before: impl Into<String>, elide: impl Into<String>, after: impl Into<String>) -> Self {
+        Self {
+            before: before.into(),
+            elide: elide.into(),
+            after: after.into(),
+        }
+    }
+
+    fn fit(&self, width: usize) -> String {
+        let kept = self.before.chars().count() + self.after.chars().count();
+        let room = width.saturating_sub(kept).max(8);
+        format!(
+            "{}{}{}",
+            self.before,
+            fit_left(&self.elide, room),
+            self.after
+        )
+    }
+}
+
+struct Row {
+    cells: Vec<String>,
+    tail: Tail,
+}
+
+/// A table indented by 4, columns 2 apart; `cols` has one more entry than
+/// each row's `cells`: the header of the tail.
+fn table(s: &mut String, cols: &[(&str, Align)], rows: Vec<Row>) {
+    const INDENT: usize = 4;
+    const GAP: usize = 2;
+    let n = cols.len() - 1;
+    let mut widths: Vec<usize> = cols[..n].iter().map(|(h, _)| h.len()).collect();
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(&row.cells) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let used = INDENT + widths.iter().map(|w| w + GAP).sum::<usize>();
+    let room = WIDTH.saturating_sub(used);
+    let mut emit = |cells: &[String], tail: String| {
+        let mut l = " ".repeat(INDENT);
+        for ((c, w), (_, align)) in cells.iter().zip(&widths).zip(cols) {
+            let pad = w - c.chars().count();
+            match align {
+                Align::Left => {
+                    l.push_str(c);
+                    l.push_str(&" ".repeat(pad + GAP));
+                }
+                Align::Right => {
+                    l.push_str(&" ".repeat(pad));
+                    l.push_str(c);
+                    l.push_str(&" ".repeat(GAP));
+                }
+            }
+        }
+        l.push_str(&tail);
+        ln!(s, "{}", l.trim_end());
+    };
+    let headers: Vec<String> = cols[..n].iter().map(|(h, _)| h.to_string()).collect();
+    emit(&headers, cols[n].0.to_string());
+    for row in rows {
+        let tail = row.tail.fit(room);
+        emit(&row.cells, tail);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::BTreeMap,
+        path::PathBuf,
+        sync::atomic::{AtomicUsize, Ordering},
+    };
+
+    use super::*;
+    use crate::timeline::{Change, Check, CounterSample, Drift, Faults, Interval};
+
+    const MS: u64 = 1_000_000;
+
+    fn region(id: u64, start: u64, end: u64, kind: &str, born_ns: u64, born_by: &str) -> Region {
+        Region {
+            id,
+            start: hex(start),
+            end: hex(end),
+            perms: "rw-p".to_string(),
+            kind: kind.to_string(),
+            path: match kind {
+                "heap" => Some("[heap]".to_string()),
+                "stack" => Some("[stack]".to_string()),
+                _ => None,
+            },
+            offset: 0,
+            dev: None,
+            inode: None,
+            born_ns,
+            born_by: born_by.to_string(),
+            parent: None,
+            died_ns: None,
+            died_by: None,
+            history: vec![Change {
+                t_ns: born_ns,
+                op: "born".to_string(),
+                start: hex(start),
+                end: hex(end),
+                perms: "rw-p".to_string(),
+            }],
+            faults: Faults {
+                mapped_bytes: end - start,
+                bucket_ns: 10 * MS,
+                ..Faults::default()
+            },
+        }
+    }
+
+    fn died(mut r: Region, ns: u64, by: &str) -> Region {
+        r.died_ns = Some(ns);
+        r.died_by = Some(by.to_string());
+        r
+    }
+
+    fn faulted(mut r: Region, read: u64, write: u64, exec: u64, touched: u64) -> Region {
+        r.faults.read = read;
+        r.faults.write = write;
+        r.faults.exec = exec;
+        r.faults.total = read + write + exec;
+        r.faults.touched_bytes = touched;
+        r.faults.first_ns = Some(r.born_ns);
+        r
+    }
+
+    fn file(mut r: Region, path: &str, perms: &str) -> Region {
+        r.kind = "file".to_string();
+        r.path = Some(path.to_string());
+        r.perms = perms.to_string();
+        r.dev = Some("fd:01".to_string());
+        r.inode = Some(1234);
+        r
+    }
+
+    fn sample(t_ns: u64, mapped: u64, heap: u64, stack: u64, rss: Option<u64>) -> CounterSample {
+        CounterSample {
+            t_ns,
+            mapped,
+            heap,
+            stack,
+            rss,
+            faults: 0,
+        }
+    }
+
+    fn process(pid: u32, comm: &str, regions: Vec<Region>) -> Process {
+        Process {
+            pid,
+            start_time: Some(1_000_000_000),
+            ppid: Some(1),
+            comm: comm.to_string(),
+            exe: Some(format!("/usr/bin/{comm}")),
+            seeded_by: "exec".to_string(),
+            exec_at_ns: Some(0),
+            exit_at_ns: Some(900 * MS),
+            exit_code: Some(0),
+            exit_signal: None,
+            regions,
+            counters: Vec::new(),
+            drift: Vec::new(),
+            checks: Vec::new(),
+            uncertain: Vec::new(),
+        }
+    }
+
+    fn timeline(processes: Vec<Process>) -> Timeline {
+        Timeline {
+            schema: timeline::SCHEMA.to_string(),
+            started_at: "2025-01-02T03:04:05.678Z".to_string(),
+            monotonic_start_ns: 5_000_000_000,
+            duration_ns: 1_000 * MS,
+            host: "testhost".to_string(),
+            kernel: "6.1.0-test".to_string(),
+            command: Some(vec!["./demo".to_string(), "a b".to_string()]),
+            lost_events: 0,
+            lost_by_kind: BTreeMap::new(),
+            stack_source: "fexit".to_string(),
+            processes,
+        }
+    }
+
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * 1024;
+
+    /// A process with a bit of everything.
+    fn sample_process() -> Process {
+        let heap = 0x5555_0000_0000;
+        let anon = 0x7f00_0000_0000;
+        let stack = 0x7ffd_0000_0000;
+        let mut p = process(
+            100,
+            "demo",
+            vec![
+                // 1 MiB heap, 256 KiB touched.
+                faulted(
+                    region(1, heap, heap + MIB, "heap", MS, "brk"),
+                    4,
+                    60,
+                    0,
+                    256 * KIB,
+                ),
+                // 8 MiB anon, 2 MiB touched.
+                faulted(
+                    region(2, anon, anon + 8 * MIB, "anon", 2 * MS, "mmap"),
+                    0,
+                    512,
+                    0,
+                    2 * MIB,
+                ),
+                // Short-lived: 64 KiB for 5 ms, and 128 KiB for 50 ms.
+                died(
+                    faulted(
+                        region(
+                            3,
+                            anon + 16 * MIB,
+                            anon + 16 * MIB + 64 * KIB,
+                            "anon",
+                            10 * MS,
+                            "mmap",
+                        ),
+                        0,
+                        16,
+                        0,
+                        64 * KIB,
+                    ),
+                    15 * MS,
+                    "munmap",
+                ),
+                died(
+                    region(
+                        4,
+                        anon + 32 * MIB,
+                        anon + 32 * MIB + 128 * KIB,
+                        "anon",
+                        20 * MS,
+                        "mmap",
+                    ),
+                    70 * MS,
+                    "mremap",
+                ),
+                // Lived 300 ms: not short-lived.
+                died(
+                    region(
+                        5,
+                        anon + 48 * MIB,
+                        anon + 49 * MIB,
+                        "anon",
+                        100 * MS,
+                        "mmap",
+                    ),
+                    400 * MS,
+                    "munmap",
+                ),
+                // Died with the process after 1 ms: not counted as short-lived.
+                died(
+                    region(
+                        6,
+                        anon + 64 * MIB,
+                        anon + 64 * MIB + 4 * KIB,
+                        "anon",
+                        899 * MS,
+                        "mmap",
+                    ),
+                    900 * MS,
+                    "exit",
+                ),
+                // 132 KiB stack, 8 KiB touched.
+                faulted(
+                    region(7, stack, stack + 132 * KIB, "stack", 0, "exec"),
+                    0,
+                    2,
+                    0,
+                    8 * KIB,
+                ),
+                // A file: faults but not counted as untouched.
+                faulted(
+                    file(
+                        region(8, anon + 96 * MIB, anon + 98 * MIB, "anon", MS, "mmap"),
+                        "/usr/lib/libdemo.so",
+                        "r-xp",
+                    ),
+                    1,
+                    0,
+                    99,
+                    400 * KIB,
+                ),
+            ],
+        );
+        p.counters = vec![
+            sample(100 * MS, 10 * MIB, MIB, 128 * KIB, Some(3 * MIB)),
+            sample(200 * MS, 12 * MIB, 512 * KIB, 132 * KIB, Some(5 * MIB)),
+            sample(300 * MS, 12 * MIB, 768 * KIB, 132 * KIB, None),
+        ];
+        p.checks = vec![
+            Check {
+                t_ns: 100 * MS,
+                reason: "interval".to_string(),
+                regions: 6,
+                drift: 0,
+            },
+            Check {
+                t_ns: 200 * MS,
+                reason: "interval".to_string(),
+                regions: 6,
+                drift: 1,
+            },
+            Check {
+                t_ns: 900 * MS,
+                reason: "exit".to_string(),
+                regions: 5,
+                drift: 0,
+            },
+        ];
+        p.drift = vec![Drift {
+            t_ns: 200 * MS,
+            kind: "missing".to_string(),
+            model: None,
+            kernel: Some(MapsEntry {
+                start: "0x7f0010000000".to_string(),
+                end: "0x7f0010001000".to_string(),
+                perms: "rw-p".to_string(),
+                offset: 0,
+                path: None,
+            }),
+        }];
+        p.uncertain = vec![
+            Interval {
+                from_ns: 150 * MS,
+                to_ns: Some(200 * MS),
+            },
+            Interval {
+                from_ns: 800 * MS,
+                to_ns: None,
+            },
+        ];
+        p
+    }
+
+    fn report(t: &Timeline, opts: &ReportOptions) -> String {
+        let text = render(t, opts);
+        for l in text.lines() {
+            assert!(l.chars().count() <= WIDTH, "line wider than {WIDTH}: {l:?}");
+            assert!(
+                !l.chars().any(|c| c.is_control()),
+                "control character: {l:?}"
+            );
+        }
+        text
+    }
+
+    /// The lines of `text` from the one starting with `heading` (trimmed) to
+    /// the next blank line.
+    fn section<'a>(text: &'a str, heading: &str) -> Vec<&'a str> {
+        let mut lines = text
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with(heading));
+        let first = lines
+            .next()
+            .unwrap_or_else(|| panic!("no line starting with {heading:?} in:\n{text}"));
+        std::iter::once(first)
+            .chain(lines.take_while(|l| !l.trim().is_empty()))
+            .collect()
+    }
+
+    fn has_line(text: &str, needle: &str) {
+        assert!(
+            text.lines().any(|l| l.contains(needle)),
+            "no line containing {needle:?} in:\n{text}"
+        );
+    }
+
+    #[test]
+    fn header() {
+        let mut t = timeline(vec![sample_process()]);
+        let text = report(&t, &ReportOptions::default());
+        let head: Vec<&str> = text.lines().take(10).collect();
+        assert_eq!(
+            head,
+            [
+                "mmtrace timeline report",
+                "=======================",
+                "Command       ./demo 'a b'",
+                "Host          testhost, Linux kernel 6.1.0-test",
+                "Started at    2025-01-02T03:04:05.678Z",
+                "Duration      1.000 s",
+                "Processes     1",
+                "Stack growth  observed in the kernel (a hook on stack expansion)",
+                "Lost events   none",
+                "Drift         1 difference between the model and /proc/PID/maps, in 1 process (see below)",
+            ]
+        );
+
+        t.lost_events = 12;
+        t.lost_by_kind = BTreeMap::from([
+            ("fault".to_string(), 10),
+            ("mmap".to_string(), 2),
+            ("brk".to_string(), 0),
+        ]);
+        t.command = None;
+        t.processes[0].drift.clear();
+        let text = report(&t, &ReportOptions::default());
+        has_line(
+            &text,
+            "Command       none (processes already running were recorded)",
+        );
+        has_line(&text, "Lost events   12 (fault 10, mmap 2)");
+        has_line(
+            &text,
+            "              WARNING: the kernel dropped these events, so the data below may be incomplete.",
+        );
+        has_line(
+            &text,
+            "Drift         none: 3 checks of the model with /proc/PID/maps found no difference",
+        );
+
+        t.processes.clear();
+        let text = report(&t, &ReportOptions::default());
+        has_line(&text, "no processes were recorded");
+    }
+
+    #[test]
+    fn process_lines() {
+        let mut p = sample_process();
+        p.seeded_by = "proc".to_string();
+        p.exec_at_ns = None;
+        p.exit_at_ns = None;
+        p.exit_code = None;
+        let text = report(&timeline(vec![p.clone()]), &ReportOptions::default());
+        has_line(&text, "Process 100 (demo)");
+        has_line(&text, "Program       /usr/bin/demo");
+        has_line(&text, "Parent        1");
+        has_line(&text, "Traced from   the start: it was already running");
+        has_line(&text, "Lifetime      0.000000 s to the end (1.000 s)");
+        has_line(
+            &text,
+            "Exit          still running when the recording ended",
+        );
+        has_line(&text, "regions               8 (4 still mapped at the end)");
+
+        p.exit_at_ns = Some(500 * MS);
+        p.exit_signal = Some("SIGKILL".to_string());
+        let text = report(&timeline(vec![p]), &ReportOptions::default());
+        has_line(&text, "Exit          killed by SIGKILL");
+        has_line(&text, "Lifetime      0.000000 s to 0.500000 s (500.0 ms)");
+        has_line(&text, "regions               8 over its life");
+    }
+
+    #[test]
+    fn peaks() {
+        let text = report(&timeline(vec![sample_process()]), &ReportOptions::default());
+        assert_eq!(
+            section(&text, "Peak memory"),
+            [
+                "  Peak memory (the highest of 3 samples)",
+                "    mapped (all regions)    12.0 MiB  at 0.200000 s",
+                "    heap                     1.0 MiB  at 0.100000 s",
+                "    stack                  132.0 KiB  at 0.200000 s",
+                "    resident (RSS)           5.0 MiB  at 0.200000 s",
+                "    regions               8 over its life",
+            ]
+        );
+
+        let mut p = sample_process();
+        for c in &mut p.counters {
+            c.rss = None;
+        }
+        let text = report(&timeline(vec![p.clone()]), &ReportOptions::default());
+        has_line(&text, "    resident (RSS)           unknown");
+        p.counters.clear();
+        let text = report(&timeline(vec![p]), &ReportOptions::default());
+        has_line(
+            &text,
+            "  Peak memory: unknown (no samples of the memory counters were recorded)",
+        );
+    }
+
+    #[test]
+    fn biggest_regions() {
+        let opts = ReportOptions {
+            top: 3,
+            ..ReportOptions::default()
+        };
+        let text = report(&timeline(vec![sample_process()]), &opts);
+        assert_eq!(
+            section(&text, "Biggest regions"),
+            [
+                "  Biggest regions (top 3 of 8, by size)",
+                "    ADDRESS RANGE                     SIZE  PERMS  MAPPING",
+                "    0x7f0000000000-0x7f0000800000  8.0 MiB  rw-p   [anon]",
+                "    0x7f0006000000-0x7f0006200000  2.0 MiB  r-xp   /usr/lib/libdemo.so",
+                "    0x555500000000-0x555500100000  1.0 MiB  rw-p   [heap]",
+            ]
+        );
+        let text = report(&timeline(vec![sample_process()]), &ReportOptions::default());
+        has_line(&text, "  Biggest regions (all 8, by size)");
+        has_line(
+            &text,
+            "    0x7f0003000000-0x7f0003100000    1.0 MiB  rw-p   [anon]  (gone at 0.400000 s: munmap)",
+        );
+        // Died with the process: no note.
+        assert!(
+            text.lines()
+                .any(|l| l == "    0x7f0004000000-0x7f0004001000    4.0 KiB  rw-p   [anon]"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn faults() {
+        let opts = ReportOptions {
+            top: 2,
+            ..ReportOptions::default()
+        };
+        let text = report(&timeline(vec![sample_process()]), &opts);
+        assert_eq!(
+            section(&text, "Page faults"),
+            [
+                "  Page faults: 694 in 5 regions; by region (top 2 of 5, the most first):",
+                "    FAULTS  READ  WRITE  EXEC    TOUCHED   MAPPED    %  REGION",
+                "       512     0    512     0    2.0 MiB  8.0 MiB  25%  0x7f0000000000 rw-p [anon]",
+                "       100     1      0    99  400.0 KiB  2.0 MiB  20%  0x7f0006000000 r-xp /usr/lib/libdemo.so",
+                "    (touched: the distinct pages that faulted, in bytes; %: touched of mapped)",
+            ]
+        );
+
+        let mut p = sample_process();
+        for r in &mut p.regions {
+            r.faults = Faults::default();
+        }
+        let text = report(&timeline(vec![p]), &opts);
+        has_line(&text, "  no page faults recorded");
+        has_line(
+            &text,
+            "  mapped but never touched: unknown (no page faults were recorded for this process)",
+        );
+    }
+
+    #[test]
+    fn short_lived() {
+        let text = report(&timeline(vec![sample_process()]), &ReportOptions::default());
+        assert_eq!(
+            section(&text, "Short-lived"),
+            [
+                "  Short-lived mappings (unmapped within 100.0 ms of being mapped): 2, 192.0 KiB in all",
+                "       BORN AT    LIVED       SIZE  HOW             ADDRESS         MAPPING",
+                "    0.010000 s   5.0 ms   64.0 KiB  mmap -> munmap  0x7f0001000000  [anon]",
+                "    0.020000 s  50.0 ms  128.0 KiB  mmap -> mremap  0x7f0002000000  [anon]",
+            ]
+        );
+
+        let opts = ReportOptions {
+            short_lived_ns: 10 * MS,
+            top: 10,
+        };
+        let text = report(&timeline(vec![sample_process()]), &opts);
+        has_line(
+            &text,
+            "Short-lived mappings (unmapped within 10.0 ms of being mapped): 1, 64.0 KiB",
+        );
+
+        let opts = ReportOptions {
+            short_lived_ns: 400 * MS,
+            top: 1,
+        };
+        let text = report(&timeline(vec![sample_process()]), &opts);
+        has_line(
+            &text,
+            "Short-lived mappings (unmapped within 400.0 ms of being mapped): 3, 1.2 MiB",
+        );
+        has_line(&text, "    the first 1:");
+
+        let opts = ReportOptions {
+            short_lived_ns: MS,
+            top: 10,
+        };
+        let text = report(&timeline(vec![sample_process()]), &opts);
+        has_line(
+            &text,
+            "  no short-lived mappings (none unmapped within 1.0 ms of being mapped)",
+        );
+    }
+
+    #[test]
+    fn untouched() {
+        let text = report(&timeline(vec![sample_process()]), &ReportOptions::default());
+        // heap 768 KiB + anon 6 MiB + stack 124 KiB + short-lived 128 KiB
+        // (never touched) + 1 MiB (lived 300 ms) + 4 KiB (died at exit).
+        let total = 768 * KIB + 6 * MIB + 124 * KIB + 128 * KIB + MIB + 4 * KIB;
+        assert_eq!(human_size(total), "8.0 MiB");
+        assert_eq!(
+            section(&text, "Mapped but never touched"),
+            [
+                "  Mapped but never touched: 8.0 MiB in 6 of 7 anonymous regions (heap, stacks, anon)",
+                "    UNTOUCHED     MAPPED  ADDRESS RANGE                  MAPPING",
+                "      6.0 MiB    8.0 MiB  0x7f0000000000-0x7f0000800000  [anon]",
+                "      1.0 MiB    1.0 MiB  0x7f0003000000-0x7f0003100000  [anon]",
+                "    768.0 KiB    1.0 MiB  0x555500000000-0x555500100000  [heap]",
+                "    128.0 KiB  128.0 KiB  0x7f0002000000-0x7f0002020000  [anon]",
+                "    124.0 KiB  132.0 KiB  0x7ffd00000000-0x7ffd00021000  [stack]",
+                "      4.0 KiB    4.0 KiB  0x7f0004000000-0x7f0004001000  [anon]",
+                "    (touched: a page fault was seen; untouched memory takes address space, not RAM)",
+            ]
+        );
+    }
+
+    #[test]
+    fn checks_drift_uncertain() {
+        let text = report(&timeline(vec![sample_process()]), &ReportOptions::default());
+        assert_eq!(
+            section(&text, "Checks"),
+            [
+                "  Checks: 3 comparisons with /proc/100/maps (exit 1, interval 2); 1 found drift",
+                "  Drift: 1 difference between the model and /proc/100/maps",
+                "    0.200000 s  missing   model   (nothing)",
+                "                          kernel  0x7f0010000000-0x7f0010001000 rw-p 00000000",
+                "  Uncertain: 2 intervals when events were lost, so the model may be wrong",
+                "    0.150000 s to 0.200000 s (50.0 ms)",
+                "    0.800000 s to the end",
+            ]
+        );
+
+        let mut p = sample_process();
+        p.checks.clear();
+        p.drift.clear();
+        p.uncertain.clear();
+        let text = report(&timeline(vec![p]), &ReportOptions::default());
+        assert_eq!(
+            section(&text, "Checks"),
+            [
+                "  Checks: none (the model was never compared with /proc/100/maps)",
+                "  no drift",
+                "  no uncertain intervals",
+            ]
+        );
+    }
+
+    #[test]
+    fn hostile_strings_are_escaped_and_lines_fit() {
+        let mut p = sample_process();
+        p.comm = "evil\u{1b}[31m".to_string();
+        let long = format!("/opt/{}/lib\u{7}x.so", "d".repeat(150));
+        p.regions[7].path = Some(long);
+        p.regions[0].kind = "heap\u{1b}]0;pwned\u{7}".to_string();
+        p.exe = Some(format!("/{}", "e".repeat(200)));
+        let mut t = timeline(vec![p]);
+        t.host = "h\r\nost".to_string();
+        t.command = Some((0..50).map(|i| format!("argument-{i}")).collect());
+        // `report` checks the width and for control characters.
+        let text = report(&t, &ReportOptions::default());
+        has_line(&text, "Process 100 (evil\\x1b[31m)");
+        has_line(&text, "Host          h\\r\\nost, Linux kernel");
+        has_line(&text, "/lib\\x07x.so");
+        has_line(&text, "Program       ...eeee");
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(duration(0), "0 ns");
+        assert_eq!(duration(999), "999 ns");
+        assert_eq!(duration(1_000), "1.0 us");
+        assert_eq!(duration(420_000), "420.0 us");
+        assert_eq!(duration(999_960), "1.0 ms");
+        assert_eq!(duration(100 * MS), "100.0 ms");
+        assert_eq!(duration(999_960_000), "1.000 s");
+        assert_eq!(duration(61_234_567_890), "61.235 s");
+        assert_eq!(at(0), "0.000000 s");
+        assert_eq!(at(1_234_567_891), "1.234567 s");
+        assert_eq!(fit_right("abcdef", 6), "abcdef");
+        assert_eq!(fit_right("abcdefg", 6), "abc...");
+        assert_eq!(fit_left("/usr/lib/libc.so.6", 18), "/usr/lib/libc.so.6");
+        assert_eq!(fit_left("/usr/lib/libc.so.6", 16), ".../libc.so.6");
+        assert_eq!(fit_left("abcdefghij", 6), "...hij");
+        assert_eq!(shell_quote("a-b_c/d.e=f"), "a-b_c/d.e=f");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(percent(1, 3), "33%");
+        assert_eq!(percent(2, 3), "67%");
+        assert_eq!(percent(1, 0), "-");
+        assert_eq!(plural(1, "a", "b"), "1 a");
+        assert_eq!(plural(0, "a", "b"), "0 b");
+        assert_eq!(some_of(3, 3), "all 3");
+        assert_eq!(some_of(2, 3), "top 2 of 3");
+    }
+
+    // --- Errors ------------------------------------------------------------
+
+    /// A fresh file under the temporary directory holding `contents`.
+    fn temp_file(contents: &[u8]) -> PathBuf {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "mmtrace-report-test-{}-{}.json",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// `run` on a file holding `contents`: the error message, with the
+    /// path replaced by FILE.
+    fn error_for(contents: &[u8]) -> String {
+        let path = temp_file(contents);
+        let mut out = Vec::new();
+        let result = run(&path, &ReportOptions::default(), &mut out);
+        std::fs::remove_file(&path).unwrap();
+        let e = result.expect_err("an error");
+        assert!(out.is_empty(), "nothing written on error");
+        let msg = e.to_string();
+        assert_eq!(msg.lines().count(), 1, "one line: {msg:?}");
+        msg.replace(&path.display().to_string(), "FILE")
+    }
+
+    fn json(t: &Timeline) -> Vec<u8> {
+        serde_json::to_vec_pretty(t).unwrap()
+    }
+
+    #[test]
+    fn good_file() {
+        let t = timeline(vec![sample_process()]);
+        let path = temp_file(&json(&t));
+        let mut out = Vec::new();
+        run(&path, &ReportOptions::default(), &mut out).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            render(&t, &ReportOptions::default())
+        );
+    }
+
+    #[test]
+    fn unreadable() {
+        let path =
+            std::env::temp_dir().join(format!("mmtrace-report-missing-{}", std::process::id()));
+        let e = run(&path, &ReportOptions::default(), &mut Vec::new()).unwrap_err();
+        assert!(matches!(e, ReportError::Read { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot read {}: No such file or directory (os error 2)",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn empty() {
+        assert_eq!(error_for(b""), "FILE is empty");
+        assert_eq!(error_for(b"  \n"), "FILE is empty");
+    }
+
+    #[test]
+    fn not_json() {
+        assert_eq!(
+            error_for(b"mmtrace record output\n"),
+            "FILE is not JSON: expected value at line 1 column 1"
+        );
+        assert_eq!(
+            error_for(b"{\"schema\": \"mmtrace.timeline/v1\",\n  oops}"),
+            "FILE is not JSON: key must be a string at line 2 column 3"
+        );
+        assert_eq!(
+            error_for(b"{} {}"),
+            "FILE is not JSON: trailing characters at line 1 column 4"
+        );
+    }
+
+    #[test]
+    fn truncated() {
+        let bytes = json(&timeline(vec![sample_process()]));
+        let msg = error_for(&bytes[..bytes.len() / 2]);
+        assert!(
+            msg.starts_with("FILE is truncated (EOF while parsing "),
+            "{msg}"
+        );
+        assert!(msg.contains(" at line "), "{msg}");
+        assert_eq!(
+            error_for(b"{\"schema\": \"mmtrace.timeline/v1\""),
+            "FILE is truncated (EOF while parsing an object at line 1 column 32)"
+        );
+    }
+
+    #[test]
+    fn other_schema() {
+        let tail = "this mmtrace reads mmtrace.timeline/v1)";
+        assert_eq!(
+            error_for(br#"{"schema": "mmtrace.timeline/v2", "x": 1}"#),
+            format!("FILE is not an mmtrace timeline (schema \"mmtrace.timeline/v2\"; {tail}")
+        );
+        assert_eq!(
+            error_for(br#"{"schema": 1}"#),
+            format!("FILE is not an mmtrace timeline (schema 1; {tail}")
+        );
+        assert_eq!(
+            error_for(br#"{"t_ns": 1, "event": "mmap"}"#),
+            format!("FILE is not an mmtrace timeline (no \"schema\" field; {tail}")
+        );
+        assert_eq!(
+            error_for(b"[1, 2]"),
+            format!("FILE is not an mmtrace timeline (a JSON array, not an object; {tail}")
+        );
+        // A control character in the schema is escaped, a long one cut.
+        let msg =
+            error_for(format!(r#"{{"schema": "a\u001b[31m{}"}}"#, "x".repeat(100)).as_bytes());
+        assert!(msg.contains(r#"(schema "a\u001b[31mxxx"#), "{msg}");
+        assert!(msg.contains("x...; this mmtrace reads"), "{msg}");
+        assert!(!msg.contains('\u{1b}'), "{msg}");
+    }
+
+    #[test]
+    fn wrong_shape() {
+        let prefix = "FILE does not match mmtrace.timeline/v1: ";
+        assert_eq!(
+            error_for(br#"{"schema": "mmtrace.timeline/v1"}"#),
+            format!("{prefix}missing field `started_at` at line 1 column 33")
+        );
+        let mut v = serde_json::to_value(timeline(vec![sample_process()])).unwrap();
+        v["processes"][0]["regions"][1]["faults"]["total"] = serde_json::json!(-1);
+        let msg = error_for(serde_json::to_string(&v).unwrap().as_bytes());
+        assert!(
+            msg.starts_with(&format!(
+                "{prefix}invalid value: integer `-1`, expected u64 at line 1 column "
+            )),
+            "{msg}"
+        );
+
+        let mut t = timeline(vec![sample_process()]);
+        t.processes[0].regions[1].start = "0xzz".to_string();
+        assert_eq!(
+            error_for(&json(&t)),
+            format!("{prefix}process 100, region 2: start \"0xzz\" is not an address (0x and hex digits)")
+        );
+        let mut t = timeline(vec![sample_process()]);
+        t.processes[0].regions[1].end = "0x1".to_string();
+        assert_eq!(
+            error_for(&json(&t)),
+            format!("{prefix}process 100, region 2: end 0x1 is below start 0x7f0000000000")
+        );
+        let mut t = timeline(vec![sample_process()]);
+        t.processes[0].drift[0].kernel.as_mut().unwrap().end = "12".to_string();
+        assert_eq!(
+            error_for(&json(&t)),
+            format!("{prefix}process 100, drift at 200000000 ns: end \"12\" is not an address (0x and hex digits)")
+        );
+    }
+}
