@@ -9,6 +9,7 @@ mod clock;
 mod decode;
 mod error;
 mod event;
+mod exitwatch;
 mod hook;
 mod model;
 mod output;

@@ -21,17 +21,17 @@ use crate::{
     clock,
     error::{Error, Result},
     event::{split_status, Body, Event, SysResult},
+    exitwatch,
     hook::{Hooks, StackPath},
     model::{maps, seed_of, AddressSpace, Backing, Seed},
     output::names::{dev_str, hex, signal_name},
+    preflight,
     session::{self, Sink, Target},
     timeline::{self, Timeline},
 };
 
 /// Ticks: checks are started and resolved, counters sampled.
 const TICK: Duration = Duration::from_millis(50);
-/// Events stamped this close to a maps read may or may not be in it.
-const CUT_MARGIN_NS: u64 = 2_000_000;
 
 pub struct Prepared {
     args: RecordArgs,
@@ -54,7 +54,13 @@ pub fn prepare(mut args: RecordArgs) -> Result<Prepared> {
             command: Vec::new(),
         },
     );
-    let target = session::start(trace, pids)?;
+    // Exit checks need a seccomp filter in the command, installed without
+    // no_new_privs (which would change what the command may do).
+    let watch_exits = !trace.command.is_empty() && preflight::has_sys_admin();
+    if !trace.command.is_empty() && !watch_exits {
+        log::warn!("no exit checks: they need CAP_SYS_ADMIN");
+    }
+    let target = session::start(trace, pids, watch_exits)?;
     Ok(Prepared { args, out, target })
 }
 
@@ -360,9 +366,12 @@ impl RecordSink {
         let Some(pending) = p.pending.take() else {
             return;
         };
-        if p.last_change + CUT_MARGIN_NS >= pending.t0 {
-            // It changed around the read: the snapshot may be ahead of or
-            // behind the model. Try again later.
+        // A change's event is stamped after the change (at the syscall's
+        // exit, or when a grown stack's page is charged), and every event
+        // stamped before the read is in: with no event from the read on,
+        // model and snapshot describe the same moment.
+        if p.last_change >= pending.t0 {
+            // It changed around the read. Try again later.
             return;
         }
         let t = pending.t0.saturating_sub(start_ns);
@@ -633,6 +642,46 @@ impl Sink for RecordSink {
     fn flush(&mut self) -> bool {
         true
     }
+
+    fn exit_snapshot(&mut self, tid: u32) {
+        let Some(tgid) = crate::preflight::process_of(tid).ok() else {
+            return;
+        };
+        let Some(&i) = self.live.get(&tgid) else {
+            return;
+        };
+        let p = &mut self.procs[i];
+        // The exiting thread waits in the seccomp notification; any other
+        // thread must be blocked too for the read to be a cut.
+        if !idle(tgid) {
+            return;
+        }
+        let t0 = clock::monotonic_ns();
+        if let Ok(snapshot) = maps::read(tgid) {
+            if idle(tgid) {
+                p.pending = Some(PendingCheck {
+                    t0,
+                    snapshot,
+                    reason: "exit",
+                });
+            }
+        }
+    }
+
+    fn exit_resolve(&mut self, tid: u32) {
+        let Some(tgid) = crate::preflight::process_of(tid).ok() else {
+            return;
+        };
+        if let Some(&i) = self.live.get(&tgid) {
+            if self.procs[i]
+                .pending
+                .as_ref()
+                .is_some_and(|c| c.reason == "exit")
+            {
+                self.resolve(i, clock::monotonic_ns());
+            }
+        }
+    }
 }
 
 /// Records until the end condition, writes the timeline; returns mmtrace's
@@ -658,7 +707,26 @@ pub async fn run(p: Prepared) -> Result<i32> {
         lost_events: 0,
         exec_stop: cfg.exec_stop,
     };
-    let outcome = session::run(&mut target, &cfg, TICK, &mut sink).await?;
+    // Exits of the command tree wait for a check (see exitwatch).
+    let listener = target
+        .command
+        .as_mut()
+        .and_then(|(_, held)| held.exit_listener.take());
+    let mut spare = None;
+    let exits = match listener {
+        Some(l) => {
+            spare = l.try_clone().ok();
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            std::thread::spawn(move || exitwatch::serve(l, tx));
+            Some(rx)
+        }
+        None => None,
+    };
+    let outcome = session::run(&mut target, &cfg, TICK, &mut sink, exits).await?;
+    if let (session::End::Signal(_), Some(l)) = (&outcome.end, &spare) {
+        // The command goes on without us: keep its exits working.
+        exitwatch::answer_in_background(l);
+    }
     let duration_ns = outcome.elapsed.as_nanos() as u64;
     let doc = sink.timeline(&target, duration_ns, outcome.stack_path);
     write_doc(&doc, out, &args.output)?;

@@ -361,7 +361,7 @@ fn process(s: &mut String, t: &Timeline, p: &Process, opts: &ReportOptions) {
     let from = match p.seeded_by.as_str() {
         "fork" => "its fork: its whole life was seen".to_string(),
         "exec" => "its exec".to_string(),
-        "proc" => "the start: it was already running (first state read from /proc)".to_string(),
+        "proc" => "first sight (its first state was read from /proc/PID/maps)".to_string(),
         other => esc(other),
     };
     field(s, "Traced from", &from);
@@ -473,7 +473,10 @@ fn biggest(s: &mut String, p: &Process, opts: &ReportOptions) {
         ln!(s, "  no regions");
         return;
     }
-    let mut regions: Vec<&Region> = p.regions.iter().collect();
+    // A region merged into another or moved lives on in that one.
+    let (mut regions, lives_on): (Vec<&Region>, Vec<&Region>) =
+        p.regions.iter().partition(|r| !lives_on_elsewhere(r));
+    let candidates = regions.len();
     regions.sort_by(|a, b| {
         region_size(b)
             .cmp(&region_size(a))
@@ -484,7 +487,7 @@ fn biggest(s: &mut String, p: &Process, opts: &ReportOptions) {
     ln!(
         s,
         "  Biggest regions ({}, by size)",
-        some_of(regions.len(), p.regions.len())
+        some_of(regions.len(), candidates)
     );
     let rows = regions
         .iter()
@@ -511,6 +514,19 @@ fn biggest(s: &mut String, p: &Process, opts: &ReportOptions) {
         ],
         rows,
     );
+    if !lives_on.is_empty() {
+        ln!(
+            s,
+            "    ({} merged into or moved to another left out)",
+            plural(lives_on.len() as u64, "region", "regions")
+        );
+    }
+}
+
+/// The region ended by becoming part of another: merged into a neighbour
+/// or moved by mremap.
+fn lives_on_elsewhere(r: &Region) -> bool {
+    matches!(r.died_by.as_deref(), Some("merge" | "mremap"))
 }
 
 fn percent(part: u64, whole: u64) -> String {
@@ -586,15 +602,20 @@ fn faults(s: &mut String, p: &Process, opts: &ReportOptions) {
 }
 
 /// Regions unmapped within `opts.short_lived_ns` of being mapped, in time
-/// order. Those that ended with their process (exit, exec) are left out.
+/// order. Only mappings made and unmapped by the process count: not pieces
+/// cut from a region (split), copies (fork), what was there (proc, exec),
+/// nor regions that ended with the process (exit, exec) or live on in
+/// another (merge, mremap).
 fn short_lived_regions<'a>(p: &'a Process, opts: &ReportOptions) -> Vec<&'a Region> {
     let mut v: Vec<&Region> = p
         .regions
         .iter()
-        .filter(|r| match (r.died_ns, r.died_by.as_deref()) {
-            (_, Some("exit" | "exec")) => false,
-            (Some(died), _) => died.saturating_sub(r.born_ns) <= opts.short_lived_ns,
-            (None, _) => false,
+        .filter(|r| !matches!(r.born_by.as_str(), "split" | "fork" | "proc" | "exec"))
+        .filter(|r| !matches!(r.died_by.as_deref(), Some("exit" | "exec")))
+        .filter(|r| !lives_on_elsewhere(r))
+        .filter(|r| {
+            r.died_ns
+                .is_some_and(|died| died.saturating_sub(r.born_ns) <= opts.short_lived_ns)
         })
         .collect();
     v.sort_by(|a, b| a.born_ns.cmp(&b.born_ns).then(a.id.cmp(&b.id)));
@@ -659,16 +680,23 @@ fn short_lived(s: &mut String, p: &Process, opts: &ReportOptions) {
 /// Kinds of anonymous memory, counted in "mapped but never touched".
 const ANON_KINDS: [&str; 4] = ["anon", "heap", "stack", "thread_stack"];
 
+/// Mapped at the end of the process (or of the recording).
+fn mapped_at_end(r: &Region) -> bool {
+    matches!(r.died_by.as_deref(), None | Some("exit"))
+}
+
 fn untouched(s: &mut String, p: &Process, opts: &ReportOptions) {
+    // Regions at the end only: over the whole life, a page would count
+    // again in every region that took it over (merge, mremap, split).
     let anon: Vec<&Region> = p
         .regions
         .iter()
-        .filter(|r| ANON_KINDS.contains(&r.kind.as_str()))
+        .filter(|r| ANON_KINDS.contains(&r.kind.as_str()) && mapped_at_end(r))
         .collect();
     if anon.is_empty() {
         ln!(
             s,
-            "  no anonymous memory (heap, stack, anon), so nothing untouched"
+            "  no anonymous memory (heap, stack, anon) mapped at the end, so nothing untouched"
         );
         return;
     }
@@ -688,14 +716,14 @@ fn untouched(s: &mut String, p: &Process, opts: &ReportOptions) {
     if regions.is_empty() {
         ln!(
             s,
-            "  no mapped but never touched memory: every anonymous page was touched"
+            "  no mapped but never touched memory at the end: every anonymous page was touched"
         );
         return;
     }
     let total: u64 = regions.iter().map(|r| untouched_of(r)).sum();
     ln!(
         s,
-        "  Mapped but never touched: {} in {} of {} (heap, stacks, anon)",
+        "  Mapped but never touched, at the end: {} in {} of {} (heap, stacks, anon)",
         human_size(total),
         regions.len(),
         plural(anon.len() as u64, "anonymous region", "anonymous regions")
@@ -1174,7 +1202,39 @@ mod tests {
                         "mmap",
                     ),
                     70 * MS,
+                    "replaced",
+                ),
+                // Merged into region 2 and moved (it lives on elsewhere);
+                // a piece split off and merged back: none is short-lived
+                // nor among the biggest.
+                died(
+                    region(9, anon + 8 * MIB, anon + 9 * MIB, "anon", 30 * MS, "mmap"),
+                    31 * MS,
+                    "merge",
+                ),
+                died(
+                    region(
+                        10,
+                        anon + 10 * MIB,
+                        anon + 14 * MIB,
+                        "anon",
+                        30 * MS,
+                        "mmap",
+                    ),
+                    31 * MS,
                     "mremap",
+                ),
+                died(
+                    region(
+                        11,
+                        anon + 15 * MIB,
+                        anon + 15 * MIB + 4 * KIB,
+                        "anon",
+                        40 * MS,
+                        "split",
+                    ),
+                    41 * MS,
+                    "munmap",
                 ),
                 // Lived 300 ms: not short-lived.
                 died(
@@ -1367,7 +1427,10 @@ mod tests {
         has_line(&text, "Process 100 (demo)");
         has_line(&text, "Program       /usr/bin/demo");
         has_line(&text, "Parent        1");
-        has_line(&text, "Traced from   the start: it was already running");
+        has_line(
+            &text,
+            "Traced from   first sight (its first state was read from /proc/PID/maps)",
+        );
         has_line(&text, "Lifetime      0.000000 s to the end (1.000 s)");
         has_line(
             &text,

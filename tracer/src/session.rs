@@ -41,6 +41,11 @@ pub trait Sink {
     fn tick(&mut self, hooks: &mut Hooks);
     /// Flushes output; false once the output is gone (a closed pipe).
     fn flush(&mut self) -> bool;
+    /// A traced thread waits to exit, its address space whole: read it.
+    /// Every event it made has been handed over already.
+    fn exit_snapshot(&mut self, _tid: u32) {}
+    /// After the events submitted during the snapshot: compare.
+    fn exit_resolve(&mut self, _tid: u32) {}
 }
 
 /// Who is traced, checked and prepared before anything is attached.
@@ -66,13 +71,13 @@ pub fn check(args: &TraceArgs) -> Result<Vec<u32>> {
 
 /// Kernel features, tracefs, and the command started held. Runs before the
 /// async runtime exists: forking needs a single-threaded process.
-pub fn start(args: TraceArgs, pids: Vec<u32>) -> Result<Target> {
+pub fn start(args: TraceArgs, pids: Vec<u32>, watch_exits: bool) -> Result<Target> {
     preflight::check_kernel()?;
     preflight::ensure_tracefs()?;
     let command = match args.command.first() {
         Some(program) => {
             let path = spawn::resolve_program(program)?;
-            let held = spawn::spawn_held(&path, &args.command)?;
+            let held = spawn::spawn_held(&path, &args.command, watch_exits)?;
             Some((path, held))
         }
         None => None,
@@ -184,6 +189,7 @@ pub async fn run<S: Sink>(
     cfg: &HookConfig,
     tick: Duration,
     sink: &mut S,
+    mut exits: Option<tokio::sync::mpsc::UnboundedReceiver<crate::exitwatch::Notice>>,
 ) -> Result<Outcome> {
     // Blocked since main: one sent while loading waits here.
     let mut stop = StopSignals::new().context("signalfd")?;
@@ -234,6 +240,13 @@ pub async fn run<S: Sink>(
             status = async { child_wait.as_mut().unwrap().await }, if child_wait.is_some() => {
                 let status = status.context("waiting for the command")?.context("waitpid")?;
                 break End::CommandExited(status);
+            }
+            Some(notice) = async { exits.as_mut().unwrap().recv().await }, if exits.is_some() => {
+                drain(&mut reader, &mut hooks, sink, &mut tally);
+                sink.exit_snapshot(notice.tid);
+                drain(&mut reader, &mut hooks, sink, &mut tally);
+                sink.exit_resolve(notice.tid);
+                let _ = notice.ack.send(());
             }
             name = stop.recv() => break End::Signal(name.context("reading signals")?),
             _ = &mut sleep, if deadline.is_some() => break End::Duration,

@@ -46,7 +46,7 @@ pub fn prepare(mut args: StreamArgs) -> Result<Prepared> {
         }
     };
     let trace = std::mem::replace(&mut args.trace, empty_trace_args());
-    let target = session::start(trace, pids)?;
+    let target = session::start(trace, pids, false)?;
     Ok(Prepared {
         args,
         out,
@@ -259,7 +259,7 @@ pub async fn run(p: Prepared) -> Result<i32> {
         summarised_faults: 0,
     };
     let interval = std::time::Duration::from_secs_f64(args.summary_interval);
-    let mut outcome = session::run(&mut target, &cfg, interval, &mut sink).await?;
+    let mut outcome = session::run(&mut target, &cfg, interval, &mut sink, None).await?;
     if sink.summarised_faults > 0 {
         *outcome.tally.by_name.entry("fault").or_default() += sink.summarised_faults;
     }
