@@ -1,0 +1,145 @@
+//! Programs nobody here wrote, recorded from start to exit: the model of
+//! every process equals /proc/PID/maps at its exit (checked while the
+//! kernel holds the process at exit_group), nothing is lost, and every
+//! region's story is consistent.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use tests::{read_timeline, run_record, workspace_dir};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = workspace_dir()
+        .join("target")
+        .join("tmp")
+        .join(format!("mmtrace-programs-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn u(v: &Value) -> Option<u64> {
+    v.as_u64()
+}
+
+/// Records `cmd` and checks the document; returns it.
+fn record_and_check(name: &str, cmd: &[&str]) -> Value {
+    let dir = scratch(name);
+    let out = dir.join("timeline.json");
+    let run = run_record::<&str, &str>(&out, &[], cmd).unwrap_or_else(|e| panic!("{e}"));
+    assert!(run.status.success(), "{}: {}", run.command, run.stderr);
+    let doc = read_timeline(&out).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(doc["lost_events"], 0, "{name}: lost events");
+    let procs = doc["processes"].as_array().unwrap();
+    assert!(!procs.is_empty());
+    for p in procs {
+        let who = format!("{name}: pid {} ({})", p["pid"], p["comm"]);
+        assert_eq!(
+            p["drift"].as_array().unwrap().len(),
+            0,
+            "{who}: drift {}",
+            p["drift"]
+        );
+        assert_eq!(
+            p["uncertain"].as_array().unwrap().len(),
+            0,
+            "{who}: uncertain"
+        );
+        let exit_at = u(&p["exit_at_ns"]).unwrap_or_else(|| panic!("{who} did not exit"));
+        // Checked at exit, against the kernel, with no difference.
+        let checks = p["checks"].as_array().unwrap();
+        let exit_check = checks
+            .iter()
+            .find(|c| c["reason"] == "exit")
+            .unwrap_or_else(|| panic!("{who}: no check at exit: {checks:?}"));
+        assert!(checks.iter().all(|c| c["drift"] == 0), "{who}: {checks:?}");
+        // The regions alive at exit are the ones the kernel showed then.
+        let regions = p["regions"].as_array().unwrap();
+        let at_exit = regions.iter().filter(|r| r["died_by"] == "exit").count() as u64;
+        assert_eq!(
+            u(&exit_check["regions"]),
+            Some(at_exit),
+            "{who}: regions in /proc/PID/maps at exit vs regions torn down by the exit"
+        );
+        for r in regions {
+            let rid = format!("{who} region {} {}-{}", r["id"], r["start"], r["end"]);
+            let born = u(&r["born_ns"]).unwrap();
+            let died = u(&r["died_ns"]).unwrap_or_else(|| panic!("{rid} outlived its process"));
+            assert!(
+                born <= died && died <= exit_at,
+                "{rid}: born {born} died {died}"
+            );
+            if r["died_by"] == "exit" {
+                assert_eq!(died, exit_at, "{rid}");
+            }
+            let h = r["history"].as_array().unwrap();
+            assert_eq!(h[0]["op"], "born", "{rid}");
+            let mut last = 0;
+            for c in h {
+                let t = u(&c["t_ns"]).unwrap();
+                assert!(
+                    t >= last && t >= born && t <= died,
+                    "{rid}: history out of order"
+                );
+                last = t;
+                let (s, e) = (
+                    u64::from_str_radix(c["start"].as_str().unwrap().trim_start_matches("0x"), 16),
+                    u64::from_str_radix(c["end"].as_str().unwrap().trim_start_matches("0x"), 16),
+                );
+                assert!(s.unwrap() < e.unwrap(), "{rid}: empty state {c}");
+            }
+            let final_state = h.last().unwrap();
+            assert_eq!(final_state["start"], r["start"], "{rid}");
+            assert_eq!(final_state["end"], r["end"], "{rid}");
+            assert_eq!(final_state["perms"], r["perms"], "{rid}");
+        }
+    }
+    doc
+}
+
+#[test]
+fn python_import_json() {
+    let doc = record_and_check("python", &["/usr/bin/python3", "-c", "import json"]);
+    let p = &doc["processes"][0];
+    assert_eq!(p["exe"], "/usr/bin/python3");
+    // Its heap and at least one library mapping were seen being made.
+    let regions = p["regions"].as_array().unwrap();
+    assert!(regions
+        .iter()
+        .any(|r| r["kind"] == "heap" && r["born_by"] == "brk"));
+    assert!(regions
+        .iter()
+        .any(|r| r["born_by"] == "mmap" && r["path"].as_str().is_some_and(|s| s.contains("libm"))));
+}
+
+#[test]
+fn a_c_compiler_run() {
+    let dir = scratch("cc-src");
+    let src = dir.join("x.c");
+    std::fs::write(&src, "int f(int x) { return x * 2; }\n").unwrap();
+    let obj = dir.join("x.o");
+    let doc = record_and_check(
+        "cc",
+        &[
+            "cc",
+            "-c",
+            "-o",
+            obj.to_str().unwrap(),
+            src.to_str().unwrap(),
+        ],
+    );
+    // The driver runs the compiler proper and the assembler: three processes.
+    let procs = doc["processes"].as_array().unwrap();
+    assert!(procs.len() >= 3, "{} processes", procs.len());
+    assert!(procs.iter().any(|p| p["seeded_by"] == "fork"));
+    assert!(obj.exists());
+}
+
+#[test]
+fn git() {
+    let dir = scratch("git");
+    record_and_check(
+        "git",
+        &["git", "init", "-q", dir.join("repo").to_str().unwrap()],
+    );
+}
