@@ -143,3 +143,39 @@ fn git() {
         &["git", "init", "-q", dir.join("repo").to_str().unwrap()],
     );
 }
+
+#[test]
+fn pid_reuse_gives_two_timelines() {
+    let dir = scratch("pidreuse");
+    let out = dir.join("timeline.json");
+    let run = run_record::<&str, &str>(&out, &[], &[env!("CARGO_BIN_EXE_pidreuse")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(run.status.success(), "{}: {}", run.command, run.stderr);
+    let pid: u64 = run.stdout.trim().parse().expect("the reused pid");
+    let doc = read_timeline(&out).unwrap_or_else(|e| panic!("{e}"));
+    let same: Vec<&Value> = doc["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| u(&p["pid"]) == Some(pid))
+        .collect();
+    assert_eq!(same.len(), 2, "two processes with pid {pid}");
+    let (a, b) = (same[0], same[1]);
+    assert!(u(&a["exit_at_ns"]).unwrap() <= u(&b["regions"][0]["born_ns"]).unwrap());
+    assert_ne!(a["start_time"], b["start_time"], "told apart by start time");
+    for p in [a, b] {
+        assert_eq!(p["seeded_by"], "fork");
+        let mmaps: Vec<&Value> = p["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["born_by"] == "mmap")
+            .collect();
+        assert_eq!(mmaps.len(), 1, "each child's own page: {mmaps:?}");
+        assert!(p["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["reason"] == "exit"));
+    }
+}
