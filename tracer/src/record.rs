@@ -288,6 +288,7 @@ impl RecordSink {
             Body::Exec {
                 path, start_time, ..
             } => {
+                p.space.discard_seeded_after(t);
                 p.space.end_all(t, "exec");
                 p.exec_at = Some(t);
                 p.exe = Some(path.clone());

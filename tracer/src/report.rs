@@ -1436,14 +1436,17 @@ mod tests {
             &text,
             "Exit          still running when the recording ended",
         );
-        has_line(&text, "regions               8 (4 still mapped at the end)");
+        has_line(
+            &text,
+            "regions               11 (4 still mapped at the end)",
+        );
 
         p.exit_at_ns = Some(500 * MS);
         p.exit_signal = Some("SIGKILL".to_string());
         let text = report(&timeline(vec![p]), &ReportOptions::default());
         has_line(&text, "Exit          killed by SIGKILL");
         has_line(&text, "Lifetime      0.000000 s to 0.500000 s (500.0 ms)");
-        has_line(&text, "regions               8 over its life");
+        has_line(&text, "regions               11 over its life");
     }
 
     #[test]
@@ -1457,7 +1460,7 @@ mod tests {
                 "    heap                     1.0 MiB  at 0.100000 s",
                 "    stack                  132.0 KiB  at 0.200000 s",
                 "    resident (RSS)           5.0 MiB  at 0.200000 s",
-                "    regions               8 over its life",
+                "    regions               11 over its life",
             ]
         );
 
@@ -1485,15 +1488,16 @@ mod tests {
         assert_eq!(
             section(&text, "Biggest regions"),
             [
-                "  Biggest regions (top 3 of 8, by size)",
+                "  Biggest regions (top 3 of 9, by size)",
                 "    ADDRESS RANGE                     SIZE  PERMS  MAPPING",
                 "    0x7f0000000000-0x7f0000800000  8.0 MiB  rw-p   [anon]",
                 "    0x7f0006000000-0x7f0006200000  2.0 MiB  r-xp   /usr/lib/libdemo.so",
                 "    0x555500000000-0x555500100000  1.0 MiB  rw-p   [heap]",
+                "    (2 regions merged into or moved to another left out)",
             ]
         );
         let text = report(&timeline(vec![sample_process()]), &ReportOptions::default());
-        has_line(&text, "  Biggest regions (all 8, by size)");
+        has_line(&text, "  Biggest regions (all 9, by size)");
         has_line(
             &text,
             "    0x7f0003000000-0x7f0003100000    1.0 MiB  rw-p   [anon]  (gone at 0.400000 s: munmap)",
@@ -1543,9 +1547,9 @@ mod tests {
             section(&text, "Short-lived"),
             [
                 "  Short-lived mappings (unmapped within 100.0 ms of being mapped): 2, 192.0 KiB in all",
-                "       BORN AT    LIVED       SIZE  HOW             ADDRESS         MAPPING",
-                "    0.010000 s   5.0 ms   64.0 KiB  mmap -> munmap  0x7f0001000000  [anon]",
-                "    0.020000 s  50.0 ms  128.0 KiB  mmap -> mremap  0x7f0002000000  [anon]",
+                "       BORN AT    LIVED       SIZE  HOW               ADDRESS         MAPPING",
+                "    0.010000 s   5.0 ms   64.0 KiB  mmap -> munmap    0x7f0001000000  [anon]",
+                "    0.020000 s  50.0 ms  128.0 KiB  mmap -> replaced  0x7f0002000000  [anon]",
             ]
         );
 
@@ -1584,23 +1588,42 @@ mod tests {
     #[test]
     fn untouched() {
         let text = report(&timeline(vec![sample_process()]), &ReportOptions::default());
-        // heap 768 KiB + anon 6 MiB + stack 124 KiB + short-lived 128 KiB
-        // (never touched) + 1 MiB (lived 300 ms) + 4 KiB (died at exit).
-        let total = 768 * KIB + 6 * MIB + 124 * KIB + 128 * KIB + MIB + 4 * KIB;
-        assert_eq!(human_size(total), "8.0 MiB");
+        // The anonymous regions mapped at the end: heap 768 KiB + anon 6 MiB
+        // + stack 124 KiB + 4 KiB (died at exit).
+        let total = 768 * KIB + 6 * MIB + 124 * KIB + 4 * KIB;
+        assert_eq!(human_size(total), "6.9 MiB");
         assert_eq!(
             section(&text, "Mapped but never touched"),
             [
-                "  Mapped but never touched: 8.0 MiB in 6 of 7 anonymous regions (heap, stacks, anon)",
+                "  Mapped but never touched, at the end: 6.9 MiB in 4 of 4 anonymous regions \
+                 (heap, stacks, anon)",
                 "    UNTOUCHED     MAPPED  ADDRESS RANGE                  MAPPING",
                 "      6.0 MiB    8.0 MiB  0x7f0000000000-0x7f0000800000  [anon]",
-                "      1.0 MiB    1.0 MiB  0x7f0003000000-0x7f0003100000  [anon]",
                 "    768.0 KiB    1.0 MiB  0x555500000000-0x555500100000  [heap]",
-                "    128.0 KiB  128.0 KiB  0x7f0002000000-0x7f0002020000  [anon]",
                 "    124.0 KiB  132.0 KiB  0x7ffd00000000-0x7ffd00021000  [stack]",
                 "      4.0 KiB    4.0 KiB  0x7f0004000000-0x7f0004001000  [anon]",
                 "    (touched: a page fault was seen; untouched memory takes address space, not RAM)",
             ]
+        );
+
+        let mut p = sample_process();
+        for r in &mut p.regions {
+            if r.faults.total > 0 {
+                r.faults.touched_bytes = r.faults.mapped_bytes;
+            }
+        }
+        p.regions.retain(|r| r.id != 6);
+        let text = report(&timeline(vec![p.clone()]), &ReportOptions::default());
+        has_line(
+            &text,
+            "  no mapped but never touched memory at the end: every anonymous page was touched",
+        );
+        p.regions
+            .retain(|r| !ANON_KINDS.contains(&r.kind.as_str()) || !mapped_at_end(r));
+        let text = report(&timeline(vec![p]), &ReportOptions::default());
+        has_line(
+            &text,
+            "  no anonymous memory (heap, stack, anon) mapped at the end, so nothing untouched",
         );
     }
 
@@ -1640,7 +1663,7 @@ mod tests {
         let mut p = sample_process();
         p.comm = "evil\u{1b}[31m".to_string();
         let long = format!("/opt/{}/lib\u{7}x.so", "d".repeat(150));
-        p.regions[7].path = Some(long);
+        p.regions.iter_mut().find(|r| r.id == 8).unwrap().path = Some(long);
         p.regions[0].kind = "heap\u{1b}]0;pwned\u{7}".to_string();
         p.exe = Some(format!("/{}", "e".repeat(200)));
         let mut t = timeline(vec![p]);

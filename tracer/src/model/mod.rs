@@ -688,6 +688,21 @@ impl AddressSpace {
         self.merge_around(ret, t_ns);
     }
 
+    /// Forgets live regions seeded from /proc after `t_ns`: a snapshot read
+    /// after that moment (say, of a process already past an exec the model
+    /// has not applied yet) describes a later state, not one to end.
+    pub fn discard_seeded_after(&mut self, t_ns: u64) {
+        self.regions
+            .retain(|r| !(r.died_ns.is_none() && r.born_by == "proc" && r.born_ns > t_ns));
+        self.live = self
+            .regions
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.died_ns.is_none())
+            .map(|(i, r)| (r.start, i))
+            .collect();
+    }
+
     /// Every live region dies (exec replaces the address space, exit
     /// tears it down).
     pub fn end_all(&mut self, t_ns: u64, cause: Cause) {
