@@ -92,7 +92,8 @@ struct Proc {
     /// Lost events may have touched it since this time (relative ns).
     uncertain_since: Option<u64>,
     counters: Vec<timeline::CounterSample>,
-    last_sample: u64,
+    /// Events arrived since the last counter sample.
+    dirty: bool,
     faults_since_sample: u64,
     drift: Vec<timeline::Drift>,
     checks: Vec<timeline::Check>,
@@ -135,7 +136,7 @@ impl RecordSink {
             pending: None,
             uncertain_since: None,
             counters: Vec::new(),
-            last_sample: 0,
+            dirty: true,
             faults_since_sample: 0,
             drift: Vec::new(),
             checks: Vec::new(),
@@ -197,6 +198,7 @@ impl RecordSink {
         let exec_stop = self.exec_stop;
         let start_ns = self.start_ns;
         let p = &mut self.procs[i];
+        p.dirty = true;
         if matches!(ev.body, Body::Fault { .. }) {
             p.faults_since_sample += 1;
         } else {
@@ -336,9 +338,10 @@ impl RecordSink {
         for i in live {
             self.resolve(i, now);
             let p = &mut self.procs[i];
-            if now.saturating_sub(p.last_sample) >= interval.min(1_000_000_000) || final_pass {
+            // Counters move only with events: sample each tick that had some.
+            if p.dirty || final_pass {
                 sample(p, now.saturating_sub(self.start_ns));
-                p.last_sample = now;
+                p.dirty = false;
             }
             let due = now.saturating_sub(p.last_check) >= interval || p.uncertain_since.is_some();
             if (due || final_pass) && p.pending.is_none() && idle(p.pid) {
@@ -652,6 +655,9 @@ impl Sink for RecordSink {
             return;
         };
         let p = &mut self.procs[i];
+        // The last counters, while /proc still has them.
+        sample(p, clock::monotonic_ns().saturating_sub(self.start_ns));
+        p.dirty = false;
         // The exiting thread waits in the seccomp notification; any other
         // thread must be blocked too for the read to be a cut.
         if !idle(tgid) {
