@@ -77,6 +77,13 @@ pub struct StreamArgs {
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
 
+    /// Stream region-level changes instead of raw events: each mapping of
+    /// the traced processes born, grown, shrunk, split, protected, moved,
+    /// merged, advised, and dead (the model of `record`). Needs every event
+    /// kind, so --events does not go with it.
+    #[arg(long, conflicts_with = "events")]
+    pub regions: bool,
+
     /// Interval of the fault summary, in seconds.
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration)]
     pub summary_interval: f64,
@@ -258,5 +265,17 @@ mod tests {
             vec![OsString::from("ls"), OsString::from("-l")]
         );
         assert_eq!(a.events, vec![EventClass::Mmap, EventClass::Fault]);
+        assert!(!a.regions);
+    }
+
+    #[test]
+    fn regions_need_every_event() {
+        let ok =
+            Cli::try_parse_from(["mmtrace", "stream", "--regions", "--faults", "all"]).unwrap();
+        let Command::Stream(a) = ok.command else {
+            panic!("not stream")
+        };
+        assert!(a.regions);
+        assert!(Cli::try_parse_from(["mmtrace", "stream", "--regions", "-e", "mmap"]).is_err());
     }
 }

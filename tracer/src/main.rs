@@ -15,6 +15,7 @@ mod model;
 mod output;
 mod preflight;
 mod record;
+mod regions;
 mod report;
 mod session;
 mod signals;

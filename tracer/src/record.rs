@@ -20,10 +20,10 @@ use crate::{
     cli::RecordArgs,
     clock,
     error::{Error, Result},
-    event::{split_status, Body, Event, SysResult},
+    event::{split_status, Body, Event},
     exitwatch,
     hook::{Hooks, StackPath},
-    model::{maps, seed_of, AddressSpace, Backing, Seed},
+    model::{apply::apply_event, maps, seed_of, AddressSpace, Backing, Seed},
     output::names::{dev_str, hex, signal_name},
     preflight,
     session::{self, Sink, Target},
@@ -206,87 +206,12 @@ impl RecordSink {
         }
         // Events already reflected in the seed snapshot.
         let before_seed = ev.ts_ns < p.seeded_until;
+        if !apply_event(&mut p.space, ev, t, before_seed) {
+            // No region started where the stack grew: the model is out of
+            // step.
+            p.uncertain_since.get_or_insert(t);
+        }
         match &ev.body {
-            Body::Brk {
-                old_brk, new_brk, ..
-            } if !before_seed => {
-                // The heap's start is the kernel's mm->start_brk, carried in
-                // the record (see tracer-common's SyscallEvent).
-                let start_brk = brk_start(ev).unwrap_or(*old_brk);
-                p.space.brk(t, start_brk, *old_brk, *new_brk);
-            }
-            Body::Mmap {
-                len,
-                prot,
-                flags,
-                offset,
-                ret: SysResult::Ok(addr),
-                file,
-                ..
-            } => {
-                if before_seed {
-                    // Name the seeded region's birth after the call.
-                    if let Some(r) = p
-                        .space
-                        .regions
-                        .iter_mut()
-                        .rev()
-                        .find(|r| r.start == *addr && r.died_ns.is_none())
-                    {
-                        r.born_by = "mmap";
-                        r.born_ns = t.min(r.born_ns);
-                        if let Some(first) = r.history.first_mut() {
-                            first.t_ns = r.born_ns;
-                        }
-                    }
-                } else {
-                    let file = file
-                        .as_ref()
-                        .map(|f| (f.path.clone(), (f.dev_major, f.dev_minor), f.ino));
-                    p.space.mmap(t, *addr, *len, *prot, *flags, *offset, file);
-                }
-            }
-            Body::Munmap {
-                addr,
-                len,
-                ret: SysResult::Ok(_),
-            } if !before_seed => p.space.munmap(t, *addr, *len),
-            Body::Mremap {
-                old_addr,
-                old_len,
-                new_len,
-                flags,
-                ret: SysResult::Ok(ret),
-                ..
-            } if !before_seed => p
-                .space
-                .mremap(t, *old_addr, *old_len, *new_len, *flags, *ret),
-            Body::Mprotect {
-                addr,
-                len,
-                prot,
-                ret: SysResult::Ok(_),
-            } if !before_seed => p.space.mprotect(t, *addr, *len, *prot),
-            Body::Madvise {
-                addr,
-                len,
-                advice,
-                ret: SysResult::Ok(_),
-            } if !before_seed => p.space.madvise(t, *addr, *len, *advice),
-            Body::Fault {
-                addr,
-                access,
-                present,
-                ..
-            } => p.space.fault(t, *addr, *access, *present),
-            Body::Stack {
-                old_start,
-                new_start,
-                ..
-            } if !before_seed && !p.space.grow_stack(t, *old_start, *new_start) => {
-                // No region started there: the model is out of step.
-                p.uncertain_since.get_or_insert(t);
-            }
             Body::Exec {
                 path, start_time, ..
             } => {
@@ -440,16 +365,6 @@ impl RecordSink {
                 .map(|p| process_doc(p, bucket_ns, duration_ns))
                 .collect(),
         }
-    }
-}
-
-/// The heap start carried by a brk record: not kept in `Body::Brk`, so
-/// re-read from the kernel record is not possible here; the model uses the
-/// old break when the heap does not exist yet, which is the heap's start.
-fn brk_start(ev: &Event) -> Option<u64> {
-    match ev.body {
-        Body::Brk { start_brk, .. } if start_brk != 0 => Some(start_brk),
-        _ => None,
     }
 }
 

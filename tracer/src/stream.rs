@@ -1,4 +1,5 @@
-//! `mmtrace stream`: every event, live, as text or JSON lines.
+//! `mmtrace stream`: every event, live, as text or JSON lines (or, with
+//! `--regions`, the region changes they make: see [`crate::regions`]).
 
 use std::{
     collections::HashMap,
@@ -15,6 +16,7 @@ use crate::{
     event::{Body, Event},
     hook::Hooks,
     output::{self, Printer},
+    regions::RegionSink,
     session::{self, Sink, Target},
 };
 
@@ -66,7 +68,9 @@ fn empty_trace_args() -> crate::cli::TraceArgs {
     }
 }
 
-struct StreamSink {
+/// Prints events; also the fault summaries and lost lines of
+/// `stream --regions` ([`crate::regions`]).
+pub(crate) struct StreamSink {
     out: Option<Box<dyn Write>>,
     printer: Option<Printer<Box<dyn Write>>>,
     format: output::Format,
@@ -85,6 +89,52 @@ struct StreamSink {
 }
 
 impl StreamSink {
+    pub(crate) fn new(
+        out: Box<dyn Write>,
+        format: output::Format,
+        color: bool,
+        fault_mode: u32,
+    ) -> StreamSink {
+        StreamSink {
+            out: Some(out),
+            printer: None,
+            format,
+            color,
+            fault_mode,
+            faults_seen: HashMap::new(),
+            exec_comms: HashMap::new(),
+            last_summary_ns: 0,
+            output_closed: false,
+            summarised_faults: 0,
+        }
+    }
+
+    /// Fault counts summarised, for the closing tally.
+    pub(crate) fn summarised_faults(&self) -> u64 {
+        self.summarised_faults
+    }
+
+    /// The output failed (a closed pipe): nothing more is written.
+    pub(crate) fn output_closed(&self) -> bool {
+        self.output_closed
+    }
+
+    /// Keeps the fault summaries right before `ev` is printed: a process's
+    /// comm after exec, its last faults before its exit.
+    pub(crate) fn before_event(&mut self, ev: &Event, hooks: &mut Hooks) {
+        match ev.body {
+            Body::Exec { .. } if self.fault_mode == FAULTS_SUMMARY => {
+                self.exec_comms.insert(ev.pid, ev.comm.clone());
+            }
+            Body::Exit { .. } => {
+                // The process's last faults come before its exit line.
+                self.report_faults_of(hooks, ev.pid, ev.ts_ns);
+                self.exec_comms.remove(&ev.pid);
+            }
+            _ => {}
+        }
+    }
+
     fn emit(&mut self, ev: &Event) {
         if self.output_closed {
             return;
@@ -97,7 +147,7 @@ impl StreamSink {
         }
     }
 
-    fn note_output_error(&mut self, e: io::Error) {
+    pub(crate) fn note_output_error(&mut self, e: io::Error) {
         if !self.output_closed {
             if e.kind() != io::ErrorKind::BrokenPipe {
                 eprintln!("mmtrace: cannot write events: {e}");
@@ -184,17 +234,7 @@ impl Sink for StreamSink {
     }
 
     fn event(&mut self, ev: Event, hooks: &mut Hooks) {
-        match ev.body {
-            Body::Exec { .. } if self.fault_mode == FAULTS_SUMMARY => {
-                self.exec_comms.insert(ev.pid, ev.comm.clone());
-            }
-            Body::Exit { .. } => {
-                // The process's last faults come before its exit line.
-                self.report_faults_of(hooks, ev.pid, ev.ts_ns);
-                self.exec_comms.remove(&ev.pid);
-            }
-            _ => {}
-        }
+        self.before_event(&ev, hooks);
         self.emit(&ev);
     }
 
@@ -242,26 +282,26 @@ pub async fn run(p: Prepared) -> Result<i32> {
         FaultMode::Summary => FAULTS_SUMMARY,
         FaultMode::All => FAULTS_ALL,
     };
-    let cfg = target.hook_config(kind_mask(&args.events, args.faults), fault_mode, false);
-    let mut sink = StreamSink {
-        out: Some(out),
-        printer: None,
-        format: match args.format {
-            Format::Text => output::Format::Text,
-            Format::Jsonl => output::Format::Jsonl,
-        },
-        color,
-        fault_mode,
-        faults_seen: HashMap::new(),
-        exec_comms: HashMap::new(),
-        last_summary_ns: 0,
-        output_closed: false,
-        summarised_faults: 0,
+    let format = match args.format {
+        Format::Text => output::Format::Text,
+        Format::Jsonl => output::Format::Jsonl,
     };
     let interval = std::time::Duration::from_secs_f64(args.summary_interval);
-    let mut outcome = session::run(&mut target, &cfg, interval, &mut sink, None).await?;
-    if sink.summarised_faults > 0 {
-        *outcome.tally.by_name.entry("fault").or_default() += sink.summarised_faults;
+    let (mut outcome, summarised_faults) = if args.regions {
+        // The model needs every kind of event (--regions excludes --events),
+        // and the address space of an exec'd command read before it runs.
+        let cfg = target.hook_config(kind_mask(&[], args.faults), fault_mode, true);
+        let mut sink = RegionSink::new(out, format, color, fault_mode, cfg.exec_stop);
+        let outcome = session::run(&mut target, &cfg, interval, &mut sink, None).await?;
+        (outcome, sink.summarised_faults())
+    } else {
+        let cfg = target.hook_config(kind_mask(&args.events, args.faults), fault_mode, false);
+        let mut sink = StreamSink::new(out, format, color, fault_mode);
+        let outcome = session::run(&mut target, &cfg, interval, &mut sink, None).await?;
+        (outcome, sink.summarised_faults)
+    };
+    if summarised_faults > 0 {
+        *outcome.tally.by_name.entry("fault").or_default() += summarised_faults;
     }
     Ok(session::finish(&outcome, &target))
 }

@@ -4,6 +4,7 @@
 //! mremap moves, brk and stack growth) and kept honest against
 //! /proc/PID/maps (`maps`).
 
+pub mod apply;
 pub mod maps;
 
 use std::collections::BTreeMap;
