@@ -52,11 +52,13 @@ pub struct Filter {
     insns: [libc::sock_filter; 6],
 }
 
-impl Filter {
-    pub fn new() -> Filter {
+impl Default for Filter {
+    fn default() -> Filter {
         Filter { insns: filter() }
     }
+}
 
+impl Filter {
     /// In the forked child: installs the filter; returns the listener fd or
     /// -errno. Async-signal-safe.
     pub fn install_in_child(&self) -> i32 {

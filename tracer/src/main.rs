@@ -1,34 +1,12 @@
-//! mmtrace: a system-wide eBPF tracer of memory events.
-//!
-//! The event's journey through the tree:
-//! `tracer-ebpf` (hooks, in the kernel) -> [`hook`] (load, attach, maps) ->
-//! [`transport`] (ring buffer) -> [`decode`] -> [`event`] -> [`output`].
-
-mod cli;
-mod clock;
-mod decode;
-mod error;
-mod event;
-mod exitwatch;
-mod hook;
-mod model;
-mod output;
-mod preflight;
-mod record;
-mod regions;
-mod report;
-mod session;
-mod signals;
-mod spawn;
-mod stream;
-mod timeline;
-mod transport;
+//! The `mmtrace` program: command line, runtime, exit codes. The stages
+//! live in the `tracer` library (see its lib.rs).
 
 use clap::Parser;
 
-use crate::{
+use tracer::{
     cli::{Cli, Command},
     error::Error,
+    record, report, signals, stream,
 };
 
 fn main() {

@@ -79,7 +79,7 @@ fn pipe_cloexec() -> Result<(libc::c_int, libc::c_int)> {
 ///
 /// Must be called while the process has a single thread.
 pub fn spawn_held(program: &Path, argv: &[OsString], watch_exits: bool) -> Result<HeldChild> {
-    let filter = watch_exits.then(crate::exitwatch::Filter::new);
+    let filter = watch_exits.then(crate::exitwatch::Filter::default);
     let c_program = CString::new(program.as_os_str().as_bytes())
         .map_err(|_| Error::Usage("the command contains a NUL byte".into()))?;
     let c_args: Vec<CString> = argv

@@ -1,4 +1,4 @@
-//! mmtrace's developer tasks: `cargo xtask setup | build | run | test`.
+//! mmtrace's developer tasks: `cargo xtask setup | build | run | test | bench`.
 //!
 //! Every step is printed as `==> ...`; `setup` only installs what is missing,
 //! so running it again (as `build`, `run` and `test` do) costs nothing.
@@ -59,6 +59,9 @@ enum Task {
         #[arg(long)]
         lint: bool,
     },
+    /// Run the benchmarks (release build): each compares costs at different
+    /// scales in one run and fails when its goal is missed.
+    Bench,
 }
 
 fn main() {
@@ -78,6 +81,10 @@ fn run_task(task: Task) -> Result<()> {
         }
         Task::Run { release, args } => run_mmtrace(release, args),
         Task::Test { lint } => test(lint),
+        Task::Bench => {
+            setup::setup(false)?;
+            run(cargo().args(["bench", "-p", "tracer", "--bench", "model"]))
+        }
     }
 }
 

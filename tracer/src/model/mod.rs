@@ -142,6 +142,11 @@ impl Region {
         self.end - self.start
     }
 
+    /// A region always covers at least one page; for symmetry with `len`.
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+
     /// The region's kind, as the timeline names it.
     pub fn kind(&self) -> &'static str {
         match &self.backing {
@@ -302,17 +307,29 @@ impl AddressSpace {
         if self.regions[idx].start == addr {
             return;
         }
-        let left = self.regions[idx].clone();
-        let mut right = self.new_region(addr, left.end, t_ns, "split");
-        right.perms = left.perms;
-        right.backing = left.backing.clone();
-        right.offset = match left.backing {
-            Backing::File { .. } => left.offset + (addr - left.start),
+        let (left_id, left_start, left_end, perms, backing, offset, sig_bits, anon_vma) = {
+            let l = &self.regions[idx];
+            (
+                l.id,
+                l.start,
+                l.end,
+                l.perms,
+                l.backing.clone(),
+                l.offset,
+                l.sig,
+                l.anon_vma,
+            )
+        };
+        let mut right = self.new_region(addr, left_end, t_ns, "split");
+        right.perms = perms;
+        right.offset = match backing {
+            Backing::File { .. } => offset + (addr - left_start),
             _ => 0,
         };
-        right.sig = left.sig;
-        right.anon_vma = left.anon_vma;
-        right.parent = Some(left.id);
+        right.backing = backing;
+        right.sig = sig_bits;
+        right.anon_vma = anon_vma;
+        right.parent = Some(left_id);
         let l = &mut self.regions[idx];
         right.pages = l.pages.split_off(&(addr / PAGE));
         l.end = addr;
@@ -409,12 +426,13 @@ impl AddressSpace {
 
     /// `left` absorbs `right`, its neighbour.
     fn join(&mut self, left: usize, right: usize, t_ns: u64) {
-        let r = self.regions[right].clone();
+        // The pages (and their faults) go with the memory to the survivor.
+        let r = &mut self.regions[right];
+        let (end, anon_vma, mut pages) = (r.end, r.anon_vma, std::mem::take(&mut r.pages));
         self.kill(right, t_ns, "merge");
         let l = &mut self.regions[left];
-        l.end = r.end;
-        l.anon_vma = l.anon_vma.or(r.anon_vma);
-        let mut pages = r.pages;
+        l.end = end;
+        l.anon_vma = l.anon_vma.or(anon_vma);
         l.pages.append(&mut pages);
         l.record(t_ns, "merge");
     }
