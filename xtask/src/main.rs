@@ -140,9 +140,10 @@ fn test(lint: bool) -> Result<()> {
         // Build as this user; only the test binaries run as root.
         cmd.args(["--config", "target.'cfg(all())'.runner = ['sudo', '-E']"]);
     }
+    // Not --all-targets: benchmarks run only in `cargo xtask bench`.
     cmd.arg("test")
         .args(HOST_PACKAGES)
-        .arg("--all-targets")
+        .args(["--lib", "--bins", "--tests"])
         .env("MMTRACE_BIN", &bin);
     let (passed, failed, ignored) = run_counting_tests(&mut cmd)?;
     // One closing line for the whole suite (cargo prints one per binary).
