@@ -53,6 +53,14 @@ fn record_and_check(name: &str, cmd: &[&str]) -> Value {
             .find(|c| c["reason"] == "exit")
             .unwrap_or_else(|| panic!("{who}: no check at exit: {checks:?}"));
         assert!(checks.iter().all(|c| c["drift"] == 0), "{who}: {checks:?}");
+        // Counters were sampled, the last one at exit; resident memory is
+        // part of the mapped memory.
+        let counters = p["counters"].as_array().unwrap();
+        let last = counters
+            .last()
+            .unwrap_or_else(|| panic!("{who}: no counters"));
+        let (rss, mapped) = (u(&last["rss"]).unwrap(), u(&last["mapped"]).unwrap());
+        assert!(rss > 0 && rss <= mapped, "{who}: rss {rss} mapped {mapped}");
         // The regions alive at exit are the ones the kernel showed then.
         let regions = p["regions"].as_array().unwrap();
         let at_exit = regions.iter().filter(|r| r["died_by"] == "exit").count() as u64;

@@ -28,6 +28,11 @@ pub const MAP_LOST: &str = "LOST";
 pub const MAP_PID_FILTER: &str = "PID_FILTER";
 pub const MAP_COMM_FILTER: &str = "COMM_FILTER";
 pub const MAP_FAULT_COUNTS: &str = "FAULT_COUNTS";
+pub const MAP_RSS: &str = "RSS";
+
+/// RSS counters kept per process, in bytes, indexed like the kernel's
+/// mm counters: file pages, anonymous pages, swap entries, shared memory.
+pub const RSS_MEMBERS: usize = 4;
 
 /// Event kinds. The numbers are part of the wire format.
 #[repr(u32)]
@@ -264,6 +269,9 @@ pub struct Config {
     /// Stop a traced process right after exec (SIGSTOP) until userspace has
     /// read its new address space and continues it.
     pub exec_stop: u32,
+    /// Keep each traced process's RSS counters (kmem:rss_stat) in `RSS`.
+    pub track_rss: u32,
+    pub _pad: u32,
 }
 
 /// Kernel struct field offsets resolved by the loader from the running

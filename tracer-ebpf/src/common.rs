@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     Config, EventHeader, EventKind, FaultCounts, Offsets, COMM_LEN, FILTER_COMM, FILTER_PID,
-    KIND_SLOTS,
+    KIND_SLOTS, RSS_MEMBERS,
 };
 
 #[unsafe(no_mangle)]
@@ -24,6 +24,8 @@ pub static CONFIG: Global<Config> = Global::new(Config {
     wakeup_bytes: 0,
     exit_group_dead_offset: 0,
     exec_stop: 0,
+    track_rss: 0,
+    _pad: 0,
 });
 
 #[unsafe(no_mangle)]
@@ -44,6 +46,10 @@ pub static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 /// Traced comms when FILTER_COMM is set.
 #[map(name = "COMM_FILTER")]
 pub static COMM_FILTER: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(256, 0);
+
+/// RSS counters per process (bytes), when `track_rss` is set.
+#[map(name = "RSS")]
+pub static RSS: HashMap<u32, [i64; RSS_MEMBERS]> = HashMap::with_max_entries(16384, 0);
 
 /// Fault counts per process for `--faults summary`.
 #[map(name = "FAULT_COUNTS")]

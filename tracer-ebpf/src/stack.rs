@@ -15,12 +15,14 @@ use aya_ebpf::{
     maps::{Array, LruHashMap},
     programs::{FEntryContext, FExitContext, TracePointContext},
 };
-use tracer_common::{Config, EventKind, StackEvent, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT};
+use tracer_common::{
+    Config, EventKind, StackEvent, RSS_MEMBERS, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT,
+};
 
 use crate::{
     common::{
         config, count_lost, current_ids, fill_header, kind_enabled, offsets, submit_flags, traced,
-        EVENTS,
+        EVENTS, RSS,
     },
     kernel::{current_mm, read},
 };
@@ -122,15 +124,46 @@ fn emit(cfg: &Config, old_start: u64, new_start: u64, source: u32) {
     }
 }
 
-/// RSS changes of the current task: a pending stack fault has been handled
-/// by the time its page is charged.
+/// kmem:rss_stat: `unsigned int mm_id; unsigned int curr; int member;
+/// long size;`. A pending stack fault of the current thread has been
+/// handled by the time its page is charged; and the traced process's RSS
+/// counters are kept when asked.
 #[tracepoint]
-pub fn rss_stat(_ctx: TracePointContext) -> u32 {
-    let (_, tid) = current_ids();
+pub fn rss_stat(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current_ids();
+    let cfg = config();
     if STACK_PENDING.get_ptr(tid).is_some() {
-        confirm(&config(), tid);
+        confirm(&cfg, tid);
+    }
+    if cfg.track_rss != 0 {
+        let _ = track_rss(&ctx, &cfg, tgid);
     }
     0
+}
+
+#[inline(always)]
+fn track_rss(ctx: &TracePointContext, cfg: &Config, tgid: u32) -> Result<(), i64> {
+    // SAFETY: fields of the tracepoint record.
+    let curr = unsafe { ctx.read_at::<u32>(12) }.map_err(|e| e as i64)?;
+    // Only counters of the current task's own mm name a process we know.
+    if curr == 0 || !traced(cfg, tgid) {
+        return Ok(());
+    }
+    let member = unsafe { ctx.read_at::<i32>(16) }.map_err(|e| e as i64)?;
+    let size = unsafe { ctx.read_at::<i64>(24) }.map_err(|e| e as i64)?;
+    if !(0..RSS_MEMBERS as i32).contains(&member) {
+        return Ok(());
+    }
+    match RSS.get_ptr_mut(tgid) {
+        // SAFETY: one value per process, written by its own tasks.
+        Some(v) => unsafe { (*v)[member as usize] = size },
+        None => {
+            let mut v = [0i64; RSS_MEMBERS];
+            v[member as usize] = size;
+            RSS.insert(tgid, v, 0).map_err(|e| e as i64)?;
+        }
+    }
+    Ok(())
 }
 
 /// Thread exit: forget its candidate.

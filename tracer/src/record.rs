@@ -249,14 +249,14 @@ impl RecordSink {
                 p.start_time = Some(*start_time);
                 p.pending = None;
                 self.live.remove(&ev.pid);
-                let _ = hooks;
+                hooks.forget_rss(ev.pid);
             }
             _ => {}
         }
     }
 
     /// Starts and resolves checks, samples counters.
-    fn check_all(&mut self, final_pass: bool) {
+    fn check_all(&mut self, hooks: &Hooks, final_pass: bool) {
         let now = clock::monotonic_ns();
         let interval = self.interval_ns;
         let live: Vec<usize> = self.live.values().copied().collect();
@@ -265,7 +265,8 @@ impl RecordSink {
             let p = &mut self.procs[i];
             // Counters move only with events: sample each tick that had some.
             if p.dirty || final_pass {
-                sample(p, now.saturating_sub(self.start_ns));
+                let rss = hooks.rss(p.pid);
+                sample(p, now.saturating_sub(self.start_ns), rss);
                 p.dirty = false;
             }
             let due = now.saturating_sub(p.last_check) >= interval || p.uncertain_since.is_some();
@@ -415,12 +416,16 @@ fn read_trim(path: &str) -> String {
         .unwrap_or_default()
 }
 
-fn sample(p: &mut Proc, t_ns: u64) {
+/// Samples the counters; RSS from the kernel's kmem:rss_stat counters,
+/// else /proc/PID/statm.
+fn sample(p: &mut Proc, t_ns: u64, rss: Option<u64>) {
     let (mapped, heap, stack) = p.space.sizes();
-    let rss = std::fs::read_to_string(format!("/proc/{}/statm", p.pid))
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map(|pages| pages * 4096);
+    let rss = rss.or_else(|| {
+        std::fs::read_to_string(format!("/proc/{}/statm", p.pid))
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map(|pages| pages * 4096)
+    });
     p.counters.push(timeline::CounterSample {
         t_ns,
         mapped,
@@ -554,15 +559,15 @@ impl Sink for RecordSink {
         }
     }
 
-    fn tick(&mut self, _hooks: &mut Hooks) {
-        self.check_all(false);
+    fn tick(&mut self, hooks: &mut Hooks) {
+        self.check_all(hooks, false);
     }
 
     fn flush(&mut self) -> bool {
         true
     }
 
-    fn exit_snapshot(&mut self, tid: u32) {
+    fn exit_snapshot(&mut self, tid: u32, hooks: &mut Hooks) {
         let Some(tgid) = crate::preflight::process_of(tid).ok() else {
             return;
         };
@@ -570,8 +575,9 @@ impl Sink for RecordSink {
             return;
         };
         let p = &mut self.procs[i];
-        // The last counters, while /proc still has them.
-        sample(p, clock::monotonic_ns().saturating_sub(self.start_ns));
+        // The last counters, while the process is whole.
+        let rss = hooks.rss(tgid);
+        sample(p, clock::monotonic_ns().saturating_sub(self.start_ns), rss);
         p.dirty = false;
         // The exiting thread waits in the seccomp notification; any other
         // thread must be blocked too for the read to be a cut.
@@ -618,7 +624,7 @@ pub async fn run(p: Prepared) -> Result<i32> {
     for k in EventKind::ALL {
         mask |= k.bit();
     }
-    let cfg = target.hook_config(mask, FAULTS_ALL, true);
+    let cfg = target.hook_config(mask, FAULTS_ALL, true, true);
     let mut sink = RecordSink {
         start_ns: 0,
         bucket_ns: (args.fault_bucket * 1e9) as u64,

@@ -43,7 +43,7 @@ pub trait Sink {
     fn flush(&mut self) -> bool;
     /// A traced thread waits to exit, its address space whole: read it.
     /// Every event it made has been handed over already.
-    fn exit_snapshot(&mut self, _tid: u32) {}
+    fn exit_snapshot(&mut self, _tid: u32, _hooks: &mut Hooks) {}
     /// After the events submitted during the snapshot: compare.
     fn exit_resolve(&mut self, _tid: u32) {}
 }
@@ -91,7 +91,13 @@ pub fn start(args: TraceArgs, pids: Vec<u32>, watch_exits: bool) -> Result<Targe
 
 impl Target {
     /// The kernel-side selection for this target.
-    pub fn hook_config(&self, kind_mask: u32, fault_mode: u32, exec_stop: bool) -> HookConfig {
+    pub fn hook_config(
+        &self,
+        kind_mask: u32,
+        fault_mode: u32,
+        exec_stop: bool,
+        track_rss: bool,
+    ) -> HookConfig {
         let mut pids = self.pids.clone();
         if let Some((_, held)) = &self.command {
             pids.push(held.pid);
@@ -110,6 +116,7 @@ impl Target {
                 || (a.follow && !a.comms.is_empty()),
             buffer_bytes: a.buffer_size,
             exec_stop: exec_stop && self.command.is_some(),
+            track_rss,
         }
     }
 
@@ -243,7 +250,7 @@ pub async fn run<S: Sink>(
             }
             Some(notice) = async { exits.as_mut().unwrap().recv().await }, if exits.is_some() => {
                 drain(&mut reader, &mut hooks, sink, &mut tally);
-                sink.exit_snapshot(notice.tid);
+                sink.exit_snapshot(notice.tid, &mut hooks);
                 drain(&mut reader, &mut hooks, sink, &mut tally);
                 sink.exit_resolve(notice.tid);
                 let _ = notice.ack.send(());

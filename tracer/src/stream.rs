@@ -290,12 +290,17 @@ pub async fn run(p: Prepared) -> Result<i32> {
     let (mut outcome, summarised_faults) = if args.regions {
         // The model needs every kind of event (--regions excludes --events),
         // and the address space of an exec'd command read before it runs.
-        let cfg = target.hook_config(kind_mask(&[], args.faults), fault_mode, true);
+        let cfg = target.hook_config(kind_mask(&[], args.faults), fault_mode, true, false);
         let mut sink = RegionSink::new(out, format, color, fault_mode, cfg.exec_stop);
         let outcome = session::run(&mut target, &cfg, interval, &mut sink, None).await?;
         (outcome, sink.summarised_faults())
     } else {
-        let cfg = target.hook_config(kind_mask(&args.events, args.faults), fault_mode, false);
+        let cfg = target.hook_config(
+            kind_mask(&args.events, args.faults),
+            fault_mode,
+            false,
+            false,
+        );
         let mut sink = StreamSink::new(out, format, color, fault_mode);
         let outcome = session::run(&mut target, &cfg, interval, &mut sink, None).await?;
         (outcome, sink.summarised_faults)

@@ -16,7 +16,7 @@ use log::{info, warn};
 use tracer_common::{
     Config, EventKind, FaultCounts, COMM_LEN, FAULTS_ALL, FAULTS_OFF, FILTER_COMM, FILTER_FOLLOW,
     FILTER_PID, KIND_SLOTS, MAP_COMM_FILTER, MAP_EVENTS, MAP_FAULT_COUNTS, MAP_LOST,
-    MAP_PID_FILTER, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT,
+    MAP_PID_FILTER, MAP_RSS, RSS_MEMBERS, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT,
 };
 
 use crate::{
@@ -46,6 +46,8 @@ pub struct HookConfig {
     pub buffer_bytes: u32,
     /// Stop each traced process at exec until [`Hooks`]' user continues it.
     pub exec_stop: bool,
+    /// Keep each traced process's RSS counters from kmem:rss_stat.
+    pub track_rss: bool,
 }
 
 /// Tracepoints the programs attach to: (program, category, name, needed for).
@@ -186,6 +188,8 @@ impl Hooks {
             wakeup_bytes: u64::from(cfg.buffer_bytes / 4),
             exit_group_dead_offset: exit_group_dead_offset().unwrap_or(0),
             exec_stop: u32::from(cfg.exec_stop),
+            track_rss: u32::from(cfg.track_rss),
+            _pad: 0,
         };
         let ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
@@ -253,7 +257,7 @@ impl Hooks {
                 plan.push((*prog, *category, *name));
             }
         }
-        if hooks.stack_path == StackPath::FaultFallback {
+        if hooks.stack_path == StackPath::FaultFallback || cfg.track_rss {
             plan.push(("rss_stat", "kmem", "rss_stat"));
         }
         for (prog, category, name) in &plan {
@@ -395,6 +399,25 @@ impl Hooks {
             out.insert(tgid, sum);
         }
         Ok(out)
+    }
+
+    /// The resident set of `tgid` in bytes, from the kernel's counters
+    /// (file, anonymous and shared memory pages), if it has been seen.
+    pub fn rss(&self, tgid: u32) -> Option<u64> {
+        let map: HashMap<_, u32, [i64; RSS_MEMBERS]> =
+            HashMap::try_from(self.ebpf.map(MAP_RSS)?).ok()?;
+        let v = map.get(&tgid, 0).ok()?;
+        // MM_FILEPAGES, MM_ANONPAGES, (MM_SWAPENTS), MM_SHMEMPAGES
+        Some((v[0] + v[1] + v[3]).max(0) as u64)
+    }
+
+    /// Forgets an exited process's RSS counters.
+    pub fn forget_rss(&mut self, tgid: u32) {
+        if let Some(m) = self.ebpf.map_mut(MAP_RSS) {
+            if let Ok(mut map) = HashMap::<_, u32, [i64; RSS_MEMBERS]>::try_from(m) {
+                let _ = map.remove(&tgid);
+            }
+        }
     }
 
     /// Forgets an exited process's fault counters.
