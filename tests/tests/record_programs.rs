@@ -187,3 +187,43 @@ fn pid_reuse_gives_two_timelines() {
             .any(|c| c["reason"] == "exit"));
     }
 }
+
+#[test]
+fn sigusr1_asks_for_a_check_now() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = scratch("sigusr1");
+    let out = dir.join("timeline.json");
+    let mut child = Command::new(tests::mmtrace_bin().unwrap_or_else(|e| panic!("{e}")))
+        .args(["record", "--reconcile-interval", "1000", "-o"])
+        .arg(&out)
+        .args(["--", env!("CARGO_BIN_EXE_spinner"), "1.5"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mmtrace");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("tracing ") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
+    let doc = read_timeline(&out).unwrap_or_else(|e| panic!("{e}"));
+    let p = &doc["processes"][0];
+    let checks = p["checks"].as_array().unwrap();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["reason"] == "request" && c["drift"] == 0),
+        "a requested check: {checks:?}"
+    );
+    assert!(
+        checks.iter().all(|c| c["reason"] != "interval"),
+        "{checks:?}"
+    );
+}

@@ -32,6 +32,9 @@ use crate::{
 
 /// Ticks: checks are started and resolved, counters sampled.
 const TICK: Duration = Duration::from_millis(50);
+/// Events of one process may reach the ring buffer out of their time
+/// order by this much (threads on different CPUs).
+const ORDER_MARGIN_NS: u64 = 1_000_000;
 
 pub struct Prepared {
     args: RecordArgs,
@@ -66,7 +69,9 @@ pub fn prepare(mut args: RecordArgs) -> Result<Prepared> {
 
 /// A maps read waiting for the events before it.
 struct PendingCheck {
+    /// CLOCK_MONOTONIC before and after the read.
     t0: u64,
+    t1: u64,
     snapshot: Vec<Seed>,
     reason: &'static str,
 }
@@ -91,6 +96,8 @@ struct Proc {
     pending: Option<PendingCheck>,
     /// Lost events may have touched it since this time (relative ns).
     uncertain_since: Option<u64>,
+    /// A check was asked for (SIGUSR1) and not started yet.
+    check_requested: bool,
     counters: Vec<timeline::CounterSample>,
     /// Events arrived since the last counter sample.
     dirty: bool,
@@ -135,6 +142,7 @@ impl RecordSink {
             last_check: now,
             pending: None,
             uncertain_since: None,
+            check_requested: false,
             counters: Vec::new(),
             dirty: true,
             faults_since_sample: 0,
@@ -202,6 +210,18 @@ impl RecordSink {
         if matches!(ev.body, Body::Fault { .. }) {
             p.faults_since_sample += 1;
         } else {
+            // A pending check is settled by the first change after its read:
+            // well after it, the model before this event is the state the
+            // read saw; during it (or too close to tell), the check is void.
+            if let Some(pc) = &p.pending {
+                if ev.ts_ns >= pc.t0 {
+                    if ev.ts_ns > pc.t1 + ORDER_MARGIN_NS {
+                        compare(p, start_ns, ev.ts_ns);
+                    } else {
+                        p.pending = None;
+                    }
+                }
+            }
             p.last_change = p.last_change.max(ev.ts_ns);
         }
         // Events already reflected in the seed snapshot.
@@ -269,18 +289,25 @@ impl RecordSink {
                 sample(p, now.saturating_sub(self.start_ns), rss);
                 p.dirty = false;
             }
-            let due = now.saturating_sub(p.last_check) >= interval || p.uncertain_since.is_some();
+            let due = now.saturating_sub(p.last_check) >= interval
+                || p.uncertain_since.is_some()
+                || p.check_requested;
             if (due || final_pass) && p.pending.is_none() && idle(p.pid) {
                 let reason = if p.uncertain_since.is_some() {
                     "lost"
+                } else if p.check_requested {
+                    "request"
                 } else {
                     "interval"
                 };
                 let t0 = clock::monotonic_ns();
                 if let Ok(snapshot) = maps::read(p.pid) {
+                    let t1 = clock::monotonic_ns();
                     if idle(p.pid) {
+                        p.check_requested = false;
                         p.pending = Some(PendingCheck {
                             t0,
+                            t1,
                             snapshot,
                             reason,
                         });
@@ -290,47 +317,13 @@ impl RecordSink {
         }
     }
 
+    /// A pending check with no change since its read: compare now.
     fn resolve(&mut self, i: usize, now: u64) {
         let start_ns = self.start_ns;
         let p = &mut self.procs[i];
-        let Some(pending) = p.pending.take() else {
-            return;
-        };
-        // A change's event is stamped after the change (at the syscall's
-        // exit, or when a grown stack's page is charged), and every event
-        // stamped before the read is in: with no event from the read on,
-        // model and snapshot describe the same moment.
-        if p.last_change >= pending.t0 {
-            // It changed around the read. Try again later.
-            return;
+        if p.pending.as_ref().is_some_and(|pc| p.last_change < pc.t0) {
+            compare(p, start_ns, now);
         }
-        let t = pending.t0.saturating_sub(start_ns);
-        let model: Vec<Seed> = p.space.live().map(seed_of).collect();
-        let differences = maps::diff(&model, &pending.snapshot);
-        for (kind, m, k) in &differences {
-            p.drift.push(timeline::Drift {
-                t_ns: t,
-                kind: kind.to_string(),
-                model: m.as_ref().map(maps::entry),
-                kernel: k.as_ref().map(maps::entry),
-            });
-        }
-        if !differences.is_empty() {
-            p.space.resync(t, &pending.snapshot);
-        }
-        p.checks.push(timeline::Check {
-            t_ns: t,
-            reason: pending.reason.to_string(),
-            regions: pending.snapshot.len() as u64,
-            drift: differences.len() as u64,
-        });
-        if let Some(from) = p.uncertain_since.take() {
-            p.uncertain.push(timeline::Interval {
-                from_ns: from,
-                to_ns: Some(t),
-            });
-        }
-        p.last_check = now;
     }
 
     fn timeline(self, target: &Target, duration_ns: u64, stack_path: StackPath) -> Timeline {
@@ -367,6 +360,42 @@ impl RecordSink {
                 .collect(),
         }
     }
+}
+
+/// Compares the model with the pending check's snapshot: the model has all
+/// the events before the read and none after it. Differences become drift
+/// records and the model resyncs.
+fn compare(p: &mut Proc, start_ns: u64, now: u64) {
+    let Some(pending) = p.pending.take() else {
+        return;
+    };
+    let t = pending.t0.saturating_sub(start_ns);
+    let model: Vec<Seed> = p.space.live().map(seed_of).collect();
+    let differences = maps::diff(&model, &pending.snapshot);
+    for (kind, m, k) in &differences {
+        p.drift.push(timeline::Drift {
+            t_ns: t,
+            kind: kind.to_string(),
+            model: m.as_ref().map(maps::entry),
+            kernel: k.as_ref().map(maps::entry),
+        });
+    }
+    if !differences.is_empty() {
+        p.space.resync(t, &pending.snapshot);
+    }
+    p.checks.push(timeline::Check {
+        t_ns: t,
+        reason: pending.reason.to_string(),
+        regions: pending.snapshot.len() as u64,
+        drift: differences.len() as u64,
+    });
+    if let Some(from) = p.uncertain_since.take() {
+        p.uncertain.push(timeline::Interval {
+            from_ns: from,
+            to_ns: Some(t),
+        });
+    }
+    p.last_check = now;
 }
 
 /// All threads of `pid` are blocked (not running): its mappings cannot
@@ -563,6 +592,12 @@ impl Sink for RecordSink {
         self.check_all(hooks, false);
     }
 
+    fn request(&mut self) {
+        for &i in self.live.values() {
+            self.procs[i].check_requested = true;
+        }
+    }
+
     fn flush(&mut self) -> bool {
         true
     }
@@ -586,9 +621,11 @@ impl Sink for RecordSink {
         }
         let t0 = clock::monotonic_ns();
         if let Ok(snapshot) = maps::read(tgid) {
+            let t1 = clock::monotonic_ns();
             if idle(tgid) {
                 p.pending = Some(PendingCheck {
                     t0,
+                    t1,
                     snapshot,
                     reason: "exit",
                 });

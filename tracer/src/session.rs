@@ -44,6 +44,8 @@ pub trait Sink {
     /// A traced thread waits to exit, its address space whole: read it.
     /// Every event it made has been handed over already.
     fn exit_snapshot(&mut self, _tid: u32, _hooks: &mut Hooks) {}
+    /// SIGUSR1: someone asked for a check of the model now.
+    fn request(&mut self) {}
     /// After the events submitted during the snapshot: compare.
     fn exit_resolve(&mut self, _tid: u32) {}
 }
@@ -255,7 +257,10 @@ pub async fn run<S: Sink>(
                 sink.exit_resolve(notice.tid);
                 let _ = notice.ack.send(());
             }
-            name = stop.recv() => break End::Signal(name.context("reading signals")?),
+            name = stop.recv() => match name.context("reading signals")? {
+                "SIGUSR1" => sink.request(),
+                name => break End::Signal(name),
+            },
             _ = &mut sleep, if deadline.is_some() => break End::Duration,
         }
         if !sink.flush() {

@@ -1,4 +1,5 @@
-//! SIGINT and SIGTERM, read through a signalfd.
+//! SIGINT and SIGTERM (stop), and SIGUSR1 (check now), read through a
+//! signalfd.
 //!
 //! Both are blocked from the very start of mmtrace, so one that arrives
 //! while the programs load is held pending and handled as soon as the
@@ -18,11 +19,13 @@ fn stop_set() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
         set
     }
 }
 
-/// Blocks SIGINT and SIGTERM for this (still single-threaded) process.
+/// Blocks SIGINT, SIGTERM and SIGUSR1 for this (still single-threaded)
+/// process.
 /// A command started afterwards must unblock them before exec (see spawn).
 pub fn block() -> io::Result<()> {
     let set = stop_set();
@@ -67,7 +70,7 @@ impl StopSignals {
         Ok(StopSignals { fd })
     }
 
-    /// Waits for SIGINT or SIGTERM; returns its name.
+    /// Waits for SIGINT, SIGTERM or SIGUSR1; returns its name.
     pub async fn recv(&mut self) -> io::Result<&'static str> {
         loop {
             let mut guard = self.fd.readable().await?;
@@ -82,10 +85,10 @@ impl StopSignals {
                 )
             };
             if n == size as isize {
-                return Ok(if info.ssi_signo == libc::SIGINT as u32 {
-                    "SIGINT"
-                } else {
-                    "SIGTERM"
+                return Ok(match info.ssi_signo as i32 {
+                    libc::SIGINT => "SIGINT",
+                    libc::SIGUSR1 => "SIGUSR1",
+                    _ => "SIGTERM",
                 });
             }
             let err = io::Error::last_os_error();
