@@ -29,7 +29,7 @@ pub enum Command {
 }
 
 /// What to trace: shared by `stream` and `record`.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub struct TraceArgs {
     /// Trace this process (repeatable). A thread id names its process.
     #[arg(short, long = "pid", value_name = "PID")]

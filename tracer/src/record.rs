@@ -46,17 +46,7 @@ pub fn prepare(mut args: RecordArgs) -> Result<Prepared> {
     let pids = session::check(&args.trace)?;
     let out = File::create(&args.output)
         .map_err(|e| Error::Usage(format!("cannot write {}: {e}", args.output.display())))?;
-    let trace = std::mem::replace(
-        &mut args.trace,
-        crate::cli::TraceArgs {
-            pids: Vec::new(),
-            comms: Vec::new(),
-            follow: false,
-            duration: None,
-            buffer_size: 0,
-            command: Vec::new(),
-        },
-    );
+    let trace = std::mem::take(&mut args.trace);
     // Exit checks need a seccomp filter in the command, installed without
     // no_new_privs (which would change what the command may do).
     let watch_exits = !trace.command.is_empty() && preflight::has_sys_admin();

@@ -50,7 +50,7 @@ use crate::{
     model::{apply::apply_event, maps, sig, AddressSpace, Backing, Cause, Perms, Region},
     output::{
         self,
-        names::{escape_text, hex, hex_bytes, human_size},
+        names::{escape_text, hex, human_size, lossy},
     },
     session::Sink,
     stream::StreamSink,
@@ -448,15 +448,6 @@ fn text_line(out: &mut String, who: &Who, c: &Change, color: bool) {
 }
 
 /// Raw bytes as a string, plus their hex when they are not valid UTF-8.
-fn lossy(bytes: &[u8]) -> (String, Option<String>) {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => (s.to_string(), None),
-        Err(_) => (
-            String::from_utf8_lossy(bytes).into_owned(),
-            Some(hex_bytes(bytes)),
-        ),
-    }
-}
 
 #[derive(Serialize)]
 struct JsonLine {

@@ -47,7 +47,7 @@ pub fn prepare(mut args: StreamArgs) -> Result<Prepared> {
             )
         }
     };
-    let trace = std::mem::replace(&mut args.trace, empty_trace_args());
+    let trace = std::mem::take(&mut args.trace);
     let target = session::start(trace, pids, false)?;
     Ok(Prepared {
         args,
@@ -55,17 +55,6 @@ pub fn prepare(mut args: StreamArgs) -> Result<Prepared> {
         color,
         target,
     })
-}
-
-fn empty_trace_args() -> crate::cli::TraceArgs {
-    crate::cli::TraceArgs {
-        pids: Vec::new(),
-        comms: Vec::new(),
-        follow: false,
-        duration: None,
-        buffer_size: 0,
-        command: Vec::new(),
-    }
 }
 
 /// Prints events; also the fault summaries and lost lines of

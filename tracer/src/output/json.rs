@@ -9,21 +9,12 @@
 use serde::Serialize;
 
 use super::names::{
-    advice_str, dev_str, errno_name, hex, hex_bytes, mmap_flags_str, mremap_flags_str, prot_str,
+    advice_str, dev_str, errno_name, hex, lossy, mmap_flags_str, mremap_flags_str, prot_str,
     signal_name,
 };
 use crate::event::{split_status, Body, Event, StackSource, SysResult};
 
 /// Raw bytes as a string, plus their hex when they are not valid UTF-8.
-fn lossy(bytes: &[u8]) -> (String, Option<String>) {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => (s.to_string(), None),
-        Err(_) => (
-            String::from_utf8_lossy(bytes).into_owned(),
-            Some(hex_bytes(bytes)),
-        ),
-    }
-}
 
 #[derive(Serialize)]
 struct Line<B: Serialize> {

@@ -388,6 +388,18 @@ pub fn escape_text(bytes: &[u8]) -> String {
     out
 }
 
+/// Bytes as a JSON string (invalid UTF-8 replaced), with the raw bytes in
+/// hex when they were not valid UTF-8 (for the `*_hex` fields).
+pub fn lossy(bytes: &[u8]) -> (String, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_string(), None),
+        Err(_) => (
+            String::from_utf8_lossy(bytes).into_owned(),
+            Some(hex_bytes(bytes)),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
