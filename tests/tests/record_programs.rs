@@ -227,3 +227,47 @@ fn sigusr1_asks_for_a_check_now() {
         "{checks:?}"
     );
 }
+
+#[test]
+fn a_running_process_is_seeded_from_proc_and_checked() {
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("start sleep");
+    let dir = scratch("seeded");
+    let out = dir.join("timeline.json");
+    let pid = sleeper.id().to_string();
+    let args = [
+        "record",
+        "--pid",
+        &pid,
+        "--duration",
+        "1.2",
+        "--reconcile-interval",
+        "0.2",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let run = tests::run_mmtrace_raw(&args, tests::MMTRACE_TIMEOUT);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let run = run.unwrap_or_else(|e| panic!("{e}"));
+    assert!(run.status.success(), "{}", run.stderr);
+    let doc = read_timeline(&out).unwrap_or_else(|e| panic!("{e}"));
+    let p = &doc["processes"][0];
+    assert_eq!(p["pid"].to_string(), pid);
+    assert_eq!(p["seeded_by"], "proc");
+    let checks = p["checks"].as_array().unwrap();
+    assert!(
+        checks.len() >= 2,
+        "periodic checks of an idle process: {checks:?}"
+    );
+    assert!(checks
+        .iter()
+        .all(|c| c["reason"] == "interval" && c["drift"] == 0));
+    // Still running at the end: every region is alive, born from /proc.
+    for r in p["regions"].as_array().unwrap() {
+        assert_eq!(r["born_by"], "proc", "{r}");
+        assert!(r["died_ns"].is_null(), "{r}");
+    }
+}

@@ -108,6 +108,8 @@ struct RecordSink {
     lost_events: u64,
     /// Ours: the held command is stopped at exec until we continue it.
     exec_stop: bool,
+    /// Processes to seed from /proc as soon as tracing starts.
+    seed_pids: Vec<u32>,
 }
 
 impl RecordSink {
@@ -422,6 +424,14 @@ fn idle(pid: u32) -> bool {
     true
 }
 
+fn read_comm(pid: u32) -> Vec<u8> {
+    let mut comm = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.last() == Some(&b'\n') {
+        comm.pop();
+    }
+    comm
+}
+
 fn read_ppid(pid: u32) -> Option<u32> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
@@ -558,6 +568,10 @@ fn region_doc(r: &crate::model::Region, bucket_ns: u64) -> timeline::Region {
 impl Sink for RecordSink {
     fn started(&mut self, start_ns: u64, _hooks: &Hooks) {
         self.start_ns = start_ns;
+        // Processes named with --pid are known from the start, busy or not.
+        for pid in std::mem::take(&mut self.seed_pids) {
+            self.proc_for(pid, &read_comm(pid));
+        }
     }
 
     fn event(&mut self, ev: Event, hooks: &mut Hooks) {
@@ -661,6 +675,7 @@ pub async fn run(p: Prepared) -> Result<i32> {
         lost_by_kind: BTreeMap::new(),
         lost_events: 0,
         exec_stop: cfg.exec_stop,
+        seed_pids: target.pids.clone(),
     };
     // Exits of the command tree wait for a check (see exitwatch).
     let listener = target
