@@ -248,7 +248,7 @@ fn a_running_process_is_seeded_from_proc_and_checked() {
         "-o",
         out.to_str().unwrap(),
     ];
-    let run = tests::run_mmtrace_raw(&args, tests::MMTRACE_TIMEOUT);
+    let run = tests::run_mmtrace_raw(args, tests::MMTRACE_TIMEOUT);
     let _ = sleeper.kill();
     let _ = sleeper.wait();
     let run = run.unwrap_or_else(|e| panic!("{e}"));
