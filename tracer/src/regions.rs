@@ -47,7 +47,7 @@ use crate::{
     clock,
     event::{Body, Event},
     hook::Hooks,
-    model::{apply::apply_event, maps, sig, AddressSpace, Backing, Cause, Perms, Region},
+    model::{apply::apply_event, maps, sig, AddressSpace, Backing, Cause, Journal, Perms, Region},
     output::{
         self,
         names::{escape_text, hex, human_size, lossy},
@@ -82,16 +82,11 @@ struct Proc {
     seeded_until: u64,
 }
 
-/// What each region looked like before an event: its history's length and
-/// whether it was alive, by index (regions are kept in birth order).
-type Mark = Vec<(usize, bool)>;
+/// Where the model's journal stood before an event.
+type Mark = usize;
 
 fn mark(space: &AddressSpace) -> Mark {
-    space
-        .regions
-        .iter()
-        .map(|r| (r.history.len(), r.died_ns.is_none()))
-        .collect()
+    space.journal().len()
 }
 
 /// Who a line is about.
@@ -168,6 +163,7 @@ impl RegionSink {
             space: AddressSpace::new(u64::MAX),
             seeded_until: 0,
         };
+        p.space.keep_journal();
         if seed {
             let now = clock::monotonic_ns();
             // Gone already or unreadable: its events still build a model.
@@ -177,7 +173,7 @@ impl RegionSink {
             }
         }
         self.procs.insert(pid, p);
-        Mark::new()
+        0
     }
 
     /// Prints what changed in `pid`'s regions since `before`, then forgets
@@ -232,7 +228,7 @@ impl RegionSink {
                     tid: *child_pid,
                     ..who
                 };
-                self.report(*child_pid, &Mark::new(), &child);
+                self.report(*child_pid, &0, &child);
             }
             Body::Exec { .. } => {
                 // What was there before is gone: no need to read it.
@@ -264,7 +260,7 @@ impl RegionSink {
                 let quiet =
                     matches!(ev.body, Body::Fault { .. }) && self.procs.contains_key(&ev.pid);
                 let before = if quiet {
-                    Mark::new()
+                    0
                 } else {
                     self.proc_for(ev.pid, true)
                 };
@@ -288,46 +284,60 @@ fn changes<'a>(space: &'a AddressSpace, before: &Mark) -> Vec<Change<'a>> {
     let mut out = Vec::new();
     let mut merges = Vec::new();
     let mut merged = Vec::new();
-    for (i, r) in space.regions.iter().enumerate() {
-        let (from, was_alive) = before.get(i).copied().unwrap_or((0, true));
-        if !was_alive {
+    let mut last = None;
+    for j in space.journal().iter().skip(*before) {
+        // The same entry twice (rewritten in place): report it once.
+        if last == Some(*j) {
             continue;
         }
-        for (k, c) in r.history.iter().enumerate().skip(from) {
-            let prev = k.checked_sub(1).map(|k| &r.history[k]);
-            let old = match c.op {
-                "grow" | "shrink" | "split" | "move" | "merge" => prev.map(|p| (p.start, p.end)),
-                _ => None,
-            };
-            let change = Change {
-                op: c.op,
-                region: r,
-                start: c.start,
-                end: c.end,
-                perms: c.perms,
-                old,
-                cause: (c.op == "born").then_some(r.born_by),
-            };
-            if c.op == "merge" {
-                merges.push(change);
-            } else {
-                out.push(change);
+        last = Some(*j);
+        match *j {
+            Journal::Change { region, entry } => {
+                let r = &space.regions[region];
+                let Some(c) = r.history.get(entry) else {
+                    continue;
+                };
+                let prev = entry.checked_sub(1).map(|k| &r.history[k]);
+                let old = match c.op {
+                    "grow" | "shrink" | "split" | "move" | "merge" => {
+                        prev.map(|p| (p.start, p.end))
+                    }
+                    _ => None,
+                };
+                let change = Change {
+                    op: c.op,
+                    region: r,
+                    start: c.start,
+                    end: c.end,
+                    perms: c.perms,
+                    old,
+                    cause: (c.op == "born").then_some(r.born_by),
+                };
+                if c.op == "merge" {
+                    merges.push(change);
+                } else {
+                    out.push(change);
+                }
             }
-        }
-        if let Some(cause) = r.died_by {
-            let change = Change {
-                op: "died",
-                region: r,
-                start: r.start,
-                end: r.end,
-                perms: r.perms,
-                old: None,
-                cause: Some(cause),
-            };
-            if cause == "merge" {
-                merged.push(change);
-            } else {
-                out.push(change);
+            Journal::Died { region } => {
+                let r = &space.regions[region];
+                let Some(cause) = r.died_by else {
+                    continue;
+                };
+                let change = Change {
+                    op: "died",
+                    region: r,
+                    start: r.start,
+                    end: r.end,
+                    perms: r.perms,
+                    old: None,
+                    cause: Some(cause),
+                };
+                if cause == "merge" {
+                    merged.push(change);
+                } else {
+                    out.push(change);
+                }
             }
         }
     }
@@ -569,6 +579,7 @@ mod tests {
         format: output::Format,
     ) -> Vec<String> {
         let mut a = AddressSpace::new(u64::MAX);
+        a.keep_journal();
         setup(&mut a);
         a.forget_dead();
         let before = mark(&a);
@@ -638,8 +649,8 @@ mod tests {
                 "region  split    0x10000-0x11000 (-8.0 KiB)\n",
                 "region  born     0x11000-0x13000 8.0 KiB rw-p anon (split)\n",
                 "region  split    0x11000-0x12000 (-4.0 KiB)\n",
-                "region  protect  0x11000-0x12000 r--p\n",
                 "region  born     0x12000-0x13000 4.0 KiB rw-p anon (split)\n",
+                "region  protect  0x11000-0x12000 r--p\n",
             ]
         );
         let moved = lines(

@@ -109,6 +109,8 @@ impl AddressSpace {
     /// Drops the dead regions, keeping the live ones in birth order (for a
     /// consumer that has reported the deaths and needs no history).
     pub fn forget_dead(&mut self) {
+        // Its indexes are about to change, and it has been reported.
+        self.clear_journal();
         if self.regions.len() == self.live.len() {
             return;
         }

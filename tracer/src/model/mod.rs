@@ -197,6 +197,21 @@ pub struct AddressSpace {
     pub bucket_ns: u64,
     /// Faults that fell in no region.
     pub unattributed_faults: u64,
+    /// Changes in order, when kept (`keep_journal`).
+    journal: Option<Vec<Journal>>,
+}
+
+/// One change to the regions, for `AddressSpace::journal`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Journal {
+    /// Region `region` got history entry `entry` (its birth, or a change).
+    Change {
+        region: usize,
+        entry: usize,
+    },
+    Died {
+        region: usize,
+    },
 }
 
 /// A region as the kernel describes it, for seeding and resync.
@@ -268,7 +283,34 @@ impl AddressSpace {
         let idx = self.regions.len();
         self.live.insert(r.start, idx);
         self.regions.push(r);
+        self.journal_change(idx);
         idx
+    }
+
+    /// Journals the last history entry of region `idx`.
+    fn journal_change(&mut self, idx: usize) {
+        if let Some(j) = &mut self.journal {
+            let entry = self.regions[idx].history.len() - 1;
+            j.push(Journal::Change { region: idx, entry });
+        }
+    }
+
+    /// Keeps a journal of changes from now on (for a consumer that shows
+    /// each event's effect).
+    pub fn keep_journal(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The changes since the journal was started or last cleared, in order;
+    /// indexes are valid until regions are forgotten.
+    pub fn journal(&self) -> &[Journal] {
+        self.journal.as_deref().unwrap_or(&[])
+    }
+
+    fn clear_journal(&mut self) {
+        if let Some(j) = &mut self.journal {
+            j.clear();
+        }
     }
 
     fn kill(&mut self, idx: usize, t_ns: u64, cause: Cause) {
@@ -276,6 +318,9 @@ impl AddressSpace {
         self.live.remove(&r.start);
         r.died_ns = Some(t_ns.max(r.born_ns));
         r.died_by = Some(cause);
+        if let Some(j) = &mut self.journal {
+            j.push(Journal::Died { region: idx });
+        }
     }
 
     /// The live region containing `addr`.
@@ -334,6 +379,7 @@ impl AddressSpace {
         right.pages = l.pages.split_off(&(addr / PAGE));
         l.end = addr;
         l.record(t_ns, "split");
+        self.journal_change(idx);
         self.insert(right);
     }
 
@@ -351,7 +397,8 @@ impl AddressSpace {
             } else if start < lo && end > hi {
                 self.split_at(hi, t_ns);
                 let r = &mut self.regions[idx];
-                // One change: [start, lo) stays, [hi, end) was split off.
+                // One change: [start, lo) stays, [hi, end) was split off
+                // (the journal already holds this entry, from split_at).
                 r.history.pop();
                 r.end = lo;
                 let _ = r.pages.split_off(&(lo / PAGE));
@@ -361,6 +408,7 @@ impl AddressSpace {
                 r.end = lo;
                 let _ = r.pages.split_off(&(lo / PAGE));
                 r.record(t_ns, "shrink");
+                self.journal_change(idx);
             } else {
                 self.live.remove(&start);
                 let r = &mut self.regions[idx];
@@ -370,6 +418,7 @@ impl AddressSpace {
                 r.start = hi;
                 r.pages = r.pages.split_off(&(hi / PAGE));
                 r.record(t_ns, "shrink");
+                self.journal_change(idx);
                 self.live.insert(hi, idx);
             }
         }
@@ -435,6 +484,7 @@ impl AddressSpace {
         l.anon_vma = l.anon_vma.or(anon_vma);
         l.pages.append(&mut pages);
         l.record(t_ns, "merge");
+        self.journal_change(left);
     }
 
     /// A successful mmap.
@@ -522,6 +572,7 @@ impl AddressSpace {
                 r.perms = perms;
                 r.sig = sig;
                 r.record(t_ns, op);
+                self.journal_change(i);
                 self.merge_around(start, t_ns);
             }
         }
@@ -595,6 +646,7 @@ impl AddressSpace {
                 r.end = new_end;
                 r.backing = Backing::Heap;
                 r.record(t_ns, "grow");
+                self.journal_change(idx);
                 return;
             }
         }
@@ -616,6 +668,7 @@ impl AddressSpace {
         r.start = new_start;
         r.record(t_ns, "grow");
         self.live.insert(new_start, idx);
+        self.journal_change(idx);
         true
     }
 
@@ -657,6 +710,7 @@ impl AddressSpace {
                     r.end = old_addr + new_len;
                     r.record(t_ns, "grow");
                     let start = r.start;
+                    self.journal_change(idx);
                     self.merge_around(start, t_ns);
                 }
             }
@@ -704,6 +758,7 @@ impl AddressSpace {
         r.end = ret + new_len;
         r.record(t_ns, "move");
         self.live.insert(ret, idx);
+        self.journal_change(idx);
         self.merge_around(ret, t_ns);
     }
 
@@ -720,6 +775,7 @@ impl AddressSpace {
             .filter(|(_, r)| r.died_ns.is_none())
             .map(|(i, r)| (r.start, i))
             .collect();
+        self.clear_journal();
     }
 
     /// Every live region dies (exec replaces the address space, exit
@@ -753,6 +809,9 @@ impl AddressSpace {
     /// with `parent` naming the parent's region.
     pub fn fork_copy(&self, t_ns: u64) -> AddressSpace {
         let mut child = AddressSpace::new(self.bucket_ns);
+        if self.journal.is_some() {
+            child.keep_journal();
+        }
         for r in self.live() {
             if r.sig & sig::DONTFORK != 0 {
                 continue;
