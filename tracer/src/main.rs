@@ -5,8 +5,9 @@ use clap::Parser;
 
 use tracer::{
     cli::{Cli, Command},
+    commands::{record, report, stream},
     error::Error,
-    record, report, signals, stream,
+    session::signals,
 };
 
 fn main() {

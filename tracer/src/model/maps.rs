@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use procfs::process::{MMapPath, Process};
 
 use super::{Backing, Perms, Seed};
-use crate::{output::names::hex, timeline::MapsEntry};
+use crate::output::{names::hex, timeline::MapsEntry};
 
 /// The mappings of `pid` now.
 pub fn read(pid: u32) -> std::io::Result<Vec<Seed>> {

@@ -52,6 +52,7 @@
 mod json;
 pub mod names;
 mod text;
+pub mod timeline;
 
 use std::io::{self, Write};
 use std::str::FromStr;

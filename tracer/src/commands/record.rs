@@ -18,16 +18,15 @@ use tracer_common::{EventKind, FAULTS_ALL};
 
 use crate::{
     cli::RecordArgs,
-    clock,
     error::{Error, Result},
     event::{split_status, Body, Event},
-    exitwatch,
-    hook::{Hooks, StackPath},
+    kernel::{clock, preflight, Hooks, StackPath},
     model::{apply::apply_event, maps, seed_of, AddressSpace, Backing, Seed},
-    output::names::{dev_str, hex, signal_name},
-    preflight,
-    session::{self, Sink, Target},
-    timeline::{self, Timeline},
+    output::{
+        names::{dev_str, hex, signal_name},
+        timeline::{self, Timeline},
+    },
+    session::{self, exitwatch, Sink, Target},
 };
 
 /// Ticks: checks are started and resolved, counters sampled.
@@ -607,7 +606,7 @@ impl Sink for RecordSink {
     }
 
     fn exit_snapshot(&mut self, tid: u32, hooks: &mut Hooks) {
-        let Some(tgid) = crate::preflight::process_of(tid).ok() else {
+        let Some(tgid) = crate::kernel::preflight::process_of(tid).ok() else {
             return;
         };
         let Some(&i) = self.live.get(&tgid) else {
@@ -638,7 +637,7 @@ impl Sink for RecordSink {
     }
 
     fn exit_resolve(&mut self, tid: u32) {
-        let Some(tgid) = crate::preflight::process_of(tid).ok() else {
+        let Some(tgid) = crate::kernel::preflight::process_of(tid).ok() else {
             return;
         };
         if let Some(&i) = self.live.get(&tgid) {

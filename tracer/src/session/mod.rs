@@ -17,15 +17,16 @@ use tracer_common::EventKind;
 
 use crate::{
     cli::TraceArgs,
-    decode::decode,
     error::Result,
-    event::Event,
-    hook::{HookConfig, Hooks, StackPath},
-    preflight,
-    signals::StopSignals,
-    spawn,
-    transport::EventReader,
+    event::{decode::decode, Event},
+    kernel::{preflight, ring::EventReader, HookConfig, Hooks, StackPath},
 };
+
+use self::{command as spawn, signals::StopSignals};
+
+pub mod command;
+pub mod exitwatch;
+pub mod signals;
 
 /// How often the reader polls for events submitted without a wakeup.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -182,7 +183,7 @@ fn drain<S: Sink>(reader: &mut EventReader, hooks: &mut Hooks, sink: &mut S, tal
 fn report_lost<S: Sink>(hooks: &mut Hooks, sink: &mut S, tally: &mut Tally) {
     match hooks.new_lost() {
         Ok(lost) => {
-            let now = crate::clock::monotonic_ns();
+            let now = crate::kernel::clock::monotonic_ns();
             for (kind, count) in lost {
                 tally.lost += count;
                 sink.lost(kind, count, now);
@@ -198,7 +199,7 @@ pub async fn run<S: Sink>(
     cfg: &HookConfig,
     tick: Duration,
     sink: &mut S,
-    mut exits: Option<tokio::sync::mpsc::UnboundedReceiver<crate::exitwatch::Notice>>,
+    mut exits: Option<tokio::sync::mpsc::UnboundedReceiver<crate::session::exitwatch::Notice>>,
 ) -> Result<Outcome> {
     // Blocked since main: one sent while loading waits here.
     let mut stop = StopSignals::new().context("signalfd")?;

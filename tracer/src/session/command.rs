@@ -79,7 +79,7 @@ fn pipe_cloexec() -> Result<(libc::c_int, libc::c_int)> {
 ///
 /// Must be called while the process has a single thread.
 pub fn spawn_held(program: &Path, argv: &[OsString], watch_exits: bool) -> Result<HeldChild> {
-    let filter = watch_exits.then(crate::exitwatch::Filter::default);
+    let filter = watch_exits.then(crate::session::exitwatch::Filter::default);
     let c_program = CString::new(program.as_os_str().as_bytes())
         .map_err(|_| Error::Usage("the command contains a NUL byte".into()))?;
     let c_args: Vec<CString> = argv
@@ -118,7 +118,7 @@ pub fn spawn_held(program: &Path, argv: &[OsString], watch_exits: bool) -> Resul
                 // mmtrace went away before releasing us.
                 libc::_exit(127);
             }
-            crate::signals::unblock_all_in_child();
+            crate::session::signals::unblock_all_in_child();
             libc::execv(c_program.as_ptr(), c_argv.as_ptr());
             let errno = *libc::__errno_location();
             libc::write(err_w, (&errno as *const i32).cast(), 4);
@@ -137,7 +137,7 @@ pub fn spawn_held(program: &Path, argv: &[OsString], watch_exits: bool) -> Resul
         // SAFETY: reading at most 4 bytes into an i32.
         let n = unsafe { libc::read(info_r, (&mut fd as *mut i32).cast(), 4) };
         if n == 4 && fd >= 0 {
-            match crate::exitwatch::take_fd(pid as u32, fd) {
+            match crate::session::exitwatch::take_fd(pid as u32, fd) {
                 Ok(l) => exit_listener = Some(l),
                 Err(e) => log::warn!("no exit checks: cannot take the seccomp listener: {e}"),
             }

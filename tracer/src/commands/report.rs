@@ -14,8 +14,8 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, io, path::Path};
 
-use crate::{
-    output::names::{escape_text, hex, human_size},
+use crate::output::{
+    names::{escape_text, hex, human_size},
     timeline::{self, MapsEntry, Process, Region, Timeline},
 };
 
@@ -1034,7 +1034,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::timeline::{Change, Check, CounterSample, Drift, Faults, Interval};
+    use crate::output::timeline::{Change, Check, CounterSample, Drift, Faults, Interval};
 
     const MS: u64 = 1_000_000;
 

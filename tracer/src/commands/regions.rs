@@ -44,16 +44,15 @@ use serde::Serialize;
 use tracer_common::EventKind;
 
 use crate::{
-    clock,
+    commands::stream::StreamSink,
     event::{Body, Event},
-    hook::Hooks,
+    kernel::{clock, Hooks},
     model::{apply::apply_event, maps, sig, AddressSpace, Backing, Cause, Journal, Perms, Region},
     output::{
         self,
         names::{escape_text, hex, human_size, lossy},
     },
     session::Sink,
-    stream::StreamSink,
 };
 
 /// One output shared by the raw printer (fault summaries, lost events) and

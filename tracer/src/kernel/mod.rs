@@ -3,6 +3,9 @@
 //! Dropping [`Hooks`] detaches everything.
 
 pub mod btf;
+pub mod clock;
+pub mod preflight;
+pub mod ring;
 
 use std::collections::{BTreeMap, HashMap as StdHashMap};
 
@@ -19,10 +22,7 @@ use tracer_common::{
     MAP_PID_FILTER, MAP_RSS, RSS_MEMBERS, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT,
 };
 
-use crate::{
-    clock,
-    preflight::{tracepoint_exists, TRACEFS},
-};
+use self::preflight::{tracepoint_exists, TRACEFS};
 
 /// The compiled kernel programs, embedded at build time.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));

@@ -89,10 +89,10 @@ pub fn tracepoint_exists(category: &str, name: &str) -> bool {
 
 /// BTF and ring buffers: without either mmtrace cannot work.
 pub fn check_kernel() -> Result<()> {
-    if !Path::new(crate::hook::btf::VMLINUX_BTF).exists() {
+    if !Path::new(crate::kernel::btf::VMLINUX_BTF).exists() {
         return Err(Error::Kernel(format!(
             "this kernel has no BTF ({} is missing): mmtrace needs CONFIG_DEBUG_INFO_BTF=y",
-            crate::hook::btf::VMLINUX_BTF
+            crate::kernel::btf::VMLINUX_BTF
         )));
     }
     match aya::sys::is_map_supported(MapType::RingBuf) {

@@ -3,6 +3,8 @@
 
 use tracer_common::EventKind;
 
+pub mod decode;
+
 /// One event, decoded.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {

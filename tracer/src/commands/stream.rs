@@ -1,5 +1,5 @@
 //! `mmtrace stream`: every event, live, as text or JSON lines (or, with
-//! `--regions`, the region changes they make: see [`crate::regions`]).
+//! `--regions`, the region changes they make: see [`crate::commands::regions`]).
 
 use std::{
     collections::HashMap,
@@ -11,12 +11,11 @@ use tracer_common::{EventKind, FaultCounts, FAULTS_ALL, FAULTS_OFF, FAULTS_SUMMA
 
 use crate::{
     cli::{kind_mask, FaultMode, Format, StreamArgs},
-    clock,
+    commands::regions::RegionSink,
     error::{Error, Result},
     event::{Body, Event},
-    hook::Hooks,
+    kernel::{clock, Hooks},
     output::{self, Printer},
-    regions::RegionSink,
     session::{self, Sink, Target},
 };
 
@@ -58,7 +57,7 @@ pub fn prepare(mut args: StreamArgs) -> Result<Prepared> {
 }
 
 /// Prints events; also the fault summaries and lost lines of
-/// `stream --regions` ([`crate::regions`]).
+/// `stream --regions` ([`crate::commands::regions`]).
 pub(crate) struct StreamSink {
     out: Option<Box<dyn Write>>,
     printer: Option<Printer<Box<dyn Write>>>,
