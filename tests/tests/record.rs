@@ -666,7 +666,7 @@ fn checks_found_no_drift() {
         ));
     }
     for r in &w.regions {
-        if r.history.iter().any(|c| c.op == "resync") || r.died_by.as_deref() == Some("drift") {
+        if r.born_by == "drift" || r.died_by.as_deref() == Some("drift") {
             problems.push(format!(
                 "region corrected from /proc: {}{}",
                 r.label(),

@@ -5,6 +5,8 @@ use std::{ffi::OsString, path::PathBuf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracer_common::EventKind;
 
+pub use crate::output::Format;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "mmtrace",
@@ -123,12 +125,6 @@ pub struct ReportArgs {
     /// How many regions to list per table.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Text,
-    Jsonl,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

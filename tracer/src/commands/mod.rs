@@ -1,10 +1,10 @@
 //! The commands: each wires the stages together for one job.
 //!
-//! - [`stream`]: events (or region changes) live, as text or JSON lines.
+//! - [`stream`]: events (or, with `--regions`, the region changes they
+//!   make) live, as text or JSON lines.
 //! - [`record`]: region timelines checked against /proc, as one document.
 //! - [`report`]: a timeline read back and summarised.
 
 pub mod record;
-pub mod regions;
 pub mod report;
 pub mod stream;

@@ -14,6 +14,7 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, io, path::Path};
 
+use crate::model::Cause;
 use crate::output::{
     names::{escape_text, hex, human_size},
     timeline::{self, MapsEntry, Process, Region, Timeline},
@@ -493,8 +494,8 @@ fn biggest(s: &mut String, p: &Process, opts: &ReportOptions) {
         .iter()
         .map(|r| {
             let note = match (&r.died_by, r.died_ns) {
-                (Some(by), Some(ns)) if by != "exit" => {
-                    format!("  (gone at {}: {})", at(ns), esc(by))
+                (Some(by), Some(ns)) if *by != Cause::Exit => {
+                    format!("  (gone at {}: {})", at(ns), by)
                 }
                 _ => String::new(),
             };
@@ -526,7 +527,7 @@ fn biggest(s: &mut String, p: &Process, opts: &ReportOptions) {
 /// The region ended by becoming part of another: merged into a neighbour
 /// or moved by mremap.
 fn lives_on_elsewhere(r: &Region) -> bool {
-    matches!(r.died_by.as_deref(), Some("merge" | "mremap"))
+    matches!(r.died_by, Some(Cause::Merge | Cause::Mremap))
 }
 
 fn percent(part: u64, whole: u64) -> String {
@@ -610,8 +611,13 @@ fn short_lived_regions<'a>(p: &'a Process, opts: &ReportOptions) -> Vec<&'a Regi
     let mut v: Vec<&Region> = p
         .regions
         .iter()
-        .filter(|r| !matches!(r.born_by.as_str(), "split" | "fork" | "proc" | "exec"))
-        .filter(|r| !matches!(r.died_by.as_deref(), Some("exit" | "exec")))
+        .filter(|r| {
+            !matches!(
+                r.born_by,
+                Cause::Split | Cause::Fork | Cause::Proc | Cause::Exec
+            )
+        })
+        .filter(|r| !matches!(r.died_by, Some(Cause::Exit | Cause::Exec)))
         .filter(|r| !lives_on_elsewhere(r))
         .filter(|r| {
             r.died_ns
@@ -652,11 +658,7 @@ fn short_lived(s: &mut String, p: &Process, opts: &ReportOptions) {
                     at(r.born_ns),
                     duration(lived),
                     human_size(region_size(r)),
-                    format!(
-                        "{} -> {}",
-                        esc(&r.born_by),
-                        esc(r.died_by.as_deref().unwrap_or("?"))
-                    ),
+                    format!("{} -> {}", r.born_by, r.died_by.map_or("?", Cause::as_str)),
                     hex(addr(&r.start)),
                 ],
                 tail: Tail::new("", mapping(r), ""),
@@ -682,7 +684,7 @@ const ANON_KINDS: [&str; 4] = ["anon", "heap", "stack", "thread_stack"];
 
 /// Mapped at the end of the process (or of the recording).
 fn mapped_at_end(r: &Region) -> bool {
-    matches!(r.died_by.as_deref(), None | Some("exit"))
+    matches!(r.died_by, None | Some(Cause::Exit))
 }
 
 fn untouched(s: &mut String, p: &Process, opts: &ReportOptions) {
@@ -737,7 +739,7 @@ fn untouched(s: &mut String, p: &Process, opts: &ReportOptions) {
     regions.truncate(opts.top);
     let inherited = regions
         .iter()
-        .any(|r| matches!(r.born_by.as_str(), "fork" | "proc"));
+        .any(|r| matches!(r.born_by, Cause::Fork | Cause::Proc));
     let rows = regions
         .iter()
         .map(|r| Row {
@@ -1034,6 +1036,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::model::{CheckReason, SeededBy};
     use crate::output::timeline::{Change, Check, CounterSample, Drift, Faults, Interval};
 
     const MS: u64 = 1_000_000;
@@ -1054,13 +1057,13 @@ mod tests {
             dev: None,
             inode: None,
             born_ns,
-            born_by: born_by.to_string(),
+            born_by: serde_json::from_value(serde_json::json!(born_by)).unwrap(),
             parent: None,
             died_ns: None,
             died_by: None,
             history: vec![Change {
                 t_ns: born_ns,
-                op: "born".to_string(),
+                op: crate::model::Op::Born,
                 start: hex(start),
                 end: hex(end),
                 perms: "rw-p".to_string(),
@@ -1075,7 +1078,7 @@ mod tests {
 
     fn died(mut r: Region, ns: u64, by: &str) -> Region {
         r.died_ns = Some(ns);
-        r.died_by = Some(by.to_string());
+        r.died_by = Some(serde_json::from_value(serde_json::json!(by)).unwrap());
         r
     }
 
@@ -1116,7 +1119,7 @@ mod tests {
             ppid: Some(1),
             comm: comm.to_string(),
             exe: Some(format!("/usr/bin/{comm}")),
-            seeded_by: "exec".to_string(),
+            seeded_by: SeededBy::Exec,
             exec_at_ns: Some(0),
             exit_at_ns: Some(900 * MS),
             exit_code: Some(0),
@@ -1292,19 +1295,19 @@ mod tests {
         p.checks = vec![
             Check {
                 t_ns: 100 * MS,
-                reason: "interval".to_string(),
+                reason: CheckReason::Interval,
                 regions: 6,
                 drift: 0,
             },
             Check {
                 t_ns: 200 * MS,
-                reason: "interval".to_string(),
+                reason: CheckReason::Interval,
                 regions: 6,
                 drift: 1,
             },
             Check {
                 t_ns: 900 * MS,
-                reason: "exit".to_string(),
+                reason: CheckReason::Exit,
                 regions: 5,
                 drift: 0,
             },
@@ -1419,7 +1422,7 @@ mod tests {
     #[test]
     fn process_lines() {
         let mut p = sample_process();
-        p.seeded_by = "proc".to_string();
+        p.seeded_by = SeededBy::Proc;
         p.exec_at_ns = None;
         p.exit_at_ns = None;
         p.exit_code = None;

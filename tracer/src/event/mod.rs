@@ -181,6 +181,44 @@ pub enum Body {
 }
 
 impl Body {
+    /// The kernel's kind of this event; None for those made in userspace.
+    pub fn kind(&self) -> Option<EventKind> {
+        Some(match self {
+            Body::Brk { .. } => EventKind::Brk,
+            Body::Mmap { .. } => EventKind::Mmap,
+            Body::Munmap { .. } => EventKind::Munmap,
+            Body::Mremap { .. } => EventKind::Mremap,
+            Body::Mprotect { .. } => EventKind::Mprotect,
+            Body::Madvise { .. } => EventKind::Madvise,
+            Body::Fault { .. } => EventKind::Fault,
+            Body::Stack { .. } => EventKind::Stack,
+            Body::Exec { .. } => EventKind::Exec,
+            Body::Fork { .. } => EventKind::Fork,
+            Body::Exit { .. } => EventKind::Exit,
+            Body::Lost { .. } | Body::FaultSummary { .. } => return None,
+        })
+    }
+
+    /// The event may change its own process's mappings (a fault does not;
+    /// a fork changes only the child's, which is new).
+    pub fn changes_mappings(&self) -> bool {
+        match self {
+            Body::Brk { .. }
+            | Body::Mmap { .. }
+            | Body::Munmap { .. }
+            | Body::Mremap { .. }
+            | Body::Mprotect { .. }
+            | Body::Madvise { .. }
+            | Body::Stack { .. }
+            | Body::Exec { .. }
+            | Body::Exit { .. } => true,
+            Body::Fault { .. }
+            | Body::Fork { .. }
+            | Body::Lost { .. }
+            | Body::FaultSummary { .. } => false,
+        }
+    }
+
     /// The `event` field of the stream.
     pub fn name(&self) -> &'static str {
         match self {

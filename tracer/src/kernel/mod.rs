@@ -154,6 +154,17 @@ pub enum StackPath {
     Off,
 }
 
+impl StackPath {
+    /// As the timeline's `stack_source` names it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            StackPath::Fexit => "fexit",
+            StackPath::FaultFallback => "fault",
+            StackPath::Off => "off",
+        }
+    }
+}
+
 pub struct Hooks {
     ebpf: Ebpf,
     pub stack_path: StackPath,
@@ -401,6 +412,32 @@ impl Hooks {
         Ok(out)
     }
 
+    /// The kernel's fault counters of one process, summed over CPUs; None
+    /// when it has none.
+    pub fn fault_counts_of(&self, tgid: u32) -> Result<Option<FaultCounts>> {
+        let counts: PerCpuHashMap<_, u32, FaultCounts> = PerCpuHashMap::try_from(
+            self.ebpf
+                .map(MAP_FAULT_COUNTS)
+                .context("FAULT_COUNTS map")?,
+        )?;
+        let per_cpu = match counts.get(&tgid, 0) {
+            Ok(v) => v,
+            Err(e) if missing_key(&e) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut sum = FaultCounts::default();
+        for c in per_cpu.iter() {
+            sum.read += c.read;
+            sum.write += c.write;
+            sum.exec += c.exec;
+            sum.present += c.present;
+            if sum.comm[0] == 0 {
+                sum.comm = c.comm;
+            }
+        }
+        Ok(Some(sum))
+    }
+
     /// The resident set of `tgid` in bytes, from the kernel's counters
     /// (file, anonymous and shared memory pages), if it has been seen.
     pub fn rss(&self, tgid: u32) -> Option<u64> {
@@ -428,9 +465,20 @@ impl Hooks {
                 .context("FAULT_COUNTS map")?,
         )?;
         match counts.remove(&tgid) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if missing_key(&e) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// The key was not in the map (aya 0.14 reports a missing key of some map
+/// types as the syscall's ENOENT rather than as `KeyNotFound`).
+fn missing_key(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
     }
 }
 

@@ -3,7 +3,7 @@
 //! `mmtrace stream --regions`; process-level events (fork, exec, exit),
 //! which create, reseed or end whole address spaces, are their business.
 
-use super::AddressSpace;
+use super::{AddressSpace, Cause};
 use crate::event::{Body, Event, SysResult};
 
 /// Applies the memory event `ev` (at `t_ns`, the model's time) to `space`.
@@ -51,7 +51,7 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
                     .rev()
                     .find(|r| r.start == *addr && r.died_ns.is_none())
                 {
-                    r.born_by = "mmap";
+                    r.born_by = Cause::Mmap;
                     r.born_ns = t.min(r.born_ns);
                     if let Some(first) = r.history.first_mut() {
                         first.t_ns = r.born_ns;
@@ -138,7 +138,7 @@ impl AddressSpace {
 mod tests {
     use super::*;
     use crate::event::{Access, StackSource};
-    use crate::model::PAGE;
+    use crate::model::{Op, PAGE};
 
     fn ev(body: Body) -> Event {
         Event {
@@ -184,17 +184,17 @@ mod tests {
         let spans: Vec<_> = a.live().map(|r| (r.start, r.end)).collect();
         assert_eq!(spans, [(0x10000, 0x12000)]);
         let ops: Vec<_> = a.regions[0].history.iter().map(|c| c.op).collect();
-        assert_eq!(ops, ["born", "shrink"]);
+        assert_eq!(ops, [Op::Born, Op::Shrink]);
     }
 
     #[test]
     fn before_the_seed_only_names_the_birth() {
         let mut a = AddressSpace::new(1);
         a.mmap(5, 0x10000, PAGE, 3, 0x22, 0, None);
-        a.regions[0].born_by = "proc";
+        a.regions[0].born_by = Cause::Proc;
         assert!(apply_event(&mut a, &mmap(0x10000, PAGE), 2, true));
         assert_eq!(a.regions.len(), 1);
-        assert_eq!(a.regions[0].born_by, "mmap");
+        assert_eq!(a.regions[0].born_by, Cause::Mmap);
         assert_eq!(a.regions[0].born_ns, 2);
         assert_eq!(a.regions[0].history[0].t_ns, 2);
         let munmap = ev(Body::Munmap {

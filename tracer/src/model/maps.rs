@@ -6,7 +6,6 @@ use std::os::unix::ffi::OsStrExt;
 use procfs::process::{MMapPath, Process};
 
 use super::{Backing, Perms, Seed};
-use crate::output::{names::hex, timeline::MapsEntry};
 
 /// The mappings of `pid` now.
 pub fn read(pid: u32) -> std::io::Result<Vec<Seed>> {
@@ -71,7 +70,7 @@ pub fn read(pid: u32) -> std::io::Result<Vec<Seed>> {
         .collect())
 }
 
-fn strip_deleted(p: &[u8]) -> &[u8] {
+pub fn strip_deleted(p: &[u8]) -> &[u8] {
     p.strip_suffix(b" (deleted)").unwrap_or(p)
 }
 
@@ -98,27 +97,6 @@ pub fn same(kernel: &Seed, model: &Seed) -> bool {
         (Backing::Shm { .. }, Backing::Shm { .. }) => true,
         (Backing::Special(a), Backing::Special(b)) => a == b,
         _ => false,
-    }
-}
-
-/// A region or kernel entry as a /proc/PID/maps line.
-pub fn entry(s: &Seed) -> MapsEntry {
-    let path = match &s.backing {
-        Backing::Anon => None,
-        Backing::Heap => Some("[heap]".to_string()),
-        Backing::Stack => Some("[stack]".to_string()),
-        Backing::File { path, .. } => Some(String::from_utf8_lossy(strip_deleted(path)).into()),
-        Backing::Shm { path } => path
-            .as_ref()
-            .map(|p| String::from_utf8_lossy(strip_deleted(p)).into_owned()),
-        Backing::Special(name) => Some(name.clone()),
-    };
-    MapsEntry {
-        start: hex(s.start),
-        end: hex(s.end),
-        perms: s.perms.as_string(),
-        offset: s.offset,
-        path,
     }
 }
 

@@ -6,6 +6,9 @@
 
 pub mod apply;
 pub mod maps;
+pub mod tracker;
+
+pub use tracker::{ChangeOp, Comparison, LiveProc, ProcSource, Process, RegionChange, Tracker};
 
 use std::collections::BTreeMap;
 
@@ -90,13 +93,114 @@ pub mod sig {
     pub const MERGE_MASK: u32 = !MAP_STACK;
 }
 
-/// How a region came to be or ended, and what changed it.
-pub type Cause = &'static str;
+/// Declares a closed vocabulary: an enum serialised as snake_case strings,
+/// with `as_str` for text and `ALL` for tests that compare it with the
+/// schema.
+macro_rules! vocabulary {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),*
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),*
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// What made a region, or what removed it.
+    Cause {
+        Mmap = "mmap",
+        Munmap = "munmap",
+        Brk = "brk",
+        Mremap = "mremap",
+        Exec = "exec",
+        Exit = "exit",
+        Fork = "fork",
+        /// Already there: read from /proc/PID/maps.
+        Proc = "proc",
+        /// Split from another region.
+        Split = "split",
+        /// Absorbed by its neighbour.
+        Merge = "merge",
+        /// Replaced by a MAP_FIXED mapping (or a brk/mremap over it).
+        Replaced = "replaced",
+        /// Found different in /proc/PID/maps at a check: the model resynced.
+        Drift = "drift",
+    }
+}
+
+vocabulary! {
+    /// How a process's first state was known.
+    SeededBy {
+        /// Seen being forked: a copy of its parent.
+        Fork = "fork",
+        /// Seen at its exec.
+        Exec = "exec",
+        /// Already running: read from /proc.
+        Proc = "proc",
+    }
+}
+
+vocabulary! {
+    /// Why the model of a process was compared with /proc/PID/maps.
+    CheckReason {
+        /// Periodic (`--reconcile-interval`).
+        Interval = "interval",
+        /// Events were lost: the model may be out of step.
+        Lost = "lost",
+        /// Asked for (SIGUSR1).
+        Request = "request",
+        /// The process was about to exit, its address space whole.
+        Exit = "exit",
+    }
+}
+
+vocabulary! {
+    /// One entry of a region's history.
+    Op {
+        Born = "born",
+        Grow = "grow",
+        Shrink = "shrink",
+        Split = "split",
+        Protect = "protect",
+        Move = "move",
+        Merge = "merge",
+        Advise = "advise",
+    }
+}
+
+impl Op {
+    /// The entry changed the region's extent: the range before it is worth
+    /// showing.
+    pub const fn moves_extent(self) -> bool {
+        matches!(
+            self,
+            Op::Grow | Op::Shrink | Op::Split | Op::Move | Op::Merge
+        )
+    }
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Change {
     pub t_ns: u64,
-    pub op: &'static str,
+    pub op: Op,
     pub start: u64,
     pub end: u64,
     pub perms: Perms,
@@ -173,7 +277,7 @@ impl Region {
         }
     }
 
-    fn record(&mut self, t_ns: u64, op: &'static str) {
+    fn record(&mut self, t_ns: u64, op: Op) {
         self.history.push(Change {
             t_ns,
             op,
@@ -279,7 +383,7 @@ impl AddressSpace {
 
     /// Adds a region to the live set, recording its birth.
     fn insert(&mut self, mut r: Region) -> usize {
-        r.record(r.born_ns, "born");
+        r.record(r.born_ns, Op::Born);
         let idx = self.regions.len();
         self.live.insert(r.start, idx);
         self.regions.push(r);
@@ -365,7 +469,7 @@ impl AddressSpace {
                 l.anon_vma,
             )
         };
-        let mut right = self.new_region(addr, left_end, t_ns, "split");
+        let mut right = self.new_region(addr, left_end, t_ns, Cause::Split);
         right.perms = perms;
         right.offset = match backing {
             Backing::File { .. } => offset + (addr - left_start),
@@ -378,7 +482,7 @@ impl AddressSpace {
         let l = &mut self.regions[idx];
         right.pages = l.pages.split_off(&(addr / PAGE));
         l.end = addr;
-        l.record(t_ns, "split");
+        l.record(t_ns, Op::Split);
         self.journal_change(idx);
         self.insert(right);
     }
@@ -402,12 +506,12 @@ impl AddressSpace {
                 r.history.pop();
                 r.end = lo;
                 let _ = r.pages.split_off(&(lo / PAGE));
-                r.record(t_ns, "split");
+                r.record(t_ns, Op::Split);
             } else if start < lo {
                 let r = &mut self.regions[idx];
                 r.end = lo;
                 let _ = r.pages.split_off(&(lo / PAGE));
-                r.record(t_ns, "shrink");
+                r.record(t_ns, Op::Shrink);
                 self.journal_change(idx);
             } else {
                 self.live.remove(&start);
@@ -417,7 +521,7 @@ impl AddressSpace {
                 }
                 r.start = hi;
                 r.pages = r.pages.split_off(&(hi / PAGE));
-                r.record(t_ns, "shrink");
+                r.record(t_ns, Op::Shrink);
                 self.journal_change(idx);
                 self.live.insert(hi, idx);
             }
@@ -478,12 +582,12 @@ impl AddressSpace {
         // The pages (and their faults) go with the memory to the survivor.
         let r = &mut self.regions[right];
         let (end, anon_vma, mut pages) = (r.end, r.anon_vma, std::mem::take(&mut r.pages));
-        self.kill(right, t_ns, "merge");
+        self.kill(right, t_ns, Cause::Merge);
         let l = &mut self.regions[left];
         l.end = end;
         l.anon_vma = l.anon_vma.or(anon_vma);
         l.pages.append(&mut pages);
-        l.record(t_ns, "merge");
+        l.record(t_ns, Op::Merge);
         self.journal_change(left);
     }
 
@@ -507,10 +611,10 @@ impl AddressSpace {
         const MAP_NORESERVE: u64 = 0x4000;
         const MAP_STACK: u64 = 0x20000;
         let end = addr + page_up(len);
-        self.carve(addr, end, t_ns, "replaced");
+        self.carve(addr, end, t_ns, Cause::Replaced);
         let shared = flags & MAP_SHARED_VALIDATE == MAP_SHARED
             || flags & MAP_SHARED_VALIDATE == MAP_SHARED_VALIDATE;
-        let mut r = self.new_region(addr, end, t_ns, "mmap");
+        let mut r = self.new_region(addr, end, t_ns, Cause::Mmap);
         r.perms = Perms::from_prot(prot, shared);
         r.backing = match file {
             Some((path, dev, ino)) if flags & MAP_ANONYMOUS == 0 => {
@@ -544,7 +648,7 @@ impl AddressSpace {
     }
 
     pub fn munmap(&mut self, t_ns: u64, addr: u64, len: u64) {
-        self.carve(addr, addr + page_up(len), t_ns, "munmap");
+        self.carve(addr, addr + page_up(len), t_ns, Cause::Munmap);
     }
 
     /// Applies `change` to every live region in [lo, hi) whose attributes
@@ -555,7 +659,7 @@ impl AddressSpace {
         lo: u64,
         hi: u64,
         t_ns: u64,
-        op: &'static str,
+        op: Op,
         change: impl Fn(&Region) -> (Perms, u32),
     ) {
         for idx in self.overlapping(lo, hi) {
@@ -580,7 +684,7 @@ impl AddressSpace {
 
     pub fn mprotect(&mut self, t_ns: u64, addr: u64, len: u64, prot: u64) {
         let hi = addr + page_up(len);
-        self.modify(addr, hi, t_ns, "protect", |r| {
+        self.modify(addr, hi, t_ns, Op::Protect, |r| {
             let perms = Perms::from_prot(prot, r.perms.shared);
             let mut s = r.sig;
             let private = !r.perms.shared;
@@ -618,7 +722,7 @@ impl AddressSpace {
             _ => return,
         };
         let hi = addr + page_up(len);
-        self.modify(addr, hi, t_ns, "advise", |r| {
+        self.modify(addr, hi, t_ns, Op::Advise, |r| {
             (r.perms, (r.sig | set) & !clear)
         });
     }
@@ -628,7 +732,7 @@ impl AddressSpace {
     pub fn brk(&mut self, t_ns: u64, start_brk: u64, old: u64, new: u64) {
         let (old_end, new_end) = (page_up(old.max(start_brk)), page_up(new.max(start_brk)));
         if new_end < old_end {
-            self.carve(new_end, old_end, t_ns, "brk");
+            self.carve(new_end, old_end, t_ns, Cause::Brk);
             return;
         }
         if new_end == old_end {
@@ -645,13 +749,13 @@ impl AddressSpace {
                 let r = &mut self.regions[idx];
                 r.end = new_end;
                 r.backing = Backing::Heap;
-                r.record(t_ns, "grow");
+                r.record(t_ns, Op::Grow);
                 self.journal_change(idx);
                 return;
             }
         }
-        self.carve(old_end, new_end, t_ns, "replaced");
-        let mut r = self.new_region(old_end, new_end, t_ns, "brk");
+        self.carve(old_end, new_end, t_ns, Cause::Replaced);
+        let mut r = self.new_region(old_end, new_end, t_ns, Cause::Brk);
         r.perms = Perms::from_prot(3, false);
         r.backing = Backing::Heap;
         r.sig = sig::ACCOUNT;
@@ -666,7 +770,7 @@ impl AddressSpace {
         };
         let r = &mut self.regions[idx];
         r.start = new_start;
-        r.record(t_ns, "grow");
+        r.record(t_ns, Op::Grow);
         self.live.insert(new_start, idx);
         self.journal_change(idx);
         true
@@ -690,25 +794,25 @@ impl AddressSpace {
             // A second mapping of shared memory.
             if let Some(src) = self.find(old_addr) {
                 let s = self.regions[src].clone();
-                let mut r = self.new_region(ret, ret + new_len, t_ns, "mremap");
+                let mut r = self.new_region(ret, ret + new_len, t_ns, Cause::Mremap);
                 r.perms = s.perms;
                 r.backing = s.backing.clone();
                 r.offset = s.offset + (old_addr - s.start);
                 r.sig = s.sig;
                 r.parent = Some(s.id);
-                self.carve(ret, ret + new_len, t_ns, "replaced");
+                self.carve(ret, ret + new_len, t_ns, Cause::Replaced);
                 self.insert(r);
             }
             return;
         }
         if ret == old_addr {
             if new_len < old_len {
-                self.carve(old_addr + new_len, old_addr + old_len, t_ns, "mremap");
+                self.carve(old_addr + new_len, old_addr + old_len, t_ns, Cause::Mremap);
             } else if new_len > old_len {
                 if let Some(idx) = self.find(old_addr + old_len - 1) {
                     let r = &mut self.regions[idx];
                     r.end = old_addr + new_len;
-                    r.record(t_ns, "grow");
+                    r.record(t_ns, Op::Grow);
                     let start = r.start;
                     self.journal_change(idx);
                     self.merge_around(start, t_ns);
@@ -718,10 +822,10 @@ impl AddressSpace {
         }
         // Moved.
         if flags & MREMAP_FIXED != 0 {
-            self.carve(ret, ret + new_len, t_ns, "replaced");
+            self.carve(ret, ret + new_len, t_ns, Cause::Replaced);
         }
         if new_len < old_len {
-            self.carve(old_addr + new_len, old_addr + old_len, t_ns, "mremap");
+            self.carve(old_addr + new_len, old_addr + old_len, t_ns, Cause::Mremap);
         }
         self.split_at(old_addr, t_ns);
         self.split_at(old_addr + old_len.min(new_len), t_ns);
@@ -730,7 +834,7 @@ impl AddressSpace {
         };
         if flags & MREMAP_DONTUNMAP != 0 {
             let s = self.regions[idx].clone();
-            let mut r = self.new_region(ret, ret + new_len, t_ns, "mremap");
+            let mut r = self.new_region(ret, ret + new_len, t_ns, Cause::Mremap);
             r.perms = s.perms;
             r.backing = s.backing.clone();
             r.offset = s.offset;
@@ -756,7 +860,7 @@ impl AddressSpace {
             .collect();
         r.start = ret;
         r.end = ret + new_len;
-        r.record(t_ns, "move");
+        r.record(t_ns, Op::Move);
         self.live.insert(ret, idx);
         self.journal_change(idx);
         self.merge_around(ret, t_ns);
@@ -767,7 +871,7 @@ impl AddressSpace {
     /// has not applied yet) describes a later state, not one to end.
     pub fn discard_seeded_after(&mut self, t_ns: u64) {
         self.regions
-            .retain(|r| !(r.died_ns.is_none() && r.born_by == "proc" && r.born_ns > t_ns));
+            .retain(|r| !(r.died_ns.is_none() && r.born_by == Cause::Proc && r.born_ns > t_ns));
         self.live = self
             .regions
             .iter()
@@ -816,7 +920,7 @@ impl AddressSpace {
             if r.sig & sig::DONTFORK != 0 {
                 continue;
             }
-            let mut c = child.new_region(r.start, r.end, t_ns, "fork");
+            let mut c = child.new_region(r.start, r.end, t_ns, Cause::Fork);
             c.perms = r.perms;
             c.backing = r.backing.clone();
             c.offset = r.offset;
@@ -885,7 +989,7 @@ impl AddressSpace {
             .collect();
         for (idx, s) in &model {
             if !kernel.iter().any(|k| maps::same(k, s)) {
-                self.kill(*idx, t_ns, "drift");
+                self.kill(*idx, t_ns, Cause::Drift);
             }
         }
         let missing: Vec<Seed> = kernel
@@ -894,10 +998,10 @@ impl AddressSpace {
             .cloned()
             .collect();
         for s in &missing {
-            self.carve(s.start, s.end, t_ns, "drift");
+            self.carve(s.start, s.end, t_ns, Cause::Drift);
         }
-        // Born from /proc at the check: the history starts there.
-        self.seed(t_ns, &missing, "proc");
+        // Found in /proc at the check: the history starts there.
+        self.seed(t_ns, &missing, Cause::Drift);
     }
 }
 

@@ -12,7 +12,7 @@ fn spans(a: &AddressSpace) -> Vec<(u64, u64, String)> {
 }
 
 fn ops(r: &Region) -> Vec<&str> {
-    r.history.iter().map(|c| c.op).collect()
+    r.history.iter().map(|c| c.op.as_str()).collect()
 }
 
 #[test]
@@ -28,7 +28,7 @@ fn munmap_in_the_middle_splits() {
         ]
     );
     assert_eq!(ops(&a.regions[0]), ["born", "split"]);
-    assert_eq!(a.regions[1].born_by, "split");
+    assert_eq!(a.regions[1].born_by.as_str(), "split");
     assert_eq!(a.regions[1].parent, Some(a.regions[0].id));
 }
 
@@ -134,7 +134,7 @@ fn stack_growth_and_faults() {
             offset: 0,
             backing: Backing::Stack,
         }],
-        "exec",
+        Cause::Exec,
     );
     // The fault below the stack is seen before the growth.
     a.fault(5, 0x7fe010, crate::event::Access::Write, false);
@@ -153,5 +153,5 @@ fn fork_skips_dontfork() {
     a.madvise(2, 0x30000, P, libc::MADV_DONTFORK as u64);
     let c = a.fork_copy(3);
     assert_eq!(spans(&c), vec![(0x10000, 0x11000, "rw-p".into())]);
-    assert_eq!(c.regions[0].born_by, "fork");
+    assert_eq!(c.regions[0].born_by.as_str(), "fork");
 }

@@ -47,40 +47,25 @@
 //! by U+FFFD; when the bytes were not valid UTF-8, `comm_hex` (right after
 //! `comm`) or `path_hex` (right after `path`) holds them in hex.
 
-#![allow(dead_code)]
-
+pub mod changes;
 mod json;
 pub mod names;
 mod text;
 pub mod timeline;
 
 use std::io::{self, Write};
-use std::str::FromStr;
 
-use crate::event::Event;
+use crate::{event::Event, model::RegionChange};
 
-/// The output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+use self::changes::Who;
+
+/// The output format (also `--format`'s values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// Aligned columns for humans.
     Text,
     /// One JSON object per line.
     Jsonl,
-}
-
-impl FromStr for Format {
-    type Err = String;
-
-    /// "text", or "jsonl" (also "json").
-    fn from_str(s: &str) -> Result<Format, String> {
-        match s {
-            "text" => Ok(Format::Text),
-            "jsonl" | "json" => Ok(Format::Jsonl),
-            _ => Err(format!(
-                "unknown output format {s:?} (expected \"text\" or \"jsonl\")"
-            )),
-        }
-    }
 }
 
 /// Prints events to `out`, one line each.
@@ -129,12 +114,35 @@ impl<W: Write> Printer<W> {
         }
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+    /// Prints the region changes `ev` made, one line each, at once.
+    pub fn print_changes(&mut self, ev: &Event, changes: &[RegionChange]) -> io::Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let t_ns = ev.ts_ns.saturating_sub(self.start_ns);
+        self.text_buf.clear();
+        self.json_buf.clear();
+        for c in changes {
+            // A fork's child has lines of its own, under its own pid.
+            let who = Who {
+                t_ns,
+                pid: c.pid,
+                tid: if c.pid == ev.pid { ev.tid } else { c.pid },
+                comm: &ev.comm,
+            };
+            match self.format {
+                Format::Text => changes::text_line(&mut self.text_buf, &who, c, self.color),
+                Format::Jsonl => changes::json_line(&mut self.json_buf, &who, c),
+            }
+        }
+        match self.format {
+            Format::Text => self.out.write_all(self.text_buf.as_bytes()),
+            Format::Jsonl => self.out.write_all(&self.json_buf),
+        }
     }
 
-    pub fn into_inner(self) -> W {
-        self.out
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }
 
@@ -256,7 +264,7 @@ mod tests {
             p.print(&ev).unwrap();
         }
         p.flush().unwrap();
-        p.into_inner()
+        p.out
     }
 
     #[test]
@@ -303,13 +311,6 @@ mod tests {
             assert_eq!(v["comm"], "ev\x1b[2Jil\n\u{fffd}");
             assert_eq!(v["comm_hex"], "65761b5b324a696c0a9b");
         }
-    }
-
-    #[test]
-    fn format_names() {
-        assert_eq!("text".parse::<Format>(), Ok(Format::Text));
-        assert_eq!("jsonl".parse::<Format>(), Ok(Format::Jsonl));
-        assert!("xml".parse::<Format>().is_err());
     }
 
     #[test]

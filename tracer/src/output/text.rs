@@ -40,7 +40,7 @@ const PALETTE: Palette = Palette {
 };
 
 /// Writes `text` to `out`, in `style` when colouring.
-fn styled(out: &mut String, color: bool, style: Style, text: &str) {
+pub(super) fn styled(out: &mut String, color: bool, style: Style, text: &str) {
     if color {
         let _ = write!(out, "{}{text}{}", style.render(), style.render_reset());
     } else {
@@ -49,7 +49,7 @@ fn styled(out: &mut String, color: bool, style: Style, text: &str) {
 }
 
 /// "12.345678": seconds with 6 decimals, from ns.
-fn seconds(ns: u64) -> String {
+pub(super) fn seconds(ns: u64) -> String {
     format!("{}.{:06}", ns / 1_000_000_000, ns % 1_000_000_000 / 1_000)
 }
 

@@ -6,6 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::names::{dev_str, hex, signal_name};
+use crate::{
+    event::split_status,
+    model::{self, maps::strip_deleted, Backing, Cause, CheckReason, Op, Seed, SeededBy},
+};
+
 pub const SCHEMA: &str = "mmtrace.timeline/v1";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,7 +49,7 @@ pub struct Process {
     /// Program path at the last exec seen (or from /proc/PID/exe).
     pub exe: Option<String>,
     /// How the process's first state was known: "fork", "exec", "proc".
-    pub seeded_by: String,
+    pub seeded_by: SeededBy,
     pub exec_at_ns: Option<u64>,
     pub exit_at_ns: Option<u64>,
     /// Exit code, or null when killed by a signal or still running.
@@ -75,13 +81,13 @@ pub struct Region {
     pub dev: Option<String>,
     pub inode: Option<u64>,
     pub born_ns: u64,
-    /// mmap, brk, mremap, exec, fork, proc, split, stack
-    pub born_by: String,
+    /// What made it (see [`Cause`]).
+    pub born_by: Cause,
     /// The region this one was split from or copied from (fork).
     pub parent: Option<u64>,
     pub died_ns: Option<u64>,
-    /// munmap, mremap, brk, exec, exit, merge, replaced (MAP_FIXED), drift
-    pub died_by: Option<String>,
+    /// What removed it (see [`Cause`]).
+    pub died_by: Option<Cause>,
     /// Every change, in time order; each entry holds the state after it.
     pub history: Vec<Change>,
     pub faults: Faults,
@@ -90,8 +96,7 @@ pub struct Region {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     pub t_ns: u64,
-    /// born, grow, shrink, split, protect, move, merge, advise, resync
-    pub op: String,
+    pub op: Op,
     pub start: String,
     pub end: String,
     pub perms: String,
@@ -151,7 +156,7 @@ pub struct MapsEntry {
 pub struct Check {
     pub t_ns: u64,
     /// interval, lost, exec, exit, request
-    pub reason: String,
+    pub reason: CheckReason,
     /// Regions compared.
     pub regions: u64,
     /// Differences found (each is a `drift` record).
@@ -163,4 +168,198 @@ pub struct Interval {
     pub from_ns: u64,
     /// Null while still uncertain at the end.
     pub to_ns: Option<u64>,
+}
+
+impl MapsEntry {
+    /// A region or kernel entry as a /proc/PID/maps line.
+    pub fn of(s: &Seed) -> MapsEntry {
+        let path = match &s.backing {
+            Backing::Anon => None,
+            Backing::Heap => Some("[heap]".to_string()),
+            Backing::Stack => Some("[stack]".to_string()),
+            Backing::File { path, .. } => Some(String::from_utf8_lossy(strip_deleted(path)).into()),
+            Backing::Shm { path } => path
+                .as_ref()
+                .map(|p| String::from_utf8_lossy(strip_deleted(p)).into_owned()),
+            Backing::Special(name) => Some(name.clone()),
+        };
+        MapsEntry {
+            start: hex(s.start),
+            end: hex(s.end),
+            perms: s.perms.as_string(),
+            offset: s.offset,
+            path,
+        }
+    }
+}
+
+/// What a recording knows of a process besides its model.
+#[derive(Clone, Debug, Default)]
+pub struct Record {
+    pub counters: Vec<CounterSample>,
+    pub drift: Vec<Drift>,
+    pub checks: Vec<Check>,
+}
+
+impl Process {
+    /// The document of a process that left the model.
+    pub fn of(p: model::Process, record: Record, bucket_ns: u64) -> Process {
+        let (exit_code, exit_signal) = match p.exit_status.map(split_status) {
+            Some((code, sig)) => (code, sig.map(signal_name)),
+            None => (None, None),
+        };
+        let mut uncertain: Vec<Interval> = p
+            .uncertain
+            .iter()
+            .map(|u| Interval {
+                from_ns: u.from_ns,
+                to_ns: u.to_ns,
+            })
+            .collect();
+        if let Some(from) = p.uncertain_since {
+            uncertain.push(Interval {
+                from_ns: from,
+                to_ns: None,
+            });
+        }
+        Process {
+            pid: p.pid,
+            start_time: p.start_time,
+            ppid: p.ppid,
+            comm: String::from_utf8_lossy(&p.comm).into_owned(),
+            exe: p.exe.map(|e| String::from_utf8_lossy(&e).into_owned()),
+            seeded_by: p.seeded_by,
+            exec_at_ns: p.exec_at,
+            exit_at_ns: p.exit_at,
+            exit_code,
+            exit_signal,
+            regions: p
+                .space
+                .regions
+                .iter()
+                .map(|r| Region::of(r, bucket_ns))
+                .collect(),
+            counters: record.counters,
+            drift: record.drift,
+            checks: record.checks,
+            uncertain,
+        }
+    }
+}
+
+impl Region {
+    pub fn of(r: &model::Region, bucket_ns: u64) -> Region {
+        let (path, dev, inode) = match &r.backing {
+            Backing::File { path, dev, ino } => (
+                Some(String::from_utf8_lossy(path).into_owned()),
+                Some(dev_str(dev.0, dev.1)),
+                Some(*ino),
+            ),
+            Backing::Shm { path } => (
+                path.as_ref()
+                    .map(|p| String::from_utf8_lossy(p).into_owned()),
+                None,
+                None,
+            ),
+            Backing::Special(name) => (Some(name.clone()), None, None),
+            Backing::Heap => (Some("[heap]".into()), None, None),
+            Backing::Stack => (Some("[stack]".into()), None, None),
+            Backing::Anon => (None, None, None),
+        };
+        let mut f = Faults {
+            bucket_ns,
+            buckets: r.buckets.clone(),
+            mapped_bytes: r.len(),
+            touched_bytes: r.pages.len() as u64 * model::PAGE,
+            ..Default::default()
+        };
+        for pf in r.pages.values() {
+            f.read += u64::from(pf.read);
+            f.write += u64::from(pf.write);
+            f.exec += u64::from(pf.exec);
+            f.present += u64::from(pf.present);
+            f.first_ns = Some(f.first_ns.map_or(pf.first_ns, |x: u64| x.min(pf.first_ns)));
+        }
+        f.total = f.read + f.write + f.exec;
+        Region {
+            id: r.id,
+            start: hex(r.start),
+            end: hex(r.end),
+            perms: r.perms.as_string(),
+            kind: r.kind().to_string(),
+            path,
+            offset: r.offset,
+            dev,
+            inode,
+            born_ns: r.born_ns,
+            born_by: r.born_by,
+            parent: r.parent,
+            died_ns: r.died_ns,
+            died_by: r.died_by,
+            history: r
+                .history
+                .iter()
+                .map(|c| Change {
+                    t_ns: c.t_ns,
+                    op: c.op,
+                    start: hex(c.start),
+                    end: hex(c.end),
+                    perms: c.perms.as_string(),
+                })
+                .collect(),
+            faults: f,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    const SCHEMA_TEXT: &str = include_str!("../../../docs/timeline-v1.schema.json");
+
+    /// The strings a schema property's `enum` allows (nulls aside).
+    fn allowed(schema: &Value, def: &str, property: &str) -> BTreeSet<String> {
+        schema["$defs"][def]["properties"][property]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{def}.{property} has no enum"))
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    }
+
+    fn names<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> BTreeSet<String> {
+        all.iter().map(|v| name(*v).to_string()).collect()
+    }
+
+    /// The documented vocabularies are exactly the code's.
+    #[test]
+    fn schema_enums_match_the_code() {
+        let schema: Value = serde_json::from_str(SCHEMA_TEXT).unwrap();
+        assert_eq!(
+            allowed(&schema, "process", "seeded_by"),
+            names(SeededBy::ALL, SeededBy::as_str)
+        );
+        assert_eq!(
+            allowed(&schema, "change", "op"),
+            names(Op::ALL, Op::as_str)
+        );
+        assert_eq!(
+            allowed(&schema, "check", "reason"),
+            names(CheckReason::ALL, CheckReason::as_str)
+        );
+        let causes: BTreeSet<String> = allowed(&schema, "region", "born_by")
+            .union(&allowed(&schema, "region", "died_by"))
+            .cloned()
+            .collect();
+        assert_eq!(causes, names(Cause::ALL, Cause::as_str));
+        // Serialised as documented.
+        for c in Cause::ALL {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+    }
 }

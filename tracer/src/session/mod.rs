@@ -13,42 +13,93 @@ use std::{
 
 use anyhow::Context;
 use log::info;
-use tracer_common::EventKind;
+use tracer_common::{EventKind, FAULTS_ALL, FAULTS_OFF, FAULTS_SUMMARY};
 
 use crate::{
-    cli::TraceArgs,
+    cli::{FaultMode, TraceArgs},
     error::Result,
-    event::{decode::decode, Event},
-    kernel::{preflight, ring::EventReader, HookConfig, Hooks, StackPath},
+    event::{decode::decode, Body, Event},
+    kernel::{clock, preflight, ring::EventReader, HookConfig, Hooks, StackPath},
+    model::{CheckReason, Comparison, LiveProc, Process, RegionChange, Tracker},
 };
 
-use self::{command as spawn, signals::StopSignals};
+use self::{
+    checker::{Checker, PendingCheck, Settle},
+    command as spawn,
+    control::{FaultSummaries, LiveProbe},
+    signals::StopSignals,
+};
 
+pub mod checker;
 pub mod command;
+pub mod control;
 pub mod exitwatch;
 pub mod signals;
 
 /// How often the reader polls for events submitted without a wakeup.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
-/// What a command does with the events.
+/// What a command does with the session's events. Sinks render; they
+/// never touch the kernel or the traced processes.
 pub trait Sink {
     /// Programs are attached; times count from `start_ns` (CLOCK_MONOTONIC).
-    fn started(&mut self, start_ns: u64, hooks: &Hooks);
-    fn event(&mut self, ev: Event, hooks: &mut Hooks);
+    fn started(&mut self, _start_ns: u64) {}
+    /// One event the command asked for, with the region changes it made
+    /// (empty without a model).
+    fn event(&mut self, ev: &Event, changes: &[RegionChange]);
     /// The kernel could not deliver `count` events of `kind`.
     fn lost(&mut self, kind: EventKind, count: u64, now_ns: u64);
-    /// Called every tick, after the ring buffer has been drained.
-    fn tick(&mut self, hooks: &mut Hooks);
+    /// `p`'s model was compared with /proc/PID/maps (and resynced where
+    /// they differed).
+    fn check(&mut self, _p: &Process, _reason: CheckReason, _c: &Comparison) {}
+    /// `p` had events since its last sample: its counters now.
+    fn sample(&mut self, _now_ns: u64, _p: &Process) {}
+    /// `p` left the model: it exited, its pid was reused unseen, or the
+    /// session ended.
+    fn ended(&mut self, _p: Process) {}
     /// Flushes output; false once the output is gone (a closed pipe).
     fn flush(&mut self) -> bool;
-    /// A traced thread waits to exit, its address space whole: read it.
-    /// Every event it made has been handed over already.
-    fn exit_snapshot(&mut self, _tid: u32, _hooks: &mut Hooks) {}
-    /// SIGUSR1: someone asked for a check of the model now.
-    fn request(&mut self) {}
-    /// After the events submitted during the snapshot: compare.
-    fn exit_resolve(&mut self, _tid: u32) {}
+}
+
+/// What a command needs from the session.
+pub struct Plan {
+    /// EventKind bits of the events the sinks get.
+    pub events: u32,
+    pub faults: FaultMode,
+    /// Keep a model of every traced process.
+    pub model: Option<ModelPlan>,
+    /// How often summaries, counters and checks are made.
+    pub tick: Duration,
+}
+
+/// The model a command keeps.
+pub struct ModelPlan {
+    /// Width of each region's fault-count buckets.
+    pub bucket_ns: u64,
+    /// Keep dead regions and every history entry (timelines); otherwise a
+    /// region is forgotten once its death is reported.
+    pub keep_history: bool,
+    /// Compare each process with /proc/PID/maps this often.
+    pub check_interval: Option<Duration>,
+    /// Sample counters (resident memory from the kernel).
+    pub counters: bool,
+}
+
+impl Plan {
+    /// The kinds the kernel must send: a model needs every event.
+    fn kernel_kinds(&self) -> u32 {
+        if self.model.is_none() {
+            return self.events;
+        }
+        let mut mask = 0;
+        for k in EventKind::ALL {
+            mask |= k.bit();
+        }
+        if self.faults == FaultMode::Off {
+            mask &= !EventKind::Fault.bit();
+        }
+        mask
+    }
 }
 
 /// Who is traced, checked and prepared before anything is attached.
@@ -93,22 +144,25 @@ pub fn start(args: TraceArgs, pids: Vec<u32>, watch_exits: bool) -> Result<Targe
 }
 
 impl Target {
-    /// The kernel-side selection for this target.
-    pub fn hook_config(
-        &self,
-        kind_mask: u32,
-        fault_mode: u32,
-        exec_stop: bool,
-        track_rss: bool,
-    ) -> HookConfig {
+    /// The kernel-side selection for this target and plan.
+    pub fn hook_config(&self, plan: &Plan) -> HookConfig {
         let mut pids = self.pids.clone();
         if let Some((_, held)) = &self.command {
             pids.push(held.pid);
         }
         let a = &self.args;
+        let mut kind_mask = plan.kernel_kinds();
+        if plan.faults == FaultMode::Summary || plan.model.as_ref().is_some_and(|m| m.counters) {
+            // A process's kernel counters are forgotten at its exit.
+            kind_mask |= EventKind::Exit.bit();
+        }
         HookConfig {
             kind_mask,
-            fault_mode,
+            fault_mode: match plan.faults {
+                FaultMode::Off => FAULTS_OFF,
+                FaultMode::Summary => FAULTS_SUMMARY,
+                FaultMode::All => FAULTS_ALL,
+            },
             pids,
             comms: a.comms.iter().map(|c| c.as_bytes().to_vec()).collect(),
             follow: a.follow || self.command.is_some(),
@@ -118,8 +172,10 @@ impl Target {
                 || self.command.is_some()
                 || (a.follow && !a.comms.is_empty()),
             buffer_bytes: a.buffer_size,
-            exec_stop: exec_stop && self.command.is_some(),
-            track_rss,
+            // A model reads the command's address space at exec, before
+            // it runs.
+            exec_stop: plan.model.is_some() && self.command.is_some(),
+            track_rss: plan.model.as_ref().is_some_and(|m| m.counters),
         }
     }
 
@@ -164,51 +220,272 @@ pub struct Outcome {
     pub tally: Tally,
     pub elapsed: Duration,
     pub stack_path: StackPath,
+    /// CLOCK_MONOTONIC of the attach, where the session's times start.
+    pub start_ns: u64,
 }
 
-/// Reads every waiting record into the sink.
-fn drain<S: Sink>(reader: &mut EventReader, hooks: &mut Hooks, sink: &mut S, tally: &mut Tally) {
-    reader.drain(|bytes| match decode(bytes) {
-        Ok(ev) => {
-            *tally.by_name.entry(ev.body.name()).or_default() += 1;
-            sink.event(ev, hooks);
-        }
-        Err(e) => {
-            tally.malformed += 1;
-            log::warn!("dropping a malformed record: {e}");
-        }
-    });
+/// The session's state while tracing: the kernel, the model, the checks.
+struct Core {
+    hooks: Hooks,
+    stack_path: StackPath,
+    tracker: Option<Tracker>,
+    checker: Option<Checker>,
+    faults: Option<FaultSummaries>,
+    tally: Tally,
+    /// EventKind bits of the events the sinks get.
+    events: u32,
+    exec_stop: bool,
+    counters: bool,
+    /// Malformed records already logged.
+    malformed_logged: bool,
 }
 
-fn report_lost<S: Sink>(hooks: &mut Hooks, sink: &mut S, tally: &mut Tally) {
-    match hooks.new_lost() {
-        Ok(lost) => {
-            let now = crate::kernel::clock::monotonic_ns();
-            for (kind, count) in lost {
-                tally.lost += count;
-                sink.lost(kind, count, now);
+impl Core {
+    fn record<S: Sink>(&mut self, bytes: &[u8], sink: &mut S) {
+        match decode(bytes) {
+            Ok(ev) => self.event(ev, sink),
+            Err(e) => {
+                self.tally.malformed += 1;
+                if !self.malformed_logged {
+                    log::warn!("dropping a malformed record: {e} (further ones are only counted)");
+                    self.malformed_logged = true;
+                }
             }
         }
-        Err(e) => log::warn!("cannot read the lost-event counters: {e:#}"),
     }
+
+    fn deliver<S: Sink>(
+        tally: &mut Tally,
+        events: u32,
+        sink: &mut S,
+        ev: &Event,
+        changes: &[RegionChange],
+    ) {
+        match (&ev.body, ev.body.kind()) {
+            (
+                Body::FaultSummary {
+                    read, write, exec, ..
+                },
+                _,
+            ) => {
+                *tally.by_name.entry("fault").or_default() += read + write + exec;
+            }
+            (_, Some(kind)) if events & kind.bit() == 0 => return,
+            (body, _) => *tally.by_name.entry(body.name()).or_default() += 1,
+        }
+        sink.event(ev, changes);
+    }
+
+    fn event<S: Sink>(&mut self, ev: Event, sink: &mut S) {
+        // Kernel-map housekeeping, whatever the sinks want: the last fault
+        // summary of a process comes before its exit.
+        if let Some(faults) = self.faults.as_mut() {
+            if let Some(summary) = faults.before_event(&ev, &mut self.hooks) {
+                Self::deliver(&mut self.tally, self.events, sink, &summary, &[]);
+            }
+        }
+        if self.counters && matches!(ev.body, Body::Exit { .. }) {
+            self.hooks.forget_rss(ev.pid);
+        }
+        let Some(tracker) = self.tracker.as_mut() else {
+            Self::deliver(&mut self.tally, self.events, sink, &ev, &[]);
+            return;
+        };
+        if let Some(checker) = self.checker.as_mut() {
+            if ev.body.changes_mappings() {
+                if let Settle::Compare(pending) = checker.on_change(ev.pid, ev.ts_ns) {
+                    compare(tracker, checker, sink, ev.pid, &pending, ev.ts_ns);
+                }
+            }
+        }
+        tracker.apply(&ev);
+        if self.exec_stop && matches!(ev.body, Body::Exec { .. }) {
+            // Stopped by the kernel at exec, now read: let it run.
+            control::continue_after_exec(ev.pid);
+        }
+        let changes = tracker.changes();
+        Self::deliver(&mut self.tally, self.events, sink, &ev, &changes);
+        drop(changes);
+        for p in tracker.end_event() {
+            if let Some(checker) = self.checker.as_mut() {
+                checker.forget(p.pid);
+            }
+            sink.ended(p);
+        }
+    }
+
+    fn lost<S: Sink>(&mut self, sink: &mut S) {
+        match self.hooks.new_lost() {
+            Ok(lost) => {
+                let now = clock::monotonic_ns();
+                for (kind, count) in lost {
+                    self.tally.lost += count;
+                    sink.lost(kind, count, now);
+                    // Any process may have lost events: its model is
+                    // uncertain until its next comparison.
+                    if let Some(tracker) = self.tracker.as_mut() {
+                        tracker.doubt_all(now);
+                    }
+                }
+            }
+            Err(e) => log::warn!("cannot read the lost-event counters: {e:#}"),
+        }
+    }
+
+    /// After the ring buffer is drained: fault summaries, pending checks
+    /// settled by quiet, counters sampled, due checks started.
+    fn tick<S: Sink>(&mut self, sink: &mut S) {
+        if let Some(faults) = self.faults.as_mut() {
+            for summary in faults.tick(&self.hooks) {
+                Self::deliver(&mut self.tally, self.events, sink, &summary, &[]);
+            }
+        }
+        let Some(tracker) = self.tracker.as_mut() else {
+            return;
+        };
+        let now = clock::monotonic_ns();
+        for pid in tracker.pids() {
+            if let Some(checker) = self.checker.as_mut() {
+                let last_change = tracker.get(pid).map_or(0, |p| p.last_change);
+                if let Some(pending) = checker.quiet(pid, last_change) {
+                    compare(tracker, checker, sink, pid, &pending, now);
+                }
+            }
+            let Some(p) = tracker.get_mut(pid) else {
+                continue;
+            };
+            // Counters move only with events: sample each tick that had some.
+            if p.dirty {
+                sample(&self.hooks, self.counters, sink, p, now);
+            }
+            if let Some(checker) = self.checker.as_mut() {
+                checker.track(pid, now);
+                if let Some(reason) = checker.due(pid, now, p.uncertain_since.is_some()) {
+                    checker.start(pid, reason, &mut LiveProbe);
+                }
+            }
+        }
+    }
+
+    /// SIGUSR1: a check of every process, as soon as each can be made.
+    fn request(&mut self) {
+        if let (Some(tracker), Some(checker)) = (self.tracker.as_ref(), self.checker.as_mut()) {
+            checker.request(&tracker.pids(), clock::monotonic_ns());
+        }
+    }
+
+    /// A thread of the command's tree waits to exit, its process's address
+    /// space whole, and every event it made has been handed over: sample
+    /// the process and read its maps for a check.
+    fn exit_snapshot<S: Sink>(&mut self, tid: u32, sink: &mut S) -> Option<u32> {
+        let tgid = preflight::process_of(tid).ok()?;
+        let tracker = self.tracker.as_mut()?;
+        let p = tracker.get_mut(tgid)?;
+        sample(&self.hooks, self.counters, sink, p, clock::monotonic_ns());
+        // The exiting thread waits in the seccomp notification; any other
+        // thread must be blocked too for the read to be a cut.
+        self.checker
+            .as_mut()?
+            .start(tgid, CheckReason::Exit, &mut LiveProbe);
+        Some(tgid)
+    }
+
+    /// After the events submitted during the exit snapshot: compare.
+    fn exit_resolve<S: Sink>(&mut self, tgid: u32, sink: &mut S) {
+        let (Some(tracker), Some(checker)) = (self.tracker.as_mut(), self.checker.as_mut()) else {
+            return;
+        };
+        if checker.pending_reason(tgid) != Some(CheckReason::Exit) {
+            return;
+        }
+        let last_change = tracker.get(tgid).map_or(0, |p| p.last_change);
+        if let Some(pending) = checker.quiet(tgid, last_change) {
+            compare(
+                tracker,
+                checker,
+                sink,
+                tgid,
+                &pending,
+                clock::monotonic_ns(),
+            );
+        }
+    }
+}
+
+/// Compares `pid`'s model with a settled check's snapshot and tells the
+/// sinks.
+fn compare<S: Sink>(
+    tracker: &mut Tracker,
+    checker: &mut Checker,
+    sink: &mut S,
+    pid: u32,
+    pending: &PendingCheck,
+    now: u64,
+) {
+    if let Some(c) = tracker.compare(pid, pending.t0, &pending.snapshot) {
+        checker.compared(pid, now);
+        if let Some(p) = tracker.get(pid) {
+            sink.check(p, pending.reason, &c);
+        }
+    }
+}
+
+/// Hands a process's counters to the sinks. Resident memory comes from
+/// the kernel's kmem:rss_stat counters, else /proc/PID/statm.
+fn sample<S: Sink>(hooks: &Hooks, counters: bool, sink: &mut S, p: &mut Process, now: u64) {
+    p.rss = if counters {
+        hooks.rss(p.pid).or_else(|| control::statm_rss(p.pid))
+    } else {
+        None
+    };
+    sink.sample(now, p);
+    p.dirty = false;
+    p.faults_since_sample = 0;
 }
 
 /// Attaches, runs until the end condition, detaches.
 pub async fn run<S: Sink>(
     target: &mut Target,
-    cfg: &HookConfig,
-    tick: Duration,
+    plan: &Plan,
     sink: &mut S,
-    mut exits: Option<tokio::sync::mpsc::UnboundedReceiver<crate::session::exitwatch::Notice>>,
+    mut exits: Option<tokio::sync::mpsc::UnboundedReceiver<exitwatch::Notice>>,
 ) -> Result<Outcome> {
+    let cfg = target.hook_config(plan);
     // Blocked since main: one sent while loading waits here.
     let mut stop = StopSignals::new().context("signalfd")?;
-    let mut hooks = Hooks::load(cfg)?;
+    let mut hooks = Hooks::load(&cfg)?;
     let started = Instant::now();
     let ring = hooks.take_events()?;
     let mut reader = EventReader::new(ring)?;
-    sink.started(hooks.attached_ns, &hooks);
-    let stack = match hooks.stack_path {
+    let start_ns = hooks.attached_ns;
+    let tracker = plan.model.as_ref().map(|m| {
+        let mut t = Tracker::new(m.bucket_ns, m.keep_history, Box::new(LiveProc));
+        t.set_start(start_ns);
+        // Processes named with --pid are known from the start, busy or not.
+        for &pid in &target.pids {
+            t.ensure(pid, &read_comm(pid));
+        }
+        t
+    });
+    let checker = plan
+        .model
+        .as_ref()
+        .and_then(|m| m.check_interval)
+        .map(|i| Checker::new(i.as_nanos() as u64));
+    let mut core = Core {
+        stack_path: hooks.stack_path,
+        hooks,
+        tracker,
+        checker,
+        faults: (cfg.fault_mode == FAULTS_SUMMARY).then(|| FaultSummaries::new(start_ns)),
+        tally: Tally::default(),
+        events: plan.events,
+        exec_stop: cfg.exec_stop,
+        counters: cfg.track_rss,
+        malformed_logged: false,
+    };
+    sink.started(start_ns);
+    let stack = match core.stack_path {
         StackPath::Fexit => "stack growth via fexit",
         StackPath::FaultFallback => "stack growth via faults",
         StackPath::Off => "no stack events",
@@ -223,43 +500,64 @@ pub async fn run<S: Sink>(
         child_wait = Some(tokio::task::spawn_blocking(move || spawn::wait(pid)));
     }
 
-    let mut tally = Tally::default();
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ticks = tokio::time::interval(tick);
+    let mut ticks = tokio::time::interval(plan.tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     let deadline = target.args.duration.map(Duration::from_secs_f64);
-    let sleep = tokio::time::sleep(deadline.unwrap_or(Duration::from_secs(u32::MAX as u64)));
+    let sleep = tokio::time::sleep(deadline.unwrap_or(Duration::from_secs(u64::from(u32::MAX))));
     tokio::pin!(sleep);
 
     let end = loop {
         tokio::select! {
             r = reader.readable() => {
                 r?;
-                drain(&mut reader, &mut hooks, sink, &mut tally);
+                reader.drain(|b| core.record(b, sink));
             }
             _ = poll.tick() => {
-                drain(&mut reader, &mut hooks, sink, &mut tally);
+                reader.drain(|b| core.record(b, sink));
             }
             _ = ticks.tick() => {
-                drain(&mut reader, &mut hooks, sink, &mut tally);
-                report_lost(&mut hooks, sink, &mut tally);
-                sink.tick(&mut hooks);
+                reader.drain(|b| core.record(b, sink));
+                core.lost(sink);
+                core.tick(sink);
             }
-            status = async { child_wait.as_mut().unwrap().await }, if child_wait.is_some() => {
+            status = async {
+                match child_wait.as_mut() {
+                    Some(wait) => wait.await,
+                    None => std::future::pending().await,
+                }
+            } => {
                 let status = status.context("waiting for the command")?.context("waitpid")?;
                 break End::CommandExited(status);
             }
-            Some(notice) = async { exits.as_mut().unwrap().recv().await }, if exits.is_some() => {
-                drain(&mut reader, &mut hooks, sink, &mut tally);
-                sink.exit_snapshot(notice.tid, &mut hooks);
-                drain(&mut reader, &mut hooks, sink, &mut tally);
-                sink.exit_resolve(notice.tid);
+            notice = async {
+                match exits.as_mut() {
+                    Some(exits) => exits.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some(notice) = notice else {
+                    // The exit watcher is gone: no more holds.
+                    exits = None;
+                    continue;
+                };
+                reader.drain(|b| core.record(b, sink));
+                let tgid = core.exit_snapshot(notice.tid, sink);
+                reader.drain(|b| core.record(b, sink));
+                if let Some(tgid) = tgid {
+                    core.exit_resolve(tgid, sink);
+                }
                 let _ = notice.ack.send(());
             }
             name = stop.recv() => match name.context("reading signals")? {
-                "SIGUSR1" => sink.request(),
+                "SIGUSR1" => {
+                    // Events submitted before the signal belong to the
+                    // processes it asks about.
+                    reader.drain(|b| core.record(b, sink));
+                    core.request();
+                }
                 name => break End::Signal(name),
             },
             _ = &mut sleep, if deadline.is_some() => break End::Duration,
@@ -270,20 +568,35 @@ pub async fn run<S: Sink>(
     };
 
     // Everything submitted before the end is still in the buffer.
-    drain(&mut reader, &mut hooks, sink, &mut tally);
-    report_lost(&mut hooks, sink, &mut tally);
-    sink.tick(&mut hooks);
+    reader.drain(|b| core.record(b, sink));
+    core.lost(sink);
+    core.tick(sink);
+    if let Some(tracker) = core.tracker.as_mut() {
+        for p in tracker.drain() {
+            sink.ended(p);
+        }
+    }
     sink.flush();
     let elapsed = started.elapsed();
-    let stack_path = hooks.stack_path;
+    let stack_path = core.stack_path;
+    let tally = std::mem::take(&mut core.tally);
     drop(reader);
-    drop(hooks);
+    drop(core);
     Ok(Outcome {
         end,
         tally,
         elapsed,
         stack_path,
+        start_ns,
     })
+}
+
+fn read_comm(pid: u32) -> Vec<u8> {
+    let mut comm = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.last() == Some(&b'\n') {
+        comm.pop();
+    }
+    comm
 }
 
 /// Prints the closing summary on stderr; returns mmtrace's exit code.

@@ -1,0 +1,511 @@
+//! The [`Tracker`]: every traced process's address space, kept by one set
+//! of rules whatever the command.
+//!
+//! A process is seeded from /proc/PID/maps at first sight, copied at fork,
+//! reseeded at exec and ended at exit; every other memory event goes
+//! through [`apply_event`]. After each event, [`Tracker::changes`] lists
+//! what it changed (for `stream --regions`), and [`Tracker::end_event`]
+//! hands over the processes that left the model (for `record`'s
+//! timelines). The tracker reads /proc only through a [`ProcSource`], so it
+//! is tested without a kernel.
+
+use std::collections::HashMap;
+
+use super::{
+    apply::apply_event, maps, seed_of, AddressSpace, Cause, Journal, Op, Perms, Region, Seed,
+    SeededBy,
+};
+use crate::event::{Body, Event};
+
+/// What the tracker reads about a process from the kernel (/proc).
+pub trait ProcSource {
+    /// The process's mappings now.
+    fn maps(&mut self, pid: u32) -> std::io::Result<Vec<Seed>>;
+    /// Its parent and program, for a process found running.
+    fn describe(&mut self, pid: u32) -> (Option<u32>, Option<Vec<u8>>);
+    /// CLOCK_MONOTONIC now, ns.
+    fn now(&mut self) -> u64;
+}
+
+/// The running system's /proc.
+pub struct LiveProc;
+
+impl ProcSource for LiveProc {
+    fn maps(&mut self, pid: u32) -> std::io::Result<Vec<Seed>> {
+        maps::read(pid)
+    }
+
+    fn describe(&mut self, pid: u32) -> (Option<u32>, Option<Vec<u8>>) {
+        let ppid = procfs::process::Process::new(pid as i32)
+            .and_then(|p| p.status())
+            .ok()
+            .map(|s| s.ppid as u32);
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|e| std::os::unix::ffi::OsStrExt::as_bytes(e.as_os_str()).to_vec());
+        (ppid, exe)
+    }
+
+    fn now(&mut self) -> u64 {
+        crate::kernel::clock::monotonic_ns()
+    }
+}
+
+/// A span of time (ns since the start) during which the model of a process
+/// may be out of step with the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Uncertain {
+    pub from_ns: u64,
+    /// None: still open.
+    pub to_ns: Option<u64>,
+}
+
+/// One process as the model knows it.
+#[derive(Debug)]
+pub struct Process {
+    pub pid: u32,
+    /// Order of first sight, across the whole session.
+    pub seq: u64,
+    /// task->start_time (ns since boot), once an exec or exit told it.
+    pub start_time: Option<u64>,
+    pub ppid: Option<u32>,
+    pub comm: Vec<u8>,
+    pub exe: Option<Vec<u8>>,
+    pub seeded_by: SeededBy,
+    pub exec_at: Option<u64>,
+    pub exit_at: Option<u64>,
+    pub exit_status: Option<i32>,
+    pub space: AddressSpace,
+    /// Events stamped before this (CLOCK_MONOTONIC) are already in the
+    /// snapshot the process was seeded from.
+    seeded_until: u64,
+    /// CLOCK_MONOTONIC of the last event that changed its mappings.
+    pub last_change: u64,
+    /// Closed spans of uncertainty, and the open one.
+    pub uncertain: Vec<Uncertain>,
+    pub uncertain_since: Option<u64>,
+    /// Events arrived since the last counter sample.
+    pub dirty: bool,
+    pub faults_since_sample: u64,
+    /// Resident bytes, when the session could read them for this sample.
+    pub rss: Option<u64>,
+}
+
+impl Process {
+    fn new(pid: u32, seq: u64, seeded_by: SeededBy, bucket_ns: u64) -> Process {
+        Process {
+            pid,
+            seq,
+            start_time: None,
+            ppid: None,
+            comm: Vec::new(),
+            exe: None,
+            seeded_by,
+            exec_at: None,
+            exit_at: None,
+            exit_status: None,
+            space: AddressSpace::new(bucket_ns),
+            seeded_until: 0,
+            last_change: 0,
+            uncertain: Vec::new(),
+            uncertain_since: None,
+            dirty: true,
+            faults_since_sample: 0,
+            rss: None,
+        }
+    }
+
+    /// The model may be out of step from `t_ns` on.
+    pub fn doubt(&mut self, t_ns: u64) {
+        self.uncertain_since.get_or_insert(t_ns);
+    }
+
+    /// The model is known right again at `t_ns`.
+    fn trust(&mut self, t_ns: u64) {
+        if let Some(from) = self.uncertain_since.take() {
+            self.uncertain.push(Uncertain {
+                from_ns: from,
+                to_ns: Some(t_ns.max(from)),
+            });
+        }
+    }
+}
+
+/// What happened to a region, as a change line shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeOp {
+    Entry(Op),
+    Died,
+}
+
+impl ChangeOp {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ChangeOp::Entry(op) => op.as_str(),
+            ChangeOp::Died => "died",
+        }
+    }
+}
+
+/// One change an event made to a region.
+#[derive(Clone, Copy, Debug)]
+pub struct RegionChange<'a> {
+    /// The process whose region it is (a fork's child has its own).
+    pub pid: u32,
+    pub op: ChangeOp,
+    pub region: &'a Region,
+    pub start: u64,
+    pub end: u64,
+    pub perms: Perms,
+    /// The range before the change, when it moved the region's extent.
+    pub old: Option<(u64, u64)>,
+    /// For births and deaths: what caused them.
+    pub cause: Option<Cause>,
+}
+
+/// The differences found by comparing the model with /proc/PID/maps.
+#[derive(Clone, Debug)]
+pub struct Comparison {
+    /// ns since the start, at the read.
+    pub t_ns: u64,
+    pub regions: u64,
+    /// (kind, model's region, kernel's region).
+    pub differences: Vec<(&'static str, Option<Seed>, Option<Seed>)>,
+}
+
+pub struct Tracker {
+    live: HashMap<u32, Process>,
+    /// Processes that left the model during the current event.
+    ended: Vec<Process>,
+    /// Processes the current event changed, with their journal marks.
+    touched: Vec<(u32, usize)>,
+    start_ns: u64,
+    bucket_ns: u64,
+    /// Keep dead regions (for timelines); otherwise they are dropped once
+    /// the event that killed them has been reported.
+    keep_history: bool,
+    next_seq: u64,
+    source: Box<dyn ProcSource>,
+}
+
+impl Tracker {
+    /// `bucket_ns`: width of the fault-count buckets of each region.
+    pub fn new(bucket_ns: u64, keep_history: bool, source: Box<dyn ProcSource>) -> Tracker {
+        Tracker {
+            live: HashMap::new(),
+            ended: Vec::new(),
+            touched: Vec::new(),
+            start_ns: 0,
+            bucket_ns,
+            keep_history,
+            next_seq: 0,
+            source,
+        }
+    }
+
+    /// Times count from `start_ns` (CLOCK_MONOTONIC) on.
+    pub fn set_start(&mut self, start_ns: u64) {
+        self.start_ns = start_ns;
+    }
+
+    fn rel(&self, mono: u64) -> u64 {
+        mono.saturating_sub(self.start_ns)
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&Process> {
+        self.live.get(&pid)
+    }
+
+    pub fn get_mut(&mut self, pid: u32) -> Option<&mut Process> {
+        self.live.get_mut(&pid)
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.live.keys().copied().collect()
+    }
+
+    pub fn processes_mut(&mut self) -> impl Iterator<Item = &mut Process> {
+        self.live.values_mut()
+    }
+
+    fn new_process(&mut self, pid: u32, seeded_by: SeededBy) -> Process {
+        self.next_seq += 1;
+        let mut p = Process::new(pid, self.next_seq, seeded_by, self.bucket_ns);
+        if !self.keep_history {
+            p.space.keep_journal();
+        }
+        p
+    }
+
+    /// Makes sure `pid` has a model: a process found running is seeded
+    /// from /proc.
+    pub fn ensure(&mut self, pid: u32, comm: &[u8]) -> &mut Process {
+        if !self.live.contains_key(&pid) {
+            let now = self.source.now();
+            let t = self.rel(now);
+            let mut p = self.new_process(pid, SeededBy::Proc);
+            p.comm = comm.to_vec();
+            (p.ppid, p.exe) = self.source.describe(pid);
+            match self.source.maps(pid) {
+                Ok(seeds) => {
+                    p.space.seed(t, &seeds, Cause::Proc);
+                    p.seeded_until = self.source.now();
+                }
+                // Gone already, or not readable: what we know is uncertain.
+                Err(_) => p.doubt(t),
+            }
+            self.live.insert(pid, p);
+        }
+        self.live.get_mut(&pid).expect("inserted above")
+    }
+
+    /// [`Tracker::ensure`], and notes where `pid`'s journal stands, so that
+    /// [`Tracker::changes`] shows what the event changes (and, for a process
+    /// seen for the first time, the regions found running).
+    fn ensure_touched(&mut self, pid: u32, comm: &[u8]) {
+        let mark = self.live.get(&pid).map_or(0, |p| p.space.journal().len());
+        self.ensure(pid, comm);
+        self.touched.push((pid, mark));
+    }
+
+    /// Applies one event. Events of processes not seen before seed them
+    /// from /proc first.
+    pub fn apply(&mut self, ev: &Event) {
+        let t = self.rel(ev.ts_ns);
+        match &ev.body {
+            // The child's own events come after the parent's fork.
+            Body::Fork { child_pid, .. } => {
+                self.ensure_touched(ev.pid, &ev.comm);
+                let parent = &self.live[&ev.pid];
+                let space = parent.space.fork_copy(t);
+                let exe = parent.exe.clone();
+                if let Some(mut old) = self.live.remove(child_pid) {
+                    // A pid still held: that process is gone unseen.
+                    old.doubt(t);
+                    self.ended.push(old);
+                }
+                let mut child = self.new_process(*child_pid, SeededBy::Fork);
+                child.space = space;
+                child.ppid = Some(ev.pid);
+                child.comm = ev.comm.clone();
+                child.exe = exe;
+                child.last_change = ev.ts_ns;
+                self.live.insert(*child_pid, child);
+                self.touched.push((*child_pid, 0));
+            }
+            Body::Exec {
+                path, start_time, ..
+            } => {
+                self.ensure(ev.pid, &ev.comm);
+                let p = self.live.get_mut(&ev.pid).expect("ensured");
+                p.dirty = true;
+                p.last_change = p.last_change.max(ev.ts_ns);
+                // Regions read from /proc after the exec describe the new
+                // program: they are not the old one's.
+                p.space.discard_seeded_after(t);
+                let mark = p.space.journal().len();
+                p.space.end_all(t, Cause::Exec);
+                p.exec_at = Some(t);
+                p.exe = Some(path.clone());
+                p.comm = ev.comm.clone();
+                p.start_time = Some(*start_time);
+                if p.seeded_by == SeededBy::Proc && p.space.regions.is_empty() {
+                    // First seen at this exec: nothing before it was known.
+                    p.seeded_by = SeededBy::Exec;
+                }
+                let read_at = self.source.now();
+                match self.source.maps(ev.pid) {
+                    Ok(seeds) => {
+                        let until = self.source.now();
+                        let p = self.live.get_mut(&ev.pid).expect("ensured");
+                        p.space.seed(t, &seeds, Cause::Exec);
+                        p.seeded_until = until;
+                        p.trust(t);
+                    }
+                    Err(_) => {
+                        let at = self.rel(read_at);
+                        self.live.get_mut(&ev.pid).expect("ensured").doubt(at);
+                    }
+                }
+                self.touched.push((ev.pid, mark));
+            }
+            Body::Exit { status, start_time } => {
+                self.ensure_touched(ev.pid, &ev.comm);
+                let mut p = self.live.remove(&ev.pid).expect("ensured");
+                p.space.end_all(t, Cause::Exit);
+                p.exit_at = Some(t);
+                p.exit_status = Some(*status);
+                p.start_time = Some(*start_time);
+                p.dirty = true;
+                self.ended.push(p);
+            }
+            Body::FaultSummary { .. } | Body::Lost { .. } => {}
+            _ => {
+                let is_fault = matches!(ev.body, Body::Fault { .. });
+                if is_fault && self.live.contains_key(&ev.pid) {
+                    // A fault changes no region: no need to look for changes
+                    // (there are many).
+                } else {
+                    self.ensure_touched(ev.pid, &ev.comm);
+                }
+                let p = self.live.get_mut(&ev.pid).expect("ensured");
+                p.dirty = true;
+                if is_fault {
+                    p.faults_since_sample += 1;
+                } else {
+                    p.last_change = p.last_change.max(ev.ts_ns);
+                }
+                let before_seed = ev.ts_ns < p.seeded_until;
+                if !apply_event(&mut p.space, ev, t, before_seed) {
+                    // No region started where the stack grew: the model is
+                    // out of step.
+                    p.doubt(t);
+                }
+            }
+        }
+    }
+
+    /// What the current event changed, in print order: births, deaths and
+    /// changes first, then merges (which the kernel makes last) and the
+    /// regions they absorbed. Empty when the tracker keeps history (no
+    /// journal is kept then).
+    pub fn changes(&self) -> Vec<RegionChange<'_>> {
+        let mut out = Vec::new();
+        for &(pid, mark) in &self.touched {
+            let p = self
+                .live
+                .get(&pid)
+                .or_else(|| self.ended.iter().rev().find(|p| p.pid == pid));
+            if let Some(p) = p {
+                changes_since(pid, &p.space, mark, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Ends the current event: forgets reported dead regions (unless
+    /// history is kept) and hands over the processes that left the model.
+    pub fn end_event(&mut self) -> Vec<Process> {
+        if !self.keep_history {
+            for (pid, _) in self.touched.drain(..) {
+                if let Some(p) = self.live.get_mut(&pid) {
+                    p.space.forget_dead();
+                }
+            }
+        }
+        self.touched.clear();
+        std::mem::take(&mut self.ended)
+    }
+
+    /// Every process's model may be out of step from `now_ns` (events were
+    /// lost).
+    pub fn doubt_all(&mut self, now_ns: u64) {
+        let t = self.rel(now_ns);
+        for p in self.live.values_mut() {
+            p.doubt(t);
+        }
+    }
+
+    /// Compares `pid`'s model with `snapshot`, read at `t0` (monotonic)
+    /// when the model held every event before the read and none after it.
+    /// Differences resync the model.
+    pub fn compare(&mut self, pid: u32, t0: u64, snapshot: &[Seed]) -> Option<Comparison> {
+        let t = self.rel(t0);
+        let p = self.live.get_mut(&pid)?;
+        let model: Vec<Seed> = p.space.live().map(seed_of).collect();
+        let differences = maps::diff(&model, snapshot);
+        if !differences.is_empty() {
+            p.space.resync(t, snapshot);
+        }
+        p.trust(t);
+        Some(Comparison {
+            t_ns: t,
+            regions: snapshot.len() as u64,
+            differences,
+        })
+    }
+
+    /// Hands over every process still alive (at the end of the session).
+    pub fn drain(&mut self) -> Vec<Process> {
+        let mut all: Vec<Process> = self.live.drain().map(|(_, p)| p).collect();
+        all.sort_by_key(|p| p.seq);
+        all
+    }
+}
+
+/// The changes in `space`'s journal from `mark` on, in print order (see
+/// [`Tracker::changes`]).
+pub fn journal_changes(pid: u32, space: &AddressSpace, mark: usize) -> Vec<RegionChange<'_>> {
+    let mut out = Vec::new();
+    changes_since(pid, space, mark, &mut out);
+    out
+}
+
+fn changes_since<'a>(
+    pid: u32,
+    space: &'a AddressSpace,
+    mark: usize,
+    out: &mut Vec<RegionChange<'a>>,
+) {
+    let mut merges = Vec::new();
+    let mut merged = Vec::new();
+    let mut last = None;
+    for j in space.journal().iter().skip(mark) {
+        // The same entry twice (rewritten in place): report it once.
+        if last == Some(*j) {
+            continue;
+        }
+        last = Some(*j);
+        match *j {
+            Journal::Change { region, entry } => {
+                let r = &space.regions[region];
+                let Some(c) = r.history.get(entry) else {
+                    continue;
+                };
+                let prev = entry.checked_sub(1).map(|k| &r.history[k]);
+                let change = RegionChange {
+                    pid,
+                    op: ChangeOp::Entry(c.op),
+                    region: r,
+                    start: c.start,
+                    end: c.end,
+                    perms: c.perms,
+                    old: if c.op.moves_extent() {
+                        prev.map(|p| (p.start, p.end))
+                    } else {
+                        None
+                    },
+                    cause: (c.op == Op::Born).then_some(r.born_by),
+                };
+                if c.op == Op::Merge {
+                    merges.push(change);
+                } else {
+                    out.push(change);
+                }
+            }
+            Journal::Died { region } => {
+                let r = &space.regions[region];
+                let Some(cause) = r.died_by else {
+                    continue;
+                };
+                let change = RegionChange {
+                    pid,
+                    op: ChangeOp::Died,
+                    region: r,
+                    start: r.start,
+                    end: r.end,
+                    perms: r.perms,
+                    old: None,
+                    cause: Some(cause),
+                };
+                if cause == Cause::Merge {
+                    merged.push(change);
+                } else {
+                    out.push(change);
+                }
+            }
+        }
+    }
+    out.append(&mut merges);
+    out.append(&mut merged);
+}

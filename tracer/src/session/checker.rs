@@ -1,0 +1,335 @@
+//! The [`Checker`]: when to compare a process's model with
+//! /proc/PID/maps, and whether a comparison is valid.
+//!
+//! A comparison needs a consistent cut. /proc/PID/maps is read while every
+//! thread of the process is blocked outside a memory syscall (idle before
+//! and after the read); the read is then *pending*. The first event after
+//! it that changes the process's mappings settles it: stamped well after
+//! the read, the model before that event is the state the read saw
+//! (compare); stamped during the read or too close to it to tell, the
+//! check is void. A pending check that no change follows is compared at the
+//! next tick (the events before the read are all in by then).
+//!
+//! Nothing here reads the kernel: idleness, maps and the clock come through
+//! a [`Probe`], so every path is unit-tested.
+
+use std::collections::HashMap;
+
+use crate::model::{CheckReason, Seed};
+
+/// Events of one process may reach the ring buffer out of their time
+/// order by this much (threads on different CPUs).
+pub const ORDER_MARGIN_NS: u64 = 1_000_000;
+
+/// What the checker reads about a process.
+pub trait Probe {
+    /// Every thread is blocked, none inside a memory syscall: its mappings
+    /// cannot change while it stays so.
+    fn idle(&mut self, pid: u32) -> bool;
+    fn maps(&mut self, pid: u32) -> std::io::Result<Vec<Seed>>;
+    /// CLOCK_MONOTONIC now, ns.
+    fn now(&mut self) -> u64;
+}
+
+/// A maps read waiting for the events before it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingCheck {
+    /// CLOCK_MONOTONIC before and after the read.
+    pub t0: u64,
+    pub t1: u64,
+    pub snapshot: Vec<Seed>,
+    pub reason: CheckReason,
+}
+
+/// What a change did to a pending check.
+#[derive(Debug, PartialEq)]
+pub enum Settle {
+    /// No check was pending, or the change came before its read.
+    Nothing,
+    /// The model as it is now (before the change) is what the read saw.
+    Compare(PendingCheck),
+    /// Too close to the read to tell: the check is void (and will be made
+    /// again: whatever made it due still holds).
+    Void(CheckReason),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// CLOCK_MONOTONIC of the last comparison (or of first sight).
+    last_check: u64,
+    pending: Option<PendingCheck>,
+    /// A check was asked for and none has been compared since.
+    requested: bool,
+}
+
+pub struct Checker {
+    interval_ns: u64,
+    states: HashMap<u32, State>,
+}
+
+impl Checker {
+    pub fn new(interval_ns: u64) -> Checker {
+        Checker {
+            interval_ns,
+            states: HashMap::new(),
+        }
+    }
+
+    fn state(&mut self, pid: u32, now: u64) -> &mut State {
+        self.states.entry(pid).or_insert_with(|| State {
+            last_check: now,
+            ..State::default()
+        })
+    }
+
+    /// `pid` is known from `now` on: its first periodic check is an
+    /// interval later.
+    pub fn track(&mut self, pid: u32, now: u64) {
+        self.state(pid, now);
+    }
+
+    /// `pid` left the model.
+    pub fn forget(&mut self, pid: u32) {
+        self.states.remove(&pid);
+    }
+
+    /// A check of each of `pids` was asked for (SIGUSR1). It stays asked
+    /// for until a comparison is made.
+    pub fn request(&mut self, pids: &[u32], now: u64) {
+        for &pid in pids {
+            self.state(pid, now).requested = true;
+        }
+    }
+
+    /// Why `pid` should be checked now, if it should.
+    pub fn due(&self, pid: u32, now: u64, uncertain: bool) -> Option<CheckReason> {
+        let s = self.states.get(&pid)?;
+        if s.pending.is_some() {
+            return None;
+        }
+        if uncertain {
+            Some(CheckReason::Lost)
+        } else if s.requested {
+            Some(CheckReason::Request)
+        } else if now.saturating_sub(s.last_check) >= self.interval_ns {
+            Some(CheckReason::Interval)
+        } else {
+            None
+        }
+    }
+
+    /// Reads `pid`'s maps for a check if it is idle before and after the
+    /// read; the check is then pending. Returns whether it is.
+    pub fn start(&mut self, pid: u32, reason: CheckReason, probe: &mut dyn Probe) -> bool {
+        if !probe.idle(pid) {
+            return false;
+        }
+        let t0 = probe.now();
+        let Ok(snapshot) = probe.maps(pid) else {
+            return false;
+        };
+        let t1 = probe.now();
+        if !probe.idle(pid) {
+            return false;
+        }
+        self.state(pid, t0).pending = Some(PendingCheck {
+            t0,
+            t1,
+            snapshot,
+            reason,
+        });
+        true
+    }
+
+    /// An event stamped `ts_ns` changes `pid`'s mappings; call before the
+    /// model applies it.
+    pub fn on_change(&mut self, pid: u32, ts_ns: u64) -> Settle {
+        let Some(s) = self.states.get_mut(&pid) else {
+            return Settle::Nothing;
+        };
+        match &s.pending {
+            Some(pc) if ts_ns >= pc.t0 => {
+                let pc = s.pending.take().expect("matched Some");
+                if ts_ns > pc.t1 + ORDER_MARGIN_NS {
+                    Settle::Compare(pc)
+                } else {
+                    Settle::Void(pc.reason)
+                }
+            }
+            _ => Settle::Nothing,
+        }
+    }
+
+    /// The pending check of `pid`, if no change has come since its read
+    /// (`last_change`: the last change's stamp): compare it now.
+    pub fn quiet(&mut self, pid: u32, last_change: u64) -> Option<PendingCheck> {
+        let s = self.states.get_mut(&pid)?;
+        if s.pending.as_ref().is_some_and(|pc| last_change < pc.t0) {
+            s.pending.take()
+        } else {
+            None
+        }
+    }
+
+    /// The reason of `pid`'s pending check.
+    pub fn pending_reason(&self, pid: u32) -> Option<CheckReason> {
+        self.states.get(&pid)?.pending.as_ref().map(|p| p.reason)
+    }
+
+    /// A comparison of `pid` was made at `now`.
+    pub fn compared(&mut self, pid: u32, now: u64) {
+        let s = self.state(pid, now);
+        s.last_check = now;
+        s.requested = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Backing, Perms};
+
+    /// A process whose idleness and clock the test sets.
+    struct Fake {
+        idle: bool,
+        now: u64,
+        /// The clock advances by this much at each read.
+        read_takes: u64,
+        reads: u32,
+    }
+
+    impl Probe for Fake {
+        fn idle(&mut self, _pid: u32) -> bool {
+            self.idle
+        }
+
+        fn maps(&mut self, _pid: u32) -> std::io::Result<Vec<Seed>> {
+            self.reads += 1;
+            self.now += self.read_takes;
+            Ok(vec![Seed {
+                start: 0x1000,
+                end: 0x2000,
+                perms: Perms::from_prot(3, false),
+                offset: 0,
+                backing: Backing::Anon,
+            }])
+        }
+
+        fn now(&mut self) -> u64 {
+            self.now
+        }
+    }
+
+    fn fake() -> Fake {
+        Fake {
+            idle: true,
+            now: 1_000_000_000,
+            read_takes: 100_000,
+            reads: 0,
+        }
+    }
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn due_by_interval_request_and_loss() {
+        let mut c = Checker::new(1000 * MS);
+        c.track(7, 0);
+        assert_eq!(c.due(7, 999 * MS, false), None);
+        assert_eq!(c.due(7, 1000 * MS, false), Some(CheckReason::Interval));
+        assert_eq!(c.due(7, 1, true), Some(CheckReason::Lost));
+        c.request(&[7], 1);
+        assert_eq!(c.due(7, 1, false), Some(CheckReason::Request));
+        // Unknown processes are never due.
+        assert_eq!(c.due(8, u64::MAX, true), None);
+    }
+
+    #[test]
+    fn a_busy_process_is_not_read() {
+        let mut c = Checker::new(0);
+        let mut p = fake();
+        p.idle = false;
+        c.track(7, 0);
+        assert!(!c.start(7, CheckReason::Interval, &mut p));
+        assert_eq!(p.reads, 0);
+        assert_eq!(c.pending_reason(7), None);
+    }
+
+    #[test]
+    fn a_change_well_after_the_read_compares() {
+        let mut c = Checker::new(0);
+        let mut p = fake();
+        c.track(7, 0);
+        assert!(c.start(7, CheckReason::Interval, &mut p));
+        // Before the read: nothing settles.
+        assert_eq!(c.on_change(7, p.now - 200_000), Settle::Nothing);
+        let t1 = p.now;
+        match c.on_change(7, t1 + 2 * MS) {
+            Settle::Compare(pc) => {
+                assert_eq!(pc.reason, CheckReason::Interval);
+                assert_eq!(pc.t1, t1);
+                assert_eq!(pc.snapshot.len(), 1);
+            }
+            s => panic!("{s:?}"),
+        }
+        assert_eq!(c.pending_reason(7), None);
+    }
+
+    #[test]
+    fn a_quiet_process_compares_at_the_next_tick() {
+        let mut c = Checker::new(0);
+        let mut p = fake();
+        c.track(7, 0);
+        let before = p.now - 1;
+        assert!(c.start(7, CheckReason::Interval, &mut p));
+        assert!(c.quiet(7, before).is_some());
+        assert!(c.quiet(7, before).is_none(), "taken once");
+    }
+
+    #[test]
+    fn a_voided_request_is_asked_again() {
+        let mut c = Checker::new(1000 * MS);
+        let mut p = fake();
+        c.track(7, p.now);
+        c.request(&[7], p.now);
+        let reason = c.due(7, p.now, false).expect("requested");
+        assert_eq!(reason, CheckReason::Request);
+        assert!(c.start(7, reason, &mut p));
+        // The next change comes right after the read: void.
+        assert_eq!(
+            c.on_change(7, p.now + 10),
+            Settle::Void(CheckReason::Request)
+        );
+        // The request still stands.
+        assert_eq!(c.due(7, p.now, false), Some(CheckReason::Request));
+        assert!(c.start(7, CheckReason::Request, &mut p));
+        let t1 = p.now;
+        assert!(matches!(c.on_change(7, t1 + 5 * MS), Settle::Compare(_)));
+        c.compared(7, t1 + 5 * MS);
+        // Answered: not due until the interval has passed.
+        assert_eq!(c.due(7, t1 + 6 * MS, false), None);
+    }
+
+    #[test]
+    fn a_voided_interval_check_is_due_again() {
+        let mut c = Checker::new(10 * MS);
+        let mut p = fake();
+        c.track(7, 0);
+        assert_eq!(c.due(7, p.now, false), Some(CheckReason::Interval));
+        assert!(c.start(7, CheckReason::Interval, &mut p));
+        assert!(matches!(c.on_change(7, p.now), Settle::Void(_)));
+        assert_eq!(c.due(7, p.now, false), Some(CheckReason::Interval));
+    }
+
+    #[test]
+    fn a_pending_check_is_not_started_twice() {
+        let mut c = Checker::new(0);
+        let mut p = fake();
+        c.track(7, 0);
+        assert!(c.start(7, CheckReason::Interval, &mut p));
+        assert_eq!(c.due(7, u64::MAX, true), None);
+        c.forget(7);
+        assert_eq!(c.pending_reason(7), None);
+        assert_eq!(c.on_change(7, u64::MAX), Settle::Nothing);
+    }
+}
