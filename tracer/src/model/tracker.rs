@@ -509,3 +509,232 @@ fn changes_since<'a>(
     out.append(&mut merges);
     out.append(&mut merged);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        event::SysResult,
+        model::{Backing, PAGE},
+    };
+
+    /// /proc as the test sets it: maps per pid, a clock that ticks.
+    #[derive(Default)]
+    struct FakeProc {
+        maps: HashMap<u32, Vec<Seed>>,
+        now: u64,
+    }
+
+    impl ProcSource for FakeProc {
+        fn maps(&mut self, pid: u32) -> std::io::Result<Vec<Seed>> {
+            self.maps
+                .get(&pid)
+                .cloned()
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        }
+
+        fn describe(&mut self, _pid: u32) -> (Option<u32>, Option<Vec<u8>>) {
+            (Some(1), Some(b"/bin/x".to_vec()))
+        }
+
+        fn now(&mut self) -> u64 {
+            self.now += 1;
+            self.now
+        }
+    }
+
+    fn seed(start: u64, pages: u64) -> Seed {
+        Seed {
+            start,
+            end: start + pages * PAGE,
+            perms: Perms::from_prot(3, false),
+            offset: 0,
+            backing: Backing::Anon,
+        }
+    }
+
+    fn tracker(keep_history: bool, maps: &[(u32, Vec<Seed>)]) -> Tracker {
+        let source = FakeProc {
+            maps: maps.iter().cloned().collect(),
+            now: 1000,
+        };
+        let mut t = Tracker::new(u64::MAX, keep_history, Box::new(source));
+        t.set_start(0);
+        t
+    }
+
+    fn ev(ts_ns: u64, pid: u32, body: Body) -> Event {
+        Event {
+            ts_ns,
+            cpu: 0,
+            pid,
+            tid: pid,
+            comm: b"t".to_vec(),
+            body,
+        }
+    }
+
+    fn mmap(addr: u64, pages: u64) -> Body {
+        Body::Mmap {
+            addr: 0,
+            len: pages * PAGE,
+            prot: 3,
+            flags: 0x22,
+            fd: -1,
+            offset: 0,
+            ret: SysResult::Ok(addr),
+            file: None,
+        }
+    }
+
+    fn ops(t: &Tracker) -> Vec<(u32, &'static str)> {
+        t.changes().iter().map(|c| (c.pid, c.op.as_str())).collect()
+    }
+
+    #[test]
+    fn a_running_process_is_seeded_once() {
+        let mut t = tracker(true, &[(7, vec![seed(0x10000, 1)])]);
+        t.apply(&ev(5000, 7, mmap(0x20000, 1)));
+        t.end_event();
+        t.apply(&ev(6000, 7, mmap(0x30000, 1)));
+        t.end_event();
+        let p = t.get(7).unwrap();
+        assert_eq!(p.seeded_by, SeededBy::Proc);
+        assert_eq!(p.ppid, Some(1));
+        assert_eq!(p.space.live_count(), 3);
+        assert_eq!(p.space.regions[0].born_by, Cause::Proc);
+    }
+
+    #[test]
+    fn an_event_before_the_seed_is_not_applied_twice() {
+        let mut t = tracker(true, &[(7, vec![seed(0x10000, 1)])]);
+        // Stamped before the /proc read (clock 1001..1002): already in it.
+        t.apply(&ev(500, 7, mmap(0x10000, 1)));
+        let p = t.get(7).unwrap();
+        assert_eq!(p.space.live_count(), 1);
+        assert_eq!(p.space.regions[0].born_by, Cause::Mmap);
+    }
+
+    #[test]
+    fn fork_copies_and_exit_hands_over() {
+        let mut t = tracker(false, &[(7, vec![seed(0x10000, 2)])]);
+        t.apply(&ev(
+            5000,
+            7,
+            Body::Fork {
+                child_pid: 8,
+                clone_flags: 0,
+            },
+        ));
+        // The parent's regions found running, then the child's copies.
+        assert_eq!(ops(&t), [(7, "born"), (8, "born")]);
+        assert!(t.end_event().is_empty());
+        let child = t.get(8).unwrap();
+        assert_eq!(child.seeded_by, SeededBy::Fork);
+        assert_eq!(child.ppid, Some(7));
+        assert_eq!(child.space.regions[0].born_by, Cause::Fork);
+
+        t.apply(&ev(
+            6000,
+            8,
+            Body::Exit {
+                status: 3 << 8,
+                start_time: 42,
+            },
+        ));
+        assert_eq!(ops(&t), [(8, "died")]);
+        let ended = t.end_event();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].pid, 8);
+        assert_eq!(ended[0].exit_status, Some(3 << 8));
+        assert!(t.get(8).is_none());
+        assert!(t.get(7).is_some());
+    }
+
+    #[test]
+    fn exec_reseeds_from_proc() {
+        let mut t = tracker(true, &[(7, vec![seed(0x50000, 1)])]);
+        t.apply(&ev(5000, 7, mmap(0x20000, 1)));
+        t.end_event();
+        t.apply(&ev(
+            6000,
+            7,
+            Body::Exec {
+                path: b"/bin/y".to_vec(),
+                old_pid: 7,
+                start_time: 42,
+            },
+        ));
+        t.end_event();
+        let p = t.get(7).unwrap();
+        let live: Vec<(u64, Cause)> = p.space.live().map(|r| (r.start, r.born_by)).collect();
+        assert_eq!(live, [(0x50000, Cause::Exec)]);
+        assert!(p
+            .space
+            .regions
+            .iter()
+            .filter(|r| r.died_ns.is_some())
+            .all(|r| r.died_by == Some(Cause::Exec)));
+        assert_eq!(p.exe.as_deref(), Some(&b"/bin/y"[..]));
+    }
+
+    #[test]
+    fn a_reused_pid_ends_the_old_process() {
+        let mut t = tracker(true, &[(7, vec![seed(0x10000, 1)]), (9, vec![])]);
+        t.apply(&ev(5000, 9, mmap(0x20000, 1)));
+        t.end_event();
+        // 9 was never seen exiting: a fork that reuses it ends it, in doubt.
+        t.apply(&ev(
+            6000,
+            7,
+            Body::Fork {
+                child_pid: 9,
+                clone_flags: 0,
+            },
+        ));
+        let ended = t.end_event();
+        assert_eq!(ended.len(), 1);
+        assert!(ended[0].uncertain_since.is_some());
+        assert_eq!(t.get(9).unwrap().seeded_by, SeededBy::Fork);
+    }
+
+    #[test]
+    fn without_history_dead_regions_are_forgotten() {
+        let mut t = tracker(false, &[(7, vec![])]);
+        t.apply(&ev(5000, 7, mmap(0x20000, 1)));
+        t.end_event();
+        t.apply(&ev(
+            6000,
+            7,
+            Body::Munmap {
+                addr: 0x20000,
+                len: PAGE,
+                ret: SysResult::Ok(0),
+            },
+        ));
+        assert_eq!(ops(&t), [(7, "died")]);
+        t.end_event();
+        assert!(t.get(7).unwrap().space.regions.is_empty());
+    }
+
+    #[test]
+    fn a_comparison_resyncs_and_ends_the_doubt() {
+        let mut t = tracker(true, &[(7, vec![seed(0x10000, 1)])]);
+        t.apply(&ev(5000, 7, mmap(0x20000, 1)));
+        t.end_event();
+        t.doubt_all(5500);
+        let c = t.compare(7, 7000, &[seed(0x10000, 1)]).unwrap();
+        assert_eq!(c.differences.len(), 1);
+        assert_eq!(c.differences[0].0, "extra");
+        let p = t.get(7).unwrap();
+        assert_eq!(p.space.live_count(), 1);
+        assert_eq!(p.uncertain_since, None);
+        assert_eq!(
+            p.uncertain,
+            [Uncertain {
+                from_ns: 5500,
+                to_ns: Some(7000)
+            }]
+        );
+    }
+}

@@ -344,10 +344,7 @@ mod tests {
             allowed(&schema, "process", "seeded_by"),
             names(SeededBy::ALL, SeededBy::as_str)
         );
-        assert_eq!(
-            allowed(&schema, "change", "op"),
-            names(Op::ALL, Op::as_str)
-        );
+        assert_eq!(allowed(&schema, "change", "op"), names(Op::ALL, Op::as_str));
         assert_eq!(
             allowed(&schema, "check", "reason"),
             names(CheckReason::ALL, CheckReason::as_str)
