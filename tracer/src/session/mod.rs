@@ -152,9 +152,13 @@ impl Target {
         }
         let a = &self.args;
         let mut kind_mask = plan.kernel_kinds();
-        if plan.faults == FaultMode::Summary || plan.model.as_ref().is_some_and(|m| m.counters) {
+        if plan.model.as_ref().is_some_and(|m| m.counters) {
             // A process's kernel counters are forgotten at its exit.
             kind_mask |= EventKind::Exit.bit();
+        }
+        if plan.faults == FaultMode::Summary {
+            // Also: a summary names the process by its comm since exec.
+            kind_mask |= EventKind::Exit.bit() | EventKind::Exec.bit();
         }
         HookConfig {
             kind_mask,
