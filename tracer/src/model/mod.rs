@@ -68,7 +68,7 @@ pub enum Backing {
     Shm {
         path: Option<Vec<u8>>,
     },
-    /// [vdso], [vvar], [vsyscall] and other kernel-named regions.
+    /// `[vdso]`, `[vvar]`, `[vsyscall]` and other kernel-named regions.
     Special(String),
 }
 

@@ -18,34 +18,19 @@
 //!
 //! # JSONL
 //!
-//! One JSON object per line; a stable interface. Every line has, in order,
-//! `t_ns` (ns since the start of the stream), `pid`, `tid`, `comm`, `event`,
-//! then per event:
+//! One JSON object per line; a stable interface, documented once: the
+//! field table is in README.md ("JSON lines: a stable interface") and the
+//! machine-readable form in `docs/jsonl-v1.schema.json`, which the tests
+//! validate real streams against. Every line starts with `t_ns` (ns since
+//! the start of the stream), `pid`, `tid`, `comm`, `event`.
 //!
-//! | event           | fields |
-//! |-----------------|--------|
-//! | `brk`           | `requested`, `old_brk`, `new_brk` |
-//! | `mmap`          | `addr`, `len`, `prot`, `flags`, `fd`, `offset`, `ret`, [`errno`], and for a mapped file `path`, `dev`, `ino`, [`path_truncated`: true] |
-//! | `munmap`        | `addr`, `len`, `ret`, [`errno`] |
-//! | `mremap`        | `old_addr`, `old_len`, `new_len`, `flags`, [`new_addr`, with `MREMAP_FIXED`], `ret`, [`errno`] |
-//! | `mprotect`      | `addr`, `len`, `prot`, `ret`, [`errno`] |
-//! | `fault`         | `addr`, `ip`, `access` (`"read"`, `"write"`, `"exec"`), `present` |
-//! | `fault_summary` | `interval_ns`, `read`, `write`, `exec`, `present`, `total` |
-//! | `stack`         | `old_start`, `new_start`, `source` (`"fault"`, `"fexit"`) |
-//! | `exec`          | `path`, [`old_pid`, when it differs from `pid`] |
-//! | `fork`          | `child_pid` |
-//! | `exit`          | `code` (or null), `signal` (`"SIGKILL"`, or null) |
-//! | `lost`          | `count`, `kind` (event name, or null) |
+//! # Modules
 //!
-//! Addresses (the `ret` of mmap and mremap included) are hex strings
-//! (`"0x7f3a12340000"`); lengths, offsets, counts and fds are integers;
-//! `prot` and `flags` are symbolic strings (`"rw-"`,
-//! `"MAP_PRIVATE|MAP_ANONYMOUS"`). The `ret` of munmap and mprotect is the
-//! integer 0. A failed call has `"ret": null` and `"errno": "ENOMEM"`.
-//!
-//! `comm` and `path` are the raw bytes as UTF-8, invalid sequences replaced
-//! by U+FFFD; when the bytes were not valid UTF-8, `comm_hex` (right after
-//! `comm`) or `path_hex` (right after `path`) holds them in hex.
+//! - `text` and `json`: one line per event.
+//! - [`changes`]: one line per region change (`stream --regions`).
+//! - [`timeline`]: the `mmtrace.timeline/v1` document of `record`.
+//! - [`names`]: symbolic names (prot, flags, errno, signals), hex, sizes,
+//!   escaping.
 
 pub mod changes;
 mod json;
