@@ -5,6 +5,7 @@
 pub mod btf;
 pub mod clock;
 pub mod preflight;
+pub mod proc;
 pub mod ring;
 
 use std::collections::{BTreeMap, HashMap as StdHashMap};

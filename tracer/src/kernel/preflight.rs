@@ -15,13 +15,9 @@ const CAP_BPF: u32 = 39;
 
 /// The effective capability set of this process.
 fn effective_caps() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    super::proc::status_field("self", "CapEff")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
         .unwrap_or(0)
 }
 
@@ -113,11 +109,8 @@ pub fn check_kernel() -> Result<()> {
 
 /// The tgid of a pid (a thread id names its process), or a clear error.
 pub fn process_of(pid: u32) -> Result<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|_| Error::Usage(format!("no process with pid {pid}")))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| Error::Usage(format!("cannot read the process of pid {pid}")))
+    super::proc::tgid(pid).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::Usage(format!("no process with pid {pid}")),
+        _ => Error::Usage(format!("cannot read the process of pid {pid}: {e}")),
+    })
 }

@@ -1,73 +1,109 @@
-//! The kernel's truth: /proc/PID/maps (parsed by the procfs crate), and
-//! how the model's regions compare with it.
-
-use std::os::unix::ffi::OsStrExt;
-
-use procfs::process::{MMapPath, Process};
+//! The kernel's truth: /proc/PID/maps, parsed here in bytes (a path may
+//! hold any byte but NUL), and how the model's regions compare with it.
 
 use super::{Backing, Perms, Seed};
 
 /// The mappings of `pid` now.
 pub fn read(pid: u32) -> std::io::Result<Vec<Seed>> {
-    let process = Process::new(pid as i32).map_err(std::io::Error::other)?;
-    let maps = process.maps().map_err(std::io::Error::other)?;
-    Ok(maps
-        .into_iter()
-        .map(|m| {
-            let perms = Perms {
-                read: m.perms.contains(procfs::process::MMPermissions::READ),
-                write: m.perms.contains(procfs::process::MMPermissions::WRITE),
-                exec: m.perms.contains(procfs::process::MMPermissions::EXECUTE),
-                shared: m.perms.contains(procfs::process::MMPermissions::SHARED),
-            };
-            let dev = (m.dev.0 as u32, m.dev.1 as u32);
-            let backing = match m.pathname {
-                MMapPath::Path(p) => {
-                    let path = p.as_os_str().as_bytes().to_vec();
-                    if dev.0 == 0 && perms.shared {
-                        Backing::Shm { path: Some(path) }
-                    } else {
-                        Backing::File {
-                            path,
-                            dev,
-                            ino: m.inode,
-                        }
-                    }
-                }
-                MMapPath::Heap => Backing::Heap,
-                MMapPath::Stack => Backing::Stack,
-                MMapPath::TStack(tid) => Backing::Special(format!("[stack:{tid}]")),
-                MMapPath::Vdso => Backing::Special("[vdso]".into()),
-                MMapPath::Vvar => Backing::Special("[vvar]".into()),
-                MMapPath::Vsyscall => Backing::Special("[vsyscall]".into()),
-                MMapPath::Anonymous => Backing::Anon,
-                MMapPath::Vsys(key) => Backing::Shm {
-                    path: Some(format!("/SYSV{key:08x}").into_bytes()),
-                },
-                // procfs drops the brackets of pseudo paths it does not know.
-                MMapPath::Other(s) if s.starts_with("anon:") => Backing::Anon,
-                MMapPath::Other(s) if s.starts_with("anon_shmem:") => Backing::Shm {
-                    path: Some(format!("[{s}]").into_bytes()),
-                },
-                MMapPath::Other(s) if s.starts_with('[') || s.starts_with('/') => {
-                    Backing::Special(s)
-                }
-                MMapPath::Other(s) => Backing::Special(format!("[{s}]")),
-                MMapPath::Rollup => Backing::Special("[rollup]".into()),
-            };
-            let offset = match backing {
-                Backing::File { .. } | Backing::Shm { .. } => m.offset,
-                _ => 0,
-            };
-            Seed {
-                start: m.address.0,
-                end: m.address.1,
-                perms,
-                offset,
-                backing,
-            }
-        })
-        .collect())
+    let text = std::fs::read(format!("/proc/{pid}/maps"))?;
+    parse(&text).map_err(|line| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/maps: cannot parse line {line}"),
+        )
+    })
+}
+
+/// Parses the text of a maps file; Err(n): line n (from 1) is malformed.
+pub fn parse(text: &[u8]) -> Result<Vec<Seed>, usize> {
+    text.split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty())
+        .map(|(i, line)| parse_line(line).ok_or(i + 1))
+        .collect()
+}
+
+/// The next space-separated field of `line`, and the rest after its space.
+fn field(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = line.iter().position(|&b| b == b' ')?;
+    Some((&line[..end], &line[end + 1..]))
+}
+
+fn hex_u64(s: &[u8]) -> Option<u64> {
+    u64::from_str_radix(std::str::from_utf8(s).ok()?, 16).ok()
+}
+
+/// `start-end perms offset major:minor inode [path]`.
+fn parse_line(line: &[u8]) -> Option<Seed> {
+    let (range, rest) = field(line)?;
+    let (perms, rest) = field(rest)?;
+    let (offset, rest) = field(rest)?;
+    let (dev, rest) = field(rest)?;
+    // The inode ends the line when there is no path.
+    let (inode, rest) = field(rest).unwrap_or((rest, b""));
+    let dash = range.iter().position(|&b| b == b'-')?;
+    let (start, end) = (hex_u64(&range[..dash])?, hex_u64(&range[dash + 1..])?);
+    let colon = dev.iter().position(|&b| b == b':')?;
+    let dev = (
+        u32::try_from(hex_u64(&dev[..colon])?).ok()?,
+        u32::try_from(hex_u64(&dev[colon + 1..])?).ok()?,
+    );
+    let ino: u64 = std::str::from_utf8(inode).ok()?.parse().ok()?;
+    let offset = hex_u64(offset)?;
+    let [r, w, x, sp] = perms else {
+        return None;
+    };
+    if start > end {
+        return None;
+    }
+    let perms = Perms {
+        read: *r == b'r',
+        write: *w == b'w',
+        exec: *x == b'x',
+        shared: *sp == b's',
+    };
+    // The path starts after padding to a column.
+    let path = rest.trim_ascii_start();
+    let backing = backing_of(path, dev, ino, perms);
+    let offset = match backing {
+        Backing::File { .. } | Backing::Shm { .. } => offset,
+        _ => 0,
+    };
+    Some(Seed {
+        start,
+        end,
+        perms,
+        offset,
+        backing,
+    })
+}
+
+/// What backs a mapping, from its maps path column.
+fn backing_of(path: &[u8], dev: (u32, u32), ino: u64, perms: Perms) -> Backing {
+    let text = || String::from_utf8_lossy(path).into_owned();
+    match path {
+        b"" => Backing::Anon,
+        b"[heap]" => Backing::Heap,
+        b"[stack]" => Backing::Stack,
+        p if p.starts_with(b"[anon:") => Backing::Anon,
+        p if p.starts_with(b"[anon_shmem:") => Backing::Shm {
+            path: Some(p.to_vec()),
+        },
+        p if p.starts_with(b"[") => Backing::Special(text()),
+        // SysV shared memory: "/SYSV0000002a (deleted)".
+        p if p.starts_with(b"/SYSV") && dev.0 == 0 => Backing::Shm {
+            path: Some(strip_deleted(p).to_vec()),
+        },
+        p if dev.0 == 0 && perms.shared => Backing::Shm {
+            path: Some(p.to_vec()),
+        },
+        p if p.starts_with(b"/") => Backing::File {
+            path: p.to_vec(),
+            dev,
+            ino,
+        },
+        _ => Backing::Special(text()),
+    }
 }
 
 pub fn strip_deleted(p: &[u8]) -> &[u8] {
@@ -119,4 +155,91 @@ pub fn diff(model: &[Seed], kernel: &[Seed]) -> Vec<(&'static str, Option<Seed>,
         out.push(("extra", Some(m.clone()), None));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_of_every_kind() {
+        let text = b"\
+561e93ef7000-561e940a7000 rw-p 00000000 00:00 0                          [heap]
+7fe744220000-7fe744353000 rw-p 00000000 00:00 0 
+7fe7443ed000-7fe7443ef000 rw-s 00000000 00:01 0                          /SYSV0000002a (deleted)
+7fe744414000-7fe744416000 rw-s 00000000 00:01 1028                       /dev/zero (deleted)
+7fe744fbc000-7fe744fbe000 rw-s 00000000 00:1b 2                          /dev/shm/toyshm
+7fe74500f000-7fe745066000 r--p 00001000 fe:00 316534                     /usr/lib/locale/C.utf8/LC_CTYPE
+7f3df8034000-7f3df8035000 rw-p 00000000 fe:00 10011245                   /tmp/we ird\x01na\\012me\xff
+7fe745079000-7fe74507b000 r-xp 00000000 00:00 0                          [vdso]
+7fe745079000-7fe74507b000 rw-p 00000000 00:00 0                          [anon:glibc: malloc]
+7ffe519c3000-7ffe519e4000 rw-p 00000000 00:00 0                          [stack]
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
+";
+        let seeds = parse(text).unwrap();
+        let backings: Vec<&Backing> = seeds.iter().map(|s| &s.backing).collect();
+        assert_eq!(backings[0], &Backing::Heap);
+        assert_eq!(backings[1], &Backing::Anon);
+        assert_eq!(
+            backings[2],
+            &Backing::Shm {
+                path: Some(b"/SYSV0000002a".to_vec())
+            }
+        );
+        assert!(matches!(backings[3], Backing::Shm { .. }));
+        assert!(matches!(backings[4], Backing::Shm { .. }));
+        assert_eq!(
+            backings[5],
+            &Backing::File {
+                path: b"/usr/lib/locale/C.utf8/LC_CTYPE".to_vec(),
+                dev: (0xfe, 0),
+                ino: 316534
+            }
+        );
+        assert_eq!(seeds[5].offset, 0x1000);
+        assert_eq!(
+            backings[6],
+            &Backing::File {
+                path: b"/tmp/we ird\x01na\\012me\xff".to_vec(),
+                dev: (0xfe, 0),
+                ino: 10011245
+            }
+        );
+        assert_eq!(backings[7], &Backing::Special("[vdso]".into()));
+        assert_eq!(backings[8], &Backing::Anon);
+        assert_eq!(backings[9], &Backing::Stack);
+        assert_eq!(seeds[10].start, 0xffffffffff600000);
+        assert!(seeds[10].perms.exec && !seeds[10].perms.read);
+    }
+
+    #[test]
+    fn malformed_lines_are_refused() {
+        for bad in [
+            &b"zz-10 rw-p 0 00:00 0"[..],
+            b"10-20 rw-p 0 00:00",
+            b"20-10 rw-p 0 00:00 0",
+            b"10-20 rw- 0 00:00 0",
+            b"10-20 rw-p 0 0000 0",
+            b"10-20 rw-p 0 00:00 x",
+        ] {
+            assert_eq!(parse(bad), Err(1), "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(parse(b"\n\n"), Ok(Vec::new()));
+    }
+
+    /// The parser reads this machine's processes, whatever they map.
+    #[test]
+    fn every_process_here_parses() {
+        let mut n = 0;
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            match read(pid) {
+                Ok(seeds) => n += seeds.len(),
+                Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::InvalidData, "{e}"),
+            }
+        }
+        assert!(n > 0);
+    }
 }

@@ -15,7 +15,10 @@ use super::{
     apply::apply_event, maps, seed_of, AddressSpace, Cause, Journal, Op, Perms, Region, Seed,
     SeededBy,
 };
-use crate::event::{Body, Event};
+use crate::{
+    event::{Body, Event},
+    kernel::proc,
+};
 
 /// What the tracker reads about a process from the kernel (/proc).
 pub trait ProcSource {
@@ -36,14 +39,7 @@ impl ProcSource for LiveProc {
     }
 
     fn describe(&mut self, pid: u32) -> (Option<u32>, Option<Vec<u8>>) {
-        let ppid = procfs::process::Process::new(pid as i32)
-            .and_then(|p| p.status())
-            .ok()
-            .map(|s| s.ppid as u32);
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-            .ok()
-            .map(|e| std::os::unix::ffi::OsStrExt::as_bytes(e.as_os_str()).to_vec());
-        (ppid, exe)
+        (proc::ppid(pid), proc::exe(pid))
     }
 
     fn now(&mut self) -> u64 {

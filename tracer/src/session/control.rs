@@ -17,7 +17,7 @@ use tracer_common::{EventKind, FaultCounts};
 use super::checker::Probe;
 use crate::{
     event::{Body, Event},
-    kernel::{clock, Hooks},
+    kernel::{clock, proc, Hooks},
     model::{maps, Seed},
 };
 
@@ -153,19 +153,12 @@ pub fn continue_after_exec(pid: u32) {
     unsafe { libc::kill(pid as i32, libc::SIGCONT) };
 }
 
-/// Resident bytes of `pid` from /proc/PID/statm.
-pub fn statm_rss(pid: u32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * crate::model::PAGE)
-}
-
 /// The running system, for the checker.
 pub struct LiveProbe;
 
 impl Probe for LiveProbe {
     fn idle(&mut self, pid: u32) -> bool {
-        idle(pid)
+        proc::idle(pid, MEMORY_SYSCALLS)
     }
 
     fn maps(&mut self, pid: u32) -> std::io::Result<Vec<Seed>> {
@@ -177,35 +170,6 @@ impl Probe for LiveProbe {
     }
 }
 
-/// All threads of `pid` are blocked (not running) and none is inside a
-/// memory syscall: its mappings cannot change while it stays so.
-pub fn idle(pid: u32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    for t in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
-            return false;
-        };
-        let state = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .unwrap_or("R");
-        if !matches!(state, "S" | "T" | "t" | "D" | "I") {
-            return false;
-        }
-        // A memory syscall in progress can still change the mappings.
-        if let Ok(sc) = std::fs::read_to_string(t.path().join("syscall")) {
-            if let Some(nr) = sc
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse::<i64>().ok())
-            {
-                if matches!(nr, 9 | 10 | 11 | 12 | 25 | 28) {
-                    return false;
-                }
-            }
-        }
-    }
-    true
-}
+/// Syscalls that change mappings (x86_64): a thread inside one is not
+/// idle.
+const MEMORY_SYSCALLS: &[i64] = &[9, 10, 11, 12, 25, 28];

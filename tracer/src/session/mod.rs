@@ -19,7 +19,7 @@ use crate::{
     cli::{FaultMode, TraceArgs},
     error::Result,
     event::{decode::decode, Body, Event},
-    kernel::{clock, preflight, ring::EventReader, HookConfig, Hooks, StackPath},
+    kernel::{clock, preflight, proc, ring::EventReader, HookConfig, Hooks, StackPath},
     model::{CheckReason, Comparison, LiveProc, Process, RegionChange, Tracker},
 };
 
@@ -438,7 +438,7 @@ fn compare<S: Sink>(
 /// the kernel's kmem:rss_stat counters, else /proc/PID/statm.
 fn sample<S: Sink>(hooks: &Hooks, counters: bool, sink: &mut S, p: &mut Process, now: u64) {
     p.rss = if counters {
-        hooks.rss(p.pid).or_else(|| control::statm_rss(p.pid))
+        hooks.rss(p.pid).or_else(|| proc::statm_rss(p.pid))
     } else {
         None
     };
@@ -467,7 +467,7 @@ pub async fn run<S: Sink>(
         t.set_start(start_ns);
         // Processes named with --pid are known from the start, busy or not.
         for &pid in &target.pids {
-            t.ensure(pid, &read_comm(pid));
+            t.ensure(pid, &proc::comm(pid));
         }
         t
     });
@@ -593,14 +593,6 @@ pub async fn run<S: Sink>(
         stack_path,
         start_ns,
     })
-}
-
-fn read_comm(pid: u32) -> Vec<u8> {
-    let mut comm = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if comm.last() == Some(&b'\n') {
-        comm.pop();
-    }
-    comm
 }
 
 /// Prints the closing summary on stderr; returns mmtrace's exit code.

@@ -1,0 +1,134 @@
+//! What mmtrace reads from /proc besides the maps (see
+//! [`crate::model::maps`]): a few status fields, thread states, statm.
+//! Small readers of their own, in bytes, so no name a traced process
+//! chooses (comm, paths) can make a read fail.
+
+use std::io;
+
+/// A field of /proc/PID/status (`PPid`, `Tgid`, `CapEff`...), as text.
+pub fn status_field(pid: &str, field: &str) -> io::Result<String> {
+    let status = std::fs::read(format!("/proc/{pid}/status"))?;
+    field_of(&status, field)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no {field} field")))
+}
+
+/// The value of `field` in a status file: the text after `field:`.
+fn field_of(status: &[u8], field: &str) -> Option<String> {
+    status.split(|&b| b == b'\n').find_map(|line| {
+        let rest = line.strip_prefix(field.as_bytes())?.strip_prefix(b":")?;
+        Some(String::from_utf8_lossy(rest).trim().to_string())
+    })
+}
+
+/// The parent of `pid`.
+pub fn ppid(pid: u32) -> Option<u32> {
+    status_field(&pid.to_string(), "PPid").ok()?.parse().ok()
+}
+
+/// The process (tgid) of a thread id.
+pub fn tgid(tid: u32) -> io::Result<u32> {
+    status_field(&tid.to_string(), "Tgid")?
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad Tgid"))
+}
+
+/// The program of `pid` (the target of /proc/PID/exe).
+pub fn exe(pid: u32) -> Option<Vec<u8>> {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|e| std::os::unix::ffi::OsStrExt::as_bytes(e.as_os_str()).to_vec())
+}
+
+/// The comm of `pid`, raw bytes.
+pub fn comm(pid: u32) -> Vec<u8> {
+    let mut comm = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.last() == Some(&b'\n') {
+        comm.pop();
+    }
+    comm
+}
+
+/// Resident bytes of `pid` from /proc/PID/statm.
+pub fn statm_rss(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * crate::model::PAGE)
+}
+
+/// The state letter of a /proc/PID/task/TID/stat line (after the comm,
+/// which may hold anything, `)` included).
+fn state_of(stat: &[u8]) -> Option<u8> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    stat[close + 1..]
+        .iter()
+        .copied()
+        .find(|b| !b.is_ascii_whitespace())
+}
+
+/// The syscall number in a /proc/PID/task/TID/syscall line ("running" or
+/// "-1 ..." when in none).
+fn syscall_of(line: &[u8]) -> Option<i64> {
+    let first = line.split(|b| b.is_ascii_whitespace()).next()?;
+    std::str::from_utf8(first).ok()?.parse().ok()
+}
+
+/// All threads of `pid` are blocked (not running) and none is inside one
+/// of `busy_syscalls`: its mappings cannot change while it stays so.
+pub fn idle(pid: u32, busy_syscalls: &[i64]) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read(t.path().join("stat")) else {
+            return false;
+        };
+        if !matches!(state_of(&stat), Some(b'S' | b'T' | b't' | b'D' | b'I')) {
+            return false;
+        }
+        if let Ok(sc) = std::fs::read(t.path().join("syscall")) {
+            if syscall_of(&sc).is_some_and(|nr| busy_syscalls.contains(&nr)) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_fields() {
+        let status = b"Name:\tx\xff)y\nTgid:\t42\nPPid:\t7\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(field_of(status, "Tgid").as_deref(), Some("42"));
+        assert_eq!(field_of(status, "PPid").as_deref(), Some("7"));
+        assert_eq!(
+            field_of(status, "CapEff").as_deref(),
+            Some("000001ffffffffff")
+        );
+        assert_eq!(field_of(status, "Pid"), None);
+    }
+
+    #[test]
+    fn thread_state_after_a_hostile_comm() {
+        assert_eq!(state_of(b"12 (a) R b) S 1 2 3"), Some(b'S'));
+        assert_eq!(state_of(b"12 (sleep) R 1"), Some(b'R'));
+        assert_eq!(state_of(b"12 (no end"), None);
+        assert_eq!(syscall_of(b"9 0x0 0x1000 3 34 -1 0 0x7ffd 0x7f\n"), Some(9));
+        assert_eq!(syscall_of(b"running\n"), None);
+        assert_eq!(syscall_of(b"-1 0x7ffd 0x7f\n"), Some(-1));
+    }
+
+    #[test]
+    fn this_process() {
+        let me = std::process::id();
+        assert_eq!(tgid(me).unwrap(), me);
+        assert!(ppid(me).is_some());
+        assert!(!comm(me).is_empty());
+        assert!(statm_rss(me).unwrap() > 0);
+        assert!(exe(me).is_some());
+        // This thread is running.
+        assert!(!idle(me, &[]));
+    }
+}
