@@ -39,7 +39,7 @@ pub struct TraceArgs {
 
     /// Trace processes with this command name (repeatable; 15 bytes at most
     /// count, as the kernel keeps them).
-    #[arg(short, long = "comm", value_name = "NAME")]
+    #[arg(short, long = "comm", value_name = "NAME", value_parser = parse_comm)]
     pub comms: Vec<OsString>,
 
     /// With --pid or --comm: also trace the children they start from now on.
@@ -47,7 +47,7 @@ pub struct TraceArgs {
     pub follow: bool,
 
     /// Stop after this many seconds.
-    #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]
+    #[arg(short, long, value_name = "SECS", value_parser = parse_run_duration)]
     pub duration: Option<f64>,
 
     /// Kernel ring buffer size (a power of two: 256K, 4M, ...).
@@ -56,6 +56,12 @@ pub struct TraceArgs {
 
     /// Start this command, trace it and all its descendants from its first
     /// instruction, stop when it exits and exit with its status.
+    /// With -- CMD: when tracing stops before the command ends (Ctrl-C,
+    /// SIGTERM, --duration), kill the command (SIGKILL) instead of leaving
+    /// it running on its own.
+    #[arg(long)]
+    pub kill_on_stop: bool,
+
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
@@ -87,7 +93,7 @@ pub struct StreamArgs {
     pub regions: bool,
 
     /// Interval of the fault summary, in seconds.
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration)]
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_interval)]
     pub summary_interval: f64,
 
     #[command(flatten)]
@@ -102,11 +108,11 @@ pub struct RecordArgs {
 
     /// Compare each process's model with /proc/PID/maps this often (when the
     /// process is idle), in seconds. Lost events trigger a comparison too.
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration)]
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_interval)]
     pub reconcile_interval: f64,
 
     /// Width of the per-region fault time buckets, in seconds.
-    #[arg(long, value_name = "SECS", default_value = "0.1", value_parser = parse_duration)]
+    #[arg(long, value_name = "SECS", default_value = "0.1", value_parser = parse_bucket)]
     pub fault_bucket: f64,
 
     #[command(flatten)]
@@ -119,11 +125,13 @@ pub struct ReportArgs {
     pub file: PathBuf,
 
     /// Mappings born and dead within this many milliseconds are short-lived.
-    #[arg(long, value_name = "MS", default_value_t = 100)]
+    #[arg(long, value_name = "MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub short_lived_ms: u64,
 
     /// How many regions to list per table.
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    #[arg(long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub top: usize,
 }
 
@@ -205,14 +213,47 @@ pub fn parse_size(s: &str) -> Result<u32, String> {
     Ok(bytes as u32)
 }
 
-pub fn parse_duration(s: &str) -> Result<f64, String> {
+/// A number of seconds within `[min, max]`.
+fn parse_seconds(s: &str, min: f64, max: f64) -> Result<f64, String> {
     let v: f64 = s
+        .trim()
         .parse()
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if !(v > 0.0 && v.is_finite()) {
-        return Err(format!("`{s}` must be a positive number of seconds"));
+    if !(v.is_finite() && (min..=max).contains(&v)) {
+        return Err(format!("`{s}` must be between {min} and {max} seconds"));
     }
     Ok(v)
+}
+
+/// `--duration`: up to a year.
+pub const DURATION_RANGE: (f64, f64) = (0.001, 366.0 * 86_400.0);
+/// `--summary-interval`, `--reconcile-interval`.
+pub const INTERVAL_RANGE: (f64, f64) = (0.01, 3600.0);
+/// `--fault-bucket`: each region keeps one counter per bucket it spans.
+pub const BUCKET_RANGE: (f64, f64) = (0.01, 86_400.0);
+
+pub fn parse_run_duration(s: &str) -> Result<f64, String> {
+    parse_seconds(s, DURATION_RANGE.0, DURATION_RANGE.1)
+}
+
+pub fn parse_interval(s: &str) -> Result<f64, String> {
+    parse_seconds(s, INTERVAL_RANGE.0, INTERVAL_RANGE.1)
+}
+
+pub fn parse_bucket(s: &str) -> Result<f64, String> {
+    parse_seconds(s, BUCKET_RANGE.0, BUCKET_RANGE.1)
+}
+
+/// A comm to select: not empty, no NUL (the kernel compares its first 15
+/// bytes, as it keeps them).
+pub fn parse_comm(s: &str) -> Result<OsString, String> {
+    if s.is_empty() {
+        return Err("an empty name selects nothing".to_string());
+    }
+    if s.contains('\0') {
+        return Err("a command name cannot hold a NUL byte".to_string());
+    }
+    Ok(OsString::from(s))
 }
 
 #[cfg(test)]
@@ -243,6 +284,40 @@ mod tests {
                 | EventKind::Fork.bit()
                 | EventKind::Exit.bit()
         );
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        for args in [
+            &["mmtrace", "stream", "--duration", "1e300"][..],
+            &["mmtrace", "stream", "--duration", "0"],
+            &["mmtrace", "stream", "--duration", "nan"],
+            &["mmtrace", "stream", "--summary-interval", "1e300"],
+            &["mmtrace", "stream", "--summary-interval", "1e-300"],
+            &["mmtrace", "stream", "--comm", ""],
+            &["mmtrace", "record", "-o", "x", "--fault-bucket", "1e-9"],
+            &["mmtrace", "record", "-o", "x", "--fault-bucket", "1e-300"],
+            &[
+                "mmtrace",
+                "record",
+                "-o",
+                "x",
+                "--reconcile-interval",
+                "inf",
+            ],
+            &["mmtrace", "report", "x", "--top", "0"],
+            &["mmtrace", "report", "x", "--short-lived-ms", "99999999999"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?} accepted");
+        }
+        for args in [
+            &["mmtrace", "stream", "--duration", "0.5"][..],
+            &["mmtrace", "stream", "--duration", "86400"],
+            &["mmtrace", "stream", "--comm", "a-name-longer-than-15"],
+            &["mmtrace", "record", "-o", "x", "--fault-bucket", "0.01"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_ok(), "{args:?} refused");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::{
 use tracer_common::EventKind;
 
 use crate::{
-    cli::{FaultMode, RecordArgs},
+    cli::{kind_mask, FaultMode, RecordArgs},
     error::{Error, Result},
     event::Event,
     kernel::{preflight, StackPath},
@@ -161,7 +161,8 @@ pub async fn run(p: Prepared) -> Result<i32> {
         mut target,
     } = p;
     let plan = Plan {
-        events: 0,
+        // Every event feeds the model; all are counted in the summary.
+        events: kind_mask(&[], FaultMode::All),
         faults: FaultMode::All,
         model: Some(ModelPlan {
             bucket_ns: (args.fault_bucket * 1e9) as u64,

@@ -24,6 +24,11 @@ pub fn resolve_program(program: &OsStr) -> Result<PathBuf> {
     for c in &candidates {
         if let Ok(meta) = std::fs::metadata(c) {
             if meta.is_dir() {
+                if bytes.contains(&b'/') {
+                    return Err(Error::Usage(format!(
+                        "cannot execute `{shown}`: is a directory"
+                    )));
+                }
                 continue;
             }
             if executable(c) {

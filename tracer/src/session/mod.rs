@@ -501,7 +501,13 @@ pub async fn run<S: Sink>(
     if let Some((path, held)) = target.command.as_mut() {
         held.release(path)?;
         let pid = held.pid;
-        child_wait = Some(tokio::task::spawn_blocking(move || spawn::wait(pid)));
+        // A thread of its own, not the runtime's blocking pool: the runtime
+        // must not wait for the command when tracing stops first.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(spawn::wait(pid));
+        });
+        child_wait = Some(rx);
     }
 
     let mut poll = tokio::time::interval(POLL_INTERVAL);
@@ -534,6 +540,7 @@ pub async fn run<S: Sink>(
                 }
             } => {
                 let status = status.context("waiting for the command")?.context("waitpid")?;
+                child_wait = None;
                 break End::CommandExited(status);
             }
             notice = async {
@@ -570,6 +577,15 @@ pub async fn run<S: Sink>(
             break End::OutputClosed;
         }
     };
+
+    if let (Some(wait), Some((_, held))) = (child_wait.as_mut(), &target.command) {
+        if target.args.kill_on_stop {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(held.pid as i32, libc::SIGKILL) };
+            // Reaped at once (it cannot ignore SIGKILL); bounded all the same.
+            let _ = tokio::time::timeout(Duration::from_secs(1), wait).await;
+        }
+    }
 
     // Everything submitted before the end is still in the buffer.
     reader.drain(|b| core.record(b, sink));
@@ -617,15 +633,22 @@ pub fn finish(outcome: &Outcome, target: &Target) -> i32 {
             line.push_str(&format!("; command exited ({})", describe_status(status)));
             spawn::exit_code_of(status)
         }
-        End::Signal(name) => {
-            line.push_str(&format!("; stopped by {name}"));
+        End::Signal(_) | End::Duration | End::OutputClosed => {
+            match outcome.end {
+                End::Signal(name) => line.push_str(&format!("; stopped by {name}")),
+                End::Duration => line.push_str("; stopped after --duration"),
+                _ => line.push_str("; stopped: the output is closed"),
+            }
             if let Some((_, held)) = &target.command {
-                // The command keeps running; say so rather than kill it.
-                line.push_str(&format!(" (command pid {} left running)", held.pid));
+                if target.args.kill_on_stop {
+                    line.push_str(&format!(" (command pid {} killed)", held.pid));
+                } else {
+                    // Detached, as a debugger detaches: say so.
+                    line.push_str(&format!(" (command pid {} left running)", held.pid));
+                }
             }
             0
         }
-        End::Duration | End::OutputClosed => 0,
     };
     eprintln!("{line}");
     code
