@@ -16,6 +16,10 @@ pub enum Error {
     Other(#[from] anyhow::Error),
 }
 
+/// mmtrace's exit status when an output could not be written whole (a full
+/// disk, an I/O error): sysexits' EX_IOERR.
+pub const EXIT_OUTPUT_INCOMPLETE: i32 = 74;
+
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {

@@ -9,7 +9,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    fs::File,
     io::{BufWriter, Write},
     time::Duration,
 };
@@ -18,12 +17,15 @@ use tracer_common::EventKind;
 
 use crate::{
     cli::{kind_mask, FaultMode, RecordArgs},
-    error::{Error, Result},
+    error::{Result, EXIT_OUTPUT_INCOMPLETE},
     event::Event,
     kernel::{preflight, StackPath},
     model::{CheckReason, Comparison, Process, RegionChange},
-    output::timeline::{self, MapsEntry, Timeline},
-    session::{self, exitwatch, ModelPlan, Plan, Sink, Target},
+    output::{
+        file::{self, Replace},
+        timeline::{self, MapsEntry, Timeline},
+    },
+    session::{self, command, exitwatch, ModelPlan, Plan, Sink, Target},
 };
 
 /// Ticks: checks are started and resolved, counters sampled.
@@ -31,14 +33,16 @@ const TICK: Duration = Duration::from_millis(50);
 
 pub struct Prepared {
     args: RecordArgs,
-    out: File,
     target: Target,
 }
 
 pub fn prepare(mut args: RecordArgs) -> Result<Prepared> {
     let pids = session::check(&args.trace)?;
-    let out = File::create(&args.output)
-        .map_err(|e| Error::Usage(format!("cannot write {}: {e}", args.output.display())))?;
+    if let Some(program) = args.trace.command.first() {
+        command::resolve_program(program)?;
+    }
+    // Written at the end, through a temporary file; checked now.
+    file::check(&args.output)?;
     let trace = std::mem::take(&mut args.trace);
     // Exit checks need a seccomp filter in the command, installed without
     // no_new_privs (which would change what the command may do).
@@ -47,7 +51,7 @@ pub fn prepare(mut args: RecordArgs) -> Result<Prepared> {
         log::warn!("no exit checks: they need CAP_SYS_ADMIN");
     }
     let target = session::start(trace, pids, watch_exits)?;
-    Ok(Prepared { args, out, target })
+    Ok(Prepared { args, target })
 }
 
 /// Collects each process's document.
@@ -155,11 +159,7 @@ fn read_trim(path: &str) -> String {
 /// Records until the end condition, writes the timeline; returns mmtrace's
 /// exit code.
 pub async fn run(p: Prepared) -> Result<i32> {
-    let Prepared {
-        args,
-        out,
-        mut target,
-    } = p;
+    let Prepared { args, mut target } = p;
     let plan = Plan {
         // Every event feeds the model; all are counted in the summary.
         events: kind_mask(&[], FaultMode::All),
@@ -202,16 +202,27 @@ pub async fn run(p: Prepared) -> Result<i32> {
     }
     let duration_ns = outcome.elapsed.as_nanos() as u64;
     let doc = sink.timeline(&target, duration_ns, outcome.stack_path);
-    write_doc(&doc, out, &args.output)?;
-    Ok(session::finish(&outcome, &target))
+    let written = write_doc(&doc, &args.output);
+    let code = session::finish(&outcome, &target);
+    match written {
+        Ok(()) => Ok(code),
+        Err(e) => {
+            eprintln!(
+                "mmtrace: cannot write {}: {e}; nothing was written there",
+                args.output.display()
+            );
+            Ok(EXIT_OUTPUT_INCOMPLETE)
+        }
+    }
 }
 
-fn write_doc(doc: &Timeline, out: File, path: &std::path::Path) -> Result<()> {
-    let mut w = BufWriter::new(out);
-    serde_json::to_writer(&mut w, doc)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-    w.write_all(b"\n")
-        .and_then(|()| w.flush())
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-    Ok(())
+/// Writes the document whole, or leaves the target as it was.
+fn write_doc(doc: &Timeline, path: &std::path::Path) -> std::io::Result<()> {
+    let mut out = Replace::create(path).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut w = BufWriter::new(out.file());
+    serde_json::to_writer(&mut w, doc)?;
+    w.write_all(b"\n")?;
+    w.flush()?;
+    drop(w);
+    out.commit()
 }

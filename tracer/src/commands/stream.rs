@@ -13,7 +13,6 @@
 //! faults (`--faults all`) only feed the model.
 
 use std::{
-    fs::File,
     io::{self, BufWriter, IsTerminal, Write},
     time::Duration,
 };
@@ -22,11 +21,14 @@ use tracer_common::EventKind;
 
 use crate::{
     cli::{kind_mask, Format, StreamArgs},
-    error::{Error, Result},
+    error::{Result, EXIT_OUTPUT_INCOMPLETE},
     event::{Body, Event},
     model::RegionChange,
-    output::Printer,
-    session::{self, control::lost_event, ModelPlan, Plan, Sink, Target},
+    output::{
+        file::{self, LineFile},
+        Printer,
+    },
+    session::{self, command, control::lost_event, ModelPlan, Plan, Sink, Target},
 };
 
 /// Everything checked and prepared before anything is attached.
@@ -41,12 +43,12 @@ pub struct Prepared {
 /// Runs before the async runtime exists.
 pub fn prepare(mut args: StreamArgs) -> Result<Prepared> {
     let pids = session::check(&args.trace)?;
+    // Nothing is opened before the command is known to be runnable.
+    if let Some(program) = args.trace.command.first() {
+        command::resolve_program(program)?;
+    }
     let (out, color): (Box<dyn Write>, bool) = match &args.output {
-        Some(path) => {
-            let file = File::create(path)
-                .map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
-            (Box::new(BufWriter::new(file)), false)
-        }
+        Some(path) => (Box::new(LineFile::new(file::create(path)?)), false),
         None => {
             let tty = io::stdout().is_terminal();
             let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
@@ -74,17 +76,27 @@ struct StreamSink {
     color: bool,
     /// Print region changes instead of memory events.
     regions: bool,
-    /// The output failed (a closed pipe): stop quietly.
+    /// The reader went away (a closed pipe): stop quietly.
     output_closed: bool,
+    /// Writing failed (a full disk): nothing more is written, tracing goes
+    /// on to the end, and the exit status says the output is incomplete.
+    output_failed: Option<io::Error>,
 }
 
 impl StreamSink {
-    fn note_output_error(&mut self, e: &io::Error) {
-        if !self.output_closed {
-            if e.kind() != io::ErrorKind::BrokenPipe {
-                eprintln!("mmtrace: cannot write events: {e}");
-            }
+    fn writing(&self) -> bool {
+        !self.output_closed && self.output_failed.is_none()
+    }
+
+    fn note_output_error(&mut self, e: io::Error) {
+        if !self.writing() {
+            return;
+        }
+        if e.kind() == io::ErrorKind::BrokenPipe {
             self.output_closed = true;
+        } else {
+            eprintln!("mmtrace: cannot write events: {e}; the output stops at its last whole line");
+            self.output_failed = Some(e);
         }
     }
 }
@@ -97,7 +109,7 @@ impl Sink for StreamSink {
     }
 
     fn event(&mut self, ev: &Event, changes: &[RegionChange]) {
-        if self.output_closed {
+        if !self.writing() {
             return;
         }
         let Some(printer) = self.printer.as_mut() else {
@@ -113,7 +125,7 @@ impl Sink for StreamSink {
             printer.print(ev)
         };
         if let Err(e) = printed {
-            self.note_output_error(&e);
+            self.note_output_error(e);
         }
     }
 
@@ -122,10 +134,10 @@ impl Sink for StreamSink {
     }
 
     fn flush(&mut self) -> bool {
-        if !self.output_closed {
+        if self.writing() {
             if let Some(p) = self.printer.as_mut() {
                 if let Err(e) = p.flush() {
-                    self.note_output_error(&e);
+                    self.note_output_error(e);
                 }
             }
         }
@@ -161,7 +173,15 @@ pub async fn run(p: Prepared) -> Result<i32> {
         color,
         regions: args.regions,
         output_closed: false,
+        output_failed: None,
     };
     let outcome = session::run(&mut target, &plan, &mut sink, None).await?;
-    Ok(session::finish(&outcome, &target))
+    let code = session::finish(&outcome, &target);
+    match sink.output_failed {
+        Some(e) => {
+            eprintln!("mmtrace: the output is incomplete: {e}");
+            Ok(EXIT_OUTPUT_INCOMPLETE)
+        }
+        None => Ok(code),
+    }
 }

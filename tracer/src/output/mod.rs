@@ -33,6 +33,7 @@
 //!   escaping.
 
 pub mod changes;
+pub mod file;
 mod json;
 pub mod names;
 mod text;
