@@ -132,7 +132,12 @@ pub struct ReportArgs {
     /// How many regions to list per table.
     #[arg(long, value_name = "N", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
-    pub top: usize,
+    pub top: u64,
+
+    /// Refuse a file larger than this (reading one takes several times its
+    /// size in memory): a number of bytes, with K, M or G.
+    #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_bytes)]
+    pub max_size: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -211,6 +216,25 @@ pub fn parse_size(s: &str) -> Result<u32, String> {
         ));
     }
     Ok(bytes as u32)
+}
+
+/// A number of bytes with an optional K, M or G, at least 1 and at most
+/// 1 TiB.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (examples: 512K, 256M, 2G)"))?;
+    match n.checked_mul(mult) {
+        Some(v) if (1..=1 << 40).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` must be between 1 byte and 1T")),
+    }
 }
 
 /// A number of seconds within `[min, max]`.
@@ -315,9 +339,27 @@ mod tests {
             &["mmtrace", "stream", "--duration", "86400"],
             &["mmtrace", "stream", "--comm", "a-name-longer-than-15"],
             &["mmtrace", "record", "-o", "x", "--fault-bucket", "0.01"],
+            &[
+                "mmtrace",
+                "report",
+                "x",
+                "--top",
+                "5",
+                "--short-lived-ms",
+                "7",
+            ],
+            &["mmtrace", "report", "x", "--max-size", "2G"],
         ] {
             assert!(Cli::try_parse_from(args).is_ok(), "{args:?} refused");
         }
+        let Command::Report(r) = Cli::try_parse_from(["mmtrace", "report", "x", "--top", "5"])
+            .unwrap()
+            .command
+        else {
+            panic!("not report")
+        };
+        assert_eq!((r.top, r.short_lived_ms, r.max_size), (5, 100, 256 << 20));
+        assert!(parse_bytes("0").is_err() && parse_bytes("2T").is_err());
     }
 
     #[test]

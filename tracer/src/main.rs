@@ -62,7 +62,8 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Command::Report(args) => {
             let opts = report::ReportOptions {
                 short_lived_ns: args.short_lived_ms * 1_000_000,
-                top: args.top,
+                top: usize::try_from(args.top).unwrap_or(usize::MAX),
+                max_size: args.max_size,
             };
             let mut out = std::io::stdout().lock();
             report::run(&args.file, &opts, &mut out).map_err(|e| Error::Usage(e.to_string()))?;

@@ -35,6 +35,8 @@ pub struct ReportOptions {
     /// Length of the "top" lists (biggest regions, most faults, ...).
     /// Default: 10.
     pub top: usize,
+    /// Larger files are refused.
+    pub max_size: u64,
 }
 
 impl Default for ReportOptions {
@@ -42,6 +44,7 @@ impl Default for ReportOptions {
         Self {
             short_lived_ns: 100_000_000,
             top: 10,
+            max_size: 256 << 20,
         }
     }
 }
@@ -51,6 +54,10 @@ impl Default for ReportOptions {
 pub enum ReportError {
     #[error("cannot read {path}: {error}")]
     Read { path: String, error: io::Error },
+    #[error("{path} is not a regular file")]
+    NotFile { path: String },
+    #[error("{path} has {size} bytes, more than --max-size ({max}); raise it to read this file")]
+    TooLarge { path: String, size: u64, max: u64 },
     #[error("{path} is empty")]
     Empty { path: String },
     #[error("{path} is not JSON: {error}")]
@@ -80,7 +87,7 @@ pub enum ReportError {
 /// `mmtrace report FILE`: reads the timeline at `path` and writes the report
 /// to `out`.
 pub fn run(path: &Path, opts: &ReportOptions, out: &mut dyn io::Write) -> Result<(), ReportError> {
-    let timeline = load(path)?;
+    let timeline = load(path, opts.max_size)?;
     let text = render(&timeline, opts);
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
@@ -88,12 +95,38 @@ pub fn run(path: &Path, opts: &ReportOptions, out: &mut dyn io::Write) -> Result
 }
 
 /// Reads and checks a timeline file.
-pub fn load(path: &Path) -> Result<Timeline, ReportError> {
+pub fn load(path: &Path, max_size: u64) -> Result<Timeline, ReportError> {
+    use std::io::Read;
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|error| ReportError::Read {
+    let read_error = |error| ReportError::Read {
         path: name.clone(),
         error,
-    })?;
+    };
+    // Not a FIFO or a device: what has no end cannot be read whole.
+    let meta = std::fs::metadata(path).map_err(read_error)?;
+    if !meta.is_file() {
+        return Err(ReportError::NotFile { path: name });
+    }
+    if meta.len() > max_size {
+        return Err(ReportError::TooLarge {
+            path: name,
+            size: meta.len(),
+            max: max_size,
+        });
+    }
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    // The file may grow while it is read: never past the bound.
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(max_size.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > max_size {
+        return Err(ReportError::TooLarge {
+            path: name,
+            size: bytes.len() as u64,
+            max: max_size,
+        });
+    }
     parse(&name, &bytes)
 }
 
@@ -1558,7 +1591,7 @@ mod tests {
 
         let opts = ReportOptions {
             short_lived_ns: 10 * MS,
-            top: 10,
+            ..ReportOptions::default()
         };
         let text = report(&timeline(vec![sample_process()]), &opts);
         has_line(
@@ -1569,6 +1602,7 @@ mod tests {
         let opts = ReportOptions {
             short_lived_ns: 400 * MS,
             top: 1,
+            ..ReportOptions::default()
         };
         let text = report(&timeline(vec![sample_process()]), &opts);
         has_line(
@@ -1579,7 +1613,7 @@ mod tests {
 
         let opts = ReportOptions {
             short_lived_ns: MS,
-            top: 10,
+            ..ReportOptions::default()
         };
         let text = report(&timeline(vec![sample_process()]), &opts);
         has_line(
