@@ -47,10 +47,35 @@ pub fn check_privileges() -> Result<()> {
     )))
 }
 
-/// Mounts tracefs if it is not mounted (aya reads tracepoint ids there).
+/// Whether a tracefs is mounted at [`TRACEFS`].
+fn tracefs_mounted() -> bool {
+    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+        m.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            f.nth(1) == Some(TRACEFS) && f.next() == Some("tracefs")
+        })
+    })
+}
+
+/// tracefs, where aya reads tracepoint ids, mounted and readable; mounted
+/// here if it is not.
 pub fn ensure_tracefs() -> Result<()> {
-    if Path::new(TRACEFS).join("events").is_dir() {
-        return Ok(());
+    let events = Path::new(TRACEFS).join("events");
+    match std::fs::read_dir(&events) {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(Error::Privileges(format!(
+                "tracefs is mounted at {TRACEFS} but this user cannot read it ({e}): \
+                 run mmtrace as root, or give it read access to {}",
+                events.display()
+            )))
+        }
+        Err(_) if tracefs_mounted() => {
+            return Err(Error::Kernel(format!(
+                "tracefs is mounted at {TRACEFS} but has no events directory"
+            )))
+        }
+        Err(_) => {}
     }
     let target = c"/sys/kernel/tracing";
     // SAFETY: constant, NUL-terminated arguments.
@@ -63,11 +88,23 @@ pub fn ensure_tracefs() -> Result<()> {
             std::ptr::null(),
         )
     };
-    if rc != 0 || !Path::new(TRACEFS).join("events").is_dir() {
+    if rc != 0 {
         let err = std::io::Error::last_os_error();
+        let how = format!("mount it with `mount -t tracefs nodev {TRACEFS}`");
+        return Err(if err.kind() == std::io::ErrorKind::PermissionDenied {
+            Error::Privileges(format!(
+                "tracefs is not mounted at {TRACEFS}, and mounting it needs CAP_SYS_ADMIN \
+                 ({err}): run mmtrace as root, or {how}"
+            ))
+        } else {
+            Error::Kernel(format!(
+                "tracefs is not mounted at {TRACEFS} and mounting it failed ({err}); {how}"
+            ))
+        });
+    }
+    if !events.is_dir() {
         return Err(Error::Kernel(format!(
-            "tracefs is not mounted at {TRACEFS} and mounting it failed ({err}); \
-             mount it with `mount -t tracefs nodev {TRACEFS}`"
+            "tracefs mounted at {TRACEFS} has no events directory"
         )));
     }
     log::info!("mounted tracefs at {TRACEFS}");
