@@ -358,8 +358,7 @@ pub fn mmtrace_bin() -> Result<PathBuf, String> {
 
 /// Fails (Err) unless running as root: mmtrace needs to load eBPF programs.
 pub fn require_root() -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
+    let euid = euid();
     if euid == 0 {
         Ok(())
     } else {
@@ -367,6 +366,60 @@ pub fn require_root() -> Result<(), String> {
             "these tests run the real mmtrace (eBPF) and must run as root (euid is {euid})"
         ))
     }
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// The environment variable that turns a skipped root test into a failed
+/// one. `cargo xtask test` sets it: it runs the tests as root, so a test
+/// that finds itself without root there is a broken setup, not a reason to
+/// skip.
+pub const REQUIRE_ROOT_ENV: &str = "MMTRACE_TESTS_REQUIRE_ROOT";
+
+/// Whether a test that needs root (it runs the real mmtrace) can run.
+///
+/// As root: true. Otherwise the test should be skipped: prints one line on
+/// stderr saying so and returns false, unless [`REQUIRE_ROOT_ENV`] is set
+/// (to anything but `0` or nothing), when it panics instead. `crate_name`
+/// names the test binary in the message; the test's own name comes from
+/// its thread, which libtest names after the test. Use [`needs_root!`].
+pub fn root_or_skip(crate_name: &str) -> bool {
+    let euid = euid();
+    if euid == 0 {
+        return true;
+    }
+    let thread = std::thread::current();
+    let test = match thread.name() {
+        Some(name) if name != "main" => format!("{crate_name}::{name}"),
+        _ => format!("a test of {crate_name}"),
+    };
+    let required = std::env::var_os(REQUIRE_ROOT_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+    if required {
+        panic!(
+            "{test} needs root, but runs with euid {euid} although {REQUIRE_ROOT_ENV} is set \
+             (`cargo xtask test` sets it so that no root test is ever skipped)"
+        );
+    }
+    // Straight to stderr: libtest captures eprintln! of passing tests.
+    let line =
+        format!("skipping {test}: needs root (euid {euid}); run `cargo xtask test` as root\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    false
+}
+
+/// At the top of a test that needs root: returns from the test (skips it,
+/// with one line on stderr) when not root, unless [`REQUIRE_ROOT_ENV`] is
+/// set, when the test fails. See [`root_or_skip`].
+#[macro_export]
+macro_rules! needs_root {
+    () => {
+        if !$crate::root_or_skip(env!("CARGO_CRATE_NAME")) {
+            return;
+        }
+    };
 }
 
 /// The result of one mmtrace invocation.

@@ -8,7 +8,7 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
-use tests::{mmtrace_bin, parse_jsonl, require_root};
+use tests::{mmtrace_bin, parse_jsonl};
 
 fn mmtrace(args: &[&OsStr]) -> Command {
     let mut c = Command::new(mmtrace_bin().unwrap_or_else(|e| panic!("{e}")));
@@ -17,7 +17,6 @@ fn mmtrace(args: &[&OsStr]) -> Command {
 }
 
 fn run(args: &[&str]) -> Output {
-    require_root().unwrap_or_else(|e| panic!("{e}"));
     let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
     mmtrace(&args).output().expect("run mmtrace")
 }
@@ -53,7 +52,7 @@ fn assert_fails(o: &Output, code: i32, needle: &str) {
 
 #[test]
 fn not_root_is_refused_with_the_missing_capabilities() {
-    require_root().unwrap_or_else(|e| panic!("{e}"));
+    tests::needs_root!();
     let o = mmtrace(&[OsStr::new("stream")])
         .uid(65534)
         .gid(65534)
@@ -67,6 +66,7 @@ fn not_root_is_refused_with_the_missing_capabilities() {
 
 #[test]
 fn pid_that_does_not_exist() {
+    tests::needs_root!();
     // A pid above every pid in use and above pid_max cannot exist.
     let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .unwrap()
@@ -80,6 +80,7 @@ fn pid_that_does_not_exist() {
 
 #[test]
 fn unwritable_output() {
+    tests::needs_root!();
     let dir = scratch("unwritable");
     let target = dir.join("no-such-dir").join("events.jsonl");
     let o = run(&[
@@ -95,6 +96,7 @@ fn unwritable_output() {
 
 #[test]
 fn command_not_found() {
+    tests::needs_root!();
     let o = run(&["stream", "--", "/nonexistent/mmtrace-no-such-program"]);
     assert_fails(
         &o,
@@ -107,6 +109,7 @@ fn command_not_found() {
 
 #[test]
 fn command_not_executable() {
+    tests::needs_root!();
     let dir = scratch("noexec");
     let file = dir.join("not-executable");
     std::fs::write(&file, "#!/bin/sh\nexit 0\n").unwrap();
@@ -117,6 +120,7 @@ fn command_not_executable() {
 
 #[test]
 fn wrong_flags() {
+    tests::needs_root!();
     let o = run(&["stream", "--events", "mmap,bogus"]);
     assert_fails(&o, 2, "invalid value 'bogus'");
     let o = run(&["stream", "--faults", "sometimes"]);
@@ -138,7 +142,7 @@ fn hostile_link(dir: &std::path::Path) -> PathBuf {
 
 #[test]
 fn hostile_names_are_escaped_in_text() {
-    require_root().unwrap_or_else(|e| panic!("{e}"));
+    tests::needs_root!();
     let dir = scratch("hostile-text");
     let link = hostile_link(&dir);
     let o = mmtrace(&[
@@ -170,7 +174,7 @@ fn hostile_names_are_escaped_in_text() {
 
 #[test]
 fn hostile_names_are_valid_json() {
-    require_root().unwrap_or_else(|e| panic!("{e}"));
+    tests::needs_root!();
     let dir = scratch("hostile-json");
     let link = hostile_link(&dir);
     let o = mmtrace(&[

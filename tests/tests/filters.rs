@@ -75,6 +75,7 @@ fn minflt(pid: u32) -> u64 {
 
 #[test]
 fn pid_filter_selects_one_process() {
+    tests::needs_root!();
     let a = spinner("spin-a");
     let _b = spinner("spin-b");
     let pid = a.0.id().to_string();
@@ -100,6 +101,7 @@ fn pid_filter_selects_one_process() {
 
 #[test]
 fn comm_filter_selects_by_name() {
+    tests::needs_root!();
     let _a = spinner("spin-c");
     let b = spinner("spin-d");
     let events = trace(&["--comm", "spin-d", "--events", "mmap"], "comm");
@@ -120,6 +122,7 @@ fn comm_filter_selects_by_name() {
 
 #[test]
 fn fault_summary_counts_the_spinners_faults() {
+    tests::needs_root!();
     let a = spinner("spin-e");
     let pid = a.0.id().to_string();
     // The kernel's own count of the spinner's minor faults, around the trace.
@@ -158,6 +161,7 @@ fn fault_summary_counts_the_spinners_faults() {
 
 #[test]
 fn follow_adds_the_children_of_comm_selected_processes() {
+    tests::needs_root!();
     use std::io::{BufRead, BufReader};
     let dir = workspace_dir()
         .join("target")

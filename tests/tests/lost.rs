@@ -8,11 +8,11 @@ use std::{
     time::Duration,
 };
 
-use tests::{mmtrace_bin, read_jsonl, require_root, workspace_dir};
+use tests::{mmtrace_bin, read_jsonl, workspace_dir};
 
 #[test]
 fn a_stalled_reader_loses_events_and_says_so() {
-    require_root().unwrap_or_else(|e| panic!("{e}"));
+    tests::needs_root!();
     let out = workspace_dir()
         .join("target")
         .join("tmp")

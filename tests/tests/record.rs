@@ -10,9 +10,11 @@
 //! say which regions and changes the timeline must hold. Nothing here
 //! hard-codes addresses.
 //!
-//! Needs root and a built mmtrace (`$MMTRACE_BIN`, else
-//! `<workspace>/target/debug/mmtrace`); without either, every test fails with
-//! a message saying so.
+//! Needs a built mmtrace (`$MMTRACE_BIN`, else
+//! `<workspace>/target/debug/mmtrace`): without it, every test fails with a
+//! message saying so. Needs root: without it, every test is skipped with a
+//! line on stderr (see `tests::needs_root!`), or fails when
+//! `MMTRACE_TESTS_REQUIRE_ROOT` is set, as `cargo xtask test` does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -534,6 +536,7 @@ fn compare_with_maps(p: &Process, t: u64, maps: &[MapsLine], full: bool) -> Opti
 
 #[test]
 fn record_exits_with_the_commands_status() {
+    tests::needs_root!();
     let t = traced();
     assert_eq!(
         t.run.status.code(),
@@ -594,6 +597,7 @@ fn record_exits_with_the_commands_status() {
 
 #[test]
 fn model_equals_maps_at_every_pause() {
+    tests::needs_root!();
     let t = traced();
     let w = t.workload();
     let mut failures = String::new();
@@ -621,6 +625,7 @@ fn model_equals_maps_at_every_pause() {
 
 #[test]
 fn checks_found_no_drift() {
+    tests::needs_root!();
     let t = traced();
     let w = t.workload();
     assert_eq!(t.tl.lost_events, 0, "lost events: {:?}", t.tl.lost_by_kind);
@@ -686,6 +691,7 @@ fn checks_found_no_drift() {
 
 #[test]
 fn histories_are_consistent() {
+    tests::needs_root!();
     let t = traced();
     let mut problems = Vec::new();
     for p in &t.tl.processes {
@@ -793,6 +799,7 @@ fn histories_are_consistent() {
 
 #[test]
 fn fork_and_thread_are_attributed() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     let ps = r.page_size;
@@ -863,6 +870,7 @@ fn fork_and_thread_are_attributed() {
 
 #[test]
 fn regions_record_their_operations() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     let ps = r.page_size;
@@ -1094,6 +1102,7 @@ fn regions_record_their_operations() {
 
 #[test]
 fn pid_reuse_gives_two_timelines() {
+    tests::needs_root!();
     let t = traced();
     let start = t.tl.monotonic_start_ns as i128;
     // Each process's life in t_ns: from its start_time (or the first thing

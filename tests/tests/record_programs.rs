@@ -107,6 +107,7 @@ fn record_and_check(name: &str, cmd: &[&str]) -> Value {
 
 #[test]
 fn python_import_json() {
+    tests::needs_root!();
     let doc = record_and_check("python", &["/usr/bin/python3", "-c", "import json"]);
     let p = &doc["processes"][0];
     assert_eq!(p["exe"], "/usr/bin/python3");
@@ -122,6 +123,7 @@ fn python_import_json() {
 
 #[test]
 fn a_c_compiler_run() {
+    tests::needs_root!();
     let dir = scratch("cc-src");
     let src = dir.join("x.c");
     std::fs::write(&src, "int f(int x) { return x * 2; }\n").unwrap();
@@ -145,6 +147,7 @@ fn a_c_compiler_run() {
 
 #[test]
 fn git() {
+    tests::needs_root!();
     let dir = scratch("git");
     record_and_check(
         "git",
@@ -154,6 +157,7 @@ fn git() {
 
 #[test]
 fn pid_reuse_gives_two_timelines() {
+    tests::needs_root!();
     let dir = scratch("pidreuse");
     let out = dir.join("timeline.json");
     let run = run_record::<&str, &str>(&out, &[], &[env!("CARGO_BIN_EXE_pidreuse")])
@@ -190,6 +194,7 @@ fn pid_reuse_gives_two_timelines() {
 
 #[test]
 fn sigusr1_asks_for_a_check_now() {
+    tests::needs_root!();
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let dir = scratch("sigusr1");
@@ -230,6 +235,7 @@ fn sigusr1_asks_for_a_check_now() {
 
 #[test]
 fn a_running_process_is_seeded_from_proc_and_checked() {
+    tests::needs_root!();
     let mut sleeper = std::process::Command::new("sleep")
         .arg("30")
         .spawn()

@@ -2,9 +2,11 @@
 //! the region changes streamed for the `workload` binary
 //! (src/bin/workload.rs) are checked against the report of what it did.
 //!
-//! Needs root and a built mmtrace (`$MMTRACE_BIN`, else
-//! `<workspace>/target/debug/mmtrace`); without either, every test fails with
-//! a message saying so.
+//! Needs a built mmtrace (`$MMTRACE_BIN`, else
+//! `<workspace>/target/debug/mmtrace`): without it, every test fails with a
+//! message saying so. Needs root: without it, every test is skipped with a
+//! line on stderr (see `tests::needs_root!`), or fails when
+//! `MMTRACE_TESTS_REQUIRE_ROOT` is set, as `cargo xtask test` does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -125,6 +127,7 @@ fn around(t: &Traced, pid_: i32, lo: u64, hi: u64) -> String {
 
 #[test]
 fn only_region_lines() {
+    tests::needs_root!();
     let t = traced();
     let mut kinds = BTreeSet::new();
     for e in &t.run.events {
@@ -163,6 +166,7 @@ fn only_region_lines() {
 
 #[test]
 fn anon_mmap_is_born() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     let m = &r.mmap_anon;
@@ -190,6 +194,7 @@ fn anon_mmap_is_born() {
 
 #[test]
 fn mprotect_of_the_middle_page() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     let p = &r.mprotect.mprotect;
@@ -206,6 +211,7 @@ fn mprotect_of_the_middle_page() {
 
 #[test]
 fn moving_mremap() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     let m = &r.mremap_move.mremap;
@@ -236,6 +242,7 @@ fn moving_mremap() {
 
 #[test]
 fn partial_munmap_leaves_the_rest() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     let step = &r.munmap_partial;
@@ -260,6 +267,7 @@ fn partial_munmap_leaves_the_rest() {
 
 #[test]
 fn every_region_born_dies() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     for p in [r.pid, r.fork.child_pid] {
@@ -324,6 +332,7 @@ fn every_region_born_dies() {
 
 #[test]
 fn text_has_no_raw_lines() {
+    tests::needs_root!();
     let t = match trace_workload("regions-text", false) {
         Ok(t) => t,
         Err(e) => panic!("tracing the workload with mmtrace failed:\n{e}"),

@@ -6,9 +6,11 @@
 //! addresses and results the kernel returned, and every test checks
 //! mmtrace's events against that report. Nothing here hard-codes addresses.
 //!
-//! Needs root and a built mmtrace (`$MMTRACE_BIN`, else
-//! `<workspace>/target/debug/mmtrace`); without either, every test fails with
-//! a message saying so.
+//! Needs a built mmtrace (`$MMTRACE_BIN`, else
+//! `<workspace>/target/debug/mmtrace`): without it, every test fails with a
+//! message saying so. Needs root: without it, every test is skipped with a
+//! line on stderr (see `tests::needs_root!`), or fails when
+//! `MMTRACE_TESTS_REQUIRE_ROOT` is set, as `cargo xtask test` does.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -314,6 +316,7 @@ fn exec_index(t: &Traced) -> usize {
 
 #[test]
 fn mmtrace_exit_status_is_the_workloads() {
+    tests::needs_root!();
     let t = traced();
     assert_eq!(
         t.run.status.code(),
@@ -327,6 +330,7 @@ fn mmtrace_exit_status_is_the_workloads() {
 
 #[test]
 fn every_line_has_the_common_fields() {
+    tests::needs_root!();
     let t = traced();
     assert!(!t.run.events.is_empty(), "mmtrace wrote no events");
     for (i, e) in t.run.events.iter().enumerate() {
@@ -344,6 +348,7 @@ fn every_line_has_the_common_fields() {
 
 #[test]
 fn addresses_are_lowercase_unpadded_hex() {
+    tests::needs_root!();
     let t = traced();
     let fields: &[(&str, &[&str])] = &[
         ("brk", &["requested", "old_brk", "new_brk"]),
@@ -375,6 +380,7 @@ fn addresses_are_lowercase_unpadded_hex() {
 
 #[test]
 fn brk_calls_are_traced() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     assert_eq!(r.brk.len(), 3, "workload report should have 3 brk calls");
@@ -395,6 +401,7 @@ fn brk_calls_are_traced() {
 
 #[test]
 fn anonymous_mmap_is_traced() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     expect_ops(
@@ -410,6 +417,7 @@ fn anonymous_mmap_is_traced() {
 
 #[test]
 fn file_mmap_carries_path_dev_ino() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     let f = &r.mmap_file;
@@ -439,6 +447,7 @@ fn file_mmap_carries_path_dev_ino() {
 
 #[test]
 fn anonymous_mmaps_have_no_file_fields() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     let idx = expect_ops(
@@ -461,6 +470,7 @@ fn anonymous_mmaps_have_no_file_fields() {
 
 #[test]
 fn partial_munmap_is_traced() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     let s = &r.munmap_partial;
@@ -480,6 +490,7 @@ fn partial_munmap_is_traced() {
 
 #[test]
 fn mremap_in_place_is_traced() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     let s = &r.mremap_in_place;
@@ -507,6 +518,7 @@ fn mremap_in_place_is_traced() {
 
 #[test]
 fn mremap_move_is_traced() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     let s = &r.mremap_move;
@@ -540,6 +552,7 @@ fn mremap_move_is_traced() {
 
 #[test]
 fn mprotect_is_traced() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     let s = &r.mprotect;
@@ -559,6 +572,7 @@ fn mprotect_is_traced() {
 
 #[test]
 fn touched_pages_fault_once_each() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     let s = &r.touch;
@@ -613,6 +627,7 @@ fn touched_pages_fault_once_each() {
 
 #[test]
 fn stack_growth_is_traced() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     let before = addr(&r.stack.start_before);
@@ -677,6 +692,7 @@ fn stack_growth_is_traced() {
 
 #[test]
 fn fork_child_mmap_is_attributed_to_the_child() {
+    tests::needs_root!();
     let t = traced();
     let f = &t.report.fork;
     expect_ops(
@@ -692,6 +708,7 @@ fn fork_child_mmap_is_attributed_to_the_child() {
 
 #[test]
 fn thread_mmap_is_attributed_to_the_thread() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     assert_ne!(r.thread.tid, r.pid);
@@ -742,6 +759,7 @@ fn assert_clean_exit(t: &Traced, p: i32, who: &str) {
 
 #[test]
 fn process_events_exec_fork_exit() {
+    tests::needs_root!();
     let t = traced();
     let r = &t.report;
     let exec = exec_index(t);
@@ -777,6 +795,7 @@ fn process_events_exec_fork_exit() {
 
 #[test]
 fn no_events_lost() {
+    tests::needs_root!();
     let t = traced();
     let lost: Vec<&Value> = t.run.events.iter().filter(|e| kind(e) == "lost").collect();
     assert!(lost.is_empty(), "mmtrace lost events: {lost:#?}");
@@ -815,6 +834,7 @@ fn lost_count_parsing() {
 
 #[test]
 fn mmtrace_propagates_the_exit_status() {
+    tests::needs_root!();
     let dir = scratch_dir("exit7");
     let out = dir.join("events.jsonl");
     let _ = std::fs::remove_file(&out);

@@ -329,10 +329,12 @@ fn record_and_validate(name: &str, cmd: &[&str]) {
 
 #[test]
 fn recording_of_true_validates() {
+    tests::needs_root!();
     record_and_validate("true", &["/bin/true"]);
 }
 
 #[test]
 fn recording_of_python_validates() {
+    tests::needs_root!();
     record_and_validate("python", &["/usr/bin/python3", "-c", "import json"]);
 }

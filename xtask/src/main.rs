@@ -144,7 +144,8 @@ fn test(lint: bool) -> Result<()> {
     cmd.arg("test")
         .args(HOST_PACKAGES)
         .args(["--lib", "--bins", "--tests"])
-        .env("MMTRACE_BIN", &bin);
+        .env("MMTRACE_BIN", &bin)
+        .env("MMTRACE_TESTS_REQUIRE_ROOT", "1");
     let (passed, failed, ignored) = run_counting_tests(&mut cmd)?;
     // One closing line for the whole suite (cargo prints one per binary).
     println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
