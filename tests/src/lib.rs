@@ -611,45 +611,52 @@ pub fn event_addr(v: &Value) -> Result<u64, String> {
     u64::from_str_radix(digits, 16).map_err(|e| format!("address {s:?}: {e}"))
 }
 
-/// Parse a `prot` field: `"rw-"`-style (also accepts an integer or
-/// `PROT_READ|PROT_WRITE` names).
+/// Parse a `prot` field, which must be a string in mmtrace's format:
+/// `r`, `w`, `x` or `-` in that order, as in /proc/PID/maps (`"rw-"`), then
+/// any other bits after `|`, by name (`PROT_SEM`, `PROT_GROWSDOWN`,
+/// `PROT_GROWSUP`) or, when unknown, in lowercase hex (`"rw-|PROT_GROWSDOWN"`).
+/// Anything else (an integer, `PROT_READ|PROT_WRITE`, `"wr-"`) is None.
 pub fn parse_prot(v: &Value) -> Option<i32> {
-    if let Some(n) = v.as_i64() {
-        return i32::try_from(n).ok();
-    }
     let s = v.as_str()?;
-    if s.contains("PROT_") || s.starts_with("0x") || s.chars().all(|c| c.is_ascii_digit()) {
-        return parse_flag_names(
-            s,
-            &[
-                ("PROT_NONE", 0),
-                ("PROT_READ", libc::PROT_READ),
-                ("PROT_WRITE", libc::PROT_WRITE),
-                ("PROT_EXEC", libc::PROT_EXEC),
-            ],
-        );
+    let mut parts = s.split('|');
+    let base = parts.next()?.as_bytes();
+    if base.len() != 3 {
+        return None;
     }
     let mut prot = 0;
-    for c in s.chars() {
-        match c {
-            'r' => prot |= libc::PROT_READ,
-            'w' => prot |= libc::PROT_WRITE,
-            'x' => prot |= libc::PROT_EXEC,
-            '-' => {}
+    for (c, (letter, bit)) in base.iter().zip([
+        (b'r', libc::PROT_READ),
+        (b'w', libc::PROT_WRITE),
+        (b'x', libc::PROT_EXEC),
+    ]) {
+        match *c {
+            b'-' => {}
+            c if c == letter => prot |= bit,
             _ => return None,
         }
+    }
+    for part in parts {
+        prot |= flag_token(part, PROT_EXTRA_NAMES)?;
     }
     Some(prot)
 }
 
-/// MAP_* names understood in `flags` of mmap events.
+/// PROT_* bits `prot` shows by name after the letters.
+const PROT_EXTRA_NAMES: &[(&str, i32)] = &[
+    ("PROT_SEM", 0x8),
+    ("PROT_GROWSDOWN", libc::PROT_GROWSDOWN),
+    ("PROT_GROWSUP", libc::PROT_GROWSUP),
+];
+
+/// The MAP_* names mmtrace prints in `flags` of mmap events (but the huge
+/// page sizes, `MAP_HUGE_2MB` and such, which no test uses).
 pub const MMAP_FLAG_NAMES: &[(&str, i32)] = &[
     ("MAP_SHARED", 0x01),
     ("MAP_PRIVATE", 0x02),
     ("MAP_SHARED_VALIDATE", 0x03),
+    ("MAP_DROPPABLE", 0x08),
     ("MAP_FIXED", 0x10),
     ("MAP_ANONYMOUS", 0x20),
-    ("MAP_ANON", 0x20),
     ("MAP_32BIT", 0x40),
     ("MAP_GROWSDOWN", 0x100),
     ("MAP_DENYWRITE", 0x800),
@@ -665,32 +672,134 @@ pub const MMAP_FLAG_NAMES: &[(&str, i32)] = &[
     ("MAP_UNINITIALIZED", 0x4000000),
 ];
 
-/// MREMAP_* names understood in `flags` of mremap events.
+/// The MREMAP_* names mmtrace prints in `flags` of mremap events.
 pub const MREMAP_FLAG_NAMES: &[(&str, i32)] = &[
     ("MREMAP_MAYMOVE", 1),
     ("MREMAP_FIXED", 2),
     ("MREMAP_DONTUNMAP", 4),
 ];
 
-/// Parse a `flags` field: `"A|B"` names from `names` (also hex/decimal
-/// numbers as tokens, an integer value, and `""`/`"0"` for no flags).
+/// Parse a `flags` field, which must be a string in mmtrace's format:
+/// names from `names` joined with `|` (`"MAP_PRIVATE|MAP_ANONYMOUS"`),
+/// unknown bits as one lowercase hex token (`"MAP_PRIVATE|0x200"`), and
+/// `"0"` for no flags. Anything else (an integer, a number in decimal,
+/// spaces, an empty token, an unknown name) is None.
 pub fn parse_flags(v: &Value, names: &[(&str, i32)]) -> Option<i32> {
-    if let Some(n) = v.as_i64() {
-        return i32::try_from(n).ok();
+    let s = v.as_str()?;
+    if s == "0" {
+        return Some(0);
     }
-    parse_flag_names(v.as_str()?, names)
-}
-
-fn parse_flag_names(s: &str, names: &[(&str, i32)]) -> Option<i32> {
-    let mut bits = 0i32;
-    for tok in s.split('|').map(str::trim).filter(|t| !t.is_empty()) {
-        if let Some((_, b)) = names.iter().find(|(n, _)| *n == tok) {
-            bits |= b;
-        } else if let Some(h) = tok.strip_prefix("0x") {
-            bits |= i32::from_str_radix(h, 16).ok()?;
-        } else {
-            bits |= tok.parse::<i32>().ok()?;
-        }
+    let mut bits = 0;
+    for part in s.split('|') {
+        bits |= flag_token(part, names)?;
     }
     Some(bits)
+}
+
+/// The mapping types of mmap's flags: values of the low 4 bits, not bits.
+const MAP_TYPES: &[&str] = &[
+    "MAP_SHARED",
+    "MAP_PRIVATE",
+    "MAP_SHARED_VALIDATE",
+    "MAP_DROPPABLE",
+];
+
+/// One `|`-separated token of a flags string: a name from `names`, or
+/// leftover bits as `0x` + lowercase hex without leading zeros, none of
+/// which has a name (those are always shown by name).
+fn flag_token(tok: &str, names: &[(&str, i32)]) -> Option<i32> {
+    if let Some(&(_, bits)) = names.iter().find(|(n, _)| *n == tok) {
+        return Some(bits);
+    }
+    let digits = tok.strip_prefix("0x")?;
+    let canonical = !digits.is_empty()
+        && !digits.starts_with('0')
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !canonical {
+        return None;
+    }
+    let bits = i32::try_from(u64::from_str_radix(digits, 16).ok()?).ok()?;
+    let named = names
+        .iter()
+        .filter(|(n, b)| b.count_ones() == 1 && !MAP_TYPES.contains(n))
+        .fold(0, |acc, (_, b)| acc | b);
+    (bits & named == 0).then_some(bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn prot_is_strict() {
+        let ok = [
+            ("---", 0),
+            ("r--", libc::PROT_READ),
+            ("rw-", libc::PROT_READ | libc::PROT_WRITE),
+            ("r-x", libc::PROT_READ | libc::PROT_EXEC),
+            ("rwx", 7),
+            ("rw-|PROT_GROWSDOWN", 3 | libc::PROT_GROWSDOWN),
+            ("---|PROT_SEM", 8),
+            ("--x|0x10", libc::PROT_EXEC | 0x10),
+        ];
+        for (s, bits) in ok {
+            assert_eq!(parse_prot(&json!(s)), Some(bits), "{s:?}");
+        }
+        for bad in [
+            json!(3),
+            json!("3"),
+            json!("PROT_READ|PROT_WRITE"),
+            json!("0x3"),
+            json!("wr-"),
+            json!("rw"),
+            json!("rw-x"),
+            json!("RW-"),
+            json!("rw-|"),
+            json!("rw-|PROT_BOGUS"),
+            json!("rw-|0x0010"),
+            json!("rw-|0x1000000"),
+            json!(null),
+        ] {
+            assert_eq!(parse_prot(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn flags_are_strict() {
+        let ok = [
+            ("MAP_PRIVATE|MAP_ANONYMOUS", 0x22),
+            ("MAP_SHARED", 0x01),
+            ("0", 0),
+            ("MAP_PRIVATE|MAP_FIXED_NOREPLACE", 0x100002),
+            ("MAP_PRIVATE|0x200", 0x202),
+            // An invalid mapping type.
+            ("0x5", 0x5),
+        ];
+        for (s, bits) in ok {
+            assert_eq!(parse_flags(&json!(s), MMAP_FLAG_NAMES), Some(bits), "{s:?}");
+        }
+        assert_eq!(
+            parse_flags(&json!("MREMAP_MAYMOVE|MREMAP_FIXED"), MREMAP_FLAG_NAMES),
+            Some(3)
+        );
+        for bad in [
+            json!(0x22),
+            json!("34"),
+            json!("0x22"),
+            json!(""),
+            json!("MAP_PRIVATE||MAP_ANONYMOUS"),
+            json!("MAP_PRIVATE | MAP_ANONYMOUS"),
+            json!("map_private"),
+            json!("MAP_ANON"),
+            json!("MAP_PRIVATE|0X200"),
+            json!("MAP_PRIVATE|0x0200"),
+            json!("MAP_PRIVATE|0x20"),
+            json!("MREMAP_MAYMOVE"),
+        ] {
+            assert_eq!(parse_flags(&bad, MMAP_FLAG_NAMES), None, "{bad}");
+        }
+    }
 }

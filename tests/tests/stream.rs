@@ -379,6 +379,32 @@ fn addresses_are_lowercase_unpadded_hex() {
 }
 
 #[test]
+fn prot_and_flags_are_in_the_documented_format() {
+    tests::needs_root!();
+    let t = traced();
+    let mut seen = 0;
+    for e in &t.run.events {
+        let (prot, flags) = match kind(e) {
+            "mmap" => (true, Some(MMAP_FLAG_NAMES)),
+            "mprotect" => (true, None),
+            "mremap" => (false, Some(MREMAP_FLAG_NAMES)),
+            _ => continue,
+        };
+        let field = |f: &str| e.get(f).unwrap_or(&Value::Null);
+        assert!(
+            !prot || parse_prot(field("prot")).is_some(),
+            "`prot` is not in the documented format (see README): {e}"
+        );
+        assert!(
+            flags.is_none_or(|names| parse_flags(field("flags"), names).is_some()),
+            "`flags` is not in the documented format (see README): {e}"
+        );
+        seen += 1;
+    }
+    assert!(seen > 0, "no mmap, mprotect or mremap lines");
+}
+
+#[test]
 fn brk_calls_are_traced() {
     tests::needs_root!();
     let t = traced();
