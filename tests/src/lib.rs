@@ -7,6 +7,7 @@
 //!   output, plus parsers for the value formats of that output (hex addresses,
 //!   `prot` strings, `flags` strings).
 
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -728,6 +729,158 @@ fn flag_token(tok: &str, names: &[(&str, i32)]) -> Option<i32> {
     (bits & named == 0).then_some(bits)
 }
 
+// ---------------------------------------------------------------------------
+// Event kinds, lost events and the closing summary
+// ---------------------------------------------------------------------------
+
+/// The `event` of every line `mmtrace stream --format jsonl` prints, as in
+/// README's JSONL table (`stream --regions` adds `region`).
+pub const STREAM_EVENTS: &[&str] = &[
+    "brk",
+    "mmap",
+    "munmap",
+    "mremap",
+    "mprotect",
+    "madvise",
+    "fault",
+    "fault_summary",
+    "stack",
+    "exec",
+    "fork",
+    "exit",
+    "lost",
+];
+
+/// Whether `kind` names events the kernel sends through the ring buffer,
+/// and so can lose: every one of [`STREAM_EVENTS`] but the lines mmtrace
+/// makes itself (`fault_summary`, from counters kept in the kernel, and
+/// `lost`). These are the `kind`s of `lost` lines and the kinds the closing
+/// summary counts.
+pub fn is_ring_event(kind: &str) -> bool {
+    STREAM_EVENTS.contains(&kind) && !["fault_summary", "lost"].contains(&kind)
+}
+
+/// The `lost` lines of a JSONL stream, summed by kind. Each must have a
+/// `count` of at least 1 and a `kind` for which [`is_ring_event`] holds;
+/// Err names the first line that does not.
+pub fn lost_in_stream(events: &[Value]) -> Result<BTreeMap<String, u64>, String> {
+    let mut lost = BTreeMap::new();
+    for e in events.iter().filter(|e| e["event"] == "lost") {
+        let count = e["count"]
+            .as_u64()
+            .filter(|&c| c > 0)
+            .ok_or_else(|| format!("a lost line without a positive integer count: {e}"))?;
+        let kind = e["kind"]
+            .as_str()
+            .filter(|k| is_ring_event(k))
+            .ok_or_else(|| format!("a lost line without the kind of an event: {e}"))?;
+        *lost.entry(kind.to_string()).or_default() += count;
+    }
+    Ok(lost)
+}
+
+/// mmtrace's closing line on stderr:
+/// `mmtrace: 1092 events in 0.05 s, brk 11, exec 1, ...; lost 0; command exited (code 0)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Every event counted (fault summaries and lost lines included).
+    pub events: u64,
+    pub seconds: f64,
+    /// The events by kind, as listed (fault summaries and lost lines are
+    /// not listed).
+    pub by_kind: BTreeMap<String, u64>,
+    /// Events lost in the kernel.
+    pub lost: u64,
+    /// Malformed records (0 when the line does not say).
+    pub malformed: u64,
+    /// How the run ended, when the line says (`command exited (code 0)`,
+    /// `stopped by SIGTERM`); None after `--duration`.
+    pub end: Option<String>,
+}
+
+/// Parse one closing summary line exactly: `mmtrace: N events in S s`, then
+/// `, KIND N` for each kind (kinds of [`is_ring_event`], in name order),
+/// then `; lost N`, then maybe `; malformed N`, then maybe how it ended.
+pub fn parse_summary_line(line: &str) -> Result<Summary, String> {
+    let bad = |why: &str| format!("not a closing summary ({why}): {line:?}");
+    let rest = line
+        .strip_prefix("mmtrace: ")
+        .ok_or_else(|| bad("no `mmtrace: `"))?;
+    let mut sections = rest.split("; ");
+    let mut counts = sections.next().unwrap_or("").split(", ");
+    let head: Vec<&str> = counts.next().unwrap_or("").split(' ').collect();
+    let (events, seconds) = match head[..] {
+        [n, "events", "in", secs, "s"] => (
+            n.parse::<u64>().map_err(|_| bad("event count"))?,
+            secs.parse::<f64>().map_err(|_| bad("seconds"))?,
+        ),
+        _ => return Err(bad("no `N events in S s`")),
+    };
+    let mut by_kind = BTreeMap::new();
+    for c in counts {
+        let (kind, n) = c.split_once(' ').ok_or_else(|| bad("a kind count"))?;
+        if !is_ring_event(kind) {
+            return Err(bad(&format!("unknown kind {kind:?}")));
+        }
+        let n = n.parse::<u64>().map_err(|_| bad("a kind count"))?;
+        if by_kind.insert(kind.to_string(), n).is_some() {
+            return Err(bad(&format!("{kind} twice")));
+        }
+    }
+    if by_kind.values().sum::<u64>() > events {
+        return Err(bad("more events by kind than in all"));
+    }
+    let lost = sections
+        .next()
+        .and_then(|s| s.strip_prefix("lost "))
+        .ok_or_else(|| bad("no `; lost N` after the counts"))?
+        .parse::<u64>()
+        .map_err(|_| bad("lost count"))?;
+    let mut malformed = 0;
+    let mut end = None;
+    for s in sections {
+        if let Some(n) = s.strip_prefix("malformed ") {
+            if end.is_some() || malformed > 0 {
+                return Err(bad("malformed out of place"));
+            }
+            malformed = n.parse().map_err(|_| bad("malformed count"))?;
+        } else if end.is_none()
+            && (s.starts_with("command exited (") || s.starts_with("stopped by "))
+        {
+            end = Some(s.to_string());
+        } else {
+            return Err(bad(&format!("unexpected {s:?}")));
+        }
+    }
+    Ok(Summary {
+        events,
+        seconds,
+        by_kind,
+        lost,
+        malformed,
+        end,
+    })
+}
+
+/// The closing summary in mmtrace's stderr: the one line that starts with
+/// `mmtrace: ` and has ` events in `, parsed by [`parse_summary_line`].
+/// Err when there is none, more than one, or it does not parse (it has no
+/// lost figure, say).
+pub fn closing_summary(stderr: &str) -> Result<Summary, String> {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("mmtrace: ") && l.contains(" events in "))
+        .collect();
+    match lines[..] {
+        [line] => parse_summary_line(line),
+        [] => Err(format!("no closing summary on stderr:\n{stderr}")),
+        _ => Err(format!(
+            "{} closing summaries on stderr:\n{stderr}",
+            lines.len()
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -800,6 +953,91 @@ mod tests {
             json!("MREMAP_MAYMOVE"),
         ] {
             assert_eq!(parse_flags(&bad, MMAP_FLAG_NAMES), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn summary_lines_as_mmtrace_prints_them() {
+        // From README.
+        let s = parse_summary_line(
+            "mmtrace: 1092 events in 0.05 s, brk 11, exec 1, exit 1, fault 1038, mmap 31, \
+             mprotect 7, munmap 2; lost 0; command exited (code 0)",
+        )
+        .unwrap();
+        assert_eq!(s.events, 1092);
+        assert_eq!(s.seconds, 0.05);
+        assert_eq!(s.by_kind["fault"], 1038);
+        assert_eq!(s.by_kind.len(), 7);
+        assert_eq!(s.lost, 0);
+        assert_eq!(s.malformed, 0);
+        assert_eq!(s.end.as_deref(), Some("command exited (code 0)"));
+
+        let s = parse_summary_line(
+            "mmtrace: 659 events in 1.10 s, fault 219, mmap 219, munmap 219; lost 0",
+        )
+        .unwrap();
+        assert_eq!((s.events, s.lost, s.end), (659, 0, None));
+
+        let s = parse_summary_line(
+            "mmtrace: 3 events in 0.20 s, mmap 1; lost 17; malformed 2; stopped by SIGTERM",
+        )
+        .unwrap();
+        assert_eq!((s.lost, s.malformed), (17, 2));
+        assert_eq!(s.end.as_deref(), Some("stopped by SIGTERM"));
+
+        let s =
+            parse_summary_line("mmtrace: 0 events in 0.01 s; lost 0; stopped by SIGINT").unwrap();
+        assert!(s.by_kind.is_empty());
+    }
+
+    #[test]
+    fn summary_lines_mmtrace_does_not_print() {
+        for bad in [
+            // No lost figure at all.
+            "mmtrace: 10 events in 2.00 s, exec 3, exit 4, fork 3",
+            "mmtrace: 10 events in 2.00 s, exec 3; command exited (code 0)",
+            // Other spellings of it.
+            "mmtrace: 10 events in 2.00 s; lost: 0",
+            "mmtrace: 10 events in 2.00 s; Lost=7",
+            "mmtrace: 10 events in 2.00 s; 5 lost",
+            "mmtrace: 10 events in 2.00 s; lost 0 events",
+            // Counts that do not add up, unknown kinds, no prefix.
+            "mmtrace: 1 events in 2.00 s, mmap 3; lost 0",
+            "mmtrace: 9 events in 2.00 s, bogus 3; lost 0",
+            "mmtrace: 9 events in 2.00 s, fault_summary 3; lost 0",
+            "9 events in 2.00 s; lost 0",
+            "mmtrace: 9 events in 2.00 s; lost 0; something else",
+        ] {
+            assert!(parse_summary_line(bad).is_err(), "{bad:?} parsed");
+        }
+        assert!(closing_summary("mmtrace: tracing x (pid 1)\n").is_err());
+        let two = "mmtrace: 1 events in 1.00 s; lost 0\nmmtrace: 1 events in 1.00 s; lost 0\n";
+        assert!(closing_summary(two).is_err());
+        let one = "mmtrace: tracing x (pid 1)\nmmtrace: 1 events in 1.00 s, mmap 1; lost 0\n";
+        assert_eq!(closing_summary(one).unwrap().by_kind["mmap"], 1);
+    }
+
+    #[test]
+    fn lost_lines() {
+        let events = vec![
+            json!({"event": "mmap"}),
+            json!({"event": "lost", "count": 7, "kind": "fault"}),
+            json!({"event": "lost", "count": 2, "kind": "madvise"}),
+            json!({"event": "lost", "count": 1, "kind": "fault"}),
+        ];
+        let lost = lost_in_stream(&events).unwrap();
+        assert_eq!(
+            lost,
+            BTreeMap::from([("fault".into(), 8), ("madvise".into(), 2)])
+        );
+        for bad in [
+            json!({"event": "lost", "count": 0, "kind": "fault"}),
+            json!({"event": "lost", "count": "3", "kind": "fault"}),
+            json!({"event": "lost", "count": 3, "kind": null}),
+            json!({"event": "lost", "count": 3, "kind": "fault_summary"}),
+            json!({"event": "lost", "count": 3, "kind": "page_fault"}),
+        ] {
+            assert!(lost_in_stream(std::slice::from_ref(&bad)).is_err(), "{bad}");
         }
     }
 }

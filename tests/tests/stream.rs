@@ -19,9 +19,9 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 use tests::{
-    addr, event_addr, parse_flags, parse_prot, read_jsonl, run_mmtrace_raw, run_stream, BrkCall,
-    MmapCall, MmtraceRun, MprotectCall, MremapCall, MunmapCall, Report, MMAP_FLAG_NAMES,
-    MMTRACE_TIMEOUT, MREMAP_FLAG_NAMES,
+    addr, closing_summary, event_addr, lost_in_stream, parse_flags, parse_prot, read_jsonl,
+    run_mmtrace_raw, run_stream, BrkCall, MmapCall, MmtraceRun, MprotectCall, MremapCall,
+    MunmapCall, Report, MMAP_FLAG_NAMES, MMTRACE_TIMEOUT, MREMAP_FLAG_NAMES,
 };
 
 // ---------------------------------------------------------------------------
@@ -823,39 +823,39 @@ fn process_events_exec_fork_exit() {
 fn no_events_lost() {
     tests::needs_root!();
     let t = traced();
-    let lost: Vec<&Value> = t.run.events.iter().filter(|e| kind(e) == "lost").collect();
-    assert!(lost.is_empty(), "mmtrace lost events: {lost:#?}");
-    for line in t.run.stderr.lines() {
-        if let Some(n) = lost_count_in(line) {
-            assert_eq!(n, 0, "mmtrace's summary reports lost events: {line:?}");
-        }
-    }
-}
-
-/// The number next to the word "lost" in a summary line: the first one after
-/// it (`lost: 3`, `lost=3`), else the last one before it (`3 lost`). None if
-/// the line has no "lost" or no number.
-fn lost_count_in(line: &str) -> Option<u64> {
-    let lower = line.to_ascii_lowercase();
-    let at = lower.find("lost")?;
-    let numbers = |s: &str| -> Vec<u64> {
-        s.split(|c: char| !c.is_ascii_digit())
-            .filter(|w| !w.is_empty())
-            .filter_map(|w| w.parse().ok())
-            .collect()
-    };
-    numbers(&lower[at + 4..])
-        .first()
-        .copied()
-        .or_else(|| numbers(&lower[..at]).last().copied())
+    let lost = lost_in_stream(&t.run.events).unwrap_or_else(|e| panic!("{e}"));
+    assert!(lost.is_empty(), "the stream has lost lines: {lost:?}");
+    let summary = closing_summary(&t.run.stderr).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        summary.lost, 0,
+        "mmtrace's closing summary reports lost events: {summary:?}"
+    );
 }
 
 #[test]
-fn lost_count_parsing() {
-    assert_eq!(lost_count_in("events: 1234, lost: 0"), Some(0));
-    assert_eq!(lost_count_in("1234 events, 5 lost"), Some(5));
-    assert_eq!(lost_count_in("Lost=7 (ring buffer full)"), Some(7));
-    assert_eq!(lost_count_in("nothing to see"), None);
+fn closing_summary_counts_the_stream() {
+    tests::needs_root!();
+    let t = traced();
+    let summary = closing_summary(&t.run.stderr).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        summary.end.as_deref(),
+        Some("command exited (code 0)"),
+        "how the run ended: {summary:?}"
+    );
+    assert_eq!(summary.malformed, 0, "{summary:?}");
+    // With --faults all every event is a line: no fault summaries, and
+    // (see no_events_lost) no lost lines.
+    let mut lines: BTreeMap<String, u64> = BTreeMap::new();
+    for e in &t.run.events {
+        *lines.entry(kind(e).to_string()).or_default() += 1;
+    }
+    assert_eq!(
+        summary.by_kind,
+        lines,
+        "the summary's counts by kind are not the stream's ({})",
+        t.events_path.display()
+    );
+    assert_eq!(summary.events, t.run.events.len() as u64, "{summary:?}");
 }
 
 #[test]
@@ -884,11 +884,17 @@ fn mmtrace_propagates_the_exit_status() {
         run.status,
         run.stderr
     );
-    if out.exists() {
-        let events = read_jsonl(&out).unwrap_or_else(|e| panic!("{e}"));
-        let exit7 = events
-            .iter()
-            .any(|e| kind(e) == "exit" && fi64(e, "code") == Some(7));
-        assert!(exit7, "no `exit` event with code 7 in {}", out.display());
-    }
+    let events = read_jsonl(&out).unwrap_or_else(|e| panic!("{e}"));
+    let exits: Vec<&Value> = events.iter().filter(|e| kind(e) == "exit").collect();
+    assert!(
+        exits.iter().any(|e| fi64(e, "code") == Some(7)),
+        "no `exit` event with code 7 in {}: {exits:?}",
+        out.display()
+    );
+    let summary = closing_summary(&run.stderr).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        summary.end.as_deref(),
+        Some("command exited (code 7)"),
+        "{summary:?}"
+    );
 }
