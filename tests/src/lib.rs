@@ -509,6 +509,78 @@ where
     })
 }
 
+/// The pid of the command in mmtrace's `tracing CMD (pid N) and its
+/// descendants ...` line on stderr; None for another line.
+pub fn traced_pid(line: &str) -> Option<i32> {
+    let (_, rest) = line.split_once("tracing ")?;
+    let (_, rest) = rest.rsplit_once(" (pid ")?;
+    let (pid, _) = rest.split_once(") and its descendants")?;
+    pid.parse().ok()
+}
+
+/// What /proc/PID/stat says of a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcStat {
+    pub comm: String,
+    /// `R`, `S`, `T` (stopped), `Z`, ...
+    pub state: char,
+    /// Minor faults so far.
+    pub minflt: u64,
+}
+
+/// /proc/PID/stat, or None when the process is gone.
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The comm (field 2) is in parentheses and may hold anything.
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let mut rest = stat.get(close + 2..)?.split(' ');
+    let state = rest.next()?.chars().next()?;
+    // After the state: ppid pgrp session tty_nr tpgid flags minflt.
+    let minflt = rest.nth(6)?.parse().ok()?;
+    Some(ProcStat {
+        comm: stat[open + 1..close].to_string(),
+        state,
+        minflt,
+    })
+}
+
+/// Polls `cond` every 10 ms until it holds. Err, saying `what` was awaited,
+/// after `timeout` (make it generous: the machine may be slow and busy).
+pub fn wait_until(
+    timeout: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("waited {timeout:?} for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until the command mmtrace started with pid `pid` runs `comm`
+/// (it has exec'd) and is neither stopped nor dead (mmtrace holds a
+/// command at its exec until it has read its address space, then lets it
+/// go on).
+pub fn wait_running(pid: i32, comm: &str) -> Result<(), String> {
+    let mut last = None;
+    wait_until(
+        Duration::from_secs(60),
+        &format!("pid {pid} to run {comm} unstopped"),
+        || {
+            last = proc_stat(pid);
+            last.as_ref()
+                .is_some_and(|s| s.comm == comm && !"TtZX".contains(s.state))
+        },
+    )
+    .map_err(|e| format!("{e}; last seen: {last:?}"))
+}
+
 /// Parse JSONL text: one JSON object per non-empty line.
 pub fn parse_jsonl(text: &str) -> Result<Vec<Value>, String> {
     let mut events = Vec::new();
@@ -1015,6 +1087,27 @@ mod tests {
         assert!(closing_summary(two).is_err());
         let one = "mmtrace: tracing x (pid 1)\nmmtrace: 1 events in 1.00 s, mmap 1; lost 0\n";
         assert_eq!(closing_summary(one).unwrap().by_kind["mmap"], 1);
+    }
+
+    #[test]
+    fn tracing_line() {
+        let line = "mmtrace: tracing /usr/bin/python3 (pid 434) and its descendants \
+                    (stack growth via faults); Ctrl-C to stop";
+        assert_eq!(traced_pid(line), Some(434));
+        let odd = "mmtrace: tracing /tmp/a (pid 1) b (pid 77) and its descendants (fexit)";
+        assert_eq!(traced_pid(odd), Some(77));
+        assert_eq!(
+            traced_pid("mmtrace: tracing every process (fexit); Ctrl-C"),
+            None
+        );
+    }
+
+    #[test]
+    fn own_stat() {
+        let me = proc_stat(std::process::id() as i32).expect("our own /proc/PID/stat");
+        assert!(me.comm.starts_with("tests"), "{me:?}");
+        assert!(me.minflt > 0, "{me:?}");
+        assert!(proc_stat(i32::MAX).is_none());
     }
 
     #[test]

@@ -65,12 +65,11 @@ fn field_set(events: &[Value], field: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Field 10 of /proc/PID/stat: minor faults.
+/// Minor faults of a running process so far.
 fn minflt(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The comm (field 2) is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    rest.split(' ').nth(7).unwrap().parse().unwrap()
+    tests::proc_stat(pid as i32)
+        .unwrap_or_else(|| panic!("pid {pid} is gone"))
+        .minflt
 }
 
 #[test]

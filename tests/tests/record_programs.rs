@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
-use tests::{read_timeline, run_record, workspace_dir};
+use tests::{read_timeline, run_record, traced_pid, wait_running, workspace_dir};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = workspace_dir()
@@ -202,20 +202,29 @@ fn sigusr1_asks_for_a_check_now() {
     let mut child = Command::new(tests::mmtrace_bin().unwrap_or_else(|e| panic!("{e}")))
         .args(["record", "--reconcile-interval", "1000", "-o"])
         .arg(&out)
-        .args(["--", env!("CARGO_BIN_EXE_spinner"), "1.5"])
+        .args(["--", env!("CARGO_BIN_EXE_spinner"), "3"])
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start mmtrace");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut spinner = None;
     for line in lines.by_ref() {
-        if line.unwrap().contains("tracing ") {
+        let line = line.unwrap();
+        spinner = traced_pid(&line);
+        seen.push(line);
+        if spinner.is_some() {
             break;
         }
     }
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let spinner = spinner.unwrap_or_else(|| panic!("no `tracing ... (pid N)` line: {seen:?}"));
+    // Running its own program and let go after its exec: mmtrace has read
+    // its address space and traces it.
+    wait_running(spinner, "spinner").unwrap_or_else(|e| panic!("{e}"));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+    let alive = tests::proc_stat(spinner).is_some_and(|s| s.comm == "spinner" && s.state != 'Z');
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(child.wait().unwrap().success(), "{rest:?}");
     let doc = read_timeline(&out).unwrap_or_else(|e| panic!("{e}"));
@@ -225,7 +234,12 @@ fn sigusr1_asks_for_a_check_now() {
         checks
             .iter()
             .any(|c| c["reason"] == "request" && c["drift"] == 0),
-        "a requested check: {checks:?}"
+        "a requested check (the spinner was {} when mmtrace got SIGUSR1): {checks:?}",
+        if alive {
+            "still running"
+        } else {
+            "already gone"
+        }
     );
     assert!(
         checks.iter().all(|c| c["reason"] != "interval"),
