@@ -1100,8 +1100,13 @@ fn regions_record_their_operations() {
     );
 }
 
+/// No two processes of the workload's timeline are named by the same
+/// (pid, start_time), two processes with the same pid never live at the
+/// same time, and each exec lies within its process's life. (The workload
+/// reuses no pid: record_programs.rs's pid_reuse_gives_two_timelines makes
+/// the kernel reuse one.)
 #[test]
-fn pid_reuse_gives_two_timelines() {
+fn process_identities_and_lives_are_consistent() {
     tests::needs_root!();
     let t = traced();
     let start = t.tl.monotonic_start_ns as i128;
