@@ -1,6 +1,8 @@
 //! Bad input gets one clear line and a non-zero exit, before anything is
 //! attached; hostile process names and paths cannot reach the terminal raw.
 
+mod jsonl_check;
+
 use std::{
     ffi::OsStr,
     os::unix::{ffi::OsStrExt, fs::PermissionsExt, process::CommandExt},
@@ -191,6 +193,7 @@ fn hostile_names_are_valid_json() {
     assert_eq!(o.status.code(), Some(0), "stderr:\n{}", stderr(&o));
     let text = String::from_utf8(o.stdout).expect("JSONL is valid UTF-8");
     let events = parse_jsonl(&text).expect("every line is JSON");
+    jsonl_check::assert_lines_valid(&events, "the stream of a hostile name");
     let exec = events
         .iter()
         .find(|e| e["event"] == "exec")

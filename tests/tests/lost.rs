@@ -2,6 +2,8 @@
 //! could not reserve, per kind, and mmtrace reports it in the stream and in
 //! its closing summary.
 
+mod jsonl_check;
+
 use std::{
     io::{BufRead, BufReader},
     process::{Command, Stdio},
@@ -96,6 +98,7 @@ fn a_stalled_reader_loses_events_and_says_so() {
         !lost.is_empty(),
         "no lost line although the reader was stopped"
     );
+    jsonl_check::assert_lines_valid(&events, &out.display().to_string());
     // Each with a count and the kind of an event (README's list).
     let by_kind = lost_in_stream(&events).unwrap_or_else(|e| panic!("{e}"));
     let total: u64 = by_kind.values().sum();

@@ -8,6 +8,8 @@
 //! line on stderr (see `tests::needs_root!`), or fails when
 //! `MMTRACE_TESTS_REQUIRE_ROOT` is set, as `cargo xtask test` does.
 
+mod jsonl_check;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -162,6 +164,13 @@ fn only_region_lines() {
         );
         assert!(a(e, "start") < a(e, "end"), "empty range: {e}");
     }
+}
+
+#[test]
+fn every_line_matches_the_jsonl_schema() {
+    tests::needs_root!();
+    let t = traced();
+    jsonl_check::assert_lines_valid(&t.run.events, &t.run.command);
 }
 
 #[test]

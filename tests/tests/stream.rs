@@ -12,6 +12,8 @@
 //! line on stderr (see `tests::needs_root!`), or fails when
 //! `MMTRACE_TESTS_REQUIRE_ROOT` is set, as `cargo xtask test` does.
 
+mod jsonl_check;
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -344,6 +346,13 @@ fn every_line_has_the_common_fields() {
         assert!(fstr(e, "comm").is_some(), "line {}: no comm: {e}", i + 1);
         assert!(fstr(e, "event").is_some(), "line {}: no event: {e}", i + 1);
     }
+}
+
+#[test]
+fn every_line_matches_the_jsonl_schema() {
+    tests::needs_root!();
+    let t = traced();
+    jsonl_check::assert_lines_valid(&t.run.events, &t.events_path.display().to_string());
 }
 
 #[test]
