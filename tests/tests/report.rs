@@ -28,10 +28,11 @@ fn data(name: &str) -> PathBuf {
     workspace_dir().join("tests").join("data").join(name)
 }
 
+/// A file of `contents` in the temporary directory: these tests need no
+/// root, and target/tmp may belong to root after `cargo xtask test` ran the
+/// root tests through sudo.
 fn scratch(name: &str, contents: &[u8]) -> PathBuf {
-    let dir = workspace_dir().join("target").join("tmp");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("mmtrace-report-{}-{name}", std::process::id()));
+    let path = std::env::temp_dir().join(format!("mmtrace-report-{}-{name}", std::process::id()));
     std::fs::write(&path, contents).unwrap();
     path
 }
