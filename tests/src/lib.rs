@@ -5,7 +5,12 @@
 //!   did, with the addresses and results the kernel returned.
 //! * Helpers to locate and run the real `mmtrace` binary and to parse its JSONL
 //!   output, plus parsers for the value formats of that output (hex addresses,
-//!   `prot` strings, `flags` strings).
+//!   `prot` strings, `flags` strings), of its lost lines and of its closing
+//!   summary on stderr.
+//! * [`needs_root!`]: tests that run the real mmtrace skip without root
+//!   (failing instead under `cargo xtask test`).
+//! * Waiting on conditions ([`wait_until`], [`wait_running`]) rather than for
+//!   fixed durations.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -530,7 +535,9 @@ pub struct ProcStat {
 
 /// /proc/PID/stat, or None when the process is gone.
 pub fn proc_stat(pid: i32) -> Option<ProcStat> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // A comm need not be UTF-8.
+    let stat = String::from_utf8_lossy(&stat);
     // The comm (field 2) is in parentheses and may hold anything.
     let (open, close) = (stat.find('(')?, stat.rfind(')')?);
     let mut rest = stat.get(close + 2..)?.split(' ');
