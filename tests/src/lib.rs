@@ -872,10 +872,20 @@ pub struct Summary {
     pub lost: u64,
     /// Malformed records (0 when the line does not say).
     pub malformed: u64,
-    /// How the run ended, when the line says (`command exited (code 0)`,
-    /// `stopped by SIGTERM`); None after `--duration`.
+    /// How the run ended, when the line says: `command exited (code 0)`,
+    /// `stopped by SIGTERM`, `stopped after --duration`, `stopped: the
+    /// output is closed`, the last three maybe followed by what became of
+    /// the command (` (command pid N left running)`).
     pub end: Option<String>,
 }
+
+/// How the last section of a closing summary starts.
+const END_STARTS: &[&str] = &[
+    "command exited (",
+    "stopped by SIG",
+    "stopped after --duration",
+    "stopped: the output is closed",
+];
 
 /// Parse one closing summary line exactly: `mmtrace: N events in S s`, then
 /// `, KIND N` for each kind (kinds of [`is_ring_event`], in name order),
@@ -923,9 +933,7 @@ pub fn parse_summary_line(line: &str) -> Result<Summary, String> {
                 return Err(bad("malformed out of place"));
             }
             malformed = n.parse().map_err(|_| bad("malformed count"))?;
-        } else if end.is_none()
-            && (s.starts_with("command exited (") || s.starts_with("stopped by "))
-        {
+        } else if end.is_none() && END_STARTS.iter().any(|e| s.starts_with(e)) {
             end = Some(s.to_string());
         } else {
             return Err(bad(&format!("unexpected {s:?}")));
@@ -1067,6 +1075,16 @@ mod tests {
         let s =
             parse_summary_line("mmtrace: 0 events in 0.01 s; lost 0; stopped by SIGINT").unwrap();
         assert!(s.by_kind.is_empty());
+
+        for end in [
+            "stopped after --duration",
+            "stopped: the output is closed (command pid 12 left running)",
+            "stopped by SIGTERM (command pid 12 killed)",
+            "command exited (killed by signal 9)",
+        ] {
+            let line = format!("mmtrace: 5 events in 1.00 s, mmap 5; lost 0; {end}");
+            assert_eq!(parse_summary_line(&line).unwrap().end.as_deref(), Some(end));
+        }
     }
 
     #[test]
@@ -1086,6 +1104,8 @@ mod tests {
             "mmtrace: 9 events in 2.00 s, fault_summary 3; lost 0",
             "9 events in 2.00 s; lost 0",
             "mmtrace: 9 events in 2.00 s; lost 0; something else",
+            "mmtrace: 9 events in 2.00 s; lost 0; stopped",
+            "mmtrace: 9 events in 2.00 s; lost 0; command exited (code 0); command exited (code 0)",
         ] {
             assert!(parse_summary_line(bad).is_err(), "{bad:?} parsed");
         }
