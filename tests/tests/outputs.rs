@@ -3,19 +3,20 @@
 //! when the command cannot run, and cut at a whole line with an exit
 //! status that says so when the disk fills up.
 
+mod jsonl_check;
+
 use std::{
     os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
 };
 
-use tests::{mmtrace_bin, parse_jsonl, require_root, workspace_dir};
+use tests::{closing_summary, mmtrace_bin, parse_jsonl, workspace_dir};
 
 /// mmtrace's exit status for an incomplete output (EX_IOERR).
 const OUTPUT_INCOMPLETE: i32 = 74;
 
 fn run(args: &[&str]) -> Output {
-    require_root().unwrap_or_else(|e| panic!("{e}"));
     Command::new(mmtrace_bin().unwrap_or_else(|e| panic!("{e}")))
         .args(args)
         .stdin(Stdio::null())
@@ -53,6 +54,7 @@ fn refused(o: &Output, needle: &str) {
 
 #[test]
 fn a_planted_symlink_is_not_followed() {
+    tests::needs_root!();
     let dir = scratch("symlink", true);
     let victim = dir.join("victim");
     std::fs::write(&victim, "root's secret").unwrap();
@@ -70,6 +72,7 @@ fn a_planted_symlink_is_not_followed() {
 
 #[test]
 fn another_users_file_in_a_shared_directory_is_refused() {
+    tests::needs_root!();
     let dir = scratch("foreign", true);
     let planted = dir.join("events.txt");
     std::fs::write(&planted, "").unwrap();
@@ -87,6 +90,7 @@ fn another_users_file_in_a_shared_directory_is_refused() {
 
 #[test]
 fn outputs_are_created_private() {
+    tests::needs_root!();
     let dir = scratch("private", false);
     let events = dir.join("events.jsonl");
     let timeline = dir.join("timeline.json");
@@ -112,6 +116,7 @@ fn outputs_are_created_private() {
 
 #[test]
 fn a_command_that_cannot_run_leaves_the_output_untouched() {
+    tests::needs_root!();
     let dir = scratch("untouched", false);
     let out = dir.join("out");
     std::fs::write(&out, "previous run").unwrap();
@@ -156,6 +161,7 @@ impl Drop for SmallFs {
 
 #[test]
 fn a_full_disk_cuts_the_stream_at_a_line_and_says_so() {
+    tests::needs_root!();
     let fs = SmallFs::new("full-stream", "16k");
     let events = fs.0.join("events.jsonl");
     // Far more than 16 KiB of events, from a command that succeeds.
@@ -176,14 +182,20 @@ fn a_full_disk_cuts_the_stream_at_a_line_and_says_so() {
     assert_eq!(o.status.code(), Some(OUTPUT_INCOMPLETE), "{err}");
     assert!(err.contains("the output is incomplete"), "{err}");
     // The command's own status is still reported.
-    assert!(err.contains("command exited (code 3)"), "{err}");
+    let summary = closing_summary(&err).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        summary.end.as_deref(),
+        Some("command exited (code 3)"),
+        "{summary:?}"
+    );
     let text = std::fs::read_to_string(&events).unwrap();
     assert!(!text.is_empty() && text.ends_with('\n'), "cut mid-line");
-    parse_jsonl(&text).unwrap();
+    jsonl_check::assert_lines_valid(&parse_jsonl(&text).unwrap(), &events.display().to_string());
 }
 
 #[test]
 fn a_full_disk_leaves_no_half_timeline() {
+    tests::needs_root!();
     let fs = SmallFs::new("full-record", "8k");
     let timeline = fs.0.join("timeline.json");
     let o = run(&[
@@ -197,7 +209,12 @@ fn a_full_disk_leaves_no_half_timeline() {
     ]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(OUTPUT_INCOMPLETE), "{err}");
-    assert!(err.contains("command exited (code 0)"), "{err}");
+    let summary = closing_summary(&err).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        summary.end.as_deref(),
+        Some("command exited (code 0)"),
+        "{summary:?}"
+    );
     assert!(!timeline.exists(), "a half timeline was left");
     assert_eq!(std::fs::read_dir(&fs.0).unwrap().count(), 0);
 }

@@ -25,10 +25,9 @@ fn refused(o: &Output, needle: &str) {
 #[test]
 fn endless_and_blocking_inputs_are_refused() {
     refused(&report(&["/dev/zero"]), "is not a regular file");
-    let dir = workspace_dir()
-        .join("target")
-        .join("tmp")
-        .join(format!("mmtrace-report-inputs-{}", std::process::id()));
+    // In the temporary directory: no root is needed, and target/tmp may
+    // belong to root after `cargo xtask test`.
+    let dir = std::env::temp_dir().join(format!("mmtrace-report-inputs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let fifo = dir.join("fifo");
@@ -36,6 +35,7 @@ fn endless_and_blocking_inputs_are_refused() {
     // SAFETY: a valid path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     refused(&report(&[fifo.to_str().unwrap()]), "is not a regular file");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! or killing it with `--kill-on-stop`. Nothing here measures time: the
 //! command outlives mmtrace by design.
 
-use tests::{run_mmtrace_raw, MMTRACE_TIMEOUT};
+use tests::{closing_summary, run_mmtrace_raw, MMTRACE_TIMEOUT};
 
 /// A command that lets go of mmtrace's pipes and sleeps far longer than
 /// the tracing lasts.
@@ -42,16 +42,20 @@ fn run(extra: &[&str]) -> tests::MmtraceRun {
     args.extend_from_slice(SLEEPER);
     let run = run_mmtrace_raw(&args, MMTRACE_TIMEOUT).unwrap();
     assert!(run.status.success(), "{}", run.stderr);
+    let summary = closing_summary(&run.stderr).unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        run.stderr.contains("stopped after --duration"),
-        "{}",
-        run.stderr
+        summary
+            .end
+            .as_deref()
+            .is_some_and(|e| e.starts_with("stopped after --duration (command pid ")),
+        "{summary:?}"
     );
     run
 }
 
 #[test]
 fn the_command_is_left_running() {
+    tests::needs_root!();
     let run = run(&[]);
     let pid = command_pid(&run.stderr, "left running");
     let st = state(pid);
@@ -65,6 +69,7 @@ fn the_command_is_left_running() {
 
 #[test]
 fn kill_on_stop_ends_the_command() {
+    tests::needs_root!();
     let run = run(&["--kill-on-stop"]);
     let pid = command_pid(&run.stderr, "killed");
     // Reaped by mmtrace, or a zombie awaiting a reaper: not running.
