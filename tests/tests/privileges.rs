@@ -4,11 +4,10 @@
 
 use std::process::{Command, Output, Stdio};
 
-use tests::{mmtrace_bin, require_root};
+use tests::mmtrace_bin;
 
 /// mmtrace as user `nobody`, with these ambient capabilities.
 fn as_nobody(caps: &str) -> Output {
-    require_root().unwrap_or_else(|e| panic!("{e}"));
     let bin = mmtrace_bin().unwrap_or_else(|e| panic!("{e}"));
     let mut c = Command::new("setpriv");
     c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
@@ -32,11 +31,13 @@ fn refused(o: &Output, needle: &str) {
 
 #[test]
 fn an_unprivileged_user_is_told_which_capabilities_are_missing() {
+    tests::needs_root!();
     refused(&as_nobody(""), "missing: CAP_BPF, CAP_PERFMON");
 }
 
 #[test]
 fn unreadable_tracefs_is_not_called_unmounted() {
+    tests::needs_root!();
     let events = std::path::Path::new("/sys/kernel/tracing/events");
     if !events.is_dir() {
         eprintln!("skipping: tracefs is not mounted here");
