@@ -1,7 +1,9 @@
 //! mmtrace's developer tasks: `cargo xtask setup | build | run | test | bench`.
 //!
 //! Every step is printed as `==> ...`; `setup` only installs what is missing,
-//! so running it again (as `build`, `run` and `test` do) costs nothing.
+//! so running it again (as `run` and `test` do) costs nothing. `build` and
+//! `bench` install nothing: they check the toolchain and name what is
+//! missing.
 
 mod ebpf_toolchain;
 mod setup;
@@ -38,8 +40,8 @@ enum Task {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Set up, then build the workspace (tracer's build.rs builds the eBPF
-    /// programs).
+    /// Check the toolchain (installing nothing; `setup` does), then build the
+    /// workspace (tracer's build.rs builds the eBPF programs).
     Build {
         /// Build with the release profile.
         #[arg(long)]
@@ -60,8 +62,9 @@ enum Task {
         #[arg(long)]
         lint: bool,
     },
-    /// Run the benchmarks (release build): each compares costs at different
-    /// scales in one run and fails when its goal is missed.
+    /// Check the toolchain, then run the benchmarks (release build): each
+    /// compares costs at different scales in one run and fails when its goal
+    /// is missed.
     Bench,
 }
 
@@ -77,13 +80,13 @@ fn run_task(task: Task) -> Result<()> {
     match task {
         Task::Setup { dry_run } => setup::setup(dry_run),
         Task::Build { release } => {
-            setup::setup(false)?;
+            setup::check()?;
             build(release)
         }
         Task::Run { release, args } => run_mmtrace(release, args),
         Task::Test { lint } => test(lint),
         Task::Bench => {
-            setup::setup(false)?;
+            setup::check()?;
             run(cargo().args(["bench", "-p", "tracer", "--bench", "model"]))
         }
     }

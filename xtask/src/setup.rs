@@ -1,6 +1,6 @@
 //! `cargo xtask setup`: everything building and running mmtrace needs, on
 //! Debian 12 with only rustup. Each step checks first and installs only what
-//! is missing.
+//! is missing. [`check`] only looks, for the tasks that must not install.
 //!
 //! Rust eBPF needs `core` for bpfel-unknown-none. rustup's rust-src (aya's
 //! usual `-Z build-std`) may not be available; Debian's rustc-web ships a
@@ -45,6 +45,46 @@ pub fn setup(dry_run: bool) -> Result<()> {
         "setup: done"
     });
     Ok(())
+}
+
+/// Checks, without installing anything, that the toolchain the build will
+/// use is complete; names each missing piece. For `build` and `bench`.
+pub fn check() -> Result<()> {
+    let mut missing = Vec::new();
+    match route()? {
+        Route::Debian => {
+            missing = debian_missing();
+            match rustc_llvm_major()? {
+                Some(major) => {
+                    if let Err(problem) = bpf_linker_state(major) {
+                        missing.push(format!(
+                            "bpf-linker {BPF_LINKER_VERSION} built for LLVM {major} ({problem})"
+                        ));
+                    }
+                }
+                None if find_bpf_linker().is_none() => {
+                    missing.push("bpf-linker (in PATH or $CARGO_HOME/bin)".to_string())
+                }
+                None => {}
+            }
+        }
+        Route::Nightly(_) => {
+            if find_bpf_linker().is_none() {
+                missing.push("bpf-linker (in PATH or $CARGO_HOME/bin)".to_string());
+            }
+        }
+    }
+    if missing.is_empty() {
+        step("toolchain: everything the build needs is installed");
+        return Ok(());
+    }
+    for item in &missing {
+        step(format!("toolchain: missing {item}"));
+    }
+    bail!(
+        "the eBPF toolchain is incomplete (missing: {}): run `cargo xtask setup` first",
+        missing.join("; ")
+    )
 }
 
 /// Tells which route tracer/build.rs will take (ebpf_toolchain::choose).
