@@ -2,15 +2,21 @@
 //! `bpfel-unknown-none` and copies the object to `$OUT_DIR/tracer-ebpf`, for
 //! `aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"))`.
 //!
-//! The BPF target needs a prebuilt `core`. rustup's nightly + rust-src (what
-//! aya-build expects) is not available on our machines, so this uses Debian's
-//! rustc-web (`/usr/bin/rustc`, with `core` for the BPF target from
-//! `libstd-rust-web-dev-bpf`) and `bpf-linker` built against the same LLVM.
-//! `cargo xtask setup` installs both; see docs and xtask/src/setup.rs.
+//! The BPF target needs a `core` built for it. Two routes (see
+//! docs/building.md), picked by xtask/src/ebpf_toolchain.rs:
+//! - aya's usual one, when rustup has a nightly with the rust-src component:
+//!   aya-build runs that nightly's cargo with `-Z build-std=core`;
+//! - otherwise Debian's rustc-web (`/usr/bin/rustc`, with a prebuilt `core`
+//!   for the BPF target from `libstd-rust-web-dev-bpf`), which `cargo xtask
+//!   setup` installs.
 //!
-//! The nested cargo uses its own target directory (`<build dir>/bpf`), so it
-//! never waits for a lock the outer cargo holds, and is shared by every
-//! profile and by `cargo clippy`, so the eBPF crate is built once.
+//! `MMTRACE_EBPF_TOOLCHAIN=debian|nightly|nightly-YYYY-MM-DD` forces one.
+//! Both link with `bpf-linker`.
+//!
+//! On the Debian route the nested cargo uses its own target directory
+//! (`<build dir>/bpf`), so it never waits for a lock the outer cargo holds,
+//! and is shared by every profile and by `cargo clippy`, so the eBPF crate
+//! is built once.
 
 use std::{
     env,
@@ -20,11 +26,17 @@ use std::{
     process::{Command, Stdio},
 };
 
-const RUSTC: &str = "/usr/bin/rustc";
-const BPF_CORE_DIR: &str = "/usr/lib/rustlib/bpfel-unknown-none/lib";
-const BPF_TARGET: &str = "bpfel-unknown-none";
+#[path = "../xtask/src/ebpf_toolchain.rs"]
+mod ebpf_toolchain;
+
+use ebpf_toolchain::{Route, BPF_TARGET, DEBIAN_RUSTC, TOOLCHAIN_VAR};
+
 const PACKAGE: &str = "tracer-ebpf";
-const MISSING: &str = "eBPF toolchain missing: run `cargo xtask setup` (see README)";
+const MISSING: &str = "eBPF toolchain missing: run `cargo xtask setup` (see docs/building.md)";
+const MISSING_NIGHTLY: &str =
+    "bpf-linker missing: `cargo install bpf-linker`, built for the LLVM of rustup's nightly \
+     (see docs/building.md)";
+
 fn main() {
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -34,7 +46,6 @@ fn main() {
     for path in [
         "tracer-ebpf/src",
         "tracer-ebpf/Cargo.toml",
-        "tracer-ebpf/build.rs",
         "tracer-common/src",
         "tracer-common/Cargo.toml",
         "Cargo.toml",
@@ -48,11 +59,72 @@ fn main() {
         }
     }
     println!("cargo:rerun-if-env-changed=CARGO_HOME");
+    println!("cargo:rerun-if-env-changed={TOOLCHAIN_VAR}");
 
-    let linker = check_toolchain();
-    // A reinstalled compiler or linker must rebuild the object.
-    println!("cargo:rerun-if-changed={RUSTC}");
-    println!("cargo:rerun-if-changed={}", linker.display());
+    let choice = ebpf_toolchain::choose().unwrap_or_else(|e| panic!("{e}"));
+    if let Some(note) = &choice.note {
+        println!("cargo:warning={note}");
+    }
+    // Adding or removing the nightly's rust-src changes the route.
+    if let Some(components) = choice.nightly_components.filter(|path| path.is_file()) {
+        println!("cargo:rerun-if-changed={}", components.display());
+    }
+    let linker = find_bpf_linker();
+    match choice.route {
+        Route::Debian => {
+            let linker = require(ebpf_toolchain::debian_missing(), linker, MISSING);
+            build_debian(&workspace, &out_dir, &linker);
+        }
+        Route::Nightly(toolchain) => {
+            let linker = require(Vec::new(), linker, MISSING_NIGHTLY);
+            build_nightly(&workspace, &toolchain, &linker);
+        }
+    }
+}
+
+/// The linker, or a panic that names everything missing.
+fn require(mut missing: Vec<String>, linker: Option<PathBuf>, advice: &str) -> PathBuf {
+    if linker.is_none() {
+        missing.push("bpf-linker (in PATH or $CARGO_HOME/bin)".to_string());
+    }
+    match linker {
+        Some(linker) if missing.is_empty() => {
+            // A reinstalled linker must rebuild the object.
+            println!("cargo:rerun-if-changed={}", linker.display());
+            linker
+        }
+        _ => {
+            eprintln!("not found: {}", missing.join(", "));
+            panic!("{advice}");
+        }
+    }
+}
+
+/// aya's usual route: aya-build runs `rustup run TOOLCHAIN cargo build -Z
+/// build-std=core` for the eBPF crate and copies the object to OUT_DIR.
+fn build_nightly(workspace: &Path, toolchain: &str, linker: &Path) {
+    // The BPF targets link with `bpf-linker` from PATH by default; name the
+    // one found, which may be only in $CARGO_HOME/bin. The nested cargo
+    // inherits this process's environment.
+    let linker_var = "CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER";
+    if env::var_os(linker_var).is_none() {
+        env::set_var(linker_var, linker);
+    }
+    let root_dir = workspace.join(PACKAGE);
+    let package = aya_build::Package {
+        name: PACKAGE,
+        root_dir: root_dir.to_str().expect("workspace path is UTF-8"),
+        ..Default::default()
+    };
+    aya_build::build_ebpf([package], aya_build::Toolchain::Custom(toolchain)).unwrap_or_else(|e| {
+        panic!("building {PACKAGE} with rustup's {toolchain} (aya-build) failed: {e:#}")
+    });
+}
+
+/// Debian's rustc-web, which has a prebuilt `core` for the BPF target.
+fn build_debian(workspace: &Path, out_dir: &Path, linker: &Path) {
+    // A reinstalled compiler must rebuild the object.
+    println!("cargo:rerun-if-changed={DEBIAN_RUSTC}");
 
     // The programs read the registers of the architecture they run on (the
     // one tracer is built for), like aya-build does.
@@ -65,10 +137,10 @@ fn main() {
     ]
     .join("\x1f");
 
-    let target_dir = bpf_target_dir(&out_dir);
+    let target_dir = bpf_target_dir(out_dir);
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&workspace)
+    cmd.current_dir(workspace)
         .args([
             "build",
             "--release",
@@ -87,9 +159,9 @@ fn main() {
             cmd.env_remove(&key);
         }
     }
-    cmd.env("RUSTC", RUSTC)
+    cmd.env("RUSTC", DEBIAN_RUSTC)
         .env("RUSTC_BOOTSTRAP", "1")
-        .env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER", &linker)
+        .env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER", linker)
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
         .env("CARGO_TERM_COLOR", "never")
         .stdin(Stdio::null())
@@ -126,46 +198,10 @@ fn main() {
     });
 }
 
-/// Checks for /usr/bin/rustc, its BPF `core` and bpf-linker; returns the
-/// linker's absolute path.
-fn check_toolchain() -> PathBuf {
-    let mut missing = Vec::new();
-    if !Path::new(RUSTC).is_file() {
-        missing.push(format!("{RUSTC} (Debian package rustc-web)"));
-    }
-    let has_core = fs::read_dir(BPF_CORE_DIR).is_ok_and(|dir| {
-        dir.flatten().any(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with("libcore-") && name.ends_with(".rlib")
-        })
-    });
-    if !has_core {
-        missing.push(format!(
-            "{BPF_CORE_DIR}/libcore-*.rlib (Debian package libstd-rust-web-dev-bpf)"
-        ));
-    }
-    let linker = find_bpf_linker();
-    if linker.is_none() {
-        missing.push("bpf-linker (in PATH or $CARGO_HOME/bin)".to_string());
-    }
-    if !missing.is_empty() {
-        eprintln!("not found: {}", missing.join(", "));
-        panic!("{MISSING}");
-    }
-    linker.unwrap()
-}
-
+/// bpf-linker's path, resolved so that its reinstallation is seen.
 fn find_bpf_linker() -> Option<PathBuf> {
-    let cargo_home = env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")));
-    env::var_os("PATH")
-        .iter()
-        .flat_map(env::split_paths)
-        .chain(cargo_home.map(|home| home.join("bin")))
-        .map(|dir| dir.join("bpf-linker"))
-        .find(|path| path.is_file())
-        .and_then(|path| fs::canonicalize(&path).ok().or(Some(path)))
+    let path = ebpf_toolchain::find_bpf_linker()?;
+    Some(fs::canonicalize(&path).unwrap_or(path))
 }
 
 /// `<build dir>/bpf`: the nearest ancestor of OUT_DIR that cargo tagged with

@@ -20,6 +20,15 @@ mod process;
 mod stack;
 mod syscall;
 
+/// The licence the kernel checks before it lets programs call GPL-only
+/// helpers, as these do (bpf_probe_read_kernel, bpf_get_current_task). aya
+/// assumes "GPL" when an object has no `license` section; this one says it
+/// itself, and says what holds for this crate (see LICENSE-MIT and
+/// LICENSE-GPL2).
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

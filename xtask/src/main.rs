@@ -1,8 +1,11 @@
 //! mmtrace's developer tasks: `cargo xtask setup | build | run | test | bench`.
 //!
 //! Every step is printed as `==> ...`; `setup` only installs what is missing,
-//! so running it again (as `build`, `run` and `test` do) costs nothing.
+//! so running it again (as `run` and `test` do) costs nothing. `build` and
+//! `bench` install nothing: they check the toolchain and name what is
+//! missing.
 
+mod ebpf_toolchain;
 mod setup;
 
 use std::{
@@ -37,8 +40,8 @@ enum Task {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Set up, then build the workspace (tracer's build.rs builds the eBPF
-    /// programs).
+    /// Check the toolchain (installing nothing; `setup` does), then build the
+    /// workspace (tracer's build.rs builds the eBPF programs).
     Build {
         /// Build with the release profile.
         #[arg(long)]
@@ -59,8 +62,9 @@ enum Task {
         #[arg(long)]
         lint: bool,
     },
-    /// Run the benchmarks (release build): each compares costs at different
-    /// scales in one run and fails when its goal is missed.
+    /// Check the toolchain, then run the benchmarks (release build): each
+    /// compares costs at different scales in one run and fails when its goal
+    /// is missed.
     Bench,
 }
 
@@ -76,13 +80,13 @@ fn run_task(task: Task) -> Result<()> {
     match task {
         Task::Setup { dry_run } => setup::setup(dry_run),
         Task::Build { release } => {
-            setup::setup(false)?;
+            setup::check()?;
             build(release)
         }
         Task::Run { release, args } => run_mmtrace(release, args),
         Task::Test { lint } => test(lint),
         Task::Bench => {
-            setup::setup(false)?;
+            setup::check()?;
             run(cargo().args(["bench", "-p", "tracer", "--bench", "model"]))
         }
     }
@@ -127,7 +131,7 @@ fn test(lint: bool) -> Result<()> {
             "warnings",
         ]))
         .context("clippy found problems")?;
-        run(&mut check_ebpf()).context("the eBPF crate has warnings")?;
+        run(&mut check_ebpf()?).context("the eBPF crate has warnings")?;
     }
     run(cargo().arg("build").args(HOST_PACKAGES).arg("--bins"))?;
     let bin = target_dir().join("debug").join("mmtrace");
@@ -201,24 +205,40 @@ fn run_counting_tests(cmd: &mut Command) -> Result<(u64, u64, u64)> {
 }
 
 /// `cargo check` of the eBPF crate for its real target with warnings denied
-/// (clippy cannot: rustup's clippy has no `core` for bpfel-unknown-none). The
-/// flags match tracer/build.rs; a separate target dir keeps its cache intact.
-fn check_ebpf() -> Command {
+/// (clippy cannot: rustup's clippy has no `core` for bpfel-unknown-none), on
+/// the route tracer/build.rs takes. The flags match tracer/build.rs; a
+/// separate target dir keeps its cache intact.
+fn check_ebpf() -> Result<Command> {
     let flags = format!(
         "--cfg=bpf_target_arch=\"{}\" --check-cfg=cfg(bpf_target_arch,values(any())) -Dwarnings",
         env::consts::ARCH
     );
-    let mut cmd = cargo();
-    cmd.args(["check", "--release", "--target", "bpfel-unknown-none"])
+    let choice = ebpf_toolchain::choose().map_err(anyhow::Error::msg)?;
+    let mut cmd = match &choice.route {
+        ebpf_toolchain::Route::Debian => {
+            let mut cmd = cargo();
+            cmd.arg("check")
+                .env("RUSTC", ebpf_toolchain::DEBIAN_RUSTC)
+                .env("RUSTC_BOOTSTRAP", "1");
+            cmd
+        }
+        ebpf_toolchain::Route::Nightly(toolchain) => {
+            let rustup = ebpf_toolchain::find_tool("rustup").context("rustup not found")?;
+            let mut cmd = Command::new(rustup);
+            cmd.current_dir(workspace_root())
+                .args(["run", toolchain, "cargo", "check", "-Z", "build-std=core"])
+                .env_remove("RUSTC");
+            cmd
+        }
+    };
+    cmd.args(["--release", "--target", ebpf_toolchain::BPF_TARGET])
         .args(["--package", "tracer-ebpf", "--target-dir"])
         .arg(target_dir().join("bpf-lint"))
-        .env("RUSTC", setup::RUSTC)
-        .env("RUSTC_BOOTSTRAP", "1")
         .env("RUSTFLAGS", flags)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTC_WRAPPER")
         .env_remove("RUSTC_WORKSPACE_WRAPPER");
-    cmd
+    Ok(cmd)
 }
 
 // ---------------------------------------------------------------------------
@@ -331,8 +351,5 @@ fn target_dir() -> PathBuf {
 }
 
 pub fn cargo_home() -> PathBuf {
-    env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
-        .unwrap_or_else(|| PathBuf::from(".cargo"))
+    ebpf_toolchain::cargo_home().unwrap_or_else(|| PathBuf::from(".cargo"))
 }

@@ -1,11 +1,12 @@
 //! `cargo xtask setup`: everything building and running mmtrace needs, on
 //! Debian 12 with only rustup. Each step checks first and installs only what
-//! is missing.
+//! is missing. [`check`] only looks, for the tasks that must not install.
 //!
 //! Rust eBPF needs `core` for bpfel-unknown-none. rustup's rust-src (aya's
-//! usual `-Z build-std`) is not available here; Debian's rustc-web ships a
+//! usual `-Z build-std`) may not be available; Debian's rustc-web ships a
 //! prebuilt one (package libstd-rust-web-dev-bpf). bpf-linker must use the
-//! same LLVM major as that rustc, so it is built against Debian's LLVM.
+//! same LLVM major as that rustc, so it is built against Debian's LLVM. See
+//! docs/building.md and ebpf_toolchain.rs.
 
 use std::{
     fs,
@@ -15,10 +16,12 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cargo, cargo_home, is_root, need_sudo, run, show, stdout_of, step, which};
+use crate::{
+    cargo, cargo_home,
+    ebpf_toolchain::{self, debian_missing, find_bpf_linker, Route, DEBIAN_RUSTC as RUSTC},
+    is_root, need_sudo, run, show, stdout_of, step, which,
+};
 
-pub const RUSTC: &str = "/usr/bin/rustc";
-const BPF_CORE_DIR: &str = "/usr/lib/rustlib/bpfel-unknown-none/lib";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Written when we install bpf-linker: the LLVM major it was built for.
 const LLVM_MARKER: &str = ".mmtrace-bpf-linker-llvm";
@@ -35,12 +38,68 @@ pub fn setup(dry_run: bool) -> Result<()> {
     setup.bpftool();
     setup.bpf_linker(llvm)?;
     setup.tracefs()?;
+    route()?;
     step(if dry_run {
         "setup: dry run done, nothing was changed"
     } else {
         "setup: done"
     });
     Ok(())
+}
+
+/// Checks, without installing anything, that the toolchain the build will
+/// use is complete; names each missing piece. For `build` and `bench`.
+pub fn check() -> Result<()> {
+    let mut missing = Vec::new();
+    match route()? {
+        Route::Debian => {
+            missing = debian_missing();
+            match rustc_llvm_major()? {
+                Some(major) => {
+                    if let Err(problem) = bpf_linker_state(major) {
+                        missing.push(format!(
+                            "bpf-linker {BPF_LINKER_VERSION} built for LLVM {major} ({problem})"
+                        ));
+                    }
+                }
+                None if find_bpf_linker().is_none() => {
+                    missing.push("bpf-linker (in PATH or $CARGO_HOME/bin)".to_string())
+                }
+                None => {}
+            }
+        }
+        Route::Nightly(_) => {
+            if find_bpf_linker().is_none() {
+                missing.push("bpf-linker (in PATH or $CARGO_HOME/bin)".to_string());
+            }
+        }
+    }
+    if missing.is_empty() {
+        step("toolchain: everything the build needs is installed");
+        return Ok(());
+    }
+    for item in &missing {
+        step(format!("toolchain: missing {item}"));
+    }
+    bail!(
+        "the eBPF toolchain is incomplete (missing: {}): run `cargo xtask setup` first",
+        missing.join("; ")
+    )
+}
+
+/// Tells which route tracer/build.rs will take (ebpf_toolchain::choose).
+fn route() -> Result<Route> {
+    let choice = ebpf_toolchain::choose().map_err(anyhow::Error::msg)?;
+    match &choice.route {
+        Route::Debian => step(format!("eBPF build: Debian's rustc-web ({RUSTC})")),
+        Route::Nightly(toolchain) => step(format!(
+            "eBPF build: rustup's {toolchain} with rust-src, through aya-build (aya's usual route)"
+        )),
+    }
+    if let Some(note) = &choice.note {
+        step(format!("eBPF build: {note}"));
+    }
+    Ok(choice.route)
 }
 
 struct Setup {
@@ -65,13 +124,7 @@ impl Setup {
 
     /// (a) Debian's rustc-web with its prebuilt `core` for the BPF target.
     fn rustc_web(&mut self) -> Result<()> {
-        let mut missing = Vec::new();
-        if !Path::new(RUSTC).is_file() {
-            missing.push(RUSTC.to_string());
-        }
-        if !has_bpf_core() {
-            missing.push(format!("{BPF_CORE_DIR}/libcore-*.rlib"));
-        }
+        let missing = debian_missing();
         if missing.is_empty() {
             step(format!(
                 "rustc-web: {RUSTC} and its bpfel-unknown-none core are installed"
@@ -157,36 +210,15 @@ impl Setup {
             step("bpf-linker: would check it once /usr/bin/rustc is installed");
             return Ok(());
         };
-        let marker = cargo_home().join(LLVM_MARKER);
-        let problem = match find_bpf_linker() {
-            None => "not installed".to_string(),
-            Some(path) => {
-                let version =
-                    stdout_of(Command::new(&path).arg("--version")).map(|v| v.trim().to_string());
-                let built_for = linked_llvm_major(&path).or_else(|| {
-                    let text = fs::read_to_string(&marker).ok()?;
-                    text.trim().parse::<u32>().ok()
-                });
-                let want = format!("bpf-linker {BPF_LINKER_VERSION}");
-                match (version, built_for) {
-                    (None, _) => format!("{} does not run", path.display()),
-                    (Some(v), _) if v != want => {
-                        format!("{} is {v:?}, not {BPF_LINKER_VERSION}", path.display())
-                    }
-                    (_, Some(m)) if m == major => {
-                        step(format!(
-                            "bpf-linker: {} is {BPF_LINKER_VERSION}, built for LLVM {major}",
-                            path.display()
-                        ));
-                        return Ok(());
-                    }
-                    (_, Some(m)) => format!(
-                        "{} was built for LLVM {m}, but {RUSTC} uses LLVM {major}",
-                        path.display()
-                    ),
-                    (_, None) => format!("cannot tell which LLVM {} was built for", path.display()),
-                }
+        let problem = match bpf_linker_state(major) {
+            Ok(path) => {
+                step(format!(
+                    "bpf-linker: {} is {BPF_LINKER_VERSION}, built for LLVM {major}",
+                    path.display()
+                ));
+                return Ok(());
             }
+            Err(problem) => problem,
         };
         step(format!(
             "bpf-linker: {problem}; installing {BPF_LINKER_VERSION} for LLVM {major} \
@@ -220,6 +252,7 @@ impl Setup {
             })?;
         }
         if !self.dry_run {
+            let marker = cargo_home().join(LLVM_MARKER);
             fs::write(&marker, format!("{major}\n"))
                 .with_context(|| format!("cannot write {}", marker.display()))?;
             step(format!(
@@ -302,13 +335,29 @@ impl Setup {
     }
 }
 
-fn has_bpf_core() -> bool {
-    fs::read_dir(BPF_CORE_DIR).is_ok_and(|dir| {
-        dir.flatten().any(|entry| {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            name.starts_with("libcore-") && name.ends_with(".rlib")
-        })
+/// The installed bpf-linker if it is ours (our version, built for LLVM
+/// `major`), else what is wrong with it.
+fn bpf_linker_state(major: u32) -> Result<PathBuf, String> {
+    let Some(path) = find_bpf_linker() else {
+        return Err("not installed".to_string());
+    };
+    let version = stdout_of(Command::new(&path).arg("--version")).map(|v| v.trim().to_string());
+    let built_for = linked_llvm_major(&path).or_else(|| {
+        let text = fs::read_to_string(cargo_home().join(LLVM_MARKER)).ok()?;
+        text.trim().parse::<u32>().ok()
+    });
+    let want = format!("bpf-linker {BPF_LINKER_VERSION}");
+    Err(match (version, built_for) {
+        (None, _) => format!("{} does not run", path.display()),
+        (Some(v), _) if v != want => {
+            format!("{} is {v:?}, not {BPF_LINKER_VERSION}", path.display())
+        }
+        (_, Some(m)) if m == major => return Ok(path),
+        (_, Some(m)) => format!(
+            "{} was built for LLVM {m}, but {RUSTC} uses LLVM {major}",
+            path.display()
+        ),
+        (_, None) => format!("cannot tell which LLVM {} was built for", path.display()),
     })
 }
 
@@ -336,15 +385,6 @@ fn deb_installed(package: &str) -> bool {
 fn apt_knows(package: &str) -> bool {
     stdout_of(Command::new("apt-cache").args(["show", package]))
         .is_some_and(|out| !out.trim().is_empty())
-}
-
-/// bpf-linker in PATH or in $CARGO_HOME/bin (where `cargo install` puts it;
-/// tracer/build.rs looks in the same places).
-fn find_bpf_linker() -> Option<PathBuf> {
-    which("bpf-linker").or_else(|| {
-        let path = cargo_home().join("bin").join("bpf-linker");
-        path.is_file().then_some(path)
-    })
 }
 
 /// The LLVM major a dynamically linked bpf-linker loads (`libLLVM.so.22.1`

@@ -178,8 +178,15 @@ pub struct Hooks {
 impl Hooks {
     /// Loads and attaches. Nothing stays attached if this fails.
     pub fn load(cfg: &HookConfig) -> Result<Hooks> {
-        let kernel_btf = btf::load_kernel_btf()?;
-        let offsets = btf::resolve_offsets(&kernel_btf)?;
+        // The kernel's BTF is read once. aya 0.14's EbpfLoader::new() parses
+        // its own copy for relocations (unconditionally, in the constructor),
+        // so aya's parse of these bytes is left to the fexit load, the only
+        // other user, and done only if stack events are wanted.
+        let vmlinux = btf::read_vmlinux()?;
+        let offsets = btf::resolve_offsets(
+            &btf::Btf::parse(&vmlinux)
+                .with_context(|| format!("cannot parse {}", btf::VMLINUX_BTF))?,
+        )?;
         let mut filter = 0;
         if cfg.pid_filter || !cfg.pids.is_empty() {
             filter |= FILTER_PID;
@@ -235,7 +242,7 @@ impl Hooks {
         // Load (verify) everything first: it is slow, and nothing is
         // attached meanwhile, so the stream's time can start at the attach.
         if wants(EventKind::Stack) {
-            hooks.stack_path = match hooks.load_stack_fexit() {
+            hooks.stack_path = match hooks.load_stack_fexit(&vmlinux) {
                 Ok(()) => StackPath::Fexit,
                 Err(e) => {
                     info!(
@@ -318,8 +325,11 @@ impl Hooks {
         Ok(())
     }
 
-    fn load_stack_fexit(&mut self) -> Result<()> {
-        let btf = aya::Btf::from_sys_fs()?;
+    /// Loads the fentry/fexit pair on expand_downwards; `vmlinux` is the
+    /// kernel's BTF, to find the function.
+    fn load_stack_fexit(&mut self, vmlinux: &[u8]) -> Result<()> {
+        let btf = aya::Btf::parse(vmlinux, aya::Endianness::default())
+            .with_context(|| format!("cannot parse {}", btf::VMLINUX_BTF))?;
         let entry: &mut FEntry = self
             .ebpf
             .program_mut("expand_downwards_entry")
