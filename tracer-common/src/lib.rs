@@ -2,9 +2,13 @@
 //! userspace daemon (`tracer`).
 //!
 //! Every record in the ring buffer starts with an [`EventHeader`]; the
-//! header's `kind` tells the decoder which body follows. Kind numbers are a
-//! stable interface: never reuse or renumber one.
+//! header's `kind` tells the decoder which body follows. The kinds, their
+//! numbers and the hooks that make them are one table (`kinds.rs`). Kind
+//! numbers are a stable interface: never reuse or renumber one.
 #![no_std]
+
+mod kinds;
+pub use kinds::*;
 
 /// Length of a task's `comm` (TASK_COMM_LEN).
 pub const COMM_LEN: usize = 16;
@@ -33,64 +37,6 @@ pub const MAP_RSS: &str = "RSS";
 /// RSS counters kept per process, in bytes, indexed like the kernel's
 /// mm counters: file pages, anonymous pages, swap entries, shared memory.
 pub const RSS_MEMBERS: usize = 4;
-
-/// Event kinds. The numbers are part of the wire format.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
-    Brk = 1,
-    Mmap = 2,
-    Munmap = 3,
-    Mremap = 4,
-    Mprotect = 5,
-    Fault = 6,
-    Stack = 7,
-    Exec = 8,
-    Fork = 9,
-    Exit = 10,
-    Madvise = 11,
-}
-
-impl EventKind {
-    pub const ALL: [EventKind; 11] = [
-        EventKind::Brk,
-        EventKind::Mmap,
-        EventKind::Munmap,
-        EventKind::Mremap,
-        EventKind::Mprotect,
-        EventKind::Fault,
-        EventKind::Stack,
-        EventKind::Exec,
-        EventKind::Fork,
-        EventKind::Exit,
-        EventKind::Madvise,
-    ];
-
-    pub fn from_u32(v: u32) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|k| *k as u32 == v)
-    }
-
-    /// The bit of this kind in [`Config::kind_mask`].
-    pub const fn bit(self) -> u32 {
-        1 << (self as u32)
-    }
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            EventKind::Brk => "brk",
-            EventKind::Mmap => "mmap",
-            EventKind::Munmap => "munmap",
-            EventKind::Mremap => "mremap",
-            EventKind::Mprotect => "mprotect",
-            EventKind::Fault => "fault",
-            EventKind::Stack => "stack",
-            EventKind::Exec => "exec",
-            EventKind::Fork => "fork",
-            EventKind::Exit => "exit",
-            EventKind::Madvise => "madvise",
-        }
-    }
-}
 
 /// Common header of every record.
 #[repr(C)]

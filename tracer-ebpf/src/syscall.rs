@@ -235,11 +235,14 @@ fn walk_path(fi: &mut FileInfo, mut dentry: u64, vfsmnt: u64, off: &Offsets) -> 
     (pos as u32, true)
 }
 
+/// One line per syscall kind: its programs, named as the kinds table's
+/// tracepoints (`sys_enter_<name>`, `sys_exit_<name>`); the number of
+/// arguments comes from the table.
 macro_rules! syscall_hooks {
-    ($($kind:ident, $nargs:expr, $enter:ident, $exit:ident);* $(;)?) => {$(
+    ($($kind:ident: $enter:ident, $exit:ident);* $(;)?) => {$(
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
-            on_enter(&ctx, EventKind::$kind, $nargs).unwrap_or(0)
+            on_enter(&ctx, EventKind::$kind, const { EventKind::$kind.nargs() }).unwrap_or(0)
         }
 
         #[tracepoint]
@@ -250,10 +253,10 @@ macro_rules! syscall_hooks {
 }
 
 syscall_hooks! {
-    Brk, 1, sys_enter_brk, sys_exit_brk;
-    Mmap, 6, sys_enter_mmap, sys_exit_mmap;
-    Munmap, 2, sys_enter_munmap, sys_exit_munmap;
-    Mremap, 5, sys_enter_mremap, sys_exit_mremap;
-    Mprotect, 3, sys_enter_mprotect, sys_exit_mprotect;
-    Madvise, 3, sys_enter_madvise, sys_exit_madvise;
+    Brk: sys_enter_brk, sys_exit_brk;
+    Mmap: sys_enter_mmap, sys_exit_mmap;
+    Munmap: sys_enter_munmap, sys_exit_munmap;
+    Mremap: sys_enter_mremap, sys_exit_mremap;
+    Mprotect: sys_enter_mprotect, sys_exit_mprotect;
+    Madvise: sys_enter_madvise, sys_exit_madvise;
 }
