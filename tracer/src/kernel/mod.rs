@@ -4,6 +4,7 @@
 
 pub mod btf;
 pub mod clock;
+pub mod plan;
 pub mod preflight;
 pub mod proc;
 pub mod ring;
@@ -18,9 +19,10 @@ use aya::{
 };
 use log::{info, warn};
 use tracer_common::{
-    Config, EventKind, FaultCounts, COMM_LEN, FAULTS_ALL, FAULTS_OFF, FILTER_COMM, FILTER_FOLLOW,
-    FILTER_PID, KIND_SLOTS, MAP_COMM_FILTER, MAP_EVENTS, MAP_FAULT_COUNTS, MAP_LOST,
-    MAP_PID_FILTER, MAP_RSS, RSS_MEMBERS, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT,
+    Config, Duty, EventKind, FaultCounts, Fexit, Source, Tracepoint, COMM_LEN, FAULTS_ALL,
+    FAULTS_OFF, FILTER_COMM, FILTER_FOLLOW, FILTER_PID, KIND_SLOTS, MAP_COMM_FILTER, MAP_EVENTS,
+    MAP_FAULT_COUNTS, MAP_LOST, MAP_PID_FILTER, MAP_RSS, RSS_MEMBERS, STACK_SOURCE_FAULT,
+    STACK_SOURCE_FEXIT,
 };
 
 use self::preflight::{tracepoint_exists, TRACEFS};
@@ -50,102 +52,6 @@ pub struct HookConfig {
     /// Keep each traced process's RSS counters from kmem:rss_stat.
     pub track_rss: bool,
 }
-
-/// Tracepoints the programs attach to: (program, category, name, needed for).
-const TRACEPOINTS: &[(&str, &str, &str, &[EventKind])] = &[
-    (
-        "sys_enter_brk",
-        "syscalls",
-        "sys_enter_brk",
-        &[EventKind::Brk],
-    ),
-    (
-        "sys_exit_brk",
-        "syscalls",
-        "sys_exit_brk",
-        &[EventKind::Brk],
-    ),
-    (
-        "sys_enter_mmap",
-        "syscalls",
-        "sys_enter_mmap",
-        &[EventKind::Mmap],
-    ),
-    (
-        "sys_exit_mmap",
-        "syscalls",
-        "sys_exit_mmap",
-        &[EventKind::Mmap],
-    ),
-    (
-        "sys_enter_munmap",
-        "syscalls",
-        "sys_enter_munmap",
-        &[EventKind::Munmap],
-    ),
-    (
-        "sys_exit_munmap",
-        "syscalls",
-        "sys_exit_munmap",
-        &[EventKind::Munmap],
-    ),
-    (
-        "sys_enter_mremap",
-        "syscalls",
-        "sys_enter_mremap",
-        &[EventKind::Mremap],
-    ),
-    (
-        "sys_exit_mremap",
-        "syscalls",
-        "sys_exit_mremap",
-        &[EventKind::Mremap],
-    ),
-    (
-        "sys_enter_mprotect",
-        "syscalls",
-        "sys_enter_mprotect",
-        &[EventKind::Mprotect],
-    ),
-    (
-        "sys_exit_mprotect",
-        "syscalls",
-        "sys_exit_mprotect",
-        &[EventKind::Mprotect],
-    ),
-    (
-        "sys_enter_madvise",
-        "syscalls",
-        "sys_enter_madvise",
-        &[EventKind::Madvise],
-    ),
-    (
-        "sys_exit_madvise",
-        "syscalls",
-        "sys_exit_madvise",
-        &[EventKind::Madvise],
-    ),
-    (
-        "page_fault_user",
-        "exceptions",
-        "page_fault_user",
-        &[EventKind::Fault, EventKind::Stack],
-    ),
-    (
-        "sched_process_exec",
-        "sched",
-        "sched_process_exec",
-        &[EventKind::Exec],
-    ),
-    // Always needed when following children, see `needed`.
-    ("task_newtask", "task", "task_newtask", &[EventKind::Fork]),
-    (
-        "sched_process_exit",
-        "sched",
-        "sched_process_exit",
-        &[EventKind::Exit],
-    ),
-];
 
 /// Where stack growth events come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,15 +144,25 @@ impl Hooks {
             }
         }
 
-        let wants = |k: EventKind| cfg.kind_mask & k.bit() != 0;
+        let mut wanted = cfg.kind_mask;
+        if cfg.fault_mode == FAULTS_OFF {
+            // Faults are neither streamed nor counted.
+            wanted &= !EventKind::Fault.bit();
+        }
         // Load (verify) everything first: it is slow, and nothing is
         // attached meanwhile, so the stream's time can start at the attach.
-        if wants(EventKind::Stack) {
-            hooks.stack_path = match hooks.load_stack_fexit(&vmlinux) {
-                Ok(()) => StackPath::Fexit,
+        let mut fexit_loaded = 0;
+        let stack = EventKind::Stack;
+        if let (true, Source::Fexit(fexit)) = (wanted & stack.bit() != 0, stack.info().source) {
+            hooks.stack_path = match hooks.load_fexit(&fexit, &vmlinux) {
+                Ok(()) => {
+                    fexit_loaded |= stack.bit();
+                    StackPath::Fexit
+                }
                 Err(e) => {
                     info!(
-                        "stack growth: no fexit on expand_downwards here ({}); using the fault-based path",
+                        "stack growth: no fexit on {} here ({}); using the fault-based path",
+                        fexit.function,
                         e.root_cause()
                     );
                     StackPath::FaultFallback
@@ -260,38 +176,47 @@ impl Hooks {
                 Array::try_from(hooks.ebpf.map_mut("RUNTIME").context("RUNTIME map")?)?;
             runtime.set(0, mode, 0)?;
         }
-        let mut plan = Vec::new();
-        for (prog, category, name, kinds) in TRACEPOINTS {
-            let needed = match *prog {
-                "page_fault_user" => {
-                    (wants(EventKind::Fault) && cfg.fault_mode != FAULTS_OFF)
-                        || hooks.stack_path == StackPath::FaultFallback
-                }
-                // Children join the filter at fork; exited pids leave it.
-                "task_newtask" => wants(EventKind::Fork) || cfg.follow,
-                "sched_process_exit" => wants(EventKind::Exit) || cfg.pid_filter,
-                _ => kinds.iter().any(|k| wants(*k)),
-            };
-            if needed {
-                plan.push((*prog, *category, *name));
-            }
+        let mut duties = Vec::new();
+        if filter & FILTER_FOLLOW != 0 {
+            duties.push(Duty::FollowChildren);
         }
-        if hooks.stack_path == StackPath::FaultFallback || cfg.track_rss {
-            plan.push(("rss_stat", "kmem", "rss_stat"));
+        if filter & FILTER_PID != 0 {
+            duties.push(Duty::ForgetExited);
         }
-        for (prog, category, name) in &plan {
-            hooks.load_tracepoint(prog, category, name)?;
+        if cfg.track_rss {
+            duties.push(Duty::TrackRss);
+        }
+        let plan = plan::plan(wanted, &duties, fexit_loaded, |tp| {
+            tracepoint_exists(tp.category, tp.name)
+        })
+        .map_err(|plan::Missing(tp)| {
+            anyhow!(
+                "this kernel has no tracepoint {}:{} (looked in {TRACEFS}/events)",
+                tp.category,
+                tp.name
+            )
+        })?;
+        for (kind, tp) in &plan.skipped {
+            info!(
+                "no {} events: this kernel has no tracepoint {}:{} (nor, then, the syscall)",
+                kind.name(),
+                tp.category,
+                tp.name
+            );
+        }
+        for tp in &plan.tracepoints {
+            hooks.load_tracepoint(tp)?;
         }
 
         hooks.attached_ns = clock::monotonic_ns();
-        if hooks.stack_path == StackPath::Fexit {
-            for prog in ["expand_downwards_entry", "expand_downwards_exit"] {
+        if let (StackPath::Fexit, Source::Fexit(fexit)) = (hooks.stack_path, stack.info().source) {
+            for prog in [fexit.entry_prog, fexit.exit_prog] {
                 hooks.attach_tracing(prog)?;
             }
-            info!("stack growth: fentry/fexit on expand_downwards");
+            info!("stack growth: fentry/fexit on {}", fexit.function);
         }
-        for (prog, category, name) in &plan {
-            hooks.attach_tracepoint(prog, category, name)?;
+        for tp in &plan.tracepoints {
+            hooks.attach_tracepoint(tp)?;
         }
         if cfg.fault_mode == FAULTS_ALL {
             info!("streaming every page fault");
@@ -307,41 +232,36 @@ impl Hooks {
             .try_into()?)
     }
 
-    fn load_tracepoint(&mut self, prog: &str, category: &str, name: &str) -> Result<()> {
-        if !tracepoint_exists(category, name) {
-            return Err(anyhow!(
-                "this kernel has no tracepoint {category}:{name} (looked in {TRACEFS}/events)"
-            ));
-        }
-        self.tracepoint(prog)?
+    fn load_tracepoint(&mut self, tp: &Tracepoint) -> Result<()> {
+        self.tracepoint(tp.prog)?
             .load()
-            .with_context(|| format!("the kernel refused program {prog}"))
+            .with_context(|| format!("the kernel refused program {}", tp.prog))
     }
 
-    fn attach_tracepoint(&mut self, prog: &str, category: &str, name: &str) -> Result<()> {
-        self.tracepoint(prog)?
-            .attach(category, name)
-            .with_context(|| format!("cannot attach to tracepoint {category}:{name}"))?;
+    fn attach_tracepoint(&mut self, tp: &Tracepoint) -> Result<()> {
+        self.tracepoint(tp.prog)?
+            .attach(tp.category, tp.name)
+            .with_context(|| format!("cannot attach to tracepoint {}:{}", tp.category, tp.name))?;
         Ok(())
     }
 
-    /// Loads the fentry/fexit pair on expand_downwards; `vmlinux` is the
+    /// Loads the fentry/fexit pair on `fexit.function`; `vmlinux` is the
     /// kernel's BTF, to find the function.
-    fn load_stack_fexit(&mut self, vmlinux: &[u8]) -> Result<()> {
+    fn load_fexit(&mut self, fexit: &Fexit, vmlinux: &[u8]) -> Result<()> {
         let btf = aya::Btf::parse(vmlinux, aya::Endianness::default())
             .with_context(|| format!("cannot parse {}", btf::VMLINUX_BTF))?;
         let entry: &mut FEntry = self
             .ebpf
-            .program_mut("expand_downwards_entry")
-            .ok_or_else(|| anyhow!("fentry program missing"))?
+            .program_mut(fexit.entry_prog)
+            .ok_or_else(|| anyhow!("fentry program {} missing", fexit.entry_prog))?
             .try_into()?;
-        entry.load("expand_downwards", &btf)?;
+        entry.load(fexit.function, &btf)?;
         let exit: &mut FExit = self
             .ebpf
-            .program_mut("expand_downwards_exit")
-            .ok_or_else(|| anyhow!("fexit program missing"))?
+            .program_mut(fexit.exit_prog)
+            .ok_or_else(|| anyhow!("fexit program {} missing", fexit.exit_prog))?
             .try_into()?;
-        exit.load("expand_downwards", &btf)?;
+        exit.load(fexit.function, &btf)?;
         Ok(())
     }
 
