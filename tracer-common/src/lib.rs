@@ -286,6 +286,25 @@ impl Offsets {
     };
 }
 
+/// A type of the ring buffer's records: `repr(C)` plain data for which
+/// every bit pattern is a valid value, so that it may be read from any bytes
+/// of its size (the decoder's only unsafe read).
+///
+/// # Safety
+/// Implement only for `repr(C)` types made of integers and arrays of
+/// integers.
+pub unsafe trait Wire: Copy {}
+
+// SAFETY: each is repr(C) and holds only integers and integer arrays.
+unsafe impl Wire for EventHeader {}
+unsafe impl Wire for SyscallEvent {}
+unsafe impl Wire for MmapFileEvent {}
+unsafe impl Wire for FaultEvent {}
+unsafe impl Wire for StackEvent {}
+unsafe impl Wire for ExecEvent {}
+unsafe impl Wire for ForkEvent {}
+unsafe impl Wire for ExitEvent {}
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;
@@ -294,13 +313,4 @@ mod user {
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Offsets {}
     unsafe impl aya::Pod for FaultCounts {}
-}
-
-/// Reads a record's header kind, if the record is long enough.
-pub fn record_kind(bytes: &[u8]) -> Option<EventKind> {
-    if bytes.len() < core::mem::size_of::<EventHeader>() {
-        return None;
-    }
-    let kind = u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    EventKind::from_u32(kind)
 }
