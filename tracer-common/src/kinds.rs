@@ -9,7 +9,13 @@
 //! the model, the renderings); a syscall kind also needs one line in
 //! tracer-ebpf's `syscall_hooks!`.
 
-use crate::KIND_SLOTS;
+use crate::{
+    tp::{
+        Layout, PageFaultUser, RssStat, SchedProcessExec, SysExit, TaskNewtask,
+        SCHED_PROCESS_EXIT_FIELDS,
+    },
+    KIND_SLOTS,
+};
 
 /// A tracepoint a program attaches to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,24 +25,42 @@ pub struct Tracepoint {
     pub name: &'static str,
     /// The program attached to it: the tracer-ebpf function of this name.
     pub prog: &'static str,
+    /// How the program reads its record (see `tp.rs`), checked against the
+    /// kernel's format before loading.
+    pub layout: Layout,
 }
 
 impl Tracepoint {
     /// A tracepoint whose program has the tracepoint's name (all of ours).
-    pub const fn new(category: &'static str, name: &'static str) -> Tracepoint {
+    pub const fn new(category: &'static str, name: &'static str, layout: Layout) -> Tracepoint {
         Tracepoint {
             category,
             name,
             prog: name,
+            layout,
         }
     }
 }
 
-pub const TP_PAGE_FAULT_USER: Tracepoint = Tracepoint::new("exceptions", "page_fault_user");
-pub const TP_RSS_STAT: Tracepoint = Tracepoint::new("kmem", "rss_stat");
-pub const TP_SCHED_PROCESS_EXEC: Tracepoint = Tracepoint::new("sched", "sched_process_exec");
-pub const TP_TASK_NEWTASK: Tracepoint = Tracepoint::new("task", "task_newtask");
-pub const TP_SCHED_PROCESS_EXIT: Tracepoint = Tracepoint::new("sched", "sched_process_exit");
+pub const TP_PAGE_FAULT_USER: Tracepoint = Tracepoint::new(
+    "exceptions",
+    "page_fault_user",
+    Layout::Fields(PageFaultUser::FIELDS),
+);
+pub const TP_RSS_STAT: Tracepoint =
+    Tracepoint::new("kmem", "rss_stat", Layout::Fields(RssStat::FIELDS));
+pub const TP_SCHED_PROCESS_EXEC: Tracepoint = Tracepoint::new(
+    "sched",
+    "sched_process_exec",
+    Layout::Fields(SchedProcessExec::FIELDS),
+);
+pub const TP_TASK_NEWTASK: Tracepoint =
+    Tracepoint::new("task", "task_newtask", Layout::Fields(TaskNewtask::FIELDS));
+pub const TP_SCHED_PROCESS_EXIT: Tracepoint = Tracepoint::new(
+    "sched",
+    "sched_process_exit",
+    Layout::Fields(SCHED_PROCESS_EXIT_FIELDS),
+);
 
 /// A syscall traced by a `sys_enter_*` / `sys_exit_*` pair: the arguments
 /// are saved at enter, one record with the result is made at exit.
@@ -176,8 +200,16 @@ macro_rules! syscall {
         Source::Syscall(Syscall {
             nr: $nr,
             nargs: $nargs,
-            enter: Tracepoint::new("syscalls", concat!("sys_enter_", $name)),
-            exit: Tracepoint::new("syscalls", concat!("sys_exit_", $name)),
+            enter: Tracepoint::new(
+                "syscalls",
+                concat!("sys_enter_", $name),
+                Layout::SysEnter { nargs: $nargs },
+            ),
+            exit: Tracepoint::new(
+                "syscalls",
+                concat!("sys_exit_", $name),
+                Layout::Fields(SysExit::FIELDS),
+            ),
         })
     };
 }

@@ -8,6 +8,7 @@
 #![no_std]
 
 mod kinds;
+pub mod tp;
 pub use kinds::*;
 
 /// Length of a task's `comm` (TASK_COMM_LEN).

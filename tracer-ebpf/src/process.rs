@@ -10,6 +10,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tracer_common::{
+    tp::{SchedProcessExec, TaskNewtask},
     EventKind, ExecEvent, ExitEvent, ForkEvent, EXEC_PATH_LEN, FILTER_FOLLOW, FILTER_PID,
 };
 
@@ -24,7 +25,7 @@ use crate::{
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 
-/// sched:sched_process_exec: `__data_loc char[] filename; pid_t pid; pid_t old_pid;`
+/// sched:sched_process_exec (record: `tp::SchedProcessExec`).
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     try_exec(&ctx).unwrap_or(0)
@@ -37,9 +38,9 @@ fn try_exec(ctx: &TracePointContext) -> Result<u32, i64> {
     if !kind_enabled(&cfg, EventKind::Exec) || !traced(&cfg, tgid) {
         return Ok(0);
     }
-    // SAFETY: fields of the tracepoint record.
-    let loc = unsafe { ctx.read_at::<u32>(8) }.map_err(|e| e as i64)?;
-    let old_pid = unsafe { ctx.read_at::<u32>(16) }.map_err(|e| e as i64)?;
+    // SAFETY: the tracepoint's record, whose layout the loader checked.
+    let rec = unsafe { ctx.read_at::<SchedProcessExec>(0) }.map_err(|e| e as i64)?;
+    let (loc, old_pid) = (rec.filename, rec.old_pid as u32);
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         count_lost(EventKind::Exec);
         return Ok(0);
@@ -71,7 +72,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<u32, i64> {
     Ok(0)
 }
 
-/// task:task_newtask, in the parent: `pid_t pid; char comm[16]; u64 clone_flags;`
+/// task:task_newtask, in the parent (record: `tp::TaskNewtask`).
 #[tracepoint]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
     try_newtask(&ctx).unwrap_or(0)
@@ -79,8 +80,9 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_newtask(ctx: &TracePointContext) -> Result<u32, i64> {
-    // SAFETY: fields of the tracepoint record.
-    let clone_flags = unsafe { ctx.read_at::<u64>(32) }.map_err(|e| e as i64)?;
+    // SAFETY: the tracepoint's record, whose layout the loader checked.
+    let rec = unsafe { ctx.read_at::<TaskNewtask>(0) }.map_err(|e| e as i64)?;
+    let (child, clone_flags) = (rec.pid as u32, rec.clone_flags);
     if clone_flags & CLONE_THREAD != 0 {
         return Ok(0);
     }
@@ -89,7 +91,6 @@ fn try_newtask(ctx: &TracePointContext) -> Result<u32, i64> {
     if !traced(&cfg, tgid) {
         return Ok(0);
     }
-    let child = unsafe { ctx.read_at::<u32>(8) }.map_err(|e| e as i64)?;
     if cfg.filter & FILTER_FOLLOW != 0 && cfg.filter & FILTER_PID != 0 {
         if PID_FILTER.insert(child, 1, 0).is_err() {
             // The child will not be traced: say so through the lost count.

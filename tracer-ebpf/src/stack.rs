@@ -16,7 +16,7 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, TracePointContext},
 };
 use tracer_common::{
-    Config, EventKind, StackEvent, RSS_MEMBERS, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT,
+    tp::RssStat, Config, EventKind, StackEvent, RSS_MEMBERS, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT,
 };
 
 use crate::{
@@ -124,10 +124,9 @@ fn emit(cfg: &Config, old_start: u64, new_start: u64, source: u32) {
     }
 }
 
-/// kmem:rss_stat: `unsigned int mm_id; unsigned int curr; int member;
-/// long size;`. A pending stack fault of the current thread has been
-/// handled by the time its page is charged; and the traced process's RSS
-/// counters are kept when asked.
+/// kmem:rss_stat (record: `tp::RssStat`). A pending stack fault of the
+/// current thread has been handled by the time its page is charged; and the
+/// traced process's RSS counters are kept when asked.
 #[tracepoint]
 pub fn rss_stat(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
@@ -143,14 +142,13 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn track_rss(ctx: &TracePointContext, cfg: &Config, tgid: u32) -> Result<(), i64> {
-    // SAFETY: fields of the tracepoint record.
-    let curr = unsafe { ctx.read_at::<u32>(12) }.map_err(|e| e as i64)?;
+    // SAFETY: the tracepoint's record, whose layout the loader checked.
+    let rec = unsafe { ctx.read_at::<RssStat>(0) }.map_err(|e| e as i64)?;
+    let (curr, member, size) = (rec.curr, rec.member, rec.size);
     // Only counters of the current task's own mm name a process we know.
     if curr == 0 || !traced(cfg, tgid) {
         return Ok(());
     }
-    let member = unsafe { ctx.read_at::<i32>(16) }.map_err(|e| e as i64)?;
-    let size = unsafe { ctx.read_at::<i64>(24) }.map_err(|e| e as i64)?;
     if !(0..RSS_MEMBERS as i32).contains(&member) {
         return Ok(());
     }

@@ -8,6 +8,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tracer_common::{
+    tp::{SysEnter, SysExit},
     EventKind, FileInfo, MmapFileEvent, Offsets, SyscallEvent, FILE_PATH_TRUNCATED,
     FILE_UNRESOLVED, PATH_COMPONENT_MAX, PATH_MAX_DEPTH, PATH_START_LIMIT,
 };
@@ -36,8 +37,9 @@ pub struct Pending {
 static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(16384, 0);
 
 const MAP_ANONYMOUS: u64 = 0x20;
-/// Syscall arguments start after the common fields and `__syscall_nr`.
-const ARGS_OFFSET: usize = 16;
+/// The first argument in a sys_enter record (`tp::SysEnter`, whose layout
+/// the loader checked).
+const ARGS_OFFSET: usize = core::mem::offset_of!(SysEnter, args);
 
 #[inline(always)]
 fn on_enter(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Result<u32, i64> {
@@ -57,7 +59,9 @@ fn on_enter(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Result<u3
     };
     let mut i = 0;
     while i < nargs && i < 6 {
-        // SAFETY: reads inside the tracepoint record (nargs is the syscall's).
+        // SAFETY: reads inside the tracepoint record (nargs is the syscall's):
+        // a record holds only its syscall's arguments, so they are read one
+        // by one rather than as a whole SysEnter.
         p.args[i] = unsafe { ctx.read_at::<u64>(ARGS_OFFSET + 8 * i) }.map_err(|e| e as i64)?;
         i += 1;
     }
@@ -85,8 +89,10 @@ fn on_exit(ctx: &TracePointContext, kind: EventKind) -> Result<u32, i64> {
     if p.kind != kind as u32 {
         return Ok(0);
     }
-    // SAFETY: `ret` is the first field after `__syscall_nr`.
-    let ret = unsafe { ctx.read_at::<i64>(ARGS_OFFSET) }.map_err(|e| e as i64)?;
+    // SAFETY: the tracepoint's record, whose layout the loader checked.
+    let ret = unsafe { ctx.read_at::<SysExit>(0) }
+        .map_err(|e| e as i64)?
+        .ret;
     let cfg = config();
     // A successful mmap returns a user address (positive), a failed one -errno.
     if kind == EventKind::Mmap && ret >= 0 && p.args[3] & MAP_ANONYMOUS == 0 {

@@ -8,8 +8,9 @@ pub mod plan;
 pub mod preflight;
 pub mod proc;
 pub mod ring;
+pub mod tracefs;
 
-use std::collections::{BTreeMap, HashMap as StdHashMap};
+use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
@@ -22,10 +23,10 @@ use tracer_common::{
     Config, Duty, EventKind, FaultCounts, Fexit, Source, Tracepoint, COMM_LEN, FAULTS_ALL,
     FAULTS_OFF, FILTER_COMM, FILTER_FOLLOW, FILTER_PID, KIND_SLOTS, MAP_COMM_FILTER, MAP_EVENTS,
     MAP_FAULT_COUNTS, MAP_LOST, MAP_PID_FILTER, MAP_RSS, RSS_MEMBERS, STACK_SOURCE_FAULT,
-    STACK_SOURCE_FEXIT,
+    STACK_SOURCE_FEXIT, TP_SCHED_PROCESS_EXIT,
 };
 
-use self::preflight::{tracepoint_exists, TRACEFS};
+use self::tracefs::{tracepoint_exists, TRACEFS};
 
 /// The compiled kernel programs, embedded at build time.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
@@ -203,6 +204,17 @@ impl Hooks {
                 tp.category,
                 tp.name
             );
+        }
+        // The programs read their records through fixed structs: they must
+        // fit this kernel's formats.
+        for tp in &plan.tracepoints {
+            let format = tracefs::read_format(tp.category, tp.name).with_context(|| {
+                format!(
+                    "cannot read the format of tracepoint {}:{}",
+                    tp.category, tp.name
+                )
+            })?;
+            tracefs::check_layout(tp, &format)?;
         }
         for tp in &plan.tracepoints {
             hooks.load_tracepoint(tp)?;
@@ -421,28 +433,11 @@ pub fn comm_key(comm: &[u8]) -> [u8; COMM_LEN] {
     key
 }
 
-/// Offset of `group_dead` in sched_process_exit's record, from its format.
+/// Offset of `group_dead` in sched_process_exit's record, from its format
+/// (only some kernels have the field).
 fn exit_group_dead_offset() -> Option<u32> {
-    let format =
-        std::fs::read_to_string(format!("{TRACEFS}/events/sched/sched_process_exit/format"))
-            .ok()?;
-    let fields: StdHashMap<&str, u32> = format
-        .lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            let decl = line.strip_prefix("field:")?.split(';').next()?;
-            let name = decl.split_whitespace().last()?;
-            let offset = line
-                .split("offset:")
-                .nth(1)?
-                .split(';')
-                .next()?
-                .parse()
-                .ok()?;
-            Some((name, offset))
-        })
-        .collect();
-    let off = fields.get("group_dead").copied();
+    let tp = &TP_SCHED_PROCESS_EXIT;
+    let off = tracefs::field(tp.category, tp.name, "group_dead").map(|f| f.offset as u32);
     if off.is_none() {
         warn!("sched_process_exit has no group_dead field: a process's exit is its leader's exit");
     }
