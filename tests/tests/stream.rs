@@ -842,6 +842,14 @@ fn no_events_lost() {
 }
 
 #[test]
+fn no_kernel_errors() {
+    tests::needs_root!();
+    let t = traced();
+    let summary = closing_summary(&t.run.stderr).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(summary.errors, 0, "the kernel programs failed: {summary:?}");
+}
+
+#[test]
 fn closing_summary_counts_the_stream() {
     tests::needs_root!();
     let t = traced();

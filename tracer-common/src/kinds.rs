@@ -14,7 +14,7 @@ use crate::{
         Layout, PageFaultUser, RssStat, SchedProcessExec, SysExit, TaskNewtask,
         SCHED_PROCESS_EXIT_FIELDS,
     },
-    KIND_SLOTS,
+    ERRORS_NO_KIND, KIND_SLOTS,
 };
 
 /// A tracepoint a program attaches to.
@@ -403,6 +403,10 @@ const _: () = {
             "a kind number does not fit KIND_SLOTS"
         );
         assert!(k.info().kind as u32 == k as u32, "a row names another kind");
+        assert!(
+            k as u32 != ERRORS_NO_KIND,
+            "ERRORS_NO_KIND is not a kind number"
+        );
         i += 1;
     }
 };

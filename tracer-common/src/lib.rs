@@ -27,13 +27,29 @@ pub const EXEC_PATH_LEN: usize = 512;
 /// Number of slots in the per-kind lost-event counters.
 pub const KIND_SLOTS: usize = 16;
 
-// Map names, used by both sides.
+// Map names, used by both sides (a test of tracer checks them against the
+// object's maps).
 pub const MAP_EVENTS: &str = "EVENTS";
+/// Events that could not be reserved, per CPU and per kind.
 pub const MAP_LOST: &str = "LOST";
+/// Failures of the programs, per CPU and per kind (see [`ERRORS_NO_KIND`]).
+pub const MAP_ERRORS: &str = "ERRORS";
 pub const MAP_PID_FILTER: &str = "PID_FILTER";
 pub const MAP_COMM_FILTER: &str = "COMM_FILTER";
 pub const MAP_FAULT_COUNTS: &str = "FAULT_COUNTS";
 pub const MAP_RSS: &str = "RSS";
+/// Slot 0: the active STACK_SOURCE_*, set by the loader.
+pub const MAP_RUNTIME: &str = "RUNTIME";
+/// Syscalls in progress, by thread.
+pub const MAP_PENDING: &str = "PENDING";
+/// Stack growth candidates (faults below the stack), by thread.
+pub const MAP_STACK_PENDING: &str = "STACK_PENDING";
+/// The stack's start at fentry of the stack expansion, by thread.
+pub const MAP_STACK_FENTRY: &str = "STACK_FENTRY";
+
+/// The slot of `ERRORS` for failures that belong to no event kind (the RSS
+/// counters); kind numbers start at 1.
+pub const ERRORS_NO_KIND: u32 = 0;
 
 /// RSS counters kept per process, in bytes, indexed like the kernel's
 /// mm counters: file pages, anonymous pages, swap entries, shared memory.

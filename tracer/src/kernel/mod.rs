@@ -20,10 +20,10 @@ use aya::{
 };
 use log::{info, warn};
 use tracer_common::{
-    Config, Duty, EventKind, FaultCounts, Fexit, Source, Tracepoint, COMM_LEN, FAULTS_ALL,
-    FAULTS_OFF, FILTER_COMM, FILTER_FOLLOW, FILTER_PID, KIND_SLOTS, MAP_COMM_FILTER, MAP_EVENTS,
-    MAP_FAULT_COUNTS, MAP_LOST, MAP_PID_FILTER, MAP_RSS, RSS_MEMBERS, STACK_SOURCE_FAULT,
-    STACK_SOURCE_FEXIT, TP_SCHED_PROCESS_EXIT,
+    Config, Duty, EventKind, FaultCounts, Fexit, Source, Tracepoint, COMM_LEN, ERRORS_NO_KIND,
+    FAULTS_ALL, FAULTS_OFF, FILTER_COMM, FILTER_FOLLOW, FILTER_PID, KIND_SLOTS, MAP_COMM_FILTER,
+    MAP_ERRORS, MAP_EVENTS, MAP_FAULT_COUNTS, MAP_LOST, MAP_PID_FILTER, MAP_RSS, MAP_RUNTIME,
+    RSS_MEMBERS, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT, TP_SCHED_PROCESS_EXIT,
 };
 
 use self::tracefs::{tracepoint_exists, TRACEFS};
@@ -80,6 +80,8 @@ pub struct Hooks {
     pub attached_ns: u64,
     /// Lost counts already reported, per kind.
     lost_seen: [u64; KIND_SLOTS],
+    /// Error counts already reported, per slot (kind, or ERRORS_NO_KIND).
+    errors_seen: [u64; KIND_SLOTS],
 }
 
 impl Hooks {
@@ -129,6 +131,7 @@ impl Hooks {
             stack_path: StackPath::Off,
             attached_ns: 0,
             lost_seen: [0; KIND_SLOTS],
+            errors_seen: [0; KIND_SLOTS],
         };
         for pid in &cfg.pids {
             hooks.add_pid(*pid)?;
@@ -174,7 +177,7 @@ impl Hooks {
                 _ => STACK_SOURCE_FAULT,
             };
             let mut runtime: Array<_, u32> =
-                Array::try_from(hooks.ebpf.map_mut("RUNTIME").context("RUNTIME map")?)?;
+                Array::try_from(hooks.ebpf.map_mut(MAP_RUNTIME).context("RUNTIME map")?)?;
             runtime.set(0, mode, 0)?;
         }
         let mut duties = Vec::new();
@@ -313,18 +316,26 @@ impl Hooks {
 
     /// New lost events per kind since the last call.
     pub fn new_lost(&mut self) -> Result<Vec<(EventKind, u64)>> {
-        let lost: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map(MAP_LOST).context("LOST map")?)?;
-        let mut out = Vec::new();
-        for kind in EventKind::ALL {
-            let total: u64 = lost.get(&(kind as u32), 0)?.iter().sum();
-            let seen = &mut self.lost_seen[kind as usize];
-            if total > *seen {
-                out.push((kind, total - *seen));
-                *seen = total;
-            }
-        }
-        Ok(out)
+        let slots = EventKind::ALL.map(|k| k as u32);
+        let new = new_counts(&self.ebpf, MAP_LOST, &slots, &mut self.lost_seen)?;
+        Ok(new
+            .into_iter()
+            .filter_map(|(slot, n)| Some((EventKind::from_u32(slot)?, n)))
+            .collect())
+    }
+
+    /// New failures of the kernel programs per kind since the last call
+    /// (None: of no kind): events dropped, or made without a field, because
+    /// a read or a map update failed.
+    pub fn new_errors(&mut self) -> Result<Vec<(Option<EventKind>, u64)>> {
+        let slots: Vec<u32> = std::iter::once(ERRORS_NO_KIND)
+            .chain(EventKind::ALL.map(|k| k as u32))
+            .collect();
+        let new = new_counts(&self.ebpf, MAP_ERRORS, &slots, &mut self.errors_seen)?;
+        Ok(new
+            .into_iter()
+            .map(|(slot, n)| (EventKind::from_u32(slot), n))
+            .collect())
     }
 
     /// The kernel's fault counters: per process, summed over CPUs.
@@ -425,6 +436,28 @@ fn missing_key(e: &aya::maps::MapError) -> bool {
     }
 }
 
+/// The growth of per-CPU counters `slots` of the per-kind array `map` since
+/// `seen`, which is brought up to date.
+fn new_counts(
+    ebpf: &Ebpf,
+    map: &str,
+    slots: &[u32],
+    seen: &mut [u64; KIND_SLOTS],
+) -> Result<Vec<(u32, u64)>> {
+    let counts: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(ebpf.map(map).with_context(|| format!("{map} map"))?)?;
+    let mut out = Vec::new();
+    for &slot in slots {
+        let total: u64 = counts.get(&slot, 0)?.iter().sum();
+        let seen = &mut seen[slot as usize];
+        if total > *seen {
+            out.push((slot, total - *seen));
+            *seen = total;
+        }
+    }
+    Ok(out)
+}
+
 /// A comm as the kernel stores it: at most 15 bytes and a NUL.
 pub fn comm_key(comm: &[u8]) -> [u8; COMM_LEN] {
     let mut key = [0u8; COMM_LEN];
@@ -442,4 +475,59 @@ fn exit_group_dead_offset() -> Option<u32> {
         warn!("sched_process_exit has no group_dead field: a process's exit is its leader's exit");
     }
     off
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracer_common::{MAP_PENDING, MAP_STACK_FENTRY, MAP_STACK_PENDING};
+
+    /// The embedded object's maps are the ones tracer-common names (the
+    /// eBPF side spells them as literals in `#[map(name = ...)]`), and its
+    /// programs are the ones the kinds table and the duties name.
+    #[test]
+    fn object_names_match_tracer_common() {
+        let obj = aya_obj::Object::parse(PROGRAMS).expect("the embedded object parses");
+        // Sections of global data (.rodata, .bss, ...) are maps too.
+        let mut maps: Vec<&str> = obj
+            .maps
+            .keys()
+            .map(String::as_str)
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        maps.sort_unstable();
+        let mut named = vec![
+            MAP_EVENTS,
+            MAP_LOST,
+            MAP_ERRORS,
+            MAP_PID_FILTER,
+            MAP_COMM_FILTER,
+            MAP_FAULT_COUNTS,
+            MAP_RSS,
+            MAP_RUNTIME,
+            MAP_PENDING,
+            MAP_STACK_PENDING,
+            MAP_STACK_FENTRY,
+        ];
+        named.sort_unstable();
+        assert_eq!(maps, named);
+
+        let mut progs = Vec::new();
+        for kind in EventKind::ALL {
+            match kind.info().source {
+                Source::Syscall(s) => progs.extend([s.enter.prog, s.exit.prog]),
+                Source::Tracepoints(tps) => progs.extend(tps.iter().map(|tp| tp.prog)),
+                Source::Fexit(f) => {
+                    progs.extend([f.entry_prog, f.exit_prog]);
+                    progs.extend(f.fallback.iter().map(|tp| tp.prog));
+                }
+            }
+        }
+        progs.extend(Duty::ALL.iter().map(|d| d.tracepoint().prog));
+        progs.sort_unstable();
+        progs.dedup();
+        let mut have: Vec<&str> = obj.programs.keys().map(String::as_str).collect();
+        have.sort_unstable();
+        assert_eq!(have, progs);
+    }
 }

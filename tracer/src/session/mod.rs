@@ -209,6 +209,8 @@ pub struct Tally {
     pub by_name: BTreeMap<&'static str, u64>,
     pub lost: u64,
     pub malformed: u64,
+    /// Failures of the kernel programs (reads, full maps).
+    pub kernel_errors: u64,
 }
 
 /// Why the session ended.
@@ -590,6 +592,10 @@ pub async fn run<S: Sink>(
     // Everything submitted before the end is still in the buffer.
     reader.drain(|b| core.record(b, sink));
     core.lost(sink);
+    match core.hooks.new_errors() {
+        Ok(errors) => core.tally.kernel_errors = errors.iter().map(|(_, n)| n).sum(),
+        Err(e) => log::warn!("cannot read the kernel error counters: {e:#}"),
+    }
     core.tick(sink);
     if let Some(tracker) = core.tracker.as_mut() {
         for p in tracker.drain() {
@@ -627,6 +633,9 @@ pub fn finish(outcome: &Outcome, target: &Target) -> i32 {
     line.push_str(&format!("; lost {}", tally.lost));
     if tally.malformed > 0 {
         line.push_str(&format!("; malformed {}", tally.malformed));
+    }
+    if tally.kernel_errors > 0 {
+        line.push_str(&format!("; errors {}", tally.kernel_errors));
     }
     let code = match outcome.end {
         End::CommandExited(status) => {
