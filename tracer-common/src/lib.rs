@@ -234,7 +234,23 @@ pub struct Config {
     pub exec_stop: u32,
     /// Keep each traced process's RSS counters (kmem:rss_stat) in `RSS`.
     pub track_rss: u32,
-    pub _pad: u32,
+    /// Log why a program gave up on an event (aya-log, `AYA_LOGS`), besides
+    /// counting it in `ERRORS`.
+    pub diagnostics: u32,
+}
+
+impl Config {
+    pub const ZERO: Config = Config {
+        self_tgid: 0,
+        filter: 0,
+        kind_mask: 0,
+        fault_mode: 0,
+        wakeup_bytes: 0,
+        exit_group_dead_offset: 0,
+        exec_stop: 0,
+        track_rss: 0,
+        diagnostics: 0,
+    };
 }
 
 /// Kernel struct field offsets resolved by the loader from the running

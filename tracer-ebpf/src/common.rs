@@ -16,17 +16,7 @@ use tracer_common::{
 };
 
 #[unsafe(no_mangle)]
-pub static CONFIG: Global<Config> = Global::new(Config {
-    self_tgid: 0,
-    filter: 0,
-    kind_mask: 0,
-    fault_mode: 0,
-    wakeup_bytes: 0,
-    exit_group_dead_offset: 0,
-    exec_stop: 0,
-    track_rss: 0,
-    _pad: 0,
-});
+pub static CONFIG: Global<Config> = Global::new(Config::ZERO);
 
 #[unsafe(no_mangle)]
 pub static OFFSETS: Global<Offsets> = Global::new(Offsets::ZERO);
@@ -132,7 +122,6 @@ pub fn count_lost(kind: EventKind) {
 
 /// A failed helper call: what the program was doing, and the error.
 #[derive(Clone, Copy)]
-#[allow(dead_code, reason = "only counted so far")]
 pub struct Fail {
     pub what: &'static str,
     pub err: i64,
@@ -162,9 +151,10 @@ impl<T> OrFail<T> for Result<T, i32> {
 }
 
 /// Counts a failure of a program making events of `kind` (None: of no
-/// kind).
+/// kind), and with diagnostics on says why (only failures log: the hot
+/// path never reaches this).
 #[inline(always)]
-pub fn failed(kind: Option<EventKind>, _fail: Fail) {
+pub fn failed(kind: Option<EventKind>, fail: Fail) {
     let slot = match kind {
         Some(k) => k as u32,
         None => ERRORS_NO_KIND,
@@ -172,6 +162,20 @@ pub fn failed(kind: Option<EventKind>, _fail: Fail) {
     if let Some(n) = ERRORS.get_ptr_mut(slot) {
         // SAFETY: a per-CPU slot; no other writer on this CPU meanwhile.
         unsafe { *n += 1 };
+    }
+    if config().diagnostics != 0 {
+        let of = match kind {
+            Some(k) => k.name(),
+            None => "rss",
+        };
+        // The context argument is only evaluated by the macro.
+        aya_log_ebpf::debug!(
+            &(),
+            "{} event: {} failed (error {})",
+            of,
+            fail.what,
+            fail.err
+        );
     }
 }
 

@@ -31,6 +31,18 @@ use self::tracefs::{tracepoint_exists, TRACEFS};
 /// The compiled kernel programs, embedded at build time.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
+/// Set to 1, the kernel programs say why they gave up on an event (besides
+/// counting it), forwarded to the log at debug level (target
+/// `tracer_ebpf`).
+pub const KERNEL_LOG_ENV: &str = "MMTRACE_KERNEL_LOG";
+/// aya-log-ebpf's ring buffer of log records.
+const AYA_LOGS: &str = "AYA_LOGS";
+
+/// Whether the kernel diagnostics are asked for ([`KERNEL_LOG_ENV`]).
+pub fn kernel_log_wanted() -> bool {
+    std::env::var_os(KERNEL_LOG_ENV).is_some_and(|v| v == "1")
+}
+
 /// What to hook and how.
 #[derive(Clone, Debug)]
 pub struct HookConfig {
@@ -117,14 +129,25 @@ impl Hooks {
             exit_group_dead_offset: exit_group_dead_offset().unwrap_or(0),
             exec_stop: u32::from(cfg.exec_stop),
             track_rss: u32::from(cfg.track_rss),
-            _pad: 0,
+            diagnostics: u32::from(kernel_log_wanted()),
         };
-        let ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global("CONFIG", &config, true)
             .override_global("OFFSETS", &offsets, true)
-            .map_max_entries(MAP_EVENTS, cfg.buffer_bytes)
+            .map_max_entries(MAP_EVENTS, cfg.buffer_bytes);
+        if config.diagnostics == 0 {
+            // Nothing is logged: the smallest ring buffer will do.
+            loader.map_max_entries(AYA_LOGS, page_size());
+        }
+        let mut ebpf = loader
             .load(PROGRAMS)
             .context("cannot load mmtrace's kernel programs")?;
+        if config.diagnostics != 0 {
+            // Before any program is loaded: they refer to the log's map.
+            forward_kernel_log(&mut ebpf)?;
+            info!("kernel diagnostics on ({KERNEL_LOG_ENV}=1): logged at debug level");
+        }
 
         let mut hooks = Hooks {
             ebpf,
@@ -436,6 +459,34 @@ fn missing_key(e: &aya::maps::MapError) -> bool {
     }
 }
 
+/// Reads the kernel programs' log records into the `log` crate (at the
+/// level they were logged at: debug) as they come, from a task of the
+/// current runtime. The task owns the logger, which must outlive the
+/// programs' loading: dropping it closes the log's map.
+fn forward_kernel_log(ebpf: &mut Ebpf) -> Result<()> {
+    let runtime = tokio::runtime::Handle::try_current()
+        .context("the kernel diagnostics need mmtrace's async runtime")?;
+    let logger = aya_log::EbpfLogger::init(ebpf).context("cannot read the kernel programs' log")?;
+    // SAFETY: the logger owns the log's ring buffer and its fd, which stays
+    // open and the same for as long as the AsyncFd owns the logger.
+    let mut logger = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    }?;
+    runtime.spawn(async move {
+        while let Ok(mut ready) = logger.readable_mut().await {
+            ready.get_inner_mut().flush();
+            ready.clear_ready();
+        }
+    });
+    Ok(())
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(size).unwrap_or(4096)
+}
+
 /// The growth of per-CPU counters `slots` of the per-kind array `map` since
 /// `seen`, which is brought up to date.
 fn new_counts(
@@ -508,6 +559,7 @@ mod tests {
             MAP_PENDING,
             MAP_STACK_PENDING,
             MAP_STACK_FENTRY,
+            AYA_LOGS,
         ];
         named.sort_unstable();
         assert_eq!(maps, named);
