@@ -84,6 +84,17 @@ pub struct MprotectCall {
     pub result: i64,
 }
 
+/// One `pkey_mprotect` syscall.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PkeyMprotectCall {
+    pub addr: String,
+    pub len: u64,
+    /// Raw PROT_* bits.
+    pub prot: i32,
+    pub pkey: i32,
+    pub result: i64,
+}
+
 /// One `madvise` syscall.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MadviseCall {
@@ -156,6 +167,18 @@ pub struct MprotectStep {
     pub mprotect: MprotectCall,
 }
 
+/// Step 6b: pkey_mprotect the first page of a 2-page RW mapping to
+/// PROT_READ with pkey -1 (no key: a plain mprotect, so no protection-key
+/// hardware is needed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PkeyMprotectStep {
+    pub mmap: MmapCall,
+    pub pkey_mprotect: PkeyMprotectCall,
+    /// The lines of /proc/self/maps within the mapping, read right after
+    /// the call.
+    pub maps: Vec<MapsLine>,
+}
+
 /// Step 7: map `pages` anonymous pages and write one byte to each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TouchStep {
@@ -225,6 +248,8 @@ pub struct Report {
     pub mremap_in_place: MremapInPlaceStep,
     pub mremap_move: MremapMoveStep,
     pub mprotect: MprotectStep,
+    /// None where the kernel has no pkey_mprotect (ENOSYS).
+    pub pkey_mprotect: Option<PkeyMprotectStep>,
     pub touch: TouchStep,
     pub stack: StackStep,
     pub fork: ForkStep,
@@ -820,6 +845,7 @@ pub const STREAM_EVENTS: &[&str] = &[
     "munmap",
     "mremap",
     "mprotect",
+    "pkey_mprotect",
     "madvise",
     "fault",
     "fault_summary",

@@ -339,6 +339,14 @@ event_kinds! {
         source: syscall!("madvise", 28, 3),
         optional: false,
     }
+    /// mprotect with a protection key; the kernel has it only with
+    /// CONFIG_ARCH_HAS_PKEYS.
+    PkeyMprotect = 12 {
+        name: "pkey_mprotect",
+        class: Mprotect,
+        source: syscall!("pkey_mprotect", 329, 4),
+        optional: true,
+    }
 }
 
 impl EventKind {
@@ -435,8 +443,8 @@ mod tests {
 
     #[test]
     fn memory_syscalls_are_the_syscall_kinds() {
-        // brk, mmap, munmap, mremap, mprotect, madvise
-        assert_eq!(memory_syscalls(), [12, 9, 11, 25, 10, 28]);
+        // brk, mmap, munmap, mremap, mprotect, madvise, pkey_mprotect
+        assert_eq!(memory_syscalls(), [12, 9, 11, 25, 10, 28, 329]);
     }
 
     #[test]

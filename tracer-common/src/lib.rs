@@ -78,6 +78,7 @@ pub struct EventHeader {
 /// - mremap: `[old_addr, old_len, new_len, flags, new_addr]`
 /// - mprotect: `[addr, len, prot]`
 /// - madvise: `[addr, len, advice]`
+/// - pkey_mprotect: `[addr, len, prot, pkey]`
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SyscallEvent {

@@ -1,4 +1,5 @@
-//! brk, mmap, munmap, mremap, mprotect: arguments saved per thread at
+//! The memory syscalls of the kinds table (brk, mmap, munmap, mremap,
+//! mprotect, madvise, pkey_mprotect): arguments saved per thread at
 //! sys_enter, one record with the result emitted at sys_exit.
 
 use aya_ebpf::{
@@ -282,4 +283,5 @@ syscall_hooks! {
     Mremap: sys_enter_mremap, sys_exit_mremap;
     Mprotect: sys_enter_mprotect, sys_exit_mprotect;
     Madvise: sys_enter_madvise, sys_exit_madvise;
+    PkeyMprotect: sys_enter_pkey_mprotect, sys_exit_pkey_mprotect;
 }

@@ -385,6 +385,10 @@ mod tests {
             Some("exec, fork and exit")
         );
         assert_eq!(class_help(EventClass::Mmap), None);
+        assert_eq!(
+            class_help(EventClass::Mprotect).as_deref(),
+            Some("mprotect and pkey_mprotect")
+        );
         let ok = Cli::try_parse_from(["mmtrace", "stream", "-e", "process,stack"]).unwrap();
         let Command::Stream(a) = ok.command else {
             panic!("not stream")

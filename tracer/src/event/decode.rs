@@ -119,6 +119,17 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 ret: SysResult::from_raw(e.ret),
             }
         }
+        EventKind::PkeyMprotect => {
+            let e = sys()?;
+            Body::PkeyMprotect {
+                addr: e.args[0],
+                len: e.args[1],
+                prot: e.args[2],
+                // An int argument: its register's low 32 bits.
+                pkey: e.args[3] as i32,
+                ret: SysResult::from_raw(e.ret),
+            }
+        }
         EventKind::Fault => {
             let e: FaultEvent = read(bytes, kind)?;
             Body::Fault {

@@ -146,9 +146,21 @@ mod tests {
                 "sched_process_exit",
                 "sys_enter_madvise",
                 "sys_exit_madvise",
+                "sys_enter_pkey_mprotect",
+                "sys_exit_pkey_mprotect",
             ]
         );
         assert!(p.skipped.is_empty());
+    }
+
+    #[test]
+    fn an_optional_kind_missing_is_skipped() {
+        let kinds = mask(&[EventKind::Mprotect, EventKind::PkeyMprotect]);
+        let p = plan(kinds, &[], 0, |tp| !tp.name.contains("pkey")).unwrap();
+        assert_eq!(names(&p), ["sys_enter_mprotect", "sys_exit_mprotect"]);
+        assert_eq!(p.skipped.len(), 1);
+        assert_eq!(p.skipped[0].0, EventKind::PkeyMprotect);
+        assert_eq!(p.skipped[0].1.name, "sys_enter_pkey_mprotect");
     }
 
     #[test]

@@ -107,6 +107,17 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
                 space.madvise(t, *addr, *len, *advice);
             }
         }
+        Body::PkeyMprotect {
+            addr,
+            len,
+            prot,
+            pkey,
+            ret: SysResult::Ok(_),
+        } => {
+            if !before_seed {
+                space.pkey_mprotect(t, *addr, *len, *prot, *pkey);
+            }
+        }
         // A failed call changes nothing.
         Body::Mmap {
             ret: SysResult::Err(_),
@@ -125,6 +136,10 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
             ..
         }
         | Body::Madvise {
+            ret: SysResult::Err(_),
+            ..
+        }
+        | Body::PkeyMprotect {
             ret: SysResult::Err(_),
             ..
         } => {}

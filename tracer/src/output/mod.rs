@@ -191,6 +191,13 @@ mod tests {
                 prot: 1,
                 ret: SysResult::Ok(0),
             },
+            Body::PkeyMprotect {
+                addr: 0x1000,
+                len: 4096,
+                prot: 1,
+                pkey: -1,
+                ret: SysResult::Ok(0),
+            },
             Body::Fault {
                 addr: 0x1000,
                 ip: 0x401000,
