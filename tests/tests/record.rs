@@ -663,6 +663,13 @@ fn checks_found_no_drift() {
         if c.drift != 0 {
             problems.push(format!("check with drift: {c:?}"));
         }
+        // The kernel's counters after every change agreed with the model.
+        if c.reason == "counters" || c.reason == "partial" {
+            problems.push(format!("check made because the model was doubted: {c:?}"));
+        }
+    }
+    if !w.uncertain.is_empty() {
+        problems.push(format!("uncertain intervals: {:?}", w.uncertain));
     }
     if !w.drift.is_empty() {
         problems.push(format!(

@@ -24,8 +24,9 @@ pub const PATH_COMPONENT_MAX: usize = 256;
 pub const PATH_MAX_DEPTH: u32 = 48;
 /// Bytes reserved for the program path of an exec record.
 pub const EXEC_PATH_LEN: usize = 512;
-/// Number of slots in the per-kind lost-event counters.
-pub const KIND_SLOTS: usize = 16;
+/// Number of slots in the per-kind lost-event counters (kind numbers are
+/// below it; `Config::kind_mask` has a bit for each).
+pub const KIND_SLOTS: usize = 32;
 
 // Map names, used by both sides (a test of tracer checks them against the
 // object's maps).
@@ -46,6 +47,9 @@ pub const MAP_PENDING: &str = "PENDING";
 pub const MAP_STACK_PENDING: &str = "STACK_PENDING";
 /// The stack's start at fentry of the stack expansion, by thread.
 pub const MAP_STACK_FENTRY: &str = "STACK_FENTRY";
+/// Memory syscalls in flight and finished, per address space (see
+/// [`MmCounters`]).
+pub const MAP_MM_SEQ: &str = "MM_SEQ";
 
 /// The slot of `ERRORS` for failures that belong to no event kind (the RSS
 /// counters); kind numbers start at 1.
@@ -88,6 +92,72 @@ pub struct SyscallEvent {
     pub args: [u64; 6],
     /// The raw return value: an address, 0, or -errno.
     pub ret: i64,
+    /// The address space's counters after the call.
+    pub mm: MmCounters,
+}
+
+/// The counters of the current task's `mm_struct`, read at the end of a
+/// change (a memory syscall's exit, an exec, a stack growth): what the
+/// change left behind, in the kernel's own accounting. Sizes are in pages.
+///
+/// `flags` holds an `MM_*` bit for each field that was read (the others
+/// are 0: the kernel has no such field, or the read failed), and
+/// [`MM_SETTLED`] when the values belong to this event alone: no other
+/// change of the same address space was in flight, or finished after this
+/// record took its place in the ring buffer, while the counters were read.
+/// Unsettled counters may hold a neighbour's change that comes later in the
+/// stream; they are not compared.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmCounters {
+    pub flags: u32,
+    /// `mm->map_count`: the VMAs of the address space.
+    pub map_count: u32,
+    /// `mm->total_vm`: pages of every VMA.
+    pub total_vm: u64,
+    /// `mm->locked_vm`: pages locked (mlock), and pages drivers charge.
+    pub locked_vm: u64,
+    /// `mm->data_vm`: private writable pages, stacks aside.
+    pub data_vm: u64,
+    /// `mm->exec_vm`: executable pages, writable ones and stacks aside.
+    pub exec_vm: u64,
+    /// `mm->stack_vm`: pages of the grows-down VMAs.
+    pub stack_vm: u64,
+}
+
+impl MmCounters {
+    pub const ZERO: MmCounters = MmCounters {
+        flags: 0,
+        map_count: 0,
+        total_vm: 0,
+        locked_vm: 0,
+        data_vm: 0,
+        exec_vm: 0,
+        stack_vm: 0,
+    };
+}
+
+/// [`MmCounters::flags`] (and [`Offsets::mm_counters`]): the fields read.
+pub const MM_MAP_COUNT: u32 = 1;
+pub const MM_TOTAL_VM: u32 = 1 << 1;
+pub const MM_LOCKED_VM: u32 = 1 << 2;
+pub const MM_DATA_VM: u32 = 1 << 3;
+pub const MM_EXEC_VM: u32 = 1 << 4;
+pub const MM_STACK_VM: u32 = 1 << 5;
+/// Every counter field.
+pub const MM_FIELDS: u32 = 0x3f;
+/// The counters are this event's alone (see [`MmCounters`]).
+pub const MM_SETTLED: u32 = 1 << 16;
+
+/// An address space's memory syscalls, for [`MM_SETTLED`]: kept in
+/// `MM_SEQ` by the address of its `mm_struct`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MmSeq {
+    /// Calls entered and not yet exited.
+    pub in_flight: u64,
+    /// Calls exited (their records made).
+    pub exited: u64,
 }
 
 /// The file behind a file-backed mmap, resolved in the kernel from the fd
@@ -144,6 +214,8 @@ pub struct StackEvent {
     /// STACK_SOURCE_*.
     pub source: u32,
     pub _pad: u32,
+    /// The address space's counters after the growth.
+    pub mm: MmCounters,
 }
 
 /// Detected by a fault below the stack confirmed by the growth of the
@@ -162,6 +234,8 @@ pub struct ExecEvent {
     pub old_pid: u32,
     /// Bytes of `path` in use (without the NUL).
     pub path_len: u32,
+    /// The new address space's counters, as exec left it.
+    pub mm: MmCounters,
     pub path: [u8; EXEC_PATH_LEN],
 }
 
@@ -238,6 +312,9 @@ pub struct Config {
     /// Log why a program gave up on an event (aya-log, `AYA_LOGS`), besides
     /// counting it in `ERRORS`.
     pub diagnostics: u32,
+    /// Read the address space's counters into the records that carry them
+    /// ([`MmCounters`]), and keep `MM_SEQ`.
+    pub mm_counters: u32,
 }
 
 impl Config {
@@ -251,6 +328,7 @@ impl Config {
         exec_stop: 0,
         track_rss: 0,
         diagnostics: 0,
+        mm_counters: 0,
     };
 }
 
@@ -267,6 +345,16 @@ pub struct Offsets {
     pub mm_start_brk: u64,
     pub mm_start_stack: u64,
     pub mm_stack_vm: u64,
+    /// The other counters of [`MmCounters`]; each is read only when its
+    /// `MM_*` bit is in `mm_counters` (the kernel's BTF has the field).
+    pub mm_map_count: u64,
+    pub mm_total_vm: u64,
+    pub mm_locked_vm: u64,
+    pub mm_data_vm: u64,
+    pub mm_exec_vm: u64,
+    /// `MM_*` bits of the counters whose offsets are known (`mm_stack_vm`
+    /// always is).
+    pub mm_counters: u64,
     pub files_fdt: u64,
     pub fdt_fd: u64,
     pub fdt_max_fds: u64,
@@ -298,6 +386,12 @@ impl Offsets {
         mm_start_brk: 0,
         mm_start_stack: 0,
         mm_stack_vm: 0,
+        mm_map_count: 0,
+        mm_total_vm: 0,
+        mm_locked_vm: 0,
+        mm_data_vm: 0,
+        mm_exec_vm: 0,
+        mm_counters: 0,
         files_fdt: 0,
         fdt_fd: 0,
         fdt_max_fds: 0,
@@ -347,4 +441,5 @@ mod user {
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Offsets {}
     unsafe impl aya::Pod for FaultCounts {}
+    unsafe impl aya::Pod for MmSeq {}
 }

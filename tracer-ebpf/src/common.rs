@@ -2,18 +2,20 @@
 //! hook shares.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
     },
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     Global,
 };
 use tracer_common::{
-    Config, EventHeader, EventKind, FaultCounts, Offsets, COMM_LEN, ERRORS_NO_KIND, FILTER_COMM,
-    FILTER_PID, KIND_SLOTS, RSS_MEMBERS,
+    Config, EventHeader, EventKind, FaultCounts, MmCounters, MmSeq, Offsets, COMM_LEN,
+    ERRORS_NO_KIND, FILTER_COMM, FILTER_PID, KIND_SLOTS, MM_SETTLED, RSS_MEMBERS,
 };
+
+use crate::kernel::read_counters;
 
 #[unsafe(no_mangle)]
 pub static CONFIG: Global<Config> = Global::new(Config::ZERO);
@@ -51,6 +53,12 @@ pub static RSS: HashMap<u32, [i64; RSS_MEMBERS]> = HashMap::with_max_entries(163
 #[map(name = "FAULT_COUNTS")]
 pub static FAULT_COUNTS: PerCpuHashMap<u32, FaultCounts> =
     PerCpuHashMap::with_max_entries(16384, 0);
+
+/// Memory syscalls in flight and exited, per address space (the address of
+/// its mm_struct), when `Config::mm_counters` is set. LRU: an address
+/// space that is gone (or a call whose exit was never seen) cannot fill it.
+#[map(name = "MM_SEQ")]
+pub static MM_SEQ: LruHashMap<u64, MmSeq> = LruHashMap::with_max_entries(16384, 0);
 
 #[inline(always)]
 pub fn config() -> Config {
@@ -213,4 +221,147 @@ pub fn submit_flags(cfg: &Config) -> u64 {
     } else {
         BPF_RB_NO_WAKEUP as u64
     }
+}
+
+/// Adds `v` (wrapping) to a shared counter of `MM_SEQ` in one atomic
+/// instruction (BPF_XADD, which every kernel has): the threads of a process
+/// run on several CPUs. Rust has no atomic read-modify-write for BPF, so it
+/// is written out.
+#[inline(always)]
+fn atomic_add(p: *mut u64, v: u64) {
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: `p` points into a map value, 8-byte aligned.
+    unsafe {
+        core::arch::asm!("lock *(u64 *)({p} + 0) += {v}", p = in(reg) p, v = in(reg) v);
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    let _ = (p, v);
+}
+
+/// Reads a shared counter of `MM_SEQ`.
+#[inline(always)]
+fn atomic_load(p: *mut u64) -> u64 {
+    // SAFETY: `p` points into a map value, 8-byte aligned; an aligned 8-byte
+    // load is never torn.
+    unsafe { core::ptr::read_volatile(p) }
+}
+
+/// Counts a memory syscall of address space `mm` in flight; false when it
+/// could not be counted (then its exit must not count it out).
+#[inline(always)]
+pub fn mm_call_enter(mm: u64) -> bool {
+    if MM_SEQ.get_ptr_mut(mm).is_none() {
+        // Another thread may insert it meanwhile: either entry will do.
+        let _ = MM_SEQ.insert(mm, MmSeq::default(), BPF_NOEXIST as u64);
+    }
+    match MM_SEQ.get_ptr_mut(mm) {
+        Some(s) => {
+            // SAFETY: a value of MM_SEQ.
+            atomic_add(unsafe { &raw mut (*s).in_flight }, 1);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The address space `mm` freshly made by exec: whatever was counted for a
+/// former one at the same address is void.
+#[inline(always)]
+pub fn mm_forget(mm: u64) {
+    let _ = MM_SEQ.remove(mm);
+}
+
+/// A change of an address space being recorded, for settling its counters
+/// ([`MM_SETTLED`]).
+///
+/// Order: [`MmRecord::begin`] before the record is reserved, then
+/// [`MmRecord::counters`] into the reserved record, then (for a syscall)
+/// [`MmRecord::exited`] after it is submitted. The counters belong to the
+/// record alone when, once they are read, no call of the address space but
+/// the caller's is in flight and none has exited since `begin`: every
+/// change they hold then has its record before this one in the ring buffer
+/// (a call counts itself out only after submitting), and every later change
+/// will have its record after it.
+pub struct MmRecord {
+    mm: u64,
+    seq: Option<*mut MmSeq>,
+    exited_before: u64,
+    /// A syscall the enter counted in flight (its exit counts it out).
+    counted: bool,
+}
+
+impl MmRecord {
+    /// `mm`: the address space (0: unknown, nothing is read). `counted`:
+    /// the caller is a syscall its enter counted in flight.
+    #[inline(always)]
+    pub fn begin(mm: u64, counted: bool) -> MmRecord {
+        let seq = if mm != 0 {
+            MM_SEQ.get_ptr_mut(mm)
+        } else {
+            None
+        };
+        let exited_before = match seq {
+            // SAFETY: a value of MM_SEQ.
+            Some(s) => atomic_load(unsafe { &raw mut (*s).exited }),
+            None => 0,
+        };
+        MmRecord {
+            mm,
+            seq,
+            exited_before,
+            counted,
+        }
+    }
+
+    /// The counters now, settled or not. An address space no call was
+    /// ever counted for has none in flight.
+    #[inline(always)]
+    pub fn counters(&self, off: &Offsets) -> MmCounters {
+        if self.mm == 0 {
+            return MmCounters::ZERO;
+        }
+        let mut c = read_counters(self.mm, off);
+        let (in_flight, exited) = match self.seq {
+            // SAFETY: a value of MM_SEQ.
+            Some(s) => unsafe {
+                (
+                    atomic_load(&raw mut (*s).in_flight),
+                    atomic_load(&raw mut (*s).exited),
+                )
+            },
+            None => (0, 0),
+        };
+        let own = u64::from(self.counted);
+        if c.flags != 0 && in_flight == own && exited == self.exited_before {
+            c.flags |= MM_SETTLED;
+        }
+        c
+    }
+
+    /// A syscall's record is submitted (or dropped): it is no longer in
+    /// flight.
+    #[inline(always)]
+    pub fn exited(self) {
+        if !self.counted {
+            return;
+        }
+        if let Some(s) = self.seq {
+            // SAFETY: a value of MM_SEQ.
+            let (exited, in_flight) = unsafe { (&raw mut (*s).exited, &raw mut (*s).in_flight) };
+            atomic_add(exited, 1);
+            // Not below 0, should the entry have been evicted and made anew
+            // since the enter (then the address space stays unsettled).
+            if atomic_load(in_flight) != 0 {
+                atomic_add(in_flight, u64::MAX);
+            }
+        }
+    }
+}
+
+/// A change by the current task outside any traced syscall (exec, stack
+/// growth) of address space `mm`, to begin before its record is reserved;
+/// its counters are read only when they are wanted.
+#[inline(always)]
+pub fn mm_change(cfg: &Config, mm: u64) -> MmRecord {
+    MmRecord::begin(if cfg.mm_counters != 0 { mm } else { 0 }, false)
 }

@@ -1,6 +1,10 @@
 //! Reads of kernel structures at offsets the loader resolved from BTF.
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use tracer_common::{
+    MmCounters, Offsets, MM_DATA_VM, MM_EXEC_VM, MM_LOCKED_VM, MM_MAP_COUNT, MM_STACK_VM,
+    MM_TOTAL_VM,
+};
 
 /// Reads a `T` at `base + off` in kernel memory.
 #[inline(always)]
@@ -23,4 +27,35 @@ pub fn current_task() -> u64 {
 #[inline(always)]
 pub fn current_mm(task_mm: u64) -> Result<u64, i64> {
     read::<u64>(current_task(), task_mm)
+}
+
+/// The counters of address space `mm` (`flags` names those read), not yet
+/// settled (see `common::MmCall`).
+#[inline(always)]
+pub fn read_counters(mm: u64, off: &Offsets) -> MmCounters {
+    let mut c = MmCounters::ZERO;
+    let want = off.mm_counters as u32;
+    if want & MM_MAP_COUNT != 0 {
+        if let Ok(v) = read::<i32>(mm, off.mm_map_count) {
+            c.map_count = v as u32;
+            c.flags |= MM_MAP_COUNT;
+        }
+    }
+    // One read per field, wherever the kernel keeps it.
+    macro_rules! field {
+        ($bit:ident, $off:ident, $field:ident) => {
+            if want & $bit != 0 {
+                if let Ok(v) = read::<u64>(mm, off.$off) {
+                    c.$field = v;
+                    c.flags |= $bit;
+                }
+            }
+        };
+    }
+    field!(MM_TOTAL_VM, mm_total_vm, total_vm);
+    field!(MM_LOCKED_VM, mm_locked_vm, locked_vm);
+    field!(MM_DATA_VM, mm_data_vm, data_vm);
+    field!(MM_EXEC_VM, mm_exec_vm, exec_vm);
+    field!(MM_STACK_VM, mm_stack_vm, stack_vm);
+    c
 }

@@ -14,6 +14,9 @@
 //! - `process`: exec, fork (new processes, not threads), exit.
 #![no_std]
 #![no_main]
+// Inline BPF assembly, for the atomic add Rust does not offer on BPF (as
+// aya-ebpf itself does for its bounds checks).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod common;
 mod fault;

@@ -16,10 +16,10 @@ use tracer_common::{
 
 use crate::{
     common::{
-        config, count_lost, current_ids, done, failed, fill_header, kind_enabled, offsets, or_zero,
-        submit_flags, traced, Fail, OrFail, EVENTS, PID_FILTER,
+        config, count_lost, current_ids, done, failed, fill_header, kind_enabled, mm_change,
+        mm_forget, offsets, or_zero, submit_flags, traced, Fail, OrFail, EVENTS, PID_FILTER,
     },
-    kernel::{current_task, read},
+    kernel::{current_mm, current_task, read},
     stack,
 };
 
@@ -41,6 +41,18 @@ fn try_exec(ctx: &TracePointContext) -> Result<u32, Fail> {
     // SAFETY: the tracepoint's record, whose layout the loader checked.
     let rec = unsafe { ctx.read_at::<SchedProcessExec>(0) }.or_fail("sched_process_exec record")?;
     let (loc, old_pid) = (rec.filename, rec.old_pid as u32);
+    // The new address space: nothing counted for an old one at its address
+    // holds, and no other thread is left to change it.
+    let mm = if cfg.mm_counters != 0 {
+        let mm = current_mm(offsets().task_mm).unwrap_or(0);
+        if mm != 0 {
+            mm_forget(mm);
+        }
+        mm
+    } else {
+        0
+    };
+    let change = mm_change(&cfg, mm);
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         count_lost(EventKind::Exec);
         return Ok(0);
@@ -55,6 +67,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<u32, Fail> {
             "task->start_time",
         );
         (*e).old_pid = old_pid;
+        (*e).mm = change.counters(&offsets());
         let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
         let n = bpf_probe_read_kernel_str(
             (*e).path.as_mut_ptr().cast(),

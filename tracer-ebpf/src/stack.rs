@@ -21,8 +21,8 @@ use tracer_common::{
 
 use crate::{
     common::{
-        config, count_lost, current_ids, failed, fill_header, kind_enabled, offsets, submit_flags,
-        traced, Fail, OrFail, EVENTS, RSS,
+        config, count_lost, current_ids, failed, fill_header, kind_enabled, mm_change, offsets,
+        submit_flags, traced, Fail, OrFail, EVENTS, RSS,
     },
     kernel::{current_mm, read},
 };
@@ -119,6 +119,7 @@ fn grown(cfg: &Config, p: StackPending) -> Result<(), Fail> {
 
 #[inline(always)]
 fn emit(cfg: &Config, old_start: u64, new_start: u64, source: u32) {
+    let change = mm_change(cfg, current_mm(offsets().task_mm).unwrap_or(0));
     match EVENTS.reserve::<StackEvent>(0) {
         Some(mut entry) => {
             let e = entry.as_mut_ptr();
@@ -129,6 +130,7 @@ fn emit(cfg: &Config, old_start: u64, new_start: u64, source: u32) {
                 (*e).new_start = new_start;
                 (*e).source = source;
                 (*e)._pad = 0;
+                (*e).mm = change.counters(&offsets());
             }
             entry.submit(submit_flags(cfg));
         }

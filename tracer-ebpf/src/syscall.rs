@@ -1,6 +1,7 @@
 //! The memory syscalls of the kinds table (brk, mmap, munmap, mremap,
 //! mprotect, madvise, pkey_mprotect): arguments saved per thread at
-//! sys_enter, one record with the result emitted at sys_exit.
+//! sys_enter, one record with the result emitted at sys_exit, carrying the
+//! address space's counters after the call (`MmCounters`).
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_kernel_str},
@@ -16,8 +17,8 @@ use tracer_common::{
 
 use crate::{
     common::{
-        config, count_lost, current_ids, done, failed, fill_header, kind_enabled, offsets, or_zero,
-        submit_flags, traced, Fail, OrFail, EVENTS,
+        config, count_lost, current_ids, done, failed, fill_header, kind_enabled, mm_call_enter,
+        offsets, or_zero, submit_flags, traced, Fail, MmRecord, OrFail, EVENTS,
     },
     kernel::{current_mm, current_task, read},
 };
@@ -28,7 +29,9 @@ use crate::{
 pub struct Pending {
     enter_ns: u64,
     kind: u32,
-    _pad: u32,
+    /// 1: counted in flight in `MM_SEQ` for address space `mm`.
+    counted: u32,
+    mm: u64,
     args: [u64; 6],
 }
 
@@ -55,7 +58,8 @@ fn on_enter(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Result<u3
     let mut p = Pending {
         enter_ns: unsafe { bpf_ktime_get_ns() },
         kind: kind as u32,
-        _pad: 0,
+        counted: 0,
+        mm: 0,
         args: [0; 6],
     };
     let mut i = 0;
@@ -84,8 +88,17 @@ fn on_enter(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Result<u3
             ),
         }
     }
+    if cfg.mm_counters != 0 {
+        if let Ok(mm) = current_mm(offsets().task_mm) {
+            p.mm = mm;
+            p.counted = u32::from(mm != 0 && mm_call_enter(mm));
+        }
+    }
     // Full (every slot is a live thread's call): the call goes unseen.
-    PENDING.insert(tid, p, 0).or_fail("PENDING insert")?;
+    if let Err(e) = PENDING.insert(tid, p, 0) {
+        MmRecord::begin(p.mm, p.counted != 0).exited();
+        return Err(e).or_fail("PENDING insert");
+    }
     Ok(0)
 }
 
@@ -98,6 +111,21 @@ fn on_exit(ctx: &TracePointContext, kind: EventKind) -> Result<u32, Fail> {
     // SAFETY: the entry belongs to this thread, which is here.
     let p = unsafe { *p };
     let _ = PENDING.remove(tid);
+    // Before the record takes its place in the ring buffer.
+    let call = MmRecord::begin(p.mm, p.counted != 0);
+    let r = emit(ctx, kind, &p, &call);
+    // Counted out whatever happened to the record.
+    call.exited();
+    r
+}
+
+#[inline(always)]
+fn emit(
+    ctx: &TracePointContext,
+    kind: EventKind,
+    p: &Pending,
+    call: &MmRecord,
+) -> Result<u32, Fail> {
     if p.kind != kind as u32 {
         return Ok(0);
     }
@@ -108,7 +136,7 @@ fn on_exit(ctx: &TracePointContext, kind: EventKind) -> Result<u32, Fail> {
     let cfg = config();
     // A successful mmap returns a user address (positive), a failed one -errno.
     if kind == EventKind::Mmap && ret >= 0 && p.args[3] & MAP_ANONYMOUS == 0 {
-        emit_mmap_file(&cfg, &p, ret);
+        emit_mmap_file(&cfg, p, ret, call);
         return Ok(0);
     }
     match EVENTS.reserve::<SyscallEvent>(0) {
@@ -120,6 +148,7 @@ fn on_exit(ctx: &TracePointContext, kind: EventKind) -> Result<u32, Fail> {
                 (*e).enter_ns = p.enter_ns;
                 (*e).args = p.args;
                 (*e).ret = ret;
+                (*e).mm = call.counters(&offsets());
             }
             entry.submit(submit_flags(&cfg));
         }
@@ -129,7 +158,7 @@ fn on_exit(ctx: &TracePointContext, kind: EventKind) -> Result<u32, Fail> {
 }
 
 #[inline(always)]
-fn emit_mmap_file(cfg: &tracer_common::Config, p: &Pending, ret: i64) {
+fn emit_mmap_file(cfg: &tracer_common::Config, p: &Pending, ret: i64, call: &MmRecord) {
     let Some(mut entry) = EVENTS.reserve::<MmapFileEvent>(0) else {
         count_lost(EventKind::Mmap);
         return;
@@ -141,7 +170,9 @@ fn emit_mmap_file(cfg: &tracer_common::Config, p: &Pending, ret: i64) {
         (*e).sys.enter_ns = p.enter_ns;
         (*e).sys.args = p.args;
         (*e).sys.ret = ret;
-        resolve_file(&mut (*e).file, p.args[4], &offsets());
+        let off = offsets();
+        (*e).sys.mm = call.counters(&off);
+        resolve_file(&mut (*e).file, p.args[4], &off);
     }
     entry.submit(submit_flags(cfg));
 }

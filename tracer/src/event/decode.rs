@@ -7,7 +7,7 @@ use tracer_common::{
     StackEvent, SyscallEvent, Wire, FILE_PATH_TRUNCATED, FILE_UNRESOLVED, STACK_SOURCE_FEXIT,
 };
 
-use crate::event::{Access, Body, Event, MappedFile, StackSource, SysResult};
+use crate::event::{Access, Body, Counters, Event, MappedFile, StackSource, SysResult};
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -52,6 +52,13 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let h: EventHeader = read_wire(bytes).ok_or(DecodeError::Short(bytes.len()))?;
     let kind = EventKind::from_u32(h.kind).ok_or(DecodeError::UnknownKind(h.kind))?;
     let sys = || read::<SyscallEvent>(bytes, kind);
+    // The counters of the records that carry them.
+    let mut mm = None;
+    let mut sys = || {
+        let e = sys()?;
+        mm = Counters::from_wire(&e.mm);
+        Ok::<_, DecodeError>(e)
+    };
     let body = match kind {
         EventKind::Brk => {
             let e = sys()?;
@@ -65,6 +72,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Mmap => {
             let (e, file) = if bytes.len() >= size_of::<MmapFileEvent>() {
                 let e: MmapFileEvent = read(bytes, kind)?;
+                mm = Counters::from_wire(&e.sys.mm);
                 (e.sys, mapped_file(&e.file))
             } else {
                 (sys()?, None)
@@ -141,6 +149,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         }
         EventKind::Stack => {
             let e: StackEvent = read(bytes, kind)?;
+            mm = Counters::from_wire(&e.mm);
             Body::Stack {
                 old_start: e.old_start,
                 new_start: e.new_start,
@@ -153,6 +162,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         }
         EventKind::Exec => {
             let e: ExecEvent = read(bytes, kind)?;
+            mm = Counters::from_wire(&e.mm);
             let n = (e.path_len as usize).min(e.path.len());
             Body::Exec {
                 path: c_bytes(&e.path[..n]),
@@ -182,6 +192,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         tid: h.tid,
         comm: c_bytes(&h.comm),
         body,
+        counters: mm,
     })
 }
 
@@ -217,7 +228,9 @@ fn mapped_file(f: &FileInfo) -> Option<MappedFile> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracer_common::{COMM_LEN, PATH_BUF_LEN};
+    use tracer_common::{
+        MmCounters, COMM_LEN, MM_MAP_COUNT, MM_SETTLED, MM_STACK_VM, MM_TOTAL_VM, PATH_BUF_LEN,
+    };
 
     fn header(kind: EventKind) -> EventHeader {
         let mut comm = [0u8; COMM_LEN];
@@ -248,6 +261,7 @@ mod tests {
                 enter_ns: 40,
                 args: [0, 8192, 1, 2, 3, 0],
                 ret: 0x7f00_0000_0000,
+                mm: MmCounters::ZERO,
             },
             file: FileInfo {
                 dev: (8 << 20) | 1,
@@ -284,6 +298,7 @@ mod tests {
             enter_ns: 0,
             args: [0, 4096, 3, 0x22, u64::MAX, 0],
             ret: -12,
+            mm: MmCounters::ZERO,
         };
         let ev = decode(&bytes_of(&e)).unwrap();
         let Body::Mmap { fd, ret, file, .. } = ev.body else {
@@ -301,6 +316,7 @@ mod tests {
             enter_ns: 0,
             args: [0x5000_0000, 0x4000_0000, 0x3f00_0000, 0, 0, 0],
             ret: 0x5000_0000,
+            mm: MmCounters::ZERO,
         };
         let Body::Brk {
             requested,
@@ -315,6 +331,37 @@ mod tests {
             (requested, old_brk, new_brk, start_brk),
             (0x5000_0000, 0x4000_0000, 0x5000_0000, 0x3f00_0000)
         );
+    }
+
+    #[test]
+    fn counters_say_which_fields_were_read() {
+        let mut e = SyscallEvent {
+            header: header(EventKind::Munmap),
+            enter_ns: 0,
+            args: [0x1000, 0x1000, 0, 0, 0, 0],
+            ret: 0,
+            mm: MmCounters {
+                flags: MM_MAP_COUNT | MM_TOTAL_VM | MM_STACK_VM | MM_SETTLED,
+                map_count: 21,
+                total_vm: 300,
+                // Not read: not shown.
+                locked_vm: 9,
+                data_vm: 0,
+                exec_vm: 0,
+                stack_vm: 33,
+            },
+        };
+        let c = decode(&bytes_of(&e)).unwrap().counters.unwrap();
+        assert!(c.settled);
+        assert_eq!(
+            (c.map_count, c.total_vm, c.locked_vm, c.stack_vm),
+            (Some(21), Some(300), None, Some(33))
+        );
+        // Nothing read: no counters.
+        e.mm = MmCounters::ZERO;
+        assert_eq!(decode(&bytes_of(&e)).unwrap().counters, None);
+        e.mm.flags = MM_SETTLED;
+        assert_eq!(decode(&bytes_of(&e)).unwrap().counters, None);
     }
 
     #[test]

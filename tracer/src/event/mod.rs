@@ -1,7 +1,10 @@
 //! Decoded events: what the ring buffer's records mean, in userspace types.
 //! `decode` turns records into these; `output` prints them.
 
-use tracer_common::EventKind;
+use tracer_common::{
+    EventKind, MmCounters, MM_DATA_VM, MM_EXEC_VM, MM_LOCKED_VM, MM_MAP_COUNT, MM_SETTLED,
+    MM_STACK_VM, MM_TOTAL_VM,
+};
 
 pub mod decode;
 
@@ -18,6 +21,52 @@ pub struct Event {
     /// The task's comm as raw bytes (may hold anything but NUL).
     pub comm: Vec<u8>,
     pub body: Body,
+    /// The address space's counters after the event's change, when the
+    /// kernel read them (memory syscalls, exec, stack growth).
+    pub counters: Option<Counters>,
+}
+
+/// The kernel's counters of an address space (`mm_struct`) after a change:
+/// VMAs, and pages by kind of mapping. A field is None when this kernel
+/// has no such counter or it could not be read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// The values belong to this event alone: no other change of the
+    /// address space (by another thread) came between its change and the
+    /// read. Only settled counters say what the model must hold.
+    pub settled: bool,
+    /// `map_count`: VMAs.
+    pub map_count: Option<u64>,
+    /// `total_vm`: pages of all VMAs.
+    pub total_vm: Option<u64>,
+    /// `locked_vm`: pages of VM_LOCKED VMAs (and pages drivers charge).
+    pub locked_vm: Option<u64>,
+    /// `data_vm`: pages of private writable VMAs, stacks aside.
+    pub data_vm: Option<u64>,
+    /// `exec_vm`: pages of executable VMAs, writable ones and stacks aside.
+    pub exec_vm: Option<u64>,
+    /// `stack_vm`: pages of grows-down VMAs.
+    pub stack_vm: Option<u64>,
+}
+
+impl Counters {
+    /// From a record; None when the kernel read nothing.
+    pub fn from_wire(c: &MmCounters) -> Option<Counters> {
+        let has = |bit: u32| c.flags & bit != 0;
+        let field = |bit: u32, v: u64| has(bit).then_some(v);
+        if c.flags & tracer_common::MM_FIELDS == 0 {
+            return None;
+        }
+        Some(Counters {
+            settled: has(MM_SETTLED),
+            map_count: field(MM_MAP_COUNT, u64::from(c.map_count)),
+            total_vm: field(MM_TOTAL_VM, c.total_vm),
+            locked_vm: field(MM_LOCKED_VM, c.locked_vm),
+            data_vm: field(MM_DATA_VM, c.data_vm),
+            exec_vm: field(MM_EXEC_VM, c.exec_vm),
+            stack_vm: field(MM_STACK_VM, c.stack_vm),
+        })
+    }
 }
 
 /// The result of a syscall: a value, or an errno.

@@ -13,7 +13,9 @@
 use std::{collections::HashMap, fmt, path::Path};
 
 use anyhow::{bail, Context, Result};
-use tracer_common::Offsets;
+use tracer_common::{
+    Offsets, MM_DATA_VM, MM_EXEC_VM, MM_LOCKED_VM, MM_MAP_COUNT, MM_STACK_VM, MM_TOTAL_VM,
+};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -29,9 +31,34 @@ pub fn read_vmlinux() -> Result<Vec<u8>> {
     std::fs::read(VMLINUX_BTF).with_context(|| format!("cannot read {VMLINUX_BTF}"))
 }
 
+/// The address space counters read at each change (`MmCounters`), by
+/// `MM_*` bit: mm_struct fields every kernel mmtrace knows has (4.x to
+/// 6.18; checked in the BTF of 5.10, 6.1 and 6.18), read only where this
+/// kernel's BTF has them all the same.
+const MM_COUNTER_FIELDS: [(u32, &str); 5] = [
+    (MM_MAP_COUNT, "map_count"),
+    (MM_TOTAL_VM, "total_vm"),
+    (MM_LOCKED_VM, "locked_vm"),
+    (MM_DATA_VM, "data_vm"),
+    (MM_EXEC_VM, "exec_vm"),
+];
+
 /// Every offset the programs use.
 pub fn resolve_offsets(btf: &Btf) -> Result<Offsets> {
     let f = |s: &str, p: &str| field_offset(btf, s, p);
+    let mut counters = [0u64; MM_COUNTER_FIELDS.len()];
+    // The stack's size is needed anyway (stack growth from faults).
+    let mut mm_counters = u64::from(MM_STACK_VM);
+    for (slot, (bit, field)) in counters.iter_mut().zip(MM_COUNTER_FIELDS) {
+        match btf.member_offset("mm_struct", field) {
+            Ok(off) => {
+                *slot = off;
+                mm_counters |= u64::from(bit);
+            }
+            Err(e) => log::info!("the address space counter mm_struct.{field} is not read: {e}"),
+        }
+    }
+    let [mm_map_count, mm_total_vm, mm_locked_vm, mm_data_vm, mm_exec_vm] = counters;
     Ok(Offsets {
         task_mm: f("task_struct", "mm")?,
         task_files: f("task_struct", "files")?,
@@ -41,6 +68,12 @@ pub fn resolve_offsets(btf: &Btf) -> Result<Offsets> {
         mm_start_brk: f("mm_struct", "start_brk")?,
         mm_start_stack: f("mm_struct", "start_stack")?,
         mm_stack_vm: f("mm_struct", "stack_vm")?,
+        mm_map_count,
+        mm_total_vm,
+        mm_locked_vm,
+        mm_data_vm,
+        mm_exec_vm,
+        mm_counters,
         files_fdt: f("files_struct", "fdt")?,
         fdt_fd: f("fdtable", "fd")?,
         fdt_max_fds: f("fdtable", "max_fds")?,
@@ -514,6 +547,14 @@ mod tests {
         assert!(o.task_mm > 0 && o.task_exit_code > 0);
         // mm_struct's fields sit in an anonymous struct.
         assert!(o.mm_start_brk > 0 && o.mm_brk == o.mm_start_brk + 8);
+        // Every counter is there; the page counts follow each other (with
+        // pinned_vm, an atomic64_t, between locked_vm and data_vm).
+        assert_eq!(o.mm_counters, u64::from(tracer_common::MM_FIELDS));
+        assert!(o.mm_map_count > 0);
+        assert_eq!(o.mm_locked_vm, o.mm_total_vm + 8);
+        assert_eq!(o.mm_data_vm, o.mm_locked_vm + 16);
+        assert_eq!(o.mm_exec_vm, o.mm_data_vm + 8);
+        assert_eq!(o.mm_stack_vm, o.mm_exec_vm + 8);
     }
 
     #[test]

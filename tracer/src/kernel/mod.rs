@@ -64,6 +64,8 @@ pub struct HookConfig {
     pub exec_stop: bool,
     /// Keep each traced process's RSS counters from kmem:rss_stat.
     pub track_rss: bool,
+    /// Records carry their address space's counters (`MmCounters`).
+    pub mm_counters: bool,
 }
 
 /// Where stack growth events come from.
@@ -130,6 +132,7 @@ impl Hooks {
             exec_stop: u32::from(cfg.exec_stop),
             track_rss: u32::from(cfg.track_rss),
             diagnostics: u32::from(kernel_log_wanted()),
+            mm_counters: u32::from(cfg.mm_counters),
         };
         let mut loader = EbpfLoader::new();
         loader
@@ -253,7 +256,14 @@ impl Hooks {
             }
             info!("stack growth: fentry/fexit on {}", fexit.function);
         }
-        for tp in &plan.tracepoints {
+        // A syscall's exit before its enter: a call entered is then always
+        // seen leaving (a call counted in flight in MM_SEQ and never counted
+        // out would leave its address space's counters unsettled).
+        let (exits, others): (Vec<_>, Vec<_>) = plan
+            .tracepoints
+            .iter()
+            .partition(|tp| tp.name.starts_with("sys_exit_"));
+        for tp in exits.into_iter().chain(others) {
             hooks.attach_tracepoint(tp)?;
         }
         if cfg.fault_mode == FAULTS_ALL {
@@ -531,7 +541,7 @@ fn exit_group_dead_offset() -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracer_common::{MAP_PENDING, MAP_STACK_FENTRY, MAP_STACK_PENDING};
+    use tracer_common::{MAP_MM_SEQ, MAP_PENDING, MAP_STACK_FENTRY, MAP_STACK_PENDING};
 
     /// The embedded object's maps are the ones tracer-common names (the
     /// eBPF side spells them as literals in `#[map(name = ...)]`), and its
@@ -559,6 +569,7 @@ mod tests {
             MAP_PENDING,
             MAP_STACK_PENDING,
             MAP_STACK_FENTRY,
+            MAP_MM_SEQ,
             AYA_LOGS,
         ];
         named.sort_unstable();

@@ -6,6 +6,18 @@
 use super::{AddressSpace, Cause};
 use crate::event::{Body, Event, SysResult};
 
+/// What applying an event did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The model follows the event.
+    Done,
+    /// The model is out of step with the event (a stack growth where no
+    /// region started).
+    OutOfStep,
+    /// The call failed after changing an unknown part of its range.
+    Unsure,
+}
+
 /// Applies the memory event `ev` (at `t_ns`, the model's time) to `space`.
 ///
 /// `before_seed`: the event is stamped before the /proc snapshot `space`
@@ -13,9 +25,8 @@ use crate::event::{Body, Event, SysResult};
 /// birth is named after the mmap that made it.
 ///
 /// Failed calls, process events, lost events and fault summaries change
-/// nothing. Returns false when the model is out of step with the event (a
-/// stack growth where no region started); true otherwise.
-pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed: bool) -> bool {
+/// nothing. Returns whether the model could follow the event.
+pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed: bool) -> Applied {
     let t = t_ns;
     match &ev.body {
         Body::Brk {
@@ -154,8 +165,8 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
             new_start,
             ..
         } => {
-            if !before_seed {
-                return space.grow_stack(t, *old_start, *new_start);
+            if !before_seed && !space.grow_stack(t, *old_start, *new_start) {
+                return Applied::OutOfStep;
             }
         }
         // Whole address spaces (the caller's business), and reports made
@@ -166,7 +177,7 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
         | Body::Lost { .. }
         | Body::FaultSummary { .. } => {}
     }
-    true
+    Applied::Done
 }
 
 impl AddressSpace {
@@ -212,6 +223,7 @@ mod tests {
             tid: 1,
             comm: b"t".to_vec(),
             body,
+            counters: None,
         }
     }
 
@@ -231,20 +243,23 @@ mod tests {
     #[test]
     fn syscalls_change_the_model() {
         let mut a = AddressSpace::new(1);
-        assert!(apply_event(&mut a, &mmap(0x10000, 4 * PAGE), 1, false));
+        assert_eq!(
+            Applied::Done,
+            apply_event(&mut a, &mmap(0x10000, 4 * PAGE), 1, false)
+        );
         let munmap = ev(Body::Munmap {
             addr: 0x12000,
             len: 2 * PAGE,
             ret: SysResult::Ok(0),
         });
-        assert!(apply_event(&mut a, &munmap, 2, false));
+        assert_eq!(Applied::Done, apply_event(&mut a, &munmap, 2, false));
         let failed = ev(Body::Mprotect {
             addr: 0x10000,
             len: PAGE,
             prot: 1,
             ret: SysResult::Err(22),
         });
-        assert!(apply_event(&mut a, &failed, 3, false));
+        assert_eq!(Applied::Done, apply_event(&mut a, &failed, 3, false));
         let spans: Vec<_> = a.live().map(|r| (r.start, r.end)).collect();
         assert_eq!(spans, [(0x10000, 0x12000)]);
         let ops: Vec<_> = a.regions[0].history.iter().map(|c| c.op).collect();
@@ -256,7 +271,10 @@ mod tests {
         let mut a = AddressSpace::new(1);
         a.mmap(5, 0x10000, PAGE, 3, 0x22, 0, None);
         a.regions[0].born_by = Cause::Proc;
-        assert!(apply_event(&mut a, &mmap(0x10000, PAGE), 2, true));
+        assert_eq!(
+            Applied::Done,
+            apply_event(&mut a, &mmap(0x10000, PAGE), 2, true)
+        );
         assert_eq!(a.regions.len(), 1);
         assert_eq!(a.regions[0].born_by, Cause::Mmap);
         assert_eq!(a.regions[0].born_ns, 2);
@@ -266,7 +284,7 @@ mod tests {
             len: PAGE,
             ret: SysResult::Ok(0),
         });
-        assert!(apply_event(&mut a, &munmap, 3, true));
+        assert_eq!(Applied::Done, apply_event(&mut a, &munmap, 3, true));
         assert_eq!(a.live().count(), 1);
     }
 
@@ -278,14 +296,14 @@ mod tests {
             new_start: 0x6fff_f000,
             source: StackSource::Fexit,
         });
-        assert!(!apply_event(&mut a, &grow, 1, false));
+        assert_eq!(apply_event(&mut a, &grow, 1, false), Applied::OutOfStep);
         let fault = ev(Body::Fault {
             addr: 0x1234,
             ip: 0,
             access: Access::Read,
             present: false,
         });
-        assert!(apply_event(&mut a, &fault, 1, false));
+        assert_eq!(Applied::Done, apply_event(&mut a, &fault, 1, false));
         assert_eq!(a.unattributed_faults, 1);
     }
 

@@ -5,6 +5,7 @@
 //! /proc/PID/maps (`maps`).
 
 pub mod apply;
+pub mod counters;
 pub mod maps;
 pub mod tracker;
 
@@ -169,6 +170,14 @@ vocabulary! {
         Request = "request",
         /// The process was about to exit, its address space whole.
         Exit = "exit",
+        /// The kernel's counters of the address space after an event
+        /// (VMAs, pages) differed from the model's: a change the model
+        /// missed or got wrong, caught at that event.
+        Counters = "counters",
+        /// A call failed after changing part of its range, and the model
+        /// cannot tell how much (mprotect or mlock stopped by a sealed or
+        /// forbidden mapping).
+        Partial = "partial",
     }
 }
 
@@ -303,6 +312,9 @@ pub struct AddressSpace {
     pub unattributed_faults: u64,
     /// Changes in order, when kept (`keep_journal`).
     journal: Option<Vec<Journal>>,
+    /// What the live regions make of the kernel's counters, kept as they
+    /// change.
+    counts: counters::Counts,
 }
 
 /// One change to the regions, for `AddressSpace::journal`.
@@ -338,6 +350,21 @@ impl AddressSpace {
 
     pub fn live(&self) -> impl Iterator<Item = &Region> {
         self.live.values().map(|&i| &self.regions[i])
+    }
+
+    /// The kernel's counters as the live regions make them.
+    pub fn counts(&self) -> counters::Counts {
+        self.counts
+    }
+
+    /// Region `idx` (live) leaves the counts, before a change.
+    fn uncount(&mut self, idx: usize) {
+        self.counts.remove(&self.regions[idx]);
+    }
+
+    /// Region `idx` (live) enters the counts, after a change.
+    fn count(&mut self, idx: usize) {
+        self.counts.add(&self.regions[idx]);
     }
 
     #[cfg(test)]
@@ -387,6 +414,7 @@ impl AddressSpace {
         let idx = self.regions.len();
         self.live.insert(r.start, idx);
         self.regions.push(r);
+        self.count(idx);
         self.journal_change(idx);
         idx
     }
@@ -418,6 +446,7 @@ impl AddressSpace {
     }
 
     fn kill(&mut self, idx: usize, t_ns: u64, cause: Cause) {
+        self.uncount(idx);
         let r = &mut self.regions[idx];
         self.live.remove(&r.start);
         r.died_ns = Some(t_ns.max(r.born_ns));
@@ -479,10 +508,12 @@ impl AddressSpace {
         right.sig = sig_bits;
         right.anon_vma = anon_vma;
         right.parent = Some(left_id);
+        self.uncount(idx);
         let l = &mut self.regions[idx];
         right.pages = l.pages.split_off(&(addr / PAGE));
         l.end = addr;
         l.record(t_ns, Op::Split);
+        self.count(idx);
         self.journal_change(idx);
         self.insert(right);
     }
@@ -500,6 +531,7 @@ impl AddressSpace {
                 self.kill(idx, t_ns, cause);
             } else if start < lo && end > hi {
                 self.split_at(hi, t_ns);
+                self.uncount(idx);
                 let r = &mut self.regions[idx];
                 // One change: [start, lo) stays, [hi, end) was split off
                 // (the journal already holds this entry, from split_at).
@@ -507,14 +539,18 @@ impl AddressSpace {
                 r.end = lo;
                 let _ = r.pages.split_off(&(lo / PAGE));
                 r.record(t_ns, Op::Split);
+                self.count(idx);
             } else if start < lo {
+                self.uncount(idx);
                 let r = &mut self.regions[idx];
                 r.end = lo;
                 let _ = r.pages.split_off(&(lo / PAGE));
                 r.record(t_ns, Op::Shrink);
+                self.count(idx);
                 self.journal_change(idx);
             } else {
                 self.live.remove(&start);
+                self.uncount(idx);
                 let r = &mut self.regions[idx];
                 if matches!(r.backing, Backing::File { .. }) {
                     r.offset += hi - start;
@@ -522,6 +558,7 @@ impl AddressSpace {
                 r.start = hi;
                 r.pages = r.pages.split_off(&(hi / PAGE));
                 r.record(t_ns, Op::Shrink);
+                self.count(idx);
                 self.journal_change(idx);
                 self.live.insert(hi, idx);
             }
@@ -583,11 +620,13 @@ impl AddressSpace {
         let r = &mut self.regions[right];
         let (end, anon_vma, mut pages) = (r.end, r.anon_vma, std::mem::take(&mut r.pages));
         self.kill(right, t_ns, Cause::Merge);
+        self.uncount(left);
         let l = &mut self.regions[left];
         l.end = end;
         l.anon_vma = l.anon_vma.or(anon_vma);
         l.pages.append(&mut pages);
         l.record(t_ns, Op::Merge);
+        self.count(left);
         self.journal_change(left);
     }
 
@@ -672,10 +711,12 @@ impl AddressSpace {
             self.split_at(start, t_ns);
             self.split_at(end, t_ns);
             if let Some(&i) = self.live.get(&start) {
+                self.uncount(i);
                 let r = &mut self.regions[i];
                 r.perms = perms;
                 r.sig = sig;
                 r.record(t_ns, op);
+                self.count(i);
                 self.journal_change(i);
                 self.merge_around(start, t_ns);
             }
@@ -753,10 +794,12 @@ impl AddressSpace {
                 && matches!(r.backing, Backing::Heap | Backing::Anon)
                 && r.perms == Perms::from_prot(3, false)
             {
+                self.uncount(idx);
                 let r = &mut self.regions[idx];
                 r.end = new_end;
                 r.backing = Backing::Heap;
                 r.record(t_ns, Op::Grow);
+                self.count(idx);
                 self.journal_change(idx);
                 return;
             }
@@ -775,9 +818,11 @@ impl AddressSpace {
         let Some(idx) = self.live.remove(&old_start) else {
             return false;
         };
+        self.uncount(idx);
         let r = &mut self.regions[idx];
         r.start = new_start;
         r.record(t_ns, Op::Grow);
+        self.count(idx);
         self.live.insert(new_start, idx);
         self.journal_change(idx);
         true
@@ -817,10 +862,12 @@ impl AddressSpace {
                 self.carve(old_addr + new_len, old_addr + old_len, t_ns, Cause::Mremap);
             } else if new_len > old_len {
                 if let Some(idx) = self.find(old_addr + old_len - 1) {
+                    self.uncount(idx);
                     let r = &mut self.regions[idx];
                     r.end = old_addr + new_len;
                     r.record(t_ns, Op::Grow);
                     let start = r.start;
+                    self.count(idx);
                     self.journal_change(idx);
                     self.merge_around(start, t_ns);
                 }
@@ -859,6 +906,7 @@ impl AddressSpace {
             return;
         }
         self.live.remove(&old_addr);
+        self.uncount(idx);
         let r = &mut self.regions[idx];
         let shift = |p: u64| p - old_addr / PAGE + ret / PAGE;
         r.pages = std::mem::take(&mut r.pages)
@@ -868,6 +916,7 @@ impl AddressSpace {
         r.start = ret;
         r.end = ret + new_len;
         r.record(t_ns, Op::Move);
+        self.count(idx);
         self.live.insert(ret, idx);
         self.journal_change(idx);
         self.merge_around(ret, t_ns);
@@ -886,6 +935,7 @@ impl AddressSpace {
             .filter(|(_, r)| r.died_ns.is_none())
             .map(|(i, r)| (r.start, i))
             .collect();
+        self.counts = counters::recount(self);
         self.clear_journal();
     }
 

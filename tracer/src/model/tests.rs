@@ -155,3 +155,65 @@ fn fork_skips_dontfork() {
     assert_eq!(spans(&c), vec![(0x10000, 0x11000, "rw-p".into())]);
     assert_eq!(c.regions[0].born_by.as_str(), "fork");
 }
+
+/// The counters the address space keeps as it changes are the ones its
+/// live regions make, whatever the changes.
+#[test]
+fn kept_counts_are_the_live_regions_counts() {
+    let check = |a: &AddressSpace, what: &str| {
+        assert_eq!(a.counts(), counters::recount(a), "after {what}");
+    };
+    let mut a = AddressSpace::new(1);
+    a.seed(
+        0,
+        &[
+            Seed {
+                start: 0x7ff0_0000,
+                end: 0x7ff2_0000,
+                perms: Perms::from_prot(RW, false),
+                offset: 0,
+                backing: Backing::Stack,
+            },
+            Seed {
+                start: 0xffff_ffff_ff60_0000,
+                end: 0xffff_ffff_ff60_1000,
+                perms: Perms::from_prot(4, false),
+                offset: 0,
+                backing: Backing::Special("[vsyscall]".into()),
+            },
+        ],
+        Cause::Exec,
+    );
+    check(&a, "seed");
+    // The gate area is no VMA of the mm; the stack is counted as stack.
+    assert_eq!(a.counts().map_count, 1);
+    assert_eq!(a.counts().stack_vm, 0x20);
+    assert_eq!(a.counts().data_vm, 0);
+    a.brk(1, 0x50_0000, 0x50_0000, 0x50_3000);
+    check(&a, "brk");
+    a.mmap(2, 0x10000, 8 * P, RW, ANON, 0, None);
+    check(&a, "mmap");
+    a.mprotect(3, 0x11000, 2 * P, 5);
+    check(&a, "mprotect");
+    assert_eq!(a.counts().exec_vm, 2);
+    a.mmap(4, 0x13000, 2 * P, RW, ANON | 0x2000 | 0x10, 0, None);
+    check(&a, "mmap MAP_FIXED|MAP_LOCKED");
+    assert_eq!(a.counts().locked_vm, 2);
+    a.madvise(5, 0x10000, 8 * P, libc::MADV_DONTFORK as u64);
+    check(&a, "madvise");
+    a.mremap(6, 0x16000, 2 * P, 4 * P, 1, 0x40000);
+    check(&a, "mremap moved");
+    a.mremap(7, 0x40000, 4 * P, 6 * P, 0, 0x40000);
+    check(&a, "mremap grown");
+    a.munmap(8, 0x12000, 3 * P);
+    check(&a, "munmap");
+    assert!(a.grow_stack(9, 0x7ff0_0000, 0x7fef_e000));
+    check(&a, "stack growth");
+    a.brk(10, 0x50_0000, 0x50_3000, 0x50_1000);
+    check(&a, "brk shrink");
+    let child = a.fork_copy(11);
+    check(&child, "fork");
+    a.resync(12, &[]);
+    check(&a, "resync to nothing");
+    assert_eq!(a.counts(), counters::Counts::default());
+}

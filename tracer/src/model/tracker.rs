@@ -12,11 +12,12 @@
 use std::collections::HashMap;
 
 use super::{
-    apply::apply_event, maps, seed_of, AddressSpace, Cause, Journal, Op, Perms, Region, Seed,
-    SeededBy,
+    apply::{apply_event, Applied},
+    counters::{CounterCheck, Verdict},
+    maps, seed_of, AddressSpace, Cause, CheckReason, Journal, Op, Perms, Region, Seed, SeededBy,
 };
 use crate::{
-    event::{Body, Event},
+    event::{Body, Counters, Event},
     kernel::proc,
 };
 
@@ -80,6 +81,11 @@ pub struct Process {
     /// Closed spans of uncertainty, and the open one.
     pub uncertain: Vec<Uncertain>,
     pub uncertain_since: Option<u64>,
+    /// Why the model must be compared with /proc/PID/maps again soon (set
+    /// with the doubt, cleared by the comparison).
+    pub recheck: Option<CheckReason>,
+    /// The kernel's counters against the model after each change.
+    pub counters: CounterCheck,
     /// Events arrived since the last counter sample.
     pub dirty: bool,
     pub faults_since_sample: u64,
@@ -105,19 +111,50 @@ impl Process {
             last_change: 0,
             uncertain: Vec::new(),
             uncertain_since: None,
+            recheck: None,
+            counters: CounterCheck::default(),
             dirty: true,
             faults_since_sample: 0,
             rss: None,
         }
     }
 
-    /// The model may be out of step from `t_ns` on.
-    pub fn doubt(&mut self, t_ns: u64) {
+    /// The model may be out of step from `t_ns` on, for `reason`: it is to
+    /// be compared with /proc/PID/maps.
+    pub fn doubt(&mut self, t_ns: u64, reason: CheckReason) {
         self.uncertain_since.get_or_insert(t_ns);
+        self.recheck.get_or_insert(reason);
+    }
+
+    /// Compares the kernel's counters after event `ev` (already applied, at
+    /// `t_ns` in the model's time) with the model: a difference is a change
+    /// the model missed or got wrong, caught here.
+    fn check_counters(&mut self, ev: &Event, c: &Counters, t_ns: u64) {
+        if self.recheck.is_some() {
+            // A check is coming anyway.
+            return;
+        }
+        let verdict = self.counters.compare(c, &self.space, ev.ts_ns);
+        log::trace!(
+            "pid {}: {} at {t_ns} ns: kernel {c:?}, model {:?}: {verdict:?}",
+            self.pid,
+            ev.body.name(),
+            self.space.counts()
+        );
+        if let Verdict::Differ(r) = verdict {
+            log::debug!(
+                "pid {}: after {} at {t_ns} ns the kernel counts differ from the model: {}",
+                self.pid,
+                ev.body.name(),
+                r.describe()
+            );
+            self.doubt(t_ns, CheckReason::Counters);
+        }
     }
 
     /// The model is known right again at `t_ns`.
     fn trust(&mut self, t_ns: u64) {
+        self.recheck = None;
         if let Some(from) = self.uncertain_since.take() {
             self.uncertain.push(Uncertain {
                 from_ns: from,
@@ -180,6 +217,9 @@ pub struct Tracker {
     /// Keep dead regions (for timelines); otherwise they are dropped once
     /// the event that killed them has been reported.
     keep_history: bool,
+    /// Processes are stopped at exec until their maps are read (see
+    /// `HookConfig::exec_stop`): the exec's counters describe the seed.
+    exec_stopped: bool,
     next_seq: u64,
     source: Box<dyn ProcSource>,
 }
@@ -194,9 +234,15 @@ impl Tracker {
             start_ns: 0,
             bucket_ns,
             keep_history,
+            exec_stopped: false,
             next_seq: 0,
             source,
         }
+    }
+
+    /// Traced processes are stopped at exec until their maps are read.
+    pub fn set_exec_stopped(&mut self, stopped: bool) {
+        self.exec_stopped = stopped;
     }
 
     /// Times count from `start_ns` (CLOCK_MONOTONIC) on.
@@ -248,7 +294,7 @@ impl Tracker {
                     p.seeded_until = self.source.now();
                 }
                 // Gone already, or not readable: what we know is uncertain.
-                Err(_) => p.doubt(t),
+                Err(_) => p.doubt(t, CheckReason::Lost),
             }
             self.live.insert(pid, p);
         }
@@ -277,7 +323,7 @@ impl Tracker {
                 let exe = parent.exe.clone();
                 if let Some(mut old) = self.live.remove(child_pid) {
                     // A pid still held: that process is gone unseen.
-                    old.doubt(t);
+                    old.doubt(t, CheckReason::Lost);
                     self.ended.push(old);
                 }
                 let mut child = self.new_process(*child_pid, SeededBy::Fork);
@@ -309,6 +355,7 @@ impl Tracker {
                     // First seen at this exec: nothing before it was known.
                     p.seeded_by = SeededBy::Exec;
                 }
+                p.counters.reset();
                 let read_at = self.source.now();
                 match self.source.maps(ev.pid) {
                     Ok(seeds) => {
@@ -317,10 +364,18 @@ impl Tracker {
                         p.space.seed(t, &seeds, Cause::Exec);
                         p.seeded_until = until;
                         p.trust(t);
+                        // Read while the process was stopped at its exec:
+                        // the counters of the exec describe the same state.
+                        if let (true, Some(c)) = (self.exec_stopped, &ev.counters) {
+                            p.check_counters(ev, c, t);
+                        }
                     }
                     Err(_) => {
                         let at = self.rel(read_at);
-                        self.live.get_mut(&ev.pid).expect("ensured").doubt(at);
+                        self.live
+                            .get_mut(&ev.pid)
+                            .expect("ensured")
+                            .doubt(at, CheckReason::Lost);
                     }
                 }
                 self.touched.push((ev.pid, mark));
@@ -352,10 +407,17 @@ impl Tracker {
                     p.last_change = p.last_change.max(ev.ts_ns);
                 }
                 let before_seed = ev.ts_ns < p.seeded_until;
-                if !apply_event(&mut p.space, ev, t, before_seed) {
+                match apply_event(&mut p.space, ev, t, before_seed) {
+                    Applied::Done => {}
                     // No region started where the stack grew: the model is
                     // out of step.
-                    p.doubt(t);
+                    Applied::OutOfStep => p.doubt(t, CheckReason::Lost),
+                    Applied::Unsure => p.doubt(t, CheckReason::Partial),
+                }
+                // The snapshot the model was seeded from is later than the
+                // event: the counters describe an earlier state.
+                if let (false, Some(c)) = (before_seed, &ev.counters) {
+                    p.check_counters(ev, c, t);
                 }
             }
         }
@@ -398,7 +460,7 @@ impl Tracker {
     pub fn doubt_all(&mut self, now_ns: u64) {
         let t = self.rel(now_ns);
         for p in self.live.values_mut() {
-            p.doubt(t);
+            p.doubt(t, CheckReason::Lost);
         }
     }
 
@@ -412,6 +474,12 @@ impl Tracker {
         let differences = maps::diff(&model, snapshot);
         if !differences.is_empty() {
             p.space.resync(t, snapshot);
+        }
+        if let Some(r) = p.counters.checked(!differences.is_empty()) {
+            log::debug!(
+                "pid {pid}: the maps explain no difference of counters; expected from now on: {}",
+                r.describe()
+            );
         }
         p.trust(t);
         Some(Comparison {
@@ -567,6 +635,7 @@ mod tests {
             tid: pid,
             comm: b"t".to_vec(),
             body,
+            counters: None,
         }
     }
 
@@ -732,5 +801,139 @@ mod tests {
                 to_ns: Some(7000)
             }]
         );
+    }
+
+    /// Settled counters of `vmas` VMAs and `pages` private writable pages.
+    fn counted(mut e: Event, vmas: u64, pages: u64) -> Event {
+        e.counters = Some(Counters {
+            settled: true,
+            map_count: Some(vmas),
+            total_vm: Some(pages),
+            locked_vm: Some(0),
+            data_vm: Some(pages),
+            exec_vm: Some(0),
+            stack_vm: Some(0),
+        });
+        e
+    }
+
+    #[test]
+    fn counters_that_agree_leave_the_model_trusted() {
+        let mut t = tracker(true, &[(7, vec![seed(0x10000, 1)])]);
+        t.apply(&ev(5000, 7, mmap(0x20000, 1)));
+        t.end_event();
+        t.apply(&counted(ev(6000, 7, mmap(0x30000, 2)), 3, 4));
+        t.end_event();
+        let p = t.get(7).unwrap();
+        assert_eq!((p.uncertain_since, p.recheck), (None, None));
+        assert_eq!((p.counters.compared, p.counters.mismatches), (1, 0));
+    }
+
+    #[test]
+    fn a_change_the_model_missed_is_caught_at_the_next_event() {
+        let mut t = tracker(true, &[(7, vec![seed(0x10000, 1)])]);
+        t.apply(&ev(5000, 7, mmap(0x20000, 1)));
+        t.end_event();
+        // The kernel has one VMA and one page more than the model: an
+        // unseen mapping.
+        t.apply(&counted(ev(6000, 7, mmap(0x30000, 1)), 4, 4));
+        t.end_event();
+        let p = t.get(7).unwrap();
+        assert_eq!(p.uncertain_since, Some(6000));
+        assert_eq!(p.recheck, Some(CheckReason::Counters));
+        assert_eq!(p.counters.mismatches, 1);
+        // Doubted: the next events are not compared again.
+        t.apply(&counted(ev(6500, 7, mmap(0x50000, 1)), 5, 5));
+        t.end_event();
+        assert_eq!(t.get(7).unwrap().counters.mismatches, 1);
+        // The check finds the mapping and resyncs: trusted again, nothing
+        // learnt.
+        let maps = [
+            seed(0x10000, 1),
+            seed(0x20000, 1),
+            seed(0x30000, 1),
+            seed(0x40000, 1),
+            seed(0x50000, 1),
+        ];
+        let c = t.compare(7, 7000, &maps).unwrap();
+        assert_eq!(c.differences.len(), 1);
+        let p = t.get(7).unwrap();
+        assert_eq!((p.uncertain_since, p.recheck), (None, None));
+        assert_eq!(
+            p.uncertain,
+            [Uncertain {
+                from_ns: 6000,
+                to_ns: Some(7000)
+            }]
+        );
+        t.apply(&counted(ev(8000, 7, mmap(0x60000, 1)), 6, 6));
+        t.end_event();
+        assert_eq!(t.get(7).unwrap().recheck, None);
+    }
+
+    #[test]
+    fn what_the_maps_do_not_show_is_learnt() {
+        let mut t = tracker(true, &[(7, vec![seed(0x10000, 1)])]);
+        t.apply(&ev(5000, 7, mmap(0x20000, 1)));
+        t.end_event();
+        // Two pages locked by a driver, say: locked_vm is 2.
+        let mut e = counted(ev(6000, 7, mmap(0x30000, 1)), 3, 3);
+        e.counters.as_mut().unwrap().locked_vm = Some(2);
+        t.apply(&e);
+        t.end_event();
+        assert_eq!(t.get(7).unwrap().recheck, Some(CheckReason::Counters));
+        // The maps are the model's: the difference is the kernel's own.
+        let maps = [seed(0x10000, 1), seed(0x20000, 1), seed(0x30000, 1)];
+        assert!(t.compare(7, 7000, &maps).unwrap().differences.is_empty());
+        let mut e = counted(ev(8000, 7, mmap(0x40000, 1)), 4, 4);
+        e.counters.as_mut().unwrap().locked_vm = Some(2);
+        t.apply(&e);
+        t.end_event();
+        let p = t.get(7).unwrap();
+        assert_eq!((p.recheck, p.counters.mismatches), (None, 1));
+    }
+
+    #[test]
+    fn unsettled_counters_are_not_compared() {
+        let mut t = tracker(true, &[(7, vec![seed(0x10000, 1)])]);
+        t.apply(&ev(5000, 7, mmap(0x20000, 1)));
+        t.end_event();
+        let mut e = counted(ev(6000, 7, mmap(0x30000, 1)), 9, 9);
+        e.counters.as_mut().unwrap().settled = false;
+        t.apply(&e);
+        t.end_event();
+        let p = t.get(7).unwrap();
+        assert_eq!((p.recheck, p.counters.compared), (None, 0));
+    }
+
+    #[test]
+    fn a_stack_growth_on_its_way_is_not_drift_for_long() {
+        let stack = Seed {
+            start: 0x7ff0_0000,
+            end: 0x7ff0_2000,
+            perms: Perms::from_prot(3, false),
+            offset: 0,
+            backing: Backing::Stack,
+        };
+        let mut t = tracker(true, &[(7, vec![stack])]);
+        t.apply(&ev(5000, 7, mmap(0x20000, 1)));
+        t.end_event();
+        // Another thread's fault grew the stack by a page; its event is
+        // on its way.
+        let grown = |ts: u64| {
+            let mut e = counted(ev(ts, 7, mmap(0x30000 + ts, 1)), 3, 5);
+            let c = e.counters.as_mut().unwrap();
+            (c.data_vm, c.stack_vm) = (Some(2), Some(3));
+            e
+        };
+        t.apply(&grown(6000));
+        t.end_event();
+        assert_eq!(t.get(7).unwrap().recheck, None);
+        // Still not reported well after: drift.
+        t.apply(&grown(6000 + 2_000_000));
+        t.end_event();
+        let p = t.get(7).unwrap();
+        assert_eq!(p.recheck, Some(CheckReason::Counters));
+        assert_eq!(p.uncertain_since, Some(6000 + 2_000_000));
     }
 }

@@ -205,7 +205,11 @@ mod tests {
     use super::*;
     use crate::{
         event::{Body, Event, SysResult},
-        model::{apply::apply_event, tracker::journal_changes, AddressSpace},
+        model::{
+            apply::{apply_event, Applied},
+            tracker::journal_changes,
+            AddressSpace,
+        },
         output::Format,
     };
 
@@ -219,6 +223,7 @@ mod tests {
             tid: 8,
             comm: b"w\x1b".to_vec(),
             body,
+            counters: None,
         }
     }
 
@@ -278,7 +283,7 @@ mod tests {
             ret: SysResult::Ok(addr),
             file: None,
         });
-        assert!(apply_event(a, &e, 1, false));
+        assert_eq!(apply_event(a, &e, 1, false), Applied::Done);
     }
 
     #[test]

@@ -450,6 +450,7 @@ mod tests {
             tid: 1236,
             comm: b"python3".to_vec(),
             body,
+            counters: None,
         }
     }
 

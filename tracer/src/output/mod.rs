@@ -247,6 +247,7 @@ mod tests {
                 tid: 5,
                 comm: b"ev\x1b[2Jil\n\x9b".to_vec(),
                 body,
+                counters: None,
             })
             .collect()
     }

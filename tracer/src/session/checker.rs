@@ -101,14 +101,15 @@ impl Checker {
         }
     }
 
-    /// Why `pid` should be checked now, if it should.
-    pub fn due(&self, pid: u32, now: u64, uncertain: bool) -> Option<CheckReason> {
+    /// Why `pid` should be checked now, if it should; `recheck`: why its
+    /// model is in doubt (lost events, a difference of counters), if it is.
+    pub fn due(&self, pid: u32, now: u64, recheck: Option<CheckReason>) -> Option<CheckReason> {
         let s = self.states.get(&pid)?;
         if s.pending.is_some() {
             return None;
         }
-        if uncertain {
-            Some(CheckReason::Lost)
+        if recheck.is_some() {
+            recheck
         } else if s.requested {
             Some(CheckReason::Request)
         } else if now.saturating_sub(s.last_check) >= self.interval_ns {
@@ -235,13 +236,18 @@ mod tests {
     fn due_by_interval_request_and_loss() {
         let mut c = Checker::new(1000 * MS);
         c.track(7, 0);
-        assert_eq!(c.due(7, 999 * MS, false), None);
-        assert_eq!(c.due(7, 1000 * MS, false), Some(CheckReason::Interval));
-        assert_eq!(c.due(7, 1, true), Some(CheckReason::Lost));
+        assert_eq!(c.due(7, 999 * MS, None), None);
+        assert_eq!(c.due(7, 1000 * MS, None), Some(CheckReason::Interval));
+        let lost = Some(CheckReason::Lost);
+        assert_eq!(c.due(7, 1, lost), lost);
+        let counters = Some(CheckReason::Counters);
+        assert_eq!(c.due(7, 1, counters), counters);
         c.request(&[7], 1);
-        assert_eq!(c.due(7, 1, false), Some(CheckReason::Request));
+        assert_eq!(c.due(7, 1, None), Some(CheckReason::Request));
+        // A doubt comes first.
+        assert_eq!(c.due(7, 1, counters), counters);
         // Unknown processes are never due.
-        assert_eq!(c.due(8, u64::MAX, true), None);
+        assert_eq!(c.due(8, u64::MAX, lost), None);
     }
 
     #[test]
@@ -292,7 +298,7 @@ mod tests {
         let mut p = fake();
         c.track(7, p.now);
         c.request(&[7], p.now);
-        let reason = c.due(7, p.now, false).expect("requested");
+        let reason = c.due(7, p.now, None).expect("requested");
         assert_eq!(reason, CheckReason::Request);
         assert!(c.start(7, reason, &mut p));
         // The next change comes right after the read: void.
@@ -301,13 +307,13 @@ mod tests {
             Settle::Void(CheckReason::Request)
         );
         // The request still stands.
-        assert_eq!(c.due(7, p.now, false), Some(CheckReason::Request));
+        assert_eq!(c.due(7, p.now, None), Some(CheckReason::Request));
         assert!(c.start(7, CheckReason::Request, &mut p));
         let t1 = p.now;
         assert!(matches!(c.on_change(7, t1 + 5 * MS), Settle::Compare(_)));
         c.compared(7, t1 + 5 * MS);
         // Answered: not due until the interval has passed.
-        assert_eq!(c.due(7, t1 + 6 * MS, false), None);
+        assert_eq!(c.due(7, t1 + 6 * MS, None), None);
     }
 
     #[test]
@@ -315,10 +321,10 @@ mod tests {
         let mut c = Checker::new(10 * MS);
         let mut p = fake();
         c.track(7, 0);
-        assert_eq!(c.due(7, p.now, false), Some(CheckReason::Interval));
+        assert_eq!(c.due(7, p.now, None), Some(CheckReason::Interval));
         assert!(c.start(7, CheckReason::Interval, &mut p));
         assert!(matches!(c.on_change(7, p.now), Settle::Void(_)));
-        assert_eq!(c.due(7, p.now, false), Some(CheckReason::Interval));
+        assert_eq!(c.due(7, p.now, None), Some(CheckReason::Interval));
     }
 
     #[test]
@@ -327,7 +333,7 @@ mod tests {
         let mut p = fake();
         c.track(7, 0);
         assert!(c.start(7, CheckReason::Interval, &mut p));
-        assert_eq!(c.due(7, u64::MAX, true), None);
+        assert_eq!(c.due(7, u64::MAX, Some(CheckReason::Lost)), None);
         c.forget(7);
         assert_eq!(c.pending_reason(7), None);
         assert_eq!(c.on_change(7, u64::MAX), Settle::Nothing);

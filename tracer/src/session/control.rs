@@ -127,6 +127,7 @@ impl FaultSummaries {
                 exec,
                 present,
             },
+            counters: None,
         })
     }
 }
@@ -143,6 +144,7 @@ pub fn lost_event(kind: EventKind, count: u64, now_ns: u64) -> Event {
             count,
             kind: Some(kind),
         },
+        counters: None,
     }
 }
 

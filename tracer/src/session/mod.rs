@@ -180,6 +180,8 @@ impl Target {
             // it runs.
             exec_stop: plan.model.is_some() && self.command.is_some(),
             track_rss: plan.model.as_ref().is_some_and(|m| m.counters),
+            // The model compares itself with them after each change.
+            mm_counters: plan.model.is_some(),
         }
     }
 
@@ -366,7 +368,7 @@ impl Core {
             }
             if let Some(checker) = self.checker.as_mut() {
                 checker.track(pid, now);
-                if let Some(reason) = checker.due(pid, now, p.uncertain_since.is_some()) {
+                if let Some(reason) = checker.due(pid, now, p.recheck) {
                     checker.start(pid, reason, &mut LiveProbe);
                 }
             }
@@ -467,6 +469,7 @@ pub async fn run<S: Sink>(
     let tracker = plan.model.as_ref().map(|m| {
         let mut t = Tracker::new(m.bucket_ns, m.keep_history, Box::new(LiveProc));
         t.set_start(start_ns);
+        t.set_exec_stopped(cfg.exec_stop);
         // Processes named with --pid are known from the start, busy or not.
         for &pid in &target.pids {
             t.ensure(pid, &proc::comm(pid));
