@@ -146,6 +146,23 @@ pub const MM_EXEC_VM: u32 = 1 << 4;
 pub const MM_STACK_VM: u32 = 1 << 5;
 /// Every counter field.
 pub const MM_FIELDS: u32 = 0x3f;
+/// In [`Offsets::mm_counters`] only: the page counters are laid out as
+/// [`MmVmBlock`] from `mm_total_vm` on, and are read in one go.
+pub const MM_VM_BLOCK: u32 = 1 << 31;
+
+/// The page counters of mm_struct as every kernel from 4.x to 6.18 lays
+/// them out (`pinned_vm`, an atomic64_t, between `locked_vm` and
+/// `data_vm`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MmVmBlock {
+    pub total_vm: u64,
+    pub locked_vm: u64,
+    pub pinned_vm: u64,
+    pub data_vm: u64,
+    pub exec_vm: u64,
+    pub stack_vm: u64,
+}
 /// The counters are this event's alone (see [`MmCounters`]).
 pub const MM_SETTLED: u32 = 1 << 16;
 
@@ -353,7 +370,7 @@ pub struct Offsets {
     pub mm_data_vm: u64,
     pub mm_exec_vm: u64,
     /// `MM_*` bits of the counters whose offsets are known (`mm_stack_vm`
-    /// always is).
+    /// always is), and [`MM_VM_BLOCK`].
     pub mm_counters: u64,
     pub files_fdt: u64,
     pub fdt_fd: u64,

@@ -2,8 +2,8 @@
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 use tracer_common::{
-    MmCounters, Offsets, MM_DATA_VM, MM_EXEC_VM, MM_LOCKED_VM, MM_MAP_COUNT, MM_STACK_VM,
-    MM_TOTAL_VM,
+    MmCounters, MmVmBlock, Offsets, MM_DATA_VM, MM_EXEC_VM, MM_LOCKED_VM, MM_MAP_COUNT,
+    MM_STACK_VM, MM_TOTAL_VM, MM_VM_BLOCK,
 };
 
 /// Reads a `T` at `base + off` in kernel memory.
@@ -40,6 +40,19 @@ pub fn read_counters(mm: u64, off: &Offsets) -> MmCounters {
             c.map_count = v as u32;
             c.flags |= MM_MAP_COUNT;
         }
+    }
+    if want & MM_VM_BLOCK != 0 {
+        // The page counters side by side: one read (a read costs more than
+        // the bytes it copies).
+        if let Ok(b) = read::<MmVmBlock>(mm, off.mm_total_vm) {
+            c.total_vm = b.total_vm;
+            c.locked_vm = b.locked_vm;
+            c.data_vm = b.data_vm;
+            c.exec_vm = b.exec_vm;
+            c.stack_vm = b.stack_vm;
+            c.flags |= MM_TOTAL_VM | MM_LOCKED_VM | MM_DATA_VM | MM_EXEC_VM | MM_STACK_VM;
+        }
+        return c;
     }
     // One read per field, wherever the kernel keeps it.
     macro_rules! field {

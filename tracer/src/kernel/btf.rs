@@ -14,7 +14,8 @@ use std::{collections::HashMap, fmt, path::Path};
 
 use anyhow::{bail, Context, Result};
 use tracer_common::{
-    Offsets, MM_DATA_VM, MM_EXEC_VM, MM_LOCKED_VM, MM_MAP_COUNT, MM_STACK_VM, MM_TOTAL_VM,
+    MmVmBlock, Offsets, MM_DATA_VM, MM_EXEC_VM, MM_LOCKED_VM, MM_MAP_COUNT, MM_STACK_VM,
+    MM_TOTAL_VM, MM_VM_BLOCK,
 };
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -59,6 +60,17 @@ pub fn resolve_offsets(btf: &Btf) -> Result<Offsets> {
         }
     }
     let [mm_map_count, mm_total_vm, mm_locked_vm, mm_data_vm, mm_exec_vm] = counters;
+    let mm_stack_vm = f("mm_struct", "stack_vm")?;
+    let pages = u64::from(MM_TOTAL_VM | MM_LOCKED_VM | MM_DATA_VM | MM_EXEC_VM);
+    let at = |field: usize| mm_total_vm + field as u64;
+    if mm_counters & pages == pages
+        && mm_locked_vm == at(std::mem::offset_of!(MmVmBlock, locked_vm))
+        && mm_data_vm == at(std::mem::offset_of!(MmVmBlock, data_vm))
+        && mm_exec_vm == at(std::mem::offset_of!(MmVmBlock, exec_vm))
+        && mm_stack_vm == at(std::mem::offset_of!(MmVmBlock, stack_vm))
+    {
+        mm_counters |= u64::from(MM_VM_BLOCK);
+    }
     Ok(Offsets {
         task_mm: f("task_struct", "mm")?,
         task_files: f("task_struct", "files")?,
@@ -67,7 +79,7 @@ pub fn resolve_offsets(btf: &Btf) -> Result<Offsets> {
         mm_brk: f("mm_struct", "brk")?,
         mm_start_brk: f("mm_struct", "start_brk")?,
         mm_start_stack: f("mm_struct", "start_stack")?,
-        mm_stack_vm: f("mm_struct", "stack_vm")?,
+        mm_stack_vm,
         mm_map_count,
         mm_total_vm,
         mm_locked_vm,
@@ -549,7 +561,10 @@ mod tests {
         assert!(o.mm_start_brk > 0 && o.mm_brk == o.mm_start_brk + 8);
         // Every counter is there; the page counts follow each other (with
         // pinned_vm, an atomic64_t, between locked_vm and data_vm).
-        assert_eq!(o.mm_counters, u64::from(tracer_common::MM_FIELDS));
+        assert_eq!(
+            o.mm_counters,
+            u64::from(tracer_common::MM_FIELDS | MM_VM_BLOCK)
+        );
         assert!(o.mm_map_count > 0);
         assert_eq!(o.mm_locked_vm, o.mm_total_vm + 8);
         assert_eq!(o.mm_data_vm, o.mm_locked_vm + 16);
