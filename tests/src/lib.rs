@@ -259,6 +259,24 @@ pub struct Report {
     pub pauses: Vec<Pause>,
 }
 
+/// What `untraced` (src/bin/untraced.rs) did: a change mmtrace is told
+/// not to see, then the next memory event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UntracedReport {
+    pub pid: i32,
+    pub page_size: u64,
+    /// The 3-page mapping whose middle page is advised MADV_DONTFORK
+    /// (unseen: it splits the mapping in three).
+    pub split: String,
+    /// The 1-page read-only mapping made next, between `next_before_ns`
+    /// and `next_after_ns` (CLOCK_MONOTONIC).
+    pub next: String,
+    pub next_before_ns: u64,
+    pub next_after_ns: u64,
+    /// The lines of /proc/self/maps within the 3-page mapping, at the end.
+    pub maps: Vec<MapsLine>,
+}
+
 /// One line of /proc/self/maps, as the workload read it during a pause.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapsLine {
@@ -479,18 +497,37 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_mmtrace_env(args, &[], timeout)
+}
+
+/// [`run_mmtrace_raw`] with these variables added to mmtrace's environment.
+pub fn run_mmtrace_env<I, S>(
+    args: I,
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<MmtraceRun, String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let bin = mmtrace_bin()?;
     require_root()?;
     let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let command = std::iter::once(bin.as_os_str())
-        .chain(args.iter().map(|a| a.as_os_str()))
-        .map(|a| a.to_string_lossy().into_owned())
+    let command = env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(
+            std::iter::once(bin.as_os_str())
+                .chain(args.iter().map(|a| a.as_os_str()))
+                .map(|a| a.to_string_lossy().into_owned()),
+        )
         .collect::<Vec<_>>()
         .join(" ");
 
     let _guard = MMTRACE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let mut child = Command::new(&bin)
         .args(&args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

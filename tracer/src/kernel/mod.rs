@@ -43,6 +43,30 @@ pub fn kernel_log_wanted() -> bool {
     std::env::var_os(KERNEL_LOG_ENV).is_some_and(|v| v == "1")
 }
 
+/// For testing: event kinds (names, comma-separated) left out of the
+/// kernel while the model runs, so that the changes they make go unseen,
+/// as a call mmtrace does not know would. The model must find out by
+/// itself (the kernel's counters, checks with /proc).
+pub const UNHOOK_ENV: &str = "MMTRACE_UNHOOK";
+
+/// The kinds [`UNHOOK_ENV`] names (EventKind bits); an unknown name is an
+/// error.
+pub fn unhooked_kinds() -> std::result::Result<u32, String> {
+    let Some(v) = std::env::var_os(UNHOOK_ENV) else {
+        return Ok(0);
+    };
+    let v = v.to_string_lossy();
+    let mut mask = 0;
+    for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let kind = EventKind::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| format!("{UNHOOK_ENV}: no event kind {name:?}"))?;
+        mask |= kind.bit();
+    }
+    Ok(mask)
+}
+
 /// What to hook and how.
 #[derive(Clone, Debug)]
 pub struct HookConfig {

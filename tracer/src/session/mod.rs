@@ -17,7 +17,7 @@ use tracer_common::{EventKind, FAULTS_ALL, FAULTS_OFF, FAULTS_SUMMARY};
 
 use crate::{
     cli::{FaultMode, TraceArgs},
-    error::Result,
+    error::{Error, Result},
     event::{decode::decode, Body, Event},
     kernel::{clock, preflight, proc, ring::EventReader, HookConfig, Hooks, StackPath},
     model::{CheckReason, Comparison, LiveProc, Process, RegionChange, Tracker},
@@ -108,6 +108,8 @@ pub struct Target {
     /// Processes named with --pid (tgids).
     pub pids: Vec<u32>,
     pub command: Option<(PathBuf, spawn::HeldChild)>,
+    /// Kinds left out of the kernel, for testing (`MMTRACE_UNHOOK`).
+    pub unhooked: u32,
 }
 
 /// Privileges and pids: the checks made before any output file exists.
@@ -126,6 +128,14 @@ pub fn check(args: &TraceArgs) -> Result<Vec<u32>> {
 /// Kernel features, tracefs, and the command started held. Runs before the
 /// async runtime exists: forking needs a single-threaded process.
 pub fn start(args: TraceArgs, pids: Vec<u32>, watch_exits: bool) -> Result<Target> {
+    let unhooked = crate::kernel::unhooked_kinds().map_err(Error::Usage)?;
+    for k in EventKind::ALL.iter().filter(|k| unhooked & k.bit() != 0) {
+        info!(
+            "{} events are not hooked ({}): what they change goes unseen",
+            k.name(),
+            crate::kernel::UNHOOK_ENV
+        );
+    }
     preflight::check_kernel()?;
     preflight::ensure_tracefs()?;
     let command = match args.command.first() {
@@ -140,6 +150,7 @@ pub fn start(args: TraceArgs, pids: Vec<u32>, watch_exits: bool) -> Result<Targe
         args,
         pids,
         command,
+        unhooked,
     })
 }
 
@@ -151,7 +162,7 @@ impl Target {
             pids.push(held.pid);
         }
         let a = &self.args;
-        let mut kind_mask = plan.kernel_kinds();
+        let mut kind_mask = plan.kernel_kinds() & !self.unhooked;
         if plan.model.as_ref().is_some_and(|m| m.counters) {
             // A process's kernel counters are forgotten at its exit.
             kind_mask |= EventKind::Exit.bit();
