@@ -249,6 +249,34 @@ fn good_lines() -> Vec<Value> {
             "madvise",
             json!({"addr": "0x1000", "len": 4096, "advice": "MADV_DONTNEED", "ret": 0}),
         ),
+        line("mlock", json!({"addr": "0x1000", "len": 8192, "ret": 0})),
+        line(
+            "mlock2",
+            json!({"addr": "0x1000", "len": 4096, "flags": "MLOCK_ONFAULT", "ret": null, "errno": "ENOMEM"}),
+        ),
+        line("munlock", json!({"addr": "0x1000", "len": 4096, "ret": 0})),
+        line(
+            "mlockall",
+            json!({"flags": "MCL_CURRENT|MCL_FUTURE", "ret": 0}),
+        ),
+        line("munlockall", json!({"ret": 0})),
+        line(
+            "mseal",
+            json!({"addr": "0x1000", "len": 4096, "flags": 0, "ret": null, "errno": "EPERM"}),
+        ),
+        line(
+            "shmat",
+            json!({"shmid": 32769, "addr": "0x0", "flags": "SHM_RDONLY", "ret": "0x7f0000000000"}),
+        ),
+        line(
+            "shmat",
+            json!({"shmid": 5, "addr": "0x7f0000000000", "flags": "0", "ret": null, "errno": "EINVAL"}),
+        ),
+        line("shmdt", json!({"addr": "0x7f0000000000", "ret": 0})),
+        line(
+            "remap_file_pages",
+            json!({"addr": "0x1000", "size": 4096, "prot": "---", "pgoff": 3, "flags": "0", "ret": 0}),
+        ),
         line(
             "madvise",
             json!({"addr": "0x1000", "len": 4096, "advice": "77", "ret": null, "errno": "EINVAL"}),

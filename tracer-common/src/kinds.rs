@@ -103,19 +103,25 @@ pub enum EventClass {
     Mremap,
     Mprotect,
     Madvise,
+    Mlock,
+    Mseal,
+    Shm,
     Fault,
     Stack,
     Process,
 }
 
 impl EventClass {
-    pub const ALL: [EventClass; 9] = [
+    pub const ALL: [EventClass; 12] = [
         EventClass::Brk,
         EventClass::Mmap,
         EventClass::Munmap,
         EventClass::Mremap,
         EventClass::Mprotect,
         EventClass::Madvise,
+        EventClass::Mlock,
+        EventClass::Mseal,
+        EventClass::Shm,
         EventClass::Fault,
         EventClass::Stack,
         EventClass::Process,
@@ -130,6 +136,9 @@ impl EventClass {
             EventClass::Mremap => "mremap",
             EventClass::Mprotect => "mprotect",
             EventClass::Madvise => "madvise",
+            EventClass::Mlock => "mlock",
+            EventClass::Mseal => "mseal",
+            EventClass::Shm => "shm",
             EventClass::Fault => "fault",
             EventClass::Stack => "stack",
             EventClass::Process => "process",
@@ -347,6 +356,70 @@ event_kinds! {
         source: syscall!("pkey_mprotect", 329, 4),
         optional: true,
     }
+    /// Locks pages in memory: the range's mappings become VM_LOCKED (split
+    /// at its edges).
+    Mlock = 13 {
+        name: "mlock",
+        class: Mlock,
+        source: syscall!("mlock", 149, 2),
+        optional: false,
+    }
+    /// mlock with flags (MLOCK_ONFAULT: locked as they fault in).
+    Mlock2 = 14 {
+        name: "mlock2",
+        class: Mlock,
+        source: syscall!("mlock2", 325, 3),
+        optional: false,
+    }
+    Munlock = 15 {
+        name: "munlock",
+        class: Mlock,
+        source: syscall!("munlock", 150, 2),
+        optional: false,
+    }
+    /// Locks every mapping (MCL_CURRENT) and those to come (MCL_FUTURE).
+    Mlockall = 16 {
+        name: "mlockall",
+        class: Mlock,
+        source: syscall!("mlockall", 151, 1),
+        optional: false,
+    }
+    Munlockall = 17 {
+        name: "munlockall",
+        class: Mlock,
+        source: syscall!("munlockall", 152, 0),
+        optional: false,
+    }
+    /// Seals mappings against change (6.10 on; 64-bit kernels).
+    Mseal = 18 {
+        name: "mseal",
+        class: Mseal,
+        source: syscall!("mseal", 462, 3),
+        optional: true,
+    }
+    /// Attaches a SysV shared memory segment (CONFIG_SYSVIPC).
+    Shmat = 19 {
+        name: "shmat",
+        class: Shm,
+        source: syscall!("shmat", 30, 3),
+        optional: true,
+    }
+    /// Detaches the SysV segment attached at an address.
+    Shmdt = 20 {
+        name: "shmdt",
+        class: Shm,
+        source: syscall!("shmdt", 67, 1),
+        optional: true,
+    }
+    /// Deprecated: maps other pages of a shared file mapping's file at a
+    /// part of it. Since 4.0 the kernel does it as an mmap (MAP_SHARED |
+    /// MAP_FIXED) of that file over the part.
+    RemapFilePages = 21 {
+        name: "remap_file_pages",
+        class: Mmap,
+        source: syscall!("remap_file_pages", 216, 5),
+        optional: false,
+    }
 }
 
 impl EventKind {
@@ -443,8 +516,13 @@ mod tests {
 
     #[test]
     fn memory_syscalls_are_the_syscall_kinds() {
-        // brk, mmap, munmap, mremap, mprotect, madvise, pkey_mprotect
-        assert_eq!(memory_syscalls(), [12, 9, 11, 25, 10, 28, 329]);
+        // brk, mmap, munmap, mremap, mprotect, madvise, pkey_mprotect,
+        // mlock, mlock2, munlock, mlockall, munlockall, mseal, shmat, shmdt,
+        // remap_file_pages
+        assert_eq!(
+            memory_syscalls(),
+            [12, 9, 11, 25, 10, 28, 329, 149, 325, 150, 151, 152, 462, 30, 67, 216]
+        );
     }
 
     #[test]

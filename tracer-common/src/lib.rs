@@ -83,6 +83,14 @@ pub struct EventHeader {
 /// - mprotect: `[addr, len, prot]`
 /// - madvise: `[addr, len, advice]`
 /// - pkey_mprotect: `[addr, len, prot, pkey]`
+/// - mlock, munlock: `[addr, len]`
+/// - mlock2: `[addr, len, flags]`
+/// - mlockall: `[flags]`
+/// - munlockall: `[]`
+/// - mseal: `[addr, len, flags]`
+/// - shmat: `[shmid, shmaddr, shmflg]` (the result: the address)
+/// - shmdt: `[shmaddr]`
+/// - remap_file_pages: `[start, size, prot, pgoff, flags]`
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SyscallEvent {

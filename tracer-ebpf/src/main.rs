@@ -6,8 +6,9 @@
 //! what it failed to read or store in `ERRORS`.
 //!
 //! - `syscall`: the memory syscalls (brk, mmap, munmap, mremap, mprotect,
-//!   madvise, pkey_mprotect), paired from sys_enter and sys_exit per
-//!   thread; a file mmap resolves its file here.
+//!   madvise, pkey_mprotect, mlock, mlock2, munlock, mlockall,
+//!   munlockall, mseal, shmat, shmdt, remap_file_pages), paired from
+//!   sys_enter and sys_exit per thread; a file mmap resolves its file here.
 //! - `fault`: user page faults, streamed or counted per process.
 //! - `stack`: stack growth, from faults below the stack confirmed by the
 //!   mm's stack size, or from an fexit program where the kernel allows one.

@@ -1,7 +1,8 @@
 //! The memory syscalls of the kinds table (brk, mmap, munmap, mremap,
-//! mprotect, madvise, pkey_mprotect): arguments saved per thread at
-//! sys_enter, one record with the result emitted at sys_exit, carrying the
-//! address space's counters after the call (`MmCounters`).
+//! mprotect, madvise, pkey_mprotect, mlock, mlock2, munlock, mlockall,
+//! munlockall, mseal, shmat, shmdt, remap_file_pages): arguments saved per
+//! thread at sys_enter, one record with the result emitted at sys_exit,
+//! carrying the address space's counters after the call (`MmCounters`).
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_kernel_str},
@@ -315,4 +316,13 @@ syscall_hooks! {
     Mprotect: sys_enter_mprotect, sys_exit_mprotect;
     Madvise: sys_enter_madvise, sys_exit_madvise;
     PkeyMprotect: sys_enter_pkey_mprotect, sys_exit_pkey_mprotect;
+    Mlock: sys_enter_mlock, sys_exit_mlock;
+    Mlock2: sys_enter_mlock2, sys_exit_mlock2;
+    Munlock: sys_enter_munlock, sys_exit_munlock;
+    Mlockall: sys_enter_mlockall, sys_exit_mlockall;
+    Munlockall: sys_enter_munlockall, sys_exit_munlockall;
+    Mseal: sys_enter_mseal, sys_exit_mseal;
+    Shmat: sys_enter_shmat, sys_exit_shmat;
+    Shmdt: sys_enter_shmdt, sys_exit_shmdt;
+    RemapFilePages: sys_enter_remap_file_pages, sys_exit_remap_file_pages;
 }

@@ -312,6 +312,7 @@ mod tests {
         assert_eq!(
             m,
             EventKind::Mmap.bit()
+                | EventKind::RemapFilePages.bit()
                 | EventKind::Exec.bit()
                 | EventKind::Fork.bit()
                 | EventKind::Exit.bit()
@@ -376,15 +377,27 @@ mod tests {
         assert_eq!(
             names,
             [
-                "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "fault", "stack",
-                "process"
+                "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "mlock", "mseal", "shm",
+                "fault", "stack", "process"
             ]
         );
         assert_eq!(
             class_help(EventClass::Process).as_deref(),
             Some("exec, fork and exit")
         );
-        assert_eq!(class_help(EventClass::Mmap), None);
+        assert_eq!(
+            class_help(EventClass::Mmap).as_deref(),
+            Some("mmap and remap_file_pages")
+        );
+        assert_eq!(
+            class_help(EventClass::Mlock).as_deref(),
+            Some("mlock, mlock2, munlock, mlockall and munlockall")
+        );
+        assert_eq!(class_help(EventClass::Mseal), None);
+        assert_eq!(
+            class_help(EventClass::Shm).as_deref(),
+            Some("shmat and shmdt")
+        );
         assert_eq!(
             class_help(EventClass::Mprotect).as_deref(),
             Some("mprotect and pkey_mprotect")

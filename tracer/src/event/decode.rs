@@ -138,6 +138,79 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 ret: SysResult::from_raw(e.ret),
             }
         }
+        EventKind::Mlock => {
+            let e = sys()?;
+            Body::Mlock {
+                addr: e.args[0],
+                len: e.args[1],
+                ret: SysResult::from_raw(e.ret),
+            }
+        }
+        EventKind::Mlock2 => {
+            let e = sys()?;
+            Body::Mlock2 {
+                addr: e.args[0],
+                len: e.args[1],
+                // An int argument: its register's low 32 bits.
+                flags: u64::from(e.args[2] as u32),
+                ret: SysResult::from_raw(e.ret),
+            }
+        }
+        EventKind::Munlock => {
+            let e = sys()?;
+            Body::Munlock {
+                addr: e.args[0],
+                len: e.args[1],
+                ret: SysResult::from_raw(e.ret),
+            }
+        }
+        EventKind::Mlockall => {
+            let e = sys()?;
+            Body::Mlockall {
+                flags: u64::from(e.args[0] as u32),
+                ret: SysResult::from_raw(e.ret),
+            }
+        }
+        EventKind::Munlockall => Body::Munlockall {
+            ret: SysResult::from_raw(sys()?.ret),
+        },
+        EventKind::Mseal => {
+            let e = sys()?;
+            Body::Mseal {
+                addr: e.args[0],
+                len: e.args[1],
+                flags: e.args[2],
+                ret: SysResult::from_raw(e.ret),
+            }
+        }
+        EventKind::Shmat => {
+            let e = sys()?;
+            Body::Shmat {
+                shmid: e.args[0] as i32,
+                addr: e.args[1],
+                flags: u64::from(e.args[2] as u32),
+                ret: SysResult::from_raw(e.ret),
+            }
+        }
+        EventKind::Shmdt => {
+            let e = sys()?;
+            Body::Shmdt {
+                addr: e.args[0],
+                ret: SysResult::from_raw(e.ret),
+            }
+        }
+        EventKind::RemapFilePages => {
+            let e = sys()?;
+            let a = e.args;
+            Body::RemapFilePages {
+                addr: a[0],
+                size: a[1],
+                prot: a[2],
+                pgoff: a[3],
+                flags: a[4],
+                ret: SysResult::from_raw(e.ret),
+            }
+        }
         EventKind::Fault => {
             let e: FaultEvent = read(bytes, kind)?;
             Body::Fault {

@@ -192,6 +192,66 @@ pub enum Body {
         pkey: i32,
         ret: SysResult,
     },
+    /// Locks the pages of a range in memory.
+    Mlock {
+        addr: u64,
+        len: u64,
+        ret: SysResult,
+    },
+    /// mlock with flags (MLOCK_ONFAULT: pages are locked as they fault in).
+    Mlock2 {
+        addr: u64,
+        len: u64,
+        flags: u64,
+        ret: SysResult,
+    },
+    Munlock {
+        addr: u64,
+        len: u64,
+        ret: SysResult,
+    },
+    /// Locks every mapping (MCL_CURRENT), those to come (MCL_FUTURE), as
+    /// they fault in (MCL_ONFAULT).
+    Mlockall {
+        flags: u64,
+        ret: SysResult,
+    },
+    Munlockall {
+        ret: SysResult,
+    },
+    /// Seals the mappings of a range: they can no longer be unmapped,
+    /// moved or have their protection changed.
+    Mseal {
+        addr: u64,
+        len: u64,
+        flags: u64,
+        ret: SysResult,
+    },
+    /// Attaches SysV shared memory segment `shmid`; the result is the
+    /// address (the segment's size is not in the call: the model reads it
+    /// from /proc).
+    Shmat {
+        shmid: i32,
+        /// The address asked for (0: the kernel's choice).
+        addr: u64,
+        flags: u64,
+        ret: SysResult,
+    },
+    /// Detaches the segment attached at `addr`.
+    Shmdt {
+        addr: u64,
+        ret: SysResult,
+    },
+    /// Maps pages `pgoff`... of a shared file mapping's file at
+    /// [addr, addr + size) (deprecated; the kernel does it as an mmap).
+    RemapFilePages {
+        addr: u64,
+        size: u64,
+        prot: u64,
+        pgoff: u64,
+        flags: u64,
+        ret: SysResult,
+    },
     Fault {
         addr: u64,
         ip: u64,
@@ -249,6 +309,15 @@ impl Body {
             Body::Mprotect { .. } => EventKind::Mprotect,
             Body::Madvise { .. } => EventKind::Madvise,
             Body::PkeyMprotect { .. } => EventKind::PkeyMprotect,
+            Body::Mlock { .. } => EventKind::Mlock,
+            Body::Mlock2 { .. } => EventKind::Mlock2,
+            Body::Munlock { .. } => EventKind::Munlock,
+            Body::Mlockall { .. } => EventKind::Mlockall,
+            Body::Munlockall { .. } => EventKind::Munlockall,
+            Body::Mseal { .. } => EventKind::Mseal,
+            Body::Shmat { .. } => EventKind::Shmat,
+            Body::Shmdt { .. } => EventKind::Shmdt,
+            Body::RemapFilePages { .. } => EventKind::RemapFilePages,
             Body::Fault { .. } => EventKind::Fault,
             Body::Stack { .. } => EventKind::Stack,
             Body::Exec { .. } => EventKind::Exec,
@@ -269,6 +338,15 @@ impl Body {
             | Body::Mprotect { .. }
             | Body::Madvise { .. }
             | Body::PkeyMprotect { .. }
+            | Body::Mlock { .. }
+            | Body::Mlock2 { .. }
+            | Body::Munlock { .. }
+            | Body::Mlockall { .. }
+            | Body::Munlockall { .. }
+            | Body::Mseal { .. }
+            | Body::Shmat { .. }
+            | Body::Shmdt { .. }
+            | Body::RemapFilePages { .. }
             | Body::Stack { .. }
             | Body::Exec { .. }
             | Body::Exit { .. } => true,
@@ -289,6 +367,15 @@ impl Body {
             Body::Mprotect { .. } => "mprotect",
             Body::Madvise { .. } => "madvise",
             Body::PkeyMprotect { .. } => "pkey_mprotect",
+            Body::Mlock { .. } => "mlock",
+            Body::Mlock2 { .. } => "mlock2",
+            Body::Munlock { .. } => "munlock",
+            Body::Mlockall { .. } => "mlockall",
+            Body::Munlockall { .. } => "munlockall",
+            Body::Mseal { .. } => "mseal",
+            Body::Shmat { .. } => "shmat",
+            Body::Shmdt { .. } => "shmdt",
+            Body::RemapFilePages { .. } => "remap_file_pages",
             Body::Fault { .. } => "fault",
             Body::Stack { .. } => "stack",
             Body::Exec { .. } => "exec",

@@ -3,8 +3,17 @@
 //! `mmtrace stream --regions`; process-level events (fork, exec, exit),
 //! which create, reseed or end whole address spaces, are their business.
 
-use super::{AddressSpace, Cause};
+use super::{page_up, sig, AddressSpace, Cause, Seed};
 use crate::event::{Body, Event, SysResult};
+
+const ENOMEM: i32 = libc::ENOMEM;
+const EACCES: i32 = libc::EACCES;
+const EPERM: i32 = libc::EPERM;
+const EAGAIN: i32 = libc::EAGAIN;
+const MLOCK_ONFAULT: u64 = 1;
+const MCL_CURRENT: u64 = libc::MCL_CURRENT as u64;
+const MCL_FUTURE: u64 = libc::MCL_FUTURE as u64;
+const MCL_ONFAULT: u64 = libc::MCL_ONFAULT as u64;
 
 /// What applying an event did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,38 +107,116 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
                 space.mremap(t, *old_addr, *old_len, *new_len, *flags, *ret);
             }
         }
+        // The snapshot the model was seeded from already holds the rest.
+        _ if before_seed && ev.body.changes_mappings() => {}
         Body::Mprotect {
             addr,
             len,
             prot,
-            ret: SysResult::Ok(_),
+            ret,
+        }
+        | Body::PkeyMprotect {
+            addr,
+            len,
+            prot,
+            ret,
+            ..
         } => {
-            if !before_seed {
-                space.mprotect(t, *addr, *len, *prot);
+            // With pkey -1 pkey_mprotect is mprotect; the model keeps no
+            // keys (/proc/PID/maps does not show them).
+            let hi = addr.saturating_add(page_up(*len));
+            match ret {
+                SysResult::Ok(_) => space.mprotect(t, *addr, *len, *prot),
+                // Stopped at a hole: the mapped run from addr was changed.
+                SysResult::Err(ENOMEM) => {
+                    let end = space.mapped_run_end(*addr, hi);
+                    space.mprotect(t, *addr, end - addr, *prot);
+                }
+                // A mapping of the range refused (a sealed one, or a
+                // protection its file does not allow): those before it may
+                // have changed.
+                SysResult::Err(EACCES | EPERM) => return Applied::Unsure,
+                SysResult::Err(_) => {}
             }
         }
         Body::Madvise {
             addr,
             len,
             advice,
-            ret: SysResult::Ok(_),
-        } => {
-            if !before_seed {
-                space.madvise(t, *addr, *len, *advice);
-            }
-        }
-        Body::PkeyMprotect {
+            ret,
+        } => match ret {
+            // Over a hole the advice is taken by every mapped part, then
+            // the call says ENOMEM.
+            SysResult::Ok(_) | SysResult::Err(ENOMEM) => space.madvise(t, *addr, *len, *advice),
+            SysResult::Err(_) => {}
+        },
+        Body::Mlock { addr, len, ret } => lock(space, t, *addr, *len, sig::LOCKED, *ret),
+        Body::Mlock2 {
             addr,
             len,
-            prot,
-            pkey,
+            flags,
+            ret,
+        } => {
+            let onfault = if flags & MLOCK_ONFAULT != 0 {
+                sig::LOCKONFAULT
+            } else {
+                0
+            };
+            lock(space, t, *addr, *len, sig::LOCKED | onfault, *ret);
+        }
+        Body::Munlock { addr, len, ret } => lock(space, t, *addr, *len, 0, *ret),
+        Body::Mlockall {
+            flags,
             ret: SysResult::Ok(_),
         } => {
-            if !before_seed {
-                space.pkey_mprotect(t, *addr, *len, *prot, *pkey);
+            let onfault = if flags & MCL_ONFAULT != 0 {
+                sig::LOCKONFAULT
+            } else {
+                0
+            };
+            let current = (flags & MCL_CURRENT != 0).then_some(sig::LOCKED | onfault);
+            let future = if flags & MCL_FUTURE != 0 {
+                sig::LOCKED | onfault
+            } else {
+                0
+            };
+            space.lock_all(t, current, future);
+        }
+        Body::Munlockall {
+            ret: SysResult::Ok(_),
+        } => space.lock_all(t, Some(0), 0),
+        Body::Mseal {
+            addr,
+            len,
+            ret: SysResult::Ok(_),
+            ..
+        } => space.mseal(t, *addr, *len),
+        // Its extent is read from /proc (see `apply_shmat`).
+        Body::Shmat {
+            ret: SysResult::Ok(_),
+            ..
+        } => return Applied::Unsure,
+        Body::Shmdt {
+            addr,
+            ret: SysResult::Ok(_),
+        } => {
+            if !space.shmdt(t, *addr) {
+                return Applied::OutOfStep;
             }
         }
-        // A failed call changes nothing.
+        Body::RemapFilePages {
+            addr,
+            size,
+            pgoff,
+            ret: SysResult::Ok(_),
+            ..
+        } => {
+            if !space.remap_file_pages(t, *addr, *size, *pgoff) {
+                return Applied::OutOfStep;
+            }
+        }
+        // A failed call changes nothing (those above excepted: they may
+        // have changed part of their range).
         Body::Mmap {
             ret: SysResult::Err(_),
             ..
@@ -142,15 +229,27 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
             ret: SysResult::Err(_),
             ..
         }
-        | Body::Mprotect {
+        | Body::Mlockall {
             ret: SysResult::Err(_),
             ..
         }
-        | Body::Madvise {
+        | Body::Munlockall {
+            ret: SysResult::Err(_),
+        }
+        // mseal checks the whole range before it seals anything.
+        | Body::Mseal {
             ret: SysResult::Err(_),
             ..
         }
-        | Body::PkeyMprotect {
+        | Body::Shmat {
+            ret: SysResult::Err(_),
+            ..
+        }
+        | Body::Shmdt {
+            ret: SysResult::Err(_),
+            ..
+        }
+        | Body::RemapFilePages {
             ret: SysResult::Err(_),
             ..
         } => {}
@@ -178,6 +277,42 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
         | Body::FaultSummary { .. } => {}
     }
     Applied::Done
+}
+
+/// mlock, mlock2 (`lock`: the lock bits) and munlock (`lock` 0) with
+/// result `ret`.
+fn lock(space: &mut AddressSpace, t: u64, addr: u64, len: u64, lock: u32, ret: SysResult) {
+    match ret {
+        // EAGAIN: locked, but not all pages could be brought in.
+        SysResult::Ok(_) | SysResult::Err(EAGAIN) => space.lock(t, addr, len, lock),
+        // Stopped at a hole: the mapped run from the start was changed
+        // (also when pages could not be brought in over a whole range,
+        // which the kernel says with ENOMEM too).
+        SysResult::Err(ENOMEM) => {
+            let lo = super::page_down(addr);
+            let hi = lo.saturating_add(page_up(len.saturating_add(addr - lo)));
+            let end = space.mapped_run_end(lo, hi);
+            space.lock_range(t, lo, end, lock);
+        }
+        SysResult::Err(_) => {}
+    }
+}
+
+/// A successful shmat at the address `ev` returned, whose segment is
+/// `seg` as /proc/PID/maps shows it (its extent, file and inode), read by
+/// the caller; None when it could not be found there (then the model
+/// cannot follow).
+pub fn apply_shmat(space: &mut AddressSpace, ev: &Event, t_ns: u64, seg: Option<Seed>) -> Applied {
+    let Body::Shmat { .. } = ev.body else {
+        return Applied::Done;
+    };
+    match seg {
+        Some(seg) => {
+            space.shmat(t_ns, &seg);
+            Applied::Done
+        }
+        None => Applied::Unsure,
+    }
 }
 
 impl AddressSpace {
@@ -322,5 +457,58 @@ mod tests {
         a.forget_dead();
         assert_eq!(a.regions.len(), 1);
         assert_eq!(a.find(0x30000), Some(0));
+    }
+
+    #[test]
+    fn calls_that_fail_part_way_change_what_the_kernel_changed() {
+        let mut a = AddressSpace::new(1);
+        // [0x10000, 0x12000) rw, a hole, [0x13000, 0x14000) rw.
+        a.mmap(1, 0x10000, 2 * PAGE, 3, 0x22, 0, None);
+        a.mmap(1, 0x13000, PAGE, 3, 0x22, 0, None);
+        // mprotect over the hole: the run before it changed, then ENOMEM.
+        let mprotect = ev(Body::Mprotect {
+            addr: 0x11000,
+            len: 3 * PAGE,
+            prot: 1,
+            ret: SysResult::Err(libc::ENOMEM),
+        });
+        assert_eq!(apply_event(&mut a, &mprotect, 2, false), Applied::Done);
+        let spans: Vec<_> = a
+            .live()
+            .map(|r| (r.start, r.end, r.perms.as_string()))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                (0x10000, 0x11000, "rw-p".to_string()),
+                (0x11000, 0x12000, "r--p".to_string()),
+                (0x13000, 0x14000, "rw-p".to_string())
+            ]
+        );
+        // madvise over the hole: every mapped part took the advice.
+        let madvise = ev(Body::Madvise {
+            addr: 0x10000,
+            len: 4 * PAGE,
+            advice: libc::MADV_DONTFORK as u64,
+            ret: SysResult::Err(libc::ENOMEM),
+        });
+        assert_eq!(apply_event(&mut a, &madvise, 3, false), Applied::Done);
+        assert!(a.live().all(|r| r.sig & sig::DONTFORK != 0));
+        // mlock from a hole: nothing.
+        let mlock = ev(Body::Mlock {
+            addr: 0x12000,
+            len: 2 * PAGE,
+            ret: SysResult::Err(libc::ENOMEM),
+        });
+        assert_eq!(apply_event(&mut a, &mlock, 4, false), Applied::Done);
+        assert_eq!(a.counts().locked_vm, 0);
+        // A mapping that refused: how much changed before it is not known.
+        let refused = ev(Body::Mprotect {
+            addr: 0x10000,
+            len: PAGE,
+            prot: 7,
+            ret: SysResult::Err(libc::EACCES),
+        });
+        assert_eq!(apply_event(&mut a, &refused, 5, false), Applied::Unsure);
     }
 }

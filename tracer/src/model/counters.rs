@@ -188,8 +188,9 @@ pub struct CounterCheck {
     /// a grows-down mapping found running), learnt when a check found the
     /// model equal to the maps in spite of a difference.
     baseline: Residual,
-    /// The difference that made the model doubted, until the check.
-    suspect: Option<Residual>,
+    /// The difference that made the model doubted, and the stamp of the
+    /// event after which it was seen, until the check.
+    suspect: Option<(Residual, u64)>,
     /// Since when (CLOCK_MONOTONIC) the stack has been bigger than the
     /// model's, its growth not reported.
     stack_since: Option<u64>,
@@ -233,18 +234,22 @@ impl CounterCheck {
         }
         self.stack_since = None;
         self.mismatches += 1;
-        self.suspect = Some(r);
+        self.suspect = Some((r, ts_ns));
         Verdict::Differ(r)
     }
 
     /// The model was compared with /proc/PID/maps (and resynced if
-    /// `resynced`). A difference of counters that the maps did not explain
-    /// is something the kernel counts and /proc does not show: it is
-    /// expected from now on. Returns it, when one was learnt.
-    pub fn checked(&mut self, resynced: bool) -> Option<Residual> {
+    /// `resynced`); `last_change`: the stamp of the last event it had
+    /// applied then. A difference of counters that the maps did not
+    /// explain, when nothing changed between the event it was seen after
+    /// and the read, is something the kernel counts and /proc does not
+    /// show: it is expected from now on. (With changes in between it may
+    /// have come and gone: then it is only forgotten, and found again if
+    /// it is still there.) Returns it, when one was learnt.
+    pub fn checked(&mut self, resynced: bool, last_change: u64) -> Option<Residual> {
         self.stack_since = None;
-        let suspect = self.suspect.take()?;
-        if resynced {
+        let (suspect, seen_after) = self.suspect.take()?;
+        if resynced || last_change != seen_after {
             return None;
         }
         self.baseline = self.baseline.plus(&suspect);

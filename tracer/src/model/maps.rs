@@ -88,14 +88,20 @@ fn backing_of(path: &[u8], dev: (u32, u32), ino: u64, perms: Perms) -> Backing {
         p if p.starts_with(b"[anon:") => Backing::Anon,
         p if p.starts_with(b"[anon_shmem:") => Backing::Shm {
             path: Some(p.to_vec()),
+            ino,
+            file: 0,
         },
         p if p.starts_with(b"[") => Backing::Special(text()),
         // SysV shared memory: "/SYSV0000002a (deleted)".
         p if p.starts_with(b"/SYSV") && dev.0 == 0 => Backing::Shm {
             path: Some(strip_deleted(p).to_vec()),
+            ino,
+            file: 0,
         },
         p if dev.0 == 0 && perms.shared => Backing::Shm {
             path: Some(p.to_vec()),
+            ino,
+            file: 0,
         },
         p if p.starts_with(b"/") => Backing::File {
             path: p.to_vec(),
@@ -183,7 +189,9 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert_eq!(
             backings[2],
             &Backing::Shm {
-                path: Some(b"/SYSV0000002a".to_vec())
+                path: Some(b"/SYSV0000002a".to_vec()),
+                ino: 0,
+                file: 0
             }
         );
         assert!(matches!(backings[3], Backing::Shm { .. }));

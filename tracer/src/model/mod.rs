@@ -65,12 +65,34 @@ pub enum Backing {
         dev: (u32, u32),
         ino: u64,
     },
-    /// Shared anonymous memory (shown by the kernel as a deleted file).
+    /// Shared anonymous memory (shown by the kernel as a deleted file):
+    /// SysV segments (`/SYSV<key>`), shared anonymous mmaps, memfd.
     Shm {
         path: Option<Vec<u8>>,
+        /// The inode of its file (a SysV segment's is its shmid); 0 when
+        /// not known.
+        ino: u64,
+        /// Which opening of the file maps it (the kernel's struct file:
+        /// one per shared anonymous mmap, per shmat): the pieces of one
+        /// mapping merge again, those of two never. 0 when not known (found
+        /// in /proc): never merged.
+        file: u64,
     },
     /// `[vdso]`, `[vvar]`, `[vsyscall]` and other kernel-named regions.
     Special(String),
+}
+
+impl Backing {
+    /// The kernel maps a file there (shared memory has one, in shmem): the
+    /// offset into it moves with the region's start.
+    pub fn has_file(&self) -> bool {
+        matches!(self, Backing::File { .. } | Backing::Shm { .. })
+    }
+
+    /// A SysV shared memory segment (what shmdt detaches).
+    pub fn is_sysv(&self) -> bool {
+        matches!(self, Backing::Shm { path: Some(p), .. } if p.starts_with(b"/SYSV"))
+    }
 }
 
 /// vm_flags the kernel compares before merging and that maps does not
@@ -90,6 +112,13 @@ pub mod sig {
     pub const ACCOUNT: u32 = 1 << 11;
     /// MAP_STACK at mmap (only to name the region a thread stack).
     pub const MAP_STACK: u32 = 1 << 12;
+    /// Locked as its pages fault in (MLOCK_ONFAULT, MCL_ONFAULT), with
+    /// LOCKED.
+    pub const LOCKONFAULT: u32 = 1 << 13;
+    /// Sealed (mseal): no longer unmapped, moved or reprotected.
+    pub const SEALED: u32 = 1 << 14;
+    /// The bits mlock and munlock change.
+    pub const LOCK_MASK: u32 = LOCKED | LOCKONFAULT;
     /// Bits that take part in merge decisions.
     pub const MERGE_MASK: u32 = !MAP_STACK;
 }
@@ -144,6 +173,10 @@ vocabulary! {
         Replaced = "replaced",
         /// Found different in /proc/PID/maps at a check: the model resynced.
         Drift = "drift",
+        /// Attached SysV shared memory.
+        Shmat = "shmat",
+        /// Detached SysV shared memory.
+        Shmdt = "shmdt",
     }
 }
 
@@ -192,6 +225,12 @@ vocabulary! {
         Move = "move",
         Merge = "merge",
         Advise = "advise",
+        /// Locked in memory (mlock, mlock2, mlockall).
+        Lock = "lock",
+        /// Unlocked (munlock, munlockall).
+        Unlock = "unlock",
+        /// Sealed (mseal).
+        Seal = "seal",
     }
 }
 
@@ -306,6 +345,8 @@ pub struct AddressSpace {
     pub regions: Vec<Region>,
     next_id: u64,
     next_anon_vma: u64,
+    /// The last identity given to a shared mapping's file (`Backing::Shm`).
+    next_file: u64,
     /// Width of a fault bucket, ns.
     pub bucket_ns: u64,
     /// Faults that fell in no region.
@@ -315,6 +356,9 @@ pub struct AddressSpace {
     /// What the live regions make of the kernel's counters, kept as they
     /// change.
     counts: counters::Counts,
+    /// The lock bits new mappings get (`mm->def_flags`: mlockall with
+    /// MCL_FUTURE).
+    def_sig: u32,
 }
 
 /// One change to the regions, for `AddressSpace::journal`.
@@ -500,9 +544,10 @@ impl AddressSpace {
         };
         let mut right = self.new_region(addr, left_end, t_ns, Cause::Split);
         right.perms = perms;
-        right.offset = match backing {
-            Backing::File { .. } => offset + (addr - left_start),
-            _ => 0,
+        right.offset = if backing.has_file() {
+            offset + (addr - left_start)
+        } else {
+            0
         };
         right.backing = backing;
         right.sig = sig_bits;
@@ -552,7 +597,7 @@ impl AddressSpace {
                 self.live.remove(&start);
                 self.uncount(idx);
                 let r = &mut self.regions[idx];
-                if matches!(r.backing, Backing::File { .. }) {
+                if r.backing.has_file() {
                     r.offset += hi - start;
                 }
                 r.start = hi;
@@ -580,6 +625,10 @@ impl AddressSpace {
         }
         match (&a.backing, &b.backing) {
             (Backing::Anon, Backing::Anon) | (Backing::Heap, Backing::Heap) => true,
+            // Pieces of one shared mapping (split by mlock, mprotect...).
+            (Backing::Shm { file, .. }, Backing::Shm { file: file2, .. }) => {
+                *file != 0 && file == file2 && a.offset + a.len() == b.offset
+            }
             (
                 Backing::File { dev, ino, .. },
                 Backing::File {
@@ -659,7 +708,11 @@ impl AddressSpace {
             Some((path, dev, ino)) if flags & MAP_ANONYMOUS == 0 => {
                 Backing::File { path, dev, ino }
             }
-            _ if shared => Backing::Shm { path: None },
+            _ if shared => Backing::Shm {
+                path: None,
+                ino: 0,
+                file: self.new_file(),
+            },
             _ => Backing::Anon,
         };
         if matches!(r.backing, Backing::File { .. }) {
@@ -671,6 +724,8 @@ impl AddressSpace {
         if flags & MAP_LOCKED != 0 {
             r.sig |= sig::LOCKED;
         }
+        // mlockall(MCL_FUTURE): every new mapping is locked.
+        r.sig |= self.def_sig;
         if flags & MAP_STACK != 0 {
             // Since 6.7 MAP_STACK also sets VM_NOHUGEPAGE.
             r.sig |= sig::MAP_STACK | sig::NOHUGEPAGE;
@@ -751,6 +806,155 @@ impl AddressSpace {
         self.mprotect(t_ns, addr, len, prot);
     }
 
+    /// The end of the mapped run that starts at `lo`, up to `hi`: the
+    /// first hole (`lo` itself when `lo` is not mapped). A call that walks
+    /// the range and stops with ENOMEM at a hole (mprotect, mlock) has
+    /// changed [lo, that end).
+    pub fn mapped_run_end(&self, lo: u64, hi: u64) -> u64 {
+        let mut end = lo;
+        while end < hi {
+            match self.find(end) {
+                Some(i) => end = self.regions[i].end,
+                None => break,
+            }
+        }
+        end.min(hi).max(lo)
+    }
+
+    /// mlock, mlock2 and munlock of [addr, addr + len), which the kernel
+    /// widens to whole pages: each mapping's lock bits become `lock`
+    /// (LOCKED, LOCKED | LOCKONFAULT, or nothing to unlock), splitting at
+    /// the edges and merging as mprotect does. Special mappings (`[vdso]`,
+    /// `[vvar]`) are never locked.
+    pub fn lock(&mut self, t_ns: u64, addr: u64, len: u64, lock: u32) {
+        let lo = page_down(addr);
+        let hi = lo.saturating_add(page_up(len.saturating_add(addr - lo)));
+        self.lock_range(t_ns, lo, hi, lock);
+    }
+
+    /// [`AddressSpace::lock`] of [lo, hi), page aligned.
+    pub fn lock_range(&mut self, t_ns: u64, lo: u64, hi: u64, lock: u32) {
+        let op = if lock == 0 { Op::Unlock } else { Op::Lock };
+        self.modify(lo, hi, t_ns, op, |r| {
+            if matches!(r.backing, Backing::Special(_)) {
+                return (r.perms, r.sig);
+            }
+            (r.perms, (r.sig & !sig::LOCK_MASK) | lock)
+        });
+    }
+
+    /// mlockall (`lock_current`: MCL_CURRENT locks every mapping now,
+    /// with `lock` bits) and munlockall (`lock` 0, every mapping). `future`:
+    /// the lock bits of the mappings to come (MCL_FUTURE), which replace
+    /// the former ones.
+    pub fn lock_all(&mut self, t_ns: u64, lock: Option<u32>, future: u32) {
+        self.def_sig = future & sig::LOCK_MASK;
+        if let Some(lock) = lock {
+            self.lock_range(t_ns, 0, u64::MAX, lock);
+        }
+    }
+
+    /// mseal of [addr, addr + len) (page aligned, all mapped, or the call
+    /// fails): the mappings become sealed, split at the edges.
+    pub fn mseal(&mut self, t_ns: u64, addr: u64, len: u64) {
+        let hi = addr.saturating_add(page_up(len));
+        self.modify(addr, hi, t_ns, Op::Seal, |r| (r.perms, r.sig | sig::SEALED));
+    }
+
+    /// A new identity for a shared mapping's file (see `Backing::Shm`).
+    fn new_file(&mut self) -> u64 {
+        self.next_file += 1;
+        self.next_file
+    }
+
+    /// A SysV segment attached at `seg.start` (its extent and file as the
+    /// kernel shows them), replacing what was there (SHM_REMAP). Each
+    /// attach maps the segment through a file of its own: two attaches
+    /// never merge.
+    pub fn shmat(&mut self, t_ns: u64, seg: &Seed) {
+        self.carve(seg.start, seg.end, t_ns, Cause::Replaced);
+        let mut r = self.new_region(seg.start, seg.end, t_ns, Cause::Shmat);
+        r.perms = seg.perms;
+        r.backing = match &seg.backing {
+            Backing::Shm { path, ino, .. } => Backing::Shm {
+                path: path.clone(),
+                ino: *ino,
+                file: self.new_file(),
+            },
+            other => other.clone(),
+        };
+        r.offset = seg.offset;
+        r.sig = self.def_sig;
+        self.insert(r);
+    }
+
+    /// shmdt of the segment attached at `addr`, as the kernel finds it:
+    /// the first SysV mapping at or above `addr` whose offset in the
+    /// segment is its distance from `addr`, and with it every other piece
+    /// of that segment above `addr` at its place (a segment split by
+    /// mprotect, mlock or munmap). Returns false when there is none (the
+    /// model is out of step: the call succeeded).
+    pub fn shmdt(&mut self, t_ns: u64, addr: u64) -> bool {
+        let at_its_place = |r: &Region| r.backing.is_sysv() && r.offset == r.start - addr;
+        let first = self
+            .live
+            .range(addr..)
+            .map(|(_, &i)| i)
+            .find(|&i| at_its_place(&self.regions[i]));
+        let Some(first) = first else {
+            return false;
+        };
+        let ino = match &self.regions[first].backing {
+            Backing::Shm { ino, .. } => *ino,
+            _ => 0,
+        };
+        let pieces: Vec<(u64, u64)> = self
+            .live
+            .range(addr..)
+            .map(|(_, &i)| &self.regions[i])
+            .filter(|r| {
+                at_its_place(r) && matches!(r.backing, Backing::Shm { ino: i, .. } if i == ino)
+            })
+            .map(|r| (r.start, r.end))
+            .collect();
+        for (start, end) in pieces {
+            self.carve(start, end, t_ns, Cause::Shmdt);
+        }
+        true
+    }
+
+    /// remap_file_pages of [addr, addr + size) to the pages from `pgoff`
+    /// of the file of the shared mapping at `addr`. Since 4.0 the kernel
+    /// does it as an mmap (MAP_SHARED | MAP_FIXED, the mapping's
+    /// protection, MAP_LOCKED if it was locked) of that file at
+    /// `pgoff`: a new mapping over the range, merged with its neighbours
+    /// where the file's pages follow on. Returns false when no shared file
+    /// mapping starts the range (the model is out of step: the call
+    /// succeeded).
+    pub fn remap_file_pages(&mut self, t_ns: u64, addr: u64, size: u64, pgoff: u64) -> bool {
+        let lo = page_down(addr);
+        let hi = lo.saturating_add(page_down(size));
+        let Some(src) = self.find(lo) else {
+            return false;
+        };
+        let s = &self.regions[src];
+        if !s.perms.shared || !s.backing.has_file() || hi <= lo {
+            return false;
+        }
+        let (perms, backing, locked, parent) =
+            (s.perms, s.backing.clone(), s.sig & sig::LOCKED, s.id);
+        self.carve(lo, hi, t_ns, Cause::Replaced);
+        let mut r = self.new_region(lo, hi, t_ns, Cause::Mmap);
+        r.perms = perms;
+        r.backing = backing;
+        r.offset = pgoff.saturating_mul(PAGE);
+        r.sig = locked | self.def_sig;
+        r.parent = Some(parent);
+        self.insert(r);
+        self.merge_around(lo, t_ns);
+        true
+    }
+
     pub fn madvise(&mut self, t_ns: u64, addr: u64, len: u64, advice: u64) {
         let (set, clear) = match advice as i32 {
             libc::MADV_NORMAL => (0, sig::RAND | sig::SEQ),
@@ -793,6 +997,9 @@ impl AddressSpace {
                 && r.start >= page_down(start_brk)
                 && matches!(r.backing, Backing::Heap | Backing::Anon)
                 && r.perms == Perms::from_prot(3, false)
+                // The kernel only extends a heap whose flags are those of
+                // the new pages (locked or not, since mlockall).
+                && r.sig & sig::LOCK_MASK == self.def_sig
             {
                 self.uncount(idx);
                 let r = &mut self.regions[idx];
@@ -808,7 +1015,7 @@ impl AddressSpace {
         let mut r = self.new_region(old_end, new_end, t_ns, Cause::Brk);
         r.perms = Perms::from_prot(3, false);
         r.backing = Backing::Heap;
-        r.sig = sig::ACCOUNT;
+        r.sig = sig::ACCOUNT | self.def_sig;
         self.insert(r);
     }
 
@@ -939,6 +1146,12 @@ impl AddressSpace {
         self.clear_journal();
     }
 
+    /// A new address space (exec): mlockall's MCL_FUTURE does not carry
+    /// over.
+    pub fn new_mm(&mut self) {
+        self.def_sig = 0;
+    }
+
     /// Every live region dies (exec replaces the address space, exit
     /// tears it down).
     pub fn end_all(&mut self, t_ns: u64, cause: Cause) {
@@ -973,6 +1186,9 @@ impl AddressSpace {
         if self.journal.is_some() {
             child.keep_journal();
         }
+        // The child maps the parent's files (the same ones): its own come
+        // after them.
+        child.next_file = self.next_file;
         for r in self.live() {
             if r.sig & sig::DONTFORK != 0 {
                 continue;
@@ -981,7 +1197,8 @@ impl AddressSpace {
             c.perms = r.perms;
             c.backing = r.backing.clone();
             c.offset = r.offset;
-            c.sig = r.sig;
+            // Locks are not inherited (nor is mlockall's MCL_FUTURE).
+            c.sig = r.sig & !sig::LOCK_MASK;
             c.parent = Some(r.id);
             // The child gets anon_vmas of its own.
             if r.anon_vma.is_some() {

@@ -217,3 +217,214 @@ fn kept_counts_are_the_live_regions_counts() {
     check(&a, "resync to nothing");
     assert_eq!(a.counts(), counters::Counts::default());
 }
+
+fn lock_bits(a: &AddressSpace) -> Vec<(u64, u64, u32)> {
+    a.live()
+        .map(|r| (r.start, r.end, r.sig & sig::LOCK_MASK))
+        .collect()
+}
+
+#[test]
+fn mlock_splits_and_munlock_merges_back() {
+    let mut a = AddressSpace::new(1);
+    a.mmap(1, 0x10000, 4 * P, RW, ANON, 0, None);
+    // Not page aligned: the kernel widens it to pages 1 and 2.
+    a.lock(2, 0x11010, 2 * P - 0x20, sig::LOCKED);
+    assert_eq!(
+        lock_bits(&a),
+        [
+            (0x10000, 0x11000, 0),
+            (0x11000, 0x13000, sig::LOCKED),
+            (0x13000, 0x14000, 0)
+        ]
+    );
+    assert_eq!(a.counts().locked_vm, 2);
+    assert_eq!(ops(&a.regions[1]).last(), Some(&"lock"));
+    // Locked on fault is another flag: no merge with the locked part.
+    a.lock(3, 0x13000, P, sig::LOCKED | sig::LOCKONFAULT);
+    assert_eq!(a.live_count(), 3);
+    a.lock(4, 0x10000, 4 * P, 0);
+    assert_eq!(lock_bits(&a), [(0x10000, 0x14000, 0)]);
+    assert_eq!(a.counts().locked_vm, 0);
+}
+
+#[test]
+fn mlockall_locks_now_and_later_and_munlockall_undoes_it() {
+    let mut a = AddressSpace::new(1);
+    a.seed(
+        0,
+        &[Seed {
+            start: 0x7fff_0000,
+            end: 0x7fff_2000,
+            perms: Perms::from_prot(R | 4, false),
+            offset: 0,
+            backing: Backing::Special("[vdso]".into()),
+        }],
+        Cause::Exec,
+    );
+    a.brk(1, 0x50_0000, 0x50_0000, 0x50_2000);
+    a.mmap(2, 0x10000, 2 * P, RW, ANON, 0, None);
+    a.lock_all(3, Some(sig::LOCKED), sig::LOCKED);
+    // The vDSO is special: never locked.
+    assert_eq!(
+        lock_bits(&a),
+        [
+            (0x10000, 0x12000, sig::LOCKED),
+            (0x50_0000, 0x50_2000, sig::LOCKED),
+            (0x7fff_0000, 0x7fff_2000, 0)
+        ]
+    );
+    // A mapping to come is locked, and merges with its locked neighbour;
+    // the heap grows locked.
+    a.mmap(4, 0x12000, P, RW, ANON, 0, None);
+    a.brk(5, 0x50_0000, 0x50_2000, 0x50_3000);
+    assert_eq!(
+        lock_bits(&a)[..2],
+        [
+            (0x10000, 0x13000, sig::LOCKED),
+            (0x50_0000, 0x50_3000, sig::LOCKED)
+        ]
+    );
+    // A child inherits no lock.
+    let child = a.fork_copy(6);
+    assert!(child.live().all(|r| r.sig & sig::LOCK_MASK == 0));
+    assert_eq!(child.counts().locked_vm, 0);
+    a.lock_all(7, Some(0), 0);
+    assert!(a.live().all(|r| r.sig & sig::LOCK_MASK == 0));
+    // Heap pages to come are not locked: a heap locked in the middle of
+    // its life is not extended with them.
+    a.lock_all(8, None, sig::LOCKED);
+    a.brk(9, 0x50_0000, 0x50_3000, 0x50_4000);
+    assert_eq!(
+        lock_bits(&a)[1..3],
+        [
+            (0x50_0000, 0x50_3000, 0),
+            (0x50_3000, 0x50_4000, sig::LOCKED)
+        ]
+    );
+    a.new_mm();
+    a.mmap(10, 0x20000, P, RW, ANON, 0, None);
+    assert_eq!(a.regions.last().unwrap().sig & sig::LOCK_MASK, 0);
+}
+
+#[test]
+fn mseal_splits_at_its_edges() {
+    let mut a = AddressSpace::new(1);
+    a.mmap(1, 0x10000, 3 * P, RW, ANON, 0, None);
+    a.mseal(2, 0x11000, P);
+    let sealed: Vec<bool> = a.live().map(|r| r.sig & sig::SEALED != 0).collect();
+    assert_eq!(sealed, [false, true, false]);
+    assert_eq!(ops(&a.regions[1]).last(), Some(&"seal"));
+    // Sealed neighbours with the same flags merge.
+    a.mseal(3, 0x12000, P);
+    assert_eq!(a.live_count(), 2);
+}
+
+fn sysv(start: u64, pages: u64, shmid: u64) -> Seed {
+    Seed {
+        start,
+        end: start + pages * P,
+        perms: Perms::from_prot(RW, true),
+        offset: 0,
+        backing: Backing::Shm {
+            path: Some(b"/SYSV00000000".to_vec()),
+            ino: shmid,
+            file: 0,
+        },
+    }
+}
+
+#[test]
+fn shmat_and_shmdt_of_a_split_segment() {
+    let mut a = AddressSpace::new(1);
+    a.shmat(1, &sysv(0x10000, 4, 7));
+    // Another attach of the same segment just above.
+    a.shmat(2, &sysv(0x14000, 4, 7));
+    assert_eq!(a.regions[0].born_by, Cause::Shmat);
+    assert_eq!(a.counts().map_count, 2);
+    // Split: its offsets follow the pieces.
+    a.mprotect(3, 0x11000, P, R);
+    a.munmap(4, 0x12000, P);
+    let offsets: Vec<(u64, u64)> = a.live().map(|r| (r.start, r.offset)).collect();
+    assert_eq!(
+        offsets,
+        [(0x10000, 0), (0x11000, P), (0x13000, 3 * P), (0x14000, 0)]
+    );
+    // shmdt takes every piece of the first attach, and only those.
+    assert!(a.shmdt(5, 0x10000));
+    assert_eq!(spans(&a), [(0x14000, 0x18000, "rw-s".into())]);
+    assert!(a
+        .regions
+        .iter()
+        .filter(|r| r.start < 0x14000)
+        .all(|r| r.died_by == Some(Cause::Shmdt)));
+    // Nothing attached there any more.
+    assert!(!a.shmdt(6, 0x10000 + P));
+    // An anonymous mapping is not a segment.
+    a.mmap(7, 0x30000, P, RW, ANON, 0, None);
+    assert!(!a.shmdt(8, 0x30000));
+}
+
+#[test]
+fn remap_file_pages_maps_other_pages_of_the_file() {
+    let f = Some((b"/tmp/f".to_vec(), (8, 1), 42));
+    let shared = 0x01; // MAP_SHARED
+    let mut a = AddressSpace::new(1);
+    a.mmap(1, 0x10000, 4 * P, RW, shared, 0, f);
+    // Page 1 shows the file's page 3.
+    assert!(a.remap_file_pages(2, 0x11000, P, 3));
+    let offsets: Vec<(u64, u64, u64)> = a.live().map(|r| (r.start, r.end, r.offset)).collect();
+    assert_eq!(
+        offsets,
+        [
+            (0x10000, 0x11000, 0),
+            (0x11000, 0x12000, 3 * P),
+            (0x12000, 0x14000, 2 * P)
+        ]
+    );
+    assert_eq!(a.regions.last().unwrap().born_by, Cause::Mmap);
+    // Back to its own page: one mapping again, as in the kernel.
+    assert!(a.remap_file_pages(3, 0x11000, P, 1));
+    assert_eq!(spans(&a), [(0x10000, 0x14000, "rw-s".into())]);
+    // Only shared file mappings can be remapped.
+    a.mmap(4, 0x20000, P, RW, ANON, 0, None);
+    assert!(!a.remap_file_pages(5, 0x20000, P, 0));
+}
+
+#[test]
+fn the_mapped_run_ends_at_the_first_hole() {
+    let mut a = AddressSpace::new(1);
+    a.mmap(1, 0x10000, 2 * P, RW, ANON, 0, None);
+    a.mmap(2, 0x12000, P, R, ANON, 0, None);
+    a.mmap(3, 0x14000, P, RW, ANON, 0, None);
+    assert_eq!(a.mapped_run_end(0x10000, 0x15000), 0x13000);
+    assert_eq!(a.mapped_run_end(0x11000, 0x12000), 0x12000);
+    assert_eq!(a.mapped_run_end(0x13000, 0x15000), 0x13000);
+}
+
+#[test]
+fn pieces_of_one_shared_mapping_merge_again_those_of_two_do_not() {
+    let shared_anon = 0x21; // MAP_SHARED | MAP_ANONYMOUS
+    let mut a = AddressSpace::new(1);
+    a.mmap(1, 0x10000, 3 * P, RW, shared_anon, 0, None);
+    a.lock(2, 0x11000, P, sig::LOCKED);
+    let offsets: Vec<(u64, u64)> = a.live().map(|r| (r.start, r.offset)).collect();
+    assert_eq!(offsets, [(0x10000, 0), (0x11000, P), (0x12000, 2 * P)]);
+    a.lock(3, 0x10000, 3 * P, 0);
+    assert_eq!(spans(&a), [(0x10000, 0x13000, "rw-s".into())]);
+    // Another shared mapping right after, its file's offsets following on
+    // by chance: another file.
+    a.mmap(4, 0x13000, P, RW, shared_anon, 0, None);
+    assert_eq!(a.live_count(), 2);
+    // A child maps the same files; its own mappings are others.
+    let mut child = a.fork_copy(5);
+    child.mmap(6, 0x14000, P, RW, shared_anon, 0, None);
+    let files: Vec<u64> = child
+        .live()
+        .map(|r| match r.backing {
+            Backing::Shm { file, .. } => file,
+            _ => 0,
+        })
+        .collect();
+    assert_eq!(files, [1, 2, 3]);
+}

@@ -12,12 +12,13 @@
 use std::collections::HashMap;
 
 use super::{
-    apply::{apply_event, Applied},
+    apply::{apply_event, apply_shmat, Applied},
     counters::{CounterCheck, Verdict},
-    maps, seed_of, AddressSpace, Cause, CheckReason, Journal, Op, Perms, Region, Seed, SeededBy,
+    maps, seed_of, AddressSpace, Backing, Cause, CheckReason, Journal, Op, Perms, Region, Seed,
+    SeededBy,
 };
 use crate::{
-    event::{Body, Counters, Event},
+    event::{Body, Counters, Event, SysResult},
     kernel::proc,
 };
 
@@ -347,6 +348,7 @@ impl Tracker {
                 p.space.discard_seeded_after(t);
                 let mark = p.space.journal().len();
                 p.space.end_all(t, Cause::Exec);
+                p.space.new_mm();
                 p.exec_at = Some(t);
                 p.exe = Some(path.clone());
                 p.comm = ev.comm.clone();
@@ -399,6 +401,17 @@ impl Tracker {
                 } else {
                     self.ensure_touched(ev.pid, &ev.comm);
                 }
+                let before_seed = ev.ts_ns < self.live[&ev.pid].seeded_until;
+                // An attached segment's extent is not in the call: read it.
+                let segment = match ev.body {
+                    Body::Shmat {
+                        shmid,
+                        flags,
+                        ret: SysResult::Ok(addr),
+                        ..
+                    } if !before_seed => Some(self.shm_segment(ev.pid, addr, shmid, flags)),
+                    _ => None,
+                };
                 let p = self.live.get_mut(&ev.pid).expect("ensured");
                 p.dirty = true;
                 if is_fault {
@@ -406,8 +419,11 @@ impl Tracker {
                 } else {
                     p.last_change = p.last_change.max(ev.ts_ns);
                 }
-                let before_seed = ev.ts_ns < p.seeded_until;
-                match apply_event(&mut p.space, ev, t, before_seed) {
+                let applied = match segment {
+                    Some(seg) => apply_shmat(&mut p.space, ev, t, seg),
+                    None => apply_event(&mut p.space, ev, t, before_seed),
+                };
+                match applied {
                     Applied::Done => {}
                     // No region started where the stack grew: the model is
                     // out of step.
@@ -421,6 +437,49 @@ impl Tracker {
                 }
             }
         }
+    }
+
+    /// The SysV segment `shmid` that `pid` attached at `addr` with `flags`
+    /// (shmat's), as /proc/PID/maps shows it: its pieces from `addr` on, at
+    /// their places in the segment. None when it is not there (any more).
+    fn shm_segment(&mut self, pid: u32, addr: u64, shmid: i32, flags: u64) -> Option<Seed> {
+        let maps = self.source.maps(pid).ok()?;
+        let first = maps.iter().position(|s| s.start == addr)?;
+        let ino = match &maps[first].backing {
+            Backing::Shm { ino, .. } if maps[first].backing.is_sysv() => *ino,
+            _ => return None,
+        };
+        if u64::try_from(shmid).ok() != Some(ino) || maps[first].offset != 0 {
+            return None;
+        }
+        let mut end = maps[first].end;
+        for s in &maps[first + 1..] {
+            let same = matches!(s.backing, Backing::Shm { ino: i, .. } if i == ino);
+            if s.start != end || !same || s.offset != s.start - addr {
+                break;
+            }
+            end = s.end;
+        }
+        // The protection the call asked for (later calls may have changed
+        // the maps' since).
+        let prot = libc::PROT_READ as u64
+            | if flags & libc::SHM_RDONLY as u64 != 0 {
+                0
+            } else {
+                libc::PROT_WRITE as u64
+            }
+            | if flags & libc::SHM_EXEC as u64 != 0 {
+                libc::PROT_EXEC as u64
+            } else {
+                0
+            };
+        Some(Seed {
+            start: addr,
+            end,
+            perms: Perms::from_prot(prot, true),
+            offset: 0,
+            backing: maps[first].backing.clone(),
+        })
     }
 
     /// What the current event changed, in print order: births, deaths and
@@ -475,7 +534,7 @@ impl Tracker {
         if !differences.is_empty() {
             p.space.resync(t, snapshot);
         }
-        if let Some(r) = p.counters.checked(!differences.is_empty()) {
+        if let Some(r) = p.counters.checked(!differences.is_empty(), p.last_change) {
             log::debug!(
                 "pid {pid}: the maps explain no difference of counters; expected from now on: {}",
                 r.describe()
@@ -935,5 +994,32 @@ mod tests {
         let p = t.get(7).unwrap();
         assert_eq!(p.recheck, Some(CheckReason::Counters));
         assert_eq!(p.uncertain_since, Some(6000 + 2_000_000));
+    }
+
+    #[test]
+    fn a_difference_gone_by_the_check_is_not_learnt() {
+        let mut t = tracker(true, &[(7, vec![seed(0x10000, 1)])]);
+        t.apply(&ev(5000, 7, mmap(0x20000, 1)));
+        t.end_event();
+        t.apply(&counted(ev(6000, 7, mmap(0x30000, 1)), 4, 4));
+        t.end_event();
+        // More changes before the check: what the counters saw may be gone.
+        t.apply(&ev(6500, 7, mmap(0x40000, 1)));
+        t.end_event();
+        let maps = [
+            seed(0x10000, 1),
+            seed(0x20000, 1),
+            seed(0x30000, 1),
+            seed(0x40000, 1),
+        ];
+        assert!(t.compare(7, 7000, &maps).unwrap().differences.is_empty());
+        // Nothing was learnt: the same difference is doubted again.
+        t.apply(&counted(ev(8000, 7, mmap(0x50000, 1)), 6, 6));
+        t.end_event();
+        let p = t.get(7).unwrap();
+        assert_eq!(
+            (p.recheck, p.counters.mismatches),
+            (Some(CheckReason::Counters), 2)
+        );
     }
 }

@@ -57,7 +57,7 @@ fn path_of(r: &Region) -> Option<Vec<u8>> {
         Backing::Heap => Some(b"[heap]".to_vec()),
         Backing::Stack => Some(b"[stack]".to_vec()),
         Backing::File { path, .. } => Some(path.clone()),
-        Backing::Shm { path } => path.clone(),
+        Backing::Shm { path, .. } => path.clone(),
         Backing::Special(name) => Some(name.as_bytes().to_vec()),
     }
 }

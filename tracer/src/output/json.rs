@@ -9,7 +9,8 @@
 use serde::Serialize;
 
 use super::names::{
-    advice_str, dev_str, errno_name, hex, lossy, mmap_flags_str, mremap_flags_str, prot_str,
+    advice_str, dev_str, errno_name, hex, lossy, mlock2_flags_str, mlockall_flags_str,
+    mmap_flags_str, mremap_flags_str, prot_str, remap_file_pages_flags_str, shmat_flags_str,
     signal_name,
 };
 use crate::event::{split_status, Body, Event, StackSource, SysResult};
@@ -138,6 +139,73 @@ struct Madvise {
     addr: String,
     len: u64,
     advice: String,
+    #[serde(flatten)]
+    ret: Ret<u64>,
+}
+
+/// mlock, munlock.
+#[derive(Serialize)]
+struct Range {
+    addr: String,
+    len: u64,
+    #[serde(flatten)]
+    ret: Ret<u64>,
+}
+
+#[derive(Serialize)]
+struct Mlock2 {
+    addr: String,
+    len: u64,
+    flags: String,
+    #[serde(flatten)]
+    ret: Ret<u64>,
+}
+
+#[derive(Serialize)]
+struct Mlockall {
+    flags: String,
+    #[serde(flatten)]
+    ret: Ret<u64>,
+}
+
+#[derive(Serialize)]
+struct Munlockall {
+    #[serde(flatten)]
+    ret: Ret<u64>,
+}
+
+#[derive(Serialize)]
+struct Mseal {
+    addr: String,
+    len: u64,
+    flags: u64,
+    #[serde(flatten)]
+    ret: Ret<u64>,
+}
+
+#[derive(Serialize)]
+struct Shmat {
+    shmid: i32,
+    addr: String,
+    flags: String,
+    #[serde(flatten)]
+    ret: Ret<String>,
+}
+
+#[derive(Serialize)]
+struct Shmdt {
+    addr: String,
+    #[serde(flatten)]
+    ret: Ret<u64>,
+}
+
+#[derive(Serialize)]
+struct RemapFilePages {
+    addr: String,
+    size: u64,
+    prot: String,
+    pgoff: u64,
+    flags: String,
     #[serde(flatten)]
     ret: Ret<u64>,
 }
@@ -322,6 +390,89 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64) -> serd
                 addr: hex(*addr),
                 len: *len,
                 advice: advice_str(*advice),
+                ret: ret_int(*ret),
+            },
+        ),
+        Body::Mlock { addr, len, ret } | Body::Munlock { addr, len, ret } => head.write(
+            out,
+            Range {
+                addr: hex(*addr),
+                len: *len,
+                ret: ret_int(*ret),
+            },
+        ),
+        Body::Mlock2 {
+            addr,
+            len,
+            flags,
+            ret,
+        } => head.write(
+            out,
+            Mlock2 {
+                addr: hex(*addr),
+                len: *len,
+                flags: mlock2_flags_str(*flags),
+                ret: ret_int(*ret),
+            },
+        ),
+        Body::Mlockall { flags, ret } => head.write(
+            out,
+            Mlockall {
+                flags: mlockall_flags_str(*flags),
+                ret: ret_int(*ret),
+            },
+        ),
+        Body::Munlockall { ret } => head.write(out, Munlockall { ret: ret_int(*ret) }),
+        Body::Mseal {
+            addr,
+            len,
+            flags,
+            ret,
+        } => head.write(
+            out,
+            Mseal {
+                addr: hex(*addr),
+                len: *len,
+                flags: *flags,
+                ret: ret_int(*ret),
+            },
+        ),
+        Body::Shmat {
+            shmid,
+            addr,
+            flags,
+            ret,
+        } => head.write(
+            out,
+            Shmat {
+                shmid: *shmid,
+                addr: hex(*addr),
+                flags: shmat_flags_str(*flags),
+                ret: ret_addr(*ret),
+            },
+        ),
+        Body::Shmdt { addr, ret } => head.write(
+            out,
+            Shmdt {
+                addr: hex(*addr),
+                ret: ret_int(*ret),
+            },
+        ),
+        Body::RemapFilePages {
+            addr,
+            size,
+            prot,
+            pgoff,
+            flags,
+            ret,
+        } => head.write(
+            out,
+            RemapFilePages {
+                addr: hex(*addr),
+                size: *size,
+                prot: prot_str(*prot),
+                pgoff: *pgoff,
+                flags: remap_file_pages_flags_str(*flags),
                 ret: ret_int(*ret),
             },
         ),
@@ -603,6 +754,72 @@ mod tests {
                 ret: SysResult::Ok(0),
             },
             r#""event":"pkey_mprotect","addr":"0x1000","len":4096,"prot":"r--","pkey":2,"ret":0"#,
+        );
+        check(
+            Body::Mlock {
+                addr: 0x1000,
+                len: 4096,
+                ret: SysResult::Ok(0),
+            },
+            r#""event":"mlock","addr":"0x1000","len":4096,"ret":0"#,
+        );
+        check(
+            Body::Mlock2 {
+                addr: 0x1000,
+                len: 4096,
+                flags: 1,
+                ret: SysResult::Err(12),
+            },
+            r#""event":"mlock2","addr":"0x1000","len":4096,"flags":"MLOCK_ONFAULT","ret":null,"errno":"ENOMEM""#,
+        );
+        check(
+            Body::Mlockall {
+                flags: 2,
+                ret: SysResult::Ok(0),
+            },
+            r#""event":"mlockall","flags":"MCL_FUTURE","ret":0"#,
+        );
+        check(
+            Body::Munlockall {
+                ret: SysResult::Ok(0),
+            },
+            r#""event":"munlockall","ret":0"#,
+        );
+        check(
+            Body::Mseal {
+                addr: 0x1000,
+                len: 4096,
+                flags: 0,
+                ret: SysResult::Ok(0),
+            },
+            r#""event":"mseal","addr":"0x1000","len":4096,"flags":0,"ret":0"#,
+        );
+        check(
+            Body::Shmat {
+                shmid: 7,
+                addr: 0,
+                flags: 0,
+                ret: SysResult::Ok(0x7f00_0000_0000),
+            },
+            r#""event":"shmat","shmid":7,"addr":"0x0","flags":"0","ret":"0x7f0000000000""#,
+        );
+        check(
+            Body::Shmdt {
+                addr: 0x7f00_0000_0000,
+                ret: SysResult::Err(22),
+            },
+            r#""event":"shmdt","addr":"0x7f0000000000","ret":null,"errno":"EINVAL""#,
+        );
+        check(
+            Body::RemapFilePages {
+                addr: 0x1000,
+                size: 4096,
+                prot: 0,
+                pgoff: 3,
+                flags: 0,
+                ret: SysResult::Ok(0),
+            },
+            r#""event":"remap_file_pages","addr":"0x1000","size":4096,"prot":"---","pgoff":3,"flags":"0","ret":0"#,
         );
     }
 

@@ -198,6 +198,53 @@ mod tests {
                 pkey: -1,
                 ret: SysResult::Ok(0),
             },
+            Body::Mlock {
+                addr: 0x1000,
+                len: 4096,
+                ret: SysResult::Ok(0),
+            },
+            Body::Mlock2 {
+                addr: 0x1000,
+                len: 4096,
+                flags: 1,
+                ret: SysResult::Ok(0),
+            },
+            Body::Munlock {
+                addr: 0x1000,
+                len: 4096,
+                ret: SysResult::Ok(0),
+            },
+            Body::Mlockall {
+                flags: 3,
+                ret: SysResult::Ok(0),
+            },
+            Body::Munlockall {
+                ret: SysResult::Ok(0),
+            },
+            Body::Mseal {
+                addr: 0x1000,
+                len: 4096,
+                flags: 0,
+                ret: SysResult::Ok(0),
+            },
+            Body::Shmat {
+                shmid: 7,
+                addr: 0,
+                flags: 0,
+                ret: SysResult::Ok(0x7f00_0000_0000),
+            },
+            Body::Shmdt {
+                addr: 0x7f00_0000_0000,
+                ret: SysResult::Ok(0),
+            },
+            Body::RemapFilePages {
+                addr: 0x1000,
+                size: 4096,
+                prot: 0,
+                pgoff: 1,
+                flags: 0,
+                ret: SysResult::Ok(0),
+            },
             Body::Fault {
                 addr: 0x1000,
                 ip: 0x401000,

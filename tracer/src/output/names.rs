@@ -179,9 +179,52 @@ pub fn mremap_flags_str(flags: u64) -> String {
         (libc::MREMAP_FIXED as u64, "MREMAP_FIXED"),
         (libc::MREMAP_DONTUNMAP as u64, "MREMAP_DONTUNMAP"),
     ];
+    flags_str(flags, FLAGS)
+}
+
+/// mlock2's `MLOCK_*` flags: "MLOCK_ONFAULT"; "0" when none.
+pub fn mlock2_flags_str(flags: u64) -> String {
+    // Linux's asm-generic/mman-common.h.
+    flags_str(flags, &[(1, "MLOCK_ONFAULT")])
+}
+
+/// mlockall's `MCL_*` flags: "MCL_CURRENT|MCL_FUTURE"; "0" when none.
+pub fn mlockall_flags_str(flags: u64) -> String {
+    flags_str(
+        flags,
+        &[
+            (libc::MCL_CURRENT as u64, "MCL_CURRENT"),
+            (libc::MCL_FUTURE as u64, "MCL_FUTURE"),
+            (libc::MCL_ONFAULT as u64, "MCL_ONFAULT"),
+        ],
+    )
+}
+
+/// shmat's `SHM_*` flags: "SHM_RDONLY|SHM_RND"; "0" when none.
+pub fn shmat_flags_str(flags: u64) -> String {
+    flags_str(
+        flags,
+        &[
+            (libc::SHM_RDONLY as u64, "SHM_RDONLY"),
+            (libc::SHM_RND as u64, "SHM_RND"),
+            (libc::SHM_REMAP as u64, "SHM_REMAP"),
+            (libc::SHM_EXEC as u64, "SHM_EXEC"),
+        ],
+    )
+}
+
+/// remap_file_pages's flags (only MAP_NONBLOCK means something); "0"
+/// when none.
+pub fn remap_file_pages_flags_str(flags: u64) -> String {
+    flags_str(flags, &[(libc::MAP_NONBLOCK as u64, "MAP_NONBLOCK")])
+}
+
+/// The names of the bits of `flags` in `names`, `|`-joined, leftover bits
+/// in hex; "0" when none is set.
+fn flags_str(flags: u64, names: &[(u64, &str)]) -> String {
     let mut parts = Vec::new();
     let mut rest = flags;
-    for &(bit, name) in FLAGS {
+    for &(bit, name) in names {
         if rest & bit != 0 {
             parts.push(name.to_string());
             rest &= !bit;
@@ -483,6 +526,19 @@ mod tests {
         assert_eq!(mremap_flags_str(3), "MREMAP_MAYMOVE|MREMAP_FIXED");
         assert_eq!(mremap_flags_str(5), "MREMAP_MAYMOVE|MREMAP_DONTUNMAP");
         assert_eq!(mremap_flags_str(0x11), "MREMAP_MAYMOVE|0x10");
+    }
+
+    #[test]
+    fn lock_shm_and_remap_flags() {
+        assert_eq!(mlock2_flags_str(0), "0");
+        assert_eq!(mlock2_flags_str(1), "MLOCK_ONFAULT");
+        assert_eq!(mlockall_flags_str(3), "MCL_CURRENT|MCL_FUTURE");
+        assert_eq!(mlockall_flags_str(7), "MCL_CURRENT|MCL_FUTURE|MCL_ONFAULT");
+        assert_eq!(shmat_flags_str(0), "0");
+        assert_eq!(shmat_flags_str(0o30000), "SHM_RDONLY|SHM_RND");
+        assert_eq!(shmat_flags_str(0o140000), "SHM_REMAP|SHM_EXEC");
+        assert_eq!(remap_file_pages_flags_str(0x10000), "MAP_NONBLOCK");
+        assert_eq!(remap_file_pages_flags_str(0x10001), "MAP_NONBLOCK|0x1");
     }
 
     #[test]

@@ -13,8 +13,9 @@ use std::fmt::Write as _;
 use anstyle::{AnsiColor, Style};
 
 use super::names::{
-    advice_str, dev_str, errno_name, escape_text, hex, human_size, mmap_flags_str,
-    mremap_flags_str, prot_str, signal_name,
+    advice_str, dev_str, errno_name, escape_text, hex, human_size, mlock2_flags_str,
+    mlockall_flags_str, mmap_flags_str, mremap_flags_str, prot_str, remap_file_pages_flags_str,
+    shmat_flags_str, signal_name,
 };
 use crate::event::{split_status, Body, Event, StackSource, SysResult};
 
@@ -62,7 +63,16 @@ fn family_style(body: &Body) -> Style {
         | Body::Mremap { .. }
         | Body::Mprotect { .. }
         | Body::Madvise { .. }
-        | Body::PkeyMprotect { .. } => PALETTE.syscall,
+        | Body::PkeyMprotect { .. }
+        | Body::Mlock { .. }
+        | Body::Mlock2 { .. }
+        | Body::Munlock { .. }
+        | Body::Mlockall { .. }
+        | Body::Munlockall { .. }
+        | Body::Mseal { .. }
+        | Body::Shmat { .. }
+        | Body::Shmdt { .. }
+        | Body::RemapFilePages { .. } => PALETTE.syscall,
         Body::Fault { .. } | Body::FaultSummary { .. } | Body::Stack { .. } => PALETTE.fault,
         Body::Exec { .. } | Body::Fork { .. } | Body::Exit { .. } => PALETTE.process,
         Body::Lost { .. } => PALETTE.lost,
@@ -232,6 +242,83 @@ fn details(out: &mut String, ev: &Event, color: bool) {
                 human_size(*len),
                 advice_str(*advice)
             );
+            result(out, color, *ret, false);
+        }
+        Body::Mlock { addr, len, ret } | Body::Munlock { addr, len, ret } => {
+            let _ = write!(out, "{} {}", hex(*addr), human_size(*len));
+            result(out, color, *ret, false);
+        }
+        Body::Mlock2 {
+            addr,
+            len,
+            flags,
+            ret,
+        } => {
+            let _ = write!(
+                out,
+                "{} {} {}",
+                hex(*addr),
+                human_size(*len),
+                mlock2_flags_str(*flags)
+            );
+            result(out, color, *ret, false);
+        }
+        Body::Mlockall { flags, ret } => {
+            out.push_str(&mlockall_flags_str(*flags));
+            result(out, color, *ret, false);
+        }
+        Body::Munlockall { ret } => {
+            out.push_str("all");
+            result(out, color, *ret, false);
+        }
+        Body::Mseal {
+            addr,
+            len,
+            flags,
+            ret,
+        } => {
+            let _ = write!(out, "{} {}", hex(*addr), human_size(*len));
+            if *flags != 0 {
+                let _ = write!(out, " flags={}", hex(*flags));
+            }
+            result(out, color, *ret, false);
+        }
+        Body::Shmat {
+            shmid,
+            addr,
+            flags,
+            ret,
+        } => {
+            let _ = write!(out, "shmid={shmid} ");
+            if *addr == 0 {
+                out.push_str("NULL");
+            } else {
+                out.push_str(&hex(*addr));
+            }
+            if *flags != 0 {
+                let _ = write!(out, " {}", shmat_flags_str(*flags));
+            }
+            result(out, color, *ret, true);
+        }
+        Body::Shmdt { addr, ret } => {
+            out.push_str(&hex(*addr));
+            result(out, color, *ret, false);
+        }
+        Body::RemapFilePages {
+            addr,
+            size,
+            prot,
+            pgoff,
+            flags,
+            ret,
+        } => {
+            let _ = write!(out, "{} {} pgoff={pgoff}", hex(*addr), human_size(*size));
+            if *prot != 0 {
+                let _ = write!(out, " prot={}", prot_str(*prot));
+            }
+            if *flags != 0 {
+                let _ = write!(out, " {}", remap_file_pages_flags_str(*flags));
+            }
             result(out, color, *ret, false);
         }
         Body::Fault {
@@ -509,6 +596,80 @@ mod tests {
                     ret: SysResult::Err(22),
                 },
                 "pkey_mprotect 0x1000 8.0 KiB rw- pkey=-1 = -EINVAL\n",
+            ),
+            (
+                Body::Mlock {
+                    addr: 0x1000,
+                    len: 8192,
+                    ret: SysResult::Ok(0),
+                },
+                "mlock     0x1000 8.0 KiB = 0\n",
+            ),
+            (
+                Body::Mlock2 {
+                    addr: 0x1000,
+                    len: 4096,
+                    flags: 1,
+                    ret: SysResult::Ok(0),
+                },
+                "mlock2    0x1000 4.0 KiB MLOCK_ONFAULT = 0\n",
+            ),
+            (
+                Body::Munlock {
+                    addr: 0x1000,
+                    len: 4096,
+                    ret: SysResult::Err(12),
+                },
+                "munlock   0x1000 4.0 KiB = -ENOMEM\n",
+            ),
+            (
+                Body::Mlockall {
+                    flags: 3,
+                    ret: SysResult::Ok(0),
+                },
+                "mlockall  MCL_CURRENT|MCL_FUTURE = 0\n",
+            ),
+            (
+                Body::Munlockall {
+                    ret: SysResult::Ok(0),
+                },
+                "munlockall all = 0\n",
+            ),
+            (
+                Body::Mseal {
+                    addr: 0x1000,
+                    len: 4096,
+                    flags: 0,
+                    ret: SysResult::Err(1),
+                },
+                "mseal     0x1000 4.0 KiB = -EPERM\n",
+            ),
+            (
+                Body::Shmat {
+                    shmid: 32769,
+                    addr: 0,
+                    flags: 0o10000,
+                    ret: SysResult::Ok(0x7f00_0000_0000),
+                },
+                "shmat     shmid=32769 NULL SHM_RDONLY = 0x7f0000000000\n",
+            ),
+            (
+                Body::Shmdt {
+                    addr: 0x7f00_0000_0000,
+                    ret: SysResult::Ok(0),
+                },
+                "shmdt     0x7f0000000000 = 0\n",
+            ),
+            (
+                Body::RemapFilePages {
+                    addr: 0x1000,
+                    size: 4096,
+                    prot: 0,
+                    pgoff: 3,
+                    flags: 0,
+                    ret: SysResult::Ok(0),
+                },
+                "remap_file_pages 0x1000 4.0 KiB pgoff=3 = 0\n",
             ),
             (
                 Body::Fault {

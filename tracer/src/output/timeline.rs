@@ -178,7 +178,7 @@ impl MapsEntry {
             Backing::Heap => Some("[heap]".to_string()),
             Backing::Stack => Some("[stack]".to_string()),
             Backing::File { path, .. } => Some(String::from_utf8_lossy(strip_deleted(path)).into()),
-            Backing::Shm { path } => path
+            Backing::Shm { path, .. } => path
                 .as_ref()
                 .map(|p| String::from_utf8_lossy(strip_deleted(p)).into_owned()),
             Backing::Special(name) => Some(name.clone()),
@@ -255,7 +255,7 @@ impl Region {
                 Some(dev_str(dev.0, dev.1)),
                 Some(*ino),
             ),
-            Backing::Shm { path } => (
+            Backing::Shm { path, .. } => (
                 path.as_ref()
                     .map(|p| String::from_utf8_lossy(p).into_owned()),
                 None,
