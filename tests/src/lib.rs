@@ -104,6 +104,31 @@ pub struct MadviseCall {
     pub result: i64,
 }
 
+/// One call of the later steps (mlock and its family, mseal, shmat, shmdt,
+/// remap_file_pages, calls that fail part-way): the stream's event name,
+/// the raw arguments in the kernel's order and the raw result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call {
+    pub name: String,
+    pub args: Vec<u64>,
+    /// An address, 0, or -errno.
+    pub result: i64,
+}
+
+/// Steps 11 to 16: calls that change mappings in ways the earlier steps do
+/// not, each step followed by a pause named after it. `skipped` says why a
+/// step was not made (the kernel has no such call, or refused it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallsStep {
+    /// `mlock`, `mlockall`, `mseal`, `shm`, `remap_file_pages`, `partial`.
+    pub name: String,
+    pub mmaps: Vec<MmapCall>,
+    pub calls: Vec<Call>,
+    /// The names of the pauses made during the step, in order.
+    pub pauses: Vec<String>,
+    pub skipped: Option<String>,
+}
+
 /// Step 3: a private read-only mapping of a 3-page regular file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileMmapStep {
@@ -254,6 +279,9 @@ pub struct Report {
     pub stack: StackStep,
     pub fork: ForkStep,
     pub thread: ThreadStep,
+    /// Steps 11 to 16, in order.
+    #[serde(default)]
+    pub calls: Vec<CallsStep>,
     /// The pauses made with `--pause-ms N` (N > 0), in order; empty without.
     #[serde(default)]
     pub pauses: Vec<Pause>,

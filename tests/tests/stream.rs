@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use tests::{
     addr, closing_summary, event_addr, lost_in_stream, parse_flags, parse_prot, read_jsonl,
-    run_mmtrace_raw, run_stream, BrkCall, MmapCall, MmtraceRun, MprotectCall, MremapCall,
+    run_mmtrace_raw, run_stream, BrkCall, Call, MmapCall, MmtraceRun, MprotectCall, MremapCall,
     MunmapCall, PkeyMprotectCall, Report, MMAP_FLAG_NAMES, MMTRACE_TIMEOUT, MREMAP_FLAG_NAMES,
 };
 
@@ -225,6 +225,84 @@ fn op_pkey_mprotect<'a>(what: &str, pid: i32, tid: Option<i32>, m: &'a PkeyMprot
     }
 }
 
+/// A call of steps 11 to 16: its event has the call's arguments, in the
+/// stream's terms, and its result.
+fn op_call<'a>(what: &str, pid: i32, tid: Option<i32>, c: &'a Call) -> Op<'a> {
+    let kind: &'static str = match c.name.as_str() {
+        "mlock" => "mlock",
+        "mlock2" => "mlock2",
+        "munlock" => "munlock",
+        "mlockall" => "mlockall",
+        "munlockall" => "munlockall",
+        "mseal" => "mseal",
+        "shmat" => "shmat",
+        "shmdt" => "shmdt",
+        "remap_file_pages" => "remap_file_pages",
+        "mprotect" => "mprotect",
+        "madvise" => "madvise",
+        "munmap" => "munmap",
+        other => panic!("the workload reports a call op_call does not know: {other}"),
+    };
+    let a = c.args.clone();
+    let range = move |e: &Value| faddr(e, "addr") == Some(a[0]) && fu64(e, "len") == Some(a[1]);
+    let args: Box<dyn Fn(&Value) -> bool> = match kind {
+        "mlock" | "munlock" | "munmap" => Box::new(range),
+        "mlock2" => Box::new(move |e| {
+            let flags = if c.args[2] == 1 { "MLOCK_ONFAULT" } else { "0" };
+            range(e) && fstr(e, "flags") == Some(flags)
+        }),
+        "mlockall" => Box::new(move |e| {
+            c.args[0] == (libc::MCL_CURRENT | libc::MCL_FUTURE) as u64
+                && fstr(e, "flags") == Some("MCL_CURRENT|MCL_FUTURE")
+        }),
+        "munlockall" => Box::new(|_| true),
+        "mseal" => Box::new(move |e| range(e) && fu64(e, "flags") == Some(c.args[2])),
+        "shmat" => Box::new(move |e| {
+            let flags = if c.args[2] == libc::SHM_RDONLY as u64 {
+                "SHM_RDONLY"
+            } else {
+                "0"
+            };
+            fi64(e, "shmid") == Some(c.args[0] as i64)
+                && faddr(e, "addr") == Some(c.args[1])
+                && fstr(e, "flags") == Some(flags)
+        }),
+        "shmdt" => Box::new(move |e| faddr(e, "addr") == Some(c.args[0])),
+        "remap_file_pages" => Box::new(move |e| {
+            faddr(e, "addr") == Some(c.args[0])
+                && fu64(e, "size") == Some(c.args[1])
+                && fu64(e, "pgoff") == Some(c.args[3])
+        }),
+        "mprotect" => Box::new(move |e| {
+            range(e) && e.get("prot").and_then(parse_prot) == Some(c.args[2] as i32)
+        }),
+        "madvise" => Box::new(move |e| {
+            range(e)
+                && c.args[2] == libc::MADV_DONTFORK as u64
+                && fstr(e, "advice") == Some("MADV_DONTFORK")
+        }),
+        _ => unreachable!(),
+    };
+    Op {
+        what: what.into(),
+        kind,
+        pid,
+        tid,
+        expected: format!("{c:?}"),
+        pred: Box::new(move |e| {
+            let ret = match c.result {
+                r if r < 0 => {
+                    e.get("ret").is_some_and(Value::is_null)
+                        && (r != -i64::from(libc::ENOMEM) || fstr(e, "errno") == Some("ENOMEM"))
+                }
+                r if kind == "shmat" => faddr(e, "ret") == Some(r as u64),
+                r => fi64(e, "ret") == Some(r),
+            };
+            ret && args(e)
+        }),
+    }
+}
+
 fn op_brk<'a>(what: &str, pid: i32, tid: Option<i32>, b: &'a BrkCall) -> Op<'a> {
     Op {
         what: what.into(),
@@ -383,6 +461,13 @@ fn addresses_are_lowercase_unpadded_hex() {
         ("mremap", &["old_addr", "ret", "new_addr"]),
         ("mprotect", &["addr"]),
         ("pkey_mprotect", &["addr"]),
+        ("mlock", &["addr"]),
+        ("mlock2", &["addr"]),
+        ("munlock", &["addr"]),
+        ("mseal", &["addr"]),
+        ("shmat", &["addr", "ret"]),
+        ("shmdt", &["addr"]),
+        ("remap_file_pages", &["addr"]),
         ("fault", &["addr", "ip"]),
         ("stack", &["old_start", "new_start"]),
     ];
@@ -666,6 +751,64 @@ fn pkey_mprotect_is_traced() {
         "maps after the call: {:?}; event {e}",
         s.maps
     );
+}
+
+/// Steps 11 to 16: every call is in the stream, in order, as the workload
+/// made it (steps the kernel refused are said and skipped).
+#[test]
+fn locks_seals_shm_remaps_and_partial_calls_are_traced() {
+    tests::needs_root!();
+    let t = traced();
+    let r = &t.report;
+    let names: Vec<&str> = r.calls.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "mlock",
+            "mlockall",
+            "mseal",
+            "shm",
+            "remap_file_pages",
+            "partial"
+        ],
+        "the workload's steps 11 to 16"
+    );
+    let mut ops = Vec::new();
+    for step in &r.calls {
+        if let Some(why) = &step.skipped {
+            eprintln!("step {} not made: {why}", step.name);
+            continue;
+        }
+        for (i, m) in step.mmaps.iter().enumerate() {
+            // An mmap of the step comes before its calls (mlockall's after
+            // the mlockall).
+            if step.name != "mlockall" {
+                ops.push(op_mmap(
+                    &format!("{} mmap {i}", step.name),
+                    r.pid,
+                    Some(r.tid),
+                    m,
+                ));
+            }
+        }
+        for (i, c) in step.calls.iter().enumerate() {
+            ops.push(op_call(
+                &format!("{} call {i} ({})", step.name, c.name),
+                r.pid,
+                Some(r.tid),
+                c,
+            ));
+            if step.name == "mlockall" && c.name == "mlockall" {
+                ops.push(op_mmap(
+                    "the mmap after mlockall",
+                    r.pid,
+                    Some(r.tid),
+                    &step.mmaps[0],
+                ));
+            }
+        }
+    }
+    expect_ops(t, &ops);
 }
 
 #[test]

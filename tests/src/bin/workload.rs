@@ -22,10 +22,10 @@ use std::ptr;
 use std::time::Duration;
 
 use tests::{
-    hex_addr, parse_proc_maps, BrkCall, FileMmapStep, ForkStep, MadviseCall, MmapCall,
-    MprotectCall, MprotectStep, MremapCall, MremapInPlaceStep, MremapMoveStep, MunmapCall,
-    MunmapPartialStep, Pause, PkeyMprotectCall, PkeyMprotectStep, Report, StackStep, ThreadStep,
-    TouchStep,
+    hex_addr, parse_proc_maps, BrkCall, Call, CallsStep, FileMmapStep, ForkStep, MadviseCall,
+    MmapCall, MprotectCall, MprotectStep, MremapCall, MremapInPlaceStep, MremapMoveStep,
+    MunmapCall, MunmapPartialStep, Pause, PkeyMprotectCall, PkeyMprotectStep, Report, StackStep,
+    ThreadStep, TouchStep,
 };
 
 /// Pages touched in step 7.
@@ -742,6 +742,17 @@ fn main() {
     };
     pauser.pause("after_thread");
 
+    // Steps 11 to 16: locks, seals, SysV shared memory, remap_file_pages,
+    // and calls that fail part-way over a hole.
+    let calls = vec![
+        step_mlock(ps, &mut pauser),
+        step_mlockall(ps, &mut pauser),
+        step_mseal(ps, &mut pauser),
+        step_shm(ps, &mut pauser),
+        step_remap_file_pages(ps, &mut pauser),
+        step_partial(ps, &mut pauser),
+    ];
+
     // End of step 3: unmap the file and delete it.
     let file_unmap = munmap(file_map.ret, file_map.len);
     let _ = std::fs::remove_file(&canon);
@@ -774,6 +785,7 @@ fn main() {
         stack,
         fork,
         thread,
+        calls,
         pauses: pauser.pauses,
     };
     let json = serde_json::to_string_pretty(&report).expect("report serializes");
@@ -889,4 +901,265 @@ fn step_fork(ps: usize) -> ForkStep {
         exit_code,
         signal,
     }
+}
+
+// ---------------------------------------------------------------------------
+// Steps 11 to 16
+// ---------------------------------------------------------------------------
+
+/// A raw syscall as the report records it, kept as plain data until the
+/// step is over (nothing allocated between its calls).
+#[derive(Clone, Copy)]
+struct RawCall {
+    name: &'static str,
+    args: [u64; 6],
+    nargs: usize,
+    ret: i64,
+}
+
+impl RawCall {
+    fn record(&self) -> Call {
+        Call {
+            name: self.name.to_string(),
+            args: self.args[..self.nargs].to_vec(),
+            result: self.ret,
+        }
+    }
+}
+
+/// Makes raw syscall `nr` (named `name` in the stream) with `args`; the
+/// result is the kernel's (an address, 0, or -errno).
+fn call(name: &'static str, nr: libc::c_long, args: &[u64]) -> RawCall {
+    let mut a = [0u64; 6];
+    a[..args.len()].copy_from_slice(args);
+    // SAFETY: every call of the steps acts on memory of this program that
+    // nothing references.
+    let ret = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
+    let ret = if ret == -1 {
+        -i64::from(errno().raw_os_error().unwrap_or(0))
+    } else {
+        ret
+    };
+    RawCall {
+        name,
+        args: a,
+        nargs: args.len(),
+        ret,
+    }
+}
+
+/// Fails unless `c` succeeded.
+fn ok(c: RawCall) -> RawCall {
+    if c.ret < 0 {
+        fail(&format!(
+            "{}({:x?}): errno {}",
+            c.name,
+            &c.args[..c.nargs],
+            -c.ret
+        ));
+    }
+    c
+}
+
+/// A step's record: its mmaps, its calls, and the pauses it made.
+fn calls_step(name: &str, mmaps: &[RawMmap], calls: &[RawCall], pauses: &[&str]) -> CallsStep {
+    CallsStep {
+        name: name.to_string(),
+        mmaps: mmaps.iter().map(RawMmap::record).collect(),
+        calls: calls.iter().map(RawCall::record).collect(),
+        pauses: pauses.iter().map(|p| p.to_string()).collect(),
+        skipped: None,
+    }
+}
+
+fn skipped(name: &str, why: String) -> CallsStep {
+    CallsStep {
+        name: name.to_string(),
+        mmaps: Vec::new(),
+        calls: Vec::new(),
+        pauses: Vec::new(),
+        skipped: Some(why),
+    }
+}
+
+/// Step 11: 4 pages; mlock the middle two (three VMAs), mlock2 the first
+/// with MLOCK_ONFAULT (still three: its flags differ from the middle's),
+/// munlock all four (one VMA again).
+fn step_mlock(ps: usize, pauser: &mut Pauser) -> CallsStep {
+    let m = mmap_anon(4 * ps);
+    let a = m.ret as u64;
+    let ps = ps as u64;
+    let lock = ok(call("mlock", libc::SYS_mlock, &[a + ps, 2 * ps]));
+    pauser.pause("after_mlock");
+    let lock2 = ok(call("mlock2", libc::SYS_mlock2, &[a, ps, 1]));
+    pauser.pause("after_mlock2");
+    let unlock = ok(call("munlock", libc::SYS_munlock, &[a, 4 * ps]));
+    pauser.pause("after_munlock");
+    munmap(m.ret, m.len);
+    calls_step(
+        "mlock",
+        &[m],
+        &[lock, lock2, unlock],
+        &["after_mlock", "after_mlock2", "after_munlock"],
+    )
+}
+
+/// Step 12: mlockall(MCL_CURRENT | MCL_FUTURE) locks every mapping, and
+/// the 2 pages mapped next; munlockall undoes both.
+fn step_mlockall(ps: usize, pauser: &mut Pauser) -> CallsStep {
+    let flags = (libc::MCL_CURRENT | libc::MCL_FUTURE) as u64;
+    let all = call("mlockall", libc::SYS_mlockall, &[flags]);
+    if all.ret < 0 {
+        return skipped("mlockall", format!("mlockall: errno {}", -all.ret));
+    }
+    let m = mmap_anon(2 * ps);
+    pauser.pause("after_mlockall");
+    let none = ok(call("munlockall", libc::SYS_munlockall, &[]));
+    pauser.pause("after_munlockall");
+    munmap(m.ret, m.len);
+    calls_step(
+        "mlockall",
+        &[m],
+        &[all, none],
+        &["after_mlockall", "after_munlockall"],
+    )
+}
+
+/// Step 13: 3 pages; mseal the middle one (three VMAs). Sealed, it stays
+/// mapped to the end.
+fn step_mseal(ps: usize, pauser: &mut Pauser) -> CallsStep {
+    // Linux 6.10's number; libc does not have it everywhere.
+    const SYS_MSEAL: libc::c_long = 462;
+    let m = mmap_anon(3 * ps);
+    let seal = call("mseal", SYS_MSEAL, &[(m.ret + ps) as u64, ps as u64, 0]);
+    if seal.ret < 0 {
+        munmap(m.ret, m.len);
+        return skipped("mseal", format!("mseal: errno {}", -seal.ret));
+    }
+    pauser.pause("after_mseal");
+    calls_step("mseal", &[m], &[seal], &["after_mseal"])
+}
+
+/// Step 14: a 3-page SysV segment, attached read-write and read-only
+/// (marked for removal at once: it goes with its last detach), then both
+/// detached.
+fn step_shm(ps: usize, pauser: &mut Pauser) -> CallsStep {
+    // SAFETY: a new private segment.
+    let id = unsafe { libc::shmget(libc::IPC_PRIVATE, 3 * ps, libc::IPC_CREAT | 0o600) };
+    if id < 0 {
+        return skipped("shm", format!("shmget: {}", errno()));
+    }
+    let shmid = id as u64;
+    let rw = call("shmat", libc::SYS_shmat, &[shmid, 0, 0]);
+    let ro = call(
+        "shmat",
+        libc::SYS_shmat,
+        &[shmid, 0, libc::SHM_RDONLY as u64],
+    );
+    // SAFETY: removal of our own segment (kept until its last detach).
+    unsafe { libc::shmctl(id, libc::IPC_RMID, ptr::null_mut()) };
+    let (rw, ro) = (ok(rw), ok(ro));
+    // SAFETY: the read-write attach is ours: write its pages.
+    for i in 0..3 {
+        unsafe { ptr::write_volatile((rw.ret as usize + i * ps) as *mut u8, 1) };
+    }
+    pauser.pause("after_shmat");
+    let dt_rw = ok(call("shmdt", libc::SYS_shmdt, &[rw.ret as u64]));
+    let dt_ro = ok(call("shmdt", libc::SYS_shmdt, &[ro.ret as u64]));
+    pauser.pause("after_shmdt");
+    calls_step(
+        "shm",
+        &[],
+        &[rw, ro, dt_rw, dt_ro],
+        &["after_shmat", "after_shmdt"],
+    )
+}
+
+/// Step 15: a shared read-write mapping of a 4-page file; its page 1 is
+/// made to show the file's page 3 (three VMAs, offsets 0, 3 and 2 pages).
+fn step_remap_file_pages(ps: usize, pauser: &mut Pauser) -> CallsStep {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let path = std::env::temp_dir().join(format!("mmtrace-workload-{pid}-remap.dat"));
+    std::fs::write(&path, vec![0x5au8; 4 * ps])
+        .unwrap_or_else(|e| fail(&format!("writing {}: {e}", path.display())));
+    let cpath = CString::new(path.as_os_str().as_bytes()).expect("path without NUL");
+    // SAFETY: cpath is a valid NUL-terminated string.
+    let fd = unsafe { libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        fail(&format!("open {}: {}", path.display(), errno()));
+    }
+    let m = mmap(
+        0,
+        4 * ps,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_SHARED,
+        fd,
+        0,
+    );
+    let remap = ok(call(
+        "remap_file_pages",
+        libc::SYS_remap_file_pages,
+        &[(m.ret + ps) as u64, ps as u64, 0, 3, 0],
+    ));
+    pauser.pause("after_remap_file_pages");
+    munmap(m.ret, m.len);
+    // SAFETY: fd is ours and not used afterwards.
+    unsafe { libc::close(fd) };
+    let _ = std::fs::remove_file(&path);
+    calls_step(
+        "remap_file_pages",
+        &[m],
+        &[remap],
+        &["after_remap_file_pages"],
+    )
+}
+
+/// Step 16: 4 pages, the third unmapped (a hole). mprotect of all four to
+/// read-only fails with ENOMEM after changing the first two; madvise
+/// MADV_DONTFORK of the last three fails with ENOMEM after advising page 1
+/// (split from page 0) and page 3.
+fn step_partial(ps: usize, pauser: &mut Pauser) -> CallsStep {
+    let m = mmap_anon(4 * ps);
+    let hole = munmap(m.ret + 2 * ps, ps);
+    let a = m.ret as u64;
+    let ps64 = ps as u64;
+    let prot = call(
+        "mprotect",
+        libc::SYS_mprotect,
+        &[a, 4 * ps64, libc::PROT_READ as u64],
+    );
+    pauser.pause("after_partial_mprotect");
+    let advise = call(
+        "madvise",
+        libc::SYS_madvise,
+        &[a + ps64, 3 * ps64, libc::MADV_DONTFORK as u64],
+    );
+    pauser.pause("after_partial_madvise");
+    for c in [prot, advise] {
+        if c.ret != -i64::from(libc::ENOMEM) {
+            fail(&format!(
+                "{} over a hole returned {}, not -ENOMEM",
+                c.name, c.ret
+            ));
+        }
+    }
+    munmap(m.ret, 2 * ps);
+    munmap(m.ret + 3 * ps, ps);
+    let mut step = calls_step(
+        "partial",
+        &[m],
+        &[prot, advise],
+        &["after_partial_mprotect", "after_partial_madvise"],
+    );
+    // The hole, as a call of the step.
+    step.calls.insert(
+        0,
+        Call {
+            name: "munmap".into(),
+            args: vec![hole.addr as u64, hole.len as u64],
+            result: hole.ret,
+        },
+    );
+    step
 }
