@@ -34,7 +34,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install what building and running mmtrace needs (Debian's rustc-web
-    /// with the BPF core, LLVM, bpf-linker, bpftool) and mount tracefs.
+    /// with the BPF core, LLVM, bpf-linker, bpftool, gcc-multilib) and mount
+    /// tracefs.
     Setup {
         /// Only print what would be installed or mounted.
         #[arg(long)]

@@ -36,6 +36,7 @@ pub fn setup(dry_run: bool) -> Result<()> {
     setup.rustc_web()?;
     let llvm = setup.llvm()?;
     setup.bpftool();
+    setup.multilib()?;
     setup.bpf_linker(llvm)?;
     setup.tracefs()?;
     route()?;
@@ -202,6 +203,17 @@ impl Setup {
                 "bpftool: not installed ({e:#}); skipping, it is optional"
             ));
         }
+    }
+
+    /// gcc-multilib, for the test that runs a 32-bit program (`gcc -m32`:
+    /// tests/tests/compat.rs).
+    fn multilib(&mut self) -> Result<()> {
+        if deb_installed("gcc-multilib") {
+            step("gcc-multilib: installed");
+            return Ok(());
+        }
+        step("gcc-multilib: not installed (the tests build a 32-bit program with gcc -m32)");
+        self.apt_install(&["gcc-multilib"])
     }
 
     /// (c) bpf-linker, at our version and built for rustc's LLVM major.

@@ -399,6 +399,16 @@ fn process(s: &mut String, t: &Timeline, p: &Process, opts: &ReportOptions) {
         other => esc(other),
     };
     field(s, "Traced from", &from);
+    if let Some(abi) = p.abi.as_deref().filter(|a| *a != "x86_64") {
+        field(
+            s,
+            "Syscalls",
+            &format!(
+                "not traced: a 32-bit program ({}); its regions are what /proc showed at each check",
+                esc(abi)
+            ),
+        );
+    }
 
     let first = p
         .regions
@@ -889,9 +899,17 @@ fn uncertain(s: &mut String, p: &Process) {
         ln!(s, "  no uncertain intervals");
         return;
     }
+    // Why, as the checks it made say: events lost, a change the kernel's
+    // counters showed the model had missed, a call it could not follow;
+    // and a 32-bit program's system calls, never traced.
+    let why = if p.abi.as_deref().is_some_and(|a| a != "x86_64") {
+        "a 32-bit program: syscalls not traced"
+    } else {
+        "lost events, or changes it missed"
+    };
     ln!(
         s,
-        "  Uncertain: {} when events were lost, so the model may be wrong",
+        "  Uncertain: {} when the model may be wrong ({why})",
         plural(p.uncertain.len() as u64, "interval", "intervals")
     );
     for i in &p.uncertain {
@@ -1152,6 +1170,7 @@ mod tests {
             ppid: Some(1),
             comm: comm.to_string(),
             exe: Some(format!("/usr/bin/{comm}")),
+            abi: Some("x86_64".to_string()),
             seeded_by: SeededBy::Exec,
             exec_at_ns: Some(0),
             exit_at_ns: Some(900 * MS),
@@ -1477,10 +1496,17 @@ mod tests {
             "regions               11 (4 still mapped at the end)",
         );
 
+        assert!(!text.contains("Syscalls"), "{text}");
+
         p.exit_at_ns = Some(500 * MS);
         p.exit_signal = Some("SIGKILL".to_string());
+        p.abi = Some("i386".to_string());
         let text = report(&timeline(vec![p]), &ReportOptions::default());
         has_line(&text, "Exit          killed by SIGKILL");
+        has_line(
+            &text,
+            "Syscalls      not traced: a 32-bit program (i386); its regions are what /proc showed at each check",
+        );
         has_line(&text, "Lifetime      0.000000 s to 0.500000 s (500.0 ms)");
         has_line(&text, "regions               11 over its life");
     }
@@ -1674,7 +1700,7 @@ mod tests {
                 "  Drift: 1 difference between the model and /proc/100/maps",
                 "    0.200000 s  missing   model   (nothing)",
                 "                          kernel  0x7f0010000000-0x7f0010001000 rw-p 00000000",
-                "  Uncertain: 2 intervals when events were lost, so the model may be wrong",
+                "  Uncertain: 2 intervals when the model may be wrong (lost events, or changes it missed)",
                 "    0.150000 s to 0.200000 s (50.0 ms)",
                 "    0.800000 s to the end",
             ]

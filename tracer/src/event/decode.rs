@@ -241,6 +241,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 path: c_bytes(&e.path[..n]),
                 old_pid: e.old_pid,
                 start_time: e.start_time,
+                abi: None,
             }
         }
         EventKind::Fork => {

@@ -129,6 +129,54 @@ pub struct MappedFile {
     pub truncated: bool,
 }
 
+/// The system calls a program makes, by its ELF header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Abi {
+    /// 64-bit x86: the syscalls mmtrace traces.
+    X86_64,
+    /// 32-bit x86 (ELFCLASS32, EM_386): `int $0x80` and compat syscalls,
+    /// for which the kernel's `syscalls:sys_enter_*` tracepoints do not
+    /// fire.
+    I386,
+    /// x32 (ELFCLASS32, EM_X86_64): syscall numbers with the x32 bit,
+    /// which those tracepoints skip too.
+    X32,
+}
+
+impl Abi {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Abi::X86_64 => "x86_64",
+            Abi::I386 => "i386",
+            Abi::X32 => "x32",
+        }
+    }
+
+    /// mmtrace sees this program's memory syscalls.
+    pub const fn traced(self) -> bool {
+        matches!(self, Abi::X86_64)
+    }
+
+    /// From the first bytes of an ELF file; None for anything else (a
+    /// script is run by its interpreter, whose ELF /proc/PID/exe is).
+    pub fn of_elf(header: &[u8]) -> Option<Abi> {
+        const EM_386: u16 = 3;
+        const EM_X86_64: u16 = 62;
+        if header.len() < 20 || &header[..4] != b"\x7fELF" {
+            return None;
+        }
+        // EI_CLASS, then e_machine after the 16 bytes of e_ident and
+        // e_type (little endian: EI_DATA 1).
+        let machine = u16::from_le_bytes([header[18], header[19]]);
+        match (header[4], header[5], machine) {
+            (2, 1, EM_X86_64) => Some(Abi::X86_64),
+            (1, 1, EM_386) => Some(Abi::I386),
+            (1, 1, EM_X86_64) => Some(Abi::X32),
+            _ => None,
+        }
+    }
+}
+
 /// How a stack growth was seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StackSource {
@@ -270,6 +318,9 @@ pub enum Body {
         old_pid: u32,
         /// task->start_time, ns since boot.
         start_time: u64,
+        /// What the program's system calls are, from its ELF header (read
+        /// by the session, not the kernel); None when not known.
+        abi: Option<Abi>,
     },
     Fork {
         child_pid: u32,
@@ -394,5 +445,38 @@ pub fn split_status(status: i32) -> (Option<i32>, Option<i32>) {
         (Some((status >> 8) & 0xff), None)
     } else {
         (None, Some(sig))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_from_the_elf_header() {
+        let header = |class: u8, machine: u16| {
+            let mut h = [0u8; 20];
+            h[..4].copy_from_slice(b"\x7fELF");
+            (h[4], h[5]) = (class, 1);
+            h[18..20].copy_from_slice(&machine.to_le_bytes());
+            h
+        };
+        assert_eq!(Abi::of_elf(&header(2, 62)), Some(Abi::X86_64));
+        assert_eq!(Abi::of_elf(&header(1, 3)), Some(Abi::I386));
+        assert_eq!(Abi::of_elf(&header(1, 62)), Some(Abi::X32));
+        // aarch64, a script, too short.
+        assert_eq!(Abi::of_elf(&header(2, 183)), None);
+        assert_eq!(Abi::of_elf(b"#!/bin/sh\necho hello there\n"), None);
+        assert_eq!(Abi::of_elf(b"\x7fELF"), None);
+        assert!(Abi::X86_64.traced() && !Abi::I386.traced() && !Abi::X32.traced());
+    }
+
+    /// This test's own program is a 64-bit one.
+    #[test]
+    fn this_program_is_x86_64() {
+        assert_eq!(
+            crate::kernel::proc::abi(std::process::id()),
+            Some(Abi::X86_64)
+        );
     }
 }

@@ -39,6 +39,18 @@ pub fn exe(pid: u32) -> Option<Vec<u8>> {
         .map(|e| std::os::unix::ffi::OsStrExt::as_bytes(e.as_os_str()).to_vec())
 }
 
+/// The system calls of `pid`'s program, from the ELF header of
+/// /proc/PID/exe; None when it cannot be read (gone, a kernel thread).
+pub fn abi(pid: u32) -> Option<crate::event::Abi> {
+    use std::io::Read;
+    let mut header = [0u8; 20];
+    std::fs::File::open(format!("/proc/{pid}/exe"))
+        .ok()?
+        .read_exact(&mut header)
+        .ok()?;
+    crate::event::Abi::of_elf(&header)
+}
+
 /// The comm of `pid`, raw bytes.
 pub fn comm(pid: u32) -> Vec<u8> {
     let mut comm = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();

@@ -18,7 +18,7 @@ use super::{
     SeededBy,
 };
 use crate::{
-    event::{Body, Counters, Event, SysResult},
+    event::{Abi, Body, Counters, Event, SysResult},
     kernel::proc,
 };
 
@@ -28,6 +28,8 @@ pub trait ProcSource {
     fn maps(&mut self, pid: u32) -> std::io::Result<Vec<Seed>>;
     /// Its parent and program, for a process found running.
     fn describe(&mut self, pid: u32) -> (Option<u32>, Option<Vec<u8>>);
+    /// The system calls of its program, for a process found running.
+    fn abi(&mut self, pid: u32) -> Option<Abi>;
     /// CLOCK_MONOTONIC now, ns.
     fn now(&mut self) -> u64;
 }
@@ -42,6 +44,10 @@ impl ProcSource for LiveProc {
 
     fn describe(&mut self, pid: u32) -> (Option<u32>, Option<Vec<u8>>) {
         (proc::ppid(pid), proc::exe(pid))
+    }
+
+    fn abi(&mut self, pid: u32) -> Option<Abi> {
+        proc::abi(pid)
     }
 
     fn now(&mut self) -> u64 {
@@ -69,6 +75,10 @@ pub struct Process {
     pub ppid: Option<u32>,
     pub comm: Vec<u8>,
     pub exe: Option<Vec<u8>>,
+    /// The system calls of its program, when known. A 32-bit program's are
+    /// not traced: its model is what /proc showed at the last check, and
+    /// it is uncertain from its exec (or first sight) to its end.
+    pub abi: Option<Abi>,
     pub seeded_by: SeededBy,
     pub exec_at: Option<u64>,
     pub exit_at: Option<u64>,
@@ -103,6 +113,7 @@ impl Process {
             ppid: None,
             comm: Vec::new(),
             exe: None,
+            abi: None,
             seeded_by,
             exec_at: None,
             exit_at: None,
@@ -120,6 +131,12 @@ impl Process {
         }
     }
 
+    /// A process of `pid` known from nothing, for tests elsewhere.
+    #[cfg(test)]
+    pub fn new_for_test(pid: u32) -> Process {
+        Process::new(pid, 1, SeededBy::Exec, 1)
+    }
+
     /// The model may be out of step from `t_ns` on, for `reason`: it is to
     /// be compared with /proc/PID/maps.
     pub fn doubt(&mut self, t_ns: u64, reason: CheckReason) {
@@ -131,8 +148,9 @@ impl Process {
     /// `t_ns` in the model's time) with the model: a difference is a change
     /// the model missed or got wrong, caught here.
     fn check_counters(&mut self, ev: &Event, c: &Counters, t_ns: u64) {
-        if self.recheck.is_some() {
-            // A check is coming anyway.
+        if self.recheck.is_some() || self.untraced() {
+            // A check is coming anyway; or the model is known to miss what
+            // the process's syscalls change (the periodic checks resync it).
             return;
         }
         let verdict = self.counters.compare(c, &self.space, ev.ts_ns);
@@ -153,9 +171,28 @@ impl Process {
         }
     }
 
-    /// The model is known right again at `t_ns`.
+    /// Its system calls are not traced (a 32-bit program).
+    pub fn untraced(&self) -> bool {
+        self.abi.is_some_and(|a| !a.traced())
+    }
+
+    /// The model of a process whose system calls are not traced is never
+    /// sure: uncertain from `t_ns`, until its end.
+    fn note_untraced(&mut self, t_ns: u64) {
+        if self.untraced() {
+            // From the exec, also when an event handled before it (made
+            // before it, handled after) already found the program.
+            self.uncertain_since = Some(self.uncertain_since.map_or(t_ns, |s| s.min(t_ns)));
+        }
+    }
+
+    /// The model is known right again at `t_ns` (not for long, for a
+    /// process whose system calls are not traced: it stays uncertain).
     fn trust(&mut self, t_ns: u64) {
         self.recheck = None;
+        if self.untraced() {
+            return;
+        }
         if let Some(from) = self.uncertain_since.take() {
             self.uncertain.push(Uncertain {
                 from_ns: from,
@@ -289,6 +326,8 @@ impl Tracker {
             let mut p = self.new_process(pid, SeededBy::Proc);
             p.comm = comm.to_vec();
             (p.ppid, p.exe) = self.source.describe(pid);
+            p.abi = self.source.abi(pid);
+            p.note_untraced(t);
             match self.source.maps(pid) {
                 Ok(seeds) => {
                     p.space.seed(t, &seeds, Cause::Proc);
@@ -321,7 +360,7 @@ impl Tracker {
                 self.ensure_touched(ev.pid, &ev.comm);
                 let parent = &self.live[&ev.pid];
                 let space = parent.space.fork_copy(t);
-                let exe = parent.exe.clone();
+                let (exe, abi) = (parent.exe.clone(), parent.abi);
                 if let Some(mut old) = self.live.remove(child_pid) {
                     // A pid still held: that process is gone unseen.
                     old.doubt(t, CheckReason::Lost);
@@ -332,12 +371,17 @@ impl Tracker {
                 child.ppid = Some(ev.pid);
                 child.comm = ev.comm.clone();
                 child.exe = exe;
+                child.abi = abi;
+                child.note_untraced(t);
                 child.last_change = ev.ts_ns;
                 self.live.insert(*child_pid, child);
                 self.touched.push((*child_pid, 0));
             }
             Body::Exec {
-                path, start_time, ..
+                path,
+                start_time,
+                abi,
+                ..
             } => {
                 self.ensure(ev.pid, &ev.comm);
                 let p = self.live.get_mut(&ev.pid).expect("ensured");
@@ -353,6 +397,7 @@ impl Tracker {
                 p.exe = Some(path.clone());
                 p.comm = ev.comm.clone();
                 p.start_time = Some(*start_time);
+                p.abi = *abi;
                 if p.seeded_by == SeededBy::Proc && p.space.regions.is_empty() {
                     // First seen at this exec: nothing before it was known.
                     p.seeded_by = SeededBy::Exec;
@@ -366,6 +411,7 @@ impl Tracker {
                         p.space.seed(t, &seeds, Cause::Exec);
                         p.seeded_until = until;
                         p.trust(t);
+                        p.note_untraced(t);
                         // Read while the process was stopped at its exec:
                         // the counters of the exec describe the same state.
                         if let (true, Some(c)) = (self.exec_stopped, &ev.counters) {
@@ -660,6 +706,10 @@ mod tests {
             (Some(1), Some(b"/bin/x".to_vec()))
         }
 
+        fn abi(&mut self, _pid: u32) -> Option<Abi> {
+            Some(Abi::X86_64)
+        }
+
         fn now(&mut self) -> u64 {
             self.now += 1;
             self.now
@@ -787,6 +837,7 @@ mod tests {
                 path: b"/bin/y".to_vec(),
                 old_pid: 7,
                 start_time: 42,
+                abi: None,
             },
         ));
         t.end_event();
@@ -1020,6 +1071,70 @@ mod tests {
         assert_eq!(
             (p.recheck, p.counters.mismatches),
             (Some(CheckReason::Counters), 2)
+        );
+    }
+
+    #[test]
+    fn a_32_bit_program_stays_uncertain_from_its_exec_to_its_end() {
+        let mut t = tracker(true, &[(7, vec![seed(0x10000, 1)]), (8, vec![])]);
+        t.apply(&ev(5000, 7, mmap(0x20000, 1)));
+        t.end_event();
+        t.apply(&ev(
+            6000,
+            7,
+            Body::Exec {
+                path: b"/opt/t32".to_vec(),
+                old_pid: 7,
+                start_time: 42,
+                abi: Some(Abi::I386),
+            },
+        ));
+        t.end_event();
+        let p = t.get(7).unwrap();
+        assert!(p.untraced());
+        assert_eq!((p.uncertain_since, p.recheck), (Some(6000), None));
+        // Its counters say nothing the model could follow: not compared.
+        t.apply(&counted(ev(7000, 7, mmap(0x30000, 1)), 9, 9));
+        t.end_event();
+        assert_eq!(t.get(7).unwrap().counters.compared, 0);
+        // A check resyncs it; it stays uncertain.
+        t.compare(7, 8000, &[seed(0x50000, 1)]).unwrap();
+        assert_eq!(t.get(7).unwrap().uncertain_since, Some(6000));
+        // A child runs the same program.
+        t.apply(&ev(
+            9000,
+            7,
+            Body::Fork {
+                child_pid: 8,
+                clone_flags: 0,
+            },
+        ));
+        t.end_event();
+        let child = t.get(8).unwrap();
+        assert_eq!(
+            (child.abi, child.uncertain_since),
+            (Some(Abi::I386), Some(9000))
+        );
+        // Exec of a 64-bit program: trusted again at its exec.
+        t.apply(&ev(
+            10000,
+            8,
+            Body::Exec {
+                path: b"/bin/y".to_vec(),
+                old_pid: 8,
+                start_time: 43,
+                abi: Some(Abi::X86_64),
+            },
+        ));
+        t.end_event();
+        let child = t.get(8).unwrap();
+        assert_eq!(child.uncertain_since, None);
+        assert_eq!(
+            child.uncertain,
+            [Uncertain {
+                from_ns: 9000,
+                to_ns: Some(10000)
+            }]
         );
     }
 }

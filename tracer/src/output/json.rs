@@ -242,6 +242,9 @@ struct Exec {
     path_hex: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     old_pid: Option<u32>,
+    /// Only for a program whose system calls are not traced (32-bit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    abi: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -522,7 +525,9 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64) -> serd
                 },
             },
         ),
-        Body::Exec { path, old_pid, .. } => {
+        Body::Exec {
+            path, old_pid, abi, ..
+        } => {
             let (path, path_hex) = lossy(path);
             head.write(
                 out,
@@ -530,6 +535,7 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64) -> serd
                     path,
                     path_hex,
                     old_pid: (*old_pid != ev.pid).then_some(*old_pid),
+                    abi: abi.filter(|a| !a.traced()).map(|a| a.name()),
                 },
             )
         }
@@ -895,6 +901,7 @@ mod tests {
                 path: b"/bin/ls".to_vec(),
                 old_pid: 1234,
                 start_time: 0,
+                abi: None,
             },
             // The path holds U+FFFD for the invalid byte 0xfe.
             r#""event":"exec","path":"/bin/ls""#,
@@ -904,9 +911,29 @@ mod tests {
                 path: b"/bin/\xfe".to_vec(),
                 old_pid: 1236,
                 start_time: 0,
+                abi: None,
             },
             // The path holds U+FFFD for the invalid byte 0xfe.
             r#""event":"exec","path":"/bin/�","path_hex":"2f62696e2ffe","old_pid":1236"#,
+        );
+        // Only a program whose system calls are not traced says its ABI.
+        check(
+            Body::Exec {
+                path: b"/bin/ls".to_vec(),
+                old_pid: 1234,
+                start_time: 0,
+                abi: Some(crate::event::Abi::X86_64),
+            },
+            r#""event":"exec","path":"/bin/ls""#,
+        );
+        check(
+            Body::Exec {
+                path: b"/opt/t32".to_vec(),
+                old_pid: 1234,
+                start_time: 0,
+                abi: Some(crate::event::Abi::I386),
+            },
+            r#""event":"exec","path":"/opt/t32","abi":"i386""#,
         );
         check(
             Body::Fork {

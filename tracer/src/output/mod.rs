@@ -260,6 +260,7 @@ mod tests {
                 path: b"/bin/\x1b]0;x\x07".to_vec(),
                 old_pid: 5,
                 start_time: 0,
+                abi: None,
             },
             Body::Fork {
                 child_pid: 6,

@@ -369,11 +369,18 @@ fn details(out: &mut String, ev: &Event, color: bool) {
                 hex(*new_start)
             );
         }
-        Body::Exec { path, old_pid, .. } => {
+        Body::Exec {
+            path, old_pid, abi, ..
+        } => {
             out.push_str(&escape_text(path));
             // A non-leader thread that execs takes over the process's pid.
             if *old_pid != ev.pid {
                 let _ = write!(out, " (by thread {old_pid})");
+            }
+            if let Some(abi) = abi.filter(|a| !a.traced()) {
+                out.push(' ');
+                let note = format!("(32-bit, {}: its system calls are not traced)", abi.name());
+                styled(out, color, PALETTE.error, &note);
             }
         }
         Body::Fork {
@@ -414,7 +421,7 @@ fn details(out: &mut String, ev: &Event, color: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Access, MappedFile};
+    use crate::event::{Abi, Access, MappedFile};
     use tracer_common::EventKind;
 
     fn ev(body: Body) -> Event {
@@ -710,16 +717,29 @@ mod tests {
             (
                 Body::Exec {
                     path: b"/bin/ls".to_vec(),
-                    old_pid: 1234, start_time: 0
+                    old_pid: 1234,
+                    start_time: 0,
+                    abi: Some(Abi::X86_64),
                 },
                 "exec      /bin/ls\n",
             ),
             (
                 Body::Exec {
                     path: b"/bin/ls".to_vec(),
-                    old_pid: 1236, start_time: 0
+                    old_pid: 1236,
+                    start_time: 0,
+                    abi: None,
                 },
                 "exec      /bin/ls (by thread 1236)\n",
+            ),
+            (
+                Body::Exec {
+                    path: b"/opt/old/prog".to_vec(),
+                    old_pid: 1234,
+                    start_time: 0,
+                    abi: Some(Abi::I386),
+                },
+                "exec      /opt/old/prog (32-bit, i386: its system calls are not traced)\n",
             ),
             (
                 Body::Fork {
@@ -783,6 +803,7 @@ mod tests {
             path: b"/tmp/\x1b]0;owned\x07\n\xff".to_vec(),
             old_pid: 1,
             start_time: 0,
+            abi: None,
         });
         e.comm = b"\x1b[2J\r\x9b".to_vec();
         for color in [false, true] {

@@ -48,6 +48,10 @@ pub struct Process {
     pub comm: String,
     /// Program path at the last exec seen (or from /proc/PID/exe).
     pub exe: Option<String>,
+    /// Its system calls (`x86_64`, or `i386` and `x32`: 32-bit, not
+    /// traced), from its ELF header; absent from older recordings.
+    #[serde(default)]
+    pub abi: Option<String>,
     /// How the process's first state was known: "fork", "exec", "proc".
     pub seeded_by: SeededBy,
     pub exec_at_ns: Option<u64>,
@@ -228,6 +232,7 @@ impl Process {
             ppid: p.ppid,
             comm: String::from_utf8_lossy(&p.comm).into_owned(),
             exe: p.exe.map(|e| String::from_utf8_lossy(&e).into_owned()),
+            abi: p.abi.map(|a| a.name().to_string()),
             seeded_by: p.seeded_by,
             exec_at_ns: p.exec_at,
             exit_at_ns: p.exit_at,
@@ -358,5 +363,17 @@ mod tests {
         for c in Cause::ALL {
             assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
         }
+    }
+
+    /// A recording made before processes had an `abi` still reads.
+    #[test]
+    fn a_process_without_abi_reads() {
+        let p = model::Process::new_for_test(7);
+        let doc = Process::of(p, Record::default(), 1);
+        let mut v = serde_json::to_value(&doc).unwrap();
+        assert_eq!(v["abi"], Value::Null);
+        v.as_object_mut().unwrap().remove("abi");
+        let back: Process = serde_json::from_value(v).unwrap();
+        assert_eq!(back, doc);
     }
 }

@@ -3,7 +3,8 @@
 //! When a process exits, its address space is torn down before any
 //! tracepoint could let userspace read /proc/PID/maps. A seccomp filter,
 //! installed in the held command before exec and inherited by every
-//! descendant, turns `exit_group` into a user notification: the process
+//! descendant, turns `exit_group` (x86_64's, and i386's for 32-bit
+//! programs) into a user notification: the process
 //! waits, whole, while mmtrace compares its model with /proc/PID/maps, then
 //! its exit continues. Nothing else is intercepted.
 //!
@@ -19,8 +20,13 @@ use std::{
 
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 const NR_EXIT_GROUP: u32 = 231;
+/// A 32-bit program's exit_group (its syscalls are not traced, but its
+/// model is checked at its exit all the same).
+const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+const NR_EXIT_GROUP_I386: u32 = 252;
+const INSNS: usize = 9;
 
-fn filter() -> [libc::sock_filter; 6] {
+fn filter() -> [libc::sock_filter; INSNS] {
     let stmt = |code: u32, k: u32| libc::sock_filter {
         code: code as u16,
         jt: 0,
@@ -35,21 +41,32 @@ fn filter() -> [libc::sock_filter; 6] {
     };
     let ld = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
     let ret = libc::BPF_RET | libc::BPF_K;
+    // Jump offsets count from the next instruction.
     [
-        // seccomp_data.arch
+        // 0: seccomp_data.arch
         stmt(ld, 4),
-        jeq(AUDIT_ARCH_X86_64, 0, 3),
-        // seccomp_data.nr
+        // 1: x86_64: to 2, else to 4
+        jeq(AUDIT_ARCH_X86_64, 0, 2),
+        // 2: seccomp_data.nr
         stmt(ld, 0),
-        jeq(NR_EXIT_GROUP, 0, 1),
+        // 3: exit_group: to 7, else to 8
+        jeq(NR_EXIT_GROUP, 3, 4),
+        // 4: i386: to 5, else to 8
+        jeq(AUDIT_ARCH_I386, 0, 3),
+        // 5: seccomp_data.nr
+        stmt(ld, 0),
+        // 6: exit_group: to 7, else to 8
+        jeq(NR_EXIT_GROUP_I386, 0, 1),
+        // 7
         stmt(ret, libc::SECCOMP_RET_USER_NOTIF),
+        // 8
         stmt(ret, libc::SECCOMP_RET_ALLOW),
     ]
 }
 
 /// The prepared filter, built before fork so the child only makes syscalls.
 pub struct Filter {
-    insns: [libc::sock_filter; 6],
+    insns: [libc::sock_filter; INSNS],
 }
 
 impl Default for Filter {
@@ -197,5 +214,53 @@ pub fn answer_in_background(listener: &OwnedFd) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the filter returns for a syscall (`arch`, `nr`), run as the
+    /// kernel would run it.
+    fn verdict(arch: u32, nr: u32) -> u32 {
+        let insns = filter();
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let i = insns[pc];
+            let code = u32::from(i.code);
+            if code == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS {
+                acc = match i.k {
+                    0 => nr,
+                    4 => arch,
+                    k => panic!("reads seccomp_data at {k}"),
+                };
+                pc += 1;
+            } else if code == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K {
+                let off = if acc == i.k { i.jt } else { i.jf };
+                pc += 1 + usize::from(off);
+            } else if code == libc::BPF_RET | libc::BPF_K {
+                return i.k;
+            } else {
+                panic!("instruction {pc}: code {code:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_exit_group_is_held_on_either_abi() {
+        let notify = libc::SECCOMP_RET_USER_NOTIF;
+        let allow = libc::SECCOMP_RET_ALLOW;
+        assert_eq!(verdict(AUDIT_ARCH_X86_64, 231), notify);
+        assert_eq!(verdict(AUDIT_ARCH_I386, 252), notify);
+        // exit, mmap (x86_64), exit (i386), and i386's 231 (tgkill... no:
+        // 231 is fgetxattr there).
+        assert_eq!(verdict(AUDIT_ARCH_X86_64, 60), allow);
+        assert_eq!(verdict(AUDIT_ARCH_X86_64, 9), allow);
+        assert_eq!(verdict(AUDIT_ARCH_I386, 1), allow);
+        assert_eq!(verdict(AUDIT_ARCH_I386, 231), allow);
+        assert_eq!(verdict(AUDIT_ARCH_X86_64, 252), allow);
+        // Another architecture (aarch64).
+        assert_eq!(verdict(0xc000_00b7, 94), allow);
     }
 }

@@ -257,6 +257,9 @@ struct Core {
     counters: bool,
     /// Malformed records already logged.
     malformed_logged: bool,
+    /// The system calls of each process's program, once looked at (see
+    /// [`Core::check_abi`]).
+    abi_seen: std::collections::HashMap<u32, Option<crate::event::Abi>>,
 }
 
 impl Core {
@@ -295,7 +298,47 @@ impl Core {
         sink.event(ev, changes);
     }
 
-    fn event<S: Sink>(&mut self, ev: Event, sink: &mut S) {
+    /// A 32-bit program's system calls are not traced (the kernel's
+    /// `syscalls:sys_enter_*` tracepoints do not fire for compat syscalls):
+    /// say so, on stderr and in its exec event, whenever a process is seen
+    /// running one, at its exec or at first sight.
+    fn check_abi(&mut self, ev: &mut Event) {
+        match &ev.body {
+            Body::Lost { .. } | Body::FaultSummary { .. } => return,
+            Body::Exit { .. } => {
+                self.abi_seen.remove(&ev.pid);
+                return;
+            }
+            Body::Exec { .. } => {}
+            _ if self.abi_seen.contains_key(&ev.pid) => return,
+            _ => {}
+        }
+        // Read when the event is handled: an event from before an exec may
+        // find the new program already (then its exec says nothing new).
+        let abi = proc::abi(ev.pid);
+        if let Body::Exec { abi: a, .. } = &mut ev.body {
+            *a = abi;
+        }
+        if self.abi_seen.insert(ev.pid, abi) == Some(abi) {
+            return;
+        }
+        if let Some(abi) = abi.filter(|a| !a.traced()) {
+            let exe = proc::exe(ev.pid).map_or_else(
+                || crate::output::names::escape_text(&ev.comm),
+                |e| crate::output::names::escape_text(&e),
+            );
+            log::warn!(
+                "pid {} ({exe}) runs a 32-bit program ({}): its system calls are not \
+                 traced, so its mmap, munmap, brk... are missing here (faults, stack \
+                 growth, fork, exec and exit are seen)",
+                ev.pid,
+                abi.name()
+            );
+        }
+    }
+
+    fn event<S: Sink>(&mut self, mut ev: Event, sink: &mut S) {
+        self.check_abi(&mut ev);
         // Kernel-map housekeeping, whatever the sinks want: the last fault
         // summary of a process comes before its exit.
         if let Some(faults) = self.faults.as_mut() {
@@ -503,6 +546,7 @@ pub async fn run<S: Sink>(
         exec_stop: cfg.exec_stop,
         counters: cfg.track_rss,
         malformed_logged: false,
+        abi_seen: std::collections::HashMap::new(),
     };
     sink.started(start_ns);
     let stack = match core.stack_path {
