@@ -341,7 +341,7 @@ unsafe impl Wire for ExitEvent {}
 
 #[cfg(feature = "user")]
 mod user {
-    use super::*;
+    use super::{Config, FaultCounts, Offsets};
     // SAFETY: plain-old-data, `repr(C)`, no padding holes read as anything
     // but bytes.
     unsafe impl aya::Pod for Config {}

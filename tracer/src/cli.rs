@@ -166,11 +166,11 @@ fn event_classes() -> impl TypedValueParser<Value = EventClass> {
             None => value,
         }
     });
-    PossibleValuesParser::new(values).map(|name| {
+    PossibleValuesParser::new(values).try_map(|name| {
         EventClass::ALL
             .into_iter()
             .find(|c| c.name() == name)
-            .expect("clap accepts only these names")
+            .ok_or_else(|| format!("unknown event class `{name}`"))
     })
 }
 
