@@ -460,11 +460,10 @@ unsafe impl Wire for ExitEvent {}
 
 #[cfg(feature = "user")]
 mod user {
-    use super::*;
+    use super::{Config, FaultCounts, Offsets};
     // SAFETY: plain-old-data, `repr(C)`, no padding holes read as anything
     // but bytes.
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Offsets {}
     unsafe impl aya::Pod for FaultCounts {}
-    unsafe impl aya::Pod for MmSeq {}
 }

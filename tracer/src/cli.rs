@@ -166,11 +166,11 @@ fn event_classes() -> impl TypedValueParser<Value = EventClass> {
             None => value,
         }
     });
-    PossibleValuesParser::new(values).map(|name| {
+    PossibleValuesParser::new(values).try_map(|name| {
         EventClass::ALL
             .into_iter()
             .find(|c| c.name() == name)
-            .expect("clap accepts only these names")
+            .ok_or_else(|| format!("unknown event class `{name}`"))
     })
 }
 
@@ -207,17 +207,7 @@ pub fn kind_mask(events: &[EventClass], faults: FaultMode) -> u32 {
 
 /// "4M", "256K", "1G", "65536": a power of two of at least one page.
 pub fn parse_size(s: &str) -> Result<u32, String> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last() {
-        Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
-        Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (examples: 256K, 4M, 1G)"))?;
-    let bytes = n.saturating_mul(mult);
+    let bytes = parse_bytes(s)?;
     if !bytes.is_power_of_two() || !(4096..=(1 << 30)).contains(&bytes) {
         return Err(format!(
             "`{s}` must be a power of two between 4K and 1G (the kernel's ring buffer rule)"
@@ -238,7 +228,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     };
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("`{s}` is not a size (examples: 512K, 256M, 2G)"))?;
+        .map_err(|_| format!("`{s}` is not a size (examples: 256K, 4M, 1G)"))?;
     match n.checked_mul(mult) {
         Some(v) if (1..=1 << 40).contains(&v) => Ok(v),
         _ => Err(format!("`{s}` must be between 1 byte and 1T")),

@@ -83,7 +83,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 len: a[1],
                 prot: a[2],
                 flags: a[3],
-                fd: a[4] as i32 as i64,
+                fd: i64::from(a[4] as i32),
                 offset: a[5],
                 ret: SysResult::from_raw(e.ret),
                 file,

@@ -403,7 +403,7 @@ impl Hooks {
                 .context("FAULT_COUNTS map")?,
         )?;
         let mut out = BTreeMap::new();
-        for item in counts.iter() {
+        for item in &counts {
             let Ok((tgid, per_cpu)) = item else {
                 // The entry was removed while iterating.
                 continue;

@@ -156,12 +156,14 @@ impl Residual {
         }
     }
 
+    #[must_use]
     pub fn plus(&self, o: &Residual) -> Residual {
-        self.zip(o, |a, b| a.saturating_add(b))
+        self.zip(o, i64::saturating_add)
     }
 
+    #[must_use]
     pub fn minus(&self, o: &Residual) -> Residual {
-        self.zip(o, |a, b| a.saturating_sub(b))
+        self.zip(o, i64::saturating_sub)
     }
 
     /// Only a stack grown by so many pages: its growth not reported yet

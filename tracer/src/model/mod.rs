@@ -1181,6 +1181,7 @@ impl AddressSpace {
 
     /// The child's copy at fork: every live region but MADV_DONTFORK ones,
     /// with `parent` naming the parent's region.
+    #[must_use]
     pub fn fork_copy(&self, t_ns: u64) -> AddressSpace {
         let mut child = AddressSpace::new(self.bucket_ns);
         if self.journal.is_some() {

@@ -309,45 +309,54 @@ impl Tracker {
     }
 
     fn new_process(&mut self, pid: u32, seeded_by: SeededBy) -> Process {
-        self.next_seq += 1;
-        let mut p = Process::new(pid, self.next_seq, seeded_by, self.bucket_ns);
-        if !self.keep_history {
-            p.space.keep_journal();
-        }
-        p
+        new_process(
+            pid,
+            seeded_by,
+            &mut self.next_seq,
+            self.bucket_ns,
+            self.keep_history,
+        )
     }
 
     /// Makes sure `pid` has a model: a process found running is seeded
     /// from /proc.
     pub fn ensure(&mut self, pid: u32, comm: &[u8]) -> &mut Process {
-        if !self.live.contains_key(&pid) {
-            let now = self.source.now();
-            let t = self.rel(now);
-            let mut p = self.new_process(pid, SeededBy::Proc);
+        let Tracker {
+            live,
+            source,
+            start_ns,
+            bucket_ns,
+            keep_history,
+            next_seq,
+            ..
+        } = self;
+        live.entry(pid).or_insert_with(|| {
+            let now = source.now();
+            let t = now.saturating_sub(*start_ns);
+            let mut p = new_process(pid, SeededBy::Proc, next_seq, *bucket_ns, *keep_history);
             p.comm = comm.to_vec();
-            (p.ppid, p.exe) = self.source.describe(pid);
-            p.abi = self.source.abi(pid);
+            (p.ppid, p.exe) = source.describe(pid);
+            p.abi = source.abi(pid);
             p.note_untraced(t);
-            match self.source.maps(pid) {
+            match source.maps(pid) {
                 Ok(seeds) => {
                     p.space.seed(t, &seeds, Cause::Proc);
-                    p.seeded_until = self.source.now();
+                    p.seeded_until = source.now();
                 }
                 // Gone already, or not readable: what we know is uncertain.
                 Err(_) => p.doubt(t, CheckReason::Lost),
             }
-            self.live.insert(pid, p);
-        }
-        self.live.get_mut(&pid).expect("inserted above")
+            p
+        })
     }
 
     /// [`Tracker::ensure`], and notes where `pid`'s journal stands, so that
     /// [`Tracker::changes`] shows what the event changes (and, for a process
     /// seen for the first time, the regions found running).
-    fn ensure_touched(&mut self, pid: u32, comm: &[u8]) {
+    fn ensure_touched(&mut self, pid: u32, comm: &[u8]) -> &mut Process {
         let mark = self.live.get(&pid).map_or(0, |p| p.space.journal().len());
-        self.ensure(pid, comm);
         self.touched.push((pid, mark));
+        self.ensure(pid, comm)
     }
 
     /// Applies one event. Events of processes not seen before seed them
@@ -357,8 +366,7 @@ impl Tracker {
         match &ev.body {
             // The child's own events come after the parent's fork.
             Body::Fork { child_pid, .. } => {
-                self.ensure_touched(ev.pid, &ev.comm);
-                let parent = &self.live[&ev.pid];
+                let parent = self.ensure_touched(ev.pid, &ev.comm);
                 let space = parent.space.fork_copy(t);
                 let (exe, abi) = (parent.exe.clone(), parent.abi);
                 if let Some(mut old) = self.live.remove(child_pid) {
@@ -369,7 +377,7 @@ impl Tracker {
                 let mut child = self.new_process(*child_pid, SeededBy::Fork);
                 child.space = space;
                 child.ppid = Some(ev.pid);
-                child.comm = ev.comm.clone();
+                child.comm.clone_from(&ev.comm);
                 child.exe = exe;
                 child.abi = abi;
                 child.note_untraced(t);
@@ -383,8 +391,7 @@ impl Tracker {
                 abi,
                 ..
             } => {
-                self.ensure(ev.pid, &ev.comm);
-                let p = self.live.get_mut(&ev.pid).expect("ensured");
+                let p = self.ensure(ev.pid, &ev.comm);
                 p.dirty = true;
                 p.last_change = p.last_change.max(ev.ts_ns);
                 // Regions read from /proc after the exec describe the new
@@ -395,7 +402,7 @@ impl Tracker {
                 p.space.new_mm();
                 p.exec_at = Some(t);
                 p.exe = Some(path.clone());
-                p.comm = ev.comm.clone();
+                p.comm.clone_from(&ev.comm);
                 p.start_time = Some(*start_time);
                 p.abi = *abi;
                 if p.seeded_by == SeededBy::Proc && p.space.regions.is_empty() {
@@ -403,51 +410,71 @@ impl Tracker {
                     p.seeded_by = SeededBy::Exec;
                 }
                 p.counters.reset();
-                let read_at = self.source.now();
-                match self.source.maps(ev.pid) {
-                    Ok(seeds) => {
-                        let until = self.source.now();
-                        let p = self.live.get_mut(&ev.pid).expect("ensured");
-                        p.space.seed(t, &seeds, Cause::Exec);
-                        p.seeded_until = until;
-                        p.trust(t);
-                        p.note_untraced(t);
-                        // Read while the process was stopped at its exec:
-                        // the counters of the exec describe the same state.
-                        if let (true, Some(c)) = (self.exec_stopped, &ev.counters) {
-                            p.check_counters(ev, c, t);
-                        }
-                    }
-                    Err(_) => {
-                        let at = self.rel(read_at);
-                        self.live
-                            .get_mut(&ev.pid)
-                            .expect("ensured")
-                            .doubt(at, CheckReason::Lost);
-                    }
-                }
                 self.touched.push((ev.pid, mark));
+                let read_at = self.source.now();
+                let seeds = self.source.maps(ev.pid);
+                let until = self.source.now();
+                let read_at = self.rel(read_at);
+                let exec_stopped = self.exec_stopped;
+                let p = self.ensure(ev.pid, &ev.comm);
+                if let Ok(seeds) = seeds {
+                    p.space.seed(t, &seeds, Cause::Exec);
+                    p.seeded_until = until;
+                    p.trust(t);
+                    p.note_untraced(t);
+                    // Read while the process was stopped at its exec: the
+                    // counters of the exec describe the same state.
+                    if let (true, Some(c)) = (exec_stopped, &ev.counters) {
+                        p.check_counters(ev, c, t);
+                    }
+                } else {
+                    p.doubt(read_at, CheckReason::Lost);
+                }
             }
             Body::Exit { status, start_time } => {
                 self.ensure_touched(ev.pid, &ev.comm);
-                let mut p = self.live.remove(&ev.pid).expect("ensured");
-                p.space.end_all(t, Cause::Exit);
-                p.exit_at = Some(t);
-                p.exit_status = Some(*status);
-                p.start_time = Some(*start_time);
-                p.dirty = true;
-                self.ended.push(p);
+                if let Some(mut p) = self.live.remove(&ev.pid) {
+                    p.space.end_all(t, Cause::Exit);
+                    p.exit_at = Some(t);
+                    p.exit_status = Some(*status);
+                    p.start_time = Some(*start_time);
+                    p.dirty = true;
+                    self.ended.push(p);
+                }
             }
             Body::FaultSummary { .. } | Body::Lost { .. } => {}
-            _ => {
-                let is_fault = matches!(ev.body, Body::Fault { .. });
-                if is_fault && self.live.contains_key(&ev.pid) {
-                    // A fault changes no region: no need to look for changes
-                    // (there are many).
+            Body::Fault { .. } => {
+                // A fault changes no region: no need to look for changes
+                // (there are many), except of a process seen first.
+                let p = if self.live.contains_key(&ev.pid) {
+                    self.ensure(ev.pid, &ev.comm)
                 } else {
-                    self.ensure_touched(ev.pid, &ev.comm);
-                }
-                let before_seed = ev.ts_ns < self.live[&ev.pid].seeded_until;
+                    self.ensure_touched(ev.pid, &ev.comm)
+                };
+                p.dirty = true;
+                p.faults_since_sample += 1;
+                // A fault only counts: it always applies.
+                apply_event(&mut p.space, ev, t, ev.ts_ns < p.seeded_until);
+            }
+            Body::Brk { .. }
+            | Body::Mmap { .. }
+            | Body::Munmap { .. }
+            | Body::Mremap { .. }
+            | Body::Mprotect { .. }
+            | Body::PkeyMprotect { .. }
+            | Body::Madvise { .. }
+            | Body::Mlock { .. }
+            | Body::Mlock2 { .. }
+            | Body::Munlock { .. }
+            | Body::Mlockall { .. }
+            | Body::Munlockall { .. }
+            | Body::Mseal { .. }
+            | Body::Shmat { .. }
+            | Body::Shmdt { .. }
+            | Body::RemapFilePages { .. }
+            | Body::Stack { .. } => {
+                let p = self.ensure_touched(ev.pid, &ev.comm);
+                let before_seed = ev.ts_ns < p.seeded_until;
                 // An attached segment's extent is not in the call: read it.
                 let segment = match ev.body {
                     Body::Shmat {
@@ -458,13 +485,9 @@ impl Tracker {
                     } if !before_seed => Some(self.shm_segment(ev.pid, addr, shmid, flags)),
                     _ => None,
                 };
-                let p = self.live.get_mut(&ev.pid).expect("ensured");
+                let p = self.ensure(ev.pid, &ev.comm);
                 p.dirty = true;
-                if is_fault {
-                    p.faults_since_sample += 1;
-                } else {
-                    p.last_change = p.last_change.max(ev.ts_ns);
-                }
+                p.last_change = p.last_change.max(ev.ts_ns);
                 let applied = match segment {
                     Some(seg) => apply_shmat(&mut p.space, ev, t, seg),
                     None => apply_event(&mut p.space, ev, t, before_seed),
@@ -600,6 +623,22 @@ impl Tracker {
         all.sort_by_key(|p| p.seq);
         all
     }
+}
+
+/// A process not seen before, numbered in order of first sight.
+fn new_process(
+    pid: u32,
+    seeded_by: SeededBy,
+    next_seq: &mut u64,
+    bucket_ns: u64,
+    keep_history: bool,
+) -> Process {
+    *next_seq += 1;
+    let mut p = Process::new(pid, *next_seq, seeded_by, bucket_ns);
+    if !keep_history {
+        p.space.keep_journal();
+    }
+    p
 }
 
 /// The changes in `space`'s journal from `mark` on, in print order (see

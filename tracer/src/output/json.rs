@@ -315,7 +315,7 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64) -> serd
                     prot: prot_str(*prot),
                     flags: mmap_flags_str(*flags),
                     // The kernel takes the fd as an int.
-                    fd: *fd as i32 as i64,
+                    fd: i64::from(*fd as i32),
                     offset: *offset,
                     ret: ret_addr(*ret),
                     path,
@@ -535,7 +535,7 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64) -> serd
                     path,
                     path_hex,
                     old_pid: (*old_pid != ev.pid).then_some(*old_pid),
-                    abi: abi.filter(|a| !a.traced()).map(|a| a.name()),
+                    abi: abi.filter(|a| !a.traced()).map(crate::event::Abi::name),
                 },
             )
         }
@@ -559,7 +559,7 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64) -> serd
             out,
             Lost {
                 count: *count,
-                kind: kind.map(|k| k.name()),
+                kind: kind.map(tracer_common::EventKind::name),
             },
         ),
     }

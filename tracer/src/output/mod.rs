@@ -319,7 +319,7 @@ mod tests {
         assert_eq!(s.lines().count(), all_bodies().len());
         for line in s.lines() {
             assert!(line.starts_with("   1.000"), "{line}");
-            assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+            assert!(!line.chars().any(char::is_control), "{line:?}");
         }
     }
 

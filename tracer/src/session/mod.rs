@@ -265,7 +265,7 @@ struct Core {
 impl Core {
     fn record<S: Sink>(&mut self, bytes: &[u8], sink: &mut S) {
         match decode(bytes) {
-            Ok(ev) => self.event(ev, sink),
+            Ok(mut ev) => self.event(&mut ev, sink),
             Err(e) => {
                 self.tally.malformed += 1;
                 if !self.malformed_logged {
@@ -337,12 +337,12 @@ impl Core {
         }
     }
 
-    fn event<S: Sink>(&mut self, mut ev: Event, sink: &mut S) {
-        self.check_abi(&mut ev);
+    fn event<S: Sink>(&mut self, ev: &mut Event, sink: &mut S) {
+        self.check_abi(ev);
         // Kernel-map housekeeping, whatever the sinks want: the last fault
         // summary of a process comes before its exit.
         if let Some(faults) = self.faults.as_mut() {
-            if let Some(summary) = faults.before_event(&ev, &mut self.hooks) {
+            if let Some(summary) = faults.before_event(ev, &mut self.hooks) {
                 Self::deliver(&mut self.tally, self.events, sink, &summary, &[]);
             }
         }
@@ -350,7 +350,7 @@ impl Core {
             self.hooks.forget_rss(ev.pid);
         }
         let Some(tracker) = self.tracker.as_mut() else {
-            Self::deliver(&mut self.tally, self.events, sink, &ev, &[]);
+            Self::deliver(&mut self.tally, self.events, sink, ev, &[]);
             return;
         };
         if let Some(checker) = self.checker.as_mut() {
@@ -360,13 +360,13 @@ impl Core {
                 }
             }
         }
-        tracker.apply(&ev);
+        tracker.apply(ev);
         if self.exec_stop && matches!(ev.body, Body::Exec { .. }) {
             // Stopped by the kernel at exec, now read: let it run.
             control::continue_after_exec(ev.pid);
         }
         let changes = tracker.changes();
-        Self::deliver(&mut self.tally, self.events, sink, &ev, &changes);
+        Self::deliver(&mut self.tally, self.events, sink, ev, &changes);
         drop(changes);
         for p in tracker.end_event() {
             if let Some(checker) = self.checker.as_mut() {
@@ -631,7 +631,7 @@ pub async fn run<S: Sink>(
                 }
                 name => break End::Signal(name),
             },
-            _ = &mut sleep, if deadline.is_some() => break End::Duration,
+            () = &mut sleep, if deadline.is_some() => break End::Duration,
         }
         if !sink.flush() {
             break End::OutputClosed;
@@ -677,42 +677,49 @@ pub async fn run<S: Sink>(
 
 /// Prints the closing summary on stderr; returns mmtrace's exit code.
 pub fn finish(outcome: &Outcome, target: &Target) -> i32 {
+    use std::fmt::Write as _;
     let tally = &outcome.tally;
     let mut line = format!(
         "mmtrace: {} events in {:.2} s",
         tally.by_name.values().sum::<u64>(),
         outcome.elapsed.as_secs_f64()
     );
+    // Writing to a String cannot fail.
     for (name, n) in &tally.by_name {
         if *name != "fault_summary" && *name != "lost" {
-            line.push_str(&format!(", {name} {n}"));
+            let _ = write!(line, ", {name} {n}");
         }
     }
-    line.push_str(&format!("; lost {}", tally.lost));
+    let _ = write!(line, "; lost {}", tally.lost);
     if tally.malformed > 0 {
-        line.push_str(&format!("; malformed {}", tally.malformed));
+        let _ = write!(line, "; malformed {}", tally.malformed);
     }
     if tally.kernel_errors > 0 {
-        line.push_str(&format!("; errors {}", tally.kernel_errors));
+        let _ = write!(line, "; errors {}", tally.kernel_errors);
     }
     let code = match outcome.end {
         End::CommandExited(status) => {
-            line.push_str(&format!("; command exited ({})", describe_status(status)));
+            let _ = write!(line, "; command exited ({})", describe_status(status));
             spawn::exit_code_of(status)
         }
         End::Signal(_) | End::Duration | End::OutputClosed => {
             match outcome.end {
-                End::Signal(name) => line.push_str(&format!("; stopped by {name}")),
+                End::Signal(name) => {
+                    let _ = write!(line, "; stopped by {name}");
+                }
                 End::Duration => line.push_str("; stopped after --duration"),
-                _ => line.push_str("; stopped: the output is closed"),
+                End::OutputClosed | End::CommandExited(_) => {
+                    line.push_str("; stopped: the output is closed");
+                }
             }
             if let Some((_, held)) = &target.command {
-                if target.args.kill_on_stop {
-                    line.push_str(&format!(" (command pid {} killed)", held.pid));
+                let fate = if target.args.kill_on_stop {
+                    "killed"
                 } else {
                     // Detached, as a debugger detaches: say so.
-                    line.push_str(&format!(" (command pid {} left running)", held.pid));
-                }
+                    "left running"
+                };
+                let _ = write!(line, " (command pid {} {fate})", held.pid);
             }
             0
         }
