@@ -153,8 +153,11 @@ fn only_region_lines() {
         }
         let op = s(e, "op");
         assert!(
-            ["born", "grow", "shrink", "split", "protect", "move", "merge", "advise", "died"]
-                .contains(&op),
+            [
+                "born", "grow", "shrink", "split", "protect", "move", "merge", "advise", "lock",
+                "unlock", "seal", "died"
+            ]
+            .contains(&op),
             "unknown op in {e}"
         );
         assert_eq!(
