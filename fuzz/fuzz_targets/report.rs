@@ -1,19 +1,54 @@
 //! The report of well-formed but hostile timelines. Byte mutations of JSON
 //! seldom keep a document that parses, so this target reads its input as
-//! choices: starting from tests/data/timeline-small.json, it replaces
-//! numbers, addresses and strings (extremes, any text, the vocabularies'
-//! words), and drops or repeats array elements. Each document that parses
-//! must render, with no control character but the newlines.
+//! choices: starting from tests/data/timeline-small.json (with drift and
+//! uncertain intervals added), it replaces numbers, addresses and strings
+//! (extremes, any text, the vocabularies' words), and drops or repeats
+//! array elements. Each document that parses must render, with no control
+//! character but the newlines.
 #![no_main]
+
+use std::sync::OnceLock;
 
 use libfuzzer_sys::{
     arbitrary::{Result, Unstructured},
     fuzz_target,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 use tracer::commands::report::{parse, render, ReportOptions};
 
-const TEMPLATE: &[u8] = include_bytes!("../../tests/data/timeline-small.json");
+const SMALL: &[u8] = include_bytes!("../../tests/data/timeline-small.json");
+
+/// timeline-small.json, whose processes have no drift nor uncertain
+/// intervals, with some of each in the first process.
+fn template() -> &'static Value {
+    static TEMPLATE: OnceLock<Value> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let mut doc: Value = serde_json::from_slice(SMALL).expect("the template is JSON");
+        let entry = |start: &str, end: &str, perms: &str, path: Value| {
+            json!({ "start": start, "end": end, "perms": perms, "offset": 4096, "path": path })
+        };
+        let p = &mut doc["processes"][0];
+        p["drift"] = json!([
+            { "t_ns": 50_000_000, "kind": "missing", "model": null,
+              "kernel": entry("0x7f3a12340000", "0x7f3a12341000", "rw-p", Value::Null) },
+            { "t_ns": 60_000_000, "kind": "extra",
+              "model": entry("0x7f3a12350000", "0x7f3a12352000", "r--p", json!("/usr/lib/x.so")),
+              "kernel": null },
+            { "t_ns": 70_000_000, "kind": "different",
+              "model": entry("0x7f3a12360000", "0x7f3a12361000", "rw-p", json!("[heap]")),
+              "kernel": entry("0x7f3a12360000", "0x7f3a12362000", "rw-s", json!("/dev/shm/y (deleted)")) },
+        ]);
+        p["uncertain"] = json!([
+            { "from_ns": 40_000_000, "to_ns": 45_000_000 },
+            { "from_ns": 100_000_000, "to_ns": null },
+        ]);
+        p["checks"]
+            .as_array_mut()
+            .expect("checks")
+            .push(json!({ "t_ns": 50_000_000, "reason": "lost", "regions": 7, "drift": 3 }));
+        doc
+    })
+}
 
 /// Words of the closed vocabularies (causes, ops, reasons, seeded_by,
 /// kinds), so that enum fields still parse after a change.
@@ -63,7 +98,7 @@ const WORDS: &[&str] = &[
 ];
 
 fuzz_target!(|choices: &[u8]| {
-    let mut doc: Value = serde_json::from_slice(TEMPLATE).expect("the template is JSON");
+    let mut doc = template().clone();
     // Running out of choices ends the changes, nothing else.
     let _ = change(&mut doc, &mut Unstructured::new(choices));
     let bytes = serde_json::to_vec(&doc).expect("a Value serialises");
