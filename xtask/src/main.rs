@@ -74,13 +74,13 @@ enum Task {
     /// with its corpus in fuzz/corpus/TARGET. Fails when an input crashes a
     /// target, and says where it was saved. Not part of `test` or CI.
     Fuzz {
-        /// Seconds of fuzzing per target.
-        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        /// Seconds of fuzzing per target (0: none, to only minimise).
+        #[arg(long, default_value_t = 60)]
         seconds: u64,
-        /// Then minimise each corpus (`cargo fuzz cmin`), before committing
-        /// it.
+        /// Then minimise each corpus, before committing it: the seeds, and
+        /// within 50 KB the inputs that add the most coverage per byte.
         #[arg(long)]
-        cmin: bool,
+        minimise: bool,
         /// The target to fuzz (default: all, one after the other).
         #[arg(value_parser = clap::builder::PossibleValuesParser::new(fuzz::TARGETS))]
         target: Option<String>,
@@ -110,9 +110,9 @@ fn run_task(task: Task) -> Result<()> {
         }
         Task::Fuzz {
             seconds,
-            cmin,
+            minimise,
             target,
-        } => fuzz::fuzz(seconds, cmin, target.as_deref()),
+        } => fuzz::fuzz(seconds, minimise, target.as_deref()),
     }
 }
 
