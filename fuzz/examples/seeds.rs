@@ -132,6 +132,14 @@ fn decode_seeds(dir: &Path) {
             )),
         ),
         (
+            "pkey-mprotect",
+            bytes_of(&syscall(
+                EventKind::PkeyMprotect,
+                [0x7f3a_1234_0000, 4096, 3, 1, 0, 0],
+                0,
+            )),
+        ),
+        (
             "madvise",
             bytes_of(&syscall(
                 EventKind::Madvise,
