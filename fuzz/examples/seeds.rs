@@ -5,7 +5,7 @@
 //! cd fuzz && cargo run --example seeds
 //! ```
 //!
-//! - `corpus/decode/seed-*`: one valid record of each kind, built from
+//! - `corpus/decode/seed-*`: a valid record of each kind, built from
 //!   tracer_common's `repr(C)` types (so they follow the wire format).
 //! - `corpus/timeline/seed-*.json`: tests/data/timeline-small.json and
 //!   variants of it: no processes, hostile strings, extreme numbers, drift
@@ -14,8 +14,8 @@
 //!   other maps seeds are real /proc/PID/maps files of a few programs,
 //!   copied by hand.
 //!
-//! The rest of each corpus is what fuzzing found, minimised with `cargo fuzz
-//! cmin`.
+//! The rest of each corpus is what fuzzing found, minimised with `cargo
+//! xtask fuzz --minimise` (which keeps the `seed-*` files).
 
 use std::{fs, mem::size_of, path::Path};
 
