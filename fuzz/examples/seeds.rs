@@ -21,9 +21,9 @@ use std::{fs, mem::size_of, path::Path};
 
 use serde_json::{json, Value};
 use tracer_common::{
-    EventHeader, EventKind, ExecEvent, ExitEvent, FaultEvent, ForkEvent, MmapFileEvent, StackEvent,
-    SyscallEvent, COMM_LEN, EXEC_PATH_LEN, FILE_PATH_TRUNCATED, PATH_BUF_LEN, STACK_SOURCE_FAULT,
-    STACK_SOURCE_FEXIT,
+    EventHeader, EventKind, ExecEvent, ExitEvent, FaultEvent, ForkEvent, MmCounters, MmapFileEvent,
+    StackEvent, SyscallEvent, COMM_LEN, EXEC_PATH_LEN, FILE_PATH_TRUNCATED, MM_FIELDS, MM_SETTLED,
+    PATH_BUF_LEN, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT,
 };
 
 fn main() {
@@ -79,7 +79,21 @@ fn syscall(kind: EventKind, args: [u64; 6], ret: i64) -> SyscallEvent {
     e.enter_ns = 8_123_450_211_000;
     e.args = args;
     e.ret = ret;
+    e.mm = counters();
     e
+}
+
+/// The counters of an address space after a change, all read and settled.
+fn counters() -> MmCounters {
+    MmCounters {
+        flags: MM_FIELDS | MM_SETTLED,
+        map_count: 31,
+        total_vm: 2067,
+        locked_vm: 2,
+        data_vm: 395,
+        exec_vm: 731,
+        stack_vm: 33,
+    }
 }
 
 fn decode_seeds(dir: &Path) {
@@ -147,6 +161,54 @@ fn decode_seeds(dir: &Path) {
                 0,
             )),
         ),
+        (
+            "mlock2",
+            bytes_of(&syscall(
+                EventKind::Mlock2,
+                [0x7f3a_1234_0000, 8192, 1, 0, 0, 0],
+                0,
+            )),
+        ),
+        (
+            "mlockall",
+            bytes_of(&syscall(EventKind::Mlockall, [3, 0, 0, 0, 0, 0], 0)),
+        ),
+        (
+            "munlockall",
+            bytes_of(&syscall(EventKind::Munlockall, [0; 6], 0)),
+        ),
+        (
+            "mseal-error",
+            bytes_of(&syscall(
+                EventKind::Mseal,
+                [0x7f3a_1234_0000, 4096, 0, 0, 0, 0],
+                -1,
+            )),
+        ),
+        (
+            "shmat",
+            bytes_of(&syscall(
+                EventKind::Shmat,
+                [32769, 0, 0o10000, 0, 0, 0],
+                0x7f3a_1300_0000,
+            )),
+        ),
+        (
+            "shmdt",
+            bytes_of(&syscall(
+                EventKind::Shmdt,
+                [0x7f3a_1300_0000, 0, 0, 0, 0, 0],
+                0,
+            )),
+        ),
+        (
+            "remap-file-pages",
+            bytes_of(&syscall(
+                EventKind::RemapFilePages,
+                [0x7f3a_1234_1000, 4096, 0, 3, 0, 0],
+                0,
+            )),
+        ),
     ];
 
     let mut file: MmapFileEvent = zeroed();
@@ -187,6 +249,7 @@ fn decode_seeds(dir: &Path) {
         stack.old_start = 0x7ffe_519c_3000;
         stack.new_start = 0x7ffe_519b_3000;
         stack.source = source;
+        stack.mm = counters();
         seeds.push((name, bytes_of(&stack)));
     }
 
@@ -194,6 +257,7 @@ fn decode_seeds(dir: &Path) {
     exec.header = header(EventKind::Exec, b"python3");
     exec.start_time = 8_123_450_212_000;
     exec.old_pid = 4242;
+    exec.mm = counters();
     let path = b"/usr/bin/python3.12";
     exec.path[..path.len()].copy_from_slice(path);
     exec.path_len = path.len() as u32;
