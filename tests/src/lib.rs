@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Mutex;
@@ -464,8 +465,11 @@ where
         .join(" ");
 
     let _guard = MMTRACE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // A process group of its own, so a time-out ends mmtrace's command too:
+    // it holds the output pipes open.
     let mut child = Command::new(&bin)
         .args(&args)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -491,6 +495,7 @@ where
         match child.try_wait() {
             Ok(Some(st)) => break st,
             Ok(None) if Instant::now() >= deadline => {
+                kill_group(child.id());
                 let _ = child.kill();
                 let _ = child.wait();
                 let stderr =
@@ -512,6 +517,15 @@ where
         stderr,
         events: Vec::new(),
     })
+}
+
+/// SIGKILL to the process group `pgid` (a child started with
+/// `process_group(0)`): mmtrace and the command it started.
+fn kill_group(pgid: u32) {
+    if let Ok(pgid) = libc::pid_t::try_from(pgid) {
+        // SAFETY: kill(2) with a negative pid signals that group only.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
 }
 
 /// The pid of the command in mmtrace's `tracing CMD (pid N) and its
