@@ -429,6 +429,41 @@ macro_rules! needs_root {
     };
 }
 
+/// Set (to anything but `0` or nothing) when the tests run on an emulated
+/// machine, 10 or more times slower than real hardware:
+/// `cargo xtask test --kernel` sets it in its qemu guests.
+pub const EMULATED_ENV: &str = "MMTRACE_TESTS_EMULATED";
+
+/// Whether a test whose workload is too big for an emulated machine runs:
+/// false (with one line on stderr saying why) under [`EMULATED_ENV`]. For
+/// tests of mmtrace's own limits, which do not depend on the kernel. Use
+/// [`skip_when_emulated!`].
+pub fn run_unless_emulated(crate_name: &str, why: &str) -> bool {
+    if !std::env::var_os(EMULATED_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
+        return true;
+    }
+    let thread = std::thread::current();
+    let test = match thread.name() {
+        Some(name) if name != "main" => format!("{crate_name}::{name}"),
+        _ => format!("a test of {crate_name}"),
+    };
+    let line = format!("skipping {test}: {why} (under emulation: {EMULATED_ENV} is set)\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    false
+}
+
+/// At the top of a test too big for an emulated machine: returns from the
+/// test (skips it, with one line on stderr saying `why`) under
+/// [`EMULATED_ENV`]. See [`run_unless_emulated`].
+#[macro_export]
+macro_rules! skip_when_emulated {
+    ($why:expr) => {
+        if !$crate::run_unless_emulated(env!("CARGO_CRATE_NAME"), $why) {
+            return;
+        }
+    };
+}
+
 /// The result of one mmtrace invocation.
 #[derive(Debug)]
 pub struct MmtraceRun {
