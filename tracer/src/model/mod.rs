@@ -5,9 +5,11 @@
 //! /proc/PID/maps (`maps`).
 
 pub mod apply;
+pub mod behaviour;
 pub mod maps;
 pub mod tracker;
 
+pub use behaviour::KernelBehaviour;
 pub use tracker::{ChangeOp, Comparison, LiveProc, ProcSource, Process, RegionChange, Tracker};
 
 use std::collections::BTreeMap;
@@ -303,6 +305,8 @@ pub struct AddressSpace {
     pub unattributed_faults: u64,
     /// Changes in order, when kept (`keep_journal`).
     journal: Option<Vec<Journal>>,
+    /// How the running kernel changes mappings where kernels differ.
+    kernel: KernelBehaviour,
 }
 
 /// One change to the regions, for `AddressSpace::journal`.
@@ -334,6 +338,13 @@ impl AddressSpace {
             bucket_ns: bucket_ns.max(1),
             ..Default::default()
         }
+    }
+
+    /// Follows `kernel`'s behaviour where kernels differ (the default is
+    /// the newest kernels').
+    pub fn with_kernel(mut self, kernel: KernelBehaviour) -> AddressSpace {
+        self.kernel = kernel;
+        self
     }
 
     pub fn live(&self) -> impl Iterator<Item = &Region> {
@@ -633,8 +644,12 @@ impl AddressSpace {
             r.sig |= sig::LOCKED;
         }
         if flags & MAP_STACK != 0 {
-            // Since 6.7 MAP_STACK also sets VM_NOHUGEPAGE.
-            r.sig |= sig::MAP_STACK | sig::NOHUGEPAGE;
+            r.sig |= sig::MAP_STACK;
+            // Since 6.7 MAP_STACK also sets VM_NOHUGEPAGE, which keeps the
+            // stack from merging with plain anonymous neighbours.
+            if self.kernel.map_stack_nohugepage {
+                r.sig |= sig::NOHUGEPAGE;
+            }
         }
         let noreserve = flags & MAP_NORESERVE != 0;
         if noreserve {
@@ -815,7 +830,10 @@ impl AddressSpace {
                     r.record(t_ns, Op::Grow);
                     let start = r.start;
                     self.journal_change(idx);
-                    self.merge_around(start, t_ns);
+                    // Before 5.19 the kernel only extends the mapping.
+                    if self.kernel.mremap_grow_merges {
+                        self.merge_around(start, t_ns);
+                    }
                 }
             }
             return;
@@ -912,7 +930,7 @@ impl AddressSpace {
     /// The child's copy at fork: every live region but MADV_DONTFORK ones,
     /// with `parent` naming the parent's region.
     pub fn fork_copy(&self, t_ns: u64) -> AddressSpace {
-        let mut child = AddressSpace::new(self.bucket_ns);
+        let mut child = AddressSpace::new(self.bucket_ns).with_kernel(self.kernel);
         if self.journal.is_some() {
             child.keep_journal();
         }

@@ -12,8 +12,8 @@
 use std::collections::HashMap;
 
 use super::{
-    apply::apply_event, maps, seed_of, AddressSpace, Cause, Journal, Op, Perms, Region, Seed,
-    SeededBy,
+    apply::apply_event, maps, seed_of, AddressSpace, Cause, Journal, KernelBehaviour, Op, Perms,
+    Region, Seed, SeededBy,
 };
 use crate::{
     event::{Body, Event},
@@ -88,7 +88,13 @@ pub struct Process {
 }
 
 impl Process {
-    fn new(pid: u32, seq: u64, seeded_by: SeededBy, bucket_ns: u64) -> Process {
+    fn new(
+        pid: u32,
+        seq: u64,
+        seeded_by: SeededBy,
+        bucket_ns: u64,
+        kernel: KernelBehaviour,
+    ) -> Process {
         Process {
             pid,
             seq,
@@ -100,7 +106,7 @@ impl Process {
             exec_at: None,
             exit_at: None,
             exit_status: None,
-            space: AddressSpace::new(bucket_ns),
+            space: AddressSpace::new(bucket_ns).with_kernel(kernel),
             seeded_until: 0,
             last_change: 0,
             uncertain: Vec::new(),
@@ -182,6 +188,8 @@ pub struct Tracker {
     keep_history: bool,
     next_seq: u64,
     source: Box<dyn ProcSource>,
+    /// Where kernels differ, how this one changes mappings.
+    kernel: KernelBehaviour,
 }
 
 impl Tracker {
@@ -196,7 +204,15 @@ impl Tracker {
             keep_history,
             next_seq: 0,
             source,
+            kernel: KernelBehaviour::default(),
         }
+    }
+
+    /// Models the address spaces as `kernel` changes them (the default is
+    /// the newest kernels' behaviour).
+    pub fn with_kernel(mut self, kernel: KernelBehaviour) -> Tracker {
+        self.kernel = kernel;
+        self
     }
 
     /// Times count from `start_ns` (CLOCK_MONOTONIC) on.
@@ -226,7 +242,7 @@ impl Tracker {
 
     fn new_process(&mut self, pid: u32, seeded_by: SeededBy) -> Process {
         self.next_seq += 1;
-        let mut p = Process::new(pid, self.next_seq, seeded_by, self.bucket_ns);
+        let mut p = Process::new(pid, self.next_seq, seeded_by, self.bucket_ns, self.kernel);
         if !self.keep_history {
             p.space.keep_journal();
         }

@@ -20,7 +20,7 @@ use crate::{
     error::Result,
     event::{decode::decode, Body, Event},
     kernel::{clock, preflight, proc, ring::EventReader, HookConfig, Hooks, StackPath},
-    model::{CheckReason, Comparison, LiveProc, Process, RegionChange, Tracker},
+    model::{CheckReason, Comparison, KernelBehaviour, LiveProc, Process, RegionChange, Tracker},
 };
 
 use self::{
@@ -457,13 +457,17 @@ pub async fn run<S: Sink>(
     let cfg = target.hook_config(plan);
     // Blocked since main: one sent while loading waits here.
     let mut stop = StopSignals::new().context("signalfd")?;
+    // Where kernels change mappings differently, ask this one (on scratch
+    // mappings of ours, before anything is attached).
+    let kernel = plan.model.as_ref().map(|_| KernelBehaviour::probe());
     let mut hooks = Hooks::load(&cfg)?;
     let started = Instant::now();
     let ring = hooks.take_events()?;
     let mut reader = EventReader::new(ring)?;
     let start_ns = hooks.attached_ns;
     let tracker = plan.model.as_ref().map(|m| {
-        let mut t = Tracker::new(m.bucket_ns, m.keep_history, Box::new(LiveProc));
+        let mut t = Tracker::new(m.bucket_ns, m.keep_history, Box::new(LiveProc))
+            .with_kernel(kernel.unwrap_or_default());
         t.set_start(start_ns);
         // Processes named with --pid are known from the start, busy or not.
         for &pid in &target.pids {
