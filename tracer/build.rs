@@ -18,6 +18,9 @@
 //! and is shared by every profile and by `cargo clippy`, so the eBPF crate
 //! is built once.
 
+// A build script reports what is wrong by panicking: cargo shows the message.
+#![allow(clippy::expect_used, clippy::manual_assert)]
+
 use std::{
     env,
     ffi::OsString,
@@ -210,8 +213,7 @@ fn bpf_target_dir(out_dir: &Path) -> PathBuf {
     out_dir
         .ancestors()
         .find(|dir| dir.join("CACHEDIR.TAG").is_file())
-        .map(|dir| dir.join("bpf"))
-        .unwrap_or_else(|| out_dir.join("bpf-target"))
+        .map_or_else(|| out_dir.join("bpf-target"), |dir| dir.join("bpf"))
 }
 
 fn must_remove(key: &OsString) -> bool {

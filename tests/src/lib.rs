@@ -85,6 +85,17 @@ pub struct MprotectCall {
     pub result: i64,
 }
 
+/// One `pkey_mprotect` syscall.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PkeyMprotectCall {
+    pub addr: String,
+    pub len: u64,
+    /// Raw PROT_* bits.
+    pub prot: i32,
+    pub pkey: i32,
+    pub result: i64,
+}
+
 /// One `madvise` syscall.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MadviseCall {
@@ -157,6 +168,18 @@ pub struct MprotectStep {
     pub mprotect: MprotectCall,
 }
 
+/// Step 6b: pkey_mprotect the first page of a 2-page RW mapping to
+/// PROT_READ with pkey -1 (no key: a plain mprotect, so no protection-key
+/// hardware is needed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PkeyMprotectStep {
+    pub mmap: MmapCall,
+    pub pkey_mprotect: PkeyMprotectCall,
+    /// The lines of /proc/self/maps within the mapping, read right after
+    /// the call.
+    pub maps: Vec<MapsLine>,
+}
+
 /// Step 7: map `pages` anonymous pages and write one byte to each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TouchStep {
@@ -226,6 +249,8 @@ pub struct Report {
     pub mremap_in_place: MremapInPlaceStep,
     pub mremap_move: MremapMoveStep,
     pub mprotect: MprotectStep,
+    /// None where the kernel has no pkey_mprotect (ENOSYS).
+    pub pkey_mprotect: Option<PkeyMprotectStep>,
     pub touch: TouchStep,
     pub stack: StackStep,
     pub fork: ForkStep,
@@ -869,6 +894,7 @@ pub const STREAM_EVENTS: &[&str] = &[
     "munmap",
     "mremap",
     "mprotect",
+    "pkey_mprotect",
     "madvise",
     "fault",
     "fault_summary",
@@ -921,6 +947,8 @@ pub struct Summary {
     pub lost: u64,
     /// Malformed records (0 when the line does not say).
     pub malformed: u64,
+    /// Failures of the kernel programs (0 when the line does not say).
+    pub errors: u64,
     /// How the run ended, when the line says: `command exited (code 0)`,
     /// `stopped by SIGTERM`, `stopped after --duration`, `stopped: the
     /// output is closed`, the last three maybe followed by what became of
@@ -938,7 +966,8 @@ const END_STARTS: &[&str] = &[
 
 /// Parse one closing summary line exactly: `mmtrace: N events in S s`, then
 /// `, KIND N` for each kind (kinds of [`is_ring_event`], in name order),
-/// then `; lost N`, then maybe `; malformed N`, then maybe how it ended.
+/// then `; lost N`, then maybe `; malformed N`, then maybe `; errors N`,
+/// then maybe how it ended.
 pub fn parse_summary_line(line: &str) -> Result<Summary, String> {
     let bad = |why: &str| format!("not a closing summary ({why}): {line:?}");
     let rest = line
@@ -975,13 +1004,22 @@ pub fn parse_summary_line(line: &str) -> Result<Summary, String> {
         .parse::<u64>()
         .map_err(|_| bad("lost count"))?;
     let mut malformed = 0;
+    let mut errors = 0;
     let mut end = None;
     for s in sections {
         if let Some(n) = s.strip_prefix("malformed ") {
-            if end.is_some() || malformed > 0 {
+            if end.is_some() || malformed > 0 || errors > 0 {
                 return Err(bad("malformed out of place"));
             }
             malformed = n.parse().map_err(|_| bad("malformed count"))?;
+        } else if let Some(n) = s.strip_prefix("errors ") {
+            if end.is_some() || errors > 0 {
+                return Err(bad("errors out of place"));
+            }
+            errors = n.parse().map_err(|_| bad("errors count"))?;
+            if errors == 0 {
+                return Err(bad("errors 0 is never printed"));
+            }
         } else if end.is_none() && END_STARTS.iter().any(|e| s.starts_with(e)) {
             end = Some(s.to_string());
         } else {
@@ -994,6 +1032,7 @@ pub fn parse_summary_line(line: &str) -> Result<Summary, String> {
         by_kind,
         lost,
         malformed,
+        errors,
         end,
     })
 }
@@ -1118,8 +1157,16 @@ mod tests {
             "mmtrace: 3 events in 0.20 s, mmap 1; lost 17; malformed 2; stopped by SIGTERM",
         )
         .unwrap();
-        assert_eq!((s.lost, s.malformed), (17, 2));
+        assert_eq!((s.lost, s.malformed, s.errors), (17, 2, 0));
         assert_eq!(s.end.as_deref(), Some("stopped by SIGTERM"));
+
+        let s = parse_summary_line(
+            "mmtrace: 5 events in 0.02 s, exec 2, exit 2, fork 1; lost 0; errors 2; \
+             command exited (code 0)",
+        )
+        .unwrap();
+        assert_eq!((s.lost, s.malformed, s.errors), (0, 0, 2));
+        assert_eq!(s.end.as_deref(), Some("command exited (code 0)"));
 
         let s =
             parse_summary_line("mmtrace: 0 events in 0.01 s; lost 0; stopped by SIGINT").unwrap();
@@ -1154,6 +1201,8 @@ mod tests {
             "9 events in 2.00 s; lost 0",
             "mmtrace: 9 events in 2.00 s; lost 0; something else",
             "mmtrace: 9 events in 2.00 s; lost 0; stopped",
+            "mmtrace: 9 events in 2.00 s; lost 0; errors 0",
+            "mmtrace: 9 events in 2.00 s; lost 0; errors 1; malformed 1",
             "mmtrace: 9 events in 2.00 s; lost 0; command exited (code 0); command exited (code 0)",
         ] {
             assert!(parse_summary_line(bad).is_err(), "{bad:?} parsed");

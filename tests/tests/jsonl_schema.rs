@@ -238,6 +238,14 @@ fn good_lines() -> Vec<Value> {
             json!({"addr": "0x1000", "len": 4096, "prot": "rwx", "ret": null, "errno": "EACCES"}),
         ),
         line(
+            "pkey_mprotect",
+            json!({"addr": "0x1000", "len": 4096, "prot": "r--", "pkey": -1, "ret": 0}),
+        ),
+        line(
+            "pkey_mprotect",
+            json!({"addr": "0x1000", "len": 4096, "prot": "rw-", "pkey": 3, "ret": null, "errno": "EINVAL"}),
+        ),
+        line(
             "madvise",
             json!({"addr": "0x1000", "len": 4096, "advice": "MADV_DONTNEED", "ret": 0}),
         ),

@@ -23,7 +23,7 @@ use serde_json::Value;
 use tests::{
     addr, closing_summary, event_addr, lost_in_stream, parse_flags, parse_prot, read_jsonl,
     run_mmtrace_raw, run_stream, BrkCall, MmapCall, MmtraceRun, MprotectCall, MremapCall,
-    MunmapCall, Report, MMAP_FLAG_NAMES, MMTRACE_TIMEOUT, MREMAP_FLAG_NAMES,
+    MunmapCall, PkeyMprotectCall, Report, MMAP_FLAG_NAMES, MMTRACE_TIMEOUT, MREMAP_FLAG_NAMES,
 };
 
 // ---------------------------------------------------------------------------
@@ -208,6 +208,23 @@ fn op_mprotect<'a>(what: &str, pid: i32, tid: Option<i32>, m: &'a MprotectCall) 
     }
 }
 
+fn op_pkey_mprotect<'a>(what: &str, pid: i32, tid: Option<i32>, m: &'a PkeyMprotectCall) -> Op<'a> {
+    Op {
+        what: what.into(),
+        kind: "pkey_mprotect",
+        pid,
+        tid,
+        expected: format!("{m:?}"),
+        pred: Box::new(move |e| {
+            faddr(e, "addr") == Some(addr(&m.addr))
+                && fu64(e, "len") == Some(m.len)
+                && e.get("prot").and_then(parse_prot) == Some(m.prot)
+                && fi64(e, "pkey") == Some(m.pkey as i64)
+                && fi64(e, "ret") == Some(m.result)
+        }),
+    }
+}
+
 fn op_brk<'a>(what: &str, pid: i32, tid: Option<i32>, b: &'a BrkCall) -> Op<'a> {
     Op {
         what: what.into(),
@@ -365,6 +382,7 @@ fn addresses_are_lowercase_unpadded_hex() {
         ("munmap", &["addr"]),
         ("mremap", &["old_addr", "ret", "new_addr"]),
         ("mprotect", &["addr"]),
+        ("pkey_mprotect", &["addr"]),
         ("fault", &["addr", "ip"]),
         ("stack", &["old_start", "new_start"]),
     ];
@@ -606,6 +624,51 @@ fn mprotect_is_traced() {
 }
 
 #[test]
+fn pkey_mprotect_is_traced() {
+    tests::needs_root!();
+    let t = traced();
+    let r = &t.report;
+    let Some(s) = &r.pkey_mprotect else {
+        eprintln!("this kernel has no pkey_mprotect (ENOSYS): nothing to check");
+        return;
+    };
+    let idx = expect_ops(
+        t,
+        &[
+            op_mmap("the 2-page mmap", r.pid, Some(r.tid), &s.mmap),
+            op_pkey_mprotect(
+                "the pkey_mprotect of its first page",
+                r.pid,
+                Some(r.tid),
+                &s.pkey_mprotect,
+            ),
+        ],
+    );
+    // /proc/self/maps right after the call agrees with the event: the pages
+    // it names have its protection, the others are as mapped.
+    let e = &t.run.events[idx[1]];
+    let (start, len) = (faddr(e, "addr").unwrap(), fu64(e, "len").unwrap());
+    let prot = e.get("prot").and_then(parse_prot).unwrap();
+    assert_eq!(prot, libc::PROT_READ, "{e}");
+    let end = addr(&s.mmap.result) + s.mmap.len;
+    let maps: Vec<(u64, u64, &str)> = s
+        .maps
+        .iter()
+        // Clipped to the mapping: a neighbour may have merged with it.
+        .map(|l| {
+            let lo = addr(&l.start).max(start);
+            (lo, addr(&l.end).min(end), l.perms.as_str())
+        })
+        .collect();
+    assert_eq!(
+        maps,
+        [(start, start + len, "r--p"), (start + len, end, "rw-p")],
+        "maps after the call: {:?}; event {e}",
+        s.maps
+    );
+}
+
+#[test]
 fn touched_pages_fault_once_each() {
     tests::needs_root!();
     let t = traced();
@@ -839,6 +902,14 @@ fn no_events_lost() {
         summary.lost, 0,
         "mmtrace's closing summary reports lost events: {summary:?}"
     );
+}
+
+#[test]
+fn no_kernel_errors() {
+    tests::needs_root!();
+    let t = traced();
+    let summary = closing_summary(&t.run.stderr).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(summary.errors, 0, "the kernel programs failed: {summary:?}");
 }
 
 #[test]

@@ -2,9 +2,14 @@
 //! userspace daemon (`tracer`).
 //!
 //! Every record in the ring buffer starts with an [`EventHeader`]; the
-//! header's `kind` tells the decoder which body follows. Kind numbers are a
-//! stable interface: never reuse or renumber one.
+//! header's `kind` tells the decoder which body follows. The kinds, their
+//! numbers and the hooks that make them are one table (`kinds.rs`). Kind
+//! numbers are a stable interface: never reuse or renumber one.
 #![no_std]
+
+mod kinds;
+pub mod tp;
+pub use kinds::*;
 
 /// Length of a task's `comm` (TASK_COMM_LEN).
 pub const COMM_LEN: usize = 16;
@@ -22,75 +27,33 @@ pub const EXEC_PATH_LEN: usize = 512;
 /// Number of slots in the per-kind lost-event counters.
 pub const KIND_SLOTS: usize = 16;
 
-// Map names, used by both sides.
+// Map names, used by both sides (a test of tracer checks them against the
+// object's maps).
 pub const MAP_EVENTS: &str = "EVENTS";
+/// Events that could not be reserved, per CPU and per kind.
 pub const MAP_LOST: &str = "LOST";
+/// Failures of the programs, per CPU and per kind (see [`ERRORS_NO_KIND`]).
+pub const MAP_ERRORS: &str = "ERRORS";
 pub const MAP_PID_FILTER: &str = "PID_FILTER";
 pub const MAP_COMM_FILTER: &str = "COMM_FILTER";
 pub const MAP_FAULT_COUNTS: &str = "FAULT_COUNTS";
 pub const MAP_RSS: &str = "RSS";
+/// Slot 0: the active STACK_SOURCE_*, set by the loader.
+pub const MAP_RUNTIME: &str = "RUNTIME";
+/// Syscalls in progress, by thread.
+pub const MAP_PENDING: &str = "PENDING";
+/// Stack growth candidates (faults below the stack), by thread.
+pub const MAP_STACK_PENDING: &str = "STACK_PENDING";
+/// The stack's start at fentry of the stack expansion, by thread.
+pub const MAP_STACK_FENTRY: &str = "STACK_FENTRY";
+
+/// The slot of `ERRORS` for failures that belong to no event kind (the RSS
+/// counters); kind numbers start at 1.
+pub const ERRORS_NO_KIND: u32 = 0;
 
 /// RSS counters kept per process, in bytes, indexed like the kernel's
 /// mm counters: file pages, anonymous pages, swap entries, shared memory.
 pub const RSS_MEMBERS: usize = 4;
-
-/// Event kinds. The numbers are part of the wire format.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
-    Brk = 1,
-    Mmap = 2,
-    Munmap = 3,
-    Mremap = 4,
-    Mprotect = 5,
-    Fault = 6,
-    Stack = 7,
-    Exec = 8,
-    Fork = 9,
-    Exit = 10,
-    Madvise = 11,
-}
-
-impl EventKind {
-    pub const ALL: [EventKind; 11] = [
-        EventKind::Brk,
-        EventKind::Mmap,
-        EventKind::Munmap,
-        EventKind::Mremap,
-        EventKind::Mprotect,
-        EventKind::Fault,
-        EventKind::Stack,
-        EventKind::Exec,
-        EventKind::Fork,
-        EventKind::Exit,
-        EventKind::Madvise,
-    ];
-
-    pub fn from_u32(v: u32) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|k| *k as u32 == v)
-    }
-
-    /// The bit of this kind in [`Config::kind_mask`].
-    pub const fn bit(self) -> u32 {
-        1 << (self as u32)
-    }
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            EventKind::Brk => "brk",
-            EventKind::Mmap => "mmap",
-            EventKind::Munmap => "munmap",
-            EventKind::Mremap => "mremap",
-            EventKind::Mprotect => "mprotect",
-            EventKind::Fault => "fault",
-            EventKind::Stack => "stack",
-            EventKind::Exec => "exec",
-            EventKind::Fork => "fork",
-            EventKind::Exit => "exit",
-            EventKind::Madvise => "madvise",
-        }
-    }
-}
 
 /// Common header of every record.
 #[repr(C)]
@@ -115,6 +78,7 @@ pub struct EventHeader {
 /// - mremap: `[old_addr, old_len, new_len, flags, new_addr]`
 /// - mprotect: `[addr, len, prot]`
 /// - madvise: `[addr, len, advice]`
+/// - pkey_mprotect: `[addr, len, prot, pkey]`
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SyscallEvent {
@@ -271,7 +235,23 @@ pub struct Config {
     pub exec_stop: u32,
     /// Keep each traced process's RSS counters (kmem:rss_stat) in `RSS`.
     pub track_rss: u32,
-    pub _pad: u32,
+    /// Log why a program gave up on an event (aya-log, `AYA_LOGS`), besides
+    /// counting it in `ERRORS`.
+    pub diagnostics: u32,
+}
+
+impl Config {
+    pub const ZERO: Config = Config {
+        self_tgid: 0,
+        filter: 0,
+        kind_mask: 0,
+        fault_mode: 0,
+        wakeup_bytes: 0,
+        exit_group_dead_offset: 0,
+        exec_stop: 0,
+        track_rss: 0,
+        diagnostics: 0,
+    };
 }
 
 /// Kernel struct field offsets resolved by the loader from the running
@@ -340,21 +320,31 @@ impl Offsets {
     };
 }
 
+/// A type of the ring buffer's records: `repr(C)` plain data for which
+/// every bit pattern is a valid value, so that it may be read from any bytes
+/// of its size (the decoder's only unsafe read).
+///
+/// # Safety
+/// Implement only for `repr(C)` types made of integers and arrays of
+/// integers.
+pub unsafe trait Wire: Copy {}
+
+// SAFETY: each is repr(C) and holds only integers and integer arrays.
+unsafe impl Wire for EventHeader {}
+unsafe impl Wire for SyscallEvent {}
+unsafe impl Wire for MmapFileEvent {}
+unsafe impl Wire for FaultEvent {}
+unsafe impl Wire for StackEvent {}
+unsafe impl Wire for ExecEvent {}
+unsafe impl Wire for ForkEvent {}
+unsafe impl Wire for ExitEvent {}
+
 #[cfg(feature = "user")]
 mod user {
-    use super::*;
+    use super::{Config, FaultCounts, Offsets};
     // SAFETY: plain-old-data, `repr(C)`, no padding holes read as anything
     // but bytes.
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Offsets {}
     unsafe impl aya::Pod for FaultCounts {}
-}
-
-/// Reads a record's header kind, if the record is long enough.
-pub fn record_kind(bytes: &[u8]) -> Option<EventKind> {
-    if bytes.len() < core::mem::size_of::<EventHeader>() {
-        return None;
-    }
-    let kind = u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    EventKind::from_u32(kind)
 }

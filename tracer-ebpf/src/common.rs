@@ -11,22 +11,12 @@ use aya_ebpf::{
     Global,
 };
 use tracer_common::{
-    Config, EventHeader, EventKind, FaultCounts, Offsets, COMM_LEN, FILTER_COMM, FILTER_PID,
-    KIND_SLOTS, RSS_MEMBERS,
+    Config, EventHeader, EventKind, FaultCounts, Offsets, COMM_LEN, ERRORS_NO_KIND, FILTER_COMM,
+    FILTER_PID, KIND_SLOTS, RSS_MEMBERS,
 };
 
 #[unsafe(no_mangle)]
-pub static CONFIG: Global<Config> = Global::new(Config {
-    self_tgid: 0,
-    filter: 0,
-    kind_mask: 0,
-    fault_mode: 0,
-    wakeup_bytes: 0,
-    exit_group_dead_offset: 0,
-    exec_stop: 0,
-    track_rss: 0,
-    _pad: 0,
-});
+pub static CONFIG: Global<Config> = Global::new(Config::ZERO);
 
 #[unsafe(no_mangle)]
 pub static OFFSETS: Global<Offsets> = Global::new(Offsets::ZERO);
@@ -38,6 +28,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 /// Events that could not be reserved, per CPU and per kind.
 #[map(name = "LOST")]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_SLOTS as u32, 0);
+
+/// Failures, per CPU and per kind (slot ERRORS_NO_KIND: of no kind): a
+/// record or kernel field that could not be read, a full map. The event is
+/// dropped, or made without the field.
+#[map(name = "ERRORS")]
+pub static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_SLOTS as u32, 0);
 
 /// Traced processes (tgid) when FILTER_PID is set.
 #[map(name = "PID_FILTER")]
@@ -121,6 +117,90 @@ pub fn count_lost(kind: EventKind) {
     if let Some(slot) = LOST.get_ptr_mut(kind as u32) {
         // SAFETY: a per-CPU slot; no other writer on this CPU meanwhile.
         unsafe { *slot += 1 };
+    }
+}
+
+/// A failed helper call: what the program was doing, and the error.
+#[derive(Clone, Copy)]
+pub struct Fail {
+    pub what: &'static str,
+    pub err: i64,
+}
+
+pub trait OrFail<T> {
+    /// Names the failure.
+    fn or_fail(self, what: &'static str) -> Result<T, Fail>;
+}
+
+impl<T> OrFail<T> for Result<T, i64> {
+    #[inline(always)]
+    fn or_fail(self, what: &'static str) -> Result<T, Fail> {
+        self.map_err(|err| Fail { what, err })
+    }
+}
+
+/// Helpers and maps return a C `long`, an i32 on this target.
+impl<T> OrFail<T> for Result<T, i32> {
+    #[inline(always)]
+    fn or_fail(self, what: &'static str) -> Result<T, Fail> {
+        self.map_err(|err| Fail {
+            what,
+            err: err.into(),
+        })
+    }
+}
+
+/// Counts a failure of a program making events of `kind` (None: of no
+/// kind), and with diagnostics on says why (only failures log: the hot
+/// path never reaches this).
+#[inline(always)]
+pub fn failed(kind: Option<EventKind>, fail: Fail) {
+    let slot = match kind {
+        Some(k) => k as u32,
+        None => ERRORS_NO_KIND,
+    };
+    if let Some(n) = ERRORS.get_ptr_mut(slot) {
+        // SAFETY: a per-CPU slot; no other writer on this CPU meanwhile.
+        unsafe { *n += 1 };
+    }
+    if config().diagnostics != 0 {
+        let of = match kind {
+            Some(k) => k.name(),
+            None => "rss",
+        };
+        // The context argument is only evaluated by the macro.
+        aya_log_ebpf::debug!(
+            &(),
+            "{} event: {} failed (error {})",
+            of,
+            fail.what,
+            fail.err
+        );
+    }
+}
+
+/// An entry point's return value; a failure is counted.
+#[inline(always)]
+pub fn done(kind: Option<EventKind>, r: Result<u32, Fail>) -> u32 {
+    match r {
+        Ok(v) => v,
+        Err(f) => {
+            failed(kind, f);
+            0
+        }
+    }
+}
+
+/// A field the event can go on without: its value, or after counting the
+/// failure the default (0, which the decoder takes as unknown).
+#[inline(always)]
+pub fn or_zero<T: Default>(kind: EventKind, r: Result<T, i64>, what: &'static str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(err) => {
+            failed(Some(kind), Fail { what, err });
+            T::default()
+        }
     }
 }
 

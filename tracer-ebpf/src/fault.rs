@@ -2,12 +2,14 @@
 //! (`--faults all`) or counted per process in the kernel (`summary`).
 
 use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
-use tracer_common::{EventKind, FaultCounts, FaultEvent, COMM_LEN, FAULTS_ALL, FAULTS_SUMMARY};
+use tracer_common::{
+    tp::PageFaultUser, EventKind, FaultCounts, FaultEvent, COMM_LEN, FAULTS_ALL, FAULTS_SUMMARY,
+};
 
 use crate::{
     common::{
-        config, count_lost, current_ids, fill_header, kind_enabled, submit_flags, traced, EVENTS,
-        FAULT_COUNTS,
+        config, count_lost, current_ids, done, fill_header, kind_enabled, submit_flags, traced,
+        Fail, OrFail, EVENTS, FAULT_COUNTS,
     },
     stack,
 };
@@ -18,20 +20,19 @@ const ERR_EXEC: u64 = 1 << 4;
 
 #[tracepoint]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
-    try_page_fault_user(&ctx).unwrap_or(0)
+    done(Some(EventKind::Fault), try_page_fault_user(&ctx))
 }
 
 #[inline(always)]
-fn try_page_fault_user(ctx: &TracePointContext) -> Result<u32, i64> {
+fn try_page_fault_user(ctx: &TracePointContext) -> Result<u32, Fail> {
     let cfg = config();
     let (tgid, tid) = current_ids();
     if !traced(&cfg, tgid) {
         return Ok(0);
     }
-    // SAFETY: the record's fields: address, ip, error_code.
-    let addr = unsafe { ctx.read_at::<u64>(8) }.map_err(|e| e as i64)?;
-    let ip = unsafe { ctx.read_at::<u64>(16) }.map_err(|e| e as i64)?;
-    let error_code = unsafe { ctx.read_at::<u64>(24) }.map_err(|e| e as i64)?;
+    // SAFETY: the tracepoint's record, whose layout the loader checked.
+    let rec = unsafe { ctx.read_at::<PageFaultUser>(0) }.or_fail("page_fault_user record")?;
+    let (addr, ip, error_code) = (rec.address, rec.ip, rec.error_code);
 
     if kind_enabled(&cfg, EventKind::Stack) {
         stack::on_fault(&cfg, tid, addr);

@@ -2,10 +2,12 @@
 //!
 //! The event's journey starts here: each hook filters in the kernel (so a
 //! filtered-out event costs userspace nothing), builds one record in the
-//! `EVENTS` ring buffer and counts what it could not reserve in `LOST`.
+//! `EVENTS` ring buffer and counts what it could not reserve in `LOST`, and
+//! what it failed to read or store in `ERRORS`.
 //!
-//! - `syscall`: brk, mmap, munmap, mremap, mprotect, paired from sys_enter
-//!   and sys_exit per thread; a file mmap resolves its file here.
+//! - `syscall`: the memory syscalls (brk, mmap, munmap, mremap, mprotect,
+//!   madvise, pkey_mprotect), paired from sys_enter and sys_exit per
+//!   thread; a file mmap resolves its file here.
 //! - `fault`: user page faults, streamed or counted per process.
 //! - `stack`: stack growth, from faults below the stack confirmed by the
 //!   mm's stack size, or from an fexit program where the kernel allows one.

@@ -10,13 +10,14 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tracer_common::{
+    tp::{SchedProcessExec, TaskNewtask},
     EventKind, ExecEvent, ExitEvent, ForkEvent, EXEC_PATH_LEN, FILTER_FOLLOW, FILTER_PID,
 };
 
 use crate::{
     common::{
-        config, count_lost, current_ids, fill_header, kind_enabled, offsets, submit_flags, traced,
-        EVENTS, PID_FILTER,
+        config, count_lost, current_ids, done, failed, fill_header, kind_enabled, offsets, or_zero,
+        submit_flags, traced, Fail, OrFail, EVENTS, PID_FILTER,
     },
     kernel::{current_task, read},
     stack,
@@ -24,22 +25,22 @@ use crate::{
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 
-/// sched:sched_process_exec: `__data_loc char[] filename; pid_t pid; pid_t old_pid;`
+/// sched:sched_process_exec (record: `tp::SchedProcessExec`).
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
-    try_exec(&ctx).unwrap_or(0)
+    done(Some(EventKind::Exec), try_exec(&ctx))
 }
 
 #[inline(always)]
-fn try_exec(ctx: &TracePointContext) -> Result<u32, i64> {
+fn try_exec(ctx: &TracePointContext) -> Result<u32, Fail> {
     let cfg = config();
     let (tgid, _) = current_ids();
     if !kind_enabled(&cfg, EventKind::Exec) || !traced(&cfg, tgid) {
         return Ok(0);
     }
-    // SAFETY: fields of the tracepoint record.
-    let loc = unsafe { ctx.read_at::<u32>(8) }.map_err(|e| e as i64)?;
-    let old_pid = unsafe { ctx.read_at::<u32>(16) }.map_err(|e| e as i64)?;
+    // SAFETY: the tracepoint's record, whose layout the loader checked.
+    let rec = unsafe { ctx.read_at::<SchedProcessExec>(0) }.or_fail("sched_process_exec record")?;
+    let (loc, old_pid) = (rec.filename, rec.old_pid as u32);
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         count_lost(EventKind::Exec);
         return Ok(0);
@@ -48,7 +49,11 @@ fn try_exec(ctx: &TracePointContext) -> Result<u32, i64> {
     // SAFETY: `e` is the reserved record; the string is inside the record.
     unsafe {
         fill_header(&mut (*e).header, EventKind::Exec);
-        (*e).start_time = read::<u64>(current_task(), offsets().task_start_time).unwrap_or(0);
+        (*e).start_time = or_zero(
+            EventKind::Exec,
+            read::<u64>(current_task(), offsets().task_start_time),
+            "task->start_time",
+        );
         (*e).old_pid = old_pid;
         let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
         let n = bpf_probe_read_kernel_str(
@@ -57,6 +62,15 @@ fn try_exec(ctx: &TracePointContext) -> Result<u32, i64> {
             src.cast(),
         );
         (*e).path_len = if n > 0 { (n - 1) as u32 } else { 0 };
+        if n < 0 {
+            failed(
+                Some(EventKind::Exec),
+                Fail {
+                    what: "exec filename",
+                    err: n,
+                },
+            );
+        }
     }
     if cfg.exec_stop != 0 {
         // Userspace reads the new address space, then sends SIGCONT: wake
@@ -71,16 +85,17 @@ fn try_exec(ctx: &TracePointContext) -> Result<u32, i64> {
     Ok(0)
 }
 
-/// task:task_newtask, in the parent: `pid_t pid; char comm[16]; u64 clone_flags;`
+/// task:task_newtask, in the parent (record: `tp::TaskNewtask`).
 #[tracepoint]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
-    try_newtask(&ctx).unwrap_or(0)
+    done(Some(EventKind::Fork), try_newtask(&ctx))
 }
 
 #[inline(always)]
-fn try_newtask(ctx: &TracePointContext) -> Result<u32, i64> {
-    // SAFETY: fields of the tracepoint record.
-    let clone_flags = unsafe { ctx.read_at::<u64>(32) }.map_err(|e| e as i64)?;
+fn try_newtask(ctx: &TracePointContext) -> Result<u32, Fail> {
+    // SAFETY: the tracepoint's record, whose layout the loader checked.
+    let rec = unsafe { ctx.read_at::<TaskNewtask>(0) }.or_fail("task_newtask record")?;
+    let (child, clone_flags) = (rec.pid as u32, rec.clone_flags);
     if clone_flags & CLONE_THREAD != 0 {
         return Ok(0);
     }
@@ -89,7 +104,6 @@ fn try_newtask(ctx: &TracePointContext) -> Result<u32, i64> {
     if !traced(&cfg, tgid) {
         return Ok(0);
     }
-    let child = unsafe { ctx.read_at::<u32>(8) }.map_err(|e| e as i64)?;
     if cfg.filter & FILTER_FOLLOW != 0 && cfg.filter & FILTER_PID != 0 {
         if PID_FILTER.insert(child, 1, 0).is_err() {
             // The child will not be traced: say so through the lost count.
@@ -119,17 +133,18 @@ fn try_newtask(ctx: &TracePointContext) -> Result<u32, i64> {
 /// sched:sched_process_exit, once per exiting thread.
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
-    try_exit(&ctx).unwrap_or(0)
+    done(Some(EventKind::Exit), try_exit(&ctx))
 }
 
 #[inline(always)]
-fn try_exit(ctx: &TracePointContext) -> Result<u32, i64> {
+fn try_exit(ctx: &TracePointContext) -> Result<u32, Fail> {
     let cfg = config();
     let (tgid, tid) = current_ids();
     stack::forget(tid);
     let group_dead = if cfg.exit_group_dead_offset != 0 {
         // SAFETY: the offset comes from the tracepoint's format.
-        unsafe { ctx.read_at::<u8>(cfg.exit_group_dead_offset as usize) }.map_err(|e| e as i64)?
+        unsafe { ctx.read_at::<u8>(cfg.exit_group_dead_offset as usize) }
+            .or_fail("sched_process_exit group_dead")?
             != 0
     } else {
         tid == tgid
@@ -138,15 +153,23 @@ fn try_exit(ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     }
     if kind_enabled(&cfg, EventKind::Exit) {
-        let code = read::<i32>(current_task(), offsets().task_exit_code).unwrap_or(0);
+        let exit = EventKind::Exit;
+        let code = or_zero(
+            exit,
+            read::<i32>(current_task(), offsets().task_exit_code),
+            "task->exit_code",
+        );
         match EVENTS.reserve::<ExitEvent>(0) {
             Some(mut entry) => {
                 let e = entry.as_mut_ptr();
                 // SAFETY: `e` is the reserved record.
                 unsafe {
                     fill_header(&mut (*e).header, EventKind::Exit);
-                    (*e).start_time =
-                        read::<u64>(current_task(), offsets().task_start_time).unwrap_or(0);
+                    (*e).start_time = or_zero(
+                        exit,
+                        read::<u64>(current_task(), offsets().task_start_time),
+                        "task->start_time",
+                    );
                     (*e).exit_code = code;
                     (*e)._pad = 0;
                 }

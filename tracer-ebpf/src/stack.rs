@@ -16,13 +16,13 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, TracePointContext},
 };
 use tracer_common::{
-    Config, EventKind, StackEvent, RSS_MEMBERS, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT,
+    tp::RssStat, Config, EventKind, StackEvent, RSS_MEMBERS, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT,
 };
 
 use crate::{
     common::{
-        config, count_lost, current_ids, fill_header, kind_enabled, offsets, submit_flags, traced,
-        EVENTS, RSS,
+        config, count_lost, current_ids, failed, fill_header, kind_enabled, offsets, submit_flags,
+        traced, Fail, OrFail, EVENTS, RSS,
     },
     kernel::{current_mm, read},
 };
@@ -53,6 +53,14 @@ static STACK_FENTRY: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192, 0
 #[map(name = "RUNTIME")]
 static RUNTIME: Array<u32> = Array::with_max_entries(1, 0);
 
+/// A failure of stack tracking: a growth may go unseen.
+#[inline(always)]
+fn count(r: Result<(), Fail>) {
+    if let Err(f) = r {
+        failed(Some(EventKind::Stack), f);
+    }
+}
+
 /// Called from the user fault hook (the fault is not handled yet).
 #[inline(always)]
 pub fn on_fault(cfg: &Config, tid: u32, addr: u64) {
@@ -61,20 +69,22 @@ pub fn on_fault(cfg: &Config, tid: u32, addr: u64) {
     }
     // A previous candidate of this thread not confirmed yet.
     confirm(cfg, tid);
+    count(candidate(tid, addr));
+}
+
+/// Remembers the fault at `addr` if it is below the stack.
+#[inline(always)]
+fn candidate(tid: u32, addr: u64) -> Result<(), Fail> {
     let off = offsets();
-    let Ok(mm) = current_mm(off.task_mm) else {
-        return;
-    };
-    let Ok(start_stack) = read::<u64>(mm, off.mm_start_stack) else {
-        return;
-    };
+    let mm = current_mm(off.task_mm).or_fail("current->mm")?;
+    let start_stack = read::<u64>(mm, off.mm_start_stack).or_fail("mm->start_stack")?;
     if addr >= start_stack || start_stack - addr > STACK_WINDOW {
-        return;
+        return Ok(());
     }
-    let Ok(stack_vm) = read::<u64>(mm, off.mm_stack_vm) else {
-        return;
-    };
-    let _ = STACK_PENDING.insert(tid, StackPending { addr, stack_vm }, 0);
+    let stack_vm = read::<u64>(mm, off.mm_stack_vm).or_fail("mm->stack_vm")?;
+    STACK_PENDING
+        .insert(tid, StackPending { addr, stack_vm }, 0)
+        .or_fail("STACK_PENDING insert")
 }
 
 /// Emits a stack event if the thread's pending candidate grew the stack.
@@ -86,15 +96,16 @@ fn confirm(cfg: &Config, tid: u32) {
     // SAFETY: this thread's entry, read by this thread.
     let p = unsafe { *p };
     let _ = STACK_PENDING.remove(tid);
+    count(grown(cfg, p));
+}
+
+#[inline(always)]
+fn grown(cfg: &Config, p: StackPending) -> Result<(), Fail> {
     let off = offsets();
-    let Ok(mm) = current_mm(off.task_mm) else {
-        return;
-    };
-    let Ok(now) = read::<u64>(mm, off.mm_stack_vm) else {
-        return;
-    };
+    let mm = current_mm(off.task_mm).or_fail("current->mm")?;
+    let now = read::<u64>(mm, off.mm_stack_vm).or_fail("mm->stack_vm")?;
     if now <= p.stack_vm {
-        return;
+        return Ok(());
     }
     let new_start = p.addr & !(PAGE_SIZE - 1);
     emit(
@@ -103,6 +114,7 @@ fn confirm(cfg: &Config, tid: u32) {
         new_start,
         STACK_SOURCE_FAULT,
     );
+    Ok(())
 }
 
 #[inline(always)]
@@ -124,10 +136,9 @@ fn emit(cfg: &Config, old_start: u64, new_start: u64, source: u32) {
     }
 }
 
-/// kmem:rss_stat: `unsigned int mm_id; unsigned int curr; int member;
-/// long size;`. A pending stack fault of the current thread has been
-/// handled by the time its page is charged; and the traced process's RSS
-/// counters are kept when asked.
+/// kmem:rss_stat (record: `tp::RssStat`). A pending stack fault of the
+/// current thread has been handled by the time its page is charged; and the
+/// traced process's RSS counters are kept when asked.
 #[tracepoint]
 pub fn rss_stat(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
@@ -136,21 +147,22 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
         confirm(&cfg, tid);
     }
     if cfg.track_rss != 0 {
-        let _ = track_rss(&ctx, &cfg, tgid);
+        if let Err(f) = track_rss(&ctx, &cfg, tgid) {
+            failed(None, f);
+        }
     }
     0
 }
 
 #[inline(always)]
-fn track_rss(ctx: &TracePointContext, cfg: &Config, tgid: u32) -> Result<(), i64> {
-    // SAFETY: fields of the tracepoint record.
-    let curr = unsafe { ctx.read_at::<u32>(12) }.map_err(|e| e as i64)?;
+fn track_rss(ctx: &TracePointContext, cfg: &Config, tgid: u32) -> Result<(), Fail> {
+    // SAFETY: the tracepoint's record, whose layout the loader checked.
+    let rec = unsafe { ctx.read_at::<RssStat>(0) }.or_fail("rss_stat record")?;
+    let (curr, member, size) = (rec.curr, rec.member, rec.size);
     // Only counters of the current task's own mm name a process we know.
     if curr == 0 || !traced(cfg, tgid) {
         return Ok(());
     }
-    let member = unsafe { ctx.read_at::<i32>(16) }.map_err(|e| e as i64)?;
-    let size = unsafe { ctx.read_at::<i64>(24) }.map_err(|e| e as i64)?;
     if !(0..RSS_MEMBERS as i32).contains(&member) {
         return Ok(());
     }
@@ -160,7 +172,7 @@ fn track_rss(ctx: &TracePointContext, cfg: &Config, tgid: u32) -> Result<(), i64
         None => {
             let mut v = [0i64; RSS_MEMBERS];
             v[member as usize] = size;
-            RSS.insert(tgid, v, 0).map_err(|e| e as i64)?;
+            RSS.insert(tgid, v, 0).or_fail("RSS insert")?;
         }
     }
     Ok(())
@@ -181,9 +193,15 @@ pub fn expand_downwards_entry(ctx: FEntryContext) -> u32 {
         return 0;
     }
     let vma: u64 = ctx.arg(0);
-    if let Ok(start) = read::<u64>(vma, offsets().vma_start) {
-        let _ = STACK_FENTRY.insert(tid, start, 0);
-    }
+    count(
+        read::<u64>(vma, offsets().vma_start)
+            .or_fail("vma->vm_start at entry")
+            .and_then(|start| {
+                STACK_FENTRY
+                    .insert(tid, start, 0)
+                    .or_fail("STACK_FENTRY insert")
+            }),
+    );
     0
 }
 
@@ -197,8 +215,15 @@ pub fn expand_downwards_exit(ctx: FExitContext) -> u32 {
     let old = unsafe { *old };
     let _ = STACK_FENTRY.remove(tid);
     let vma: u64 = ctx.arg(0);
-    let Ok(new) = read::<u64>(vma, offsets().vma_start) else {
-        return 0;
+    let new = match read::<u64>(vma, offsets().vma_start) {
+        Ok(new) => new,
+        Err(err) => {
+            count(Err(Fail {
+                what: "vma->vm_start at exit",
+                err,
+            }));
+            return 0;
+        }
     };
     if new < old {
         emit(&config(), old, new, STACK_SOURCE_FEXIT);

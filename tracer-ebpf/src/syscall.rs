@@ -1,4 +1,5 @@
-//! brk, mmap, munmap, mremap, mprotect: arguments saved per thread at
+//! The memory syscalls of the kinds table (brk, mmap, munmap, mremap,
+//! mprotect, madvise, pkey_mprotect): arguments saved per thread at
 //! sys_enter, one record with the result emitted at sys_exit.
 
 use aya_ebpf::{
@@ -8,14 +9,15 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tracer_common::{
+    tp::{SysEnter, SysExit},
     EventKind, FileInfo, MmapFileEvent, Offsets, SyscallEvent, FILE_PATH_TRUNCATED,
     FILE_UNRESOLVED, PATH_COMPONENT_MAX, PATH_MAX_DEPTH, PATH_START_LIMIT,
 };
 
 use crate::{
     common::{
-        config, count_lost, current_ids, fill_header, kind_enabled, offsets, submit_flags, traced,
-        EVENTS,
+        config, count_lost, current_ids, done, failed, fill_header, kind_enabled, offsets, or_zero,
+        submit_flags, traced, Fail, OrFail, EVENTS,
     },
     kernel::{current_mm, current_task, read},
 };
@@ -36,11 +38,12 @@ pub struct Pending {
 static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(16384, 0);
 
 const MAP_ANONYMOUS: u64 = 0x20;
-/// Syscall arguments start after the common fields and `__syscall_nr`.
-const ARGS_OFFSET: usize = 16;
+/// The first argument in a sys_enter record (`tp::SysEnter`, whose layout
+/// the loader checked).
+const ARGS_OFFSET: usize = core::mem::offset_of!(SysEnter, args);
 
 #[inline(always)]
-fn on_enter(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Result<u32, i64> {
+fn on_enter(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Result<u32, Fail> {
     let cfg = config();
     if !kind_enabled(&cfg, kind) {
         return Ok(0);
@@ -57,24 +60,37 @@ fn on_enter(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Result<u3
     };
     let mut i = 0;
     while i < nargs && i < 6 {
-        // SAFETY: reads inside the tracepoint record (nargs is the syscall's).
-        p.args[i] = unsafe { ctx.read_at::<u64>(ARGS_OFFSET + 8 * i) }.map_err(|e| e as i64)?;
+        // SAFETY: reads inside the tracepoint record (nargs is the syscall's):
+        // a record holds only its syscall's arguments, so they are read one
+        // by one rather than as a whole SysEnter.
+        p.args[i] =
+            unsafe { ctx.read_at::<u64>(ARGS_OFFSET + 8 * i) }.or_fail("sys_enter record")?;
         i += 1;
     }
     if kind == EventKind::Brk {
         // The heap end before the call.
         let off = offsets();
-        if let Ok(mm) = current_mm(off.task_mm) {
-            p.args[1] = read::<u64>(mm, off.mm_brk).unwrap_or(0);
-            p.args[2] = read::<u64>(mm, off.mm_start_brk).unwrap_or(0);
+        match current_mm(off.task_mm) {
+            Ok(mm) => {
+                p.args[1] = or_zero(kind, read::<u64>(mm, off.mm_brk), "mm->brk");
+                p.args[2] = or_zero(kind, read::<u64>(mm, off.mm_start_brk), "mm->start_brk");
+            }
+            Err(err) => failed(
+                Some(kind),
+                Fail {
+                    what: "current->mm",
+                    err,
+                },
+            ),
         }
     }
-    PENDING.insert(tid, p, 0).map_err(|e| e as i64)?;
+    // Full (every slot is a live thread's call): the call goes unseen.
+    PENDING.insert(tid, p, 0).or_fail("PENDING insert")?;
     Ok(0)
 }
 
 #[inline(always)]
-fn on_exit(ctx: &TracePointContext, kind: EventKind) -> Result<u32, i64> {
+fn on_exit(ctx: &TracePointContext, kind: EventKind) -> Result<u32, Fail> {
     let (_, tid) = current_ids();
     let Some(p) = PENDING.get_ptr(tid) else {
         return Ok(0);
@@ -85,8 +101,10 @@ fn on_exit(ctx: &TracePointContext, kind: EventKind) -> Result<u32, i64> {
     if p.kind != kind as u32 {
         return Ok(0);
     }
-    // SAFETY: `ret` is the first field after `__syscall_nr`.
-    let ret = unsafe { ctx.read_at::<i64>(ARGS_OFFSET) }.map_err(|e| e as i64)?;
+    // SAFETY: the tracepoint's record, whose layout the loader checked.
+    let ret = unsafe { ctx.read_at::<SysExit>(0) }
+        .or_fail("sys_exit record")?
+        .ret;
     let cfg = config();
     // A successful mmap returns a user address (positive), a failed one -errno.
     if kind == EventKind::Mmap && ret >= 0 && p.args[3] & MAP_ANONYMOUS == 0 {
@@ -139,10 +157,15 @@ fn resolve_file(fi: &mut FileInfo, fd: u64, off: &Offsets) {
     let Ok(file) = fd_file(fd, off) else {
         return;
     };
-    if let Ok(inode) = read::<u64>(file, off.file_inode) {
-        fi.ino = read::<u64>(inode, off.inode_ino).unwrap_or(0);
-        if let Ok(sb) = read::<u64>(inode, off.inode_sb) {
-            fi.dev = read::<u32>(sb, off.sb_dev).unwrap_or(0);
+    // The file is there: failing to read its identity is an error (the
+    // path, below, says in its flags what it could not read).
+    let mmap = EventKind::Mmap;
+    let inode = or_zero(mmap, read::<u64>(file, off.file_inode), "file->f_inode");
+    if inode != 0 {
+        fi.ino = or_zero(mmap, read::<u64>(inode, off.inode_ino), "inode->i_ino");
+        let sb = or_zero(mmap, read::<u64>(inode, off.inode_sb), "inode->i_sb");
+        if sb != 0 {
+            fi.dev = or_zero(mmap, read::<u32>(sb, off.sb_dev), "sb->s_dev");
         }
     }
     let Ok(dentry) = read::<u64>(file, off.file_path + off.path_dentry) else {
@@ -235,25 +258,30 @@ fn walk_path(fi: &mut FileInfo, mut dentry: u64, vfsmnt: u64, off: &Offsets) -> 
     (pos as u32, true)
 }
 
+/// One line per syscall kind: its programs, named as the kinds table's
+/// tracepoints (`sys_enter_<name>`, `sys_exit_<name>`); the number of
+/// arguments comes from the table.
 macro_rules! syscall_hooks {
-    ($($kind:ident, $nargs:expr, $enter:ident, $exit:ident);* $(;)?) => {$(
+    ($($kind:ident: $enter:ident, $exit:ident);* $(;)?) => {$(
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
-            on_enter(&ctx, EventKind::$kind, $nargs).unwrap_or(0)
+            let kind = EventKind::$kind;
+            done(Some(kind), on_enter(&ctx, kind, const { EventKind::$kind.nargs() }))
         }
 
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
-            on_exit(&ctx, EventKind::$kind).unwrap_or(0)
+            done(Some(EventKind::$kind), on_exit(&ctx, EventKind::$kind))
         }
     )*};
 }
 
 syscall_hooks! {
-    Brk, 1, sys_enter_brk, sys_exit_brk;
-    Mmap, 6, sys_enter_mmap, sys_exit_mmap;
-    Munmap, 2, sys_enter_munmap, sys_exit_munmap;
-    Mremap, 5, sys_enter_mremap, sys_exit_mremap;
-    Mprotect, 3, sys_enter_mprotect, sys_exit_mprotect;
-    Madvise, 3, sys_enter_madvise, sys_exit_madvise;
+    Brk: sys_enter_brk, sys_exit_brk;
+    Mmap: sys_enter_mmap, sys_exit_mmap;
+    Munmap: sys_enter_munmap, sys_exit_munmap;
+    Mremap: sys_enter_mremap, sys_exit_mremap;
+    Mprotect: sys_enter_mprotect, sys_exit_mprotect;
+    Madvise: sys_enter_madvise, sys_exit_madvise;
+    PkeyMprotect: sys_enter_pkey_mprotect, sys_exit_pkey_mprotect;
 }

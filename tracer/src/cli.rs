@@ -2,7 +2,11 @@
 
 use std::{ffi::OsString, path::PathBuf};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{
+    builder::{PossibleValue, PossibleValuesParser, TypedValueParser},
+    Args, Parser, Subcommand, ValueEnum,
+};
+pub use tracer_common::EventClass;
 use tracer_common::EventKind;
 
 pub use crate::output::Format;
@@ -73,7 +77,13 @@ pub struct StreamArgs {
     pub format: Format,
 
     /// Event families to trace (comma-separated). Default: all.
-    #[arg(short, long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    #[arg(
+        short,
+        long,
+        value_delimiter = ',',
+        value_name = "LIST",
+        value_parser = event_classes()
+    )]
     pub events: Vec<EventClass>,
 
     /// Page faults: off, counted per process each second (summary), or every
@@ -147,33 +157,31 @@ pub enum FaultMode {
     All,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum EventClass {
-    Brk,
-    Mmap,
-    Munmap,
-    Mremap,
-    Mprotect,
-    Madvise,
-    Fault,
-    Stack,
-    /// exec, fork and exit.
-    Process,
+/// The `--events` values, from the kinds table.
+fn event_classes() -> impl TypedValueParser<Value = EventClass> {
+    let values = EventClass::ALL.into_iter().map(|c| {
+        let value = PossibleValue::new(c.name());
+        match class_help(c) {
+            Some(help) => value.help(help),
+            None => value,
+        }
+    });
+    PossibleValuesParser::new(values).try_map(|name| {
+        EventClass::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .ok_or_else(|| format!("unknown event class `{name}`"))
+    })
 }
 
-impl EventClass {
-    pub fn kinds(self) -> &'static [EventKind] {
-        match self {
-            EventClass::Brk => &[EventKind::Brk],
-            EventClass::Mmap => &[EventKind::Mmap],
-            EventClass::Munmap => &[EventKind::Munmap],
-            EventClass::Mremap => &[EventKind::Mremap],
-            EventClass::Mprotect => &[EventKind::Mprotect],
-            EventClass::Madvise => &[EventKind::Madvise],
-            EventClass::Fault => &[EventKind::Fault],
-            EventClass::Stack => &[EventKind::Stack],
-            EventClass::Process => &[EventKind::Exec, EventKind::Fork, EventKind::Exit],
-        }
+/// The kinds of a class that is more than its namesake: "exec, fork and exit".
+fn class_help(class: EventClass) -> Option<String> {
+    let names: Vec<&str> = class.kinds().map(EventKind::name).collect();
+    match names.as_slice() {
+        [only] if *only == class.name() => None,
+        [only] => Some(only.to_string()),
+        [first @ .., last] => Some(format!("{} and {last}", first.join(", "))),
+        [] => None,
     }
 }
 
@@ -199,17 +207,7 @@ pub fn kind_mask(events: &[EventClass], faults: FaultMode) -> u32 {
 
 /// "4M", "256K", "1G", "65536": a power of two of at least one page.
 pub fn parse_size(s: &str) -> Result<u32, String> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last() {
-        Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
-        Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (examples: 256K, 4M, 1G)"))?;
-    let bytes = n.saturating_mul(mult);
+    let bytes = parse_bytes(s)?;
     if !bytes.is_power_of_two() || !(4096..=(1 << 30)).contains(&bytes) {
         return Err(format!(
             "`{s}` must be a power of two between 4K and 1G (the kernel's ring buffer rule)"
@@ -230,7 +228,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     };
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("`{s}` is not a size (examples: 512K, 256M, 2G)"))?;
+        .map_err(|_| format!("`{s}` is not a size (examples: 256K, 4M, 1G)"))?;
     match n.checked_mul(mult) {
         Some(v) if (1..=1 << 40).contains(&v) => Ok(v),
         _ => Err(format!("`{s}` must be between 1 byte and 1T")),
@@ -360,6 +358,32 @@ mod tests {
         };
         assert_eq!((r.top, r.short_lived_ms, r.max_size), (5, 100, 256 << 20));
         assert!(parse_bytes("0").is_err() && parse_bytes("2T").is_err());
+    }
+
+    #[test]
+    fn event_classes_come_from_the_kinds_table() {
+        let names: Vec<_> = EventClass::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "fault", "stack",
+                "process"
+            ]
+        );
+        assert_eq!(
+            class_help(EventClass::Process).as_deref(),
+            Some("exec, fork and exit")
+        );
+        assert_eq!(class_help(EventClass::Mmap), None);
+        assert_eq!(
+            class_help(EventClass::Mprotect).as_deref(),
+            Some("mprotect and pkey_mprotect")
+        );
+        let ok = Cli::try_parse_from(["mmtrace", "stream", "-e", "process,stack"]).unwrap();
+        let Command::Stream(a) = ok.command else {
+            panic!("not stream")
+        };
+        assert_eq!(a.events, vec![EventClass::Process, EventClass::Stack]);
     }
 
     #[test]

@@ -11,12 +11,22 @@ use tracer::{
 };
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|buf, record| {
-            use std::io::Write;
-            writeln!(buf, "mmtrace: {}", record.args())
-        })
-        .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    logger.format(|buf, record| {
+        use std::io::Write;
+        // Records of the kernel programs (aya-log) keep their eBPF target.
+        let from = if record.target().starts_with("tracer_ebpf") {
+            "kernel: "
+        } else {
+            ""
+        };
+        writeln!(buf, "mmtrace: {from}{}", record.args())
+    });
+    if tracer::kernel::kernel_log_wanted() {
+        logger.filter_module("tracer_ebpf", log::LevelFilter::Debug);
+    }
+    logger.init();
     let cli = Cli::parse();
     if let Err(e) = signals::block() {
         eprintln!("mmtrace: cannot block SIGINT/SIGTERM: {e}");

@@ -292,7 +292,7 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     step(show(cmd));
     let status = cmd
         .status()
-        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+        .with_context(|| format!("cannot start {}", cmd.get_program().display()))?;
     if !status.success() {
         let name = Path::new(cmd.get_program()).file_name().unwrap_or_default();
         let first = cmd.get_args().next().unwrap_or_default();
@@ -376,9 +376,9 @@ pub fn cargo() -> Command {
 }
 
 pub fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
+    // xtask lives in the workspace's root directory.
+    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask)
 }
 
 pub fn target_dir() -> PathBuf {

@@ -32,7 +32,7 @@ pub fn setup(dry_run: bool) -> Result<()> {
         dry_run,
         apt_updated: false,
     };
-    setup.privileges();
+    Setup::privileges();
     setup.rustc_web()?;
     let llvm = setup.llvm()?;
     setup.bpftool();
@@ -64,7 +64,7 @@ pub fn check() -> Result<()> {
                     }
                 }
                 None if find_bpf_linker().is_none() => {
-                    missing.push("bpf-linker (in PATH or $CARGO_HOME/bin)".to_string())
+                    missing.push("bpf-linker (in PATH or $CARGO_HOME/bin)".to_string());
                 }
                 None => {}
             }
@@ -110,7 +110,7 @@ struct Setup {
 
 impl Setup {
     /// (e) apt-get, mount and mmtrace itself need root.
-    fn privileges(&self) {
+    fn privileges() {
         if is_root() {
             step("privileges: running as root");
         } else if which("sudo").is_some() {
@@ -475,7 +475,7 @@ fn check_llvm_feature(major: u32) -> Result<()> {
             digits.bytes().all(|b| b.is_ascii_digit()).then_some(name)
         })
         .collect();
-    features.sort();
+    features.sort_unstable();
     let wanted = format!("llvm-{major}");
     if !features.is_empty() && !features.contains(&wanted.as_str()) {
         bail!(

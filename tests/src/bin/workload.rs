@@ -24,7 +24,8 @@ use std::time::Duration;
 use tests::{
     hex_addr, parse_proc_maps, BrkCall, FileMmapStep, ForkStep, MadviseCall, MmapCall,
     MprotectCall, MprotectStep, MremapCall, MremapInPlaceStep, MremapMoveStep, MunmapCall,
-    MunmapPartialStep, Pause, Report, StackStep, ThreadStep, TouchStep,
+    MunmapPartialStep, Pause, PkeyMprotectCall, PkeyMprotectStep, Report, StackStep, ThreadStep,
+    TouchStep,
 };
 
 /// Pages touched in step 7.
@@ -197,6 +198,21 @@ fn sys_brk(requested: usize) -> usize {
 // ---------------------------------------------------------------------------
 // /proc/self/maps
 // ---------------------------------------------------------------------------
+
+/// The lines of /proc/self/maps within [start, end) (allocates: call it
+/// after a step's syscalls).
+fn maps_within(start: usize, end: usize) -> Vec<tests::MapsLine> {
+    let text = std::fs::read_to_string("/proc/self/maps")
+        .unwrap_or_else(|e| fail(&format!("reading /proc/self/maps: {e}")));
+    parse_proc_maps(&text)
+        .unwrap_or_else(|e| fail(&e))
+        .into_iter()
+        .filter(|l| {
+            let (s, e) = (tests::addr(&l.start) as usize, tests::addr(&l.end) as usize);
+            s < end && e > start
+        })
+        .collect()
+}
 
 /// Start address of the `[stack]` line of /proc/self/maps.
 fn stack_start() -> usize {
@@ -628,6 +644,40 @@ fn main() {
     };
     pauser.pause("after_mprotect");
 
+    // Step 6b: pkey_mprotect the first page of 2, with no key.
+    let pkey_map = mmap_anon(2 * ps);
+    // SAFETY: the page belongs to pkey_map and nothing references it; pkey
+    // -1 is no key.
+    let pkey_ret = unsafe {
+        libc::syscall(
+            libc::SYS_pkey_mprotect,
+            pkey_map.ret,
+            ps,
+            libc::PROT_READ,
+            -1,
+        )
+    };
+    let pkey_errno = errno();
+    let pkey_mprotect = if pkey_ret != 0 && pkey_errno.raw_os_error() == Some(libc::ENOSYS) {
+        None
+    } else {
+        if pkey_ret != 0 {
+            fail(&format!("pkey_mprotect({:#x}): {pkey_errno}", pkey_map.ret));
+        }
+        Some(PkeyMprotectStep {
+            mmap: pkey_map.record(),
+            pkey_mprotect: PkeyMprotectCall {
+                addr: hex_addr(pkey_map.ret as u64),
+                len: ps as u64,
+                prot: libc::PROT_READ,
+                pkey: -1,
+                result: pkey_ret,
+            },
+            maps: maps_within(pkey_map.ret, pkey_map.ret + pkey_map.len),
+        })
+    };
+    pauser.pause("after_pkey_mprotect");
+
     // Step 7: touch 64 pages, one write each.
     let touch_map = mmap_anon(TOUCH_PAGES * ps);
     // SAFETY: advisory call on our own fresh mapping.
@@ -719,6 +769,7 @@ fn main() {
         mremap_in_place,
         mremap_move,
         mprotect,
+        pkey_mprotect,
         touch,
         stack,
         fork,

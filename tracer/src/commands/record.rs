@@ -190,7 +190,7 @@ pub async fn run(p: Prepared) -> Result<i32> {
         Some(l) => {
             spare = l.try_clone().ok();
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            std::thread::spawn(move || exitwatch::serve(l, tx));
+            std::thread::spawn(move || exitwatch::serve(&l, &tx));
             Some(rx)
         }
         None => None,

@@ -477,9 +477,10 @@ fn peaks(s: &mut String, p: &Process) {
         ("resident (RSS)", peak(&|c| c.rss)),
     ];
     for (name, v) in rows {
-        match v {
-            Some((bytes, t)) => ln!(s, "    {name:<22}{:>10}  at {}", human_size(bytes), at(t)),
-            None => ln!(s, "    {name:<22}{:>10}", "unknown"),
+        if let Some((bytes, t)) = v {
+            ln!(s, "    {name:<22}{:>10}  at {}", human_size(bytes), at(t))
+        } else {
+            ln!(s, "    {name:<22}{:>10}", "unknown")
         }
     }
     ln!(s, "    {:<22}{regions}", "regions");
@@ -567,7 +568,7 @@ fn percent(part: u64, whole: u64) -> String {
     if whole == 0 {
         return "-".to_string();
     }
-    let pct = (part as u128 * 100 + whole as u128 / 2) / whole as u128;
+    let pct = (u128::from(part) * 100 + u128::from(whole) / 2) / u128::from(whole);
     format!("{pct}%")
 }
 
@@ -895,15 +896,16 @@ fn uncertain(s: &mut String, p: &Process) {
         plural(p.uncertain.len() as u64, "interval", "intervals")
     );
     for i in &p.uncertain {
-        match i.to_ns {
-            Some(to) => ln!(
+        if let Some(to) = i.to_ns {
+            ln!(
                 s,
                 "    {} to {} ({})",
                 at(i.from_ns),
                 at(to),
                 duration(to.saturating_sub(i.from_ns))
-            ),
-            None => ln!(s, "    {} to the end", at(i.from_ns)),
+            );
+        } else {
+            ln!(s, "    {} to the end", at(i.from_ns))
         }
     }
 }
@@ -937,12 +939,12 @@ fn duration(ns: u64) -> String {
         return format!("{ns} ns");
     }
     for (div, unit) in [(1_000u128, "us"), (1_000_000, "ms")] {
-        let tenths = (ns as u128 * 10 + div / 2) / div;
+        let tenths = (u128::from(ns) * 10 + div / 2) / div;
         if tenths < 10_000 {
             return format!("{}.{} {unit}", tenths / 10, tenths % 10);
         }
     }
-    let ms = (ns as u128 + 500_000) / 1_000_000;
+    let ms = (u128::from(ns) + 500_000) / 1_000_000;
     format!("{}.{:03} s", ms / 1000, ms % 1000)
 }
 
@@ -1374,10 +1376,7 @@ mod tests {
         let text = render(t, opts);
         for l in text.lines() {
             assert!(l.chars().count() <= WIDTH, "line wider than {WIDTH}: {l:?}");
-            assert!(
-                !l.chars().any(|c| c.is_control()),
-                "control character: {l:?}"
-            );
+            assert!(!l.chars().any(char::is_control), "control character: {l:?}");
         }
         text
     }

@@ -47,16 +47,15 @@ pub fn prepare(mut args: StreamArgs) -> Result<Prepared> {
     if let Some(program) = args.trace.command.first() {
         command::resolve_program(program)?;
     }
-    let (out, color): (Box<dyn Write>, bool) = match &args.output {
-        Some(path) => (Box::new(LineFile::new(file::create(path)?)), false),
-        None => {
-            let tty = io::stdout().is_terminal();
-            let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-            (
-                Box::new(BufWriter::new(io::stdout())),
-                color && args.format == Format::Text,
-            )
-        }
+    let (out, color): (Box<dyn Write>, bool) = if let Some(path) = &args.output {
+        (Box::new(LineFile::new(file::create(path)?)), false)
+    } else {
+        let tty = io::stdout().is_terminal();
+        let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        (
+            Box::new(BufWriter::new(io::stdout())),
+            color && args.format == Format::Text,
+        )
     };
     let trace = std::mem::take(&mut args.trace);
     let target = session::start(trace, pids, false)?;

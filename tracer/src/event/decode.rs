@@ -4,7 +4,7 @@ use std::mem::size_of;
 
 use tracer_common::{
     EventHeader, EventKind, ExecEvent, ExitEvent, FaultEvent, FileInfo, ForkEvent, MmapFileEvent,
-    StackEvent, SyscallEvent, FILE_PATH_TRUNCATED, FILE_UNRESOLVED, STACK_SOURCE_FEXIT,
+    StackEvent, SyscallEvent, Wire, FILE_PATH_TRUNCATED, FILE_UNRESOLVED, STACK_SOURCE_FEXIT,
 };
 
 use crate::event::{Access, Body, Event, MappedFile, StackSource, SysResult};
@@ -24,16 +24,22 @@ pub enum DecodeError {
 }
 
 /// Reads a `T` from the start of `bytes` (checked length, any alignment).
-fn read<T: Copy>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError> {
+fn read_wire<T: Wire>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < size_of::<T>() {
-        return Err(DecodeError::BadLength {
-            kind,
-            len: bytes.len(),
-            expected: size_of::<T>(),
-        });
+        return None;
     }
-    // SAFETY: length checked; T is a plain-old-data repr(C) record type.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+    // SAFETY: length checked; a Wire type is repr(C) plain data for which
+    // any bytes are a value.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Reads the body record `T` of a `kind` record.
+fn read<T: Wire>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError> {
+    read_wire(bytes).ok_or(DecodeError::BadLength {
+        kind,
+        len: bytes.len(),
+        expected: size_of::<T>(),
+    })
 }
 
 /// Bytes up to the first NUL.
@@ -43,24 +49,85 @@ fn c_bytes(bytes: &[u8]) -> Vec<u8> {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
-    if bytes.len() < size_of::<EventHeader>() {
-        return Err(DecodeError::Short(bytes.len()));
-    }
-    let raw_kind = u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    let kind = EventKind::from_u32(raw_kind).ok_or(DecodeError::UnknownKind(raw_kind))?;
-    let h: EventHeader = read(bytes, kind)?;
+    let h: EventHeader = read_wire(bytes).ok_or(DecodeError::Short(bytes.len()))?;
+    let kind = EventKind::from_u32(h.kind).ok_or(DecodeError::UnknownKind(h.kind))?;
+    let sys = || read::<SyscallEvent>(bytes, kind);
     let body = match kind {
-        EventKind::Brk
-        | EventKind::Munmap
-        | EventKind::Mremap
-        | EventKind::Mprotect
-        | EventKind::Madvise => syscall_body(&read::<SyscallEvent>(bytes, kind)?, None),
+        EventKind::Brk => {
+            let e = sys()?;
+            Body::Brk {
+                requested: e.args[0],
+                old_brk: e.args[1],
+                new_brk: e.ret as u64,
+                start_brk: e.args[2],
+            }
+        }
         EventKind::Mmap => {
-            if bytes.len() >= size_of::<MmapFileEvent>() {
+            let (e, file) = if bytes.len() >= size_of::<MmapFileEvent>() {
                 let e: MmapFileEvent = read(bytes, kind)?;
-                syscall_body(&e.sys, Some(&e.file))
+                (e.sys, mapped_file(&e.file))
             } else {
-                syscall_body(&read::<SyscallEvent>(bytes, kind)?, None)
+                (sys()?, None)
+            };
+            let a = e.args;
+            Body::Mmap {
+                addr: a[0],
+                len: a[1],
+                prot: a[2],
+                flags: a[3],
+                fd: i64::from(a[4] as i32),
+                offset: a[5],
+                ret: SysResult::from_raw(e.ret),
+                file,
+            }
+        }
+        EventKind::Munmap => {
+            let e = sys()?;
+            Body::Munmap {
+                addr: e.args[0],
+                len: e.args[1],
+                ret: SysResult::from_raw(e.ret),
+            }
+        }
+        EventKind::Mremap => {
+            let e = sys()?;
+            let a = e.args;
+            Body::Mremap {
+                old_addr: a[0],
+                old_len: a[1],
+                new_len: a[2],
+                flags: a[3],
+                new_addr: a[4],
+                ret: SysResult::from_raw(e.ret),
+            }
+        }
+        EventKind::Mprotect => {
+            let e = sys()?;
+            Body::Mprotect {
+                addr: e.args[0],
+                len: e.args[1],
+                prot: e.args[2],
+                ret: SysResult::from_raw(e.ret),
+            }
+        }
+        EventKind::Madvise => {
+            let e = sys()?;
+            Body::Madvise {
+                addr: e.args[0],
+                len: e.args[1],
+                advice: e.args[2],
+                ret: SysResult::from_raw(e.ret),
+            }
+        }
+        EventKind::PkeyMprotect => {
+            let e = sys()?;
+            Body::PkeyMprotect {
+                addr: e.args[0],
+                len: e.args[1],
+                prot: e.args[2],
+                // An int argument: its register's low 32 bits.
+                pkey: e.args[3] as i32,
+                ret: SysResult::from_raw(e.ret),
             }
         }
         EventKind::Fault => {
@@ -116,55 +183,6 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         comm: c_bytes(&h.comm),
         body,
     })
-}
-
-fn syscall_body(e: &SyscallEvent, file: Option<&FileInfo>) -> Body {
-    let kind = EventKind::from_u32(e.header.kind);
-    let a = e.args;
-    let ret = SysResult::from_raw(e.ret);
-    match kind {
-        Some(EventKind::Brk) => Body::Brk {
-            requested: a[0],
-            old_brk: a[1],
-            new_brk: e.ret as u64,
-            start_brk: a[2],
-        },
-        Some(EventKind::Mmap) => Body::Mmap {
-            addr: a[0],
-            len: a[1],
-            prot: a[2],
-            flags: a[3],
-            fd: a[4] as i32 as i64,
-            offset: a[5],
-            ret,
-            file: file.and_then(mapped_file),
-        },
-        Some(EventKind::Munmap) => Body::Munmap {
-            addr: a[0],
-            len: a[1],
-            ret,
-        },
-        Some(EventKind::Mremap) => Body::Mremap {
-            old_addr: a[0],
-            old_len: a[1],
-            new_len: a[2],
-            flags: a[3],
-            new_addr: a[4],
-            ret,
-        },
-        Some(EventKind::Madvise) => Body::Madvise {
-            addr: a[0],
-            len: a[1],
-            advice: a[2],
-            ret,
-        },
-        _ => Body::Mprotect {
-            addr: a[0],
-            len: a[1],
-            prot: a[2],
-            ret,
-        },
-    }
 }
 
 /// The file of an mmap record; its path's components are stored leaf first.
@@ -327,11 +345,22 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_decodes_as_itself() {
+        for kind in EventKind::ALL {
+            let mut bytes = vec![0u8; size_of::<MmapFileEvent>()];
+            let h = bytes_of(&header(kind));
+            bytes[..h.len()].copy_from_slice(&h);
+            let ev = decode(&bytes).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+            assert_eq!(ev.body.name(), kind.name());
+        }
+    }
+
+    #[test]
     fn bad_records_are_errors() {
         assert_eq!(decode(&[0u8; 8]), Err(DecodeError::Short(8)));
         let mut h = bytes_of(&header(EventKind::Fault));
         assert!(matches!(decode(&h), Err(DecodeError::BadLength { .. })));
-        h[8] = 99;
+        h[std::mem::offset_of!(EventHeader, kind)] = 99;
         assert_eq!(decode(&h), Err(DecodeError::UnknownKind(99)));
     }
 }

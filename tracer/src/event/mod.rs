@@ -134,6 +134,15 @@ pub enum Body {
         advice: u64,
         ret: SysResult,
     },
+    /// mprotect that also tags the pages with a protection key.
+    PkeyMprotect {
+        addr: u64,
+        len: u64,
+        prot: u64,
+        /// -1: no key (then it is a plain mprotect).
+        pkey: i32,
+        ret: SysResult,
+    },
     Fault {
         addr: u64,
         ip: u64,
@@ -190,6 +199,7 @@ impl Body {
             Body::Mremap { .. } => EventKind::Mremap,
             Body::Mprotect { .. } => EventKind::Mprotect,
             Body::Madvise { .. } => EventKind::Madvise,
+            Body::PkeyMprotect { .. } => EventKind::PkeyMprotect,
             Body::Fault { .. } => EventKind::Fault,
             Body::Stack { .. } => EventKind::Stack,
             Body::Exec { .. } => EventKind::Exec,
@@ -209,6 +219,7 @@ impl Body {
             | Body::Mremap { .. }
             | Body::Mprotect { .. }
             | Body::Madvise { .. }
+            | Body::PkeyMprotect { .. }
             | Body::Stack { .. }
             | Body::Exec { .. }
             | Body::Exit { .. } => true,
@@ -228,6 +239,7 @@ impl Body {
             Body::Mremap { .. } => "mremap",
             Body::Mprotect { .. } => "mprotect",
             Body::Madvise { .. } => "madvise",
+            Body::PkeyMprotect { .. } => "pkey_mprotect",
             Body::Fault { .. } => "fault",
             Body::Stack { .. } => "stack",
             Body::Exec { .. } => "exec",

@@ -921,7 +921,7 @@ mod tests {
         };
         for _ in 0..2000 {
             let mut bad = good.clone();
-            for _ in 0..1 + next() % 4 {
+            for _ in 0..=(next() % 4) {
                 let at = (next() % bad.len() as u64) as usize;
                 bad[at] = next() as u8;
             }

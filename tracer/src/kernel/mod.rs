@@ -4,11 +4,13 @@
 
 pub mod btf;
 pub mod clock;
+pub mod plan;
 pub mod preflight;
 pub mod proc;
 pub mod ring;
+pub mod tracefs;
 
-use std::collections::{BTreeMap, HashMap as StdHashMap};
+use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
@@ -18,15 +20,28 @@ use aya::{
 };
 use log::{info, warn};
 use tracer_common::{
-    Config, EventKind, FaultCounts, COMM_LEN, FAULTS_ALL, FAULTS_OFF, FILTER_COMM, FILTER_FOLLOW,
-    FILTER_PID, KIND_SLOTS, MAP_COMM_FILTER, MAP_EVENTS, MAP_FAULT_COUNTS, MAP_LOST,
-    MAP_PID_FILTER, MAP_RSS, RSS_MEMBERS, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT,
+    Config, Duty, EventKind, FaultCounts, Fexit, Source, Tracepoint, COMM_LEN, ERRORS_NO_KIND,
+    FAULTS_ALL, FAULTS_OFF, FILTER_COMM, FILTER_FOLLOW, FILTER_PID, KIND_SLOTS, MAP_COMM_FILTER,
+    MAP_ERRORS, MAP_EVENTS, MAP_FAULT_COUNTS, MAP_LOST, MAP_PID_FILTER, MAP_RSS, MAP_RUNTIME,
+    RSS_MEMBERS, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT, TP_SCHED_PROCESS_EXIT,
 };
 
-use self::preflight::{tracepoint_exists, TRACEFS};
+use self::tracefs::{tracepoint_exists, TRACEFS};
 
 /// The compiled kernel programs, embedded at build time.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+
+/// Set to 1, the kernel programs say why they gave up on an event (besides
+/// counting it), forwarded to the log at debug level (target
+/// `tracer_ebpf`).
+pub const KERNEL_LOG_ENV: &str = "MMTRACE_KERNEL_LOG";
+/// aya-log-ebpf's ring buffer of log records.
+const AYA_LOGS: &str = "AYA_LOGS";
+
+/// Whether the kernel diagnostics are asked for ([`KERNEL_LOG_ENV`]).
+pub fn kernel_log_wanted() -> bool {
+    std::env::var_os(KERNEL_LOG_ENV).is_some_and(|v| v == "1")
+}
 
 /// What to hook and how.
 #[derive(Clone, Debug)]
@@ -50,102 +65,6 @@ pub struct HookConfig {
     /// Keep each traced process's RSS counters from kmem:rss_stat.
     pub track_rss: bool,
 }
-
-/// Tracepoints the programs attach to: (program, category, name, needed for).
-const TRACEPOINTS: &[(&str, &str, &str, &[EventKind])] = &[
-    (
-        "sys_enter_brk",
-        "syscalls",
-        "sys_enter_brk",
-        &[EventKind::Brk],
-    ),
-    (
-        "sys_exit_brk",
-        "syscalls",
-        "sys_exit_brk",
-        &[EventKind::Brk],
-    ),
-    (
-        "sys_enter_mmap",
-        "syscalls",
-        "sys_enter_mmap",
-        &[EventKind::Mmap],
-    ),
-    (
-        "sys_exit_mmap",
-        "syscalls",
-        "sys_exit_mmap",
-        &[EventKind::Mmap],
-    ),
-    (
-        "sys_enter_munmap",
-        "syscalls",
-        "sys_enter_munmap",
-        &[EventKind::Munmap],
-    ),
-    (
-        "sys_exit_munmap",
-        "syscalls",
-        "sys_exit_munmap",
-        &[EventKind::Munmap],
-    ),
-    (
-        "sys_enter_mremap",
-        "syscalls",
-        "sys_enter_mremap",
-        &[EventKind::Mremap],
-    ),
-    (
-        "sys_exit_mremap",
-        "syscalls",
-        "sys_exit_mremap",
-        &[EventKind::Mremap],
-    ),
-    (
-        "sys_enter_mprotect",
-        "syscalls",
-        "sys_enter_mprotect",
-        &[EventKind::Mprotect],
-    ),
-    (
-        "sys_exit_mprotect",
-        "syscalls",
-        "sys_exit_mprotect",
-        &[EventKind::Mprotect],
-    ),
-    (
-        "sys_enter_madvise",
-        "syscalls",
-        "sys_enter_madvise",
-        &[EventKind::Madvise],
-    ),
-    (
-        "sys_exit_madvise",
-        "syscalls",
-        "sys_exit_madvise",
-        &[EventKind::Madvise],
-    ),
-    (
-        "page_fault_user",
-        "exceptions",
-        "page_fault_user",
-        &[EventKind::Fault, EventKind::Stack],
-    ),
-    (
-        "sched_process_exec",
-        "sched",
-        "sched_process_exec",
-        &[EventKind::Exec],
-    ),
-    // Always needed when following children, see `needed`.
-    ("task_newtask", "task", "task_newtask", &[EventKind::Fork]),
-    (
-        "sched_process_exit",
-        "sched",
-        "sched_process_exit",
-        &[EventKind::Exit],
-    ),
-];
 
 /// Where stack growth events come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,6 +92,8 @@ pub struct Hooks {
     pub attached_ns: u64,
     /// Lost counts already reported, per kind.
     lost_seen: [u64; KIND_SLOTS],
+    /// Error counts already reported, per slot (kind, or ERRORS_NO_KIND).
+    errors_seen: [u64; KIND_SLOTS],
 }
 
 impl Hooks {
@@ -208,20 +129,32 @@ impl Hooks {
             exit_group_dead_offset: exit_group_dead_offset().unwrap_or(0),
             exec_stop: u32::from(cfg.exec_stop),
             track_rss: u32::from(cfg.track_rss),
-            _pad: 0,
+            diagnostics: u32::from(kernel_log_wanted()),
         };
-        let ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global("CONFIG", &config, true)
             .override_global("OFFSETS", &offsets, true)
-            .map_max_entries(MAP_EVENTS, cfg.buffer_bytes)
+            .map_max_entries(MAP_EVENTS, cfg.buffer_bytes);
+        if config.diagnostics == 0 {
+            // Nothing is logged: the smallest ring buffer will do.
+            loader.map_max_entries(AYA_LOGS, page_size());
+        }
+        let mut ebpf = loader
             .load(PROGRAMS)
             .context("cannot load mmtrace's kernel programs")?;
+        if config.diagnostics != 0 {
+            // Before any program is loaded: they refer to the log's map.
+            forward_kernel_log(&mut ebpf)?;
+            info!("kernel diagnostics on ({KERNEL_LOG_ENV}=1): logged at debug level");
+        }
 
         let mut hooks = Hooks {
             ebpf,
             stack_path: StackPath::Off,
             attached_ns: 0,
             lost_seen: [0; KIND_SLOTS],
+            errors_seen: [0; KIND_SLOTS],
         };
         for pid in &cfg.pids {
             hooks.add_pid(*pid)?;
@@ -238,15 +171,25 @@ impl Hooks {
             }
         }
 
-        let wants = |k: EventKind| cfg.kind_mask & k.bit() != 0;
+        let mut wanted = cfg.kind_mask;
+        if cfg.fault_mode == FAULTS_OFF {
+            // Faults are neither streamed nor counted.
+            wanted &= !EventKind::Fault.bit();
+        }
         // Load (verify) everything first: it is slow, and nothing is
         // attached meanwhile, so the stream's time can start at the attach.
-        if wants(EventKind::Stack) {
-            hooks.stack_path = match hooks.load_stack_fexit(&vmlinux) {
-                Ok(()) => StackPath::Fexit,
+        let mut fexit_loaded = 0;
+        let stack = EventKind::Stack;
+        if let (true, Source::Fexit(fexit)) = (wanted & stack.bit() != 0, stack.info().source) {
+            hooks.stack_path = match hooks.load_fexit(&fexit, &vmlinux) {
+                Ok(()) => {
+                    fexit_loaded |= stack.bit();
+                    StackPath::Fexit
+                }
                 Err(e) => {
                     info!(
-                        "stack growth: no fexit on expand_downwards here ({}); using the fault-based path",
+                        "stack growth: no fexit on {} here ({}); using the fault-based path",
+                        fexit.function,
                         e.root_cause()
                     );
                     StackPath::FaultFallback
@@ -257,41 +200,61 @@ impl Hooks {
                 _ => STACK_SOURCE_FAULT,
             };
             let mut runtime: Array<_, u32> =
-                Array::try_from(hooks.ebpf.map_mut("RUNTIME").context("RUNTIME map")?)?;
+                Array::try_from(hooks.ebpf.map_mut(MAP_RUNTIME).context("RUNTIME map")?)?;
             runtime.set(0, mode, 0)?;
         }
-        let mut plan = Vec::new();
-        for (prog, category, name, kinds) in TRACEPOINTS {
-            let needed = match *prog {
-                "page_fault_user" => {
-                    (wants(EventKind::Fault) && cfg.fault_mode != FAULTS_OFF)
-                        || hooks.stack_path == StackPath::FaultFallback
-                }
-                // Children join the filter at fork; exited pids leave it.
-                "task_newtask" => wants(EventKind::Fork) || cfg.follow,
-                "sched_process_exit" => wants(EventKind::Exit) || cfg.pid_filter,
-                _ => kinds.iter().any(|k| wants(*k)),
-            };
-            if needed {
-                plan.push((*prog, *category, *name));
-            }
+        let mut duties = Vec::new();
+        if filter & FILTER_FOLLOW != 0 {
+            duties.push(Duty::FollowChildren);
         }
-        if hooks.stack_path == StackPath::FaultFallback || cfg.track_rss {
-            plan.push(("rss_stat", "kmem", "rss_stat"));
+        if filter & FILTER_PID != 0 {
+            duties.push(Duty::ForgetExited);
         }
-        for (prog, category, name) in &plan {
-            hooks.load_tracepoint(prog, category, name)?;
+        if cfg.track_rss {
+            duties.push(Duty::TrackRss);
+        }
+        let plan = plan::plan(wanted, &duties, fexit_loaded, |tp| {
+            tracepoint_exists(tp.category, tp.name)
+        })
+        .map_err(|plan::Missing(tp)| {
+            anyhow!(
+                "this kernel has no tracepoint {}:{} (looked in {TRACEFS}/events)",
+                tp.category,
+                tp.name
+            )
+        })?;
+        for (kind, tp) in &plan.skipped {
+            info!(
+                "no {} events: this kernel has no tracepoint {}:{} (nor, then, the syscall)",
+                kind.name(),
+                tp.category,
+                tp.name
+            );
+        }
+        // The programs read their records through fixed structs: they must
+        // fit this kernel's formats.
+        for tp in &plan.tracepoints {
+            let format = tracefs::read_format(tp.category, tp.name).with_context(|| {
+                format!(
+                    "cannot read the format of tracepoint {}:{}",
+                    tp.category, tp.name
+                )
+            })?;
+            tracefs::check_layout(tp, &format)?;
+        }
+        for tp in &plan.tracepoints {
+            hooks.load_tracepoint(tp)?;
         }
 
         hooks.attached_ns = clock::monotonic_ns();
-        if hooks.stack_path == StackPath::Fexit {
-            for prog in ["expand_downwards_entry", "expand_downwards_exit"] {
+        if let (StackPath::Fexit, Source::Fexit(fexit)) = (hooks.stack_path, stack.info().source) {
+            for prog in [fexit.entry_prog, fexit.exit_prog] {
                 hooks.attach_tracing(prog)?;
             }
-            info!("stack growth: fentry/fexit on expand_downwards");
+            info!("stack growth: fentry/fexit on {}", fexit.function);
         }
-        for (prog, category, name) in &plan {
-            hooks.attach_tracepoint(prog, category, name)?;
+        for tp in &plan.tracepoints {
+            hooks.attach_tracepoint(tp)?;
         }
         if cfg.fault_mode == FAULTS_ALL {
             info!("streaming every page fault");
@@ -307,41 +270,36 @@ impl Hooks {
             .try_into()?)
     }
 
-    fn load_tracepoint(&mut self, prog: &str, category: &str, name: &str) -> Result<()> {
-        if !tracepoint_exists(category, name) {
-            return Err(anyhow!(
-                "this kernel has no tracepoint {category}:{name} (looked in {TRACEFS}/events)"
-            ));
-        }
-        self.tracepoint(prog)?
+    fn load_tracepoint(&mut self, tp: &Tracepoint) -> Result<()> {
+        self.tracepoint(tp.prog)?
             .load()
-            .with_context(|| format!("the kernel refused program {prog}"))
+            .with_context(|| format!("the kernel refused program {}", tp.prog))
     }
 
-    fn attach_tracepoint(&mut self, prog: &str, category: &str, name: &str) -> Result<()> {
-        self.tracepoint(prog)?
-            .attach(category, name)
-            .with_context(|| format!("cannot attach to tracepoint {category}:{name}"))?;
+    fn attach_tracepoint(&mut self, tp: &Tracepoint) -> Result<()> {
+        self.tracepoint(tp.prog)?
+            .attach(tp.category, tp.name)
+            .with_context(|| format!("cannot attach to tracepoint {}:{}", tp.category, tp.name))?;
         Ok(())
     }
 
-    /// Loads the fentry/fexit pair on expand_downwards; `vmlinux` is the
+    /// Loads the fentry/fexit pair on `fexit.function`; `vmlinux` is the
     /// kernel's BTF, to find the function.
-    fn load_stack_fexit(&mut self, vmlinux: &[u8]) -> Result<()> {
+    fn load_fexit(&mut self, fexit: &Fexit, vmlinux: &[u8]) -> Result<()> {
         let btf = aya::Btf::parse(vmlinux, aya::Endianness::default())
             .with_context(|| format!("cannot parse {}", btf::VMLINUX_BTF))?;
         let entry: &mut FEntry = self
             .ebpf
-            .program_mut("expand_downwards_entry")
-            .ok_or_else(|| anyhow!("fentry program missing"))?
+            .program_mut(fexit.entry_prog)
+            .ok_or_else(|| anyhow!("fentry program {} missing", fexit.entry_prog))?
             .try_into()?;
-        entry.load("expand_downwards", &btf)?;
+        entry.load(fexit.function, &btf)?;
         let exit: &mut FExit = self
             .ebpf
-            .program_mut("expand_downwards_exit")
-            .ok_or_else(|| anyhow!("fexit program missing"))?
+            .program_mut(fexit.exit_prog)
+            .ok_or_else(|| anyhow!("fexit program {} missing", fexit.exit_prog))?
             .try_into()?;
-        exit.load("expand_downwards", &btf)?;
+        exit.load(fexit.function, &btf)?;
         Ok(())
     }
 
@@ -381,18 +339,26 @@ impl Hooks {
 
     /// New lost events per kind since the last call.
     pub fn new_lost(&mut self) -> Result<Vec<(EventKind, u64)>> {
-        let lost: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map(MAP_LOST).context("LOST map")?)?;
-        let mut out = Vec::new();
-        for kind in EventKind::ALL {
-            let total: u64 = lost.get(&(kind as u32), 0)?.iter().sum();
-            let seen = &mut self.lost_seen[kind as usize];
-            if total > *seen {
-                out.push((kind, total - *seen));
-                *seen = total;
-            }
-        }
-        Ok(out)
+        let slots = EventKind::ALL.map(|k| k as u32);
+        let new = new_counts(&self.ebpf, MAP_LOST, &slots, &mut self.lost_seen)?;
+        Ok(new
+            .into_iter()
+            .filter_map(|(slot, n)| Some((EventKind::from_u32(slot)?, n)))
+            .collect())
+    }
+
+    /// New failures of the kernel programs per kind since the last call
+    /// (None: of no kind): events dropped, or made without a field, because
+    /// a read or a map update failed.
+    pub fn new_errors(&mut self) -> Result<Vec<(Option<EventKind>, u64)>> {
+        let slots: Vec<u32> = std::iter::once(ERRORS_NO_KIND)
+            .chain(EventKind::ALL.map(|k| k as u32))
+            .collect();
+        let new = new_counts(&self.ebpf, MAP_ERRORS, &slots, &mut self.errors_seen)?;
+        Ok(new
+            .into_iter()
+            .map(|(slot, n)| (EventKind::from_u32(slot), n))
+            .collect())
     }
 
     /// The kernel's fault counters: per process, summed over CPUs.
@@ -403,7 +369,7 @@ impl Hooks {
                 .context("FAULT_COUNTS map")?,
         )?;
         let mut out = BTreeMap::new();
-        for item in counts.iter() {
+        for item in &counts {
             let Ok((tgid, per_cpu)) = item else {
                 // The entry was removed while iterating.
                 continue;
@@ -493,6 +459,56 @@ fn missing_key(e: &aya::maps::MapError) -> bool {
     }
 }
 
+/// Reads the kernel programs' log records into the `log` crate (at the
+/// level they were logged at: debug) as they come, from a task of the
+/// current runtime. The task owns the logger, which must outlive the
+/// programs' loading: dropping it closes the log's map.
+fn forward_kernel_log(ebpf: &mut Ebpf) -> Result<()> {
+    let runtime = tokio::runtime::Handle::try_current()
+        .context("the kernel diagnostics need mmtrace's async runtime")?;
+    let logger = aya_log::EbpfLogger::init(ebpf).context("cannot read the kernel programs' log")?;
+    // SAFETY: the logger owns the log's ring buffer and its fd, which stays
+    // open and the same for as long as the AsyncFd owns the logger.
+    let mut logger = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    }?;
+    runtime.spawn(async move {
+        while let Ok(mut ready) = logger.readable_mut().await {
+            ready.get_inner_mut().flush();
+            ready.clear_ready();
+        }
+    });
+    Ok(())
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(size).unwrap_or(4096)
+}
+
+/// The growth of per-CPU counters `slots` of the per-kind array `map` since
+/// `seen`, which is brought up to date.
+fn new_counts(
+    ebpf: &Ebpf,
+    map: &str,
+    slots: &[u32],
+    seen: &mut [u64; KIND_SLOTS],
+) -> Result<Vec<(u32, u64)>> {
+    let counts: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(ebpf.map(map).with_context(|| format!("{map} map"))?)?;
+    let mut out = Vec::new();
+    for &slot in slots {
+        let total: u64 = counts.get(&slot, 0)?.iter().sum();
+        let seen = &mut seen[slot as usize];
+        if total > *seen {
+            out.push((slot, total - *seen));
+            *seen = total;
+        }
+    }
+    Ok(out)
+}
+
 /// A comm as the kernel stores it: at most 15 bytes and a NUL.
 pub fn comm_key(comm: &[u8]) -> [u8; COMM_LEN] {
     let mut key = [0u8; COMM_LEN];
@@ -501,30 +517,69 @@ pub fn comm_key(comm: &[u8]) -> [u8; COMM_LEN] {
     key
 }
 
-/// Offset of `group_dead` in sched_process_exit's record, from its format.
+/// Offset of `group_dead` in sched_process_exit's record, from its format
+/// (only some kernels have the field).
 fn exit_group_dead_offset() -> Option<u32> {
-    let format =
-        std::fs::read_to_string(format!("{TRACEFS}/events/sched/sched_process_exit/format"))
-            .ok()?;
-    let fields: StdHashMap<&str, u32> = format
-        .lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            let decl = line.strip_prefix("field:")?.split(';').next()?;
-            let name = decl.split_whitespace().last()?;
-            let offset = line
-                .split("offset:")
-                .nth(1)?
-                .split(';')
-                .next()?
-                .parse()
-                .ok()?;
-            Some((name, offset))
-        })
-        .collect();
-    let off = fields.get("group_dead").copied();
+    let tp = &TP_SCHED_PROCESS_EXIT;
+    let off = tracefs::field(tp.category, tp.name, "group_dead").map(|f| f.offset as u32);
     if off.is_none() {
         warn!("sched_process_exit has no group_dead field: a process's exit is its leader's exit");
     }
     off
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracer_common::{MAP_PENDING, MAP_STACK_FENTRY, MAP_STACK_PENDING};
+
+    /// The embedded object's maps are the ones tracer-common names (the
+    /// eBPF side spells them as literals in `#[map(name = ...)]`), and its
+    /// programs are the ones the kinds table and the duties name.
+    #[test]
+    fn object_names_match_tracer_common() {
+        let obj = aya_obj::Object::parse(PROGRAMS).expect("the embedded object parses");
+        // Sections of global data (.rodata, .bss, ...) are maps too.
+        let mut maps: Vec<&str> = obj
+            .maps
+            .keys()
+            .map(String::as_str)
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        maps.sort_unstable();
+        let mut named = vec![
+            MAP_EVENTS,
+            MAP_LOST,
+            MAP_ERRORS,
+            MAP_PID_FILTER,
+            MAP_COMM_FILTER,
+            MAP_FAULT_COUNTS,
+            MAP_RSS,
+            MAP_RUNTIME,
+            MAP_PENDING,
+            MAP_STACK_PENDING,
+            MAP_STACK_FENTRY,
+            AYA_LOGS,
+        ];
+        named.sort_unstable();
+        assert_eq!(maps, named);
+
+        let mut progs = Vec::new();
+        for kind in EventKind::ALL {
+            match kind.info().source {
+                Source::Syscall(s) => progs.extend([s.enter.prog, s.exit.prog]),
+                Source::Tracepoints(tps) => progs.extend(tps.iter().map(|tp| tp.prog)),
+                Source::Fexit(f) => {
+                    progs.extend([f.entry_prog, f.exit_prog]);
+                    progs.extend(f.fallback.iter().map(|tp| tp.prog));
+                }
+            }
+        }
+        progs.extend(Duty::ALL.iter().map(|d| d.tracepoint().prog));
+        progs.sort_unstable();
+        progs.dedup();
+        let mut have: Vec<&str> = obj.programs.keys().map(String::as_str).collect();
+        have.sort_unstable();
+        assert_eq!(have, progs);
+    }
 }

@@ -5,9 +5,8 @@ use std::path::Path;
 
 use aya::maps::MapType;
 
+use super::tracefs::TRACEFS;
 use crate::error::{Error, Result};
-
-pub const TRACEFS: &str = "/sys/kernel/tracing";
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -109,15 +108,6 @@ pub fn ensure_tracefs() -> Result<()> {
     }
     log::info!("mounted tracefs at {TRACEFS}");
     Ok(())
-}
-
-pub fn tracepoint_exists(category: &str, name: &str) -> bool {
-    Path::new(TRACEFS)
-        .join("events")
-        .join(category)
-        .join(name)
-        .join("id")
-        .exists()
 }
 
 /// BTF and ring buffers: without either mmtrace cannot work.

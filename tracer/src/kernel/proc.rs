@@ -68,7 +68,7 @@ fn state_of(stat: &[u8]) -> Option<u8> {
 /// The syscall number in a /proc/PID/task/TID/syscall line ("running" or
 /// "-1 ..." when in none).
 fn syscall_of(line: &[u8]) -> Option<i64> {
-    let first = line.split(|b| b.is_ascii_whitespace()).next()?;
+    let first = line.split(u8::is_ascii_whitespace).next()?;
     std::str::from_utf8(first).ok()?.parse().ok()
 }
 

@@ -23,16 +23,18 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
             new_brk,
             start_brk,
             ..
-        } if !before_seed => {
-            // The heap's start is the kernel's mm->start_brk, carried in the
-            // record; unknown (0), the old break is the start of a heap that
-            // does not exist yet.
-            let start = if *start_brk != 0 {
-                *start_brk
-            } else {
-                *old_brk
-            };
-            space.brk(t, start, *old_brk, *new_brk);
+        } => {
+            if !before_seed {
+                // The heap's start is the kernel's mm->start_brk, carried in
+                // the record; unknown (0), the old break is the start of a
+                // heap that does not exist yet.
+                let start = if *start_brk != 0 {
+                    *start_brk
+                } else {
+                    *old_brk
+                };
+                space.brk(t, start, *old_brk, *new_brk);
+            }
         }
         Body::Mmap {
             len,
@@ -68,7 +70,11 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
             addr,
             len,
             ret: SysResult::Ok(_),
-        } if !before_seed => space.munmap(t, *addr, *len),
+        } => {
+            if !before_seed {
+                space.munmap(t, *addr, *len);
+            }
+        }
         Body::Mremap {
             old_addr,
             old_len,
@@ -76,19 +82,67 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
             flags,
             ret: SysResult::Ok(ret),
             ..
-        } if !before_seed => space.mremap(t, *old_addr, *old_len, *new_len, *flags, *ret),
+        } => {
+            if !before_seed {
+                space.mremap(t, *old_addr, *old_len, *new_len, *flags, *ret);
+            }
+        }
         Body::Mprotect {
             addr,
             len,
             prot,
             ret: SysResult::Ok(_),
-        } if !before_seed => space.mprotect(t, *addr, *len, *prot),
+        } => {
+            if !before_seed {
+                space.mprotect(t, *addr, *len, *prot);
+            }
+        }
         Body::Madvise {
             addr,
             len,
             advice,
             ret: SysResult::Ok(_),
-        } if !before_seed => space.madvise(t, *addr, *len, *advice),
+        } => {
+            if !before_seed {
+                space.madvise(t, *addr, *len, *advice);
+            }
+        }
+        Body::PkeyMprotect {
+            addr,
+            len,
+            prot,
+            pkey,
+            ret: SysResult::Ok(_),
+        } => {
+            if !before_seed {
+                space.pkey_mprotect(t, *addr, *len, *prot, *pkey);
+            }
+        }
+        // A failed call changes nothing.
+        Body::Mmap {
+            ret: SysResult::Err(_),
+            ..
+        }
+        | Body::Munmap {
+            ret: SysResult::Err(_),
+            ..
+        }
+        | Body::Mremap {
+            ret: SysResult::Err(_),
+            ..
+        }
+        | Body::Mprotect {
+            ret: SysResult::Err(_),
+            ..
+        }
+        | Body::Madvise {
+            ret: SysResult::Err(_),
+            ..
+        }
+        | Body::PkeyMprotect {
+            ret: SysResult::Err(_),
+            ..
+        } => {}
         Body::Fault {
             addr,
             access,
@@ -99,8 +153,18 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
             old_start,
             new_start,
             ..
-        } if !before_seed => return space.grow_stack(t, *old_start, *new_start),
-        _ => {}
+        } => {
+            if !before_seed {
+                return space.grow_stack(t, *old_start, *new_start);
+            }
+        }
+        // Whole address spaces (the caller's business), and reports made
+        // in userspace.
+        Body::Exec { .. }
+        | Body::Fork { .. }
+        | Body::Exit { .. }
+        | Body::Lost { .. }
+        | Body::FaultSummary { .. } => {}
     }
     true
 }

@@ -718,6 +718,13 @@ impl AddressSpace {
         });
     }
 
+    /// mprotect that also tags the pages with protection key `pkey` (-1:
+    /// none). /proc/PID/maps does not show keys (smaps does), and the
+    /// model keeps none: the mappings change as with mprotect.
+    pub fn pkey_mprotect(&mut self, t_ns: u64, addr: u64, len: u64, prot: u64, _pkey: i32) {
+        self.mprotect(t_ns, addr, len, prot);
+    }
+
     pub fn madvise(&mut self, t_ns: u64, addr: u64, len: u64, advice: u64) {
         let (set, clear) = match advice as i32 {
             libc::MADV_NORMAL => (0, sig::RAND | sig::SEQ),
@@ -929,6 +936,7 @@ impl AddressSpace {
 
     /// The child's copy at fork: every live region but MADV_DONTFORK ones,
     /// with `parent` naming the parent's region.
+    #[must_use]
     pub fn fork_copy(&self, t_ns: u64) -> AddressSpace {
         let mut child = AddressSpace::new(self.bucket_ns).with_kernel(self.kernel);
         if self.journal.is_some() {

@@ -241,43 +241,59 @@ impl Tracker {
     }
 
     fn new_process(&mut self, pid: u32, seeded_by: SeededBy) -> Process {
-        self.next_seq += 1;
-        let mut p = Process::new(pid, self.next_seq, seeded_by, self.bucket_ns, self.kernel);
-        if !self.keep_history {
-            p.space.keep_journal();
-        }
-        p
+        new_process(
+            pid,
+            seeded_by,
+            &mut self.next_seq,
+            (self.bucket_ns, self.kernel),
+            self.keep_history,
+        )
     }
 
     /// Makes sure `pid` has a model: a process found running is seeded
     /// from /proc.
     pub fn ensure(&mut self, pid: u32, comm: &[u8]) -> &mut Process {
-        if !self.live.contains_key(&pid) {
-            let now = self.source.now();
-            let t = self.rel(now);
-            let mut p = self.new_process(pid, SeededBy::Proc);
+        let Tracker {
+            live,
+            source,
+            start_ns,
+            bucket_ns,
+            keep_history,
+            next_seq,
+            kernel,
+            ..
+        } = self;
+        live.entry(pid).or_insert_with(|| {
+            let now = source.now();
+            let t = now.saturating_sub(*start_ns);
+            let mut p = new_process(
+                pid,
+                SeededBy::Proc,
+                next_seq,
+                (*bucket_ns, *kernel),
+                *keep_history,
+            );
             p.comm = comm.to_vec();
-            (p.ppid, p.exe) = self.source.describe(pid);
-            match self.source.maps(pid) {
+            (p.ppid, p.exe) = source.describe(pid);
+            match source.maps(pid) {
                 Ok(seeds) => {
                     p.space.seed(t, &seeds, Cause::Proc);
-                    p.seeded_until = self.source.now();
+                    p.seeded_until = source.now();
                 }
                 // Gone already, or not readable: what we know is uncertain.
                 Err(_) => p.doubt(t),
             }
-            self.live.insert(pid, p);
-        }
-        self.live.get_mut(&pid).expect("inserted above")
+            p
+        })
     }
 
     /// [`Tracker::ensure`], and notes where `pid`'s journal stands, so that
     /// [`Tracker::changes`] shows what the event changes (and, for a process
     /// seen for the first time, the regions found running).
-    fn ensure_touched(&mut self, pid: u32, comm: &[u8]) {
+    fn ensure_touched(&mut self, pid: u32, comm: &[u8]) -> &mut Process {
         let mark = self.live.get(&pid).map_or(0, |p| p.space.journal().len());
-        self.ensure(pid, comm);
         self.touched.push((pid, mark));
+        self.ensure(pid, comm)
     }
 
     /// Applies one event. Events of processes not seen before seed them
@@ -287,8 +303,7 @@ impl Tracker {
         match &ev.body {
             // The child's own events come after the parent's fork.
             Body::Fork { child_pid, .. } => {
-                self.ensure_touched(ev.pid, &ev.comm);
-                let parent = &self.live[&ev.pid];
+                let parent = self.ensure_touched(ev.pid, &ev.comm);
                 let space = parent.space.fork_copy(t);
                 let exe = parent.exe.clone();
                 if let Some(mut old) = self.live.remove(child_pid) {
@@ -299,7 +314,7 @@ impl Tracker {
                 let mut child = self.new_process(*child_pid, SeededBy::Fork);
                 child.space = space;
                 child.ppid = Some(ev.pid);
-                child.comm = ev.comm.clone();
+                child.comm.clone_from(&ev.comm);
                 child.exe = exe;
                 child.last_change = ev.ts_ns;
                 self.live.insert(*child_pid, child);
@@ -308,8 +323,7 @@ impl Tracker {
             Body::Exec {
                 path, start_time, ..
             } => {
-                self.ensure(ev.pid, &ev.comm);
-                let p = self.live.get_mut(&ev.pid).expect("ensured");
+                let p = self.ensure(ev.pid, &ev.comm);
                 p.dirty = true;
                 p.last_change = p.last_change.max(ev.ts_ns);
                 // Regions read from /proc after the exec describe the new
@@ -319,54 +333,61 @@ impl Tracker {
                 p.space.end_all(t, Cause::Exec);
                 p.exec_at = Some(t);
                 p.exe = Some(path.clone());
-                p.comm = ev.comm.clone();
+                p.comm.clone_from(&ev.comm);
                 p.start_time = Some(*start_time);
                 if p.seeded_by == SeededBy::Proc && p.space.regions.is_empty() {
                     // First seen at this exec: nothing before it was known.
                     p.seeded_by = SeededBy::Exec;
                 }
-                let read_at = self.source.now();
-                match self.source.maps(ev.pid) {
-                    Ok(seeds) => {
-                        let until = self.source.now();
-                        let p = self.live.get_mut(&ev.pid).expect("ensured");
-                        p.space.seed(t, &seeds, Cause::Exec);
-                        p.seeded_until = until;
-                        p.trust(t);
-                    }
-                    Err(_) => {
-                        let at = self.rel(read_at);
-                        self.live.get_mut(&ev.pid).expect("ensured").doubt(at);
-                    }
-                }
                 self.touched.push((ev.pid, mark));
+                let read_at = self.source.now();
+                let seeds = self.source.maps(ev.pid);
+                let until = self.source.now();
+                let read_at = self.rel(read_at);
+                let p = self.ensure(ev.pid, &ev.comm);
+                if let Ok(seeds) = seeds {
+                    p.space.seed(t, &seeds, Cause::Exec);
+                    p.seeded_until = until;
+                    p.trust(t);
+                } else {
+                    p.doubt(read_at);
+                }
             }
             Body::Exit { status, start_time } => {
                 self.ensure_touched(ev.pid, &ev.comm);
-                let mut p = self.live.remove(&ev.pid).expect("ensured");
-                p.space.end_all(t, Cause::Exit);
-                p.exit_at = Some(t);
-                p.exit_status = Some(*status);
-                p.start_time = Some(*start_time);
-                p.dirty = true;
-                self.ended.push(p);
+                if let Some(mut p) = self.live.remove(&ev.pid) {
+                    p.space.end_all(t, Cause::Exit);
+                    p.exit_at = Some(t);
+                    p.exit_status = Some(*status);
+                    p.start_time = Some(*start_time);
+                    p.dirty = true;
+                    self.ended.push(p);
+                }
             }
             Body::FaultSummary { .. } | Body::Lost { .. } => {}
-            _ => {
-                let is_fault = matches!(ev.body, Body::Fault { .. });
-                if is_fault && self.live.contains_key(&ev.pid) {
-                    // A fault changes no region: no need to look for changes
-                    // (there are many).
+            Body::Fault { .. } => {
+                // A fault changes no region: no need to look for changes
+                // (there are many), except of a process seen first.
+                let p = if self.live.contains_key(&ev.pid) {
+                    self.ensure(ev.pid, &ev.comm)
                 } else {
-                    self.ensure_touched(ev.pid, &ev.comm);
-                }
-                let p = self.live.get_mut(&ev.pid).expect("ensured");
+                    self.ensure_touched(ev.pid, &ev.comm)
+                };
                 p.dirty = true;
-                if is_fault {
-                    p.faults_since_sample += 1;
-                } else {
-                    p.last_change = p.last_change.max(ev.ts_ns);
-                }
+                p.faults_since_sample += 1;
+                apply_event(&mut p.space, ev, t, ev.ts_ns < p.seeded_until);
+            }
+            Body::Brk { .. }
+            | Body::Mmap { .. }
+            | Body::Munmap { .. }
+            | Body::Mremap { .. }
+            | Body::Mprotect { .. }
+            | Body::PkeyMprotect { .. }
+            | Body::Madvise { .. }
+            | Body::Stack { .. } => {
+                let p = self.ensure_touched(ev.pid, &ev.comm);
+                p.dirty = true;
+                p.last_change = p.last_change.max(ev.ts_ns);
                 let before_seed = ev.ts_ns < p.seeded_until;
                 if !apply_event(&mut p.space, ev, t, before_seed) {
                     // No region started where the stack grew: the model is
@@ -443,6 +464,22 @@ impl Tracker {
         all.sort_by_key(|p| p.seq);
         all
     }
+}
+
+/// A process not seen before, numbered in order of first sight.
+fn new_process(
+    pid: u32,
+    seeded_by: SeededBy,
+    next_seq: &mut u64,
+    (bucket_ns, kernel): (u64, KernelBehaviour),
+    keep_history: bool,
+) -> Process {
+    *next_seq += 1;
+    let mut p = Process::new(pid, *next_seq, seeded_by, bucket_ns, kernel);
+    if !keep_history {
+        p.space.keep_journal();
+    }
+    p
 }
 
 /// The changes in `space`'s journal from `mark` on, in print order (see

@@ -134,9 +134,10 @@ pub fn create(path: &Path) -> Result<File> {
 /// is removed and the target is untouched.
 pub struct Replace {
     target: PathBuf,
-    /// None when the target is a device written directly.
+    /// None when the target is a device written directly, or once
+    /// committed.
     temp: Option<PathBuf>,
-    file: Option<File>,
+    file: File,
 }
 
 impl Replace {
@@ -145,7 +146,7 @@ impl Replace {
             return Ok(Replace {
                 target: path.to_path_buf(),
                 temp: None,
-                file: Some(create(path)?),
+                file: create(path)?,
             });
         }
         let name = path
@@ -167,10 +168,10 @@ impl Replace {
                     return Ok(Replace {
                         target: path.to_path_buf(),
                         temp: Some(temp),
-                        file: Some(file),
+                        file,
                     })
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(usage(path, e)),
             }
         }
@@ -178,14 +179,13 @@ impl Replace {
     }
 
     pub fn file(&mut self) -> &mut File {
-        self.file.as_mut().expect("open until committed")
+        &mut self.file
     }
 
     /// Makes the written document the target.
     pub fn commit(mut self) -> io::Result<()> {
-        let file = self.file.take().expect("open until committed");
         if let Some(temp) = self.temp.take() {
-            let done = file.sync_all().and_then(|()| {
+            let done = self.file.sync_all().and_then(|()| {
                 // The target may have appeared meanwhile: check it again.
                 inspect(&self.target).map_err(|e| io::Error::other(e.to_string()))?;
                 std::fs::rename(&temp, &self.target)

@@ -124,6 +124,16 @@ struct Mprotect {
 }
 
 #[derive(Serialize)]
+struct PkeyMprotect {
+    addr: String,
+    len: u64,
+    prot: String,
+    pkey: i32,
+    #[serde(flatten)]
+    ret: Ret<u64>,
+}
+
+#[derive(Serialize)]
 struct Madvise {
     addr: String,
     len: u64,
@@ -234,7 +244,7 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64) -> serd
                     prot: prot_str(*prot),
                     flags: mmap_flags_str(*flags),
                     // The kernel takes the fd as an int.
-                    fd: *fd as i32 as i64,
+                    fd: i64::from(*fd as i32),
                     offset: *offset,
                     ret: ret_addr(*ret),
                     path,
@@ -282,6 +292,22 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64) -> serd
                 addr: hex(*addr),
                 len: *len,
                 prot: prot_str(*prot),
+                ret: ret_int(*ret),
+            },
+        ),
+        Body::PkeyMprotect {
+            addr,
+            len,
+            prot,
+            pkey,
+            ret,
+        } => head.write(
+            out,
+            PkeyMprotect {
+                addr: hex(*addr),
+                len: *len,
+                prot: prot_str(*prot),
+                pkey: *pkey,
                 ret: ret_int(*ret),
             },
         ),
@@ -376,7 +402,7 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64) -> serd
             out,
             Lost {
                 count: *count,
-                kind: kind.map(|k| k.name()),
+                kind: kind.map(tracer_common::EventKind::name),
             },
         ),
     }
@@ -566,6 +592,16 @@ mod tests {
                 ret: SysResult::Err(13),
             },
             r#""event":"mprotect","addr":"0x1000","len":4096,"prot":"rwx","ret":null,"errno":"EACCES""#,
+        );
+        check(
+            Body::PkeyMprotect {
+                addr: 0x1000,
+                len: 4096,
+                prot: 1,
+                pkey: 2,
+                ret: SysResult::Ok(0),
+            },
+            r#""event":"pkey_mprotect","addr":"0x1000","len":4096,"prot":"r--","pkey":2,"ret":0"#,
         );
     }
 

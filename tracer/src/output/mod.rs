@@ -191,6 +191,13 @@ mod tests {
                 prot: 1,
                 ret: SysResult::Ok(0),
             },
+            Body::PkeyMprotect {
+                addr: 0x1000,
+                len: 4096,
+                prot: 1,
+                pkey: -1,
+                ret: SysResult::Ok(0),
+            },
             Body::Fault {
                 addr: 0x1000,
                 ip: 0x401000,
@@ -263,7 +270,7 @@ mod tests {
         assert_eq!(s.lines().count(), all_bodies().len());
         for line in s.lines() {
             assert!(line.starts_with("   1.000"), "{line}");
-            assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+            assert!(!line.chars().any(char::is_control), "{line:?}");
         }
     }
 

@@ -291,8 +291,7 @@ pub fn signal_name(sig: i32) -> String {
     SIGNALS
         .iter()
         .find(|&&(n, _)| n == sig)
-        .map(|&(_, name)| name.to_string())
-        .unwrap_or_else(|| format!("SIG{sig}"))
+        .map_or_else(|| format!("SIG{sig}"), |&(_, name)| name.to_string())
 }
 
 /// A size in binary units with one decimal: "512 B", "4.0 KiB", "1.5 GiB".
@@ -308,12 +307,12 @@ pub fn human_size(bytes: u64) -> String {
     }
     // ...in tenths, rounded half up, in integers so nothing is lost.
     let div = 1u128 << (10 * (idx + 1));
-    let mut tenths = (bytes as u128 * 10 + div / 2) / div;
+    let mut tenths = (u128::from(bytes) * 10 + div / 2) / div;
     // 1023.96 KiB rounds to 1024.0 KiB: say 1.0 MiB instead.
     if tenths >= 10240 && idx + 1 < UNITS.len() {
         idx += 1;
         let div = 1u128 << (10 * (idx + 1));
-        tenths = (bytes as u128 * 10 + div / 2) / div;
+        tenths = (u128::from(bytes) * 10 + div / 2) / div;
     }
     format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[idx])
 }
@@ -588,7 +587,7 @@ mod tests {
         for b in 0..=255u8 {
             for s in [vec![b], vec![b'x', b, b'y'], vec![0xc2, b]] {
                 let e = escape_text(&s);
-                assert!(!e.chars().any(|c| c.is_control()), "{s:?} -> {e:?}");
+                assert!(!e.chars().any(char::is_control), "{s:?} -> {e:?}");
             }
         }
     }

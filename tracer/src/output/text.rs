@@ -61,7 +61,8 @@ fn family_style(body: &Body) -> Style {
         | Body::Munmap { .. }
         | Body::Mremap { .. }
         | Body::Mprotect { .. }
-        | Body::Madvise { .. } => PALETTE.syscall,
+        | Body::Madvise { .. }
+        | Body::PkeyMprotect { .. } => PALETTE.syscall,
         Body::Fault { .. } | Body::FaultSummary { .. } | Body::Stack { .. } => PALETTE.fault,
         Body::Exec { .. } | Body::Fork { .. } | Body::Exit { .. } => PALETTE.process,
         Body::Lost { .. } => PALETTE.lost,
@@ -196,6 +197,22 @@ fn details(out: &mut String, ev: &Event, color: bool) {
             let _ = write!(
                 out,
                 "{} {} {}",
+                hex(*addr),
+                human_size(*len),
+                prot_str(*prot)
+            );
+            result(out, color, *ret, false);
+        }
+        Body::PkeyMprotect {
+            addr,
+            len,
+            prot,
+            pkey,
+            ret,
+        } => {
+            let _ = write!(
+                out,
+                "{} {} {} pkey={pkey}",
                 hex(*addr),
                 human_size(*len),
                 prot_str(*prot)
@@ -481,6 +498,16 @@ mod tests {
                     ret: SysResult::Ok(0),
                 },
                 "mprotect  0x1000 4.0 KiB r-- = 0\n",
+            ),
+            (
+                Body::PkeyMprotect {
+                    addr: 0x1000,
+                    len: 8192,
+                    prot: 3,
+                    pkey: -1,
+                    ret: SysResult::Err(22),
+                },
+                "pkey_mprotect 0x1000 8.0 KiB rw- pkey=-1 = -EINVAL\n",
             ),
             (
                 Body::Fault {

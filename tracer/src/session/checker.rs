@@ -147,16 +147,18 @@ impl Checker {
         let Some(s) = self.states.get_mut(&pid) else {
             return Settle::Nothing;
         };
-        match &s.pending {
+        match s.pending.take() {
             Some(pc) if ts_ns >= pc.t0 => {
-                let pc = s.pending.take().expect("matched Some");
                 if ts_ns > pc.t1 + ORDER_MARGIN_NS {
                     Settle::Compare(pc)
                 } else {
                     Settle::Void(pc.reason)
                 }
             }
-            _ => Settle::Nothing,
+            pending => {
+                s.pending = pending;
+                Settle::Nothing
+            }
         }
     }
 

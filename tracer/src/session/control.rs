@@ -172,4 +172,4 @@ impl Probe for LiveProbe {
 
 /// Syscalls that change mappings (x86_64): a thread inside one is not
 /// idle.
-const MEMORY_SYSCALLS: &[i64] = &[9, 10, 11, 12, 25, 28];
+const MEMORY_SYSCALLS: &[i64] = tracer_common::memory_syscalls();

@@ -64,7 +64,7 @@ impl Filter {
     pub fn install_in_child(&self) -> i32 {
         let prog = libc::sock_fprog {
             len: self.insns.len() as u16,
-            filter: self.insns.as_ptr() as *mut libc::sock_filter,
+            filter: self.insns.as_ptr().cast_mut(),
         };
         // SAFETY: a valid program; raw syscalls only.
         unsafe {
@@ -159,7 +159,7 @@ fn answer(listener: i32, id: u64) {
 /// Serves notifications until every process of the tree is gone: each is
 /// handed to `tx` and answered once acknowledged (at once if nobody
 /// listens any more).
-pub fn serve(listener: OwnedFd, tx: tokio::sync::mpsc::UnboundedSender<Notice>) {
+pub fn serve(listener: &OwnedFd, tx: &tokio::sync::mpsc::UnboundedSender<Notice>) {
     let fd = listener.as_raw_fd();
     loop {
         match next(fd, 200) {

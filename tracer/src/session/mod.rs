@@ -209,6 +209,8 @@ pub struct Tally {
     pub by_name: BTreeMap<&'static str, u64>,
     pub lost: u64,
     pub malformed: u64,
+    /// Failures of the kernel programs (reads, full maps).
+    pub kernel_errors: u64,
 }
 
 /// Why the session ended.
@@ -247,7 +249,7 @@ struct Core {
 impl Core {
     fn record<S: Sink>(&mut self, bytes: &[u8], sink: &mut S) {
         match decode(bytes) {
-            Ok(ev) => self.event(ev, sink),
+            Ok(ev) => self.event(&ev, sink),
             Err(e) => {
                 self.tally.malformed += 1;
                 if !self.malformed_logged {
@@ -280,11 +282,11 @@ impl Core {
         sink.event(ev, changes);
     }
 
-    fn event<S: Sink>(&mut self, ev: Event, sink: &mut S) {
+    fn event<S: Sink>(&mut self, ev: &Event, sink: &mut S) {
         // Kernel-map housekeeping, whatever the sinks want: the last fault
         // summary of a process comes before its exit.
         if let Some(faults) = self.faults.as_mut() {
-            if let Some(summary) = faults.before_event(&ev, &mut self.hooks) {
+            if let Some(summary) = faults.before_event(ev, &mut self.hooks) {
                 Self::deliver(&mut self.tally, self.events, sink, &summary, &[]);
             }
         }
@@ -292,7 +294,7 @@ impl Core {
             self.hooks.forget_rss(ev.pid);
         }
         let Some(tracker) = self.tracker.as_mut() else {
-            Self::deliver(&mut self.tally, self.events, sink, &ev, &[]);
+            Self::deliver(&mut self.tally, self.events, sink, ev, &[]);
             return;
         };
         if let Some(checker) = self.checker.as_mut() {
@@ -302,13 +304,13 @@ impl Core {
                 }
             }
         }
-        tracker.apply(&ev);
+        tracker.apply(ev);
         if self.exec_stop && matches!(ev.body, Body::Exec { .. }) {
             // Stopped by the kernel at exec, now read: let it run.
             control::continue_after_exec(ev.pid);
         }
         let changes = tracker.changes();
-        Self::deliver(&mut self.tally, self.events, sink, &ev, &changes);
+        Self::deliver(&mut self.tally, self.events, sink, ev, &changes);
         drop(changes);
         for p in tracker.end_event() {
             if let Some(checker) = self.checker.as_mut() {
@@ -575,7 +577,7 @@ pub async fn run<S: Sink>(
                 }
                 name => break End::Signal(name),
             },
-            _ = &mut sleep, if deadline.is_some() => break End::Duration,
+            () = &mut sleep, if deadline.is_some() => break End::Duration,
         }
         if !sink.flush() {
             break End::OutputClosed;
@@ -594,6 +596,10 @@ pub async fn run<S: Sink>(
     // Everything submitted before the end is still in the buffer.
     reader.drain(|b| core.record(b, sink));
     core.lost(sink);
+    match core.hooks.new_errors() {
+        Ok(errors) => core.tally.kernel_errors = errors.iter().map(|(_, n)| n).sum(),
+        Err(e) => log::warn!("cannot read the kernel error counters: {e:#}"),
+    }
     core.tick(sink);
     if let Some(tracker) = core.tracker.as_mut() {
         for p in tracker.drain() {
@@ -617,39 +623,49 @@ pub async fn run<S: Sink>(
 
 /// Prints the closing summary on stderr; returns mmtrace's exit code.
 pub fn finish(outcome: &Outcome, target: &Target) -> i32 {
+    use std::fmt::Write as _;
     let tally = &outcome.tally;
     let mut line = format!(
         "mmtrace: {} events in {:.2} s",
         tally.by_name.values().sum::<u64>(),
         outcome.elapsed.as_secs_f64()
     );
+    // Writing to a String cannot fail.
     for (name, n) in &tally.by_name {
         if *name != "fault_summary" && *name != "lost" {
-            line.push_str(&format!(", {name} {n}"));
+            let _ = write!(line, ", {name} {n}");
         }
     }
-    line.push_str(&format!("; lost {}", tally.lost));
+    let _ = write!(line, "; lost {}", tally.lost);
     if tally.malformed > 0 {
-        line.push_str(&format!("; malformed {}", tally.malformed));
+        let _ = write!(line, "; malformed {}", tally.malformed);
+    }
+    if tally.kernel_errors > 0 {
+        let _ = write!(line, "; errors {}", tally.kernel_errors);
     }
     let code = match outcome.end {
         End::CommandExited(status) => {
-            line.push_str(&format!("; command exited ({})", describe_status(status)));
+            let _ = write!(line, "; command exited ({})", describe_status(status));
             spawn::exit_code_of(status)
         }
         End::Signal(_) | End::Duration | End::OutputClosed => {
             match outcome.end {
-                End::Signal(name) => line.push_str(&format!("; stopped by {name}")),
+                End::Signal(name) => {
+                    let _ = write!(line, "; stopped by {name}");
+                }
                 End::Duration => line.push_str("; stopped after --duration"),
-                _ => line.push_str("; stopped: the output is closed"),
+                End::OutputClosed | End::CommandExited(_) => {
+                    line.push_str("; stopped: the output is closed");
+                }
             }
             if let Some((_, held)) = &target.command {
-                if target.args.kill_on_stop {
-                    line.push_str(&format!(" (command pid {} killed)", held.pid));
+                let fate = if target.args.kill_on_stop {
+                    "killed"
                 } else {
                     // Detached, as a debugger detaches: say so.
-                    line.push_str(&format!(" (command pid {} left running)", held.pid));
-                }
+                    "left running"
+                };
+                let _ = write!(line, " (command pid {} {fate})", held.pid);
             }
             0
         }

@@ -76,7 +76,7 @@ impl StopSignals {
             let mut guard = self.fd.readable().await?;
             // SAFETY: signalfd_siginfo is plain data, filled by read.
             let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-            let size = std::mem::size_of::<libc::signalfd_siginfo>();
+            let size = size_of::<libc::signalfd_siginfo>();
             let n = unsafe {
                 libc::read(
                     guard.get_inner().as_raw_fd(),
