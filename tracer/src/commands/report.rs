@@ -478,9 +478,9 @@ fn peaks(s: &mut String, p: &Process) {
     ];
     for (name, v) in rows {
         if let Some((bytes, t)) = v {
-            ln!(s, "    {name:<22}{:>10}  at {}", human_size(bytes), at(t))
+            ln!(s, "    {name:<22}{:>10}  at {}", human_size(bytes), at(t));
         } else {
-            ln!(s, "    {name:<22}{:>10}", "unknown")
+            ln!(s, "    {name:<22}{:>10}", "unknown");
         }
     }
     ln!(s, "    {:<22}{regions}", "regions");
@@ -905,7 +905,7 @@ fn uncertain(s: &mut String, p: &Process) {
                 duration(to.saturating_sub(i.from_ns))
             );
         } else {
-            ln!(s, "    {} to the end", at(i.from_ns))
+            ln!(s, "    {} to the end", at(i.from_ns));
         }
     }
 }
