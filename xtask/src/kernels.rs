@@ -12,6 +12,7 @@
 
 use std::{
     collections::BTreeSet,
+    fmt::Write as _,
     fs,
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
@@ -70,8 +71,8 @@ impl Mode {
     /// here: the full suite 11.5-13.5 min, the smoke 1-3 min.
     fn default_limit(self) -> Duration {
         match self {
-            Mode::Full => Duration::from_secs(45 * 60),
-            Mode::Smoke => Duration::from_secs(10 * 60),
+            Mode::Full => Duration::from_mins(45),
+            Mode::Smoke => Duration::from_mins(10),
         }
     }
 }
@@ -154,26 +155,23 @@ pub fn test(kernels: &[&'static Kernel], mode: Mode, limit: Option<Duration>) ->
     step(format!("{} on other kernels:", mode.name()));
     let (mut passed, mut failed, mut ignored, mut broken) = (0, 0, 0, Vec::new());
     for (version, outcome, took) in &results {
-        match outcome {
-            Ok(c) => {
-                println!(
-                    "    {version:<5} {:>3} passed, {:>2} failed, {:>2} skipped  ({})",
-                    c.passed,
-                    c.failed,
-                    c.ignored,
-                    minutes(*took)
-                );
-                passed += c.passed;
-                failed += c.failed;
-                ignored += c.ignored;
-                if c.failed > 0 || c.passed == 0 {
-                    broken.push(*version);
-                }
-            }
-            Err(_) => {
-                println!("    {version:<5} did not complete ({})", minutes(*took));
-                broken.push(*version);
-            }
+        let Ok(c) = outcome else {
+            println!("    {version:<5} did not complete ({})", minutes(*took));
+            broken.push(*version);
+            continue;
+        };
+        println!(
+            "    {version:<5} {:>3} passed, {:>2} failed, {:>2} skipped  ({})",
+            c.passed,
+            c.failed,
+            c.ignored,
+            minutes(*took)
+        );
+        passed += c.passed;
+        failed += c.failed;
+        ignored += c.ignored;
+        if c.failed > 0 || c.passed == 0 {
+            broken.push(*version);
         }
     }
     println!(
@@ -371,20 +369,20 @@ pub fn apt_config() -> Result<PathBuf> {
             .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
     }
     let key = "[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]";
-    let sources: String = [
-        "debian bookworm main",
-        "debian bookworm-updates main",
-        "debian-security bookworm-security main",
-        "debian bookworm-backports main",
-        "debian bullseye main",
-        "debian-security bullseye-security main",
-    ]
-    .iter()
-    .map(|line| {
-        let (archive, rest) = line.split_once(' ').expect("archive suite component");
-        format!("deb {key} http://deb.debian.org/{archive} {rest}\n")
-    })
-    .collect();
+    let mut sources = String::new();
+    for (archive, suite) in [
+        ("debian", "bookworm"),
+        ("debian", "bookworm-updates"),
+        ("debian-security", "bookworm-security"),
+        ("debian", "bookworm-backports"),
+        ("debian", "bullseye"),
+        ("debian-security", "bullseye-security"),
+    ] {
+        let _ = writeln!(
+            sources,
+            "deb {key} http://deb.debian.org/{archive} {suite} main"
+        );
+    }
     let sources_path = dir.join("sources.list");
     fs::write(&sources_path, sources)?;
     let conf = format!(
@@ -479,9 +477,10 @@ fn fetch(kernel: &Kernel) -> Result<KernelFiles> {
     let deb = fs::read_dir(&debs)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{image}_")) && n.ends_with(".deb"))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with(&format!("{image}_"))
+                    && Path::new(n).extension().is_some_and(|e| e == "deb")
+            })
         })
         .with_context(|| format!("apt-get download left no {image} in {}", debs.display()))?;
 
@@ -666,7 +665,11 @@ fn build_initramfs(files: &KernelFiles, out: &Path) -> Result<()> {
     cpio.file("bin/busybox", &fs::read(BUSYBOX)?, 0o755);
     let mut names = Vec::new();
     for module in &files.modules {
-        let name = module.file_name().unwrap().to_string_lossy().into_owned();
+        let name = module
+            .file_name()
+            .context("a module path without a file name")?
+            .to_string_lossy()
+            .into_owned();
         cpio.file(&format!("modules/{name}"), &fs::read(module)?, 0o644);
         names.push(name);
     }
@@ -737,16 +740,16 @@ impl Cpio {
         let fields = [
             self.ino,
             mode,
-            0, // uid
-            0, // gid
-            1, // nlink
-            0, // mtime
-            u32::try_from(body.len()).expect("initramfs file under 4 GiB"),
+            0,                                             // uid
+            0,                                             // gid
+            1,                                             // nlink
+            0,                                             // mtime
+            u32::try_from(body.len()).unwrap_or(u32::MAX), // files of a few MiB
             0,
             0,
             rdev.0,
             rdev.1,
-            u32::try_from(namesize).expect("short name"),
+            u32::try_from(namesize).unwrap_or(u32::MAX), // short names
             0,
         ];
         self.data.extend_from_slice(b"070701");
@@ -845,13 +848,14 @@ fn full_script(mmtrace: &Path, binaries: &[(String, PathBuf)]) -> String {
     let mut script = script_head(mmtrace);
     script.push_str("export MMTRACE_TESTS_REQUIRE_ROOT=1 MMTRACE_TESTS_EMULATED=1\nfailed=0\n");
     for (name, exe) in binaries {
-        script.push_str(&format!(
+        let _ = write!(
+            script,
             r#"echo "mmtrace-guest: running {name} ($(cut -d' ' -f1 /proc/uptime) s)"
 {{ timeout -k 10 900 {exe} 2>&1; echo $? > $OUT/rc; }} | tee -a $OUT/log
 [ "$(cat $OUT/rc)" = 0 ] || failed=$((failed + 1))
 "#,
             exe = exe.display()
-        ));
+        );
     }
     script.push_str("echo $failed > $OUT/status\n");
     script

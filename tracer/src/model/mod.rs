@@ -342,6 +342,7 @@ impl AddressSpace {
 
     /// Follows `kernel`'s behaviour where kernels differ (the default is
     /// the newest kernels').
+    #[must_use]
     pub fn with_kernel(mut self, kernel: KernelBehaviour) -> AddressSpace {
         self.kernel = kernel;
         self

@@ -210,6 +210,7 @@ impl Tracker {
 
     /// Models the address spaces as `kernel` changes them (the default is
     /// the newest kernels' behaviour).
+    #[must_use]
     pub fn with_kernel(mut self, kernel: KernelBehaviour) -> Tracker {
         self.kernel = kernel;
         self
