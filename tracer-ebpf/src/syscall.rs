@@ -239,7 +239,13 @@ fn walk_path(fi: &mut FileInfo, mut dentry: u64, vfsmnt: u64, off: &Offsets) -> 
         if pos >= PATH_START_LIMIT {
             return (pos as u32, true);
         }
-        let at = pos & (PATH_START_LIMIT - 1);
+        // The mask is what keeps the write inside `path` for the verifier,
+        // but LLVM drops it as redundant after the check above, and
+        // verifiers before 6.9 lose that check's bound when `pos` is
+        // spilled to the stack and filled back. A volatile read makes `pos`
+        // opaque to LLVM, so the mask stays and bounds the register used.
+        // SAFETY: a read of a local.
+        let at = unsafe { core::ptr::read_volatile(&pos) } & (PATH_START_LIMIT - 1);
         // SAFETY: at < PATH_START_LIMIT and PATH_START_LIMIT +
         // PATH_COMPONENT_MAX <= PATH_BUF_LEN, so the write stays in `path`.
         let n = unsafe {
