@@ -263,6 +263,11 @@ pub struct Offsets {
     pub task_files: u64,
     pub task_exit_code: u64,
     pub task_start_time: u64,
+    /// `task_struct.signal` and `signal_struct.live` (an atomic_t, its
+    /// counter first): the threads of the process not yet exiting, for
+    /// kernels whose sched_process_exit has no `group_dead`.
+    pub task_signal: u64,
+    pub signal_live: u64,
     pub mm_brk: u64,
     pub mm_start_brk: u64,
     pub mm_start_stack: u64,
@@ -294,6 +299,8 @@ impl Offsets {
         task_files: 0,
         task_exit_code: 0,
         task_start_time: 0,
+        task_signal: 0,
+        signal_live: 0,
         mm_brk: 0,
         mm_start_brk: 0,
         mm_start_stack: 0,

@@ -37,6 +37,8 @@ pub fn resolve_offsets(btf: &Btf) -> Result<Offsets> {
         task_files: f("task_struct", "files")?,
         task_exit_code: f("task_struct", "exit_code")?,
         task_start_time: f("task_struct", "start_time")?,
+        task_signal: f("task_struct", "signal")?,
+        signal_live: f("signal_struct", "live")?,
         mm_brk: f("mm_struct", "brk")?,
         mm_start_brk: f("mm_struct", "start_brk")?,
         mm_start_stack: f("mm_struct", "start_stack")?,
