@@ -728,6 +728,30 @@ mod tests {
         assert_eq!(p.exe.as_deref(), Some(&b"/bin/y"[..]));
     }
 
+    /// Streaming: a process first seen through an event stamped before its
+    /// exec (the exec's own stack growth) is seeded from /proc after the
+    /// exec. Those regions were shown born, so the exec ends them, at their
+    /// birth, rather than forgetting them.
+    #[test]
+    fn regions_shown_before_a_late_exec_die_by_it() {
+        // The /proc clock starts at 1000: the exec at 500 comes before it.
+        let mut t = tracker(false, &[(7, vec![seed(0x50000, 1)])]);
+        t.apply(&ev(400, 7, mmap(0x20000, 1)));
+        assert_eq!(ops(&t), [(7, "born")]);
+        t.end_event();
+        t.apply(&ev(
+            500,
+            7,
+            Body::Exec {
+                path: b"/bin/y".to_vec(),
+                old_pid: 7,
+                start_time: 42,
+            },
+        ));
+        assert_eq!(ops(&t), [(7, "died"), (7, "born")]);
+        t.end_event();
+    }
+
     #[test]
     fn a_reused_pid_ends_the_old_process() {
         let mut t = tracker(true, &[(7, vec![seed(0x10000, 1)]), (9, vec![])]);
