@@ -24,7 +24,7 @@ use crate::{
 };
 
 use self::{
-    checker::{Checker, PendingCheck, Settle},
+    checker::{Checker, PendingCheck, Probe, Settle},
     command as spawn,
     control::{FaultSummaries, LiveProbe},
     signals::StopSignals,
@@ -38,6 +38,9 @@ pub mod signals;
 
 /// How often the reader polls for events submitted without a wakeup.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// How many milliseconds an exit check waits at most for the process's
+/// threads to be blocked.
+const EXIT_SETTLE_TRIES: u32 = 100;
 
 /// What a command does with the session's events. Sinks render; they
 /// never touch the kernel or the traced processes.
@@ -389,10 +392,18 @@ impl Core {
         let p = tracker.get_mut(tgid)?;
         sample(&self.hooks, self.counters, sink, p, clock::monotonic_ns());
         // The exiting thread waits in the seccomp notification; any other
-        // thread must be blocked too for the read to be a cut.
-        self.checker
-            .as_mut()?
-            .start(tgid, CheckReason::Exit, &mut LiveProbe);
+        // thread must be blocked too for the read to be a cut. On one CPU
+        // we can run before the exiting thread has gone to sleep there
+        // (seen under qemu's emulation): give it a moment to.
+        let checker = self.checker.as_mut()?;
+        let mut probe = LiveProbe;
+        for _ in 0..EXIT_SETTLE_TRIES {
+            if probe.idle(tgid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        checker.start(tgid, CheckReason::Exit, &mut probe);
         Some(tgid)
     }
 
