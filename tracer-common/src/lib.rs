@@ -291,6 +291,8 @@ pub struct Offsets {
     pub mount_mountpoint: u64,
     pub vfsmount_root: u64,
     pub vma_start: u64,
+    /// `vm_area_struct.vm_mm`: whose address space a VMA belongs to.
+    pub vma_mm: u64,
 }
 
 impl Offsets {
@@ -324,6 +326,7 @@ impl Offsets {
         mount_mountpoint: 0,
         vfsmount_root: 0,
         vma_start: 0,
+        vma_mm: 0,
     };
 }
 

@@ -62,6 +62,7 @@ pub fn resolve_offsets(btf: &Btf) -> Result<Offsets> {
         mount_mountpoint: f("mount", "mnt_mountpoint")?,
         vfsmount_root: f("vfsmount", "mnt_root")?,
         vma_start: f("vm_area_struct", "vm_start")?,
+        vma_mm: f("vm_area_struct", "vm_mm")?,
     })
 }
 
