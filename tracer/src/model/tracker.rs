@@ -80,6 +80,11 @@ pub struct Process {
     /// Closed spans of uncertainty, and the open one.
     pub uncertain: Vec<Uncertain>,
     pub uncertain_since: Option<u64>,
+    /// A stack growth that matched no region, when the model doubts from:
+    /// unless the process's next event is its exec (the exec sets up the
+    /// new program's stack before its tracepoint, and kernels that allow
+    /// fexit report that growth).
+    stack_mismatch: Option<u64>,
     /// Events arrived since the last counter sample.
     pub dirty: bool,
     pub faults_since_sample: u64,
@@ -111,6 +116,7 @@ impl Process {
             last_change: 0,
             uncertain: Vec::new(),
             uncertain_since: None,
+            stack_mismatch: None,
             dirty: true,
             faults_since_sample: 0,
             rss: None,
@@ -301,6 +307,13 @@ impl Tracker {
     /// from /proc first.
     pub fn apply(&mut self, ev: &Event) {
         let t = self.rel(ev.ts_ns);
+        if let Some(p) = self.live.get_mut(&ev.pid) {
+            if let Some(at) = p.stack_mismatch.take() {
+                if !matches!(ev.body, Body::Exec { .. }) {
+                    p.doubt(at);
+                }
+            }
+        }
         match &ev.body {
             // The child's own events come after the parent's fork.
             Body::Fork { child_pid, .. } => {
@@ -392,8 +405,13 @@ impl Tracker {
                 let before_seed = ev.ts_ns < p.seeded_until;
                 if !apply_event(&mut p.space, ev, t, before_seed) {
                     // No region started where the stack grew: the model is
-                    // out of step.
-                    p.doubt(t);
+                    // out of step, unless an exec is under way (see
+                    // `stack_mismatch`).
+                    if matches!(ev.body, Body::Stack { .. }) {
+                        p.stack_mismatch = Some(t);
+                    } else {
+                        p.doubt(t);
+                    }
                 }
             }
         }
@@ -750,6 +768,39 @@ mod tests {
         ));
         assert_eq!(ops(&t), [(7, "died"), (7, "born")]);
         t.end_event();
+    }
+
+    /// Kernels that allow fexit report the stack the exec sets up for the
+    /// new program before the exec's own event: no region of the old
+    /// program matches it, and that is no reason to doubt the model. A
+    /// growth that matches nothing and is not followed by an exec is.
+    #[test]
+    fn a_stack_growth_of_an_exec_under_way_is_no_doubt() {
+        let stack = |old_start| Body::Stack {
+            old_start,
+            new_start: old_start - 8 * PAGE,
+            source: crate::event::StackSource::Fexit,
+        };
+        let exec = Body::Exec {
+            path: b"/bin/y".to_vec(),
+            old_pid: 7,
+            start_time: 42,
+        };
+        let mut t = tracker(true, &[(7, vec![seed(0x50000, 1)])]);
+        t.apply(&ev(5000, 7, mmap(0x20000, 1)));
+        t.end_event();
+        t.apply(&ev(6000, 7, stack(0x7fff_0000_0000)));
+        t.end_event();
+        t.apply(&ev(6001, 7, exec));
+        t.end_event();
+        assert!(t.get(7).unwrap().uncertain_since.is_none());
+        assert!(t.get(7).unwrap().uncertain.is_empty());
+
+        t.apply(&ev(7000, 7, stack(0x7fff_0000_0000)));
+        t.end_event();
+        t.apply(&ev(7001, 7, mmap(0x30000, 1)));
+        t.end_event();
+        assert!(t.get(7).unwrap().uncertain_since.is_some());
     }
 
     #[test]
