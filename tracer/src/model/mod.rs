@@ -417,6 +417,11 @@ impl AddressSpace {
         self.journal.get_or_insert_with(Vec::new);
     }
 
+    /// Whether changes are journaled (see `keep_journal`).
+    pub fn keeps_journal(&self) -> bool {
+        self.journal.is_some()
+    }
+
     /// The changes since the journal was started or last cleared, in order;
     /// indexes are valid until regions are forgotten.
     pub fn journal(&self) -> &[Journal] {
@@ -895,15 +900,7 @@ impl AddressSpace {
     /// Forgets live regions seeded from /proc after `t_ns`: a snapshot read
     /// after that moment (say, of a process already past an exec the model
     /// has not applied yet) describes a later state, not one to end.
-    ///
-    /// Not when a journal is kept (streaming): their births have been shown
-    /// already, so they stay for `end_all` to end with the rest. (Seen when
-    /// an event stamped before the exec, such as the stack growth of the
-    /// exec itself, made the tracker read /proc after it.)
     pub fn discard_seeded_after(&mut self, t_ns: u64) {
-        if self.journal.is_some() {
-            return;
-        }
         self.regions
             .retain(|r| !(r.died_ns.is_none() && r.born_by == Cause::Proc && r.born_ns > t_ns));
         self.live = self

@@ -337,12 +337,19 @@ impl Tracker {
             Body::Exec {
                 path, start_time, ..
             } => {
+                let known = self.live.contains_key(&ev.pid);
                 let p = self.ensure(ev.pid, &ev.comm);
                 p.dirty = true;
                 p.last_change = p.last_change.max(ev.ts_ns);
                 // Regions read from /proc after the exec describe the new
-                // program: they are not the old one's.
-                p.space.discard_seeded_after(t);
+                // program: they are not the old one's. But a stream has
+                // shown those read at an earlier event (one stamped before
+                // the exec, such as the exec's own stack growth, made the
+                // tracker read /proc after it): they stay, for the exec to
+                // end with the rest.
+                if !(known && p.space.keeps_journal()) {
+                    p.space.discard_seeded_after(t);
+                }
                 let mark = p.space.journal().len();
                 p.space.end_all(t, Cause::Exec);
                 p.exec_at = Some(t);
