@@ -441,7 +441,11 @@ fn fetch(kernel: &Kernel) -> Result<KernelFiles> {
         kernel.version, kernel.version, kernel.suite
     ));
     let conf = apt_config()?;
-    run(apt("apt-get", &conf)?.args(["update", "-q"]))?;
+    // Once per run: the lists serve every kernel fetched after.
+    static UPDATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !UPDATED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        run(apt("apt-get", &conf)?.args(["update", "-q"]))?;
+    }
 
     // linux-image-amd64 (the metapackage) names the current ABI's package.
     let madison = stdout_of(apt("apt-cache", &conf)?.args(["madison", "linux-image-amd64"]))
