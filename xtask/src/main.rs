@@ -1,11 +1,13 @@
-//! mmtrace's developer tasks: `cargo xtask setup | build | run | test | bench`.
+//! mmtrace's developer tasks: `cargo xtask setup | build | run | test | bench
+//! | fuzz`.
 //!
 //! Every step is printed as `==> ...`; `setup` only installs what is missing,
-//! so running it again (as `run` and `test` do) costs nothing. `build` and
-//! `bench` install nothing: they check the toolchain and name what is
-//! missing.
+//! so running it again (as `run` and `test` do) costs nothing. `build`,
+//! `bench` and `fuzz` install nothing: they check the toolchain and name what
+//! is missing.
 
 mod ebpf_toolchain;
+mod fuzz;
 mod kernels;
 mod setup;
 
@@ -35,7 +37,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install what building and running mmtrace needs (Debian's rustc-web
-    /// with the BPF core, LLVM, bpf-linker, bpftool) and mount tracefs.
+    /// with the BPF core, LLVM, bpf-linker, bpftool) and mount tracefs; and
+    /// cargo-fuzz, for `fuzz`.
     Setup {
         /// Only print what would be installed or mounted.
         #[arg(long)]
@@ -87,6 +90,22 @@ enum Task {
     /// compares costs at different scales in one run and fails when its goal
     /// is missed.
     Bench,
+    /// Check the toolchain, then fuzz the parsers of untrusted input (cargo
+    /// fuzz, libFuzzer, rustup's nightly), each target for a bounded time,
+    /// with its corpus in fuzz/corpus/TARGET. Fails when an input crashes a
+    /// target, and says where it was saved. Not part of `test` or CI.
+    Fuzz {
+        /// Seconds of fuzzing per target (0: none, to only minimise).
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Then minimise each corpus, before committing it: the seeds, and
+        /// within 50 KB the inputs that add the most coverage per byte.
+        #[arg(long)]
+        minimise: bool,
+        /// The target to fuzz (default: all, one after the other).
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(fuzz::TARGETS))]
+        target: Option<String>,
+    },
 }
 
 fn main() {
@@ -99,7 +118,7 @@ fn main() {
 
 fn run_task(task: Task) -> Result<()> {
     match task {
-        Task::Setup { dry_run } => setup::setup(dry_run),
+        Task::Setup { dry_run } => setup::setup(dry_run, true),
         Task::Build { release } => {
             setup::check()?;
             build(release)
@@ -127,6 +146,11 @@ fn run_task(task: Task) -> Result<()> {
             setup::check()?;
             run(cargo().args(["bench", "-p", "tracer", "--bench", "model"]))
         }
+        Task::Fuzz {
+            seconds,
+            minimise,
+            target,
+        } => fuzz::fuzz(seconds, minimise, target.as_deref()),
     }
 }
 
@@ -140,7 +164,7 @@ fn build(release: bool) -> Result<()> {
 }
 
 fn run_mmtrace(release: bool, mut args: Vec<OsString>) -> Result<()> {
-    setup::setup(false)?;
+    setup::setup(false, false)?;
     build(release)?;
     let bin = target_dir()
         .join(if release { "release" } else { "debug" })
@@ -158,7 +182,7 @@ fn run_mmtrace(release: bool, mut args: Vec<OsString>) -> Result<()> {
 }
 
 fn test(lint: bool) -> Result<()> {
-    setup::setup(false)?;
+    setup::setup(false, false)?;
     if lint {
         run(cargo().args(["fmt", "--all", "--", "--check"]))
             .context("formatting differs: run `cargo fmt --all`")?;

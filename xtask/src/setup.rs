@@ -18,16 +18,24 @@ use anyhow::{bail, Context, Result};
 
 use crate::{
     cargo, cargo_home,
-    ebpf_toolchain::{self, debian_missing, find_bpf_linker, Route, DEBIAN_RUSTC as RUSTC},
+    ebpf_toolchain::{
+        self, debian_missing, find_bpf_linker, find_tool, Nightly, Route, DEBIAN_RUSTC as RUSTC,
+        NIGHTLY,
+    },
     is_root, kernels, need_sudo, run, show, stdout_of, step, which,
 };
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Installed for `cargo xtask fuzz` when no cargo-fuzz is (any version will
+/// do).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Written when we install bpf-linker: the LLVM major it was built for.
 const LLVM_MARKER: &str = ".mmtrace-bpf-linker-llvm";
 const TRACEFS: &str = "/sys/kernel/tracing";
 
-pub fn setup(dry_run: bool) -> Result<()> {
+/// `fuzzing`: also install cargo-fuzz, for `cargo xtask fuzz` (the `setup`
+/// task does; `run` and `test`, which set up what they need, do not).
+pub fn setup(dry_run: bool, fuzzing: bool) -> Result<()> {
     let mut setup = Setup {
         dry_run,
         apt_updated: false,
@@ -40,6 +48,9 @@ pub fn setup(dry_run: bool) -> Result<()> {
     setup.tracefs()?;
     setup.qemu()?;
     route()?;
+    if fuzzing {
+        setup.fuzzing();
+    }
     step(if dry_run {
         "setup: dry run done, nothing was changed"
     } else {
@@ -272,6 +283,30 @@ impl Setup {
         Ok(())
     }
 
+    /// (f) cargo-fuzz for `cargo xtask fuzz`, which also needs a rustup
+    /// nightly (for the sanitizer flags; rustup installs that, not this
+    /// setup). Optional: never fails the setup.
+    fn fuzzing(&self) {
+        match fuzz_tools_missing().as_slice() {
+            [] => step("fuzzing: cargo-fuzz and rustup's nightly are installed"),
+            missing => step(format!("fuzzing: missing {}", missing.join(" and "))),
+        }
+        if find_tool("cargo-fuzz").is_some() {
+            return;
+        }
+        let mut cmd = cargo();
+        cmd.args(["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION])
+            .arg("--locked");
+        if self.dry_run {
+            step(format!("would run: {}", show(&cmd)));
+        } else if let Err(e) = run(&mut cmd) {
+            step(format!(
+                "fuzzing: cargo-fuzz not installed ({e:#}); skipping, it is only for \
+                 `cargo xtask fuzz`"
+            ));
+        }
+    }
+
     /// (d) aya finds tracepoints through tracefs, which a fresh machine
     /// lacks.
     fn tracefs(&self) -> Result<()> {
@@ -409,6 +444,44 @@ fn bpf_linker_state(major: u32) -> Result<PathBuf, String> {
         ),
         (_, None) => format!("cannot tell which LLVM {} was built for", path.display()),
     })
+}
+
+/// What `cargo xtask fuzz` needs besides the build's toolchain ([`check`]):
+/// each missing piece, with how to get it.
+pub fn fuzz_tools_missing() -> Vec<String> {
+    let mut missing = Vec::new();
+    match ebpf_toolchain::nightly(NIGHTLY) {
+        Nightly::NoRustup => missing.push("rustup (for a nightly toolchain)".to_string()),
+        Nightly::NotInstalled => missing.push(format!(
+            "rustup's {NIGHTLY} toolchain (`rustup toolchain install {NIGHTLY}`)"
+        )),
+        Nightly::NoRustSrc { sysroot } | Nightly::Ready { sysroot } => {
+            // cargo fuzz builds with AddressSanitizer, whose runtime ships
+            // with the nightly's standard library.
+            let rustlib = sysroot.join("lib/rustlib");
+            let has_asan = fs::read_dir(&rustlib).is_ok_and(|dir| {
+                dir.flatten().any(|target| {
+                    target
+                        .path()
+                        .join("lib/librustc-nightly_rt.asan.a")
+                        .is_file()
+                })
+            });
+            if !has_asan {
+                missing.push(format!(
+                    "the AddressSanitizer runtime of rustup's {NIGHTLY} \
+                     ({}/*/lib/librustc-nightly_rt.asan.a)",
+                    rustlib.display()
+                ));
+            }
+        }
+    }
+    if find_tool("cargo-fuzz").is_none() {
+        missing.push(format!(
+            "cargo-fuzz (`cargo xtask setup` installs {CARGO_FUZZ_VERSION})"
+        ));
+    }
+    missing
 }
 
 /// `LLVM version: 22.1.8` in `/usr/bin/rustc -vV` -> 22. None if rustc is

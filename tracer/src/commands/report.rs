@@ -573,7 +573,12 @@ fn percent(part: u64, whole: u64) -> String {
 }
 
 fn faults(s: &mut String, p: &Process, opts: &ReportOptions) {
-    let total: u64 = p.regions.iter().map(|r| r.faults.total).sum();
+    // Saturating: the counts come from the file.
+    let total = p
+        .regions
+        .iter()
+        .map(|r| r.faults.total)
+        .fold(0, u64::saturating_add);
     let mut regions: Vec<&Region> = p.regions.iter().filter(|r| r.faults.total > 0).collect();
     if regions.is_empty() {
         ln!(s, "  no page faults recorded");
@@ -672,7 +677,10 @@ fn short_lived(s: &mut String, p: &Process, opts: &ReportOptions) {
         );
         return;
     }
-    let bytes: u64 = regions.iter().map(|r| region_size(r)).sum();
+    let bytes = regions
+        .iter()
+        .map(|r| region_size(r))
+        .fold(0, u64::saturating_add);
     ln!(
         s,
         "  Short-lived mappings (unmapped within {within} of being mapped): {}, {} in all",
@@ -756,7 +764,10 @@ fn untouched(s: &mut String, p: &Process, opts: &ReportOptions) {
         );
         return;
     }
-    let total: u64 = regions.iter().map(|r| untouched_of(r)).sum();
+    let total = regions
+        .iter()
+        .map(|r| untouched_of(r))
+        .fold(0, u64::saturating_add);
     ln!(
         s,
         "  Mapped but never touched, at the end: {} in {} of {} (heap, stacks, anon)",
@@ -1661,6 +1672,36 @@ mod tests {
             &text,
             "  no anonymous memory (heap, stack, anon) mapped at the end, so nothing untouched",
         );
+    }
+
+    /// Found by fuzzing (fuzz/, `cargo xtask fuzz`): the totals of fault
+    /// counts, short-lived sizes and untouched bytes overflowed on counts
+    /// and sizes near u64::MAX (a panic with overflow checks, a wrong total
+    /// without). They saturate.
+    #[test]
+    fn totals_of_huge_counts_saturate() {
+        let half = u64::MAX / 2 + 1;
+        let (a, b) = (0x7f00_0000_0000, 0x7f00_0010_0000);
+        let mut p = process(
+            1,
+            "huge",
+            vec![
+                faulted(region(1, a, a + MIB, "anon", MS, "mmap"), half, 0, 0, 0),
+                faulted(region(2, b, b + MIB, "anon", MS, "mmap"), half, 0, 0, 0),
+                died(region(3, 0, u64::MAX, "anon", MS, "mmap"), 2 * MS, "munmap"),
+                died(region(4, 0, u64::MAX, "anon", MS, "mmap"), 2 * MS, "munmap"),
+            ],
+        );
+        for r in &mut p.regions[..2] {
+            r.faults.mapped_bytes = u64::MAX;
+        }
+        // Not `report`: 20-digit counts make the faults table wider than
+        // WIDTH.
+        let text = render(&timeline(vec![p]), &ReportOptions::default());
+        let max = human_size(u64::MAX);
+        has_line(&text, &format!("  Page faults: {} in 2 regions", u64::MAX));
+        has_line(&text, &format!("of being mapped): 2, {max} in all"));
+        has_line(&text, &format!("at the end: {max} in 2 of 2 anonymous"));
     }
 
     #[test]
