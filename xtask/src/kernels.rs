@@ -686,6 +686,29 @@ fn build_initramfs(files: &KernelFiles, out: &Path) -> Result<()> {
 /// then power off.
 fn init_script(modules: &[String]) -> String {
     let target_tmp = target_dir().join("tmp");
+    // The guest's tmpfs on /tmp and /run would hide a workspace (or target
+    // directory) under them, as a clone in /tmp: bind them aside first,
+    // move them back after.
+    let mut keep: Vec<PathBuf> = Vec::new();
+    for path in [workspace_root().to_path_buf(), target_dir()] {
+        let covered = path.starts_with("/tmp") || path.starts_with("/run");
+        if covered && !keep.iter().any(|k| path.starts_with(k)) {
+            keep.retain(|k| !k.starts_with(&path));
+            keep.push(path);
+        }
+    }
+    let (mut save, mut restore) = (String::new(), String::new());
+    for (i, path) in keep.iter().enumerate() {
+        let path = path.display();
+        let _ = writeln!(
+            save,
+            "  mkdir -p /keep/{i}; mount -o bind \"$R{path}\" /keep/{i}"
+        );
+        let _ = writeln!(
+            restore,
+            "  mkdir -p \"$R{path}\"; mount -o move /keep/{i} \"$R{path}\""
+        );
+    }
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -698,9 +721,9 @@ for m in {modules}; do insmod /modules/$m || say "insmod $m failed"; done
 opts=trans=virtio,version=9p2000.L,msize=262144
 if mount -t 9p -o ro,$opts,cache=loose hostroot /newroot; then
   R=/newroot
-  mount -t tmpfs -o mode=1777 tmpfs $R/tmp
+{save}  mount -t tmpfs -o mode=1777 tmpfs $R/tmp
   mount -t tmpfs -o mode=755 tmpfs $R/run
-  mkdir -p $R{share}
+{restore}  mkdir -p $R{share}
   mount -t 9p -o $opts out $R{share}
   mount -t proc proc $R/proc
   mount -t sysfs sysfs $R/sys
