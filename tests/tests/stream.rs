@@ -753,7 +753,7 @@ fn pkey_mprotect_is_traced() {
     );
 }
 
-/// Steps 11 to 16: every call is in the stream, in order, as the workload
+/// Steps 11 to 17: every call is in the stream, in order, as the workload
 /// made it (steps the kernel refused are said and skipped).
 #[test]
 fn locks_seals_shm_remaps_and_partial_calls_are_traced() {
@@ -769,9 +769,10 @@ fn locks_seals_shm_remaps_and_partial_calls_are_traced() {
             "mseal",
             "shm",
             "remap_file_pages",
-            "partial"
+            "partial",
+            "kernel_files"
         ],
-        "the workload's steps 11 to 16"
+        "the workload's steps 11 to 17"
     );
     let mut ops = Vec::new();
     for step in &r.calls {

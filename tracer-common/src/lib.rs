@@ -209,6 +209,14 @@ pub struct FileInfo {
 pub const FILE_PATH_TRUNCATED: u32 = 1;
 /// The fd did not resolve to a file (closed by another thread meanwhile).
 pub const FILE_UNRESOLVED: u32 = 2;
+/// The file's dentry is the root of no mount: a file made by the kernel for
+/// one purpose (memfd, SysV and shared anonymous memory, hugetlb, anon
+/// inodes). `path` holds its name alone, which /proc shows after a `/`.
+pub const FILE_PSEUDO: u32 = 4;
+/// The file is an anon inode: /proc shows `anon_inode:NAME`, no `/`.
+pub const FILE_ANON_INODE: u32 = 8;
+/// `super_block.s_magic` of anon_inodefs.
+pub const ANON_INODE_FS_MAGIC: u64 = 0x0904_1934;
 
 /// An mmap of a file: the syscall record followed by the file.
 #[repr(C)]
@@ -390,6 +398,7 @@ pub struct Offsets {
     pub inode_ino: u64,
     pub inode_sb: u64,
     pub sb_dev: u64,
+    pub sb_magic: u64,
     pub dentry_parent: u64,
     pub dentry_name: u64,
     pub qstr_len: u64,
@@ -427,6 +436,7 @@ impl Offsets {
         inode_ino: 0,
         inode_sb: 0,
         sb_dev: 0,
+        sb_magic: 0,
         dentry_parent: 0,
         dentry_name: 0,
         qstr_len: 0,

@@ -12,8 +12,9 @@ use aya_ebpf::{
 };
 use tracer_common::{
     tp::{SysEnter, SysExit},
-    EventKind, FileInfo, MmapFileEvent, Offsets, SyscallEvent, FILE_PATH_TRUNCATED,
-    FILE_UNRESOLVED, PATH_COMPONENT_MAX, PATH_MAX_DEPTH, PATH_START_LIMIT,
+    EventKind, FileInfo, MmapFileEvent, Offsets, SyscallEvent, ANON_INODE_FS_MAGIC,
+    FILE_ANON_INODE, FILE_PATH_TRUNCATED, FILE_PSEUDO, FILE_UNRESOLVED, PATH_COMPONENT_MAX,
+    PATH_MAX_DEPTH, PATH_START_LIMIT,
 };
 
 use crate::{
@@ -193,11 +194,13 @@ fn resolve_file(fi: &mut FileInfo, fd: u64, off: &Offsets) {
     // path, below, says in its flags what it could not read).
     let mmap = EventKind::Mmap;
     let inode = or_zero(mmap, read::<u64>(file, off.file_inode), "file->f_inode");
+    let mut anon_inode = false;
     if inode != 0 {
         fi.ino = or_zero(mmap, read::<u64>(inode, off.inode_ino), "inode->i_ino");
         let sb = or_zero(mmap, read::<u64>(inode, off.inode_sb), "inode->i_sb");
         if sb != 0 {
             fi.dev = or_zero(mmap, read::<u32>(sb, off.sb_dev), "sb->s_dev");
+            anon_inode = read::<u64>(sb, off.sb_magic) == Ok(ANON_INODE_FS_MAGIC);
         }
     }
     let Ok(dentry) = read::<u64>(file, off.file_path + off.path_dentry) else {
@@ -206,12 +209,10 @@ fn resolve_file(fi: &mut FileInfo, fd: u64, off: &Offsets) {
     let Ok(vfsmnt) = read::<u64>(file, off.file_path + off.path_mnt) else {
         return;
     };
-    fi.flags = 0;
-    let (len, truncated) = walk_path(fi, dentry, vfsmnt, off);
+    fi.flags = if anon_inode { FILE_ANON_INODE } else { 0 };
+    let (len, flags) = walk_path(fi, dentry, vfsmnt, off);
     fi.path_len = len;
-    if truncated {
-        fi.flags |= FILE_PATH_TRUNCATED;
-    }
+    fi.flags |= flags;
 }
 
 /// `current->files->fdt->fd[fd]`.
@@ -233,43 +234,50 @@ fn fd_file(fd: u64, off: &Offsets) -> Result<u64, i64> {
 
 /// Writes the path of (dentry, vfsmount) into `fi.path`, leaf first, each
 /// component NUL-terminated, crossing mount points up to the root of the
-/// mount namespace. Returns (bytes used, truncated).
+/// mount namespace. A file that is the root of no mount (memfd, anon
+/// inodes) is named by its own dentry alone, with [`FILE_PSEUDO`]. Returns
+/// (bytes used, FILE_* flags).
 #[inline(always)]
-fn walk_path(fi: &mut FileInfo, mut dentry: u64, vfsmnt: u64, off: &Offsets) -> (u32, bool) {
+fn walk_path(fi: &mut FileInfo, mut dentry: u64, vfsmnt: u64, off: &Offsets) -> (u32, u32) {
+    const TRUNCATED: u32 = FILE_PATH_TRUNCATED;
     // struct mount embeds the vfsmount.
     let mut mnt = vfsmnt.wrapping_sub(off.mount_mnt);
     let mut pos: usize = 0;
     let buf = fi.path.as_mut_ptr();
     for _ in 0..PATH_MAX_DEPTH {
         let Ok(mnt_root) = read::<u64>(mnt + off.mount_mnt, off.vfsmount_root) else {
-            return (pos as u32, true);
+            return (pos as u32, TRUNCATED);
         };
         if dentry == mnt_root {
             let Ok(parent) = read::<u64>(mnt, off.mount_parent) else {
-                return (pos as u32, true);
+                return (pos as u32, TRUNCATED);
             };
             if parent == mnt {
-                return (pos as u32, false);
+                return (pos as u32, 0);
             }
             let Ok(mountpoint) = read::<u64>(mnt, off.mount_mountpoint) else {
-                return (pos as u32, true);
+                return (pos as u32, TRUNCATED);
             };
             dentry = mountpoint;
             mnt = parent;
             continue;
         }
         let Ok(parent) = read::<u64>(dentry, off.dentry_parent) else {
-            return (pos as u32, true);
+            return (pos as u32, TRUNCATED);
         };
-        if parent == dentry {
-            // The root of a filesystem mounted nowhere (pipes, memfd, ...).
-            return (pos as u32, false);
+        // The root of a filesystem mounted nowhere: the file itself when it
+        // was made by the kernel for one purpose (its name is the path the
+        // kernel shows: `memfd:NAME`, `[perf_event]`), else where the walk
+        // ends.
+        let pseudo = parent == dentry;
+        if pseudo && pos != 0 {
+            return (pos as u32, 0);
         }
         let Ok(name) = read::<u64>(dentry, off.dentry_name + off.qstr_name) else {
-            return (pos as u32, true);
+            return (pos as u32, TRUNCATED);
         };
         if pos >= PATH_START_LIMIT {
-            return (pos as u32, true);
+            return (pos as u32, TRUNCATED);
         }
         // The mask is what keeps the write inside `path` for the verifier,
         // but LLVM drops it as redundant after the check above, and
@@ -288,12 +296,15 @@ fn walk_path(fi: &mut FileInfo, mut dentry: u64, vfsmnt: u64, off: &Offsets) -> 
             )
         };
         if n <= 0 {
-            return (pos as u32, true);
+            return (pos as u32, TRUNCATED);
         }
         pos = at + (n as usize & (2 * PATH_COMPONENT_MAX - 1));
+        if pseudo {
+            return (pos as u32, FILE_PSEUDO);
+        }
         dentry = parent;
     }
-    (pos as u32, true)
+    (pos as u32, TRUNCATED)
 }
 
 /// One line per syscall kind: its programs, named as the kinds table's

@@ -742,8 +742,8 @@ fn main() {
     };
     pauser.pause("after_thread");
 
-    // Steps 11 to 16: locks, seals, SysV shared memory, remap_file_pages,
-    // and calls that fail part-way over a hole.
+    // Steps 11 to 17: locks, seals, SysV shared memory, remap_file_pages,
+    // calls that fail part-way over a hole, and files the kernel makes.
     let calls = vec![
         step_mlock(ps, &mut pauser),
         step_mlockall(ps, &mut pauser),
@@ -751,6 +751,7 @@ fn main() {
         step_shm(ps, &mut pauser),
         step_remap_file_pages(ps, &mut pauser),
         step_partial(ps, &mut pauser),
+        step_kernel_files(ps, &mut pauser),
     ];
 
     // End of step 3: unmap the file and delete it.
@@ -1162,4 +1163,79 @@ fn step_partial(ps: usize, pauser: &mut Pauser) -> CallsStep {
         },
     );
     step
+}
+
+/// Writes one byte at `addr`, a page of a mapping of this step.
+fn poke(addr: usize) {
+    // SAFETY: `addr` is in a read-write mapping the step made.
+    unsafe { ptr::write_volatile(addr as *mut u8, 1) };
+}
+
+/// Step 17: files the kernel makes for one purpose, mapped shared (and a
+/// memfd privately too): a memfd, /dev/zero (the kernel gives the mapping
+/// a shared-memory file of its own), a file of /dev/shm (tmpfs, a device
+/// without a major number), and a perf event's ring (an anon inode). /proc
+/// names them `/memfd:NAME (deleted)`, `/dev/zero (deleted)`, the file's
+/// path, `anon_inode:[perf_event]`.
+fn step_kernel_files(ps: usize, pauser: &mut Pauser) -> CallsStep {
+    const NAME: &str = "kernel_files";
+    let shm_path = CString::new(format!("/dev/shm/mmtrace-workload-{}", std::process::id()))
+        .unwrap_or_else(|_| fail("a path without NUL"));
+    // A software event counting nothing (PERF_COUNT_SW_DUMMY) of this
+    // process on any CPU: perf_event_attr is zero but for type, size and
+    // config.
+    let mut attr = [0u64; 16];
+    attr[0] = 1 | ((attr.len() as u64 * 8) << 32);
+    attr[1] = 9;
+    // SAFETY: the call reads `attr`, 128 bytes, its size field says so.
+    let perf =
+        unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, 0) } as i32;
+    // SAFETY: plain fd-returning calls on NUL-terminated strings.
+    let (memfd, zero, shm) = unsafe {
+        (
+            libc::memfd_create(c"mmtrace-workload".as_ptr(), 0),
+            libc::open(c"/dev/zero".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC),
+            libc::open(
+                shm_path.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                0o600,
+            ),
+        )
+    };
+    if memfd < 0 || zero < 0 || shm < 0 {
+        return skipped(NAME, format!("memfd, /dev/zero or /dev/shm: {}", errno()));
+    }
+    let len = 2 * ps;
+    // SAFETY: sizes of our own new files.
+    if unsafe { libc::ftruncate(memfd, len as i64) + libc::ftruncate(shm, len as i64) } != 0 {
+        fail(&format!("ftruncate: {}", errno()));
+    }
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let mut maps = vec![
+        mmap(0, len, rw, libc::MAP_SHARED, memfd, 0),
+        mmap(0, len, rw, libc::MAP_PRIVATE, memfd, 0),
+        mmap(0, len, rw, libc::MAP_SHARED, zero, 0),
+        mmap(0, len, rw, libc::MAP_SHARED, shm, 0),
+    ];
+    // The ring: a header page and one page of data (a power of two).
+    if perf >= 0 {
+        maps.push(mmap(0, len, rw, libc::MAP_SHARED, perf, 0));
+    }
+    for m in &maps[..4] {
+        poke(m.ret);
+    }
+    pauser.pause("after_kernel_files");
+    for m in &maps {
+        munmap(m.ret, m.len);
+    }
+    // SAFETY: our own fds and file.
+    unsafe {
+        libc::unlink(shm_path.as_ptr());
+        for fd in [memfd, zero, shm, perf] {
+            if fd >= 0 {
+                libc::close(fd);
+            }
+        }
+    }
+    calls_step(NAME, &maps, &[], &["after_kernel_files"])
 }

@@ -85,12 +85,13 @@ impl Sink for RecordSink {
 
     fn check(&mut self, p: &Process, reason: CheckReason, c: &Comparison) {
         let r = self.records.entry(p.seq).or_default();
-        for (kind, m, k) in &c.differences {
+        for d in &c.differences {
             r.drift.push(timeline::Drift {
                 t_ns: c.t_ns,
-                kind: (*kind).to_string(),
-                model: m.as_ref().map(MapsEntry::of),
-                kernel: k.as_ref().map(MapsEntry::of),
+                kind: d.kind.to_string(),
+                model: d.model.as_ref().map(MapsEntry::of),
+                kernel: d.kernel.as_ref().map(MapsEntry::of),
+                fields: d.fields.iter().map(|f| (*f).to_string()).collect(),
             });
         }
         r.checks.push(timeline::Check {

@@ -903,6 +903,17 @@ fn checks_and_drift(s: &mut String, p: &Process) {
             fit_right(&maps_line(d.kernel.as_ref()), width),
             w = when.len()
         );
+        if !d.fields.is_empty() {
+            let fields: Vec<String> = d.fields.iter().map(|f| esc(f)).collect();
+            ln!(
+                s,
+                "    {:w$}  {:<10}differ  {}",
+                "",
+                "",
+                fields.join(", "),
+                w = when.len()
+            );
+        }
     }
 }
 
@@ -1387,7 +1398,11 @@ mod tests {
                 perms: "rw-p".to_string(),
                 offset: 0,
                 path: None,
+                kind: Some("anon".to_string()),
+                device: None,
+                inode: None,
             }),
+            fields: Vec::new(),
         }];
         p.uncertain = vec![
             Interval {

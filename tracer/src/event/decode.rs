@@ -4,7 +4,8 @@ use std::mem::size_of;
 
 use tracer_common::{
     EventHeader, EventKind, ExecEvent, ExitEvent, FaultEvent, FileInfo, ForkEvent, MmapFileEvent,
-    StackEvent, SyscallEvent, Wire, FILE_PATH_TRUNCATED, FILE_UNRESOLVED, STACK_SOURCE_FEXIT,
+    StackEvent, SyscallEvent, Wire, FILE_ANON_INODE, FILE_PATH_TRUNCATED, FILE_PSEUDO,
+    FILE_UNRESOLVED, STACK_SOURCE_FEXIT,
 };
 
 use crate::event::{Access, Body, Counters, Event, MappedFile, StackSource, SysResult};
@@ -286,6 +287,10 @@ fn mapped_file(f: &FileInfo) -> Option<MappedFile> {
     {
         path.push(b'/');
         path.extend_from_slice(part);
+    }
+    if f.flags & FILE_ANON_INODE != 0 && f.flags & FILE_PSEUDO != 0 {
+        // As the kernel names them: `anon_inode:[perf_event]`, no `/`.
+        path.splice(..1, b"anon_inode:".iter().copied());
     }
     if path.is_empty() {
         path.push(b'/');

@@ -96,6 +96,7 @@ pub fn resolve_offsets(btf: &Btf) -> Result<Offsets> {
         inode_ino: f("inode", "i_ino")?,
         inode_sb: f("inode", "i_sb")?,
         sb_dev: f("super_block", "s_dev")?,
+        sb_magic: f("super_block", "s_magic")?,
         dentry_parent: f("dentry", "d_parent")?,
         dentry_name: f("dentry", "d_name")?,
         qstr_len: f("qstr", "len")?,

@@ -92,6 +92,17 @@ fn backing_of(path: &[u8], dev: (u32, u32), ino: u64, perms: Perms) -> Backing {
             file: 0,
         },
         p if p.starts_with(b"[") => Backing::Special(text()),
+        // A file of anon_inodefs (`anon_inode:[perf_event]`): the model
+        // has it from its mmap by device and inode, like any file.
+        p if p.starts_with(b"anon_inode:") => Backing::File {
+            path: p.to_vec(),
+            dev,
+            ino,
+        },
+        // Private hugetlb memory of an anonymous mmap (MAP_HUGETLB): the
+        // kernel backs it with a file of hugetlbfs, the call made it
+        // anonymous.
+        p if dev.0 == 0 && !perms.shared && strip_deleted(p) == b"/anon_hugepage" => Backing::Anon,
         // SysV shared memory: "/SYSV0000002a (deleted)".
         p if p.starts_with(b"/SYSV") && dev.0 == 0 => Backing::Shm {
             path: Some(strip_deleted(p).to_vec()),
@@ -140,7 +151,7 @@ pub fn same(kernel: &Seed, model: &Seed) -> bool {
         // A shared mapping of a file on a filesystem with an anonymous
         // device (tmpfs, 9p, overlayfs, NFS, btrfs) reads as shared memory
         // here, while the model knows it from its mmap as the file.
-        (Backing::Shm { path: Some(p) }, Backing::File { path: q, .. }) => {
+        (Backing::Shm { path: Some(p), .. }, Backing::File { path: q, .. }) => {
             strip_deleted(p) == q.as_slice()
         }
         (Backing::Special(a), Backing::Special(b)) => a == b,
@@ -148,23 +159,115 @@ pub fn same(kernel: &Seed, model: &Seed) -> bool {
     }
 }
 
-/// Differences between the model and the kernel: (kind, model, kernel).
-pub fn diff(model: &[Seed], kernel: &[Seed]) -> Vec<(&'static str, Option<Seed>, Option<Seed>)> {
+/// A difference between the model and the kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Difference {
+    /// missing (the kernel has it, the model not), extra (the model has
+    /// it, the kernel not), different (same start, other attributes).
+    pub kind: &'static str,
+    pub model: Option<Seed>,
+    pub kernel: Option<Seed>,
+    /// For `different`: the attributes that differ (see [`fields_differing`]).
+    pub fields: Vec<&'static str>,
+}
+
+/// Differences between the model and the kernel.
+pub fn diff(model: &[Seed], kernel: &[Seed]) -> Vec<Difference> {
     let mut out = Vec::new();
     for k in kernel {
         if model.iter().any(|m| same(k, m)) {
             continue;
         }
         match model.iter().find(|m| m.start == k.start) {
-            Some(m) => out.push(("different", Some(m.clone()), Some(k.clone()))),
-            None => out.push(("missing", None, Some(k.clone()))),
+            Some(m) => out.push(Difference {
+                kind: "different",
+                fields: fields_differing(k, m),
+                model: Some(m.clone()),
+                kernel: Some(k.clone()),
+            }),
+            None => out.push(Difference {
+                kind: "missing",
+                model: None,
+                kernel: Some(k.clone()),
+                fields: Vec::new(),
+            }),
         }
     }
     for m in model {
         if kernel.iter().any(|k| same(k, m) || k.start == m.start) {
             continue;
         }
-        out.push(("extra", Some(m.clone()), None));
+        out.push(Difference {
+            kind: "extra",
+            model: Some(m.clone()),
+            kernel: None,
+            fields: Vec::new(),
+        });
+    }
+    out
+}
+
+/// What kind of mapping a backing is, as the timeline names it.
+pub fn kind_of(b: &Backing) -> &'static str {
+    match b {
+        Backing::Anon => "anon",
+        Backing::Heap => "heap",
+        Backing::Stack => "stack",
+        Backing::File { .. } => "file",
+        Backing::Shm { .. } => "shm",
+        Backing::Special(_) => "special",
+    }
+}
+
+/// The attributes in which a kernel entry and a model region with the same
+/// start differ: `end`, `perms`, `offset`, `kind` (anonymous, file, shared
+/// memory, ...), `path`, `device`, `inode`.
+pub fn fields_differing(kernel: &Seed, model: &Seed) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if kernel.end != model.end {
+        out.push("end");
+    }
+    if kernel.perms != model.perms {
+        out.push("perms");
+    }
+    if kernel.offset != model.offset {
+        out.push("offset");
+    }
+    let path = |b: &Backing| -> Option<Vec<u8>> {
+        match b {
+            Backing::File { path, .. }
+            | Backing::Shm {
+                path: Some(path), ..
+            } => Some(strip_deleted(path).to_vec()),
+            Backing::Special(name) => Some(name.as_bytes().to_vec()),
+            _ => None,
+        }
+    };
+    let (kb, mb) = (&kernel.backing, &model.backing);
+    if kind_of(kb) != kind_of(mb)
+        && !matches!(
+            (kb, mb),
+            (Backing::Anon | Backing::Heap, Backing::Anon | Backing::Heap)
+        )
+    {
+        out.push("kind");
+    }
+    if path(kb) != path(mb) {
+        out.push("path");
+    }
+    if let (
+        Backing::File { dev, ino, .. },
+        Backing::File {
+            dev: d2, ino: i2, ..
+        },
+    ) = (kb, mb)
+    {
+        if dev != d2 {
+            out.push("device");
+        }
+        if ino != i2 {
+            out.push("inode");
+        }
     }
     out
 }
@@ -245,6 +348,53 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
             ino: 43,
         };
         assert!(!same(kernel, &model));
+    }
+
+    /// memfd, anon inodes, shared /dev/zero and private hugetlb memory
+    /// compare equal to what the model learns from their mmap.
+    #[test]
+    fn kernel_made_files_are_the_model_s() {
+        let maps = b"\
+7f0000000000-7f0000002000 rw-s 00000000 00:01 1129                       /memfd:cache (deleted)
+7f0000002000-7f0000004000 rw-p 00000000 00:01 1129                       /memfd:cache (deleted)
+7f0000004000-7f0000006000 rw-s 00000000 00:01 1130                       /dev/zero (deleted)
+7f0000006000-7f0000008000 rw-s 00000000 00:0f 2087                       anon_inode:[perf_event]
+7f0000200000-7f0000400000 rw-p 00000000 00:10 77                         /anon_hugepage (deleted)
+";
+        let kernel = parse(maps).unwrap();
+        let file = |path: &[u8], dev, ino| Backing::File {
+            path: path.to_vec(),
+            dev,
+            ino,
+        };
+        let backings = [
+            file(b"/memfd:cache", (0, 1), 1129),
+            file(b"/memfd:cache", (0, 1), 1129),
+            file(b"/dev/zero", (0, 6), 4),
+            file(b"anon_inode:[perf_event]", (0, 0xf), 2087),
+            Backing::Anon,
+        ];
+        for (k, backing) in kernel.iter().zip(backings) {
+            let model = Seed {
+                backing,
+                ..k.clone()
+            };
+            assert!(same(k, &model), "{k:?} vs {model:?}");
+        }
+    }
+
+    /// A drift record names what differs, even when both sides print the
+    /// same line.
+    #[test]
+    fn a_difference_names_its_fields() {
+        let kernel = parse(b"7f00000-7f02000 rw-s 00000000 00:01 7 /dev/zero (deleted)\n").unwrap();
+        let mut model = kernel[0].clone();
+        model.backing = Backing::Special("/dev/zero".to_string());
+        model.end += 0x1000;
+        let d = diff(&[model], &kernel);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].kind, "different");
+        assert_eq!(d[0].fields, ["end", "kind"]);
     }
 
     #[test]

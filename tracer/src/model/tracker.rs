@@ -241,7 +241,7 @@ pub struct Comparison {
     pub t_ns: u64,
     pub regions: u64,
     /// (kind, model's region, kernel's region).
-    pub differences: Vec<(&'static str, Option<Seed>, Option<Seed>)>,
+    pub differences: Vec<maps::Difference>,
 }
 
 pub struct Tracker {
@@ -939,7 +939,7 @@ mod tests {
         t.doubt_all(5500);
         let c = t.compare(7, 7000, &[seed(0x10000, 1)]).unwrap();
         assert_eq!(c.differences.len(), 1);
-        assert_eq!(c.differences[0].0, "extra");
+        assert_eq!(c.differences[0].kind, "extra");
         let p = t.get(7).unwrap();
         assert_eq!(p.space.live_count(), 1);
         assert_eq!(p.uncertain_since, None);

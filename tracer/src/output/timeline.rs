@@ -9,7 +9,11 @@ use serde::{Deserialize, Serialize};
 use super::names::{dev_str, hex, signal_name};
 use crate::{
     event::split_status,
-    model::{self, maps::strip_deleted, Backing, Cause, CheckReason, Op, Seed, SeededBy},
+    model::{
+        self,
+        maps::{kind_of, strip_deleted},
+        Backing, Cause, CheckReason, Op, Seed, SeededBy,
+    },
 };
 
 pub const SCHEMA: &str = "mmtrace.timeline/v1";
@@ -144,6 +148,10 @@ pub struct Drift {
     pub kind: String,
     pub model: Option<MapsEntry>,
     pub kernel: Option<MapsEntry>,
+    /// For `different`: the attributes that differ (end, perms, offset,
+    /// kind, path, device, inode). Absent in files of earlier mmtrace versions.
+    #[serde(default)]
+    pub fields: Vec<String>,
 }
 
 /// One line of /proc/PID/maps, or the model's region in the same terms.
@@ -154,6 +162,15 @@ pub struct MapsEntry {
     pub perms: String,
     pub offset: u64,
     pub path: Option<String>,
+    /// anon, heap, stack, file, shm (shared memory, however named) or
+    /// special (vdso and the like). Absent in files of earlier mmtrace versions.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// A file's device (`major:minor`, hex as in /proc) and inode.
+    #[serde(default)]
+    pub device: Option<String>,
+    #[serde(default)]
+    pub inode: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -187,12 +204,19 @@ impl MapsEntry {
                 .map(|p| String::from_utf8_lossy(strip_deleted(p)).into_owned()),
             Backing::Special(name) => Some(name.clone()),
         };
+        let (device, inode) = match &s.backing {
+            Backing::File { dev, ino, .. } => (Some(dev_str(dev.0, dev.1)), Some(*ino)),
+            _ => (None, None),
+        };
         MapsEntry {
             start: hex(s.start),
             end: hex(s.end),
             perms: s.perms.as_string(),
             offset: s.offset,
             path,
+            kind: Some(kind_of(&s.backing).to_string()),
+            device,
+            inode,
         }
     }
 }
