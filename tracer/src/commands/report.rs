@@ -877,7 +877,12 @@ fn checks_and_drift(s: &mut String, p: &Process) {
         );
     }
     if p.drift.is_empty() {
-        ln!(s, "  no drift");
+        if p.checks.is_empty() {
+            // Never compared: no difference found says nothing.
+            ln!(s, "  drift unknown: never checked");
+        } else {
+            ln!(s, "  no drift");
+        }
         return;
     }
     ln!(
@@ -1770,7 +1775,7 @@ mod tests {
             section(&text, "Checks"),
             [
                 "  Checks: none (the model was never compared with /proc/100/maps)",
-                "  no drift",
+                "  drift unknown: never checked",
                 "  no uncertain intervals",
             ]
         );
