@@ -145,6 +145,58 @@ fn a_c_compiler_run() {
     assert!(obj.exists());
 }
 
+/// A child made with CLONE_VM changes its parent's address space: the
+/// model is one per address space, so the child's mmap and mprotect are
+/// in the parent's regions, and the child has none of its own. A
+/// posix_spawn child (CLONE_VM | CLONE_VFORK) shares until its exec.
+#[test]
+fn children_sharing_the_address_space_change_one_model() {
+    tests::needs_root!();
+    let dir = scratch("sharedmm");
+    let out = dir.join("timeline.json");
+    let run = run_record::<&str, &str>(&out, &[], &[env!("CARGO_BIN_EXE_sharedmm")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(run.status.success(), "{}: {}", run.command, run.stderr);
+    let doc = read_timeline(&out).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(doc["lost_events"], 0);
+    let procs = doc["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), 3, "sharedmm, its clone, /bin/true: {procs:?}");
+    for p in procs {
+        assert_eq!(
+            p["drift"].as_array().unwrap().len(),
+            0,
+            "drift {}",
+            p["drift"]
+        );
+    }
+    let parent = &procs[0];
+    let ppid = parent["pid"].clone();
+    let (clone, spawned) = (&procs[1], &procs[2]);
+    assert_eq!(clone["shared_with"], ppid, "{clone}");
+    assert_eq!(clone["regions"].as_array().unwrap().len(), 0, "{clone}");
+    assert_eq!(spawned["shared_with"], ppid, "{spawned}");
+    assert_eq!(spawned["exe"], "/bin/true");
+    // Its own address space from its exec on.
+    assert!(!spawned["regions"].as_array().unwrap().is_empty());
+    // The child's 3 pages, in the parent's model: made by mmap, split by
+    // the protection of the middle one, unmapped by the parent.
+    let regions = parent["regions"].as_array().unwrap();
+    let size =
+        |c: &Value| tests::event_addr(&c["end"]).unwrap() - tests::event_addr(&c["start"]).unwrap();
+    let split_protected = |made: &Value| {
+        regions
+            .iter()
+            .any(|r| r["parent"] == made["id"] && r["perms"] == "r--p" && r["died_by"] == "munmap")
+    };
+    assert!(
+        regions.iter().any(|r| r["born_by"] == "mmap"
+            && r["died_by"] == "munmap"
+            && size(&r["history"][0]) == 3 * 4096
+            && split_protected(r)),
+        "the child's 3 pages are not in the parent's regions"
+    );
+}
+
 #[test]
 fn git() {
     tests::needs_root!();

@@ -399,6 +399,13 @@ fn process(s: &mut String, t: &Timeline, p: &Process, opts: &ReportOptions) {
         other => esc(other),
     };
     field(s, "Traced from", &from);
+    if let Some(owner) = p.shared_with {
+        field(
+            s,
+            "Memory",
+            &format!("shared with {owner} (CLONE_VM) until exec or exit: see its regions"),
+        );
+    }
     if let Some(abi) = p.abi.as_deref().filter(|a| *a != "x86_64") {
         field(
             s,
@@ -1200,6 +1207,7 @@ mod tests {
             comm: comm.to_string(),
             exe: Some(format!("/usr/bin/{comm}")),
             abi: Some("x86_64".to_string()),
+            shared_with: None,
             seeded_by: SeededBy::Exec,
             exec_at_ns: Some(0),
             exit_at_ns: Some(900 * MS),

@@ -22,6 +22,9 @@ use crate::{
     kernel::proc,
 };
 
+/// clone(2): the child runs in the parent's address space.
+const CLONE_VM: u64 = 0x100;
+
 /// What the tracker reads about a process from the kernel (/proc).
 pub trait ProcSource {
     /// The process's mappings now.
@@ -102,6 +105,15 @@ pub struct Process {
     pub faults_since_sample: u64,
     /// Resident bytes, when the session could read them for this sample.
     pub rss: Option<u64>,
+    /// The process whose address space this one shares (a child made with
+    /// CLONE_VM, as vfork and posix_spawn make them), until its exec or
+    /// exit: its calls change that process's model, and its own stays
+    /// empty. The model is one per address space, not one per pid.
+    pub shares: Option<u32>,
+    /// The process whose address space it shared at its birth (CLONE_VM),
+    /// kept after its exec or exit: its calls until then are in that
+    /// process's model.
+    pub shared_with: Option<u32>,
 }
 
 impl Process {
@@ -128,6 +140,8 @@ impl Process {
             dirty: true,
             faults_since_sample: 0,
             rss: None,
+            shares: None,
+            shared_with: None,
         }
     }
 
@@ -300,8 +314,63 @@ impl Tracker {
         self.live.get_mut(&pid)
     }
 
+    /// The processes with an address space of their own (those sharing
+    /// one are checked and sampled through its owner).
     pub fn pids(&self) -> Vec<u32> {
-        self.live.keys().copied().collect()
+        self.live
+            .iter()
+            .filter(|(_, p)| p.shares.is_none())
+            .map(|(&pid, _)| pid)
+            .collect()
+    }
+
+    /// The process whose model `pid`'s calls change: `pid` itself, or the
+    /// owner of the address space it shares.
+    pub fn owner_of(&self, pid: u32) -> u32 {
+        self.live.get(&pid).and_then(|p| p.shares).unwrap_or(pid)
+    }
+
+    /// `pid` leaves its address space (exit, exec): if other processes
+    /// share it, it lives on in them. The lowest of their pids takes the
+    /// model over, with its history, and the others share it from then on.
+    /// Returns whether the space was handed over.
+    fn hand_over_space(&mut self, pid: u32) -> bool {
+        let Some(heir) = self
+            .live
+            .iter()
+            .filter(|(_, p)| p.shares == Some(pid))
+            .map(|(&h, _)| h)
+            .min()
+        else {
+            return false;
+        };
+        let Some(p) = self.live.get_mut(&pid) else {
+            return false;
+        };
+        let space = std::mem::replace(&mut p.space, AddressSpace::new(self.bucket_ns));
+        let counters = std::mem::take(&mut p.counters);
+        let (last_change, seeded_until) = (p.last_change, p.seeded_until);
+        let (uncertain_since, recheck) = (p.uncertain_since.take(), p.recheck.take());
+        if !self.keep_history {
+            p.space.keep_journal();
+        }
+        for q in self.live.values_mut() {
+            if q.shares == Some(pid) {
+                q.shares = Some(heir);
+            }
+        }
+        if let Some(h) = self.live.get_mut(&heir) {
+            h.shares = None;
+            h.space = space;
+            h.counters = counters;
+            h.last_change = last_change;
+            h.seeded_until = seeded_until;
+            h.uncertain_since = uncertain_since;
+            h.recheck = recheck;
+            h.dirty = true;
+        }
+        log::debug!("pid {pid} left its address space; pid {heir}, sharing it, keeps its model");
+        true
     }
 
     pub fn processes_mut(&mut self) -> impl Iterator<Item = &mut Process> {
@@ -365,17 +434,32 @@ impl Tracker {
         let t = self.rel(ev.ts_ns);
         match &ev.body {
             // The child's own events come after the parent's fork.
-            Body::Fork { child_pid, .. } => {
+            Body::Fork {
+                child_pid,
+                clone_flags,
+            } => {
                 let parent = self.ensure_touched(ev.pid, &ev.comm);
-                let space = parent.space.fork_copy(t);
                 let (exe, abi) = (parent.exe.clone(), parent.abi);
+                let owner = self.owner_of(ev.pid);
+                // CLONE_VM: the child runs in the parent's address space
+                // (vfork, posix_spawn): no copy, one model.
+                let space = if clone_flags & CLONE_VM == 0 {
+                    self.live.get(&owner).map(|o| o.space.fork_copy(t))
+                } else {
+                    None
+                };
                 if let Some(mut old) = self.live.remove(child_pid) {
                     // A pid still held: that process is gone unseen.
                     old.doubt(t, CheckReason::Lost);
                     self.ended.push(old);
                 }
                 let mut child = self.new_process(*child_pid, SeededBy::Fork);
-                child.space = space;
+                if let Some(space) = space {
+                    child.space = space;
+                } else {
+                    child.shares = Some(owner);
+                    child.shared_with = Some(owner);
+                }
                 child.ppid = Some(ev.pid);
                 child.comm.clone_from(&ev.comm);
                 child.exe = exe;
@@ -391,7 +475,11 @@ impl Tracker {
                 abi,
                 ..
             } => {
+                // The old address space lives on in the processes that
+                // share it; this one gets a new one.
+                self.hand_over_space(ev.pid);
                 let p = self.ensure(ev.pid, &ev.comm);
+                p.shares = None;
                 p.dirty = true;
                 p.last_change = p.last_change.max(ev.ts_ns);
                 // Regions read from /proc after the exec describe the new
@@ -433,6 +521,9 @@ impl Tracker {
             }
             Body::Exit { status, start_time } => {
                 self.ensure_touched(ev.pid, &ev.comm);
+                // A space shared with others lives on in them; a sharer's
+                // own is empty.
+                self.hand_over_space(ev.pid);
                 if let Some(mut p) = self.live.remove(&ev.pid) {
                     p.space.end_all(t, Cause::Exit);
                     p.exit_at = Some(t);
@@ -446,10 +537,11 @@ impl Tracker {
             Body::Fault { .. } => {
                 // A fault changes no region: no need to look for changes
                 // (there are many), except of a process seen first.
-                let p = if self.live.contains_key(&ev.pid) {
-                    self.ensure(ev.pid, &ev.comm)
+                let pid = self.owner_of(ev.pid);
+                let p = if self.live.contains_key(&pid) {
+                    self.ensure(pid, &ev.comm)
                 } else {
-                    self.ensure_touched(ev.pid, &ev.comm)
+                    self.ensure_touched(pid, &ev.comm)
                 };
                 p.dirty = true;
                 p.faults_since_sample += 1;
@@ -473,7 +565,9 @@ impl Tracker {
             | Body::Shmdt { .. }
             | Body::RemapFilePages { .. }
             | Body::Stack { .. } => {
-                let p = self.ensure_touched(ev.pid, &ev.comm);
+                // The model of the address space the call changed.
+                let pid = self.owner_of(ev.pid);
+                let p = self.ensure_touched(pid, &ev.comm);
                 let before_seed = ev.ts_ns < p.seeded_until;
                 // An attached segment's extent is not in the call: read it.
                 let segment = match ev.body {
@@ -485,7 +579,7 @@ impl Tracker {
                     } if !before_seed => Some(self.shm_segment(ev.pid, addr, shmid, flags)),
                     _ => None,
                 };
-                let p = self.ensure(ev.pid, &ev.comm);
+                let p = self.ensure(pid, &ev.comm);
                 p.dirty = true;
                 p.last_change = p.last_change.max(ev.ts_ns);
                 let applied = match segment {
@@ -597,6 +691,7 @@ impl Tracker {
     /// Differences resync the model.
     pub fn compare(&mut self, pid: u32, t0: u64, snapshot: &[Seed]) -> Option<Comparison> {
         let t = self.rel(t0);
+        let pid = self.owner_of(pid);
         let p = self.live.get_mut(&pid)?;
         let model: Vec<Seed> = p.space.live().map(seed_of).collect();
         let differences = maps::diff(&model, snapshot);
@@ -862,6 +957,84 @@ mod tests {
         assert_eq!(ended[0].exit_status, Some(3 << 8));
         assert!(t.get(8).is_none());
         assert!(t.get(7).is_some());
+    }
+
+    /// A CLONE_VM child (vfork, posix_spawn) changes its parent's model;
+    /// its exec leaves the parent's alone.
+    #[test]
+    fn a_clone_vm_child_shares_its_parent_s_model() {
+        let mut t = tracker(
+            false,
+            &[(7, vec![seed(0x10000, 2)]), (8, vec![seed(0x90000, 1)])],
+        );
+        t.apply(&ev(
+            5000,
+            7,
+            Body::Fork {
+                child_pid: 8,
+                clone_flags: CLONE_VM | 0x4000, // CLONE_VFORK
+            },
+        ));
+        // The parent's regions found running; the child has no copies.
+        assert_eq!(ops(&t), [(7, "born")]);
+        t.end_event();
+        assert_eq!(t.get(8).unwrap().shares, Some(7));
+        assert!(t.get(8).unwrap().space.regions.is_empty());
+        assert_eq!(t.pids(), [7]);
+
+        t.apply(&ev(5100, 8, mmap(0x20000, 1)));
+        assert_eq!(ops(&t), [(7, "born")]);
+        t.end_event();
+        assert_eq!(t.get(7).unwrap().space.live().count(), 2);
+
+        // The child's exec gives it an address space of its own.
+        t.apply(&ev(
+            5200,
+            8,
+            Body::Exec {
+                path: b"/bin/true".to_vec(),
+                start_time: 1,
+                old_pid: 8,
+                abi: None,
+            },
+        ));
+        t.end_event();
+        assert_eq!(t.get(8).unwrap().shares, None);
+        assert_eq!(t.get(8).unwrap().space.live().count(), 1);
+        assert_eq!(t.get(7).unwrap().space.live().count(), 2);
+    }
+
+    /// A process leaving an address space that others share hands its
+    /// model over: the regions live on.
+    #[test]
+    fn a_shared_space_outlives_its_first_owner() {
+        let mut t = tracker(false, &[(7, vec![seed(0x10000, 2)])]);
+        t.apply(&ev(
+            5000,
+            7,
+            Body::Fork {
+                child_pid: 8,
+                clone_flags: CLONE_VM,
+            },
+        ));
+        t.end_event();
+        t.apply(&ev(
+            6000,
+            7,
+            Body::Exit {
+                status: 0,
+                start_time: 42,
+            },
+        ));
+        // Nothing died: the space is pid 8's now.
+        assert!(ops(&t).is_empty(), "{:?}", ops(&t));
+        let ended = t.end_event();
+        assert_eq!(ended.len(), 1);
+        assert!(ended[0].space.regions.is_empty());
+        let heir = t.get(8).unwrap();
+        assert_eq!(heir.shares, None);
+        assert_eq!(heir.space.live().count(), 1);
+        assert_eq!(t.pids(), [8]);
     }
 
     #[test]

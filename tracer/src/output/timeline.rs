@@ -58,6 +58,11 @@ pub struct Process {
     pub abi: Option<String>,
     /// How the process's first state was known: "fork", "exec", "proc".
     pub seeded_by: SeededBy,
+    /// Made with CLONE_VM (vfork, posix_spawn): the process whose address
+    /// space it shared until its exec or exit, whose timeline holds the
+    /// changes it made then. Absent from older recordings.
+    #[serde(default)]
+    pub shared_with: Option<u32>,
     pub exec_at_ns: Option<u64>,
     pub exit_at_ns: Option<u64>,
     /// Exit code, or null when killed by a signal or still running.
@@ -258,6 +263,7 @@ impl Process {
             exe: p.exe.map(|e| String::from_utf8_lossy(&e).into_owned()),
             abi: p.abi.map(|a| a.name().to_string()),
             seeded_by: p.seeded_by,
+            shared_with: p.shared_with,
             exec_at_ns: p.exec_at,
             exit_at_ns: p.exit_at,
             exit_code,

@@ -355,8 +355,10 @@ impl Core {
         };
         if let Some(checker) = self.checker.as_mut() {
             if ev.body.changes_mappings() {
-                if let Settle::Compare(pending) = checker.on_change(ev.pid, ev.ts_ns) {
-                    compare(tracker, checker, sink, ev.pid, &pending, ev.ts_ns);
+                // A change settles the checks of the address space it made.
+                let pid = tracker.owner_of(ev.pid);
+                if let Settle::Compare(pending) = checker.on_change(pid, ev.ts_ns) {
+                    compare(tracker, checker, sink, pid, &pending, ev.ts_ns);
                 }
             }
         }
@@ -440,8 +442,8 @@ impl Core {
     /// space whole, and every event it made has been handed over: sample
     /// the process and read its maps for a check.
     fn exit_snapshot<S: Sink>(&mut self, tid: u32, sink: &mut S) -> Option<u32> {
-        let tgid = preflight::process_of(tid).ok()?;
         let tracker = self.tracker.as_mut()?;
+        let tgid = tracker.owner_of(preflight::process_of(tid).ok()?);
         let p = tracker.get_mut(tgid)?;
         sample(&self.hooks, self.counters, sink, p, clock::monotonic_ns());
         // The exiting thread waits in the seccomp notification; any other
