@@ -197,6 +197,39 @@ fn children_sharing_the_address_space_change_one_model() {
     );
 }
 
+/// Merges only the kernel can decide (moved memory keeps its page
+/// offset, an anon_vma shared at a first write, a forked child's chains):
+/// the model follows the kernel's VMA tree, read at every change, and
+/// never drifts.
+#[test]
+fn merges_the_kernel_decides_are_followed() {
+    tests::needs_root!();
+    let dir = scratch("merges");
+    let out = dir.join("timeline.json");
+    let run = run_record::<&str, &str>(&out, &[], &[env!("CARGO_BIN_EXE_merges")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(run.status.success(), "{}: {}", run.command, run.stderr);
+    let doc = read_timeline(&out).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(doc["lost_events"], 0);
+    let procs = doc["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), 2, "merges and its child");
+    for p in procs {
+        let who = format!("pid {} ({})", p["pid"], p["comm"]);
+        assert_eq!(
+            p["drift"].as_array().unwrap().len(),
+            0,
+            "{who}: drift {}",
+            p["drift"]
+        );
+        // Never in doubt: the counters agreed after every change.
+        assert_eq!(p["uncertain"], serde_json::json!([]), "{who}: uncertain");
+        assert!(
+            !p["checks"].as_array().unwrap().is_empty(),
+            "{who}: never checked"
+        );
+    }
+}
+
 #[test]
 fn git() {
     tests::needs_root!();

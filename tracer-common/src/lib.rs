@@ -50,6 +50,8 @@ pub const MAP_STACK_FENTRY: &str = "STACK_FENTRY";
 /// Memory syscalls in flight and finished, per address space (see
 /// [`MmCounters`]).
 pub const MAP_MM_SEQ: &str = "MM_SEQ";
+/// Per CPU: the pivots of the maple node being read (see [`VmaProbes`]).
+pub const MAP_VMA_PIVOTS: &str = "VMA_PIVOTS";
 
 /// The slot of `ERRORS` for failures that belong to no event kind (the RSS
 /// counters); kind numbers start at 1.
@@ -102,7 +104,59 @@ pub struct SyscallEvent {
     pub ret: i64,
     /// The address space's counters after the call.
     pub mm: MmCounters,
+    /// The VMAs the call left at the edges of its range, read from the
+    /// kernel's VMA tree with the counters (settled with them).
+    pub vmas: VmaProbes,
 }
+
+/// Probes of the address space's VMA tree at a change's edges: what the
+/// kernel left there, so that the model follows the kernel's merges and
+/// splits instead of predicting them. For a change of `[lo, hi)`, probe 0
+/// is at `lo` and probe 1 at `hi - 1`; for an unmap at `lo - 1` and `hi`,
+/// the neighbours of the hole; an mremap's probe 2 is where the old range
+/// was (a hole, or the VMA MREMAP_DONTUNMAP leaves) or where a shrink
+/// in place ended.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmaProbes {
+    /// `VMA_*`, per probe.
+    pub state: [u8; VMA_PROBES],
+    pub _pad: [u8; 6],
+    /// The probed addresses.
+    pub addr: [u64; VMA_PROBES],
+    pub ext: [VmaExtent; VMA_PROBES],
+}
+
+pub const VMA_PROBES: usize = 3;
+/// Not probed (no range, or the kernel's VMA tree cannot be read here).
+pub const VMA_NONE: u8 = 0;
+/// A VMA holds the address: `ext` is its extent, flags and offset.
+pub const VMA_MAPPED: u8 = 1;
+/// No VMA holds the address.
+pub const VMA_GAP: u8 = 2;
+/// The tree could not be read (it changed under the walk, a read failed).
+pub const VMA_UNREAD: u8 = 3;
+
+/// One VMA as the kernel holds it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmaExtent {
+    pub start: u64,
+    /// Exclusive.
+    pub end: u64,
+    /// `vm_flags`.
+    pub flags: u64,
+    /// `vm_pgoff`: the offset in the file, in pages (for anonymous memory,
+    /// the page number of the address it was first mapped at).
+    pub pgoff: u64,
+}
+
+/// [`VmaOffsets::walk`]: how the VMA tree of an mm_struct is read.
+pub const VMA_WALK_NONE: u64 = 0;
+/// `mm->mm_mt`, a maple tree (6.1 on).
+pub const VMA_WALK_MAPLE: u64 = 1;
+/// `mm->mm_rb`, a red-black tree of `vm_rb` (before 6.1).
+pub const VMA_WALK_RB: u64 = 2;
 
 /// The counters of the current task's `mm_struct`, read at the end of a
 /// change (a memory syscall's exit, an exec, a stack growth): what the
@@ -410,6 +464,50 @@ pub struct Offsets {
     pub vma_start: u64,
 }
 
+/// The offsets of the VMA tree's walk (tracer-ebpf's `vmas`), apart from
+/// [`Offsets`]: the programs copy `Offsets` onto their 512-byte stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmaOffsets {
+    /// `VMA_WALK_*`: which walk, or none.
+    pub walk: u64,
+    /// `mm_struct.mm_mt.ma_root` (maple), or `mm_struct.mm_rb.rb_node`.
+    pub mm_vmas: u64,
+    pub maple_r64_pivot: u64,
+    pub maple_r64_slot: u64,
+    pub maple_r64_meta: u64,
+    pub maple_a64_pivot: u64,
+    pub maple_a64_slot: u64,
+    pub maple_a64_meta: u64,
+    pub rb_left: u64,
+    pub rb_right: u64,
+    pub vma_rb: u64,
+    pub vma_start: u64,
+    pub vma_end: u64,
+    pub vma_flags: u64,
+    pub vma_pgoff: u64,
+}
+
+impl VmaOffsets {
+    pub const ZERO: VmaOffsets = VmaOffsets {
+        walk: 0,
+        mm_vmas: 0,
+        maple_r64_pivot: 0,
+        maple_r64_slot: 0,
+        maple_r64_meta: 0,
+        maple_a64_pivot: 0,
+        maple_a64_slot: 0,
+        maple_a64_meta: 0,
+        rb_left: 0,
+        rb_right: 0,
+        vma_rb: 0,
+        vma_start: 0,
+        vma_end: 0,
+        vma_flags: 0,
+        vma_pgoff: 0,
+    };
+}
+
 impl Offsets {
     pub const ZERO: Offsets = Offsets {
         task_mm: 0,
@@ -470,10 +568,11 @@ unsafe impl Wire for ExitEvent {}
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{Config, FaultCounts, Offsets};
+    use super::{Config, FaultCounts, Offsets, VmaOffsets};
     // SAFETY: plain-old-data, `repr(C)`, no padding holes read as anything
     // but bytes.
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Offsets {}
+    unsafe impl aya::Pod for VmaOffsets {}
     unsafe impl aya::Pod for FaultCounts {}
 }

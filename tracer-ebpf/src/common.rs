@@ -284,7 +284,10 @@ pub fn mm_forget(mm: u64) {
 /// will have its record after it.
 pub struct MmRecord {
     mm: u64,
-    seq: Option<*mut MmSeq>,
+    /// Null when the address space has no entry. (Not an Option: its None
+    /// leaves the pointer undefined, and a register spilled undefined is
+    /// refused by the verifier.)
+    seq: *mut MmSeq,
     exited_before: u64,
     /// A syscall the enter counted in flight (its exit counts it out).
     counted: bool,
@@ -296,14 +299,15 @@ impl MmRecord {
     #[inline(always)]
     pub fn begin(mm: u64, counted: bool) -> MmRecord {
         let seq = if mm != 0 {
-            MM_SEQ.get_ptr_mut(mm)
+            MM_SEQ.get_ptr_mut(mm).unwrap_or(core::ptr::null_mut())
         } else {
-            None
+            core::ptr::null_mut()
         };
-        let exited_before = match seq {
+        let exited_before = if seq.is_null() {
+            0
+        } else {
             // SAFETY: a value of MM_SEQ.
-            Some(s) => atomic_load(unsafe { &raw mut (*s).exited }),
-            None => 0,
+            atomic_load(unsafe { &raw mut (*seq).exited })
         };
         MmRecord {
             mm,
@@ -311,6 +315,12 @@ impl MmRecord {
             exited_before,
             counted,
         }
+    }
+
+    /// The address space whose counters are read (0: none are).
+    #[inline(always)]
+    pub fn mm(&self) -> u64 {
+        self.mm
     }
 
     /// The counters now, settled or not. An address space no call was
@@ -321,7 +331,7 @@ impl MmRecord {
             return MmCounters::ZERO;
         }
         let mut c = read_counters(self.mm, off);
-        let (in_flight, exited) = match self.seq {
+        let (in_flight, exited) = match (!self.seq.is_null()).then_some(self.seq) {
             // SAFETY: a value of MM_SEQ.
             Some(s) => unsafe {
                 (
@@ -345,7 +355,7 @@ impl MmRecord {
         if !self.counted {
             return;
         }
-        if let Some(s) = self.seq {
+        if let Some(s) = (!self.seq.is_null()).then_some(self.seq) {
             // SAFETY: a value of MM_SEQ.
             let (exited, in_flight) = unsafe { (&raw mut (*s).exited, &raw mut (*s).in_flight) };
             atomic_add(exited, 1);

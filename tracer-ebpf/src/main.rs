@@ -25,6 +25,7 @@ mod kernel;
 mod process;
 mod stack;
 mod syscall;
+mod vmas;
 
 /// The licence the kernel checks before it lets programs call GPL-only
 /// helpers, as these do (bpf_probe_read_kernel, bpf_get_current_task). aya

@@ -23,6 +23,7 @@ use crate::{
         offsets, or_zero, submit_flags, traced, Fail, MmRecord, OrFail, EVENTS,
     },
     kernel::{current_mm, current_task, read},
+    vmas::probe_change,
 };
 
 /// A call in progress: saved at sys_enter, consumed at sys_exit.
@@ -150,7 +151,10 @@ fn emit(
                 (*e).enter_ns = p.enter_ns;
                 (*e).args = p.args;
                 (*e).ret = ret;
-                (*e).mm = call.counters(&offsets());
+                // The probes first: the counters' settling covers them.
+                let off = offsets();
+                probe_change(&mut (*e).vmas, kind, &p.args, ret, call.mm());
+                (*e).mm = call.counters(&off);
             }
             entry.submit(submit_flags(&cfg));
         }
@@ -173,6 +177,7 @@ fn emit_mmap_file(cfg: &tracer_common::Config, p: &Pending, ret: i64, call: &MmR
         (*e).sys.args = p.args;
         (*e).sys.ret = ret;
         let off = offsets();
+        probe_change(&mut (*e).sys.vmas, EventKind::Mmap, &p.args, ret, call.mm());
         (*e).sys.mm = call.counters(&off);
         resolve_file(&mut (*e).file, p.args[4], &off);
     }

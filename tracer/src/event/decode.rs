@@ -57,7 +57,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let mut mm = None;
     let mut sys = || {
         let e = sys()?;
-        mm = Counters::from_wire(&e.mm);
+        mm = Counters::from_wire(&e.mm).map(|c| c.with_vmas(&e.vmas));
         Ok::<_, DecodeError>(e)
     };
     let body = match kind {
@@ -73,7 +73,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Mmap => {
             let (e, file) = if bytes.len() >= size_of::<MmapFileEvent>() {
                 let e: MmapFileEvent = read(bytes, kind)?;
-                mm = Counters::from_wire(&e.sys.mm);
+                mm = Counters::from_wire(&e.sys.mm).map(|c| c.with_vmas(&e.sys.vmas));
                 (e.sys, mapped_file(&e.file))
             } else {
                 (sys()?, None)
@@ -307,8 +307,10 @@ fn mapped_file(f: &FileInfo) -> Option<MappedFile> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Probe;
     use tracer_common::{
-        MmCounters, COMM_LEN, MM_MAP_COUNT, MM_SETTLED, MM_STACK_VM, MM_TOTAL_VM, PATH_BUF_LEN,
+        MmCounters, VmaExtent, VmaProbes, COMM_LEN, MM_MAP_COUNT, MM_SETTLED, MM_STACK_VM,
+        MM_TOTAL_VM, PATH_BUF_LEN, VMA_GAP, VMA_MAPPED, VMA_UNREAD,
     };
 
     fn header(kind: EventKind) -> EventHeader {
@@ -341,6 +343,7 @@ mod tests {
                 args: [0, 8192, 1, 2, 3, 0],
                 ret: 0x7f00_0000_0000,
                 mm: MmCounters::ZERO,
+                vmas: VmaProbes::default(),
             },
             file: FileInfo {
                 dev: (8 << 20) | 1,
@@ -378,6 +381,7 @@ mod tests {
             args: [0, 4096, 3, 0x22, u64::MAX, 0],
             ret: -12,
             mm: MmCounters::ZERO,
+            vmas: VmaProbes::default(),
         };
         let ev = decode(&bytes_of(&e)).unwrap();
         let Body::Mmap { fd, ret, file, .. } = ev.body else {
@@ -396,6 +400,7 @@ mod tests {
             args: [0x5000_0000, 0x4000_0000, 0x3f00_0000, 0, 0, 0],
             ret: 0x5000_0000,
             mm: MmCounters::ZERO,
+            vmas: VmaProbes::default(),
         };
         let Body::Brk {
             requested,
@@ -429,12 +434,41 @@ mod tests {
                 exec_vm: 0,
                 stack_vm: 33,
             },
+            vmas: VmaProbes {
+                state: [VMA_MAPPED, VMA_GAP, VMA_UNREAD],
+                addr: [0xfff, 0x2000, 0],
+                ext: [
+                    VmaExtent {
+                        start: 0,
+                        end: 0x1000,
+                        flags: 0x73,
+                        pgoff: 7,
+                    },
+                    VmaExtent::default(),
+                    VmaExtent::default(),
+                ],
+                ..VmaProbes::default()
+            },
         };
         let c = decode(&bytes_of(&e)).unwrap().counters.unwrap();
         assert!(c.settled);
         assert_eq!(
             (c.map_count, c.total_vm, c.locked_vm, c.stack_vm),
             (Some(21), Some(300), None, Some(33))
+        );
+        assert_eq!(
+            c.vmas,
+            [
+                Probe::Mapped {
+                    at: 0xfff,
+                    start: 0,
+                    end: 0x1000,
+                    flags: 0x73,
+                    pgoff: 7
+                },
+                Probe::Gap { at: 0x2000 },
+                Probe::Unread
+            ]
         );
         // Nothing read: no counters.
         e.mm = MmCounters::ZERO;

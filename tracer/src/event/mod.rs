@@ -2,8 +2,8 @@
 //! `decode` turns records into these; `output` prints them.
 
 use tracer_common::{
-    EventKind, MmCounters, MM_DATA_VM, MM_EXEC_VM, MM_LOCKED_VM, MM_MAP_COUNT, MM_SETTLED,
-    MM_STACK_VM, MM_TOTAL_VM,
+    EventKind, MmCounters, VmaProbes, MM_DATA_VM, MM_EXEC_VM, MM_LOCKED_VM, MM_MAP_COUNT,
+    MM_SETTLED, MM_STACK_VM, MM_TOTAL_VM, VMA_GAP, VMA_MAPPED, VMA_NONE, VMA_PROBES,
 };
 
 pub mod decode;
@@ -47,6 +47,48 @@ pub struct Counters {
     pub exec_vm: Option<u64>,
     /// `stack_vm`: pages of grows-down VMAs.
     pub stack_vm: Option<u64>,
+    /// The kernel's VMA tree at the change's edges, read with the
+    /// counters (and settled with them).
+    pub vmas: [Probe; VMA_PROBES],
+}
+
+/// What the kernel's VMA tree holds at an address after a change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Probe {
+    /// Not probed.
+    #[default]
+    None,
+    /// The VMA `[start, end)` holds `at`.
+    Mapped {
+        at: u64,
+        start: u64,
+        end: u64,
+        /// `vm_flags`, `vm_pgoff`.
+        flags: u64,
+        pgoff: u64,
+    },
+    /// No VMA holds `at`.
+    Gap { at: u64 },
+    /// The tree changed under the read.
+    Unread,
+}
+
+impl Probe {
+    fn from_wire(p: &VmaProbes, i: usize) -> Probe {
+        let e = &p.ext[i];
+        match p.state[i] {
+            VMA_MAPPED => Probe::Mapped {
+                at: p.addr[i],
+                start: e.start,
+                end: e.end,
+                flags: e.flags,
+                pgoff: e.pgoff,
+            },
+            VMA_GAP => Probe::Gap { at: p.addr[i] },
+            VMA_NONE => Probe::None,
+            _ => Probe::Unread,
+        }
+    }
 }
 
 impl Counters {
@@ -65,7 +107,17 @@ impl Counters {
             data_vm: field(MM_DATA_VM, c.data_vm),
             exec_vm: field(MM_EXEC_VM, c.exec_vm),
             stack_vm: field(MM_STACK_VM, c.stack_vm),
+            vmas: [Probe::None; VMA_PROBES],
         })
+    }
+
+    /// With the VMA probes of the same record.
+    #[must_use]
+    pub fn with_vmas(mut self, p: &VmaProbes) -> Counters {
+        for (i, v) in self.vmas.iter_mut().enumerate() {
+            *v = Probe::from_wire(p, i);
+        }
+        self
     }
 }
 

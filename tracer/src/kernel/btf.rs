@@ -14,8 +14,8 @@ use std::{collections::HashMap, fmt, path::Path};
 
 use anyhow::{bail, Context, Result};
 use tracer_common::{
-    MmVmBlock, Offsets, MM_DATA_VM, MM_EXEC_VM, MM_LOCKED_VM, MM_MAP_COUNT, MM_STACK_VM,
-    MM_TOTAL_VM, MM_VM_BLOCK,
+    MmVmBlock, Offsets, VmaOffsets, MM_DATA_VM, MM_EXEC_VM, MM_LOCKED_VM, MM_MAP_COUNT,
+    MM_STACK_VM, MM_TOTAL_VM, MM_VM_BLOCK, VMA_WALK_MAPLE, VMA_WALK_RB,
 };
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -106,6 +106,49 @@ pub fn resolve_offsets(btf: &Btf) -> Result<Offsets> {
         mount_mountpoint: f("mount", "mnt_mountpoint")?,
         vfsmount_root: f("vfsmount", "mnt_root")?,
         vma_start: f("vm_area_struct", "vm_start")?,
+    })
+}
+
+/// How the programs read an address space's VMA tree, and the offsets
+/// they need; all 0 (no walk) when the kernel's layout is not one mmtrace
+/// knows: the model then follows its own rules alone.
+pub fn resolve_vma_offsets(btf: &Btf) -> VmaOffsets {
+    let walk = || -> Result<VmaOffsets, BtfError> {
+        let f = |s: &str, p: &str| btf.member_offset(s, p);
+        let vma = VmaOffsets {
+            vma_start: f("vm_area_struct", "vm_start")?,
+            vma_end: f("vm_area_struct", "vm_end")?,
+            vma_flags: f("vm_area_struct", "vm_flags")?,
+            vma_pgoff: f("vm_area_struct", "vm_pgoff")?,
+            ..VmaOffsets::ZERO
+        };
+        if let Ok(mt) = f("mm_struct", "mm_mt") {
+            return Ok(VmaOffsets {
+                walk: VMA_WALK_MAPLE,
+                mm_vmas: mt + f("maple_tree", "ma_root")?,
+                maple_r64_pivot: f("maple_range_64", "pivot")?,
+                maple_r64_slot: f("maple_range_64", "slot")?,
+                maple_r64_meta: f("maple_range_64", "meta")?,
+                maple_a64_pivot: f("maple_arange_64", "pivot")?,
+                maple_a64_slot: f("maple_arange_64", "slot")?,
+                maple_a64_meta: f("maple_arange_64", "meta")?,
+                ..vma
+            });
+        }
+        Ok(VmaOffsets {
+            walk: VMA_WALK_RB,
+            mm_vmas: f("mm_struct", "mm_rb")? + f("rb_root", "rb_node")?,
+            rb_left: f("rb_node", "rb_left")?,
+            rb_right: f("rb_node", "rb_right")?,
+            vma_rb: f("vm_area_struct", "vm_rb")?,
+            ..vma
+        })
+    };
+    walk().unwrap_or_else(|e| {
+        log::warn!(
+            "the kernel's VMA tree is not read here ({e:?}): the model follows its own rules at every change"
+        );
+        VmaOffsets::ZERO
     })
 }
 

@@ -130,10 +130,11 @@ impl Hooks {
         // so aya's parse of these bytes is left to the fexit load, the only
         // other user, and done only if stack events are wanted.
         let vmlinux = btf::read_vmlinux()?;
-        let offsets = btf::resolve_offsets(
-            &btf::Btf::parse(&vmlinux)
-                .with_context(|| format!("cannot parse {}", btf::VMLINUX_BTF))?,
-        )?;
+        let parsed = btf::Btf::parse(&vmlinux)
+            .with_context(|| format!("cannot parse {}", btf::VMLINUX_BTF))?;
+        let offsets = btf::resolve_offsets(&parsed)?;
+        let vma_offsets = btf::resolve_vma_offsets(&parsed);
+        drop(parsed);
         let mut filter = 0;
         if cfg.pid_filter || !cfg.pids.is_empty() {
             filter |= FILTER_PID;
@@ -162,6 +163,7 @@ impl Hooks {
         loader
             .override_global("CONFIG", &config, true)
             .override_global("OFFSETS", &offsets, true)
+            .override_global("VMA_OFFSETS", &vma_offsets, true)
             .map_max_entries(MAP_EVENTS, cfg.buffer_bytes);
         if config.diagnostics == 0 {
             // Nothing is logged: the smallest ring buffer will do.
@@ -565,7 +567,9 @@ fn exit_group_dead_offset() -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracer_common::{MAP_MM_SEQ, MAP_PENDING, MAP_STACK_FENTRY, MAP_STACK_PENDING};
+    use tracer_common::{
+        MAP_MM_SEQ, MAP_PENDING, MAP_STACK_FENTRY, MAP_STACK_PENDING, MAP_VMA_PIVOTS,
+    };
 
     /// The embedded object's maps are the ones tracer-common names (the
     /// eBPF side spells them as literals in `#[map(name = ...)]`), and its
@@ -594,6 +598,7 @@ mod tests {
             MAP_STACK_PENDING,
             MAP_STACK_FENTRY,
             MAP_MM_SEQ,
+            MAP_VMA_PIVOTS,
             AYA_LOGS,
         ];
         named.sort_unstable();

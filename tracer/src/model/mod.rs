@@ -679,6 +679,58 @@ impl AddressSpace {
         self.journal_change(left);
     }
 
+    /// Takes the kernel's VMA tree at a probe after a change: where the
+    /// kernel has one VMA, the model has one region (its regions there are
+    /// split at the VMA's edges and joined inside them); where the kernel
+    /// has a gap, the model has none. The model's rules predict merges
+    /// the kernel may not make (a moved region keeps its page offset, a
+    /// forked one its anon_vma chain, ...): the kernel decides. False when
+    /// the two cannot be made to agree this way (a hole in the model where
+    /// the kernel has a VMA, other protections inside one VMA, a region
+    /// in a gap): the model is out of step.
+    pub fn follow_kernel(&mut self, t_ns: u64, probe: &crate::event::Probe) -> bool {
+        use crate::event::Probe;
+        match *probe {
+            Probe::None | Probe::Unread => true,
+            Probe::Gap { at } => self.find(at).is_none(),
+            Probe::Mapped { start, end, .. } => {
+                let inside = self.overlapping(start, end);
+                let Some(&first) = inside.first() else {
+                    return false;
+                };
+                // The regions must cover the VMA without a hole, and be of
+                // one mapping (the kernel joins nothing else).
+                let mut at = self.regions[first].start.max(start);
+                if at != start {
+                    return false;
+                }
+                for &i in &inside {
+                    let r = &self.regions[i];
+                    if r.start.max(start) != at
+                        || r.perms != self.regions[first].perms
+                        || std::mem::discriminant(&r.backing)
+                            != std::mem::discriminant(&self.regions[first].backing)
+                    {
+                        return false;
+                    }
+                    at = r.end;
+                }
+                if at < end {
+                    return false;
+                }
+                self.split_at(start, t_ns);
+                self.split_at(end, t_ns);
+                let inside = self.overlapping(start, end);
+                if let Some((&left, rest)) = inside.split_first() {
+                    for &right in rest {
+                        self.join(left, right, t_ns);
+                    }
+                }
+                true
+            }
+        }
+    }
+
     /// A successful mmap.
     #[allow(clippy::too_many_arguments)]
     pub fn mmap(

@@ -428,3 +428,73 @@ fn pieces_of_one_shared_mapping_merge_again_those_of_two_do_not() {
         .collect();
     assert_eq!(files, [1, 2, 3]);
 }
+
+fn mapped(at: u64, start: u64, end: u64) -> crate::event::Probe {
+    crate::event::Probe::Mapped {
+        at,
+        start,
+        end,
+        flags: 0,
+        pgoff: 0,
+    }
+}
+
+/// The kernel kept a region apart that the rules merged (a moved region
+/// keeps its page offset): the model splits where the kernel has an edge.
+#[test]
+fn the_kernel_s_edges_split_a_merge_it_did_not_make() {
+    let mut a = AddressSpace::new(1);
+    a.mmap(1, 0x10000, 2 * P, RW, ANON, 0, None);
+    a.mmap(2, 0x12000, 2 * P, RW, ANON, 0, None);
+    assert_eq!(spans(&a), vec![(0x10000, 0x14000, "rw-p".into())]);
+    assert!(a.follow_kernel(2, &mapped(0x12000, 0x12000, 0x14000)));
+    assert_eq!(
+        spans(&a),
+        vec![
+            (0x10000, 0x12000, "rw-p".into()),
+            (0x12000, 0x14000, "rw-p".into())
+        ]
+    );
+    // Already so: nothing changes.
+    let n = a.regions.len();
+    assert!(a.follow_kernel(3, &mapped(0x12000, 0x12000, 0x14000)));
+    assert_eq!(a.regions.len(), n);
+}
+
+/// The kernel merged what the rules keep apart (an anon_vma shared at a
+/// first fault): the model joins the regions inside the kernel's VMA.
+#[test]
+fn the_kernel_s_vma_joins_what_it_merged() {
+    let mut a = AddressSpace::new(1);
+    a.mmap(1, 0x10000, 4 * P, RW, ANON, 0, None);
+    a.follow_kernel(1, &mapped(0x11000, 0x10000, 0x11000));
+    a.follow_kernel(1, &mapped(0x11000, 0x11000, 0x12000));
+    a.follow_kernel(1, &mapped(0x12000, 0x12000, 0x14000));
+    assert_eq!(a.live().count(), 3);
+    assert!(a.follow_kernel(2, &mapped(0x11000, 0x10000, 0x14000)));
+    assert_eq!(spans(&a), vec![(0x10000, 0x14000, "rw-p".into())]);
+}
+
+/// What the rules cannot explain is drift: a hole where the kernel has a
+/// VMA, other protections inside one VMA, a region in a gap.
+#[test]
+fn what_cannot_be_followed_is_out_of_step() {
+    let mut a = AddressSpace::new(1);
+    a.mmap(1, 0x10000, 2 * P, RW, ANON, 0, None);
+    a.mmap(1, 0x13000, P, RW, ANON, 0, None);
+    assert!(!a.follow_kernel(2, &mapped(0x10000, 0x10000, 0x14000)));
+    a.mprotect(2, 0x11000, P, R);
+    assert!(!a.follow_kernel(2, &mapped(0x10000, 0x10000, 0x12000)));
+    assert!(!a.follow_kernel(2, &crate::event::Probe::Gap { at: 0x13000 }));
+    assert!(a.follow_kernel(2, &crate::event::Probe::Gap { at: 0x12000 }));
+    assert!(a.follow_kernel(2, &crate::event::Probe::Unread));
+    // Nothing was changed by the refusals.
+    assert_eq!(
+        spans(&a),
+        vec![
+            (0x10000, 0x11000, "rw-p".into()),
+            (0x11000, 0x12000, "r--p".into()),
+            (0x13000, 0x14000, "rw-p".into())
+        ]
+    );
+}

@@ -185,6 +185,30 @@ impl Process {
         }
     }
 
+    /// Takes the kernel's VMAs at the edges of the change `ev` made (read
+    /// with its counters, settled with them): the model's merges and
+    /// splits there become the kernel's. A model that cannot follow (a hole
+    /// where the kernel has a VMA, a region in a gap) is out of step,
+    /// found at this event: it is doubted and checked.
+    fn follow_kernel(&mut self, ev: &Event, c: &Counters, t_ns: u64) {
+        if !c.settled || self.untraced() {
+            return;
+        }
+        let mut agree = true;
+        for probe in &c.vmas {
+            agree &= self.space.follow_kernel(t_ns, probe);
+        }
+        if !agree {
+            log::debug!(
+                "pid {}: after {} at {t_ns} ns the model cannot follow the kernel's VMAs {:?}",
+                self.pid,
+                ev.body.name(),
+                c.vmas
+            );
+            self.doubt(t_ns, CheckReason::Counters);
+        }
+    }
+
     /// Its system calls are not traced (a 32-bit program).
     pub fn untraced(&self) -> bool {
         self.abi.is_some_and(|a| !a.traced())
@@ -596,6 +620,7 @@ impl Tracker {
                 // The snapshot the model was seeded from is later than the
                 // event: the counters describe an earlier state.
                 if let (false, Some(c)) = (before_seed, &ev.counters) {
+                    p.follow_kernel(ev, c, t);
                     p.check_counters(ev, c, t);
                 }
             }
@@ -1135,6 +1160,7 @@ mod tests {
             data_vm: Some(pages),
             exec_vm: Some(0),
             stack_vm: Some(0),
+            vmas: Default::default(),
         });
         e
     }
