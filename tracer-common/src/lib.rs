@@ -112,10 +112,10 @@ pub struct SyscallEvent {
 /// Probes of the address space's VMA tree at a change's edges: what the
 /// kernel left there, so that the model follows the kernel's merges and
 /// splits instead of predicting them. For a change of `[lo, hi)`, probe 0
-/// is at `lo` and probe 1 at `hi - 1`; for an unmap at `lo - 1` and `hi`,
-/// the neighbours of the hole; an mremap's probe 2 is where the old range
-/// was (a hole, or the VMA MREMAP_DONTUNMAP leaves) or where a shrink
-/// in place ended.
+/// is at `lo` and probe 1 at `hi - 1`; for brk at the heap's last page and
+/// above it; an mremap's probe 2 is where the old range was (a hole, or
+/// the VMA MREMAP_DONTUNMAP leaves) or where a shrink in place ended. An
+/// unmap (it merges nothing) is not probed.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VmaProbes {
@@ -144,10 +144,11 @@ pub struct VmaExtent {
     pub start: u64,
     /// Exclusive.
     pub end: u64,
-    /// `vm_flags`.
+    /// `vm_flags` (not read yet: 0).
     pub flags: u64,
-    /// `vm_pgoff`: the offset in the file, in pages (for anonymous memory,
-    /// the page number of the address it was first mapped at).
+    /// `vm_pgoff` (not read yet: 0): the offset in the file, in pages (for
+    /// anonymous memory, the page number of the address it was first
+    /// mapped at).
     pub pgoff: u64,
 }
 
