@@ -137,6 +137,21 @@ pub fn same(kernel: &Seed, model: &Seed) -> bool {
             },
         ) => dev == d2 && ino == i2,
         (Backing::Shm { .. }, Backing::Shm { .. }) => true,
+        // A shared mapping of a file on a filesystem with an anonymous
+        // device (tmpfs, 9p, overlayfs, NFS, btrfs) reads as shared memory
+        // here, while the model knows it from its mmap as the file.
+        // Its inode tells, when both know it; otherwise its path.
+        (
+            Backing::Shm {
+                path: Some(p), ino, ..
+            },
+            Backing::File {
+                path: q, ino: i2, ..
+            },
+        ) => match (*ino, *i2) {
+            (0, _) | (_, 0) => strip_deleted(p) == q.as_slice(),
+            _ => ino == i2,
+        },
         (Backing::Special(a), Backing::Special(b)) => a == b,
         _ => false,
     }
@@ -218,6 +233,27 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert_eq!(backings[9], &Backing::Stack);
         assert_eq!(seeds[10].start, 0xffffffffff600000);
         assert!(seeds[10].perms.exec && !seeds[10].perms.read);
+    }
+
+    /// A shared file mapping on btrfs, tmpfs, NFS or 9p (device major 0)
+    /// reads as shared memory; the model has it as the file it mapped.
+    #[test]
+    fn a_shared_file_on_an_anonymous_device_is_the_file() {
+        let kernel = &parse(b"7f00000-7f02000 r--s 00000000 00:17 42 /data/cache\n").unwrap()[0];
+        assert!(matches!(kernel.backing, Backing::Shm { .. }));
+        let mut model = kernel.clone();
+        model.backing = Backing::File {
+            path: b"/data/cache".to_vec(),
+            dev: (0, 0x17),
+            ino: 42,
+        };
+        assert!(same(kernel, &model));
+        model.backing = Backing::File {
+            path: b"/data/other".to_vec(),
+            dev: (0, 0x17),
+            ino: 43,
+        };
+        assert!(!same(kernel, &model));
     }
 
     #[test]

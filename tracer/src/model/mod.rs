@@ -5,10 +5,12 @@
 //! /proc/PID/maps (`maps`).
 
 pub mod apply;
+pub mod behaviour;
 pub mod counters;
 pub mod maps;
 pub mod tracker;
 
+pub use behaviour::KernelBehaviour;
 pub use tracker::{ChangeOp, Comparison, LiveProc, ProcSource, Process, RegionChange, Tracker};
 
 use std::collections::BTreeMap;
@@ -359,6 +361,8 @@ pub struct AddressSpace {
     /// The lock bits new mappings get (`mm->def_flags`: mlockall with
     /// MCL_FUTURE).
     def_sig: u32,
+    /// How the running kernel changes mappings where kernels differ.
+    kernel: KernelBehaviour,
 }
 
 /// One change to the regions, for `AddressSpace::journal`.
@@ -390,6 +394,14 @@ impl AddressSpace {
             bucket_ns: bucket_ns.max(1),
             ..Default::default()
         }
+    }
+
+    /// Follows `kernel`'s behaviour where kernels differ (the default is
+    /// the newest kernels').
+    #[must_use]
+    pub fn with_kernel(mut self, kernel: KernelBehaviour) -> AddressSpace {
+        self.kernel = kernel;
+        self
     }
 
     pub fn live(&self) -> impl Iterator<Item = &Region> {
@@ -475,6 +487,11 @@ impl AddressSpace {
     /// each event's effect).
     pub fn keep_journal(&mut self) {
         self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// Whether changes are journaled (see `keep_journal`).
+    pub fn keeps_journal(&self) -> bool {
+        self.journal.is_some()
     }
 
     /// The changes since the journal was started or last cleared, in order;
@@ -727,8 +744,12 @@ impl AddressSpace {
         // mlockall(MCL_FUTURE): every new mapping is locked.
         r.sig |= self.def_sig;
         if flags & MAP_STACK != 0 {
-            // Since 6.7 MAP_STACK also sets VM_NOHUGEPAGE.
-            r.sig |= sig::MAP_STACK | sig::NOHUGEPAGE;
+            r.sig |= sig::MAP_STACK;
+            // Since 6.7 MAP_STACK also sets VM_NOHUGEPAGE, which keeps the
+            // stack from merging with plain anonymous neighbours.
+            if self.kernel.map_stack_nohugepage {
+                r.sig |= sig::NOHUGEPAGE;
+            }
         }
         let noreserve = flags & MAP_NORESERVE != 0;
         if noreserve {
@@ -1076,7 +1097,10 @@ impl AddressSpace {
                     let start = r.start;
                     self.count(idx);
                     self.journal_change(idx);
-                    self.merge_around(start, t_ns);
+                    // Before 5.19 the kernel only extends the mapping.
+                    if self.kernel.mremap_grow_merges {
+                        self.merge_around(start, t_ns);
+                    }
                 }
             }
             return;
@@ -1183,7 +1207,7 @@ impl AddressSpace {
     /// with `parent` naming the parent's region.
     #[must_use]
     pub fn fork_copy(&self, t_ns: u64) -> AddressSpace {
-        let mut child = AddressSpace::new(self.bucket_ns);
+        let mut child = AddressSpace::new(self.bucket_ns).with_kernel(self.kernel);
         if self.journal.is_some() {
             child.keep_journal();
         }

@@ -428,3 +428,51 @@ fn pieces_of_one_shared_mapping_merge_again_those_of_two_do_not() {
         .collect();
     assert_eq!(files, [1, 2, 3]);
 }
+
+/// Kernels before 6.7: MAP_STACK does not set VM_NOHUGEPAGE, so a thread
+/// stack merges with a plain anonymous neighbour; since 6.7 it does not.
+#[test]
+fn map_stack_merges_as_the_kernel_tells() {
+    const MAP_STACK: u64 = 0x20000;
+    for (nohugepage, merged) in [(true, false), (false, true)] {
+        let kernel = KernelBehaviour {
+            map_stack_nohugepage: nohugepage,
+            ..KernelBehaviour::default()
+        };
+        let mut a = AddressSpace::new(1).with_kernel(kernel);
+        a.mmap(1, 0x10000, 2 * P, RW, ANON, 0, None);
+        a.mmap(2, 0x12000, 2 * P, RW, ANON | MAP_STACK, 0, None);
+        assert_eq!(spans(&a).len(), if merged { 1 } else { 2 }, "{kernel:?}");
+    }
+}
+
+/// 5.10 only extends a mapping that mremap grows in place; since 5.19 the
+/// kernel merges it with the mapping that now follows.
+#[test]
+fn mremap_growth_merges_as_the_kernel_tells() {
+    for (merges, expected) in [
+        (true, vec![(0x10000, 0x13000, "rw-p".to_string())]),
+        (
+            false,
+            vec![
+                (0x10000, 0x12000, "rw-p".to_string()),
+                (0x12000, 0x13000, "rw-p".to_string()),
+            ],
+        ),
+    ] {
+        let kernel = KernelBehaviour {
+            mremap_grow_merges: merges,
+            ..KernelBehaviour::default()
+        };
+        let mut a = AddressSpace::new(1).with_kernel(kernel);
+        a.mmap(1, 0x10000, 3 * P, RW, ANON, 0, None);
+        a.munmap(2, 0x11000, P);
+        a.mremap(3, 0x10000, P, 2 * P, 0, 0x10000);
+        assert_eq!(spans(&a), expected, "{kernel:?}");
+        // A copy made at fork follows the same kernel.
+        let mut child = a.fork_copy(4);
+        child.munmap(5, 0x11000, P);
+        child.mremap(6, 0x10000, P, 2 * P, 0, 0x10000);
+        assert_eq!(spans(&child), expected, "{kernel:?}");
+    }
+}
