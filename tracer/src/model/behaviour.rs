@@ -19,6 +19,12 @@ pub struct KernelBehaviour {
     /// neighbours, the mapping that now follows it included (not on 5.10,
     /// which only extends it: since 5.19 the kernel merges there).
     pub mremap_grow_merges: bool,
+    /// A mapping that has an anon_vma (its pages written) merges with a
+    /// compatible neighbour that has none, which then shares it (6.18
+    /// here; not on 5.10 or 6.1, whose `is_mergeable_anon_vma` refuses it:
+    /// after munlock a populated mapping stays apart from its untouched
+    /// neighbours).
+    pub faulted_merges_unfaulted: bool,
 }
 
 impl Default for KernelBehaviour {
@@ -26,6 +32,7 @@ impl Default for KernelBehaviour {
         KernelBehaviour {
             map_stack_nohugepage: true,
             mremap_grow_merges: true,
+            faulted_merges_unfaulted: true,
         }
     }
 }
@@ -46,14 +53,33 @@ impl KernelBehaviour {
             debug!("kernel probe: mremap growth in place: {why}; assuming it merges");
             default.mremap_grow_merges
         });
+        let faulted_merges_unfaulted = probe_faulted_merges_unfaulted().unwrap_or_else(|why| {
+            debug!("kernel probe: merging a written mapping with an untouched one: {why}; assuming it merges");
+            default.faulted_merges_unfaulted
+        });
         let found = KernelBehaviour {
             map_stack_nohugepage,
             mremap_grow_merges,
+            faulted_merges_unfaulted,
         };
         debug!(
-            "kernel probe: MAP_STACK {} VM_NOHUGEPAGE; an mremap growth in place {} with its neighbours",
-            if found.map_stack_nohugepage { "sets" } else { "does not set" },
-            if found.mremap_grow_merges { "merges" } else { "does not merge" },
+            "kernel probe: MAP_STACK {} VM_NOHUGEPAGE; an mremap growth in place {} with its \
+             neighbours; a written mapping {} with an untouched neighbour",
+            if found.map_stack_nohugepage {
+                "sets"
+            } else {
+                "does not set"
+            },
+            if found.mremap_grow_merges {
+                "merges"
+            } else {
+                "does not merge"
+            },
+            if found.faulted_merges_unfaulted {
+                "merges"
+            } else {
+                "does not merge"
+            },
         );
         found
     }
@@ -155,6 +181,36 @@ fn probe_mremap_grow_merges() -> Result<bool, String> {
     Ok(start <= a + PAGE)
 }
 
+/// Maps 2 pages of its own (MAP_NORESERVE: no neighbour has the same
+/// flags), splits them with madvise(MADV_DONTDUMP) on the second, writes
+/// to the first (it gets an anon_vma, the second has none), then makes
+/// the first MADV_DONTDUMP too: whether the kernel merges them.
+fn probe_faulted_merges_unfaulted() -> Result<bool, String> {
+    let scratch = Scratch::new(2 * PAGE, libc::MAP_NORESERVE)?;
+    let a = scratch.addr;
+    let read_maps =
+        || fs::read_to_string("/proc/self/maps").map_err(|e| format!("/proc/self/maps: {e}"));
+    // Untouched and a mapping of its own (merged with nothing), so it has
+    // no anon_vma.
+    if maps_range_containing(&read_maps()?, a) != Some((a, a + 2 * PAGE)) {
+        return Err("the scratch mapping merged with a neighbour".into());
+    }
+    let dontdump = |addr: usize| {
+        // SAFETY: advice on a page of our own scratch mapping.
+        if unsafe { libc::madvise(addr as *mut libc::c_void, PAGE, libc::MADV_DONTDUMP) } != 0 {
+            return Err(format!("madvise: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    };
+    dontdump(a + PAGE)?;
+    // SAFETY: a write to our own mapping, readable and writable.
+    unsafe { std::ptr::write_volatile(a as *mut u8, 1) };
+    dontdump(a)?;
+    let (start, _) = maps_range_containing(&read_maps()?, a + PAGE)
+        .ok_or_else(|| format!("{:#x} not in /proc/self/maps", a + PAGE))?;
+    Ok(start <= a)
+}
+
 /// The `start-end` of the /proc/PID/maps line that contains `addr`.
 fn maps_range_containing(maps: &str, addr: usize) -> Option<(usize, usize)> {
     maps.lines()
@@ -205,5 +261,6 @@ VmFlags: rd wr mr mw me ac nh sd
     fn probes_answer_on_this_kernel() {
         probe_map_stack_nohugepage().unwrap();
         probe_mremap_grow_merges().unwrap();
+        probe_faulted_merges_unfaulted().unwrap();
     }
 }

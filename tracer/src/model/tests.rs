@@ -476,3 +476,27 @@ fn mremap_growth_merges_as_the_kernel_tells() {
         assert_eq!(spans(&child), expected, "{kernel:?}");
     }
 }
+
+/// mlock populates (a write to each page, which gives the mapping an
+/// anon_vma); on kernels that do not merge a mapping with an anon_vma into
+/// a neighbour without one (5.10, 6.1), munlock leaves three mappings.
+/// mlockall then populates the untouched ones with the neighbour's
+/// anon_vma, so munlockall merges them everywhere.
+#[test]
+fn munlock_merges_as_the_kernel_tells() {
+    for (faulted_merges_unfaulted, after_munlock) in [(true, 1), (false, 3)] {
+        let kernel = KernelBehaviour {
+            faulted_merges_unfaulted,
+            ..KernelBehaviour::default()
+        };
+        let mut a = AddressSpace::new(1).with_kernel(kernel);
+        a.mmap(1, 0x10000, 4 * P, RW, ANON, 0, None);
+        a.lock(2, 0x11000, 2 * P, sig::LOCKED);
+        a.lock(3, 0x10000, P, sig::LOCKED | sig::LOCKONFAULT);
+        a.lock(4, 0x10000, 4 * P, 0);
+        assert_eq!(a.live_count(), after_munlock, "{kernel:?}");
+        a.lock_all(5, Some(sig::LOCKED), 0);
+        a.lock_all(6, Some(0), 0);
+        assert_eq!(spans(&a), [(0x10000, 0x14000, "rw-p".into())], "{kernel:?}");
+    }
+}
