@@ -25,6 +25,10 @@ pub struct KernelBehaviour {
     /// after munlock a populated mapping stays apart from its untouched
     /// neighbours).
     pub faulted_merges_unfaulted: bool,
+    /// mprotect that makes an anonymous mapping without pages read-only
+    /// takes its VM_ACCOUNT away (newer kernels), so that it can merge
+    /// with read-only neighbours that never had it.
+    pub mprotect_unaccounts_unfaulted: bool,
 }
 
 impl Default for KernelBehaviour {
@@ -33,6 +37,7 @@ impl Default for KernelBehaviour {
             map_stack_nohugepage: true,
             mremap_grow_merges: true,
             faulted_merges_unfaulted: true,
+            mprotect_unaccounts_unfaulted: true,
         }
     }
 }
@@ -57,14 +62,20 @@ impl KernelBehaviour {
             debug!("kernel probe: merging a written mapping with an untouched one: {why}; assuming it merges");
             default.faulted_merges_unfaulted
         });
+        let mprotect_unaccounts_unfaulted = probe_mprotect_unaccounts().unwrap_or_else(|why| {
+            debug!("kernel probe: mprotect and VM_ACCOUNT: {why}; assuming it uncharges");
+            default.mprotect_unaccounts_unfaulted
+        });
         let found = KernelBehaviour {
             map_stack_nohugepage,
             mremap_grow_merges,
             faulted_merges_unfaulted,
+            mprotect_unaccounts_unfaulted,
         };
         debug!(
             "kernel probe: MAP_STACK {} VM_NOHUGEPAGE; an mremap growth in place {} with its \
-             neighbours; a written mapping {} with an untouched neighbour",
+             neighbours; a written mapping {} with an untouched neighbour; mprotect read-only {} \
+             an untouched anonymous mapping",
             if found.map_stack_nohugepage {
                 "sets"
             } else {
@@ -80,6 +91,11 @@ impl KernelBehaviour {
             } else {
                 "does not merge"
             },
+            if found.mprotect_unaccounts_unfaulted {
+                "uncharges"
+            } else {
+                "keeps charged"
+            },
         );
         found
     }
@@ -92,13 +108,13 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(len: usize, extra_flags: libc::c_int) -> Result<Scratch, String> {
+    fn new(len: usize, prot: libc::c_int, extra_flags: libc::c_int) -> Result<Scratch, String> {
         // SAFETY: a fresh anonymous mapping at an address the kernel picks.
         let addr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
+                prot,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra_flags,
                 -1,
                 0,
@@ -125,7 +141,11 @@ impl Drop for Scratch {
 /// Whether a fresh MAP_STACK mapping has `nh` (VM_NOHUGEPAGE) among its
 /// VmFlags in /proc/self/smaps.
 fn probe_map_stack_nohugepage() -> Result<bool, String> {
-    let scratch = Scratch::new(2 * PAGE, libc::MAP_STACK)?;
+    let scratch = Scratch::new(
+        2 * PAGE,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_STACK,
+    )?;
     let smaps =
         fs::read_to_string("/proc/self/smaps").map_err(|e| format!("/proc/self/smaps: {e}"))?;
     let flags = vm_flags(&smaps, scratch.addr)
@@ -161,7 +181,7 @@ fn line_range(line: &str) -> Option<(usize, usize)> {
 /// place and looks in /proc/self/maps whether the grown mapping and the
 /// third page are now one.
 fn probe_mremap_grow_merges() -> Result<bool, String> {
-    let scratch = Scratch::new(3 * PAGE, 0)?;
+    let scratch = Scratch::new(3 * PAGE, libc::PROT_READ | libc::PROT_WRITE, 0)?;
     let a = scratch.addr;
     // SAFETY: unmaps a page of our own scratch mapping.
     if unsafe { libc::munmap((a + PAGE) as *mut libc::c_void, PAGE) } != 0 {
@@ -186,7 +206,11 @@ fn probe_mremap_grow_merges() -> Result<bool, String> {
 /// to the first (it gets an anon_vma, the second has none), then makes
 /// the first MADV_DONTDUMP too: whether the kernel merges them.
 fn probe_faulted_merges_unfaulted() -> Result<bool, String> {
-    let scratch = Scratch::new(2 * PAGE, libc::MAP_NORESERVE)?;
+    let scratch = Scratch::new(
+        2 * PAGE,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_NORESERVE,
+    )?;
     let a = scratch.addr;
     let read_maps =
         || fs::read_to_string("/proc/self/maps").map_err(|e| format!("/proc/self/maps: {e}"));
@@ -206,6 +230,34 @@ fn probe_faulted_merges_unfaulted() -> Result<bool, String> {
     // SAFETY: a write to our own mapping, readable and writable.
     unsafe { std::ptr::write_volatile(a as *mut u8, 1) };
     dontdump(a)?;
+    let (start, _) = maps_range_containing(&read_maps()?, a + PAGE)
+        .ok_or_else(|| format!("{:#x} not in /proc/self/maps", a + PAGE))?;
+    Ok(start <= a)
+}
+
+/// Maps 2 read-only pages (never charged: no VM_ACCOUNT), makes the first
+/// writable (charged) then read-only again, untouched: whether it merges
+/// back with the second, which it does only if the kernel took VM_ACCOUNT
+/// away.
+fn probe_mprotect_unaccounts() -> Result<bool, String> {
+    let scratch = Scratch::new(2 * PAGE, libc::PROT_READ, 0)?;
+    let a = scratch.addr;
+    let read_maps =
+        || fs::read_to_string("/proc/self/maps").map_err(|e| format!("/proc/self/maps: {e}"));
+    // A mapping of its own (merged with nothing), so it has no anon_vma.
+    if maps_range_containing(&read_maps()?, a) != Some((a, a + 2 * PAGE)) {
+        return Err("the scratch mapping merged with a neighbour".into());
+    }
+    let protect = |prot: libc::c_int| {
+        // SAFETY: changes the protection of the first page of our own
+        // scratch mapping, which nothing reads or writes.
+        if unsafe { libc::mprotect(a as *mut libc::c_void, PAGE, prot) } != 0 {
+            return Err(format!("mprotect: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    };
+    protect(libc::PROT_READ | libc::PROT_WRITE)?;
+    protect(libc::PROT_READ)?;
     let (start, _) = maps_range_containing(&read_maps()?, a + PAGE)
         .ok_or_else(|| format!("{:#x} not in /proc/self/maps", a + PAGE))?;
     Ok(start <= a)
@@ -262,5 +314,6 @@ VmFlags: rd wr mr mw me ac nh sd
         probe_map_stack_nohugepage().unwrap();
         probe_mremap_grow_merges().unwrap();
         probe_faulted_merges_unfaulted().unwrap();
+        probe_mprotect_unaccounts().unwrap();
     }
 }

@@ -892,6 +892,7 @@ impl AddressSpace {
 
     pub fn mprotect(&mut self, t_ns: u64, addr: u64, len: u64, prot: u64) {
         let hi = addr + page_up(len);
+        let unaccounts = self.kernel.mprotect_unaccounts_unfaulted;
         self.modify(addr, hi, t_ns, Op::Protect, |r| {
             let perms = Perms::from_prot(prot, r.perms.shared);
             let mut s = r.sig;
@@ -899,12 +900,14 @@ impl AddressSpace {
             if perms.write && private && s & sig::NORESERVE == 0 {
                 // Private writable memory is charged (VM_ACCOUNT).
                 s |= sig::ACCOUNT;
-            } else if !perms.write
+            } else if unaccounts
+                && !perms.write
                 && s & sig::ACCOUNT != 0
                 && matches!(r.backing, Backing::Anon | Backing::Heap)
                 && r.anon_vma.is_none()
             {
-                // A read-only anonymous mapping with no pages is uncharged.
+                // A read-only anonymous mapping with no pages is uncharged
+                // (not on 5.10 or 6.1: KernelBehaviour).
                 s &= !sig::ACCOUNT;
             }
             (perms, s)

@@ -500,3 +500,21 @@ fn munlock_merges_as_the_kernel_tells() {
         assert_eq!(spans(&a), [(0x10000, 0x14000, "rw-p".into())], "{kernel:?}");
     }
 }
+
+/// Newer kernels take VM_ACCOUNT away from an untouched anonymous mapping
+/// made read-only, which then merges with read-only neighbours; 5.10 and
+/// 6.1 keep it charged, and apart.
+#[test]
+fn mprotect_uncharges_as_the_kernel_tells() {
+    for (unaccounts, merged) in [(true, 1), (false, 2)] {
+        let kernel = KernelBehaviour {
+            mprotect_unaccounts_unfaulted: unaccounts,
+            ..KernelBehaviour::default()
+        };
+        let mut a = AddressSpace::new(1).with_kernel(kernel);
+        a.mmap(1, 0x10000, 2 * P, R, ANON, 0, None);
+        a.mprotect(2, 0x10000, P, RW);
+        a.mprotect(3, 0x10000, P, R);
+        assert_eq!(a.live_count(), merged, "{kernel:?}");
+    }
+}
