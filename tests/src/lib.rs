@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Mutex;
@@ -499,6 +500,41 @@ macro_rules! needs_root {
     };
 }
 
+/// Set (to anything but `0` or nothing) when the tests run on an emulated
+/// machine, 10 or more times slower than real hardware:
+/// `cargo xtask test --kernel` sets it in its qemu guests.
+pub const EMULATED_ENV: &str = "MMTRACE_TESTS_EMULATED";
+
+/// Whether a test whose workload is too big for an emulated machine runs:
+/// false (with one line on stderr saying why) under [`EMULATED_ENV`]. For
+/// tests of mmtrace's own limits, which do not depend on the kernel. Use
+/// [`skip_when_emulated!`].
+pub fn run_unless_emulated(crate_name: &str, why: &str) -> bool {
+    if !std::env::var_os(EMULATED_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
+        return true;
+    }
+    let thread = std::thread::current();
+    let test = match thread.name() {
+        Some(name) if name != "main" => format!("{crate_name}::{name}"),
+        _ => format!("a test of {crate_name}"),
+    };
+    let line = format!("skipping {test}: {why} (under emulation: {EMULATED_ENV} is set)\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    false
+}
+
+/// At the top of a test too big for an emulated machine: returns from the
+/// test (skips it, with one line on stderr saying `why`) under
+/// [`EMULATED_ENV`]. See [`run_unless_emulated`].
+#[macro_export]
+macro_rules! skip_when_emulated {
+    ($why:expr) => {
+        if !$crate::run_unless_emulated(env!("CARGO_CRATE_NAME"), $why) {
+            return;
+        }
+    };
+}
+
 /// The result of one mmtrace invocation.
 #[derive(Debug)]
 pub struct MmtraceRun {
@@ -553,9 +589,12 @@ where
         .join(" ");
 
     let _guard = MMTRACE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // A process group of its own, so a time-out ends mmtrace's command too:
+    // it holds the output pipes open.
     let mut child = Command::new(&bin)
         .args(&args)
         .envs(env.iter().copied())
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -581,6 +620,7 @@ where
         match child.try_wait() {
             Ok(Some(st)) => break st,
             Ok(None) if Instant::now() >= deadline => {
+                kill_group(child.id());
                 let _ = child.kill();
                 let _ = child.wait();
                 let stderr =
@@ -602,6 +642,15 @@ where
         stderr,
         events: Vec::new(),
     })
+}
+
+/// SIGKILL to the process group `pgid` (a child started with
+/// `process_group(0)`): mmtrace and the command it started.
+fn kill_group(pgid: u32) {
+    if let Ok(pgid) = libc::pid_t::try_from(pgid) {
+        // SAFETY: kill(2) with a negative pid signals that group only.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
 }
 
 /// The pid of the command in mmtrace's `tracing CMD (pid N) and its

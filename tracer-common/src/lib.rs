@@ -429,6 +429,11 @@ pub struct Offsets {
     pub task_files: u64,
     pub task_exit_code: u64,
     pub task_start_time: u64,
+    /// `task_struct.signal` and `signal_struct.live` (an atomic_t, its
+    /// counter first): the threads of the process not yet exiting, for
+    /// kernels whose sched_process_exit has no `group_dead`.
+    pub task_signal: u64,
+    pub signal_live: u64,
     pub mm_brk: u64,
     pub mm_start_brk: u64,
     pub mm_start_stack: u64,
@@ -463,6 +468,8 @@ pub struct Offsets {
     pub mount_mountpoint: u64,
     pub vfsmount_root: u64,
     pub vma_start: u64,
+    /// `vm_area_struct.vm_mm`: whose address space a VMA belongs to.
+    pub vma_mm: u64,
 }
 
 /// The offsets of the VMA tree's walk (tracer-ebpf's `vmas`), apart from
@@ -515,6 +522,8 @@ impl Offsets {
         task_files: 0,
         task_exit_code: 0,
         task_start_time: 0,
+        task_signal: 0,
+        signal_live: 0,
         mm_brk: 0,
         mm_start_brk: 0,
         mm_start_stack: 0,
@@ -545,6 +554,7 @@ impl Offsets {
         mount_mountpoint: 0,
         vfsmount_root: 0,
         vma_start: 0,
+        vma_mm: 0,
     };
 }
 

@@ -160,7 +160,17 @@ fn try_exit(ctx: &TracePointContext) -> Result<u32, Fail> {
             .or_fail("sched_process_exit group_dead")?
             != 0
     } else {
-        tid == tgid
+        // Older kernels: do_exit has already taken this thread off
+        // task->signal->live, so 0 means it was the last one. (The leader's
+        // exit is not the process's: a thread that execs makes the leader
+        // exit first, and so does pthread_exit in main.)
+        let off = offsets();
+        match read::<u64>(current_task(), off.task_signal)
+            .and_then(|signal| read::<i32>(signal, off.signal_live))
+        {
+            Ok(live) => live == 0,
+            Err(_) => tid == tgid,
+        }
     };
     if !group_dead || !traced(&cfg, tgid) {
         return Ok(0);

@@ -195,8 +195,23 @@ pub fn expand_downwards_entry(ctx: FEntryContext) -> u32 {
         return 0;
     }
     let vma: u64 = ctx.arg(0);
+    let off = offsets();
+    // Only growth of the thread's own address space: exec grows the stack
+    // of the new one (bprm->mm) while current->mm is still the old, and
+    // the old program's model has no such stack.
+    let own = read::<u64>(vma, off.vma_mm)
+        .and_then(|mm| Ok(mm == current_mm(off.task_mm)?))
+        .or_fail("vma->vm_mm at entry");
+    match own {
+        Ok(true) => {}
+        Ok(false) => return 0,
+        Err(fail) => {
+            count(Err(fail));
+            return 0;
+        }
+    }
     count(
-        read::<u64>(vma, offsets().vma_start)
+        read::<u64>(vma, off.vma_start)
             .or_fail("vma->vm_start at entry")
             .and_then(|start| {
                 STACK_FENTRY

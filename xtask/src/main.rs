@@ -8,6 +8,7 @@
 
 mod ebpf_toolchain;
 mod fuzz;
+mod kernels;
 mod setup;
 
 use std::{
@@ -24,7 +25,7 @@ use clap::{Parser, Subcommand};
 
 /// The eBPF crate only builds for bpfel-unknown-none (tracer's build.rs does
 /// that); host builds, lints and tests leave it out.
-const HOST_PACKAGES: &[&str] = &["--workspace", "--exclude", "tracer-ebpf"];
+pub const HOST_PACKAGES: &[&str] = &["--workspace", "--exclude", "tracer-ebpf"];
 
 #[derive(Parser)]
 #[command(about = "mmtrace developer tasks", bin_name = "cargo xtask")]
@@ -59,11 +60,31 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Set up, build, then run the whole test suite as root.
+    /// Set up, build, then run the whole test suite as root. With
+    /// --kernel: build, then run the root integration tests (or, with
+    /// --smoke, a few mmtrace commands) on other kernels under qemu.
     Test {
         /// First check formatting, clippy and eBPF warnings (as CI does).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "kernels")]
         lint: bool,
+        /// Boot these kernels under qemu (5.10, 6.1, 6.12, or all; a comma
+        /// list or repeated) and run the tests there instead of here.
+        /// Needs `cargo xtask setup` first.
+        #[arg(
+            long = "kernel",
+            alias = "kernels",
+            value_name = "VERSION",
+            value_delimiter = ','
+        )]
+        kernels: Vec<String>,
+        /// With --kernel: only load and smoke (a few mmtrace commands that
+        /// load every program), a few minutes per kernel.
+        #[arg(long, requires = "kernels")]
+        smoke: bool,
+        /// With --kernel: the time limit for each kernel, in minutes
+        /// (default 45 for the tests, 10 for the smoke).
+        #[arg(long, value_name = "MINUTES", requires = "kernels")]
+        timeout: Option<u64>,
     },
     /// Check the toolchain, then run the benchmarks (release build): each
     /// compares costs at different scales in one run and fails when its goal
@@ -103,7 +124,24 @@ fn run_task(task: Task) -> Result<()> {
             build(release)
         }
         Task::Run { release, args } => run_mmtrace(release, args),
-        Task::Test { lint } => test(lint),
+        Task::Test {
+            lint: _,
+            kernels,
+            smoke,
+            timeout,
+        } if !kernels.is_empty() => {
+            let mode = if smoke {
+                kernels::Mode::Smoke
+            } else {
+                kernels::Mode::Full
+            };
+            kernels::test(
+                &kernels::select(&kernels)?,
+                mode,
+                timeout.map(|m| std::time::Duration::from_secs(m * 60)),
+            )
+        }
+        Task::Test { lint, .. } => test(lint),
         Task::Bench => {
             setup::check()?;
             run(cargo().args(["bench", "-p", "tracer", "--bench", "model"]))
@@ -367,7 +405,7 @@ pub fn workspace_root() -> &'static Path {
     xtask.parent().unwrap_or(xtask)
 }
 
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     match env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => workspace_root().join(dir),
         None => workspace_root().join("target"),

@@ -22,7 +22,7 @@ use crate::{
         self, debian_missing, find_bpf_linker, find_tool, Nightly, Route, DEBIAN_RUSTC as RUSTC,
         NIGHTLY,
     },
-    is_root, need_sudo, run, show, stdout_of, step, which,
+    is_root, kernels, need_sudo, run, show, stdout_of, step, which,
 };
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -47,6 +47,7 @@ pub fn setup(dry_run: bool, fuzzing: bool) -> Result<()> {
     setup.multilib()?;
     setup.bpf_linker(llvm)?;
     setup.tracefs()?;
+    setup.qemu()?;
     route()?;
     if fuzzing {
         setup.fuzzing();
@@ -329,6 +330,55 @@ impl Setup {
             "tracefs: not mounted; mounting it at {TRACEFS} (until the next reboot)"
         ));
         self.privileged(&["mount", "-t", "tracefs", "nodev", TRACEFS])
+    }
+
+    /// (f) qemu and busybox-static, to boot other kernels
+    /// (`cargo xtask test --kernel`). qemu-system-x86 comes from
+    /// bookworm-backports (10.x: the image's qemu-utils is from there, and
+    /// bookworm's 7.2 conflicts with it), through a private APT
+    /// configuration in target/kernels/apt so the system's sources stay
+    /// untouched.
+    fn qemu(&self) -> Result<()> {
+        let missing = kernels::missing_tools();
+        if missing.is_empty() {
+            step(format!(
+                "qemu: {} and a static {} are installed (for --kernel)",
+                kernels::QEMU,
+                kernels::BUSYBOX
+            ));
+            return Ok(());
+        }
+        step(format!(
+            "qemu: missing {}; installing qemu-system-x86 (bookworm-backports) and \
+             busybox-static, for `cargo xtask test --kernel`",
+            missing.join(", ")
+        ));
+        let conf = kernels::apt_config()?;
+        let apt_config = format!("APT_CONFIG={}", conf.display());
+        self.privileged(&["env", &apt_config, "apt-get", "update", "-q"])?;
+        self.privileged(&[
+            "env",
+            &apt_config,
+            "DEBIAN_FRONTEND=noninteractive",
+            "apt-get",
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "-t",
+            "bookworm-backports",
+            "qemu-system-x86",
+            "busybox-static",
+            "xz-utils",
+            "zstd",
+        ])?;
+        let missing = kernels::missing_tools();
+        if !missing.is_empty() {
+            if self.dry_run {
+                return Ok(());
+            }
+            bail!("still missing after installing: {}", missing.join(", "));
+        }
+        Ok(())
     }
 
     fn apt_update(&mut self) -> Result<()> {

@@ -76,6 +76,8 @@ pub fn resolve_offsets(btf: &Btf) -> Result<Offsets> {
         task_files: f("task_struct", "files")?,
         task_exit_code: f("task_struct", "exit_code")?,
         task_start_time: f("task_struct", "start_time")?,
+        task_signal: f("task_struct", "signal")?,
+        signal_live: f("signal_struct", "live")?,
         mm_brk: f("mm_struct", "brk")?,
         mm_start_brk: f("mm_struct", "start_brk")?,
         mm_start_stack: f("mm_struct", "start_stack")?,
@@ -106,6 +108,7 @@ pub fn resolve_offsets(btf: &Btf) -> Result<Offsets> {
         mount_mountpoint: f("mount", "mnt_mountpoint")?,
         vfsmount_root: f("vfsmount", "mnt_root")?,
         vma_start: f("vm_area_struct", "vm_start")?,
+        vma_mm: f("vm_area_struct", "vm_mm")?,
     })
 }
 

@@ -18,7 +18,7 @@ use aya::{
     programs::{FEntry, FExit, TracePoint},
     Ebpf, EbpfLoader,
 };
-use log::{info, warn};
+use log::{debug, info};
 use tracer_common::{
     Config, Duty, EventKind, FaultCounts, Fexit, Source, Tracepoint, COMM_LEN, ERRORS_NO_KIND,
     FAULTS_ALL, FAULTS_OFF, FILTER_COMM, FILTER_FOLLOW, FILTER_PID, KIND_SLOTS, MAP_COMM_FILTER,
@@ -559,7 +559,11 @@ fn exit_group_dead_offset() -> Option<u32> {
     let tp = &TP_SCHED_PROCESS_EXIT;
     let off = tracefs::field(tp.category, tp.name, "group_dead").map(|f| f.offset as u32);
     if off.is_none() {
-        warn!("sched_process_exit has no group_dead field: a process's exit is its leader's exit");
+        // Not a problem: the exit program reads task->signal->live instead.
+        debug!(
+            "sched_process_exit has no group_dead field (older kernels): a process exits with \
+             its last thread, as task->signal->live tells"
+        );
     }
     off
 }

@@ -151,9 +151,18 @@ pub fn same(kernel: &Seed, model: &Seed) -> bool {
         // A shared mapping of a file on a filesystem with an anonymous
         // device (tmpfs, 9p, overlayfs, NFS, btrfs) reads as shared memory
         // here, while the model knows it from its mmap as the file.
-        (Backing::Shm { path: Some(p), .. }, Backing::File { path: q, .. }) => {
-            strip_deleted(p) == q.as_slice()
-        }
+        // Its inode tells, when both know it; otherwise its path.
+        (
+            Backing::Shm {
+                path: Some(p), ino, ..
+            },
+            Backing::File {
+                path: q, ino: i2, ..
+            },
+        ) => match (*ino, *i2) {
+            (0, _) | (_, 0) => strip_deleted(p) == q.as_slice(),
+            _ => ino == i2,
+        },
         (Backing::Special(a), Backing::Special(b)) => a == b,
         _ => false,
     }

@@ -5,10 +5,12 @@
 //! /proc/PID/maps (`maps`).
 
 pub mod apply;
+pub mod behaviour;
 pub mod counters;
 pub mod maps;
 pub mod tracker;
 
+pub use behaviour::KernelBehaviour;
 pub use tracker::{ChangeOp, Comparison, LiveProc, ProcSource, Process, RegionChange, Tracker};
 
 use std::collections::BTreeMap;
@@ -359,6 +361,8 @@ pub struct AddressSpace {
     /// The lock bits new mappings get (`mm->def_flags`: mlockall with
     /// MCL_FUTURE).
     def_sig: u32,
+    /// How the running kernel changes mappings where kernels differ.
+    kernel: KernelBehaviour,
 }
 
 /// One change to the regions, for `AddressSpace::journal`.
@@ -390,6 +394,14 @@ impl AddressSpace {
             bucket_ns: bucket_ns.max(1),
             ..Default::default()
         }
+    }
+
+    /// Follows `kernel`'s behaviour where kernels differ (the default is
+    /// the newest kernels').
+    #[must_use]
+    pub fn with_kernel(mut self, kernel: KernelBehaviour) -> AddressSpace {
+        self.kernel = kernel;
+        self
     }
 
     pub fn live(&self) -> impl Iterator<Item = &Region> {
@@ -475,6 +487,11 @@ impl AddressSpace {
     /// each event's effect).
     pub fn keep_journal(&mut self) {
         self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// Whether changes are journaled (see `keep_journal`).
+    pub fn keeps_journal(&self) -> bool {
+        self.journal.is_some()
     }
 
     /// The changes since the journal was started or last cleared, in order;
@@ -647,18 +664,103 @@ impl AddressSpace {
         let Some(&idx) = self.live.get(&start) else {
             return;
         };
+        // The changed mapping's anon_vma, which the kernel offers to the
+        // neighbours it merges with.
+        let incoming = self.regions[idx].anon_vma;
         // With the previous region.
         let mut idx = idx;
         if let Some((_, &prev)) = self.live.range(..start).next_back() {
-            if Self::mergeable(&self.regions[prev], &self.regions[idx]) {
+            if Self::mergeable(&self.regions[prev], &self.regions[idx])
+                && self.anon_vma_joins(incoming, self.regions[prev].anon_vma)
+            {
                 self.join(prev, idx, t_ns);
                 idx = prev;
             }
         }
         let end = self.regions[idx].end;
         if let Some(&next) = self.live.get(&end) {
-            if Self::mergeable(&self.regions[idx], &self.regions[next]) {
+            if Self::mergeable(&self.regions[idx], &self.regions[next])
+                && self.anon_vma_joins(incoming, self.regions[next].anon_vma)
+            {
                 self.join(idx, next, t_ns);
+            }
+        }
+    }
+
+    /// Whether a changed mapping with anon_vma `incoming` may merge with
+    /// a neighbour whose anon_vma is `target` (`mergeable` has checked that
+    /// two anon_vmas are the same one). Kernels that do not dup an anon_vma
+    /// into a neighbour without one (5.10 and 6.1; see
+    /// [`KernelBehaviour::faulted_merges_unfaulted`]) refuse that case.
+    fn anon_vma_joins(&self, incoming: Option<u64>, target: Option<u64>) -> bool {
+        self.kernel.faulted_merges_unfaulted || incoming.is_none() || target.is_some()
+    }
+
+    /// Whether `a` and `b` (`a` just below `b`) may share an anon_vma, as
+    /// the kernel's `anon_vma_compatible`: adjacent, the same flags but
+    /// for the access bits, the same memory (the file's pages following
+    /// on).
+    fn anon_vma_compatible(a: &Region, b: &Region) -> bool {
+        a.end == b.start
+            && a.perms.shared == b.perms.shared
+            && (a.sig & sig::MERGE_MASK) == (b.sig & sig::MERGE_MASK)
+            && match (&a.backing, &b.backing) {
+                (Backing::Anon, Backing::Anon) | (Backing::Heap, Backing::Heap) => true,
+                (
+                    Backing::File { dev, ino, .. },
+                    Backing::File {
+                        dev: dev2,
+                        ino: ino2,
+                        ..
+                    },
+                ) => dev == dev2 && ino == ino2 && a.offset + a.len() == b.offset,
+                _ => false,
+            }
+    }
+
+    /// Gives region `idx` its anon_vma, as the kernel does at the first
+    /// private write to it (a fault, or populating it): that of a
+    /// compatible neighbour when it has one (`find_mergeable_anon_vma`:
+    /// the next mapping first, then the previous), a new one otherwise.
+    fn give_anon_vma(&mut self, idx: usize) {
+        let r = &self.regions[idx];
+        if r.anon_vma.is_some() {
+            return;
+        }
+        let next = self
+            .live
+            .get(&r.end)
+            .map(|&n| &self.regions[n])
+            .filter(|n| Self::anon_vma_compatible(r, n))
+            .and_then(|n| n.anon_vma);
+        let prev = || {
+            self.live
+                .range(..r.start)
+                .next_back()
+                .map(|(_, &p)| &self.regions[p])
+                .filter(|p| Self::anon_vma_compatible(p, r))
+                .and_then(|p| p.anon_vma)
+        };
+        let found = next.or_else(prev);
+        let id = found.unwrap_or_else(|| {
+            self.next_anon_vma += 1;
+            self.next_anon_vma
+        });
+        self.regions[idx].anon_vma = Some(id);
+    }
+
+    /// The kernel populates [lo, hi) (mlock, MAP_POPULATE, MAP_LOCKED,
+    /// mlockall): it writes to the private writable mappings there, which
+    /// gives them an anon_vma (a mapping locked on fault is left alone).
+    fn populate(&mut self, lo: u64, hi: u64) {
+        for idx in self.overlapping(lo, hi) {
+            let r = &self.regions[idx];
+            if r.perms.write
+                && !r.perms.shared
+                && r.sig & sig::LOCKONFAULT == 0
+                && !matches!(r.backing, Backing::Special(_))
+            {
+                self.give_anon_vma(idx);
             }
         }
     }
@@ -749,6 +851,7 @@ impl AddressSpace {
         const MAP_GROWSDOWN: u64 = 0x100;
         const MAP_LOCKED: u64 = 0x2000;
         const MAP_NORESERVE: u64 = 0x4000;
+        const MAP_POPULATE: u64 = 0x8000;
         const MAP_STACK: u64 = 0x20000;
         let end = addr + page_up(len);
         self.carve(addr, end, t_ns, Cause::Replaced);
@@ -779,8 +882,12 @@ impl AddressSpace {
         // mlockall(MCL_FUTURE): every new mapping is locked.
         r.sig |= self.def_sig;
         if flags & MAP_STACK != 0 {
-            // Since 6.7 MAP_STACK also sets VM_NOHUGEPAGE.
-            r.sig |= sig::MAP_STACK | sig::NOHUGEPAGE;
+            r.sig |= sig::MAP_STACK;
+            // Since 6.7 MAP_STACK also sets VM_NOHUGEPAGE, which keeps the
+            // stack from merging with plain anonymous neighbours.
+            if self.kernel.map_stack_nohugepage {
+                r.sig |= sig::NOHUGEPAGE;
+            }
         }
         let noreserve = flags & MAP_NORESERVE != 0;
         if noreserve {
@@ -789,8 +896,13 @@ impl AddressSpace {
         if !shared && r.perms.write && !noreserve {
             r.sig |= sig::ACCOUNT;
         }
+        let populate = flags & MAP_POPULATE != 0 || r.sig & sig::LOCKED != 0;
         self.insert(r);
         self.merge_around(addr, t_ns);
+        // After the merge, as the kernel does.
+        if populate {
+            self.populate(addr, end);
+        }
     }
 
     pub fn munmap(&mut self, t_ns: u64, addr: u64, len: u64) {
@@ -832,6 +944,7 @@ impl AddressSpace {
 
     pub fn mprotect(&mut self, t_ns: u64, addr: u64, len: u64, prot: u64) {
         let hi = addr + page_up(len);
+        let unaccounts = self.kernel.mprotect_unaccounts_unfaulted;
         self.modify(addr, hi, t_ns, Op::Protect, |r| {
             let perms = Perms::from_prot(prot, r.perms.shared);
             let mut s = r.sig;
@@ -839,12 +952,14 @@ impl AddressSpace {
             if perms.write && private && s & sig::NORESERVE == 0 {
                 // Private writable memory is charged (VM_ACCOUNT).
                 s |= sig::ACCOUNT;
-            } else if !perms.write
+            } else if unaccounts
+                && !perms.write
                 && s & sig::ACCOUNT != 0
                 && matches!(r.backing, Backing::Anon | Backing::Heap)
                 && r.anon_vma.is_none()
             {
-                // A read-only anonymous mapping with no pages is uncharged.
+                // A read-only anonymous mapping with no pages is uncharged
+                // (not on 5.10 or 6.1: KernelBehaviour).
                 s &= !sig::ACCOUNT;
             }
             (perms, s)
@@ -893,6 +1008,10 @@ impl AddressSpace {
             }
             (r.perms, (r.sig & !sig::LOCK_MASK) | lock)
         });
+        // Locked pages are faulted in once the mappings are changed.
+        if lock & sig::LOCKED != 0 {
+            self.populate(lo, hi);
+        }
     }
 
     /// mlockall (`lock_current`: MCL_CURRENT locks every mapping now,
@@ -1128,7 +1247,10 @@ impl AddressSpace {
                     let start = r.start;
                     self.count(idx);
                     self.journal_change(idx);
-                    self.merge_around(start, t_ns);
+                    // Before 5.19 the kernel only extends the mapping.
+                    if self.kernel.mremap_grow_merges {
+                        self.merge_around(start, t_ns);
+                    }
                 }
             }
             return;
@@ -1235,7 +1357,7 @@ impl AddressSpace {
     /// with `parent` naming the parent's region.
     #[must_use]
     pub fn fork_copy(&self, t_ns: u64) -> AddressSpace {
-        let mut child = AddressSpace::new(self.bucket_ns);
+        let mut child = AddressSpace::new(self.bucket_ns).with_kernel(self.kernel);
         if self.journal.is_some() {
             child.keep_journal();
         }
@@ -1299,10 +1421,8 @@ impl AddressSpace {
             p.present += 1;
         }
         let private_write = access == crate::event::Access::Write && !r.perms.shared;
-        if private_write && r.anon_vma.is_none() {
-            self.next_anon_vma += 1;
-            let id = self.next_anon_vma;
-            self.regions[idx].anon_vma = Some(id);
+        if private_write {
+            self.give_anon_vma(idx);
         }
     }
 

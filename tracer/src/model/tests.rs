@@ -497,4 +497,92 @@ fn what_cannot_be_followed_is_out_of_step() {
             (0x13000, 0x14000, "rw-p".into())
         ]
     );
+/// Kernels before 6.7: MAP_STACK does not set VM_NOHUGEPAGE, so a thread
+/// stack merges with a plain anonymous neighbour; since 6.7 it does not.
+#[test]
+fn map_stack_merges_as_the_kernel_tells() {
+    const MAP_STACK: u64 = 0x20000;
+    for (nohugepage, merged) in [(true, false), (false, true)] {
+        let kernel = KernelBehaviour {
+            map_stack_nohugepage: nohugepage,
+            ..KernelBehaviour::default()
+        };
+        let mut a = AddressSpace::new(1).with_kernel(kernel);
+        a.mmap(1, 0x10000, 2 * P, RW, ANON, 0, None);
+        a.mmap(2, 0x12000, 2 * P, RW, ANON | MAP_STACK, 0, None);
+        assert_eq!(spans(&a).len(), if merged { 1 } else { 2 }, "{kernel:?}");
+    }
+}
+
+/// 5.10 only extends a mapping that mremap grows in place; since 5.19 the
+/// kernel merges it with the mapping that now follows.
+#[test]
+fn mremap_growth_merges_as_the_kernel_tells() {
+    for (merges, expected) in [
+        (true, vec![(0x10000, 0x13000, "rw-p".to_string())]),
+        (
+            false,
+            vec![
+                (0x10000, 0x12000, "rw-p".to_string()),
+                (0x12000, 0x13000, "rw-p".to_string()),
+            ],
+        ),
+    ] {
+        let kernel = KernelBehaviour {
+            mremap_grow_merges: merges,
+            ..KernelBehaviour::default()
+        };
+        let mut a = AddressSpace::new(1).with_kernel(kernel);
+        a.mmap(1, 0x10000, 3 * P, RW, ANON, 0, None);
+        a.munmap(2, 0x11000, P);
+        a.mremap(3, 0x10000, P, 2 * P, 0, 0x10000);
+        assert_eq!(spans(&a), expected, "{kernel:?}");
+        // A copy made at fork follows the same kernel.
+        let mut child = a.fork_copy(4);
+        child.munmap(5, 0x11000, P);
+        child.mremap(6, 0x10000, P, 2 * P, 0, 0x10000);
+        assert_eq!(spans(&child), expected, "{kernel:?}");
+    }
+}
+
+/// mlock populates (a write to each page, which gives the mapping an
+/// anon_vma); on kernels that do not merge a mapping with an anon_vma into
+/// a neighbour without one (5.10, 6.1), munlock leaves three mappings.
+/// mlockall then populates the untouched ones with the neighbour's
+/// anon_vma, so munlockall merges them everywhere.
+#[test]
+fn munlock_merges_as_the_kernel_tells() {
+    for (faulted_merges_unfaulted, after_munlock) in [(true, 1), (false, 3)] {
+        let kernel = KernelBehaviour {
+            faulted_merges_unfaulted,
+            ..KernelBehaviour::default()
+        };
+        let mut a = AddressSpace::new(1).with_kernel(kernel);
+        a.mmap(1, 0x10000, 4 * P, RW, ANON, 0, None);
+        a.lock(2, 0x11000, 2 * P, sig::LOCKED);
+        a.lock(3, 0x10000, P, sig::LOCKED | sig::LOCKONFAULT);
+        a.lock(4, 0x10000, 4 * P, 0);
+        assert_eq!(a.live_count(), after_munlock, "{kernel:?}");
+        a.lock_all(5, Some(sig::LOCKED), 0);
+        a.lock_all(6, Some(0), 0);
+        assert_eq!(spans(&a), [(0x10000, 0x14000, "rw-p".into())], "{kernel:?}");
+    }
+}
+
+/// Newer kernels take VM_ACCOUNT away from an untouched anonymous mapping
+/// made read-only, which then merges with read-only neighbours; 5.10 and
+/// 6.1 keep it charged, and apart.
+#[test]
+fn mprotect_uncharges_as_the_kernel_tells() {
+    for (unaccounts, merged) in [(true, 1), (false, 2)] {
+        let kernel = KernelBehaviour {
+            mprotect_unaccounts_unfaulted: unaccounts,
+            ..KernelBehaviour::default()
+        };
+        let mut a = AddressSpace::new(1).with_kernel(kernel);
+        a.mmap(1, 0x10000, 2 * P, R, ANON, 0, None);
+        a.mprotect(2, 0x10000, P, RW);
+        a.mprotect(3, 0x10000, P, R);
+        assert_eq!(a.live_count(), merged, "{kernel:?}");
+    }
 }

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use super::{
     apply::{apply_event, apply_shmat, Applied},
     counters::{CounterCheck, Verdict},
-    maps, seed_of, AddressSpace, Backing, Cause, CheckReason, Journal, Op, Perms, Region, Seed,
-    SeededBy,
+    maps, seed_of, AddressSpace, Backing, Cause, CheckReason, Journal, KernelBehaviour, Op, Perms,
+    Region, Seed, SeededBy,
 };
 use crate::{
     event::{Abi, Body, Counters, Event, SysResult},
@@ -100,6 +100,11 @@ pub struct Process {
     pub recheck: Option<CheckReason>,
     /// The kernel's counters against the model after each change.
     pub counters: CounterCheck,
+    /// A stack growth that matched no region, when the model doubts from:
+    /// unless the process's next event is its exec (the exec sets up the
+    /// new program's stack before its tracepoint, and kernels that allow
+    /// fexit report that growth).
+    stack_mismatch: Option<u64>,
     /// Events arrived since the last counter sample.
     pub dirty: bool,
     pub faults_since_sample: u64,
@@ -117,7 +122,13 @@ pub struct Process {
 }
 
 impl Process {
-    fn new(pid: u32, seq: u64, seeded_by: SeededBy, bucket_ns: u64) -> Process {
+    fn new(
+        pid: u32,
+        seq: u64,
+        seeded_by: SeededBy,
+        bucket_ns: u64,
+        kernel: KernelBehaviour,
+    ) -> Process {
         Process {
             pid,
             seq,
@@ -130,13 +141,14 @@ impl Process {
             exec_at: None,
             exit_at: None,
             exit_status: None,
-            space: AddressSpace::new(bucket_ns),
+            space: AddressSpace::new(bucket_ns).with_kernel(kernel),
             seeded_until: 0,
             last_change: 0,
             uncertain: Vec::new(),
             uncertain_since: None,
             recheck: None,
             counters: CounterCheck::default(),
+            stack_mismatch: None,
             dirty: true,
             faults_since_sample: 0,
             rss: None,
@@ -148,7 +160,7 @@ impl Process {
     /// A process of `pid` known from nothing, for tests elsewhere.
     #[cfg(test)]
     pub fn new_for_test(pid: u32) -> Process {
-        Process::new(pid, 1, SeededBy::Exec, 1)
+        Process::new(pid, 1, SeededBy::Exec, 1, KernelBehaviour::default())
     }
 
     /// The model may be out of step from `t_ns` on, for `reason`: it is to
@@ -298,6 +310,8 @@ pub struct Tracker {
     exec_stopped: bool,
     next_seq: u64,
     source: Box<dyn ProcSource>,
+    /// Where kernels differ, how this one changes mappings.
+    kernel: KernelBehaviour,
 }
 
 impl Tracker {
@@ -313,12 +327,21 @@ impl Tracker {
             exec_stopped: false,
             next_seq: 0,
             source,
+            kernel: KernelBehaviour::default(),
         }
     }
 
     /// Traced processes are stopped at exec until their maps are read.
     pub fn set_exec_stopped(&mut self, stopped: bool) {
         self.exec_stopped = stopped;
+    }
+
+    /// Models the address spaces as `kernel` changes them (the default is
+    /// the newest kernels' behaviour).
+    #[must_use]
+    pub fn with_kernel(mut self, kernel: KernelBehaviour) -> Tracker {
+        self.kernel = kernel;
+        self
     }
 
     /// Times count from `start_ns` (CLOCK_MONOTONIC) on.
@@ -406,7 +429,7 @@ impl Tracker {
             pid,
             seeded_by,
             &mut self.next_seq,
-            self.bucket_ns,
+            (self.bucket_ns, self.kernel),
             self.keep_history,
         )
     }
@@ -421,12 +444,19 @@ impl Tracker {
             bucket_ns,
             keep_history,
             next_seq,
+            kernel,
             ..
         } = self;
         live.entry(pid).or_insert_with(|| {
             let now = source.now();
             let t = now.saturating_sub(*start_ns);
-            let mut p = new_process(pid, SeededBy::Proc, next_seq, *bucket_ns, *keep_history);
+            let mut p = new_process(
+                pid,
+                SeededBy::Proc,
+                next_seq,
+                (*bucket_ns, *kernel),
+                *keep_history,
+            );
             p.comm = comm.to_vec();
             (p.ppid, p.exe) = source.describe(pid);
             p.abi = source.abi(pid);
@@ -456,6 +486,13 @@ impl Tracker {
     /// from /proc first.
     pub fn apply(&mut self, ev: &Event) {
         let t = self.rel(ev.ts_ns);
+        if let Some(p) = self.live.get_mut(&ev.pid) {
+            if let Some(at) = p.stack_mismatch.take() {
+                if !matches!(ev.body, Body::Exec { .. }) {
+                    p.doubt(at, CheckReason::Lost);
+                }
+            }
+        }
         match &ev.body {
             // The child's own events come after the parent's fork.
             Body::Fork {
@@ -502,13 +539,20 @@ impl Tracker {
                 // The old address space lives on in the processes that
                 // share it; this one gets a new one.
                 self.hand_over_space(ev.pid);
+                let known = self.live.contains_key(&ev.pid);
                 let p = self.ensure(ev.pid, &ev.comm);
                 p.shares = None;
                 p.dirty = true;
                 p.last_change = p.last_change.max(ev.ts_ns);
                 // Regions read from /proc after the exec describe the new
-                // program: they are not the old one's.
-                p.space.discard_seeded_after(t);
+                // program: they are not the old one's. But a stream has
+                // shown those read at an earlier event (one stamped before
+                // the exec, such as the exec's own stack growth, made the
+                // tracker read /proc after it): they stay, for the exec to
+                // end with the rest.
+                if !(known && p.space.keeps_journal()) {
+                    p.space.discard_seeded_after(t);
+                }
                 let mark = p.space.journal().len();
                 p.space.end_all(t, Cause::Exec);
                 p.space.new_mm();
@@ -613,7 +657,13 @@ impl Tracker {
                 match applied {
                     Applied::Done => {}
                     // No region started where the stack grew: the model is
-                    // out of step.
+                    // out of step, unless an exec is under way (see
+                    // `stack_mismatch`; nor are the counters worth comparing
+                    // then).
+                    Applied::OutOfStep if matches!(ev.body, Body::Stack { .. }) => {
+                        p.stack_mismatch = Some(t);
+                        return;
+                    }
                     Applied::OutOfStep => p.doubt(t, CheckReason::Lost),
                     Applied::Unsure => p.doubt(t, CheckReason::Partial),
                 }
@@ -750,11 +800,11 @@ fn new_process(
     pid: u32,
     seeded_by: SeededBy,
     next_seq: &mut u64,
-    bucket_ns: u64,
+    (bucket_ns, kernel): (u64, KernelBehaviour),
     keep_history: bool,
 ) -> Process {
     *next_seq += 1;
-    let mut p = Process::new(pid, *next_seq, seeded_by, bucket_ns);
+    let mut p = Process::new(pid, *next_seq, seeded_by, bucket_ns, kernel);
     if !keep_history {
         p.space.keep_journal();
     }
@@ -1088,6 +1138,65 @@ mod tests {
             .filter(|r| r.died_ns.is_some())
             .all(|r| r.died_by == Some(Cause::Exec)));
         assert_eq!(p.exe.as_deref(), Some(&b"/bin/y"[..]));
+    }
+
+    /// Streaming: a process first seen through an event stamped before its
+    /// exec (the exec's own stack growth) is seeded from /proc after the
+    /// exec. Those regions were shown born, so the exec ends them, at their
+    /// birth, rather than forgetting them.
+    #[test]
+    fn regions_shown_before_a_late_exec_die_by_it() {
+        // The /proc clock starts at 1000: the exec at 500 comes before it.
+        let mut t = tracker(false, &[(7, vec![seed(0x50000, 1)])]);
+        t.apply(&ev(400, 7, mmap(0x20000, 1)));
+        assert_eq!(ops(&t), [(7, "born")]);
+        t.end_event();
+        t.apply(&ev(
+            500,
+            7,
+            Body::Exec {
+                path: b"/bin/y".to_vec(),
+                old_pid: 7,
+                start_time: 42,
+                abi: None,
+            },
+        ));
+        assert_eq!(ops(&t), [(7, "died"), (7, "born")]);
+        t.end_event();
+    }
+
+    /// Kernels that allow fexit report the stack the exec sets up for the
+    /// new program before the exec's own event: no region of the old
+    /// program matches it, and that is no reason to doubt the model. A
+    /// growth that matches nothing and is not followed by an exec is.
+    #[test]
+    fn a_stack_growth_of_an_exec_under_way_is_no_doubt() {
+        let stack = |old_start| Body::Stack {
+            old_start,
+            new_start: old_start - 8 * PAGE,
+            source: crate::event::StackSource::Fexit,
+        };
+        let exec = Body::Exec {
+            path: b"/bin/y".to_vec(),
+            old_pid: 7,
+            start_time: 42,
+            abi: None,
+        };
+        let mut t = tracker(true, &[(7, vec![seed(0x50000, 1)])]);
+        t.apply(&ev(5000, 7, mmap(0x20000, 1)));
+        t.end_event();
+        t.apply(&ev(6000, 7, stack(0x7fff_0000_0000)));
+        t.end_event();
+        t.apply(&ev(6001, 7, exec));
+        t.end_event();
+        assert!(t.get(7).unwrap().uncertain_since.is_none());
+        assert!(t.get(7).unwrap().uncertain.is_empty());
+
+        t.apply(&ev(7000, 7, stack(0x7fff_0000_0000)));
+        t.end_event();
+        t.apply(&ev(7001, 7, mmap(0x30000, 1)));
+        t.end_event();
+        assert!(t.get(7).unwrap().uncertain_since.is_some());
     }
 
     #[test]

@@ -20,11 +20,11 @@ use crate::{
     error::{Error, Result},
     event::{decode::decode, Body, Event},
     kernel::{clock, preflight, proc, ring::EventReader, HookConfig, Hooks, StackPath},
-    model::{CheckReason, Comparison, LiveProc, Process, RegionChange, Tracker},
+    model::{CheckReason, Comparison, KernelBehaviour, LiveProc, Process, RegionChange, Tracker},
 };
 
 use self::{
-    checker::{Checker, PendingCheck, Settle},
+    checker::{Checker, PendingCheck, Probe, Settle},
     command as spawn,
     control::{FaultSummaries, LiveProbe},
     signals::StopSignals,
@@ -38,6 +38,9 @@ pub mod signals;
 
 /// How often the reader polls for events submitted without a wakeup.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// How many milliseconds an exit check waits at most for the process's
+/// threads to be blocked.
+const EXIT_SETTLE_TRIES: u32 = 100;
 
 /// What a command does with the session's events. Sinks render; they
 /// never touch the kernel or the traced processes.
@@ -447,10 +450,18 @@ impl Core {
         let p = tracker.get_mut(tgid)?;
         sample(&self.hooks, self.counters, sink, p, clock::monotonic_ns());
         // The exiting thread waits in the seccomp notification; any other
-        // thread must be blocked too for the read to be a cut.
-        self.checker
-            .as_mut()?
-            .start(tgid, CheckReason::Exit, &mut LiveProbe);
+        // thread must be blocked too for the read to be a cut. On one CPU
+        // we can run before the exiting thread has gone to sleep there
+        // (seen under qemu's emulation): give it a moment to.
+        let checker = self.checker.as_mut()?;
+        let mut probe = LiveProbe;
+        for _ in 0..EXIT_SETTLE_TRIES {
+            if probe.idle(tgid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        checker.start(tgid, CheckReason::Exit, &mut probe);
         Some(tgid)
     }
 
@@ -517,13 +528,17 @@ pub async fn run<S: Sink>(
     let cfg = target.hook_config(plan);
     // Blocked since main: one sent while loading waits here.
     let mut stop = StopSignals::new().context("signalfd")?;
+    // Where kernels change mappings differently, ask this one (on scratch
+    // mappings of ours, before anything is attached).
+    let kernel = plan.model.as_ref().map(|_| KernelBehaviour::probe());
     let mut hooks = Hooks::load(&cfg)?;
     let started = Instant::now();
     let ring = hooks.take_events()?;
     let mut reader = EventReader::new(ring)?;
     let start_ns = hooks.attached_ns;
     let tracker = plan.model.as_ref().map(|m| {
-        let mut t = Tracker::new(m.bucket_ns, m.keep_history, Box::new(LiveProc));
+        let mut t = Tracker::new(m.bucket_ns, m.keep_history, Box::new(LiveProc))
+            .with_kernel(kernel.unwrap_or_default());
         t.set_start(start_ns);
         t.set_exec_stopped(cfg.exec_stop);
         // Processes named with --pid are known from the start, busy or not.
