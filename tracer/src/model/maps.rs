@@ -160,6 +160,9 @@ pub fn same(kernel: &Seed, model: &Seed) -> bool {
                 path: q, ino: i2, ..
             },
         ) => match (*ino, *i2) {
+            // A shared mapping of /dev/zero is shared memory the kernel
+            // made for it: its inode is not the device's.
+            _ if strip_deleted(p) == b"/dev/zero" => q.as_slice() == b"/dev/zero",
             (0, _) | (_, 0) => strip_deleted(p) == q.as_slice(),
             _ => ino == i2,
         },

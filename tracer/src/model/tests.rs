@@ -497,6 +497,8 @@ fn what_cannot_be_followed_is_out_of_step() {
             (0x13000, 0x14000, "rw-p".into())
         ]
     );
+}
+
 /// Kernels before 6.7: MAP_STACK does not set VM_NOHUGEPAGE, so a thread
 /// stack merges with a plain anonymous neighbour; since 6.7 it does not.
 #[test]
