@@ -10,7 +10,7 @@
 //! as [`VMA_UNREAD`], or is caught by the settling of the record (no other
 //! call of the address space in flight), which covers these probes too.
 
-use aya_ebpf::{helpers::generated::bpf_probe_read_kernel, macros::map, maps::PerCpuArray, Global};
+use aya_ebpf::{helpers::generated::bpf_probe_read_kernel, macros::map, maps::PerCpuArray};
 use tracer_common::{
     EventKind, VmaExtent, VmaOffsets, VmaProbes, VMA_GAP, VMA_MAPPED, VMA_NONE, VMA_PROBES,
     VMA_UNREAD, VMA_WALK_MAPLE, VMA_WALK_RB,
@@ -32,9 +32,21 @@ const MAPLE_LEAF_64: u64 = 1;
 const MAPLE_RANGE_64: u64 = 2;
 const MAPLE_ARANGE_64: u64 = 3;
 
-/// Set by the loader.
+/// Set by the loader. Read in place through [`vma_offsets`], never copied:
+/// a copy would take 120 bytes of a stack the syscall's exit nearly fills
+/// (5.10's verifier counts every frame of the call chain against 512).
 #[unsafe(no_mangle)]
-pub static VMA_OFFSETS: Global<VmaOffsets> = Global::new(VmaOffsets::ZERO);
+pub static VMA_OFFSETS: VmaOffsets = VmaOffsets::ZERO;
+
+/// [`VMA_OFFSETS`], through a pointer the compiler cannot see through (the
+/// loader rewrites the value it was compiled with).
+#[inline(always)]
+fn vma_offsets() -> &'static VmaOffsets {
+    let p: *const VmaOffsets = &raw const VMA_OFFSETS;
+    // SAFETY: a volatile read of a local; the pointer read is the static's,
+    // valid for the program's life.
+    unsafe { &*core::ptr::read_volatile(&p) }
+}
 
 /// A node's pivots, read in one go (off the 512-byte stack); one more
 /// than a node has, so that a masked index stays in bounds. Only the
@@ -100,14 +112,18 @@ pub fn probe_change(p: &mut VmaProbes, kind: EventKind, args: &[u64; 6], ret: i6
 /// its frame, not in the frame of the syscall's exit, which is full.
 #[inline(never)]
 fn probe(ext: &mut VmaExtent, mm: u64, addr: u64) -> u8 {
-    *ext = VmaExtent::default();
-    let off = VMA_OFFSETS.load();
+    let off = vma_offsets();
     let found = match off.walk {
-        VMA_WALK_MAPLE => maple(ext, mm, addr, &off),
-        VMA_WALK_RB => rbtree(ext, mm, addr, &off),
+        VMA_WALK_MAPLE => maple(ext, mm, addr, off),
+        VMA_WALK_RB => rbtree(ext, mm, addr, off),
         _ => return VMA_NONE,
     };
-    found.unwrap_or(VMA_UNREAD)
+    found.unwrap_or_else(|_| {
+        // Nothing half-read is left in the record.
+        ext.start = 0;
+        ext.end = 0;
+        VMA_UNREAD
+    })
 }
 
 /// The VMA at `vma`, which the tree says spans `[start, end)`, into `ext`.
