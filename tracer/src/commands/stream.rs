@@ -58,7 +58,7 @@ pub fn prepare(mut args: StreamArgs) -> Result<Prepared> {
         )
     };
     let trace = std::mem::take(&mut args.trace);
-    let target = session::start(trace, pids, false)?;
+    let target = session::start(trace, pids)?;
     Ok(Prepared {
         args,
         out,
@@ -174,7 +174,7 @@ pub async fn run(p: Prepared) -> Result<i32> {
         output_closed: false,
         output_failed: None,
     };
-    let outcome = session::run(&mut target, &plan, &mut sink, None).await?;
+    let outcome = session::run(&mut target, &plan, &mut sink).await?;
     let code = session::finish(&outcome, &target);
     match sink.output_failed {
         Some(e) => {

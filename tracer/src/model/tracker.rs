@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use super::{
     apply::{apply_event, apply_shmat, Applied},
     counters::{CounterCheck, Verdict},
-    maps, seed_of, AddressSpace, Backing, Cause, CheckReason, Journal, Op, Perms, Region, Seed,
-    SeededBy,
+    maps, seed_of, AddressSpace, Backing, Cause, CheckBasis, CheckReason, Journal, Op, Perms,
+    Region, Seed, SeededBy, VoidReason,
 };
 use crate::{
     event::{Abi, Body, Counters, Event, SysResult},
@@ -55,6 +55,26 @@ impl ProcSource for LiveProc {
     }
 }
 
+/// A process's address space read from /proc/PID/maps right after its
+/// exec, bracketed by two reads of the kernel's count of its memory calls
+/// (`MM_SEQ`).
+#[derive(Debug)]
+pub struct ExecSeed {
+    pub pid: u32,
+    pub maps: std::io::Result<Vec<Seed>>,
+    /// CLOCK_MONOTONIC after the first count was read, before the maps.
+    pub from_ns: u64,
+    /// CLOCK_MONOTONIC after the maps were read, before the second count.
+    pub until_ns: u64,
+    /// No memory call of the address space was in flight at either count
+    /// and none ended between them: the maps are exactly the state after
+    /// the calls that ended before `from_ns`, and before every call that
+    /// ends after `until_ns` (no call ends between them).
+    pub settled: bool,
+    /// Reads made (1: settled at once).
+    pub tries: u32,
+}
+
 /// A span of time (ns since the start) during which the model of a process
 /// may be out of step with the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +107,15 @@ pub struct Process {
     /// Events stamped before this (CLOCK_MONOTONIC) are already in the
     /// snapshot the process was seeded from.
     seeded_until: u64,
+    /// The snapshot's read began here: a stack growth stamped between
+    /// this and `seeded_until` is in it when the stack already starts
+    /// where the growth took it.
+    seeded_from: u64,
+    /// The check made at its exit, for the sinks (see [`Tracker::apply`]).
+    pub exit_check: Option<Comparison>,
+    /// Its exec's address space could not be read, and no check has
+    /// resynced the model since.
+    unseeded: bool,
     /// CLOCK_MONOTONIC of the last event that changed its mappings.
     pub last_change: u64,
     /// Closed spans of uncertainty, and the open one.
@@ -120,6 +149,9 @@ impl Process {
             exit_status: None,
             space: AddressSpace::new(bucket_ns),
             seeded_until: 0,
+            seeded_from: 0,
+            exit_check: None,
+            unseeded: false,
             last_change: 0,
             uncertain: Vec::new(),
             uncertain_since: None,
@@ -169,6 +201,52 @@ impl Process {
             );
             self.doubt(t_ns, CheckReason::Counters);
         }
+    }
+
+    /// Whether `ev` is already in the snapshot the process was seeded
+    /// from. Calls are ordered against the read by their stamps (settled
+    /// seeds have none stamped during the read); a stack growth stamped
+    /// during the read is in it when the stack already starts where the
+    /// growth took it.
+    fn in_seed(&self, ev: &Event) -> bool {
+        if ev.ts_ns < self.seeded_from {
+            return true;
+        }
+        if ev.ts_ns >= self.seeded_until {
+            return false;
+        }
+        match ev.body {
+            Body::Stack { new_start, .. } => self.space.live().any(|r| r.start == new_start),
+            _ => true,
+        }
+    }
+
+    /// The check at the process's exit: the kernel's counters of the
+    /// address space it leaves (`counters`, None when none were read)
+    /// against the model; `t_ns`: the exit, in the model's time.
+    fn exit_check(&self, counters: Option<&Counters>, t_ns: u64) -> Comparison {
+        let regions = self.space.live().count() as u64;
+        let mut c = Comparison {
+            t_ns,
+            regions,
+            differences: Vec::new(),
+            against: CheckBasis::Counters,
+            void: None,
+            residual: None,
+        };
+        match counters {
+            _ if self.unseeded => c.void = Some(VoidReason::Unseeded),
+            None => c.void = Some(VoidReason::NoAddressSpace),
+            Some(k) if !k.settled => c.void = Some(VoidReason::Unsettled),
+            Some(k) => {
+                let r = self.counters.residual(k, &self.space);
+                if !r.is_zero() {
+                    c.differences.push(("counters", None, None));
+                    c.residual = Some(r.describe());
+                }
+            }
+        }
+        c
     }
 
     /// Its system calls are not traced (a 32-bit program).
@@ -240,8 +318,15 @@ pub struct Comparison {
     /// ns since the start, at the read.
     pub t_ns: u64,
     pub regions: u64,
-    /// (kind, model's region, kernel's region).
+    /// (kind, model's region, kernel's region); kind `counters` (no
+    /// regions) when the counters differed.
     pub differences: Vec<(&'static str, Option<Seed>, Option<Seed>)>,
+    /// What the model was compared with.
+    pub against: CheckBasis,
+    /// Nothing could be compared, and why.
+    pub void: Option<VoidReason>,
+    /// The counters that differed, kernel minus model ("map_count +1").
+    pub residual: Option<String>,
 }
 
 pub struct Tracker {
@@ -255,9 +340,8 @@ pub struct Tracker {
     /// Keep dead regions (for timelines); otherwise they are dropped once
     /// the event that killed them has been reported.
     keep_history: bool,
-    /// Processes are stopped at exec until their maps are read (see
-    /// `HookConfig::exec_stop`): the exec's counters describe the seed.
-    exec_stopped: bool,
+    /// The seed of the exec about to be applied, read by the session.
+    exec_seed: Option<ExecSeed>,
     next_seq: u64,
     source: Box<dyn ProcSource>,
 }
@@ -272,15 +356,17 @@ impl Tracker {
             start_ns: 0,
             bucket_ns,
             keep_history,
-            exec_stopped: false,
+            exec_seed: None,
             next_seq: 0,
             source,
         }
     }
 
-    /// Traced processes are stopped at exec until their maps are read.
-    pub fn set_exec_stopped(&mut self, stopped: bool) {
-        self.exec_stopped = stopped;
+    /// The seed of the exec event applied next (of `seed.pid`). Without
+    /// one, an exec reads /proc/PID/maps through the [`ProcSource`] once
+    /// and takes it as settled (the tests' sources never change).
+    pub fn set_exec_seed(&mut self, seed: ExecSeed) {
+        self.exec_seed = Some(seed);
     }
 
     /// Times count from `start_ns` (CLOCK_MONOTONIC) on.
@@ -338,9 +424,11 @@ impl Tracker {
             (p.ppid, p.exe) = source.describe(pid);
             p.abi = source.abi(pid);
             p.note_untraced(t);
+            let from = source.now();
             match source.maps(pid) {
                 Ok(seeds) => {
                     p.space.seed(t, &seeds, Cause::Proc);
+                    p.seeded_from = from;
                     p.seeded_until = source.now();
                 }
                 // Gone already, or not readable: what we know is uncertain.
@@ -348,6 +436,14 @@ impl Tracker {
             }
             p
         })
+    }
+
+    /// `pid` is mmtrace's own child about to exec the command: known from
+    /// nothing until its exec seeds it (its address space before that is a
+    /// copy of mmtrace's, not worth a read of /proc).
+    pub fn expect_exec(&mut self, pid: u32) {
+        let p = self.new_process(pid, SeededBy::Exec);
+        self.live.insert(pid, p);
     }
 
     /// [`Tracker::ensure`], and notes where `pid`'s journal stands, so that
@@ -411,29 +507,48 @@ impl Tracker {
                 }
                 p.counters.reset();
                 self.touched.push((ev.pid, mark));
-                let read_at = self.source.now();
-                let seeds = self.source.maps(ev.pid);
-                let until = self.source.now();
-                let read_at = self.rel(read_at);
-                let exec_stopped = self.exec_stopped;
-                let p = self.ensure(ev.pid, &ev.comm);
-                if let Ok(seeds) = seeds {
-                    p.space.seed(t, &seeds, Cause::Exec);
-                    p.seeded_until = until;
-                    p.trust(t);
-                    p.note_untraced(t);
-                    // Read while the process was stopped at its exec: the
-                    // counters of the exec describe the same state.
-                    if let (true, Some(c)) = (exec_stopped, &ev.counters) {
-                        p.check_counters(ev, c, t);
+                let seed = match self.exec_seed.take() {
+                    Some(seed) if seed.pid == ev.pid => seed,
+                    _ => {
+                        let from_ns = self.source.now();
+                        let maps = self.source.maps(ev.pid);
+                        ExecSeed {
+                            pid: ev.pid,
+                            maps,
+                            from_ns,
+                            until_ns: self.source.now(),
+                            settled: true,
+                            tries: 1,
+                        }
                     }
-                } else {
-                    p.doubt(read_at, CheckReason::Lost);
+                };
+                let read_at = self.rel(seed.from_ns);
+                let p = self.ensure(ev.pid, &ev.comm);
+                p.unseeded = seed.maps.is_err();
+                match seed.maps {
+                    Ok(seeds) => {
+                        // Everything the process did between its exec and
+                        // the read is in the seed: regions born then are
+                        // seeded by the exec (an mmap's or brk's own event
+                        // renames the birth, see `apply_event`).
+                        p.space.seed(t, &seeds, Cause::Exec);
+                        p.seeded_from = seed.from_ns;
+                        p.seeded_until = seed.until_ns;
+                        p.trust(t);
+                        p.note_untraced(t);
+                        if !seed.settled {
+                            // A call ran during every read: the seed may
+                            // hold part of it until the next check.
+                            p.doubt(t, CheckReason::Seed);
+                        }
+                    }
+                    _ => p.doubt(read_at, CheckReason::Lost),
                 }
             }
             Body::Exit { status, start_time } => {
                 self.ensure_touched(ev.pid, &ev.comm);
                 if let Some(mut p) = self.live.remove(&ev.pid) {
+                    p.exit_check = Some(p.exit_check(ev.counters.as_ref(), t));
                     p.space.end_all(t, Cause::Exit);
                     p.exit_at = Some(t);
                     p.exit_status = Some(*status);
@@ -454,7 +569,8 @@ impl Tracker {
                 p.dirty = true;
                 p.faults_since_sample += 1;
                 // A fault only counts: it always applies.
-                apply_event(&mut p.space, ev, t, ev.ts_ns < p.seeded_until);
+                let before_seed = p.in_seed(ev);
+                apply_event(&mut p.space, ev, t, before_seed);
             }
             Body::Brk { .. }
             | Body::Mmap { .. }
@@ -474,7 +590,7 @@ impl Tracker {
             | Body::RemapFilePages { .. }
             | Body::Stack { .. } => {
                 let p = self.ensure_touched(ev.pid, &ev.comm);
-                let before_seed = ev.ts_ns < p.seeded_until;
+                let before_seed = p.in_seed(ev);
                 // An attached segment's extent is not in the call: read it.
                 let segment = match ev.body {
                     Body::Shmat {
@@ -603,6 +719,7 @@ impl Tracker {
         if !differences.is_empty() {
             p.space.resync(t, snapshot);
         }
+        p.unseeded = false;
         if let Some(r) = p.counters.checked(!differences.is_empty(), p.last_change) {
             log::debug!(
                 "pid {pid}: the maps explain no difference of counters; expected from now on: {}",
@@ -614,6 +731,9 @@ impl Tracker {
             t_ns: t,
             regions: snapshot.len() as u64,
             differences,
+            against: CheckBasis::Maps,
+            void: None,
+            residual: None,
         })
     }
 
