@@ -1012,6 +1012,178 @@ mod tests {
         assert_eq!(p.exe.as_deref(), Some(&b"/bin/y"[..]));
     }
 
+    fn exec(ts: u64, pid: u32) -> Event {
+        ev(
+            ts,
+            pid,
+            Body::Exec {
+                path: b"/bin/y".to_vec(),
+                old_pid: pid,
+                start_time: 42,
+                abi: None,
+            },
+        )
+    }
+
+    fn exec_seed(
+        pid: u32,
+        maps: Vec<Seed>,
+        from_ns: u64,
+        until_ns: u64,
+        settled: bool,
+    ) -> ExecSeed {
+        ExecSeed {
+            pid,
+            maps: Ok(maps),
+            from_ns,
+            until_ns,
+            settled,
+            tries: 1,
+        }
+    }
+
+    #[test]
+    fn calls_before_a_settled_exec_seed_are_in_it_later_ones_apply() {
+        let mut t = tracker(false, &[]);
+        // The seed, read from 6100 to 6200, already holds the mmap at
+        // 0x20000 (made at 6050).
+        t.set_exec_seed(exec_seed(
+            7,
+            vec![seed(0x50000, 1), seed(0x20000, 1)],
+            6100,
+            6200,
+            true,
+        ));
+        t.apply(&exec(6000, 7));
+        t.end_event();
+        t.apply(&ev(6050, 7, mmap(0x20000, 1)));
+        assert!(ops(&t).is_empty(), "not applied twice: {:?}", ops(&t));
+        t.end_event();
+        t.apply(&ev(6300, 7, mmap(0x30000, 1)));
+        assert_eq!(ops(&t), [(7, "born")]);
+        t.end_event();
+        let p = t.get(7).unwrap();
+        let live: Vec<(u64, Cause)> = p.space.live().map(|r| (r.start, r.born_by)).collect();
+        assert_eq!(
+            live,
+            [
+                (0x20000, Cause::Mmap),
+                (0x30000, Cause::Mmap),
+                (0x50000, Cause::Exec)
+            ]
+        );
+        assert_eq!((p.uncertain_since, p.recheck), (None, None));
+    }
+
+    #[test]
+    fn an_unsettled_exec_seed_is_uncertain_until_checked() {
+        let mut t = tracker(true, &[]);
+        t.expect_exec(7);
+        t.set_exec_seed(exec_seed(7, vec![seed(0x50000, 1)], 6100, 6200, false));
+        t.apply(&exec(6000, 7));
+        t.end_event();
+        let p = t.get(7).unwrap();
+        assert_eq!(
+            (p.uncertain_since, p.recheck),
+            (Some(6000), Some(CheckReason::Seed))
+        );
+        t.compare(7, 9000, &[seed(0x50000, 1)]).unwrap();
+        let p = t.get(7).unwrap();
+        assert_eq!(p.recheck, None);
+        assert_eq!(
+            p.uncertain,
+            [Uncertain {
+                from_ns: 6000,
+                to_ns: Some(9000)
+            }]
+        );
+    }
+
+    #[test]
+    fn exit_is_checked_by_counters_or_said_void() {
+        let exit = |ts| {
+            ev(
+                ts,
+                7,
+                Body::Exit {
+                    status: 0,
+                    start_time: 42,
+                },
+            )
+        };
+        let run = |counters: Option<(bool, u64)>, seeded: bool| {
+            let mut t = tracker(true, &[]);
+            t.expect_exec(7);
+            let maps = vec![seed(0x50000, 2)];
+            let mut s = exec_seed(7, maps, 6100, 6200, true);
+            if !seeded {
+                s.maps = Err(std::io::ErrorKind::NotFound.into());
+            }
+            t.set_exec_seed(s);
+            t.apply(&exec(6000, 7));
+            t.end_event();
+            let mut e = exit(7000);
+            if let Some((settled, vmas)) = counters {
+                e = counted(e, vmas, 2);
+                e.counters.as_mut().unwrap().settled = settled;
+            }
+            t.apply(&e);
+            let mut ended = t.end_event();
+            ended.pop().unwrap().exit_check.unwrap()
+        };
+        let c = run(Some((true, 1)), true);
+        assert_eq!(
+            (c.against, c.void, c.regions),
+            (CheckBasis::Counters, None, 1)
+        );
+        assert!(c.differences.is_empty());
+        let c = run(Some((true, 2)), true);
+        assert_eq!(c.differences.len(), 1);
+        assert_eq!(c.residual.as_deref(), Some("map_count +1"));
+        assert_eq!(run(None, true).void, Some(VoidReason::NoAddressSpace));
+        assert_eq!(
+            run(Some((false, 1)), true).void,
+            Some(VoidReason::Unsettled)
+        );
+        assert_eq!(run(Some((true, 1)), false).void, Some(VoidReason::Unseeded));
+    }
+
+    #[test]
+    fn a_stack_growth_during_the_seed_read_is_in_it_when_the_stack_is_there() {
+        let stack = |start: u64| Seed {
+            start,
+            end: 0x80000,
+            perms: Perms::from_prot(3, false),
+            offset: 0,
+            backing: Backing::Stack,
+        };
+        let grow = |ts, old_start, new_start| {
+            ev(
+                ts,
+                7,
+                Body::Stack {
+                    old_start,
+                    new_start,
+                    source: crate::event::StackSource::Fault,
+                },
+            )
+        };
+        let mut t = tracker(false, &[]);
+        t.expect_exec(7);
+        t.set_exec_seed(exec_seed(7, vec![stack(0x70000)], 6100, 6200, true));
+        t.apply(&exec(6000, 7));
+        t.end_event();
+        // Stamped during the read, already in it.
+        t.apply(&grow(6150, 0x71000, 0x70000));
+        assert!(ops(&t).is_empty());
+        t.end_event();
+        // Stamped during the read, not in it: applied.
+        t.apply(&grow(6160, 0x70000, 0x6f000));
+        assert_eq!(ops(&t), [(7, "grow")]);
+        t.end_event();
+        assert_eq!(t.get(7).unwrap().recheck, None);
+    }
+
     #[test]
     fn a_reused_pid_ends_the_old_process() {
         let mut t = tracker(true, &[(7, vec![seed(0x10000, 1)]), (9, vec![])]);
