@@ -4,8 +4,8 @@
 //!
 //! In region mode the session keeps a model of each traced process
 //! ([`crate::model::Tracker`]): seeded from /proc/PID/maps at first sight,
-//! copied at fork, reseeded at exec; a command started with `-- CMD` is
-//! stopped at exec until its address space is read. A process found
+//! copied at fork, reseeded at exec (read right after it, while the
+//! program runs on: see the README's "Kept honest"). A process found
 //! running has its regions born (`proc`) at first sight, a child its copies
 //! (`fork`, under its own pid). Unlike `record`, nothing is checked against
 //! /proc afterwards: after lost events the model may be out of step.
