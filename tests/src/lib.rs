@@ -710,9 +710,7 @@ pub fn wait_until(
 }
 
 /// Waits until the command mmtrace started with pid `pid` runs `comm`
-/// (it has exec'd) and is neither stopped nor dead (mmtrace holds a
-/// command at its exec until it has read its address space, then lets it
-/// go on).
+/// (it has exec'd) and is neither stopped nor dead.
 pub fn wait_running(pid: i32, comm: &str) -> Result<(), String> {
     let mut last = None;
     wait_until(

@@ -152,8 +152,9 @@ fn a_32_bit_program_is_recorded_uncertain_and_checked_at_exit() {
         "({})",
         timeline.display()
     );
-    // Checked at its exit all the same (the seccomp hold covers i386's
-    // exit_group): the loader's work it did not see is drift.
+    // Checked at its exit all the same (by the counters the exit hook
+    // reads, whatever the program's system calls): the loader's work it
+    // did not see is drift.
     let checks = p["checks"].as_array().expect("checks");
     let exit = checks
         .iter()

@@ -1,7 +1,7 @@
 //! Programs nobody here wrote, recorded from start to exit: the model of
-//! every process equals /proc/PID/maps at its exit (checked while the
-//! kernel holds the process at exit_group), nothing is lost, and every
-//! region's story is consistent.
+//! every process agrees with the kernel's counters of its address space
+//! at its exit (read by the exit hook while the address space is whole),
+//! nothing is lost, and every region's story is consistent.
 
 use std::path::PathBuf;
 

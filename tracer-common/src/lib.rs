@@ -324,6 +324,9 @@ pub struct ExecEvent {
     pub path_len: u32,
     /// The new address space's counters, as exec left it.
     pub mm: MmCounters,
+    /// The new address space's `mm_struct` address (its key in `MM_SEQ`);
+    /// 0 when not read.
+    pub mm_addr: u64,
     pub path: [u8; EXEC_PATH_LEN],
 }
 
@@ -348,6 +351,10 @@ pub struct ExitEvent {
     /// The wait status (`code << 8`, or the signal number).
     pub exit_code: i32,
     pub _pad: u32,
+    /// The address space's counters as the process leaves it, where the
+    /// exit hook runs before the kernel takes the address space away
+    /// (Linux 6.16 and later); flags 0 when nothing could be read.
+    pub mm: MmCounters,
 }
 
 /// Fault counts of one process, per CPU, kept in the kernel for
@@ -392,9 +399,6 @@ pub struct Config {
     /// Offset of `group_dead` in sched_process_exit's record; 0 when the
     /// kernel's tracepoint has no such field (then the leader's exit counts).
     pub exit_group_dead_offset: u32,
-    /// Stop a traced process right after exec (SIGSTOP) until userspace has
-    /// read its new address space and continues it.
-    pub exec_stop: u32,
     /// Keep each traced process's RSS counters (kmem:rss_stat) in `RSS`.
     pub track_rss: u32,
     /// Log why a program gave up on an event (aya-log, `AYA_LOGS`), besides
@@ -413,7 +417,6 @@ impl Config {
         fault_mode: 0,
         wakeup_bytes: 0,
         exit_group_dead_offset: 0,
-        exec_stop: 0,
         track_rss: 0,
         diagnostics: 0,
         mm_counters: 0,
@@ -579,10 +582,11 @@ unsafe impl Wire for ExitEvent {}
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{Config, FaultCounts, Offsets, VmaOffsets};
+    use super::{Config, FaultCounts, MmSeq, Offsets, VmaOffsets};
     // SAFETY: plain-old-data, `repr(C)`, no padding holes read as anything
     // but bytes.
     unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for MmSeq {}
     unsafe impl aya::Pod for Offsets {}
     unsafe impl aya::Pod for VmaOffsets {}
     unsafe impl aya::Pod for FaultCounts {}

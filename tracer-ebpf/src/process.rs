@@ -3,11 +3,8 @@
 //! at fork, before they can run, when following descendants.
 
 use aya_ebpf::{
-    bindings::BPF_RB_FORCE_WAKEUP,
-    helpers::generated::{bpf_probe_read_kernel_str, bpf_send_signal},
-    macros::tracepoint,
-    programs::TracePointContext,
-    EbpfContext,
+    bindings::BPF_RB_FORCE_WAKEUP, helpers::generated::bpf_probe_read_kernel_str,
+    macros::tracepoint, programs::TracePointContext, EbpfContext,
 };
 use tracer_common::{
     tp::{SchedProcessExec, TaskNewtask},
@@ -68,6 +65,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<u32, Fail> {
         );
         (*e).old_pid = old_pid;
         (*e).mm = change.counters(&offsets());
+        (*e).mm_addr = mm;
         let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
         let n = bpf_probe_read_kernel_str(
             (*e).path.as_mut_ptr().cast(),
@@ -85,13 +83,10 @@ fn try_exec(ctx: &TracePointContext) -> Result<u32, Fail> {
             );
         }
     }
-    if cfg.exec_stop != 0 {
-        // Userspace reads the new address space, then sends SIGCONT: wake
-        // it now rather than at the next poll.
+    if cfg.mm_counters != 0 {
+        // A model reads the new address space from /proc as soon as it
+        // can: wake the reader now rather than at its next poll.
         entry.submit(BPF_RB_FORCE_WAKEUP as u64);
-        // SAFETY: a helper without memory arguments; SIGSTOP (19) stops
-        // the process before its first user instruction.
-        unsafe { bpf_send_signal(19) };
     } else {
         entry.submit(submit_flags(&cfg));
     }
@@ -195,6 +190,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<u32, Fail> {
                     );
                     (*e).exit_code = code;
                     (*e)._pad = 0;
+                    (*e).mm = exit_counters(&cfg);
                 }
                 entry.submit(submit_flags(&cfg));
             }
@@ -206,4 +202,21 @@ fn try_exit(ctx: &TracePointContext) -> Result<u32, Fail> {
         let _ = PID_FILTER.remove(tgid);
     }
     Ok(0)
+}
+
+/// The counters of the address space the last thread of a process leaves,
+/// for the model's exit check. Where the tracepoint runs before the kernel
+/// takes the address space away (Linux 6.16 and later: the tracepoint
+/// with `group_dead`) every other thread is gone, so no call of it is in
+/// flight; elsewhere `current->mm` is already NULL and nothing is read.
+#[inline(always)]
+fn exit_counters(cfg: &tracer_common::Config) -> tracer_common::MmCounters {
+    if cfg.mm_counters == 0 {
+        return tracer_common::MmCounters::ZERO;
+    }
+    let mm = current_mm(offsets().task_mm).unwrap_or(0);
+    if mm == 0 {
+        return tracer_common::MmCounters::ZERO;
+    }
+    mm_change(cfg, mm).counters(&offsets())
 }

@@ -2,6 +2,9 @@
 //! told not to see (`MMTRACE_UNHOOK=madvise`), then the next memory event,
 //! for tests/tests/counters.rs:
 //!
+//! 0. sleep 200 ms: mmtrace reads the new address space right after the
+//!    exec, while the program runs (it does not stop it); the read must
+//!    come before the unseen change for the model to miss it;
 //! 1. map 3 pages read-write;
 //! 2. madvise its middle page MADV_DONTFORK, which splits the mapping into
 //!    three VMAs (the unseen change);
@@ -68,6 +71,7 @@ fn main() {
     };
     // SAFETY: sysconf has no preconditions.
     let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    std::thread::sleep(std::time::Duration::from_millis(200));
 
     let split = map(3 * ps, libc::PROT_READ | libc::PROT_WRITE);
     // SAFETY: advice on a page of our own mapping.

@@ -493,6 +493,12 @@ fn main() {
     let ps = page_size;
     // Allocates the pause buffer now, before anything is measured.
     let mut pauser = Pauser::new(pause_ms);
+    // mmtrace reads the new address space right after the exec while the
+    // program runs on (it never stops it): on a busy machine that read
+    // may come milliseconds late. Leave it the time to come before the
+    // steps, whose births the tests check one by one (a step made before
+    // the read is part of the seed).
+    std::thread::sleep(Duration::from_millis(100));
 
     // Step 1: brk. No allocation between the three calls.
     let brk_query = sys_brk(0);

@@ -19,13 +19,13 @@ use crate::{
     cli::{kind_mask, FaultMode, RecordArgs},
     error::{Result, EXIT_OUTPUT_INCOMPLETE},
     event::Event,
-    kernel::{preflight, StackPath},
+    kernel::StackPath,
     model::{CheckReason, Comparison, Process, RegionChange},
     output::{
         file::{self, Replace},
         timeline::{self, MapsEntry, Timeline},
     },
-    session::{self, command, exitwatch, ModelPlan, Plan, Sink, Target},
+    session::{self, command, ModelPlan, Plan, Sink, Target},
 };
 
 /// Ticks: checks are started and resolved, counters sampled.
@@ -44,13 +44,7 @@ pub fn prepare(mut args: RecordArgs) -> Result<Prepared> {
     // Written at the end, through a temporary file; checked now.
     file::check(&args.output)?;
     let trace = std::mem::take(&mut args.trace);
-    // Exit checks need a seccomp filter in the command, installed without
-    // no_new_privs (which would change what the command may do).
-    let watch_exits = !trace.command.is_empty() && preflight::has_sys_admin();
-    if !trace.command.is_empty() && !watch_exits {
-        log::warn!("no exit checks: they need CAP_SYS_ADMIN");
-    }
-    let target = session::start(trace, pids, watch_exits)?;
+    let target = session::start(trace, pids)?;
     Ok(Prepared { args, target })
 }
 
@@ -92,6 +86,10 @@ impl Sink for RecordSink {
                 model: d.model.as_ref().map(MapsEntry::of),
                 kernel: d.kernel.as_ref().map(MapsEntry::of),
                 fields: d.fields.iter().map(|f| (*f).to_string()).collect(),
+                counters: c
+                    .residual
+                    .clone()
+                    .filter(|_| d.model.is_none() && d.kernel.is_none()),
             });
         }
         r.checks.push(timeline::Check {
@@ -99,6 +97,8 @@ impl Sink for RecordSink {
             reason,
             regions: c.regions,
             drift: c.differences.len() as u64,
+            against: c.against,
+            void: c.void,
         });
     }
 
@@ -181,26 +181,7 @@ pub async fn run(p: Prepared) -> Result<i32> {
         lost_by_kind: BTreeMap::new(),
         lost_events: 0,
     };
-    // Exits of the command tree wait for a check (see exitwatch).
-    let listener = target
-        .command
-        .as_mut()
-        .and_then(|(_, held)| held.exit_listener.take());
-    let mut spare = None;
-    let exits = match listener {
-        Some(l) => {
-            spare = l.try_clone().ok();
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            std::thread::spawn(move || exitwatch::serve(&l, &tx));
-            Some(rx)
-        }
-        None => None,
-    };
-    let outcome = session::run(&mut target, &plan, &mut sink, exits).await?;
-    if let (session::End::Signal(_), Some(l)) = (&outcome.end, &spare) {
-        // The command goes on without us: keep its exits working.
-        exitwatch::answer_in_background(l);
-    }
+    let outcome = session::run(&mut target, &plan, &mut sink).await?;
     let duration_ns = outcome.elapsed.as_nanos() as u64;
     let doc = sink.timeline(&target, duration_ns, outcome.stack_path);
     let written = write_doc(&doc, &args.output);

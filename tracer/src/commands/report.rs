@@ -14,7 +14,7 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, io, path::Path};
 
-use crate::model::Cause;
+use crate::model::{Cause, CheckBasis};
 use crate::output::{
     names::{escape_text, hex, human_size},
     timeline::{self, MapsEntry, Process, Region, Timeline},
@@ -862,9 +862,14 @@ fn checks_and_drift(s: &mut String, p: &Process) {
             p.pid
         );
     } else {
-        let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
         for c in &p.checks {
-            *reasons.entry(c.reason.as_str()).or_default() += 1;
+            let key = match (c.against, c.void) {
+                (_, Some(_)) => format!("{} void", c.reason),
+                (CheckBasis::Counters, None) => format!("{} by counters", c.reason),
+                (CheckBasis::Maps, None) => c.reason.to_string(),
+            };
+            *reasons.entry(key).or_default() += 1;
         }
         let reasons = reasons
             .iter()
@@ -1123,7 +1128,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::model::{CheckReason, SeededBy};
+    use crate::model::{CheckBasis, CheckReason, SeededBy};
     use crate::output::timeline::{Change, Check, CounterSample, Drift, Faults, Interval};
 
     const MS: u64 = 1_000_000;
@@ -1387,18 +1392,24 @@ mod tests {
                 reason: CheckReason::Interval,
                 regions: 6,
                 drift: 0,
+                against: CheckBasis::Maps,
+                void: None,
             },
             Check {
                 t_ns: 200 * MS,
                 reason: CheckReason::Interval,
                 regions: 6,
                 drift: 1,
+                against: CheckBasis::Maps,
+                void: None,
             },
             Check {
                 t_ns: 900 * MS,
                 reason: CheckReason::Exit,
                 regions: 5,
                 drift: 0,
+                against: CheckBasis::Maps,
+                void: None,
             },
         ];
         p.drift = vec![Drift {
@@ -1416,6 +1427,7 @@ mod tests {
                 inode: None,
             }),
             fields: Vec::new(),
+            counters: None,
         }];
         p.uncertain = vec![
             Interval {

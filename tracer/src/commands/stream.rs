@@ -4,8 +4,8 @@
 //!
 //! In region mode the session keeps a model of each traced process
 //! ([`crate::model::Tracker`]): seeded from /proc/PID/maps at first sight,
-//! copied at fork, reseeded at exec; a command started with `-- CMD` is
-//! stopped at exec until its address space is read. A process found
+//! copied at fork, reseeded at exec (read right after it, while the
+//! program runs on: see the README's "Kept honest"). A process found
 //! running has its regions born (`proc`) at first sight, a child its copies
 //! (`fork`, under its own pid). Unlike `record`, nothing is checked against
 //! /proc afterwards: after lost events the model may be out of step.
@@ -58,7 +58,7 @@ pub fn prepare(mut args: StreamArgs) -> Result<Prepared> {
         )
     };
     let trace = std::mem::take(&mut args.trace);
-    let target = session::start(trace, pids, false)?;
+    let target = session::start(trace, pids)?;
     Ok(Prepared {
         args,
         out,
@@ -174,7 +174,7 @@ pub async fn run(p: Prepared) -> Result<i32> {
         output_closed: false,
         output_failed: None,
     };
-    let outcome = session::run(&mut target, &plan, &mut sink, None).await?;
+    let outcome = session::run(&mut target, &plan, &mut sink).await?;
     let code = session::finish(&outcome, &target);
     match sink.output_failed {
         Some(e) => {

@@ -49,6 +49,18 @@ fn c_bytes(bytes: &[u8]) -> Vec<u8> {
     bytes[..end].to_vec()
 }
 
+/// An exec record's process (tgid), stamp, and the address of the new
+/// `mm_struct` (the key of its address space in the kernel's `MM_SEQ`;
+/// None when the kernel did not read it); None for other records.
+pub fn exec_record(bytes: &[u8]) -> Option<(u32, u64, Option<u64>)> {
+    let h: EventHeader = read_wire(bytes)?;
+    if EventKind::from_u32(h.kind) != Some(EventKind::Exec) {
+        return None;
+    }
+    let e: ExecEvent = read_wire(bytes)?;
+    Some((h.tgid, h.ts_ns, (e.mm_addr != 0).then_some(e.mm_addr)))
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let h: EventHeader = read_wire(bytes).ok_or(DecodeError::Short(bytes.len()))?;
     let kind = EventKind::from_u32(h.kind).ok_or(DecodeError::UnknownKind(h.kind))?;
@@ -254,6 +266,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         }
         EventKind::Exit => {
             let e: ExitEvent = read(bytes, kind)?;
+            mm = Counters::from_wire(&e.mm);
             Body::Exit {
                 status: e.exit_code,
                 start_time: e.start_time,

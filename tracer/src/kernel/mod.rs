@@ -20,10 +20,11 @@ use aya::{
 };
 use log::{debug, info};
 use tracer_common::{
-    Config, Duty, EventKind, FaultCounts, Fexit, Source, Tracepoint, COMM_LEN, ERRORS_NO_KIND,
-    FAULTS_ALL, FAULTS_OFF, FILTER_COMM, FILTER_FOLLOW, FILTER_PID, KIND_SLOTS, MAP_COMM_FILTER,
-    MAP_ERRORS, MAP_EVENTS, MAP_FAULT_COUNTS, MAP_LOST, MAP_PID_FILTER, MAP_RSS, MAP_RUNTIME,
-    RSS_MEMBERS, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT, TP_SCHED_PROCESS_EXIT,
+    Config, Duty, EventKind, FaultCounts, Fexit, MmSeq, Source, Tracepoint, COMM_LEN,
+    ERRORS_NO_KIND, FAULTS_ALL, FAULTS_OFF, FILTER_COMM, FILTER_FOLLOW, FILTER_PID, KIND_SLOTS,
+    MAP_COMM_FILTER, MAP_ERRORS, MAP_EVENTS, MAP_FAULT_COUNTS, MAP_LOST, MAP_MM_SEQ,
+    MAP_PID_FILTER, MAP_RSS, MAP_RUNTIME, RSS_MEMBERS, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT,
+    TP_SCHED_PROCESS_EXIT,
 };
 
 use self::tracefs::{tracepoint_exists, TRACEFS};
@@ -84,8 +85,6 @@ pub struct HookConfig {
     pub pid_filter: bool,
     /// Ring buffer size in bytes (a power of two, at least a page).
     pub buffer_bytes: u32,
-    /// Stop each traced process at exec until [`Hooks`]' user continues it.
-    pub exec_stop: bool,
     /// Keep each traced process's RSS counters from kmem:rss_stat.
     pub track_rss: bool,
     /// Records carry their address space's counters (`MmCounters`).
@@ -154,7 +153,6 @@ impl Hooks {
             // polls every few milliseconds for the rest.
             wakeup_bytes: u64::from(cfg.buffer_bytes / 4),
             exit_group_dead_offset: exit_group_dead_offset().unwrap_or(0),
-            exec_stop: u32::from(cfg.exec_stop),
             track_rss: u32::from(cfg.track_rss),
             diagnostics: u32::from(kernel_log_wanted()),
             mm_counters: u32::from(cfg.mm_counters),
@@ -427,6 +425,19 @@ impl Hooks {
 
     /// The kernel's fault counters of one process, summed over CPUs; None
     /// when it has none.
+    /// The memory syscalls of address space `mm` (its `mm_struct`
+    /// address) entered and exited so far; None when none was ever
+    /// entered.
+    pub fn mm_seq(&self, mm: u64) -> Result<Option<MmSeq>> {
+        let seq: HashMap<_, u64, MmSeq> =
+            HashMap::try_from(self.ebpf.map(MAP_MM_SEQ).context("MM_SEQ map")?)?;
+        match seq.get(&mm, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if missing_key(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub fn fault_counts_of(&self, tgid: u32) -> Result<Option<FaultCounts>> {
         let counts: PerCpuHashMap<_, u32, FaultCounts> = PerCpuHashMap::try_from(
             self.ebpf
@@ -571,9 +582,7 @@ fn exit_group_dead_offset() -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracer_common::{
-        MAP_MM_SEQ, MAP_PENDING, MAP_STACK_FENTRY, MAP_STACK_PENDING, MAP_VMA_PIVOTS,
-    };
+    use tracer_common::{MAP_PENDING, MAP_STACK_FENTRY, MAP_STACK_PENDING, MAP_VMA_PIVOTS};
 
     /// The embedded object's maps are the ones tracer-common names (the
     /// eBPF side spells them as literals in `#[map(name = ...)]`), and its

@@ -20,12 +20,6 @@ fn effective_caps() -> u64 {
         .unwrap_or(0)
 }
 
-/// Whether this process may install seccomp filters in its children
-/// without setting no_new_privs (for exit checks).
-pub fn has_sys_admin() -> bool {
-    effective_caps() & (1 << CAP_SYS_ADMIN) != 0
-}
-
 /// mmtrace needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN, which root has).
 pub fn check_privileges() -> Result<()> {
     let caps = effective_caps();

@@ -29,10 +29,18 @@ impl EventReader {
     }
 
     /// Hands every waiting record to `f`; returns how many.
-    pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+    pub fn drain(&mut self, f: impl FnMut(&[u8])) -> usize {
+        self.drain_some(usize::MAX, f)
+    }
+
+    /// Hands up to `max` waiting records to `f`; returns how many.
+    pub fn drain_some(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> usize {
         let ring = self.fd.get_mut();
         let mut n = 0;
-        while let Some(item) = ring.next() {
+        while n < max {
+            let Some(item) = ring.next() else {
+                break;
+            };
             f(&item);
             n += 1;
         }

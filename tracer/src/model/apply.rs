@@ -44,16 +44,20 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
             start_brk,
             ..
         } => {
+            // The heap's start is the kernel's mm->start_brk, carried in
+            // the record; unknown (0), the old break is the start of a
+            // heap that does not exist yet.
+            let start = if *start_brk != 0 {
+                *start_brk
+            } else {
+                *old_brk
+            };
             if !before_seed {
-                // The heap's start is the kernel's mm->start_brk, carried in
-                // the record; unknown (0), the old break is the start of a
-                // heap that does not exist yet.
-                let start = if *start_brk != 0 {
-                    *start_brk
-                } else {
-                    *old_brk
-                };
                 space.brk(t, start, *old_brk, *new_brk);
+            } else if new_brk > old_brk {
+                // Name the seeded heap's birth after the call that made it
+                // (exec makes no heap).
+                name_seeded_birth(space, start, Cause::Brk, t);
             }
         }
         Body::Mmap {
@@ -67,18 +71,7 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
         } => {
             if before_seed {
                 // Name the seeded region's birth after the call.
-                if let Some(r) = space
-                    .regions
-                    .iter_mut()
-                    .rev()
-                    .find(|r| r.start == *addr && r.died_ns.is_none())
-                {
-                    r.born_by = Cause::Mmap;
-                    r.born_ns = t.min(r.born_ns);
-                    if let Some(first) = r.history.first_mut() {
-                        first.t_ns = r.born_ns;
-                    }
-                }
+                name_seeded_birth(space, *addr, Cause::Mmap, t);
             } else {
                 let file = file
                     .as_ref()
@@ -277,6 +270,23 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
         | Body::FaultSummary { .. } => {}
     }
     Applied::Done
+}
+
+/// The live region at `start`, from the snapshot the model was seeded
+/// from, was born by `cause` at `t` (a call stamped before the snapshot).
+fn name_seeded_birth(space: &mut AddressSpace, start: u64, cause: Cause, t: u64) {
+    if let Some(r) = space
+        .regions
+        .iter_mut()
+        .rev()
+        .find(|r| r.start == start && r.died_ns.is_none())
+    {
+        r.born_by = cause;
+        r.born_ns = t.min(r.born_ns);
+        if let Some(first) = r.history.first_mut() {
+            first.t_ns = r.born_ns;
+        }
+    }
 }
 
 /// mlock, mlock2 (`lock`: the lock bits) and munlock (`lock` 0) with

@@ -240,6 +240,12 @@ impl CounterCheck {
         Verdict::Differ(r)
     }
 
+    /// Kernel minus model, what is known to differ aside (for the check
+    /// at exit).
+    pub fn residual(&self, kernel: &Counters, space: &AddressSpace) -> Residual {
+        Residual::of(kernel, &space.counts()).minus(&self.baseline)
+    }
+
     /// The model was compared with /proc/PID/maps (and resynced if
     /// `resynced`); `last_change`: the stamp of the last event it had
     /// applied then. A difference of counters that the maps did not

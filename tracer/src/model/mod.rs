@@ -11,7 +11,9 @@ pub mod maps;
 pub mod tracker;
 
 pub use behaviour::KernelBehaviour;
-pub use tracker::{ChangeOp, Comparison, LiveProc, ProcSource, Process, RegionChange, Tracker};
+pub use tracker::{
+    ChangeOp, Comparison, ExecSeed, LiveProc, ProcSource, Process, RegionChange, Tracker,
+};
 
 use std::collections::BTreeMap;
 
@@ -213,6 +215,37 @@ vocabulary! {
         /// cannot tell how much (mprotect or mlock stopped by a sealed or
         /// forbidden mapping).
         Partial = "partial",
+        /// The address space read from /proc/PID/maps after an exec was
+        /// not settled: a memory call of the process ran during every
+        /// read, so the seed may hold part of a change.
+        Seed = "seed",
+    }
+}
+
+vocabulary! {
+    /// What a check compared the model with.
+    CheckBasis {
+        /// /proc/PID/maps, region by region.
+        Maps = "maps",
+        /// The kernel's counters of the address space (VMAs, pages): at
+        /// exit, where the maps can no longer be read.
+        Counters = "counters",
+    }
+}
+
+vocabulary! {
+    /// Why a check compared nothing.
+    VoidReason {
+        /// The kernel had taken the address space away before its exit
+        /// hook ran (kernels before 6.16 run it after `exit_mm`).
+        NoAddressSpace = "no_address_space",
+        /// The counters read at exit were not the process's alone (a call
+        /// of the address space was counted in flight).
+        Unsettled = "unsettled",
+        /// The model never had the address space the process's exec made
+        /// (the process was gone before it could be read), nor a check
+        /// since: it is known incomplete.
+        Unseeded = "unseeded",
     }
 }
 
@@ -1350,6 +1383,26 @@ impl AddressSpace {
                 r.sig |= sig::ACCOUNT;
             }
             self.insert(r);
+        }
+        // Neighbours the maps show apart although they look mergeable
+        // differ in what the maps do not show (an anon_vma of copied
+        // pages, VM_ACCOUNT kept by an mprotect that dropped write: a
+        // library's RELRO part beside its read-only part): they stay
+        // apart, as in the kernel, whatever later changes around them.
+        let seeded: Vec<usize> = seeds
+            .iter()
+            .filter_map(|s| self.live.get(&s.start).copied())
+            .collect();
+        for pair in seeded.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            if Self::mergeable(&self.regions[a], &self.regions[b]) {
+                for idx in [a, b] {
+                    if self.regions[idx].anon_vma.is_none() {
+                        self.next_anon_vma += 1;
+                        self.regions[idx].anon_vma = Some(self.next_anon_vma);
+                    }
+                }
+            }
         }
     }
 

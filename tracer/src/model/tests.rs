@@ -588,3 +588,24 @@ fn mprotect_uncharges_as_the_kernel_tells() {
         assert_eq!(a.live_count(), merged, "{kernel:?}");
     }
 }
+
+#[test]
+fn seeded_neighbours_the_maps_show_apart_stay_apart() {
+    // A library's read-only part and its RELRO part: /proc shows them
+    // apart (VM_ACCOUNT, copied pages), though they look mergeable.
+    let lib = |start: u64, offset: u64| Seed {
+        start,
+        end: start + P,
+        perms: Perms::from_prot(R, false),
+        offset,
+        backing: Backing::File {
+            path: b"/lib/libc.so.6".to_vec(),
+            dev: (8, 1),
+            ino: 42,
+        },
+    };
+    let mut a = AddressSpace::new(1);
+    a.seed(1, &[lib(0x10000, 0), lib(0x11000, P)], Cause::Exec);
+    a.mprotect(2, 0x10000, 2 * P, R);
+    assert_eq!(a.live().count(), 2);
+}

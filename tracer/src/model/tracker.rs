@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use super::{
     apply::{apply_event, apply_shmat, Applied},
     counters::{CounterCheck, Verdict},
-    maps, seed_of, AddressSpace, Backing, Cause, CheckReason, Journal, KernelBehaviour, Op, Perms,
-    Region, Seed, SeededBy,
+    maps, seed_of, AddressSpace, Backing, Cause, CheckBasis, CheckReason, Journal, KernelBehaviour,
+    Op, Perms, Region, Seed, SeededBy, VoidReason,
 };
 use crate::{
     event::{Abi, Body, Counters, Event, SysResult},
@@ -58,6 +58,26 @@ impl ProcSource for LiveProc {
     }
 }
 
+/// A process's address space read from /proc/PID/maps right after its
+/// exec, bracketed by two reads of the kernel's count of its memory calls
+/// (`MM_SEQ`).
+#[derive(Debug)]
+pub struct ExecSeed {
+    pub pid: u32,
+    pub maps: std::io::Result<Vec<Seed>>,
+    /// CLOCK_MONOTONIC after the first count was read, before the maps.
+    pub from_ns: u64,
+    /// CLOCK_MONOTONIC after the maps were read, before the second count.
+    pub until_ns: u64,
+    /// No memory call of the address space was in flight at either count
+    /// and none ended between them: the maps are exactly the state after
+    /// the calls that ended before `from_ns`, and before every call that
+    /// ends after `until_ns` (no call ends between them).
+    pub settled: bool,
+    /// Reads made (1: settled at once).
+    pub tries: u32,
+}
+
 /// A span of time (ns since the start) during which the model of a process
 /// may be out of step with the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +110,15 @@ pub struct Process {
     /// Events stamped before this (CLOCK_MONOTONIC) are already in the
     /// snapshot the process was seeded from.
     seeded_until: u64,
+    /// The snapshot's read began here: a stack growth stamped between
+    /// this and `seeded_until` is in it when the stack already starts
+    /// where the growth took it.
+    seeded_from: u64,
+    /// The check made at its exit, for the sinks (see [`Tracker::apply`]).
+    pub exit_check: Option<Comparison>,
+    /// Its exec's address space could not be read, and no check has
+    /// resynced the model since.
+    unseeded: bool,
     /// CLOCK_MONOTONIC of the last event that changed its mappings.
     pub last_change: u64,
     /// Closed spans of uncertainty, and the open one.
@@ -143,6 +172,9 @@ impl Process {
             exit_status: None,
             space: AddressSpace::new(bucket_ns).with_kernel(kernel),
             seeded_until: 0,
+            seeded_from: 0,
+            exit_check: None,
+            unseeded: false,
             last_change: 0,
             uncertain: Vec::new(),
             uncertain_since: None,
@@ -221,6 +253,57 @@ impl Process {
         }
     }
 
+    /// Whether `ev` is already in the snapshot the process was seeded
+    /// from. Calls are ordered against the read by their stamps (settled
+    /// seeds have none stamped during the read); a stack growth stamped
+    /// during the read is in it when the stack already starts where the
+    /// growth took it.
+    fn in_seed(&self, ev: &Event) -> bool {
+        if ev.ts_ns < self.seeded_from {
+            return true;
+        }
+        if ev.ts_ns >= self.seeded_until {
+            return false;
+        }
+        match ev.body {
+            Body::Stack { new_start, .. } => self.space.live().any(|r| r.start == new_start),
+            _ => true,
+        }
+    }
+
+    /// The check at the process's exit: the kernel's counters of the
+    /// address space it leaves (`counters`, None when none were read)
+    /// against the model; `t_ns`: the exit, in the model's time.
+    fn exit_check(&self, counters: Option<&Counters>, t_ns: u64) -> Comparison {
+        let regions = self.space.live().count() as u64;
+        let mut c = Comparison {
+            t_ns,
+            regions,
+            differences: Vec::new(),
+            against: CheckBasis::Counters,
+            void: None,
+            residual: None,
+        };
+        match counters {
+            _ if self.unseeded => c.void = Some(VoidReason::Unseeded),
+            None => c.void = Some(VoidReason::NoAddressSpace),
+            Some(k) if !k.settled => c.void = Some(VoidReason::Unsettled),
+            Some(k) => {
+                let r = self.counters.residual(k, &self.space);
+                if !r.is_zero() {
+                    c.differences.push(maps::Difference {
+                        kind: "counters",
+                        model: None,
+                        kernel: None,
+                        fields: Vec::new(),
+                    });
+                    c.residual = Some(r.describe());
+                }
+            }
+        }
+        c
+    }
+
     /// Its system calls are not traced (a 32-bit program).
     pub fn untraced(&self) -> bool {
         self.abi.is_some_and(|a| !a.traced())
@@ -290,8 +373,15 @@ pub struct Comparison {
     /// ns since the start, at the read.
     pub t_ns: u64,
     pub regions: u64,
-    /// (kind, model's region, kernel's region).
+    /// The differences found; kind `counters` (no regions) when the
+    /// counters differed.
     pub differences: Vec<maps::Difference>,
+    /// What the model was compared with.
+    pub against: CheckBasis,
+    /// Nothing could be compared, and why.
+    pub void: Option<VoidReason>,
+    /// The counters that differed, kernel minus model ("map_count +1").
+    pub residual: Option<String>,
 }
 
 pub struct Tracker {
@@ -305,9 +395,8 @@ pub struct Tracker {
     /// Keep dead regions (for timelines); otherwise they are dropped once
     /// the event that killed them has been reported.
     keep_history: bool,
-    /// Processes are stopped at exec until their maps are read (see
-    /// `HookConfig::exec_stop`): the exec's counters describe the seed.
-    exec_stopped: bool,
+    /// The seed of the exec about to be applied, read by the session.
+    exec_seed: Option<ExecSeed>,
     next_seq: u64,
     source: Box<dyn ProcSource>,
     /// Where kernels differ, how this one changes mappings.
@@ -324,16 +413,18 @@ impl Tracker {
             start_ns: 0,
             bucket_ns,
             keep_history,
-            exec_stopped: false,
+            exec_seed: None,
             next_seq: 0,
             source,
             kernel: KernelBehaviour::default(),
         }
     }
 
-    /// Traced processes are stopped at exec until their maps are read.
-    pub fn set_exec_stopped(&mut self, stopped: bool) {
-        self.exec_stopped = stopped;
+    /// The seed of the exec event applied next (of `seed.pid`). Without
+    /// one, an exec reads /proc/PID/maps through the [`ProcSource`] once
+    /// and takes it as settled (the tests' sources never change).
+    pub fn set_exec_seed(&mut self, seed: ExecSeed) {
+        self.exec_seed = Some(seed);
     }
 
     /// Models the address spaces as `kernel` changes them (the default is
@@ -380,20 +471,15 @@ impl Tracker {
     /// `pid` leaves its address space (exit, exec): if other processes
     /// share it, it lives on in them. The lowest of their pids takes the
     /// model over, with its history, and the others share it from then on.
-    /// Returns whether the space was handed over.
-    fn hand_over_space(&mut self, pid: u32) -> bool {
-        let Some(heir) = self
+    /// Returns the process that took it over.
+    fn hand_over_space(&mut self, pid: u32) -> Option<u32> {
+        let heir = self
             .live
             .iter()
             .filter(|(_, p)| p.shares == Some(pid))
             .map(|(&h, _)| h)
-            .min()
-        else {
-            return false;
-        };
-        let Some(p) = self.live.get_mut(&pid) else {
-            return false;
-        };
+            .min()?;
+        let p = self.live.get_mut(&pid)?;
         let space = std::mem::replace(&mut p.space, AddressSpace::new(self.bucket_ns));
         let counters = std::mem::take(&mut p.counters);
         let (last_change, seeded_until) = (p.last_change, p.seeded_until);
@@ -417,7 +503,7 @@ impl Tracker {
             h.dirty = true;
         }
         log::debug!("pid {pid} left its address space; pid {heir}, sharing it, keeps its model");
-        true
+        Some(heir)
     }
 
     pub fn processes_mut(&mut self) -> impl Iterator<Item = &mut Process> {
@@ -461,9 +547,11 @@ impl Tracker {
             (p.ppid, p.exe) = source.describe(pid);
             p.abi = source.abi(pid);
             p.note_untraced(t);
+            let from = source.now();
             match source.maps(pid) {
                 Ok(seeds) => {
                     p.space.seed(t, &seeds, Cause::Proc);
+                    p.seeded_from = from;
                     p.seeded_until = source.now();
                 }
                 // Gone already, or not readable: what we know is uncertain.
@@ -471,6 +559,14 @@ impl Tracker {
             }
             p
         })
+    }
+
+    /// `pid` is mmtrace's own child about to exec the command: known from
+    /// nothing until its exec seeds it (its address space before that is a
+    /// copy of mmtrace's, not worth a read of /proc).
+    pub fn expect_exec(&mut self, pid: u32) {
+        let p = self.new_process(pid, SeededBy::Exec);
+        self.live.insert(pid, p);
     }
 
     /// [`Tracker::ensure`], and notes where `pid`'s journal stands, so that
@@ -567,32 +663,58 @@ impl Tracker {
                 }
                 p.counters.reset();
                 self.touched.push((ev.pid, mark));
-                let read_at = self.source.now();
-                let seeds = self.source.maps(ev.pid);
-                let until = self.source.now();
-                let read_at = self.rel(read_at);
-                let exec_stopped = self.exec_stopped;
-                let p = self.ensure(ev.pid, &ev.comm);
-                if let Ok(seeds) = seeds {
-                    p.space.seed(t, &seeds, Cause::Exec);
-                    p.seeded_until = until;
-                    p.trust(t);
-                    p.note_untraced(t);
-                    // Read while the process was stopped at its exec: the
-                    // counters of the exec describe the same state.
-                    if let (true, Some(c)) = (exec_stopped, &ev.counters) {
-                        p.check_counters(ev, c, t);
+                let seed = match self.exec_seed.take() {
+                    Some(seed) if seed.pid == ev.pid => seed,
+                    _ => {
+                        let from_ns = self.source.now();
+                        let maps = self.source.maps(ev.pid);
+                        ExecSeed {
+                            pid: ev.pid,
+                            maps,
+                            from_ns,
+                            until_ns: self.source.now(),
+                            settled: true,
+                            tries: 1,
+                        }
                     }
-                } else {
-                    p.doubt(read_at, CheckReason::Lost);
+                };
+                let read_at = self.rel(seed.from_ns);
+                let p = self.ensure(ev.pid, &ev.comm);
+                p.unseeded = seed.maps.is_err();
+                match seed.maps {
+                    Ok(seeds) => {
+                        // Everything the process did between its exec and
+                        // the read is in the seed: regions born then are
+                        // seeded by the exec (an mmap's or brk's own event
+                        // renames the birth, see `apply_event`).
+                        p.space.seed(t, &seeds, Cause::Exec);
+                        p.seeded_from = seed.from_ns;
+                        p.seeded_until = seed.until_ns;
+                        p.trust(t);
+                        p.note_untraced(t);
+                        if !seed.settled {
+                            // A call ran during every read: the seed may
+                            // hold part of it until the next check.
+                            p.doubt(t, CheckReason::Seed);
+                        }
+                    }
+                    _ => p.doubt(read_at, CheckReason::Lost),
                 }
             }
             Body::Exit { status, start_time } => {
                 self.ensure_touched(ev.pid, &ev.comm);
                 // A space shared with others lives on in them; a sharer's
                 // own is empty.
-                self.hand_over_space(ev.pid);
+                let heir = self.hand_over_space(ev.pid);
                 if let Some(mut p) = self.live.remove(&ev.pid) {
+                    // The counters are those of the address space it
+                    // leaves: the model of whoever holds it now.
+                    let holder = heir.or(p.shares).and_then(|h| self.live.get(&h));
+                    let check = match holder {
+                        Some(h) => h.exit_check(ev.counters.as_ref(), t),
+                        None => p.exit_check(ev.counters.as_ref(), t),
+                    };
+                    p.exit_check = Some(check);
                     p.space.end_all(t, Cause::Exit);
                     p.exit_at = Some(t);
                     p.exit_status = Some(*status);
@@ -614,7 +736,8 @@ impl Tracker {
                 p.dirty = true;
                 p.faults_since_sample += 1;
                 // A fault only counts: it always applies.
-                apply_event(&mut p.space, ev, t, ev.ts_ns < p.seeded_until);
+                let before_seed = p.in_seed(ev);
+                apply_event(&mut p.space, ev, t, before_seed);
             }
             Body::Brk { .. }
             | Body::Mmap { .. }
@@ -636,7 +759,7 @@ impl Tracker {
                 // The model of the address space the call changed.
                 let pid = self.owner_of(ev.pid);
                 let p = self.ensure_touched(pid, &ev.comm);
-                let before_seed = ev.ts_ns < p.seeded_until;
+                let before_seed = p.in_seed(ev);
                 // An attached segment's extent is not in the call: read it.
                 let segment = match ev.body {
                     Body::Shmat {
@@ -773,6 +896,7 @@ impl Tracker {
         if !differences.is_empty() {
             p.space.resync(t, snapshot);
         }
+        p.unseeded = false;
         if let Some(r) = p.counters.checked(!differences.is_empty(), p.last_change) {
             log::debug!(
                 "pid {pid}: the maps explain no difference of counters; expected from now on: {}",
@@ -784,6 +908,9 @@ impl Tracker {
             t_ns: t,
             regions: snapshot.len() as u64,
             differences,
+            against: CheckBasis::Maps,
+            void: None,
+            residual: None,
         })
     }
 
@@ -1197,6 +1324,178 @@ mod tests {
         t.apply(&ev(7001, 7, mmap(0x30000, 1)));
         t.end_event();
         assert!(t.get(7).unwrap().uncertain_since.is_some());
+    }
+
+    fn exec(ts: u64, pid: u32) -> Event {
+        ev(
+            ts,
+            pid,
+            Body::Exec {
+                path: b"/bin/y".to_vec(),
+                old_pid: pid,
+                start_time: 42,
+                abi: None,
+            },
+        )
+    }
+
+    fn exec_seed(
+        pid: u32,
+        maps: Vec<Seed>,
+        from_ns: u64,
+        until_ns: u64,
+        settled: bool,
+    ) -> ExecSeed {
+        ExecSeed {
+            pid,
+            maps: Ok(maps),
+            from_ns,
+            until_ns,
+            settled,
+            tries: 1,
+        }
+    }
+
+    #[test]
+    fn calls_before_a_settled_exec_seed_are_in_it_later_ones_apply() {
+        let mut t = tracker(false, &[]);
+        // The seed, read from 6100 to 6200, already holds the mmap at
+        // 0x20000 (made at 6050).
+        t.set_exec_seed(exec_seed(
+            7,
+            vec![seed(0x50000, 1), seed(0x20000, 1)],
+            6100,
+            6200,
+            true,
+        ));
+        t.apply(&exec(6000, 7));
+        t.end_event();
+        t.apply(&ev(6050, 7, mmap(0x20000, 1)));
+        assert!(ops(&t).is_empty(), "not applied twice: {:?}", ops(&t));
+        t.end_event();
+        t.apply(&ev(6300, 7, mmap(0x30000, 1)));
+        assert_eq!(ops(&t), [(7, "born")]);
+        t.end_event();
+        let p = t.get(7).unwrap();
+        let live: Vec<(u64, Cause)> = p.space.live().map(|r| (r.start, r.born_by)).collect();
+        assert_eq!(
+            live,
+            [
+                (0x20000, Cause::Mmap),
+                (0x30000, Cause::Mmap),
+                (0x50000, Cause::Exec)
+            ]
+        );
+        assert_eq!((p.uncertain_since, p.recheck), (None, None));
+    }
+
+    #[test]
+    fn an_unsettled_exec_seed_is_uncertain_until_checked() {
+        let mut t = tracker(true, &[]);
+        t.expect_exec(7);
+        t.set_exec_seed(exec_seed(7, vec![seed(0x50000, 1)], 6100, 6200, false));
+        t.apply(&exec(6000, 7));
+        t.end_event();
+        let p = t.get(7).unwrap();
+        assert_eq!(
+            (p.uncertain_since, p.recheck),
+            (Some(6000), Some(CheckReason::Seed))
+        );
+        t.compare(7, 9000, &[seed(0x50000, 1)]).unwrap();
+        let p = t.get(7).unwrap();
+        assert_eq!(p.recheck, None);
+        assert_eq!(
+            p.uncertain,
+            [Uncertain {
+                from_ns: 6000,
+                to_ns: Some(9000)
+            }]
+        );
+    }
+
+    #[test]
+    fn exit_is_checked_by_counters_or_said_void() {
+        let exit = |ts| {
+            ev(
+                ts,
+                7,
+                Body::Exit {
+                    status: 0,
+                    start_time: 42,
+                },
+            )
+        };
+        let run = |counters: Option<(bool, u64)>, seeded: bool| {
+            let mut t = tracker(true, &[]);
+            t.expect_exec(7);
+            let maps = vec![seed(0x50000, 2)];
+            let mut s = exec_seed(7, maps, 6100, 6200, true);
+            if !seeded {
+                s.maps = Err(std::io::ErrorKind::NotFound.into());
+            }
+            t.set_exec_seed(s);
+            t.apply(&exec(6000, 7));
+            t.end_event();
+            let mut e = exit(7000);
+            if let Some((settled, vmas)) = counters {
+                e = counted(e, vmas, 2);
+                e.counters.as_mut().unwrap().settled = settled;
+            }
+            t.apply(&e);
+            let mut ended = t.end_event();
+            ended.pop().unwrap().exit_check.unwrap()
+        };
+        let c = run(Some((true, 1)), true);
+        assert_eq!(
+            (c.against, c.void, c.regions),
+            (CheckBasis::Counters, None, 1)
+        );
+        assert!(c.differences.is_empty());
+        let c = run(Some((true, 2)), true);
+        assert_eq!(c.differences.len(), 1);
+        assert_eq!(c.residual.as_deref(), Some("map_count +1"));
+        assert_eq!(run(None, true).void, Some(VoidReason::NoAddressSpace));
+        assert_eq!(
+            run(Some((false, 1)), true).void,
+            Some(VoidReason::Unsettled)
+        );
+        assert_eq!(run(Some((true, 1)), false).void, Some(VoidReason::Unseeded));
+    }
+
+    #[test]
+    fn a_stack_growth_during_the_seed_read_is_in_it_when_the_stack_is_there() {
+        let stack = |start: u64| Seed {
+            start,
+            end: 0x80000,
+            perms: Perms::from_prot(3, false),
+            offset: 0,
+            backing: Backing::Stack,
+        };
+        let grow = |ts, old_start, new_start| {
+            ev(
+                ts,
+                7,
+                Body::Stack {
+                    old_start,
+                    new_start,
+                    source: crate::event::StackSource::Fault,
+                },
+            )
+        };
+        let mut t = tracker(false, &[]);
+        t.expect_exec(7);
+        t.set_exec_seed(exec_seed(7, vec![stack(0x70000)], 6100, 6200, true));
+        t.apply(&exec(6000, 7));
+        t.end_event();
+        // Stamped during the read, already in it.
+        t.apply(&grow(6150, 0x71000, 0x70000));
+        assert!(ops(&t).is_empty());
+        t.end_event();
+        // Stamped during the read, not in it: applied.
+        t.apply(&grow(6160, 0x70000, 0x6f000));
+        assert_eq!(ops(&t), [(7, "grow")]);
+        t.end_event();
+        assert_eq!(t.get(7).unwrap().recheck, None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::{
     model::{
         self,
         maps::{kind_of, strip_deleted},
-        Backing, Cause, CheckReason, Op, Seed, SeededBy,
+        Backing, Cause, CheckBasis, CheckReason, Op, Seed, SeededBy, VoidReason,
     },
 };
 
@@ -157,6 +157,10 @@ pub struct Drift {
     /// kind, path, device, inode). Absent in files of earlier mmtrace versions.
     #[serde(default)]
     pub fields: Vec<String>,
+    /// Kind `counters`: the counters that differed at exit, kernel minus
+    /// model ("map_count +1, total_vm +4").
+    #[serde(default)]
+    pub counters: Option<String>,
 }
 
 /// One line of /proc/PID/maps, or the model's region in the same terms.
@@ -187,6 +191,17 @@ pub struct Check {
     pub regions: u64,
     /// Differences found (each is a `drift` record).
     pub drift: u64,
+    /// What the model was compared with: maps (/proc/PID/maps), or
+    /// counters (the kernel's counters of the address space, at exit).
+    #[serde(default = "maps_basis")]
+    pub against: CheckBasis,
+    /// Nothing could be compared, and why.
+    #[serde(default)]
+    pub void: Option<VoidReason>,
+}
+
+fn maps_basis() -> CheckBasis {
+    CheckBasis::Maps
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -383,6 +398,14 @@ mod tests {
         assert_eq!(
             allowed(&schema, "check", "reason"),
             names(CheckReason::ALL, CheckReason::as_str)
+        );
+        assert_eq!(
+            allowed(&schema, "check", "against"),
+            names(CheckBasis::ALL, CheckBasis::as_str)
+        );
+        assert_eq!(
+            allowed(&schema, "check", "void"),
+            names(VoidReason::ALL, VoidReason::as_str)
         );
         let causes: BTreeSet<String> = allowed(&schema, "region", "born_by")
             .union(&allowed(&schema, "region", "died_by"))

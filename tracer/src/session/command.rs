@@ -65,8 +65,6 @@ pub struct HeldChild {
     go: libc::c_int,
     exec_err: libc::c_int,
     released: bool,
-    /// The seccomp listener for exit checks, when asked for and allowed.
-    pub exit_listener: Option<std::os::fd::OwnedFd>,
 }
 
 fn pipe_cloexec() -> Result<(libc::c_int, libc::c_int)> {
@@ -83,8 +81,7 @@ fn pipe_cloexec() -> Result<(libc::c_int, libc::c_int)> {
 /// Forks a child that execs `argv` once released.
 ///
 /// Must be called while the process has a single thread.
-pub fn spawn_held(program: &Path, argv: &[OsString], watch_exits: bool) -> Result<HeldChild> {
-    let filter = watch_exits.then(crate::session::exitwatch::Filter::default);
+pub fn spawn_held(program: &Path, argv: &[OsString]) -> Result<HeldChild> {
     let c_program = CString::new(program.as_os_str().as_bytes())
         .map_err(|_| Error::Usage("the command contains a NUL byte".into()))?;
     let c_args: Vec<CString> = argv
@@ -97,7 +94,6 @@ pub fn spawn_held(program: &Path, argv: &[OsString], watch_exits: bool) -> Resul
 
     let (go_r, go_w) = pipe_cloexec()?;
     let (err_r, err_w) = pipe_cloexec()?;
-    let (info_r, info_w) = pipe_cloexec()?;
     // SAFETY: single-threaded; the child only calls async-signal-safe
     // functions (read, execv, write, _exit) on memory prepared above.
     let pid = unsafe { libc::fork() };
@@ -110,17 +106,11 @@ pub fn spawn_held(program: &Path, argv: &[OsString], watch_exits: bool) -> Resul
         unsafe {
             libc::close(go_w);
             libc::close(err_r);
-            libc::close(info_r);
-            if let Some(f) = &filter {
-                // The listener's number (or -errno), for the parent to take.
-                let fd = f.install_in_child();
-                libc::write(info_w, (&fd as *const i32).cast(), 4);
-            }
-            libc::close(info_w);
             let mut b = 0u8;
             let n = libc::read(go_r, (&mut b as *mut u8).cast(), 1);
             if n != 1 {
-                // mmtrace went away before releasing us.
+                // mmtrace went away before releasing us: the command never
+                // ran.
                 libc::_exit(127);
             }
             crate::session::signals::unblock_all_in_child();
@@ -134,31 +124,12 @@ pub fn spawn_held(program: &Path, argv: &[OsString], watch_exits: bool) -> Resul
     unsafe {
         libc::close(go_r);
         libc::close(err_w);
-        libc::close(info_w);
     }
-    let mut exit_listener = None;
-    if filter.is_some() {
-        let mut fd = 0i32;
-        // SAFETY: reading at most 4 bytes into an i32.
-        let n = unsafe { libc::read(info_r, (&mut fd as *mut i32).cast(), 4) };
-        if n == 4 && fd >= 0 {
-            match crate::session::exitwatch::take_fd(pid as u32, fd) {
-                Ok(l) => exit_listener = Some(l),
-                Err(e) => log::warn!("no exit checks: cannot take the seccomp listener: {e}"),
-            }
-        } else {
-            let err = std::io::Error::from_raw_os_error(-fd);
-            log::warn!("no exit checks: cannot install the seccomp filter: {err}");
-        }
-    }
-    // SAFETY: our read end.
-    unsafe { libc::close(info_r) };
     Ok(HeldChild {
         pid: pid as u32,
         go: go_w,
         exec_err: err_r,
         released: false,
-        exit_listener,
     })
 }
 

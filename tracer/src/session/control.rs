@@ -5,8 +5,8 @@
 //!   (`--faults summary`) into `fault_summary` events, and forgets each
 //!   process's counters at its exit, so the kernel map holds live
 //!   processes only.
-//! - [`continue_after_exec`] lets a command stopped by the kernel at exec
-//!   run once its new address space has been read.
+//! - [`exec_seed`] reads a process's address space right after its exec,
+//!   as a cut between its memory calls.
 //! - [`LiveProbe`] is what the [`super::checker::Checker`] reads of a
 //!   running process.
 
@@ -18,7 +18,7 @@ use super::checker::Probe;
 use crate::{
     event::{Body, Event},
     kernel::{clock, proc, Hooks},
-    model::{maps, Seed},
+    model::{maps, ExecSeed, Seed},
 };
 
 /// Fault counters already reported, per process.
@@ -148,11 +148,100 @@ pub fn lost_event(kind: EventKind, count: u64, now_ns: u64) -> Event {
     }
 }
 
-/// A process the kernel stopped at exec (the held command's tree, see
-/// `HookConfig::exec_stop`) may run now.
-pub fn continue_after_exec(pid: u32) {
-    // SAFETY: sending a signal has no memory-safety preconditions.
-    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+/// Reads of /proc/PID/maps after an exec before giving up on a settled
+/// one.
+const SEED_TRIES: u32 = 64;
+/// Time spent on those reads at most: the event loop waits meanwhile.
+const SEED_BUDGET_NS: u64 = 4_000_000;
+
+/// The text of /proc/PID/maps, in as few reads as can be (each read of
+/// the file is a pass of the kernel under the address space's lock).
+fn read_maps_text(pid: u32) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(format!("/proc/{pid}/maps"))?;
+    let mut text = Vec::with_capacity(256 * 1024);
+    f.read_to_end(&mut text)?;
+    Ok(text)
+}
+
+/// Reads `pid`'s address space right after its exec (the new `mm_struct`
+/// at `mm`), between two reads of the kernel's count of its memory calls
+/// (`MM_SEQ`): settled when no call was in flight at either and none ended
+/// in between, so the maps hold exactly the calls ended before the read.
+/// Retried (the loader is busy right after exec) for a few milliseconds at
+/// most; the last read stands if none settled.
+pub fn exec_seed(hooks: &Hooks, pid: u32, mm: Option<u64>, exec_ns: u64) -> ExecSeed {
+    let started = clock::monotonic_ns();
+    let seq = |mm: Option<u64>| -> Option<(u64, u64)> {
+        let mm = mm?;
+        match hooks.mm_seq(mm) {
+            // No call ever entered: none in flight, none ended.
+            Ok(s) => Some(s.map_or((0, 0), |s| (s.in_flight, s.exited))),
+            Err(e) => {
+                log::debug!("cannot read MM_SEQ: {e:#}");
+                None
+            }
+        }
+    };
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let before = seq(mm);
+        let from_ns = clock::monotonic_ns();
+        let text = read_maps_text(pid);
+        let until_ns = clock::monotonic_ns();
+        let after = seq(mm);
+        // Parsed out of the bracket: the shorter it is, the likelier a
+        // moment with no call running. A zombie's maps are empty: its
+        // address space is gone.
+        let maps = text.and_then(|t| {
+            maps::parse(&t).map_err(|line| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("/proc/{pid}/maps: cannot parse line {line}"),
+                )
+            })
+        });
+        let maps = maps.and_then(|m| {
+            if m.is_empty() {
+                Err(std::io::ErrorKind::NotFound.into())
+            } else {
+                Ok(m)
+            }
+        });
+        let settled = matches!(
+            (before, after),
+            (Some((0, a)), Some((0, b))) if a == b
+        );
+        let gone = maps.is_err();
+        if settled
+            || gone
+            || tries >= SEED_TRIES
+            || until_ns.saturating_sub(started) >= SEED_BUDGET_NS
+        {
+            log::debug!(
+                "pid {pid}: exec seed {} after {tries} read(s) in {} us, {} us after the exec",
+                if gone {
+                    "not read (the process is gone)"
+                } else if settled {
+                    "settled"
+                } else {
+                    "not settled"
+                },
+                until_ns.saturating_sub(started) / 1000,
+                started.saturating_sub(exec_ns) / 1000
+            );
+            return ExecSeed {
+                pid,
+                maps,
+                from_ns,
+                until_ns,
+                settled,
+                tries,
+            };
+        }
+        std::hint::spin_loop();
+    }
 }
 
 /// The running system, for the checker.

@@ -18,13 +18,16 @@ use tracer_common::{EventKind, FAULTS_ALL, FAULTS_OFF, FAULTS_SUMMARY};
 use crate::{
     cli::{FaultMode, TraceArgs},
     error::{Error, Result},
-    event::{decode::decode, Body, Event},
+    event::{
+        decode::{decode, exec_record},
+        Body, Event,
+    },
     kernel::{clock, preflight, proc, ring::EventReader, HookConfig, Hooks, StackPath},
     model::{CheckReason, Comparison, KernelBehaviour, LiveProc, Process, RegionChange, Tracker},
 };
 
 use self::{
-    checker::{Checker, PendingCheck, Probe, Settle},
+    checker::{Checker, PendingCheck, Settle},
     command as spawn,
     control::{FaultSummaries, LiveProbe},
     signals::StopSignals,
@@ -33,14 +36,16 @@ use self::{
 pub mod checker;
 pub mod command;
 pub mod control;
-pub mod exitwatch;
 pub mod signals;
 
 /// How often the reader polls for events submitted without a wakeup.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
-/// How many milliseconds an exit check waits at most for the process's
-/// threads to be blocked.
-const EXIT_SETTLE_TRIES: u32 = 100;
+/// Records handled at a time: the exec records among them are found
+/// first, so that the address spaces they made are read at once.
+const DRAIN_BATCH: usize = 16384;
+/// How long the session waits for the command's exec record once it has
+/// let it exec, before its event loop starts.
+const EXEC_WAIT: Duration = Duration::from_millis(5);
 
 /// What a command does with the session's events. Sinks render; they
 /// never touch the kernel or the traced processes.
@@ -130,7 +135,7 @@ pub fn check(args: &TraceArgs) -> Result<Vec<u32>> {
 
 /// Kernel features, tracefs, and the command started held. Runs before the
 /// async runtime exists: forking needs a single-threaded process.
-pub fn start(args: TraceArgs, pids: Vec<u32>, watch_exits: bool) -> Result<Target> {
+pub fn start(args: TraceArgs, pids: Vec<u32>) -> Result<Target> {
     let unhooked = crate::kernel::unhooked_kinds().map_err(Error::Usage)?;
     for k in EventKind::ALL.iter().filter(|k| unhooked & k.bit() != 0) {
         info!(
@@ -144,7 +149,7 @@ pub fn start(args: TraceArgs, pids: Vec<u32>, watch_exits: bool) -> Result<Targe
     let command = match args.command.first() {
         Some(program) => {
             let path = spawn::resolve_program(program)?;
-            let held = spawn::spawn_held(&path, &args.command, watch_exits)?;
+            let held = spawn::spawn_held(&path, &args.command)?;
             Some((path, held))
         }
         None => None,
@@ -190,9 +195,6 @@ impl Target {
                 || self.command.is_some()
                 || (a.follow && !a.comms.is_empty()),
             buffer_bytes: a.buffer_size,
-            // A model reads the command's address space at exec, before
-            // it runs.
-            exec_stop: plan.model.is_some() && self.command.is_some(),
             track_rss: plan.model.as_ref().is_some_and(|m| m.counters),
             // The model compares itself with them after each change.
             mm_counters: plan.model.is_some(),
@@ -256,8 +258,11 @@ struct Core {
     tally: Tally,
     /// EventKind bits of the events the sinks get.
     events: u32,
-    exec_stop: bool,
     counters: bool,
+    /// Exec records seen.
+    execs: u64,
+    /// Seeds read for exec records not handled yet, by (pid, stamp).
+    seeds: std::collections::HashMap<(u32, u64), crate::model::ExecSeed>,
     /// Malformed records already logged.
     malformed_logged: bool,
     /// The system calls of each process's program, once looked at (see
@@ -268,13 +273,57 @@ struct Core {
 impl Core {
     fn record<S: Sink>(&mut self, bytes: &[u8], sink: &mut S) {
         match decode(bytes) {
-            Ok(mut ev) => self.event(&mut ev, sink),
+            Ok(mut ev) => {
+                if matches!(ev.body, Body::Exec { .. }) {
+                    self.execs += 1;
+                }
+                if let (Some(tracker), Body::Exec { .. }) = (self.tracker.as_mut(), &ev.body) {
+                    // Read when the exec was found in the buffer, or now.
+                    let seed = self.seeds.remove(&(ev.pid, ev.ts_ns)).unwrap_or_else(|| {
+                        let mm = exec_record(bytes).and_then(|(_, _, mm)| mm);
+                        control::exec_seed(&self.hooks, ev.pid, mm, ev.ts_ns)
+                    });
+                    tracker.set_exec_seed(seed);
+                }
+                self.event(&mut ev, sink);
+            }
             Err(e) => {
                 self.tally.malformed += 1;
                 if !self.malformed_logged {
                     log::warn!("dropping a malformed record: {e} (further ones are only counted)");
                     self.malformed_logged = true;
                 }
+            }
+        }
+    }
+
+    /// Hands every waiting record to the model and the sinks, a batch at a
+    /// time. The exec records of a batch are looked for first: a new
+    /// address space is read as soon as its exec is in the buffer, not
+    /// once the records before it (thousands of faults, say) are handled.
+    fn drain<S: Sink>(&mut self, reader: &mut EventReader, sink: &mut S) {
+        loop {
+            let mut batch: Vec<Vec<u8>> = Vec::new();
+            let n = reader.drain_some(DRAIN_BATCH, |b| batch.push(b.to_vec()));
+            if self.tracker.is_some() {
+                // The last exec of each process in the batch: an earlier
+                // one's address space is already gone.
+                let mut last = std::collections::HashMap::new();
+                for (pid, ts, mm) in batch.iter().filter_map(|b| exec_record(b)) {
+                    last.insert(pid, (ts, mm));
+                }
+                for (pid, (ts, mm)) in last {
+                    let seed = control::exec_seed(&self.hooks, pid, mm, ts);
+                    self.seeds.insert((pid, ts), seed);
+                }
+            }
+            for b in &batch {
+                self.record(b, sink);
+            }
+            // Left only by exec records that did not decode.
+            self.seeds.clear();
+            if n < DRAIN_BATCH {
+                return;
             }
         }
     }
@@ -349,6 +398,13 @@ impl Core {
                 Self::deliver(&mut self.tally, self.events, sink, &summary, &[]);
             }
         }
+        if let (Body::Exit { .. }, Some(p)) = (
+            &ev.body,
+            self.tracker.as_mut().and_then(|t| t.get_mut(ev.pid)),
+        ) {
+            // The last sample, its resident memory as the process left.
+            sample(&self.hooks, self.counters, sink, p, ev.ts_ns);
+        }
         if self.counters && matches!(ev.body, Body::Exit { .. }) {
             self.hooks.forget_rss(ev.pid);
         }
@@ -366,16 +422,15 @@ impl Core {
             }
         }
         tracker.apply(ev);
-        if self.exec_stop && matches!(ev.body, Body::Exec { .. }) {
-            // Stopped by the kernel at exec, now read: let it run.
-            control::continue_after_exec(ev.pid);
-        }
         let changes = tracker.changes();
         Self::deliver(&mut self.tally, self.events, sink, ev, &changes);
         drop(changes);
-        for p in tracker.end_event() {
+        for mut p in tracker.end_event() {
             if let Some(checker) = self.checker.as_mut() {
                 checker.forget(p.pid);
+            }
+            if let Some(c) = p.exit_check.take() {
+                sink.check(&p, CheckReason::Exit, &c);
             }
             sink.ended(p);
         }
@@ -440,51 +495,6 @@ impl Core {
             checker.request(&tracker.pids(), clock::monotonic_ns());
         }
     }
-
-    /// A thread of the command's tree waits to exit, its process's address
-    /// space whole, and every event it made has been handed over: sample
-    /// the process and read its maps for a check.
-    fn exit_snapshot<S: Sink>(&mut self, tid: u32, sink: &mut S) -> Option<u32> {
-        let tracker = self.tracker.as_mut()?;
-        let tgid = tracker.owner_of(preflight::process_of(tid).ok()?);
-        let p = tracker.get_mut(tgid)?;
-        sample(&self.hooks, self.counters, sink, p, clock::monotonic_ns());
-        // The exiting thread waits in the seccomp notification; any other
-        // thread must be blocked too for the read to be a cut. On one CPU
-        // we can run before the exiting thread has gone to sleep there
-        // (seen under qemu's emulation): give it a moment to.
-        let checker = self.checker.as_mut()?;
-        let mut probe = LiveProbe;
-        for _ in 0..EXIT_SETTLE_TRIES {
-            if probe.idle(tgid) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        checker.start(tgid, CheckReason::Exit, &mut probe);
-        Some(tgid)
-    }
-
-    /// After the events submitted during the exit snapshot: compare.
-    fn exit_resolve<S: Sink>(&mut self, tgid: u32, sink: &mut S) {
-        let (Some(tracker), Some(checker)) = (self.tracker.as_mut(), self.checker.as_mut()) else {
-            return;
-        };
-        if checker.pending_reason(tgid) != Some(CheckReason::Exit) {
-            return;
-        }
-        let last_change = tracker.get(tgid).map_or(0, |p| p.last_change);
-        if let Some(pending) = checker.quiet(tgid, last_change) {
-            compare(
-                tracker,
-                checker,
-                sink,
-                tgid,
-                &pending,
-                clock::monotonic_ns(),
-            );
-        }
-    }
 }
 
 /// Compares `pid`'s model with a settled check's snapshot and tells the
@@ -519,12 +529,7 @@ fn sample<S: Sink>(hooks: &Hooks, counters: bool, sink: &mut S, p: &mut Process,
 }
 
 /// Attaches, runs until the end condition, detaches.
-pub async fn run<S: Sink>(
-    target: &mut Target,
-    plan: &Plan,
-    sink: &mut S,
-    mut exits: Option<tokio::sync::mpsc::UnboundedReceiver<exitwatch::Notice>>,
-) -> Result<Outcome> {
+pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Result<Outcome> {
     let cfg = target.hook_config(plan);
     // Blocked since main: one sent while loading waits here.
     let mut stop = StopSignals::new().context("signalfd")?;
@@ -540,7 +545,6 @@ pub async fn run<S: Sink>(
         let mut t = Tracker::new(m.bucket_ns, m.keep_history, Box::new(LiveProc))
             .with_kernel(kernel.unwrap_or_default());
         t.set_start(start_ns);
-        t.set_exec_stopped(cfg.exec_stop);
         // Processes named with --pid are known from the start, busy or not.
         for &pid in &target.pids {
             t.ensure(pid, &proc::comm(pid));
@@ -560,8 +564,9 @@ pub async fn run<S: Sink>(
         faults: (cfg.fault_mode == FAULTS_SUMMARY).then(|| FaultSummaries::new(start_ns)),
         tally: Tally::default(),
         events: plan.events,
-        exec_stop: cfg.exec_stop,
         counters: cfg.track_rss,
+        execs: 0,
+        seeds: std::collections::HashMap::new(),
         malformed_logged: false,
         abi_seen: std::collections::HashMap::new(),
     };
@@ -576,7 +581,23 @@ pub async fn run<S: Sink>(
     // The command runs only now that its pid is in the filter.
     let mut child_wait = None;
     if let Some((path, held)) = target.command.as_mut() {
+        if let Some(tracker) = core.tracker.as_mut() {
+            tracker.expect_exec(held.pid);
+        }
         held.release(path)?;
+        // It is exec'ing: read its new address space as soon as the exec
+        // record is there, while the loader has barely started (the exec
+        // reports success a little before its tracepoint runs). Bounded:
+        // the record may be lost, or the exec not followed at all.
+        let execs = core.execs;
+        let deadline = Instant::now() + EXEC_WAIT;
+        loop {
+            core.drain(&mut reader, sink);
+            if core.execs != execs || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
         let pid = held.pid;
         // A thread of its own, not the runtime's blocking pool: the runtime
         // must not wait for the command when tracing stops first.
@@ -600,13 +621,13 @@ pub async fn run<S: Sink>(
         tokio::select! {
             r = reader.readable() => {
                 r?;
-                reader.drain(|b| core.record(b, sink));
+                core.drain(&mut reader, sink);
             }
             _ = poll.tick() => {
-                reader.drain(|b| core.record(b, sink));
+                core.drain(&mut reader, sink);
             }
             _ = ticks.tick() => {
-                reader.drain(|b| core.record(b, sink));
+                core.drain(&mut reader, sink);
                 core.lost(sink);
                 core.tick(sink);
             }
@@ -620,30 +641,11 @@ pub async fn run<S: Sink>(
                 child_wait = None;
                 break End::CommandExited(status);
             }
-            notice = async {
-                match exits.as_mut() {
-                    Some(exits) => exits.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                let Some(notice) = notice else {
-                    // The exit watcher is gone: no more holds.
-                    exits = None;
-                    continue;
-                };
-                reader.drain(|b| core.record(b, sink));
-                let tgid = core.exit_snapshot(notice.tid, sink);
-                reader.drain(|b| core.record(b, sink));
-                if let Some(tgid) = tgid {
-                    core.exit_resolve(tgid, sink);
-                }
-                let _ = notice.ack.send(());
-            }
             name = stop.recv() => match name.context("reading signals")? {
                 "SIGUSR1" => {
                     // Events submitted before the signal belong to the
                     // processes it asks about.
-                    reader.drain(|b| core.record(b, sink));
+                    core.drain(&mut reader, sink);
                     core.request();
                 }
                 name => break End::Signal(name),
@@ -665,7 +667,7 @@ pub async fn run<S: Sink>(
     }
 
     // Everything submitted before the end is still in the buffer.
-    reader.drain(|b| core.record(b, sink));
+    core.drain(&mut reader, sink);
     core.lost(sink);
     match core.hooks.new_errors() {
         Ok(errors) => core.tally.kernel_errors = errors.iter().map(|(_, n)| n).sum(),
