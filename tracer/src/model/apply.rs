@@ -319,6 +319,23 @@ impl AddressSpace {
     /// Drops the dead regions, keeping the live ones in birth order (for a
     /// consumer that has reported the deaths and needs no history).
     pub fn forget_dead(&mut self) {
+        // Reported: a changed region keeps only its last entry (what the
+        // next change is told from), so that a long life costs nothing.
+        let changed: Vec<usize> = self
+            .journal()
+            .iter()
+            .filter_map(|j| match *j {
+                super::Journal::Change { region, .. } => Some(region),
+                super::Journal::Died { .. } => None,
+            })
+            .collect();
+        for idx in changed {
+            if let Some(r) = self.regions.get_mut(idx) {
+                if r.history.len() > 1 {
+                    r.history.drain(..r.history.len() - 1);
+                }
+            }
+        }
         // Its indexes are about to change, and it has been reported.
         self.clear_journal();
         if self.regions.len() == self.live.len() {

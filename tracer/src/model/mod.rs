@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod counters;
 pub mod maps;
+pub mod pages;
 pub mod tracker;
 
 pub use tracker::{ChangeOp, Comparison, LiveProc, ProcSource, Process, RegionChange, Tracker};
@@ -254,16 +255,6 @@ pub struct Change {
     pub perms: Perms,
 }
 
-/// Faults on one page.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct PageFaults {
-    pub read: u32,
-    pub write: u32,
-    pub exec: u32,
-    pub present: u32,
-    pub first_ns: u64,
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub struct Region {
     pub id: u64,
@@ -283,9 +274,12 @@ pub struct Region {
     pub died_ns: Option<u64>,
     pub died_by: Option<Cause>,
     pub history: Vec<Change>,
-    /// Faults by page index (address / PAGE) over the pages it covers.
-    pub pages: BTreeMap<u64, PageFaults>,
-    /// Faults taken while this region existed, by time bucket.
+    /// Faults taken in this region (see [`pages`] for the rule).
+    pub faults: pages::FaultCounts,
+    /// The pages of its extent that faulted (address / PAGE).
+    pub pages: pages::PageSet,
+    /// Faults taken while this region existed, by time bucket; kept only
+    /// with the history (`AddressSpace::keep_journal` not called).
     pub buckets: Vec<u64>,
 }
 
@@ -447,7 +441,8 @@ impl AddressSpace {
             died_ns: None,
             died_by: None,
             history: Vec::new(),
-            pages: BTreeMap::new(),
+            faults: pages::FaultCounts::default(),
+            pages: pages::PageSet::default(),
             buckets: Vec::new(),
         }
     }
@@ -555,7 +550,7 @@ impl AddressSpace {
         right.parent = Some(left_id);
         self.uncount(idx);
         let l = &mut self.regions[idx];
-        right.pages = l.pages.split_off(&(addr / PAGE));
+        right.pages = l.pages.split_off(addr / PAGE);
         l.end = addr;
         l.record(t_ns, Op::Split);
         self.count(idx);
@@ -582,14 +577,14 @@ impl AddressSpace {
                 // (the journal already holds this entry, from split_at).
                 r.history.pop();
                 r.end = lo;
-                let _ = r.pages.split_off(&(lo / PAGE));
+                let _ = r.pages.split_off(lo / PAGE);
                 r.record(t_ns, Op::Split);
                 self.count(idx);
             } else if start < lo {
                 self.uncount(idx);
                 let r = &mut self.regions[idx];
                 r.end = lo;
-                let _ = r.pages.split_off(&(lo / PAGE));
+                let _ = r.pages.split_off(lo / PAGE);
                 r.record(t_ns, Op::Shrink);
                 self.count(idx);
                 self.journal_change(idx);
@@ -601,7 +596,7 @@ impl AddressSpace {
                     r.offset += hi - start;
                 }
                 r.start = hi;
-                r.pages = r.pages.split_off(&(hi / PAGE));
+                r.pages = r.pages.split_off(hi / PAGE);
                 r.record(t_ns, Op::Shrink);
                 self.count(idx);
                 self.journal_change(idx);
@@ -1102,12 +1097,8 @@ impl AddressSpace {
             r.sig = s.sig;
             r.anon_vma = s.anon_vma;
             r.parent = Some(s.id);
-            r.pages = s
-                .pages
-                .iter()
-                .map(|(p, f)| (p - old_addr / PAGE + ret / PAGE, *f))
-                .collect();
-            self.regions[idx].pages.clear();
+            r.pages = s.pages.shifted(old_addr / PAGE, ret / PAGE);
+            self.regions[idx].pages = pages::PageSet::default();
             self.insert(r);
             self.merge_around(ret, t_ns);
             return;
@@ -1115,11 +1106,7 @@ impl AddressSpace {
         self.live.remove(&old_addr);
         self.uncount(idx);
         let r = &mut self.regions[idx];
-        let shift = |p: u64| p - old_addr / PAGE + ret / PAGE;
-        r.pages = std::mem::take(&mut r.pages)
-            .into_iter()
-            .map(|(p, f)| (shift(p), f))
-            .collect();
+        r.pages = r.pages.shifted(old_addr / PAGE, ret / PAGE);
         r.start = ret;
         r.end = ret + new_len;
         r.record(t_ns, Op::Move);
@@ -1133,6 +1120,23 @@ impl AddressSpace {
     /// after that moment (say, of a process already past an exec the model
     /// has not applied yet) describes a later state, not one to end.
     pub fn discard_seeded_after(&mut self, t_ns: u64) {
+        if self.journal.is_some() {
+            // Their births may have been reported: report their end too
+            // (at their birth: their life is empty).
+            let later: Vec<usize> = self
+                .live
+                .values()
+                .copied()
+                .filter(|&i| {
+                    let r = &self.regions[i];
+                    r.born_by == Cause::Proc && r.born_ns > t_ns
+                })
+                .collect();
+            for idx in later {
+                self.kill(idx, t_ns, Cause::Exec);
+            }
+            return;
+        }
         self.regions
             .retain(|r| !(r.died_ns.is_none() && r.born_by == Cause::Proc && r.born_ns > t_ns));
         self.live = self
@@ -1227,24 +1231,26 @@ impl AddressSpace {
             self.unattributed_faults += 1;
             return;
         };
+        let keep_buckets = self.journal.is_none();
         let bucket = (t_ns / self.bucket_ns) as usize;
         let r = &mut self.regions[idx];
-        if r.buckets.len() <= bucket {
-            r.buckets.resize(bucket + 1, 0);
+        if keep_buckets {
+            if r.buckets.len() <= bucket {
+                r.buckets.resize(bucket + 1, 0);
+            }
+            r.buckets[bucket] += 1;
         }
-        r.buckets[bucket] += 1;
-        let first = !r.pages.contains_key(&(addr / PAGE));
-        let p = r.pages.entry(addr / PAGE).or_default();
-        if first {
-            p.first_ns = t_ns;
-        }
+        r.pages.insert(addr / PAGE);
+        let f = &mut r.faults;
+        f.first_ns.get_or_insert(t_ns);
+        f.last_ns = Some(t_ns);
         match access {
-            crate::event::Access::Read => p.read += 1,
-            crate::event::Access::Write => p.write += 1,
-            crate::event::Access::Exec => p.exec += 1,
+            crate::event::Access::Read => f.read += 1,
+            crate::event::Access::Write => f.write += 1,
+            crate::event::Access::Exec => f.exec += 1,
         }
         if present {
-            p.present += 1;
+            f.present += 1;
         }
         let private_write = access == crate::event::Access::Write && !r.perms.shared;
         if private_write && r.anon_vma.is_none() {
