@@ -52,6 +52,12 @@ pub trait Sink {
     /// `p`'s model was compared with /proc/PID/maps (and resynced where
     /// they differed).
     fn check(&mut self, _p: &Process, _reason: CheckReason, _c: &Comparison) {}
+    /// A check of `pid` was void: a change came too close to its read to
+    /// tell (it is made again).
+    fn void_check(&mut self, _pid: u32, _reason: CheckReason, _ts_ns: u64) {}
+    /// The processes an event touched (first sight, fork, exec, exit), as
+    /// the model has them after it; called before [`Sink::event`].
+    fn processes(&mut self, _ev: &Event, _touched: &[&Process]) {}
     /// `p` had events since its last sample: its counters now.
     fn sample(&mut self, _now_ns: u64, _p: &Process) {}
     /// `p` left the model: it exited, its pid was reused unseen, or the
@@ -355,8 +361,12 @@ impl Core {
         };
         if let Some(checker) = self.checker.as_mut() {
             if ev.body.changes_mappings() {
-                if let Settle::Compare(pending) = checker.on_change(ev.pid, ev.ts_ns) {
-                    compare(tracker, checker, sink, ev.pid, &pending, ev.ts_ns);
+                match checker.on_change(ev.pid, ev.ts_ns) {
+                    Settle::Compare(pending) => {
+                        compare(tracker, checker, sink, ev.pid, &pending, ev.ts_ns);
+                    }
+                    Settle::Void(reason) => sink.void_check(ev.pid, reason, ev.ts_ns),
+                    Settle::Nothing => {}
                 }
             }
         }
@@ -365,6 +375,11 @@ impl Core {
             // Stopped by the kernel at exec, now read: let it run.
             control::continue_after_exec(ev.pid);
         }
+        let touched = tracker.touched();
+        if !touched.is_empty() {
+            sink.processes(ev, &touched);
+        }
+        drop(touched);
         let changes = tracker.changes();
         Self::deliver(&mut self.tally, self.events, sink, ev, &changes);
         drop(changes);
