@@ -489,7 +489,11 @@ async fn record<S: Sink>(
         None => None,
     };
     let outcome = session::run(target, plan, sink, exits).await?;
-    if let (session::End::Signal(_), Some(l)) = (&outcome.end, &spare) {
+    let detached = matches!(
+        outcome.end,
+        session::End::Signal(_) | session::End::OutputClosed
+    );
+    if let (true, Some(l)) = (detached, &spare) {
         // The command goes on without us: keep its exits working.
         exitwatch::answer_in_background(l);
     }
