@@ -813,7 +813,12 @@ pub fn assemble_v2(records: &[Value]) -> Result<Value, String> {
                             pv["exec_at_ns"] = r["t_ns"].clone();
                         }
                     }
-                    Some("exec") => pv["exec_at_ns"] = r["t_ns"].clone(),
+                    Some("exec") => {
+                        pv["exec_at_ns"] = r["t_ns"].clone();
+                        if let Some(s) = r.get("seeded_by") {
+                            pv["seeded_by"] = s.clone();
+                        }
+                    }
                     Some("exit") => {
                         pv["exit_at_ns"] = r["t_ns"].clone();
                         pv["exit_code"] = r.get("exit_code").cloned().unwrap_or(Value::Null);

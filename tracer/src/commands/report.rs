@@ -344,7 +344,12 @@ impl Live {
                     p.exec_at_ns = Some(rec.t_ns);
                 }
             }
-            v2::ProcessEvent::Exec => p.exec_at_ns = Some(rec.t_ns),
+            v2::ProcessEvent::Exec => {
+                p.exec_at_ns = Some(rec.t_ns);
+                if let Some(s) = rec.seeded_by {
+                    p.seeded_by = s;
+                }
+            }
             v2::ProcessEvent::Exit => {
                 p.exit_at_ns = Some(rec.t_ns);
                 p.exit_code = rec.exit_code;

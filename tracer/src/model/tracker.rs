@@ -400,6 +400,11 @@ impl Tracker {
                 p.last_change = p.last_change.max(ev.ts_ns);
                 // Regions read from /proc after the exec describe the new
                 // program: they are not the old one's.
+                let nothing_before = p
+                    .space
+                    .regions
+                    .iter()
+                    .all(|r| r.born_by == Cause::Proc && r.born_ns > t && r.died_ns.is_none());
                 p.space.discard_seeded_after(t);
                 let mark = if keep_history {
                     p.space.journal().len()
@@ -413,7 +418,7 @@ impl Tracker {
                 p.comm.clone_from(&ev.comm);
                 p.start_time = Some(*start_time);
                 p.abi = *abi;
-                if p.seeded_by == SeededBy::Proc && p.space.regions.is_empty() {
+                if p.seeded_by == SeededBy::Proc && nothing_before {
                     // First seen at this exec: nothing before it was known.
                     p.seeded_by = SeededBy::Exec;
                 }

@@ -121,7 +121,8 @@ pub struct ProcessRecord {
     pub exe: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abi: Option<String>,
-    /// `start`: how its first state was known.
+    /// `start` (and `exec`, when what was known before it was dropped):
+    /// how its first state was known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seeded_by: Option<SeededBy>,
     /// task->start_time, ns since boot, once known.
@@ -427,7 +428,14 @@ impl ProcessRecord {
             comm: text(&p.comm),
             exe: p.exe.as_deref().map(text),
             abi: p.abi.map(|a| a.name().to_string()),
-            seeded_by: (event == ProcessEvent::Start).then_some(p.seeded_by),
+            // At an exec too: a process first seen just before its exec
+            // (what was read then described the new program) is seen from
+            // its exec.
+            seeded_by: match event {
+                ProcessEvent::Start => Some(p.seeded_by),
+                ProcessEvent::Exec => (p.seeded_by == SeededBy::Exec).then_some(p.seeded_by),
+                ProcessEvent::Exit | ProcessEvent::End => None,
+            },
             start_time: p.start_time,
             exit_code,
             exit_signal,
