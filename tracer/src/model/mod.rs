@@ -232,6 +232,10 @@ vocabulary! {
         Unlock = "unlock",
         /// Sealed (mseal).
         Seal = "seal",
+        /// Found different in /proc/PID/maps at a check (its extent,
+        /// protection, offset or backing), at the same start: the region
+        /// goes on, as the kernel has it.
+        Drift = "drift",
     }
 }
 
@@ -241,7 +245,7 @@ impl Op {
     pub const fn moves_extent(self) -> bool {
         matches!(
             self,
-            Op::Grow | Op::Shrink | Op::Split | Op::Move | Op::Merge
+            Op::Grow | Op::Shrink | Op::Split | Op::Move | Op::Merge | Op::Drift
         )
     }
 }
@@ -1260,29 +1264,66 @@ impl AddressSpace {
         }
     }
 
-    /// Replaces the live regions that differ from the kernel's: each
-    /// mismatch dies (`drift`) or is born (`proc`), keeping matches intact.
+    /// Makes the live regions the kernel's, keeping matches intact: a
+    /// region the kernel has at the same start but otherwise different goes
+    /// on as the kernel has it (a `drift` entry in its history); any other
+    /// mismatch dies (`drift`), and what the kernel has that the model does
+    /// not is born (`drift`).
     pub fn resync(&mut self, t_ns: u64, kernel: &[Seed]) {
         let model: Vec<(usize, Seed)> = self
             .live
             .values()
             .map(|&i| (i, seed_of(&self.regions[i])))
             .collect();
-        for (idx, s) in &model {
-            if !kernel.iter().any(|k| maps::same(k, s)) {
-                self.kill(*idx, t_ns, Cause::Drift);
-            }
-        }
         let missing: Vec<Seed> = kernel
             .iter()
             .filter(|k| !model.iter().any(|(_, s)| maps::same(k, s)))
             .cloned()
             .collect();
-        for s in &missing {
+        let mut resynced: Vec<(usize, Seed)> = Vec::new();
+        for (idx, s) in &model {
+            if kernel.iter().any(|k| maps::same(k, s)) {
+                continue;
+            }
+            match missing.iter().find(|k| k.start == s.start) {
+                Some(k) => resynced.push((*idx, k.clone())),
+                None => self.kill(*idx, t_ns, Cause::Drift),
+            }
+        }
+        for (idx, k) in &resynced {
+            // Out of the live set while its new extent is cleared.
+            self.uncount(*idx);
+            self.live.remove(&k.start);
+            self.carve(k.start, k.end, t_ns, Cause::Drift);
+            let r = &mut self.regions[*idx];
+            r.end = k.end;
+            r.perms = k.perms;
+            r.offset = k.offset;
+            let same_file = match (&r.backing, &k.backing) {
+                (Backing::Shm { ino: a, .. }, Backing::Shm { ino: b, .. }) => a == b,
+                (a, b) => a == b,
+            };
+            if !same_file {
+                r.backing = k.backing.clone();
+            }
+            if r.backing == Backing::Stack {
+                r.sig |= sig::GROWSDOWN;
+            }
+            let _ = r.pages.split_off(k.end / PAGE);
+            r.record(t_ns, Op::Drift);
+            self.live.insert(k.start, *idx);
+            self.count(*idx);
+            self.journal_change(*idx);
+        }
+        let born: Vec<Seed> = missing
+            .into_iter()
+            .filter(|k| !resynced.iter().any(|(_, r)| r.start == k.start))
+            .collect();
+        for s in &born {
             self.carve(s.start, s.end, t_ns, Cause::Drift);
         }
         // Found in /proc at the check: the history starts there.
-        self.seed(t_ns, &missing, Cause::Drift);
+        self.seed(t_ns, &born, Cause::Drift);
     }
 }
 

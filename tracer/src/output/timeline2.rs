@@ -149,6 +149,7 @@ pub enum RegionOp {
     Lock,
     Unlock,
     Seal,
+    Drift,
     Died,
     /// Alive when its process left the recording.
     End,
@@ -170,6 +171,7 @@ impl RegionOp {
                 Op::Lock => RegionOp::Lock,
                 Op::Unlock => RegionOp::Unlock,
                 Op::Seal => RegionOp::Seal,
+                Op::Drift => RegionOp::Drift,
             },
         }
     }
@@ -188,6 +190,7 @@ impl RegionOp {
             RegionOp::Lock => Op::Lock,
             RegionOp::Unlock => Op::Unlock,
             RegionOp::Seal => Op::Seal,
+            RegionOp::Drift => Op::Drift,
             RegionOp::Died | RegionOp::End => return None,
         })
     }
