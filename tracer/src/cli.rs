@@ -128,7 +128,8 @@ pub struct RecordArgs {
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_interval)]
     pub reconcile_interval: f64,
 
-    /// Width of the per-region fault time buckets, in seconds.
+    /// Width of the per-region fault time buckets, in seconds (v1 only: v2
+    /// has each region's fault counts, not their time series).
     #[arg(long, value_name = "SECS", default_value = "0.1", value_parser = parse_bucket)]
     pub fault_bucket: f64,
 
