@@ -182,6 +182,11 @@ struct V2Sink {
     line: Vec<u8>,
     /// The first write that failed: nothing is written after it.
     failed: Option<std::io::Error>,
+    /// A traced command waits on mmtrace (stopped at each exec until its
+    /// maps are read, held at exit for a check): after a failed write the
+    /// session goes on, writing nothing, until the command ends, so that
+    /// it is never left waiting.
+    serve_command: bool,
     /// Live processes by order of first sight, and their pids.
     procs: HashMap<u64, Written>,
     seq_of: HashMap<u32, u64>,
@@ -207,8 +212,13 @@ impl V2Sink {
 
     fn fail(&mut self, e: std::io::Error) {
         if self.failed.is_none() {
+            let goes_on = if self.serve_command {
+                " (the command runs on, untraced, to its end)"
+            } else {
+                ""
+            };
             eprintln!(
-                "mmtrace: cannot write {}: {e}; recording stops, the timeline is incomplete",
+                "mmtrace: cannot write {}: {e}; recording stops, the timeline is incomplete{goes_on}",
                 self.path.display()
             );
             self.failed = Some(e);
@@ -438,7 +448,7 @@ impl Sink for V2Sink {
                 self.fail(e);
             }
         }
-        self.failed.is_none()
+        self.failed.is_none() || self.serve_command
     }
 }
 
@@ -542,6 +552,7 @@ async fn run_v2(p: Prepared) -> Result<i32> {
         path: args.output.clone(),
         line: Vec::with_capacity(512),
         failed: None,
+        serve_command: target.command.is_some(),
         procs: HashMap::new(),
         seq_of: HashMap::new(),
         totals: v2::End::default(),
