@@ -10,6 +10,9 @@
 //! - `corpus/timeline/seed-*.json`: tests/data/timeline-small.json and
 //!   variants of it: no processes, hostile strings, extreme numbers, drift
 //!   and uncertain intervals, another schema, truncated.
+//! - `corpus/timeline/seed-v2-*.jsonl`: tests/data/timeline-v2-small.jsonl
+//!   (a v2 recording) and variants: cut short, hostile strings, extreme
+//!   numbers, records out of place.
 //! - `corpus/maps/seed-odd-lines`: maps lines a parser may choke on. The
 //!   other maps seeds are real /proc/PID/maps files of a few programs,
 //!   copied by hand.
@@ -33,6 +36,10 @@ fn main() {
     timeline_seeds(
         &corpus.join("timeline"),
         &fuzz.join("../tests/data/timeline-small.json"),
+    );
+    timeline_v2_seeds(
+        &corpus.join("timeline"),
+        &fuzz.join("../tests/data/timeline-v2-small.jsonl"),
     );
     maps_seeds(&corpus.join("maps"));
 }
@@ -386,6 +393,86 @@ fn timeline_seeds(dir: &Path, small: &Path) {
             (Err(e), true) => panic!("the seed {name} does not parse: {e}"),
         }
         write(dir, &format!("seed-{name}"), &bytes);
+    }
+}
+
+fn timeline_v2_seeds(dir: &Path, small: &Path) {
+    let bytes = fs::read(small).unwrap_or_else(|e| panic!("cannot read {}: {e}", small.display()));
+    let text = String::from_utf8(bytes.clone()).expect("timeline-v2-small.jsonl is UTF-8");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let join = |lines: &[Value]| {
+        let mut out = Vec::new();
+        for l in lines {
+            out.extend(serde_json::to_vec(l).expect("serialise"));
+            out.push(b'\n');
+        }
+        out
+    };
+    let mut seeds: Vec<(&str, Vec<u8>, bool)> = vec![("small.jsonl", bytes.clone(), true)];
+
+    // Killed while writing: a prefix cut in the middle of a line.
+    seeds.push(("cut.jsonl", bytes[..bytes.len() * 2 / 3].to_vec(), true));
+
+    // Every string hostile.
+    let evil = "\u{1b}[2J\u{1b}]0;pwned\u{7}\u{85}\u{202e}txt.exe\r\t\\";
+    let mut hostile = lines.clone();
+    for l in &mut hostile {
+        for f in ["comm", "exe", "host", "kernel", "started_at", "kind", "stack_source"] {
+            if l.get(f).is_some_and(Value::is_string) {
+                l[f] = json!(evil);
+            }
+        }
+        if l.get("born").is_some() {
+            l["born"]["path"] = json!(format!("/{}/{evil}", "long-directory/".repeat(30)));
+            l["born"]["kind"] = json!(evil);
+        }
+        if l["type"] == "end" {
+            l["lost_by_kind"] = json!({ evil: 1 });
+        }
+    }
+    seeds.push(("hostile.jsonl", join(&hostile), true));
+
+    // Numbers at their limits.
+    let mut extreme = lines.clone();
+    for l in &mut extreme {
+        for f in ["t_ns", "duration_ns", "mapped", "count", "from_ns"] {
+            if l.get(f).is_some() {
+                l[f] = json!(u64::MAX);
+            }
+        }
+        if l.get("faults").is_some_and(Value::is_object) {
+            l["faults"]["total"] = json!(u64::MAX);
+            l["faults"]["touched_bytes"] = json!(u64::MAX);
+        }
+        if l["type"] == "region" {
+            l["end"] = json!("0xffffffffffffffff");
+        }
+    }
+    seeds.push(("extremes.jsonl", join(&extreme), true));
+
+    // Records out of place: a change of a region never born, a second
+    // header, records after the end.
+    let mut odd = lines.clone();
+    let mut orphan = lines[5].clone();
+    orphan["region"] = json!(99);
+    odd.insert(3, orphan);
+    seeds.push(("orphan.jsonl", join(&odd), false));
+    let mut twice = lines.clone();
+    twice.push(lines[0].clone());
+    seeds.push(("after-end.jsonl", join(&twice), false));
+
+    let opts = tracer::commands::report::ReportOptions::default();
+    for (name, bytes, valid) in seeds {
+        let report = tracer::commands::report::render_v2(name, &bytes[..], &opts);
+        match (&report, valid) {
+            (Ok(_), true) | (Err(_), false) => {}
+            (Ok(_), false) => panic!("the seed {name} reads but should not"),
+            (Err(e), true) => panic!("the seed {name} does not read: {e}"),
+        }
+        write(dir, &format!("seed-v2-{name}"), &bytes);
     }
 }
 

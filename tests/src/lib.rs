@@ -787,10 +787,20 @@ where
     run_mmtrace_raw(&args, MMTRACE_TIMEOUT)
 }
 
-/// Read and parse a `mmtrace.timeline/v1` document (as a JSON value).
+/// The schema name of the recordings `mmtrace record` writes by default.
+pub const TIMELINE_V2: &str = "mmtrace.timeline/v2";
+
+/// Read a timeline as a `mmtrace.timeline/v1` document (a JSON value): a
+/// v1 file as it is, a v2 recording (JSON Lines) assembled into the v1
+/// shape by [`assemble_v2`] (with `"assembled_from": "mmtrace.timeline/v2"`).
 pub fn read_timeline(path: &Path) -> Result<Value, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the timeline {}: {e}", path.display()))?;
+    if text.starts_with("{\"type\":\"header\"") {
+        let lines = parse_jsonl(&text)
+            .map_err(|e| format!("the timeline {} is not JSON Lines: {e}", path.display()))?;
+        return assemble_v2(&lines).map_err(|e| format!("the timeline {}: {e}", path.display()));
+    }
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| format!("the timeline {} is not valid JSON: {e}", path.display()))?;
     if !v.is_object() {
@@ -800,6 +810,202 @@ pub fn read_timeline(path: &Path) -> Result<Value, String> {
         ));
     }
     Ok(v)
+}
+
+/// A v2 recording's records (header first, end record last) assembled into
+/// a v1 document: processes in order of first sight, each with its regions
+/// in order of birth, each region's history from its region records. The
+/// fault buckets of v1 are not in v2 (`bucket_ns` 0, no buckets). Fails
+/// when the recording is not complete (no end record).
+pub fn assemble_v2(records: &[Value]) -> Result<Value, String> {
+    use serde_json::json;
+    let header = records.first().ok_or("no records")?;
+    if header["type"] != "header" || header["schema"] != TIMELINE_V2 {
+        return Err(format!("the first record is not a v2 header: {header}"));
+    }
+    let end = records
+        .last()
+        .filter(|r| r["type"] == "end")
+        .ok_or("no end record: incomplete")?;
+    // Processes by their number; regions by (process, id) -> index.
+    let mut procs: BTreeMap<u64, Value> = BTreeMap::new();
+    let mut index: BTreeMap<(u64, u64), usize> = BTreeMap::new();
+    let num = |v: &Value| v.as_u64().unwrap_or(0);
+    for (i, r) in records.iter().enumerate().skip(1) {
+        let what = || format!("record {} ({r})", i + 1);
+        let proc = num(&r["proc"]);
+        let p = || {
+            json!({
+                "pid": r["pid"], "start_time": null, "ppid": null, "comm": "", "exe": null,
+                "abi": null, "seeded_by": "proc", "exec_at_ns": null, "exit_at_ns": null,
+                "exit_code": null, "exit_signal": null, "regions": [], "counters": [],
+                "drift": [], "checks": [], "uncertain": [],
+            })
+        };
+        match r["type"].as_str() {
+            Some("process") => {
+                let pv = procs.entry(proc).or_insert_with(p);
+                for f in ["ppid", "comm", "exe", "abi"] {
+                    if r.get(f).is_some() {
+                        pv[f] = r[f].clone();
+                    }
+                }
+                if let Some(st) = r.get("start_time") {
+                    pv["start_time"] = st.clone();
+                }
+                match r["event"].as_str() {
+                    Some("start") => {
+                        pv["seeded_by"] = r["seeded_by"].clone();
+                        if r["seeded_by"] == "exec" {
+                            pv["exec_at_ns"] = r["t_ns"].clone();
+                        }
+                    }
+                    Some("exec") => {
+                        pv["exec_at_ns"] = r["t_ns"].clone();
+                        if let Some(s) = r.get("seeded_by") {
+                            pv["seeded_by"] = s.clone();
+                        }
+                    }
+                    Some("exit") => {
+                        pv["exit_at_ns"] = r["t_ns"].clone();
+                        pv["exit_code"] = r.get("exit_code").cloned().unwrap_or(Value::Null);
+                        pv["exit_signal"] = r.get("exit_signal").cloned().unwrap_or(Value::Null);
+                    }
+                    Some("end") => {}
+                    _ => return Err(format!("{}: unknown process event", what())),
+                }
+            }
+            Some("region") => {
+                let pv = procs.entry(proc).or_insert_with(p);
+                let id = num(&r["region"]);
+                let op = r["op"].as_str().unwrap_or("");
+                let regions = pv["regions"].as_array_mut().ok_or("regions")?;
+                if op == "born" {
+                    let b = &r["born"];
+                    index.insert((proc, id), regions.len());
+                    regions.push(json!({
+                        "id": id, "start": r["start"], "end": r["end"], "perms": r["perms"],
+                        "kind": b["kind"], "path": b["path"], "offset": b["offset"],
+                        "dev": b["dev"], "inode": b["inode"], "born_ns": r["t_ns"],
+                        "born_by": r["cause"], "parent": b["parent"], "died_ns": null,
+                        "died_by": null, "history": [], "faults": null,
+                    }));
+                }
+                let at = *index
+                    .get(&(proc, id))
+                    .ok_or_else(|| format!("{}: a region never born", what()))?;
+                let reg = &mut regions[at];
+                for f in ["start", "end", "perms"] {
+                    reg[f] = r[f].clone();
+                }
+                match op {
+                    "died" | "end" => {
+                        if op == "died" {
+                            let born = num(&reg["born_ns"]);
+                            reg["died_ns"] = json!(num(&r["t_ns"]).max(born));
+                            reg["died_by"] = r["cause"].clone();
+                        }
+                        let mut f = r["faults"].clone();
+                        if let Some(o) = f.as_object_mut() {
+                            o.remove("last_ns");
+                            o.insert("bucket_ns".into(), json!(0));
+                            o.insert("buckets".into(), json!([]));
+                        }
+                        reg["faults"] = f;
+                    }
+                    _ => {
+                        let entry = json!({
+                            "t_ns": r["t_ns"], "op": op, "start": r["start"],
+                            "end": r["end"], "perms": r["perms"],
+                        });
+                        reg["history"].as_array_mut().ok_or("history")?.push(entry);
+                        // v1's kind is the region's at its end.
+                        if matches!(reg["kind"].as_str(), Some("anon" | "guard")) {
+                            reg["kind"] = json!(if r["perms"] == "---p" {
+                                "guard"
+                            } else {
+                                "anon"
+                            });
+                        }
+                    }
+                }
+            }
+            Some("counters") => {
+                let pv = procs.entry(proc).or_insert_with(p);
+                pv["counters"]
+                    .as_array_mut()
+                    .ok_or("counters")?
+                    .push(json!({
+                        "t_ns": r["t_ns"], "mapped": r["mapped"], "heap": r["heap"],
+                        "stack": r["stack"], "rss": r["rss"], "faults": r["faults"],
+                    }));
+            }
+            Some("check") => {
+                if r["void"] == true {
+                    continue;
+                }
+                let pv = procs.entry(proc).or_insert_with(p);
+                pv["checks"].as_array_mut().ok_or("checks")?.push(json!({
+                    "t_ns": r["t_ns"], "reason": r["reason"], "regions": r["regions"],
+                    "drift": r["drift"],
+                }));
+            }
+            Some("drift") => {
+                let pv = procs.entry(proc).or_insert_with(p);
+                pv["drift"].as_array_mut().ok_or("drift")?.push(json!({
+                    "t_ns": r["t_ns"], "kind": r["kind"], "model": r["model"],
+                    "kernel": r["kernel"],
+                }));
+            }
+            Some("uncertain") => {
+                let pv = procs.entry(proc).or_insert_with(p);
+                pv["uncertain"]
+                    .as_array_mut()
+                    .ok_or("uncertain")?
+                    .push(json!({
+                        "from_ns": r["from_ns"], "to_ns": r["to_ns"],
+                    }));
+            }
+            Some("lost") => {}
+            Some("end") if i + 1 == records.len() => {}
+            _ => return Err(format!("{}: unexpected record", what())),
+        }
+    }
+    // A region whose process left the model before its death or end
+    // record (a seed forgotten at exec) has no faults: none known.
+    let mut processes: Vec<Value> = procs.into_values().collect();
+    for p in &mut processes {
+        // A seed read after an exec the model had not applied yet, dropped
+        // at the exec (born by proc, died by exec at its birth): not in v1.
+        if let Some(regions) = p["regions"].as_array_mut() {
+            regions.retain(|r| {
+                !(r["born_by"] == "proc" && r["died_by"] == "exec" && r["died_ns"] == r["born_ns"])
+            });
+        }
+        for r in p["regions"].as_array_mut().into_iter().flatten() {
+            if r["faults"].is_null() {
+                r["faults"] = json!({
+                    "total": 0, "read": 0, "write": 0, "exec": 0, "present": 0,
+                    "first_ns": null, "touched_bytes": 0, "mapped_bytes": 0,
+                    "bucket_ns": 0, "buckets": [],
+                });
+            }
+        }
+    }
+    Ok(json!({
+        "schema": "mmtrace.timeline/v1",
+        "assembled_from": TIMELINE_V2,
+        "started_at": header["started_at"],
+        "monotonic_start_ns": header["monotonic_start_ns"],
+        "duration_ns": end["duration_ns"],
+        "host": header["host"],
+        "kernel": header["kernel"],
+        "command": header["command"],
+        "lost_events": end["lost_events"],
+        "lost_by_kind": end["lost_by_kind"],
+        "stack_source": end["stack_source"],
+        "processes": processes,
+    }))
 }
 
 // ---------------------------------------------------------------------------

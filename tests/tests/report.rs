@@ -252,3 +252,74 @@ fn missing_file_is_refused() {
         )
     );
 }
+
+/// The report of a v2 recording, read a line at a time, is the report of
+/// the same recording assembled into a v1 document (read whole): the same
+/// tables, byte for byte.
+fn same_report_as_v1(v2: &Path) {
+    let text = std::fs::read_to_string(v2).unwrap();
+    let lines = tests::parse_jsonl(&text).unwrap();
+    let v1 = tests::assemble_v2(&lines).unwrap_or_else(|e| panic!("{e}"));
+    let name = v2.file_name().unwrap().to_string_lossy().to_string();
+    let v1_path = scratch(&format!("{name}.v1.json"), v1.to_string().as_bytes());
+    let (a, b) = (report(v2), report(&v1_path));
+    let _ = std::fs::remove_file(&v1_path);
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let (a, b) = (
+        String::from_utf8(a.stdout).unwrap(),
+        String::from_utf8(b.stdout).unwrap(),
+    );
+    assert!(a == b, "v2 and v1 reports differ:\n{}", diff(&b, &a));
+}
+
+#[test]
+fn a_v2_recording_reports_as_its_v1_document() {
+    same_report_as_v1(&data("timeline-v2-small.jsonl"));
+}
+
+#[test]
+fn a_real_v2_recording_reports_as_its_v1_document() {
+    tests::needs_root!();
+    let out =
+        std::env::temp_dir().join(format!("mmtrace-report-{}-real.jsonl", std::process::id()));
+    let run = tests::run_record(
+        &out,
+        &[] as &[&str],
+        &[
+            "/bin/sh",
+            "-c",
+            "/bin/ls /usr/share/doc >/dev/null; /bin/true",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(run.status.success(), "{}", run.stderr);
+    same_report_as_v1(&out);
+    let _ = std::fs::remove_file(&out);
+}
+
+/// A recording cut short (mmtrace killed) is reported as far as it goes,
+/// and says so; a line over the cap is refused with one clear line.
+#[test]
+fn a_cut_v2_recording_is_reported_incomplete() {
+    let text = std::fs::read(data("timeline-v2-small.jsonl")).unwrap();
+    let cut = scratch("cut.jsonl", &text[..text.len() / 2]);
+    let o = report(&cut);
+    let _ = std::fs::remove_file(&cut);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains("INCOMPLETE"), "{out}");
+    assert!(out.contains("Process 4242 (python3)"), "{out}");
+
+    let mut long = text.clone();
+    long.extend_from_slice(b"{\"type\":\"lost\",\"t_ns\":1,\"kind\":\"");
+    long.extend(std::iter::repeat_n(b'x', 2 << 20));
+    long.extend_from_slice(b"\",\"count\":1}\n");
+    let long_path = scratch("long.jsonl", &long);
+    let o = report(&long_path);
+    let _ = std::fs::remove_file(&long_path);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(err.contains("longer than"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -1,6 +1,7 @@
 //! `docs/timeline-v1.schema.json` is a valid JSON Schema (draft 2020-12), it
 //! is as strict as the contract says (every field required, no other field),
-//! and what the real `mmtrace record` writes validates against it.
+//! and what the real `mmtrace record --format v1` writes validates against
+//! it.
 
 use std::path::{Path, PathBuf};
 
@@ -270,11 +271,14 @@ fn scratch(name: &str) -> PathBuf {
     path
 }
 
-/// `mmtrace record --output FILE -- CMD...`, then validates FILE.
+/// `mmtrace record --format v1 --output FILE -- CMD...`, then validates
+/// FILE (v2, the default, is tests/timeline_v2_schema.rs's).
 fn record_and_validate(name: &str, cmd: &[&str]) {
     let out = scratch(name);
     let mut args = vec![
         "record".to_string(),
+        "--format".to_string(),
+        "v1".to_string(),
         "--output".to_string(),
         out.display().to_string(),
         "--".to_string(),

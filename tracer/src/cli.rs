@@ -112,16 +112,24 @@ pub struct StreamArgs {
 
 #[derive(Args, Debug)]
 pub struct RecordArgs {
-    /// Write the timeline (JSON, mmtrace.timeline/v1) here.
+    /// Write the timeline here (JSON Lines, mmtrace.timeline/v2, written as
+    /// the recording goes; see --format).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+
+    /// The timeline's format: v2 (JSON Lines written as it goes, memory
+    /// bounded by what is alive) or v1 (one JSON document written at the
+    /// end: every region ever seen is held in memory until then).
+    #[arg(long, value_name = "FORMAT", default_value = "v2")]
+    pub format: TimelineFormat,
 
     /// Compare each process's model with /proc/PID/maps this often (when the
     /// process is idle), in seconds. Lost events trigger a comparison too.
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_interval)]
     pub reconcile_interval: f64,
 
-    /// Width of the per-region fault time buckets, in seconds.
+    /// Width of the per-region fault time buckets, in seconds (v1 only: v2
+    /// has each region's fault counts, not their time series).
     #[arg(long, value_name = "SECS", default_value = "0.1", value_parser = parse_bucket)]
     pub fault_bucket: f64,
 
@@ -148,6 +156,12 @@ pub struct ReportArgs {
     /// size in memory): a number of bytes, with K, M or G.
     #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_bytes)]
     pub max_size: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TimelineFormat {
+    V1,
+    V2,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -9,6 +9,7 @@
 mod ebpf_toolchain;
 mod fuzz;
 mod kernels;
+mod record_bench;
 mod setup;
 
 use std::{
@@ -88,7 +89,8 @@ enum Task {
     },
     /// Check the toolchain, then run the benchmarks (release build): each
     /// compares costs at different scales in one run and fails when its goal
-    /// is missed.
+    /// is missed; as root, then record and report a 10 s mmap/munmap loop
+    /// (peak RSS, file size, report time and memory).
     Bench,
     /// Check the toolchain, then fuzz the parsers of untrusted input (cargo
     /// fuzz, libFuzzer, rustup's nightly), each target for a bounded time,
@@ -144,7 +146,10 @@ fn run_task(task: Task) -> Result<()> {
         Task::Test { lint, .. } => test(lint),
         Task::Bench => {
             setup::check()?;
-            run(cargo().args(["bench", "-p", "tracer", "--bench", "model"]))
+            // Both run; either failing fails the task.
+            let model = run(cargo().args(["bench", "-p", "tracer", "--bench", "model"]));
+            let record = record_bench::record_bench();
+            model.and(record)
         }
         Task::Fuzz {
             seconds,

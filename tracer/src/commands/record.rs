@@ -1,29 +1,37 @@
 //! `mmtrace record`: every region of every traced process from birth to
-//! death, checked against /proc/PID/maps, written as one
-//! `mmtrace.timeline/v1` document.
+//! death, checked against /proc/PID/maps, written as an
+//! `mmtrace.timeline/v2` recording (JSON Lines, written as it goes), or
+//! with `--format v1` as one `mmtrace.timeline/v1` document at the end.
 //!
 //! The session keeps the model ([`crate::model::Tracker`]) and makes the
-//! checks ([`crate::session::checker`]); this sink collects what each
-//! process's document needs (counters, checks, drift) and writes the
-//! document at the end.
+//! checks ([`crate::session::checker`]). For v2 the model keeps no history
+//! (a dead region is dropped once its death is written), and [`V2Sink`]
+//! writes each change as a line: memory follows what is alive. For v1,
+//! [`V1Sink`] collects what each process's document needs (counters,
+//! checks, drift) and the model keeps every region until the end.
 
 use std::{
     collections::{BTreeMap, HashMap},
     io::{BufWriter, Write},
-    time::Duration,
+    path::PathBuf,
+    time::{Duration, Instant},
 };
 
 use tracer_common::EventKind;
 
 use crate::{
-    cli::{kind_mask, FaultMode, RecordArgs},
+    cli::{kind_mask, FaultMode, RecordArgs, TimelineFormat},
     error::{Result, EXIT_OUTPUT_INCOMPLETE},
-    event::Event,
-    kernel::StackPath,
-    model::{CheckReason, Comparison, Process, RegionChange},
+    event::{Body, Event},
+    kernel::{clock, StackPath},
+    model::{
+        tracker::journal_changes, ChangeOp, CheckBasis, CheckReason, Comparison, Op, Process,
+        RegionChange,
+    },
     output::{
-        file::{self, Replace},
+        file::{self, LineFile, Replace},
         timeline::{self, MapsEntry, Timeline},
+        timeline2::{self as v2, ProcessEvent, Record, RegionRecord},
     },
     session::{self, command, ModelPlan, Plan, Sink, Target},
 };
@@ -48,8 +56,8 @@ pub fn prepare(mut args: RecordArgs) -> Result<Prepared> {
     Ok(Prepared { args, target })
 }
 
-/// Collects each process's document.
-struct RecordSink {
+/// Collects each process's document (v1).
+struct V1Sink {
     start_ns: u64,
     bucket_ns: u64,
     /// What is known of each live process besides its model, by its order
@@ -62,7 +70,7 @@ struct RecordSink {
     lost_events: u64,
 }
 
-impl Sink for RecordSink {
+impl Sink for V1Sink {
     fn started(&mut self, start_ns: u64) {
         self.start_ns = start_ns;
     }
@@ -130,7 +138,7 @@ impl Sink for RecordSink {
     }
 }
 
-impl RecordSink {
+impl V1Sink {
     fn timeline(self, target: &Target, duration_ns: u64, stack_path: StackPath) -> Timeline {
         let wall = std::time::SystemTime::now() - Duration::from_nanos(duration_ns);
         Timeline {
@@ -157,23 +165,421 @@ fn read_trim(path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// What the v2 writer knows of a live process.
+#[derive(Default)]
+struct Written {
+    /// The exec its last record told.
+    exec_at: Option<u64>,
+    /// The start of the last closed interval of uncertainty written.
+    uncertain_from: Option<u64>,
+}
+
+/// Writes the v2 recording as it goes.
+struct V2Sink {
+    start_ns: u64,
+    /// The header, written at the start (times filled in then).
+    header: v2::Header,
+    out: LineFile,
+    path: PathBuf,
+    line: Vec<u8>,
+    /// The first write that failed: nothing is written after it.
+    failed: Option<std::io::Error>,
+    /// A traced command waits on mmtrace (stopped at each exec until its
+    /// maps are read, held at exit for a check): after a failed write the
+    /// session goes on, writing nothing, until the command ends, so that
+    /// it is never left waiting.
+    serve_command: bool,
+    /// Live processes by order of first sight, and their pids.
+    procs: HashMap<u64, Written>,
+    seq_of: HashMap<u32, u64>,
+    totals: v2::End,
+    last_flush: Instant,
+}
+
+impl V2Sink {
+    fn rel(&self, mono: u64) -> u64 {
+        mono.saturating_sub(self.start_ns)
+    }
+
+    fn put(&mut self, rec: &Record) {
+        if self.failed.is_some() {
+            return;
+        }
+        self.line.clear();
+        v2::write_record(&mut self.line, rec);
+        if let Err(e) = self.out.write_all(&self.line) {
+            self.fail(e);
+        }
+    }
+
+    fn fail(&mut self, e: std::io::Error) {
+        if self.failed.is_none() {
+            let goes_on = if self.serve_command {
+                " (the command runs on, untraced, to its end)"
+            } else {
+                ""
+            };
+            eprintln!(
+                "mmtrace: cannot write {}: {e}; recording stops, the timeline is incomplete{goes_on}",
+                self.path.display()
+            );
+            self.failed = Some(e);
+        }
+    }
+
+    fn region(&mut self, rec: RegionRecord) {
+        self.totals.region_records += 1;
+        if rec.op == v2::RegionOp::Born {
+            self.totals.regions += 1;
+        }
+        self.put(&Record::Region(rec));
+    }
+
+    /// Writes `p`'s start the first time it is seen, its exec when it
+    /// made one since, and its newly closed intervals of uncertainty.
+    /// `in_event`: an event touched it (its changes come with the event);
+    /// otherwise (a process named with --pid, seeded at the start) its
+    /// regions are written here.
+    fn know(&mut self, t_ns: u64, p: &Process, in_event: bool) {
+        if !self.procs.contains_key(&p.seq) {
+            self.totals.processes += 1;
+            let rec = v2::ProcessRecord::of(t_ns, p, ProcessEvent::Start);
+            self.put(&Record::Process(rec));
+            if !in_event {
+                for r in p.space.live() {
+                    let born = RegionChange {
+                        pid: p.pid,
+                        op: ChangeOp::Entry(Op::Born),
+                        region: r,
+                        start: r.start,
+                        end: r.end,
+                        perms: r.perms,
+                        old: None,
+                        cause: Some(r.born_by),
+                    };
+                    self.region(RegionRecord::of(r.born_ns, p.seq, &born));
+                }
+            }
+            self.procs.insert(
+                p.seq,
+                Written {
+                    exec_at: p.exec_at,
+                    uncertain_from: None,
+                },
+            );
+            self.seq_of.insert(p.pid, p.seq);
+        }
+        let w = self.procs.entry(p.seq).or_default();
+        let exec = p.exec_at.is_some() && p.exec_at != w.exec_at;
+        w.exec_at = p.exec_at;
+        let since = w.uncertain_from;
+        let fresh: Vec<v2::Uncertain> = p
+            .uncertain
+            .iter()
+            .filter(|u| since.is_none_or(|s| u.from_ns > s))
+            .map(|u| v2::Uncertain {
+                proc: p.seq,
+                pid: p.pid,
+                from_ns: u.from_ns,
+                to_ns: u.to_ns,
+            })
+            .collect();
+        if let Some(last) = fresh.last() {
+            w.uncertain_from = Some(last.from_ns);
+        }
+        if exec {
+            let t = p.exec_at.unwrap_or(t_ns);
+            let rec = v2::ProcessRecord::of(t, p, ProcessEvent::Exec);
+            self.put(&Record::Process(rec));
+        }
+        for u in fresh {
+            self.put(&Record::Uncertain(u));
+        }
+    }
+}
+
+impl Sink for V2Sink {
+    fn started(&mut self, start_ns: u64) {
+        self.start_ns = start_ns;
+        self.header.monotonic_start_ns = start_ns;
+        let wall = std::time::SystemTime::now()
+            - Duration::from_nanos(clock::monotonic_ns().saturating_sub(start_ns));
+        self.header.started_at = humantime::format_rfc3339_millis(wall).to_string();
+        let header = Record::Header(self.header.clone());
+        self.put(&header);
+    }
+
+    fn processes(&mut self, ev: &Event, touched: &[&Process]) {
+        let t = self.rel(ev.ts_ns);
+        for p in touched {
+            self.know(t, p, true);
+        }
+    }
+
+    fn event(&mut self, ev: &Event, changes: &[RegionChange]) {
+        if !matches!(ev.body, Body::FaultSummary { .. } | Body::Lost { .. }) {
+            self.totals.events += 1;
+        }
+        if changes.is_empty() {
+            return;
+        }
+        let t = self.rel(ev.ts_ns);
+        for c in changes {
+            let seq = self.seq_of.get(&c.pid).copied().unwrap_or(0);
+            self.region(RegionRecord::of(t, seq, c));
+        }
+    }
+
+    fn lost(&mut self, kind: EventKind, count: u64, now_ns: u64) {
+        self.totals.lost_events += count;
+        *self
+            .totals
+            .lost_by_kind
+            .entry(kind.name().to_string())
+            .or_default() += count;
+        let rec = Record::Lost(v2::Lost {
+            t_ns: self.rel(now_ns),
+            kind: kind.name().to_string(),
+            count,
+        });
+        self.put(&rec);
+    }
+
+    fn check(&mut self, p: &Process, reason: CheckReason, c: &Comparison) {
+        self.know(c.t_ns, p, false);
+        self.totals.checks += 1;
+        self.totals.drift += c.differences.len() as u64;
+        let rec = Record::Check(v2::Check {
+            t_ns: c.t_ns,
+            proc: p.seq,
+            pid: p.pid,
+            reason,
+            void: c.void.is_some(),
+            regions: c.regions,
+            drift: c.differences.len() as u64,
+            against: c.against,
+            void_reason: c.void,
+        });
+        self.put(&rec);
+        for d in &c.differences {
+            let rec = Record::Drift(v2::Drift {
+                t_ns: c.t_ns,
+                proc: p.seq,
+                pid: p.pid,
+                kind: d.kind.to_string(),
+                model: d.model.as_ref().map(MapsEntry::of),
+                kernel: d.kernel.as_ref().map(MapsEntry::of),
+                fields: d.fields.iter().map(|f| (*f).to_string()).collect(),
+                counters: c
+                    .residual
+                    .clone()
+                    .filter(|_| d.model.is_none() && d.kernel.is_none()),
+            });
+            self.put(&rec);
+        }
+        // What the resync did (the tracker cleared the journal before it).
+        for change in journal_changes(p.pid, &p.space, 0) {
+            self.region(RegionRecord::of(c.t_ns, p.seq, &change));
+        }
+        // The comparison ended an interval of uncertainty.
+        self.know(c.t_ns, p, false);
+    }
+
+    fn void_check(&mut self, pid: u32, reason: CheckReason, ts_ns: u64) {
+        let Some(&seq) = self.seq_of.get(&pid) else {
+            return;
+        };
+        self.totals.checks += 1;
+        let rec = Record::Check(v2::Check {
+            t_ns: self.rel(ts_ns),
+            proc: seq,
+            pid,
+            reason,
+            void: true,
+            regions: 0,
+            drift: 0,
+            against: CheckBasis::Maps,
+            void_reason: None,
+        });
+        self.put(&rec);
+    }
+
+    fn sample(&mut self, now_ns: u64, p: &Process) {
+        let t = self.rel(now_ns);
+        self.know(t, p, false);
+        let (mapped, heap, stack) = p.space.sizes();
+        let rec = Record::Counters(v2::Counters {
+            t_ns: t,
+            proc: p.seq,
+            pid: p.pid,
+            mapped,
+            heap,
+            stack,
+            rss: p.rss,
+            faults: p.faults_since_sample,
+        });
+        self.put(&rec);
+    }
+
+    fn ended(&mut self, p: Process) {
+        let now = self.rel(clock::monotonic_ns());
+        let t = p.exit_at.unwrap_or(now);
+        self.know(t, &p, false);
+        for r in p.space.live() {
+            self.region(RegionRecord::end(t, p.seq, p.pid, r));
+        }
+        if let Some(from) = p.uncertain_since {
+            let rec = Record::Uncertain(v2::Uncertain {
+                proc: p.seq,
+                pid: p.pid,
+                from_ns: from,
+                to_ns: None,
+            });
+            self.put(&rec);
+        }
+        let event = if p.exit_at.is_some() {
+            ProcessEvent::Exit
+        } else {
+            ProcessEvent::End
+        };
+        let rec = Record::Process(v2::ProcessRecord::of(t, &p, event));
+        self.put(&rec);
+        self.procs.remove(&p.seq);
+        if self.seq_of.get(&p.pid) == Some(&p.seq) {
+            self.seq_of.remove(&p.pid);
+        }
+    }
+
+    fn flush(&mut self) -> bool {
+        // Whole lines reach the file about every second (a killed
+        // recording leaves a valid prefix), and when the buffer fills.
+        if self.failed.is_none() && self.last_flush.elapsed() >= Duration::from_secs(1) {
+            self.last_flush = Instant::now();
+            if let Err(e) = self.out.flush() {
+                self.fail(e);
+            }
+        }
+        self.failed.is_none() || self.serve_command
+    }
+}
+
 /// Records until the end condition, writes the timeline; returns mmtrace's
 /// exit code.
 pub async fn run(p: Prepared) -> Result<i32> {
-    let Prepared { args, mut target } = p;
-    let plan = Plan {
+    match p.args.format {
+        TimelineFormat::V2 => run_v2(p).await,
+        TimelineFormat::V1 => run_v1(p).await,
+    }
+}
+
+/// The plan of a recording: every event, the model, checks and counters.
+fn plan(args: &RecordArgs, keep_history: bool) -> Plan {
+    Plan {
         // Every event feeds the model; all are counted in the summary.
         events: kind_mask(&[], FaultMode::All),
         faults: FaultMode::All,
         model: Some(ModelPlan {
             bucket_ns: (args.fault_bucket * 1e9) as u64,
-            keep_history: true,
+            keep_history,
             check_interval: Some(Duration::from_secs_f64(args.reconcile_interval)),
             counters: true,
         }),
         tick: TICK,
+    }
+}
+
+/// Runs the session.
+async fn record<S: Sink>(
+    target: &mut Target,
+    plan: &Plan,
+    sink: &mut S,
+) -> Result<session::Outcome> {
+    session::run(target, plan, sink).await
+}
+
+async fn run_v2(p: Prepared) -> Result<i32> {
+    let Prepared { args, mut target } = p;
+    let plan = plan(&args, false);
+    // A temporary file beside the target, renamed over it once complete.
+    let mut out = Replace::create(&args.output)?;
+    let file = out.file().try_clone().map_err(|e| {
+        crate::error::Error::Usage(format!("cannot write {}: {e}", args.output.display()))
+    })?;
+    let a = &target.args;
+    let header = v2::Header {
+        schema: v2::SCHEMA.to_string(),
+        version: 2,
+        mmtrace: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: String::new(),
+        monotonic_start_ns: 0,
+        clock: "monotonic".to_string(),
+        host: read_trim("/proc/sys/kernel/hostname"),
+        kernel: read_trim("/proc/sys/kernel/osrelease"),
+        command: target
+            .command_line()
+            .map(|c| c.iter().map(|a| a.to_string_lossy().into_owned()).collect()),
+        selection: v2::Selection {
+            pids: a.pids.clone(),
+            comms: a
+                .comms
+                .iter()
+                .map(|c| c.to_string_lossy().into_owned())
+                .collect(),
+            follow: a.follow || target.command.is_some(),
+        },
+        options: v2::Options {
+            reconcile_interval_ns: (args.reconcile_interval * 1e9) as u64,
+            duration_ns: a.duration.map(|d| (d * 1e9) as u64),
+        },
     };
-    let mut sink = RecordSink {
+    let mut sink = V2Sink {
+        start_ns: 0,
+        header,
+        out: LineFile::new(file),
+        path: args.output.clone(),
+        line: Vec::with_capacity(512),
+        failed: None,
+        serve_command: target.command.is_some(),
+        procs: HashMap::new(),
+        seq_of: HashMap::new(),
+        totals: v2::End::default(),
+        last_flush: Instant::now(),
+    };
+    let outcome = record(&mut target, &plan, &mut sink).await?;
+    let duration_ns = outcome.elapsed.as_nanos() as u64;
+    let mut end = std::mem::take(&mut sink.totals);
+    end.t_ns = sink.rel(clock::monotonic_ns());
+    end.duration_ns = duration_ns;
+    end.stack_source = outcome.stack_path.name().to_string();
+    sink.put(&Record::End(end));
+    if sink.failed.is_none() {
+        if let Err(e) = sink.out.flush() {
+            sink.fail(e);
+        }
+    }
+    let code = session::finish(&outcome, &target);
+    if sink.failed.is_some() {
+        // The temporary file goes with `out`: nothing appears at the target.
+        drop(out);
+        return Ok(EXIT_OUTPUT_INCOMPLETE);
+    }
+    drop(sink);
+    match out.commit() {
+        Ok(()) => Ok(code),
+        Err(e) => {
+            eprintln!(
+                "mmtrace: cannot write {}: {e}; nothing was written there",
+                args.output.display()
+            );
+            Ok(EXIT_OUTPUT_INCOMPLETE)
+        }
+    }
+}
+
+async fn run_v1(p: Prepared) -> Result<i32> {
+    let Prepared { args, mut target } = p;
+    let plan = plan(&args, true);
+    let mut sink = V1Sink {
         start_ns: 0,
         bucket_ns: plan.model.as_ref().map_or(0, |m| m.bucket_ns),
         records: HashMap::new(),
@@ -181,7 +587,7 @@ pub async fn run(p: Prepared) -> Result<i32> {
         lost_by_kind: BTreeMap::new(),
         lost_events: 0,
     };
-    let outcome = session::run(&mut target, &plan, &mut sink).await?;
+    let outcome = record(&mut target, &plan, &mut sink).await?;
     let duration_ns = outcome.elapsed.as_nanos() as u64;
     let doc = sink.timeline(&target, duration_ns, outcome.stack_path);
     let written = write_doc(&doc, &args.output);

@@ -18,6 +18,7 @@ use crate::model::{Cause, CheckBasis};
 use crate::output::{
     names::{escape_text, hex, human_size},
     timeline::{self, MapsEntry, Process, Region, Timeline},
+    timeline2::{self as v2, Record},
 };
 
 /// Lines of the report fit in this many columns.
@@ -80,6 +81,9 @@ pub enum ReportError {
     /// The right schema, but the document does not have its shape.
     #[error("{path} does not match {}: {detail}", timeline::SCHEMA)]
     Shape { path: String, detail: String },
+    /// A v2 recording with a line that is not a record of its schema.
+    #[error("{path} does not match {}: {detail}", v2::SCHEMA)]
+    ShapeV2 { path: String, detail: String },
     #[error("cannot write the report: {0}")]
     Write(io::Error),
 }
@@ -87,11 +91,384 @@ pub enum ReportError {
 /// `mmtrace report FILE`: reads the timeline at `path` and writes the report
 /// to `out`.
 pub fn run(path: &Path, opts: &ReportOptions, out: &mut dyn io::Write) -> Result<(), ReportError> {
-    let timeline = load(path, opts.max_size)?;
-    let text = render(&timeline, opts);
+    let text = match open_v2(path)? {
+        // A v2 recording is read one line at a time: no size limit.
+        Some(input) => render_v2(&path.display().to_string(), input, opts)?,
+        None => render(&load(path, opts.max_size)?, opts),
+    };
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(ReportError::Write)
+}
+
+/// The file, opened for reading, when it is a v2 recording (its first
+/// line is a v2 header); None for anything else (read as v1).
+fn open_v2(path: &Path) -> Result<Option<io::BufReader<std::fs::File>>, ReportError> {
+    use std::io::{BufRead, Seek};
+    let name = path.display().to_string();
+    let read_error = |error| ReportError::Read {
+        path: name.clone(),
+        error,
+    };
+    let meta = std::fs::metadata(path).map_err(read_error)?;
+    if !meta.is_file() {
+        return Err(ReportError::NotFile { path: name });
+    }
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut input = io::BufReader::new(file);
+    // A v2 header line starts so (mmtrace writes it first).
+    let head = input.fill_buf().map_err(read_error)?;
+    if !head.starts_with(b"{\"type\":\"header\"") {
+        return Ok(None);
+    }
+    input.rewind().map_err(read_error)?;
+    Ok(Some(input))
+}
+
+/// Reads a v2 recording from `input` in one pass and renders its report.
+/// Memory follows what is alive at each line (open regions, live
+/// processes), plus each finished process's summary (its top lists) and
+/// drift, kept for the end: the header, first in the report, needs the
+/// totals.
+pub fn render_v2<R: io::BufRead>(
+    name: &str,
+    input: R,
+    opts: &ReportOptions,
+) -> Result<String, ReportError> {
+    let mut r = v2::Reader::new(input);
+    let shape = |detail: String| ReportError::ShapeV2 {
+        path: name.to_string(),
+        detail,
+    };
+    let line_error = |e: v2::LineError| match e {
+        v2::LineError::Io(error) => ReportError::Read {
+            path: name.to_string(),
+            error,
+        },
+        e => ReportError::ShapeV2 {
+            path: name.to_string(),
+            detail: e.to_string(),
+        },
+    };
+    let first = r.next_record().map_err(|e| match e {
+        v2::LineError::Json { .. } => ReportError::NotTimeline {
+            path: name.to_string(),
+            found: "a first line that is not a v2 header".to_string(),
+        },
+        e => line_error(e),
+    })?;
+    let header = match first {
+        Some(Record::Header(h)) if h.schema == v2::SCHEMA => h,
+        Some(Record::Header(h)) => {
+            return Err(ReportError::NotTimeline {
+                path: name.to_string(),
+                found: format!(
+                    "schema {}",
+                    shorten_json(&serde_json::Value::String(h.schema))
+                ),
+            })
+        }
+        None if r.cut => {
+            return Err(ReportError::ShapeV2 {
+                path: name.to_string(),
+                detail: "line 1: cut short".to_string(),
+            })
+        }
+        None => return Err(ReportError::Empty { path: name.into() }),
+        Some(_) => return Err(shape("line 1: not a header".to_string())),
+    };
+    let mut meta = Meta {
+        command: header.command,
+        host: header.host,
+        kernel: header.kernel,
+        started_at: header.started_at,
+        incomplete: true,
+        ..Meta::default()
+    };
+    let mut live: std::collections::HashMap<u64, Live> = std::collections::HashMap::new();
+    let mut done: BTreeMap<u64, Summary> = BTreeMap::new();
+    let mut last_t = 0u64;
+    loop {
+        let line = r.line + 1;
+        let Some(rec) = r.next_record().map_err(line_error)? else {
+            break;
+        };
+        if !meta.incomplete {
+            return Err(shape(format!("line {line}: a record after the end record")));
+        }
+        let at_line = |e: String| shape(format!("line {line}: {e}"));
+        match rec {
+            Record::Header(_) => return Err(at_line("a second header".into())),
+            Record::Process(p) => {
+                last_t = last_t.max(p.t_ns);
+                let l = live.entry(p.proc).or_insert_with(|| Live::new(&p, opts));
+                l.process(&p);
+                if matches!(p.event, v2::ProcessEvent::Exit | v2::ProcessEvent::End) {
+                    if let Some(l) = live.remove(&p.proc) {
+                        done.insert(p.proc, l.finish());
+                    }
+                }
+            }
+            Record::Region(rr) => {
+                last_t = last_t.max(rr.t_ns);
+                let l = live.get_mut(&rr.proc).ok_or_else(|| {
+                    at_line(format!("a region of process {}, never started", rr.proc))
+                })?;
+                l.region(rr).map_err(at_line)?;
+            }
+            Record::Counters(c) => {
+                if let Some(l) = live.get_mut(&c.proc) {
+                    l.sum.counters(&timeline::CounterSample {
+                        t_ns: c.t_ns,
+                        mapped: c.mapped,
+                        heap: c.heap,
+                        stack: c.stack,
+                        rss: c.rss,
+                        faults: c.faults,
+                    });
+                }
+            }
+            Record::Check(c) => {
+                // A check voided by a change near its read is made again:
+                // not counted; an exit check with nothing to compare is.
+                let counted = !c.void || c.void_reason.is_some();
+                if let (Some(l), true) = (live.get_mut(&c.proc), counted) {
+                    l.sum.check(&timeline::Check {
+                        t_ns: c.t_ns,
+                        reason: c.reason,
+                        regions: c.regions,
+                        drift: c.drift,
+                        against: c.against,
+                        void: c.void_reason,
+                    });
+                }
+            }
+            Record::Drift(d) => {
+                for e in d.model.iter().chain(d.kernel.iter()) {
+                    for a in [&e.start, &e.end] {
+                        if parse_addr(a).is_none() {
+                            return Err(at_line(format!("drift: {a:?} is not an address")));
+                        }
+                    }
+                }
+                if let Some(l) = live.get_mut(&d.proc) {
+                    l.sum.drift.push(timeline::Drift {
+                        t_ns: d.t_ns,
+                        kind: d.kind,
+                        model: d.model,
+                        kernel: d.kernel,
+                        fields: d.fields,
+                        counters: d.counters,
+                    });
+                }
+            }
+            Record::Uncertain(u) => {
+                if let Some(l) = live.get_mut(&u.proc) {
+                    l.sum.uncertain.push(timeline::Interval {
+                        from_ns: u.from_ns,
+                        to_ns: u.to_ns,
+                    });
+                }
+            }
+            Record::Lost(lost) => {
+                meta.lost_events = meta.lost_events.saturating_add(lost.count);
+                let n = meta.lost_by_kind.entry(lost.kind).or_default();
+                *n = n.saturating_add(lost.count);
+            }
+            Record::End(end) => {
+                meta.incomplete = false;
+                meta.duration_ns = end.duration_ns;
+                meta.stack_source = end.stack_source;
+                meta.lost_events = end.lost_events;
+                meta.lost_by_kind = end.lost_by_kind;
+            }
+        }
+    }
+    if meta.incomplete {
+        meta.duration_ns = last_t;
+        meta.stack_source = "unknown (the recording was cut short)".to_string();
+    }
+    // Processes still open (a recording cut short): as they were.
+    for (proc, l) in live {
+        done.insert(proc, l.finish());
+    }
+    let summaries: Vec<Summary> = done.into_values().collect();
+    Ok(render_summaries(&meta, &summaries))
+}
+
+/// A live process of a v2 recording being read: its summary so far and
+/// its open regions.
+struct Live {
+    p: Process,
+    sum: Summary,
+    regions: std::collections::HashMap<u64, Region>,
+}
+
+impl Live {
+    fn new(rec: &v2::ProcessRecord, opts: &ReportOptions) -> Live {
+        let p = Process {
+            pid: rec.pid,
+            start_time: None,
+            ppid: None,
+            comm: String::new(),
+            exe: None,
+            abi: None,
+            shared_with: rec.shared_with,
+            seeded_by: rec.seeded_by.unwrap_or(crate::model::SeededBy::Proc),
+            exec_at_ns: None,
+            exit_at_ns: None,
+            exit_code: None,
+            exit_signal: None,
+            regions: Vec::new(),
+            counters: Vec::new(),
+            drift: Vec::new(),
+            checks: Vec::new(),
+            uncertain: Vec::new(),
+        };
+        Live {
+            sum: Summary::new(&p, opts),
+            p,
+            regions: std::collections::HashMap::new(),
+        }
+    }
+
+    fn process(&mut self, rec: &v2::ProcessRecord) {
+        let p = &mut self.p;
+        p.ppid = rec.ppid;
+        p.comm.clone_from(&rec.comm);
+        p.exe.clone_from(&rec.exe);
+        if rec.abi.is_some() {
+            p.abi.clone_from(&rec.abi);
+        }
+        if rec.start_time.is_some() {
+            p.start_time = rec.start_time;
+        }
+        match rec.event {
+            v2::ProcessEvent::Start => {
+                if let Some(s) = rec.seeded_by {
+                    p.seeded_by = s;
+                }
+                if p.seeded_by == crate::model::SeededBy::Exec {
+                    p.exec_at_ns = Some(rec.t_ns);
+                }
+            }
+            v2::ProcessEvent::Exec => {
+                p.exec_at_ns = Some(rec.t_ns);
+                if let Some(s) = rec.seeded_by {
+                    p.seeded_by = s;
+                }
+            }
+            v2::ProcessEvent::Exit => {
+                p.exit_at_ns = Some(rec.t_ns);
+                p.exit_code = rec.exit_code;
+                p.exit_signal.clone_from(&rec.exit_signal);
+            }
+            v2::ProcessEvent::End => {}
+        }
+        self.sum.set_process(p);
+    }
+
+    fn region(&mut self, rr: v2::RegionRecord) -> Result<(), String> {
+        let addr_of = |s: &str| parse_addr(s).ok_or_else(|| format!("{s:?} is not an address"));
+        let (start, end) = (addr_of(&rr.start)?, addr_of(&rr.end)?);
+        if end < start {
+            return Err(format!("end {} is below start {}", rr.end, rr.start));
+        }
+        for a in rr.old_start.iter().chain(rr.old_end.iter()) {
+            addr_of(a)?;
+        }
+        if rr.op == v2::RegionOp::Born {
+            let b = rr.born.clone().unwrap_or(v2::Birth {
+                kind: "anon".to_string(),
+                path: None,
+                offset: 0,
+                dev: None,
+                inode: None,
+                parent: None,
+            });
+            self.regions.insert(
+                rr.region,
+                Region {
+                    id: rr.region,
+                    start: String::new(),
+                    end: String::new(),
+                    perms: String::new(),
+                    kind: b.kind,
+                    path: b.path,
+                    offset: b.offset,
+                    dev: b.dev,
+                    inode: b.inode,
+                    born_ns: rr.t_ns,
+                    born_by: rr.cause.unwrap_or(Cause::Proc),
+                    parent: b.parent,
+                    died_ns: None,
+                    died_by: None,
+                    history: Vec::new(),
+                    faults: timeline::Faults::default(),
+                },
+            );
+        }
+        let Some(r) = self.regions.get_mut(&rr.region) else {
+            return Err(format!("region {} was never born", rr.region));
+        };
+        r.start = rr.start;
+        r.end = rr.end;
+        r.perms = rr.perms;
+        // Its kind as at its end (only an anonymous region's follows its
+        // protection).
+        if matches!(r.kind.as_str(), "anon" | "guard") {
+            r.kind = if r.perms.starts_with("---") {
+                "guard"
+            } else {
+                "anon"
+            }
+            .to_string();
+        }
+        if matches!(rr.op, v2::RegionOp::Died | v2::RegionOp::End) {
+            if rr.op == v2::RegionOp::Died {
+                r.died_ns = Some(rr.t_ns.max(r.born_ns));
+                r.died_by = Some(rr.cause.unwrap_or(Cause::Munmap));
+            }
+            if let Some(f) = rr.faults {
+                r.faults = timeline::Faults {
+                    total: f.total,
+                    read: f.read,
+                    write: f.write,
+                    exec: f.exec,
+                    present: f.present,
+                    first_ns: f.first_ns,
+                    touched_bytes: f.touched_bytes,
+                    mapped_bytes: f.mapped_bytes,
+                    bucket_ns: 0,
+                    buckets: Vec::new(),
+                };
+            }
+            if let Some(r) = self.regions.remove(&rr.region) {
+                if !discarded_seed(&r) {
+                    self.sum.region(&r);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The summary, with the regions never closed (as they were last).
+    fn finish(mut self) -> Summary {
+        let mut open: Vec<Region> = self.regions.into_values().collect();
+        open.sort_by_key(|r| r.id);
+        for r in &open {
+            self.sum.region(r);
+        }
+        self.sum
+    }
+}
+
+/// A region read from /proc after an exec that the model had not applied
+/// yet, dropped at the exec (it ends at its birth): it describes the new
+/// program, which the exec's own regions describe. A v1 document never
+/// holds one.
+fn discarded_seed(r: &Region) -> bool {
+    r.born_by == Cause::Proc && r.died_by == Some(Cause::Exec) && r.died_ns == Some(r.born_ns)
 }
 
 /// Reads and checks a timeline file.
@@ -259,13 +636,280 @@ macro_rules! ln {
 
 /// The report for a (checked) timeline.
 pub fn render(t: &Timeline, opts: &ReportOptions) -> String {
+    let meta = Meta::of(t);
+    let summaries: Vec<Summary> = t
+        .processes
+        .iter()
+        .map(|p| {
+            let mut sum = Summary::new(p, opts);
+            for r in &p.regions {
+                sum.region(r);
+            }
+            for c in &p.counters {
+                sum.counters(c);
+            }
+            for c in &p.checks {
+                sum.check(c);
+            }
+            sum.drift.extend(p.drift.iter().cloned());
+            sum.uncertain.extend(p.uncertain.iter().cloned());
+            sum
+        })
+        .collect();
+    render_summaries(&meta, &summaries)
+}
+
+/// The report of a recording's header and its processes' summaries.
+fn render_summaries(meta: &Meta, summaries: &[Summary]) -> String {
     let mut s = String::new();
-    header(&mut s, t);
-    for p in &t.processes {
+    header(&mut s, meta, summaries);
+    for p in summaries {
         ln!(s);
-        process(&mut s, t, p, opts);
+        process(&mut s, meta, p);
     }
     s
+}
+
+/// What the report's header says of a recording.
+#[derive(Clone, Debug, Default)]
+pub struct Meta {
+    pub command: Option<Vec<String>>,
+    pub host: String,
+    pub kernel: String,
+    pub started_at: String,
+    pub duration_ns: u64,
+    pub stack_source: String,
+    pub lost_events: u64,
+    pub lost_by_kind: BTreeMap<String, u64>,
+    /// A v2 recording with no end record: cut short.
+    pub incomplete: bool,
+}
+
+impl Meta {
+    fn of(t: &Timeline) -> Meta {
+        Meta {
+            command: t.command.clone(),
+            host: t.host.clone(),
+            kernel: t.kernel.clone(),
+            started_at: t.started_at.clone(),
+            duration_ns: t.duration_ns,
+            stack_source: t.stack_source.clone(),
+            lost_events: t.lost_events,
+            lost_by_kind: t.lost_by_kind.clone(),
+            incomplete: false,
+        }
+    }
+}
+
+/// Keeps the `n` first items by `key` among those offered, in bounded
+/// memory.
+struct Top<K: Ord> {
+    n: usize,
+    items: Vec<(K, Region)>,
+}
+
+impl<K: Ord> Top<K> {
+    fn new(n: usize) -> Self {
+        Top {
+            n,
+            items: Vec::new(),
+        }
+    }
+
+    fn offer(&mut self, key: K, r: &Region) {
+        self.items.push((key, r.clone()));
+        if self.items.len() >= 2 * self.n + 16 {
+            self.trim();
+        }
+    }
+
+    fn trim(&mut self) {
+        self.items.sort_by(|a, b| a.0.cmp(&b.0));
+        self.items.truncate(self.n);
+    }
+
+    fn sorted(&self) -> Vec<&Region> {
+        let mut v: Vec<&(K, Region)> = self.items.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.into_iter().take(self.n).map(|(_, r)| r).collect()
+    }
+}
+
+/// The highest value of a counter and the first time it was reached.
+type Peak = Option<(u64, u64)>;
+
+fn raise(peak: &mut Peak, v: Option<u64>, t: u64) {
+    if let Some(v) = v {
+        match peak {
+            Some((bv, _)) if *bv >= v => {}
+            _ => *peak = Some((v, t)),
+        }
+    }
+}
+
+/// What one process's section needs, gathered one region, sample and
+/// check at a time: counts, and the few regions each table shows.
+pub struct Summary {
+    /// The process, without regions, counters, checks, drift, uncertain.
+    p: Process,
+    short_lived_ns: u64,
+    /// The earliest birth of a region.
+    first_born: Option<u64>,
+    regions: u64,
+    alive: u64,
+    samples: u64,
+    peaks: [Peak; 4],
+    /// Biggest regions: size desc, start, id.
+    biggest: Top<(std::cmp::Reverse<u64>, u64, u64)>,
+    candidates: u64,
+    lives_on: u64,
+    /// Most faults: total desc, start, id.
+    faulty: Top<(std::cmp::Reverse<u64>, u64, u64)>,
+    faults_total: u64,
+    with_faults: u64,
+    /// Short-lived: born_ns, id.
+    short: Top<(u64, u64)>,
+    short_count: u64,
+    short_bytes: u64,
+    /// Mapped but never touched, at the end: untouched desc, start, id.
+    untouched: Top<(std::cmp::Reverse<u64>, u64, u64)>,
+    anon_at_end: u64,
+    untouched_count: u64,
+    untouched_total: u64,
+    checks: u64,
+    reasons: BTreeMap<String, u64>,
+    checks_with_drift: u64,
+    pub drift: Vec<timeline::Drift>,
+    pub uncertain: Vec<timeline::Interval>,
+}
+
+impl Summary {
+    pub fn new(p: &Process, opts: &ReportOptions) -> Summary {
+        let top = opts.top;
+        Summary {
+            p: Process {
+                regions: Vec::new(),
+                counters: Vec::new(),
+                drift: Vec::new(),
+                checks: Vec::new(),
+                uncertain: Vec::new(),
+                ..p.clone_meta()
+            },
+            short_lived_ns: opts.short_lived_ns,
+            first_born: None,
+            regions: 0,
+            alive: 0,
+            samples: 0,
+            peaks: [None; 4],
+            biggest: Top::new(top),
+            candidates: 0,
+            lives_on: 0,
+            faulty: Top::new(top),
+            faults_total: 0,
+            with_faults: 0,
+            short: Top::new(top),
+            short_count: 0,
+            short_bytes: 0,
+            untouched: Top::new(top),
+            anon_at_end: 0,
+            untouched_count: 0,
+            untouched_total: 0,
+            checks: 0,
+            reasons: BTreeMap::new(),
+            checks_with_drift: 0,
+            drift: Vec::new(),
+            uncertain: Vec::new(),
+        }
+    }
+
+    /// The process's own fields changed (an exec, its exit).
+    pub fn set_process(&mut self, p: &Process) {
+        self.p = p.clone_meta();
+    }
+
+    /// One region, whole (its last state, its death if it died).
+    pub fn region(&mut self, r: &Region) {
+        let (start, size) = (addr(&r.start), region_size(r));
+        self.regions += 1;
+        self.first_born = Some(self.first_born.map_or(r.born_ns, |f| f.min(r.born_ns)));
+        if r.died_ns.is_none() {
+            self.alive += 1;
+        }
+        if lives_on_elsewhere(r) {
+            self.lives_on += 1;
+        } else {
+            self.candidates += 1;
+            self.biggest
+                .offer((std::cmp::Reverse(size), start, r.id), r);
+        }
+        // Saturating: the counts come from the file.
+        self.faults_total = self.faults_total.saturating_add(r.faults.total);
+        if r.faults.total > 0 {
+            self.with_faults += 1;
+            self.faulty
+                .offer((std::cmp::Reverse(r.faults.total), start, r.id), r);
+        }
+        if is_short_lived(r, self.short_lived_ns) {
+            self.short_count += 1;
+            self.short_bytes = self.short_bytes.saturating_add(size);
+            self.short.offer((r.born_ns, r.id), r);
+        }
+        if ANON_KINDS.contains(&r.kind.as_str()) && mapped_at_end(r) {
+            self.anon_at_end += 1;
+            let u = untouched_of(r);
+            if u > 0 {
+                self.untouched_count += 1;
+                self.untouched_total = self.untouched_total.saturating_add(u);
+                self.untouched.offer((std::cmp::Reverse(u), start, r.id), r);
+            }
+        }
+    }
+
+    pub fn counters(&mut self, c: &timeline::CounterSample) {
+        self.samples += 1;
+        raise(&mut self.peaks[0], Some(c.mapped), c.t_ns);
+        raise(&mut self.peaks[1], Some(c.heap), c.t_ns);
+        raise(&mut self.peaks[2], Some(c.stack), c.t_ns);
+        raise(&mut self.peaks[3], c.rss, c.t_ns);
+    }
+
+    pub fn check(&mut self, c: &timeline::Check) {
+        self.checks += 1;
+        let key = match (c.against, c.void) {
+            (_, Some(_)) => format!("{} void", c.reason.as_str()),
+            (CheckBasis::Counters, None) => format!("{} by counters", c.reason.as_str()),
+            (CheckBasis::Maps, None) => c.reason.as_str().to_string(),
+        };
+        *self.reasons.entry(key).or_default() += 1;
+        if c.drift > 0 {
+            self.checks_with_drift += 1;
+        }
+    }
+}
+
+impl Process {
+    /// The process's own fields, without its lists.
+    fn clone_meta(&self) -> Process {
+        Process {
+            pid: self.pid,
+            start_time: self.start_time,
+            ppid: self.ppid,
+            comm: self.comm.clone(),
+            exe: self.exe.clone(),
+            abi: self.abi.clone(),
+            shared_with: self.shared_with,
+            seeded_by: self.seeded_by,
+            exec_at_ns: self.exec_at_ns,
+            exit_at_ns: self.exit_at_ns,
+            exit_code: self.exit_code,
+            exit_signal: self.exit_signal.clone(),
+            regions: Vec::new(),
+            counters: Vec::new(),
+            drift: Vec::new(),
+            checks: Vec::new(),
+            uncertain: Vec::new(),
+        }
+    }
 }
 
 /// A string from the file, safe for a terminal.
@@ -283,10 +927,17 @@ fn field_more(s: &mut String, value: &str) {
     ln!(s, "{:LABEL$}{}", "", fit_right(value, WIDTH - LABEL));
 }
 
-fn header(s: &mut String, t: &Timeline) {
+fn header(s: &mut String, t: &Meta, procs: &[Summary]) {
     let title = "mmtrace timeline report";
     ln!(s, "{title}");
     ln!(s, "{}", "=".repeat(title.len()));
+    if t.incomplete {
+        field(
+            s,
+            "INCOMPLETE",
+            "the recording has no end record (cut short): what follows is what it holds",
+        );
+    }
     let command = match &t.command {
         Some(argv) if !argv.is_empty() => command_line(argv),
         Some(_) => "(empty)".to_string(),
@@ -300,7 +951,7 @@ fn header(s: &mut String, t: &Timeline) {
     );
     field(s, "Started at", &esc(&t.started_at));
     field(s, "Duration", &duration(t.duration_ns));
-    field(s, "Processes", &t.processes.len().to_string());
+    field(s, "Processes", &procs.len().to_string());
     let stack = match t.stack_source.as_str() {
         "fexit" => "observed in the kernel (a hook on stack expansion)".to_string(),
         "fault" => "inferred from page faults below the stack".to_string(),
@@ -332,15 +983,15 @@ fn header(s: &mut String, t: &Timeline) {
         );
     }
 
-    let checks: usize = t.processes.iter().map(|p| p.checks.len()).sum();
-    let drift: usize = t.processes.iter().map(|p| p.drift.len()).sum();
-    let drifted = t.processes.iter().filter(|p| !p.drift.is_empty()).count();
+    let checks: u64 = procs.iter().map(|p| p.checks).sum();
+    let drift: usize = procs.iter().map(|p| p.drift.len()).sum();
+    let drifted = procs.iter().filter(|p| !p.drift.is_empty()).count();
     let value = if checks == 0 && drift == 0 {
         "not checked (the model was never compared with /proc/PID/maps)".to_string()
     } else if drift == 0 {
         format!(
             "none: {} of the model with /proc/PID/maps found no difference",
-            plural(checks as u64, "check", "checks")
+            plural(checks, "check", "checks")
         )
     } else {
         format!(
@@ -350,7 +1001,7 @@ fn header(s: &mut String, t: &Timeline) {
         )
     };
     field(s, "Drift", &value);
-    if t.processes.is_empty() {
+    if procs.is_empty() {
         ln!(s);
         ln!(s, "no processes were recorded");
     }
@@ -376,7 +1027,8 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-fn process(s: &mut String, t: &Timeline, p: &Process, opts: &ReportOptions) {
+fn process(s: &mut String, t: &Meta, sum: &Summary) {
+    let p = &sum.p;
     let title = format!("Process {} ({})", p.pid, esc(&p.comm));
     let title = fit_right(&title, WIDTH);
     ln!(s, "{title}");
@@ -417,10 +1069,9 @@ fn process(s: &mut String, t: &Timeline, p: &Process, opts: &ReportOptions) {
         );
     }
 
-    let first = p
-        .regions
-        .iter()
-        .map(|r| r.born_ns)
+    let first = sum
+        .first_born
+        .into_iter()
         .chain(p.exec_at_ns)
         .min()
         .unwrap_or(0);
@@ -443,28 +1094,27 @@ fn process(s: &mut String, t: &Timeline, p: &Process, opts: &ReportOptions) {
     field(s, "Exit", &exit);
 
     ln!(s);
-    peaks(s, p);
+    peaks(s, sum);
     ln!(s);
-    biggest(s, p, opts);
+    biggest(s, sum);
     ln!(s);
-    faults(s, p, opts);
+    faults(s, sum);
     ln!(s);
-    short_lived(s, p, opts);
+    short_lived(s, sum);
     ln!(s);
-    untouched(s, p, opts);
+    untouched(s, sum);
     ln!(s);
-    checks_and_drift(s, p);
-    uncertain(s, p);
+    checks_and_drift(s, sum);
+    uncertain(s, sum);
 }
 
-fn peaks(s: &mut String, p: &Process) {
-    let alive = p.regions.iter().filter(|r| r.died_ns.is_none()).count();
-    let regions = if p.exit_at_ns.is_some() {
-        format!("{} over its life", p.regions.len())
+fn peaks(s: &mut String, sum: &Summary) {
+    let regions = if sum.p.exit_at_ns.is_some() {
+        format!("{} over its life", sum.regions)
     } else {
-        format!("{} ({alive} still mapped at the end)", p.regions.len())
+        format!("{} ({} still mapped at the end)", sum.regions, sum.alive)
     };
-    if p.counters.is_empty() {
+    if sum.samples == 0 {
         ln!(
             s,
             "  Peak memory: unknown (no samples of the memory counters were recorded)"
@@ -475,25 +1125,10 @@ fn peaks(s: &mut String, p: &Process) {
     ln!(
         s,
         "  Peak memory (the highest of {})",
-        plural(p.counters.len() as u64, "sample", "samples")
+        plural(sum.samples, "sample", "samples")
     );
-    let peak = |get: &dyn Fn(&timeline::CounterSample) -> Option<u64>| {
-        // The first sample with the highest value.
-        p.counters
-            .iter()
-            .filter_map(|c| get(c).map(|v| (v, c.t_ns)))
-            .fold(None, |best: Option<(u64, u64)>, (v, t)| match best {
-                Some((bv, _)) if bv >= v => best,
-                _ => Some((v, t)),
-            })
-    };
-    let rows: [(&str, Option<(u64, u64)>); 4] = [
-        ("mapped (all regions)", peak(&|c| Some(c.mapped))),
-        ("heap", peak(&|c| Some(c.heap))),
-        ("stack", peak(&|c| Some(c.stack))),
-        ("resident (RSS)", peak(&|c| c.rss)),
-    ];
-    for (name, v) in rows {
+    let names = ["mapped (all regions)", "heap", "stack", "resident (RSS)"];
+    for (name, v) in names.into_iter().zip(sum.peaks) {
         if let Some((bytes, t)) = v {
             ln!(s, "    {name:<22}{:>10}  at {}", human_size(bytes), at(t));
         } else {
@@ -520,26 +1155,17 @@ fn mapping(r: &Region) -> String {
     }
 }
 
-fn biggest(s: &mut String, p: &Process, opts: &ReportOptions) {
-    if p.regions.is_empty() {
+fn biggest(s: &mut String, sum: &Summary) {
+    if sum.regions == 0 {
         ln!(s, "  no regions");
         return;
     }
     // A region merged into another or moved lives on in that one.
-    let (mut regions, lives_on): (Vec<&Region>, Vec<&Region>) =
-        p.regions.iter().partition(|r| !lives_on_elsewhere(r));
-    let candidates = regions.len();
-    regions.sort_by(|a, b| {
-        region_size(b)
-            .cmp(&region_size(a))
-            .then(addr(&a.start).cmp(&addr(&b.start)))
-            .then(a.id.cmp(&b.id))
-    });
-    regions.truncate(opts.top);
+    let regions = sum.biggest.sorted();
     ln!(
         s,
         "  Biggest regions ({}, by size)",
-        some_of(regions.len(), candidates)
+        some_of(regions.len(), sum.candidates as usize)
     );
     let rows = regions
         .iter()
@@ -566,11 +1192,11 @@ fn biggest(s: &mut String, p: &Process, opts: &ReportOptions) {
         ],
         rows,
     );
-    if !lives_on.is_empty() {
+    if sum.lives_on > 0 {
         ln!(
             s,
             "    ({} merged into or moved to another left out)",
-            plural(lives_on.len() as u64, "region", "regions")
+            plural(sum.lives_on, "region", "regions")
         );
     }
 }
@@ -589,30 +1215,17 @@ fn percent(part: u64, whole: u64) -> String {
     format!("{pct}%")
 }
 
-fn faults(s: &mut String, p: &Process, opts: &ReportOptions) {
-    // Saturating: the counts come from the file.
-    let total = p
-        .regions
-        .iter()
-        .map(|r| r.faults.total)
-        .fold(0, u64::saturating_add);
-    let mut regions: Vec<&Region> = p.regions.iter().filter(|r| r.faults.total > 0).collect();
+fn faults(s: &mut String, sum: &Summary) {
+    let regions = sum.faulty.sorted();
     if regions.is_empty() {
         ln!(s, "  no page faults recorded");
         return;
     }
-    regions.sort_by(|a, b| {
-        b.faults
-            .total
-            .cmp(&a.faults.total)
-            .then(addr(&a.start).cmp(&addr(&b.start)))
-            .then(a.id.cmp(&b.id))
-    });
-    let with_faults = regions.len();
-    regions.truncate(opts.top);
+    let with_faults = sum.with_faults as usize;
     ln!(
         s,
-        "  Page faults: {total} in {}; by region ({}, the most first):",
+        "  Page faults: {} in {}; by region ({}, the most first):",
+        sum.faults_total,
         plural(with_faults as u64, "region", "regions"),
         some_of(regions.len(), with_faults)
     );
@@ -658,54 +1271,38 @@ fn faults(s: &mut String, p: &Process, opts: &ReportOptions) {
     );
 }
 
-/// Regions unmapped within `opts.short_lived_ns` of being mapped, in time
-/// order. Only mappings made and unmapped by the process count: not pieces
-/// cut from a region (split), copies (fork), what was there (proc, exec),
-/// nor regions that ended with the process (exit, exec) or live on in
-/// another (merge, mremap).
-fn short_lived_regions<'a>(p: &'a Process, opts: &ReportOptions) -> Vec<&'a Region> {
-    let mut v: Vec<&Region> = p
-        .regions
-        .iter()
-        .filter(|r| {
-            !matches!(
-                r.born_by,
-                Cause::Split | Cause::Fork | Cause::Proc | Cause::Exec
-            )
-        })
-        .filter(|r| !matches!(r.died_by, Some(Cause::Exit | Cause::Exec)))
-        .filter(|r| !lives_on_elsewhere(r))
-        .filter(|r| {
-            r.died_ns
-                .is_some_and(|died| died.saturating_sub(r.born_ns) <= opts.short_lived_ns)
-        })
-        .collect();
-    v.sort_by(|a, b| a.born_ns.cmp(&b.born_ns).then(a.id.cmp(&b.id)));
-    v
+/// A region unmapped within `short_lived_ns` of being mapped. Only
+/// mappings made and unmapped by the process count: not pieces cut from a
+/// region (split), copies (fork), what was there (proc, exec), nor regions
+/// that ended with the process (exit, exec) or live on in another (merge,
+/// mremap).
+fn is_short_lived(r: &Region, short_lived_ns: u64) -> bool {
+    !matches!(
+        r.born_by,
+        Cause::Split | Cause::Fork | Cause::Proc | Cause::Exec
+    ) && !matches!(r.died_by, Some(Cause::Exit | Cause::Exec))
+        && !lives_on_elsewhere(r)
+        && r.died_ns
+            .is_some_and(|died| died.saturating_sub(r.born_ns) <= short_lived_ns)
 }
 
-fn short_lived(s: &mut String, p: &Process, opts: &ReportOptions) {
-    let regions = short_lived_regions(p, opts);
-    let within = duration(opts.short_lived_ns);
-    if regions.is_empty() {
+fn short_lived(s: &mut String, sum: &Summary) {
+    let within = duration(sum.short_lived_ns);
+    if sum.short_count == 0 {
         ln!(
             s,
             "  no short-lived mappings (none unmapped within {within} of being mapped)"
         );
         return;
     }
-    let bytes = regions
-        .iter()
-        .map(|r| region_size(r))
-        .fold(0, u64::saturating_add);
     ln!(
         s,
         "  Short-lived mappings (unmapped within {within} of being mapped): {}, {} in all",
-        regions.len(),
-        human_size(bytes)
+        sum.short_count,
+        human_size(sum.short_bytes)
     );
-    let shown: Vec<&Region> = regions.iter().copied().take(opts.top).collect();
-    if shown.len() < regions.len() {
+    let shown = sum.short.sorted();
+    if (shown.len() as u64) < sum.short_count {
         ln!(s, "    the first {}:", shown.len());
     }
     let rows = shown
@@ -746,59 +1343,42 @@ fn mapped_at_end(r: &Region) -> bool {
     matches!(r.died_by, None | Some(Cause::Exit))
 }
 
-fn untouched(s: &mut String, p: &Process, opts: &ReportOptions) {
+fn untouched_of(r: &Region) -> u64 {
+    r.faults.mapped_bytes.saturating_sub(r.faults.touched_bytes)
+}
+
+fn untouched(s: &mut String, sum: &Summary) {
     // Regions at the end only: over the whole life, a page would count
     // again in every region that took it over (merge, mremap, split).
-    let anon: Vec<&Region> = p
-        .regions
-        .iter()
-        .filter(|r| ANON_KINDS.contains(&r.kind.as_str()) && mapped_at_end(r))
-        .collect();
-    if anon.is_empty() {
+    if sum.anon_at_end == 0 {
         ln!(
             s,
             "  no anonymous memory (heap, stack, anon) mapped at the end, so nothing untouched"
         );
         return;
     }
-    if p.regions.iter().all(|r| r.faults.total == 0) {
+    if sum.with_faults == 0 {
         ln!(
             s,
             "  mapped but never touched: unknown (no page faults were recorded for this process)"
         );
         return;
     }
-    let untouched_of = |r: &Region| r.faults.mapped_bytes.saturating_sub(r.faults.touched_bytes);
-    let mut regions: Vec<&Region> = anon
-        .iter()
-        .copied()
-        .filter(|r| untouched_of(r) > 0)
-        .collect();
-    if regions.is_empty() {
+    if sum.untouched_count == 0 {
         ln!(
             s,
             "  no mapped but never touched memory at the end: every anonymous page was touched"
         );
         return;
     }
-    let total = regions
-        .iter()
-        .map(|r| untouched_of(r))
-        .fold(0, u64::saturating_add);
     ln!(
         s,
         "  Mapped but never touched, at the end: {} in {} of {} (heap, stacks, anon)",
-        human_size(total),
-        regions.len(),
-        plural(anon.len() as u64, "anonymous region", "anonymous regions")
+        human_size(sum.untouched_total),
+        sum.untouched_count,
+        plural(sum.anon_at_end, "anonymous region", "anonymous regions")
     );
-    regions.sort_by(|a, b| {
-        untouched_of(b)
-            .cmp(&untouched_of(a))
-            .then(addr(&a.start).cmp(&addr(&b.start)))
-            .then(a.id.cmp(&b.id))
-    });
-    regions.truncate(opts.top);
+    let regions = sum.untouched.sorted();
     let inherited = regions
         .iter()
         .any(|r| matches!(r.born_by, Cause::Fork | Cause::Proc));
@@ -854,42 +1434,34 @@ fn maps_line(e: Option<&MapsEntry>) -> String {
     }
 }
 
-fn checks_and_drift(s: &mut String, p: &Process) {
-    if p.checks.is_empty() {
+fn checks_and_drift(s: &mut String, sum: &Summary) {
+    let pid = sum.p.pid;
+    if sum.checks == 0 {
         ln!(
             s,
             "  Checks: none (the model was never compared with /proc/{}/maps)",
-            p.pid
+            pid
         );
     } else {
-        let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
-        for c in &p.checks {
-            let key = match (c.against, c.void) {
-                (_, Some(_)) => format!("{} void", c.reason),
-                (CheckBasis::Counters, None) => format!("{} by counters", c.reason),
-                (CheckBasis::Maps, None) => c.reason.to_string(),
-            };
-            *reasons.entry(key).or_default() += 1;
-        }
-        let reasons = reasons
+        let reasons = sum
+            .reasons
             .iter()
             .map(|(r, n)| format!("{} {n}", esc(r)))
             .collect::<Vec<_>>()
             .join(", ");
-        let found = p.checks.iter().filter(|c| c.drift > 0).count();
-        let found = match found {
+        let found = match sum.checks_with_drift {
             0 => "none found drift".to_string(),
             n => format!("{n} found drift"),
         };
         ln!(
             s,
             "  Checks: {} with /proc/{}/maps ({reasons}); {found}",
-            plural(p.checks.len() as u64, "comparison", "comparisons"),
-            p.pid
+            plural(sum.checks, "comparison", "comparisons"),
+            pid
         );
     }
-    if p.drift.is_empty() {
-        if p.checks.is_empty() {
+    if sum.drift.is_empty() {
+        if sum.checks == 0 {
             // Never compared: no difference found says nothing.
             ln!(s, "  drift unknown: never checked");
         } else {
@@ -900,10 +1472,10 @@ fn checks_and_drift(s: &mut String, p: &Process) {
     ln!(
         s,
         "  Drift: {} between the model and /proc/{}/maps",
-        plural(p.drift.len() as u64, "difference", "differences"),
-        p.pid
+        plural(sum.drift.len() as u64, "difference", "differences"),
+        pid
     );
-    for d in &p.drift {
+    for d in &sum.drift {
         let when = at(d.t_ns);
         let kind = esc(&d.kind);
         let width = WIDTH - 4 - when.len() - 2 - 10 - 8;
@@ -934,15 +1506,15 @@ fn checks_and_drift(s: &mut String, p: &Process) {
     }
 }
 
-fn uncertain(s: &mut String, p: &Process) {
-    if p.uncertain.is_empty() {
+fn uncertain(s: &mut String, sum: &Summary) {
+    if sum.uncertain.is_empty() {
         ln!(s, "  no uncertain intervals");
         return;
     }
     // Why, as the checks it made say: events lost, a change the kernel's
     // counters showed the model had missed, a call it could not follow;
     // and a 32-bit program's system calls, never traced.
-    let why = if p.abi.as_deref().is_some_and(|a| a != "x86_64") {
+    let why = if sum.p.abi.as_deref().is_some_and(|a| a != "x86_64") {
         "a 32-bit program: syscalls not traced"
     } else {
         "lost events, or changes it missed"
@@ -950,9 +1522,9 @@ fn uncertain(s: &mut String, p: &Process) {
     ln!(
         s,
         "  Uncertain: {} when the model may be wrong ({why})",
-        plural(p.uncertain.len() as u64, "interval", "intervals")
+        plural(sum.uncertain.len() as u64, "interval", "intervals")
     );
-    for i in &p.uncertain {
+    for i in &sum.uncertain {
         if let Some(to) = i.to_ns {
             ln!(
                 s,

@@ -326,13 +326,52 @@ pub fn apply_shmat(space: &mut AddressSpace, ev: &Event, t_ns: u64, seg: Option<
 }
 
 impl AddressSpace {
-    /// Drops the dead regions, keeping the live ones in birth order (for a
-    /// consumer that has reported the deaths and needs no history).
+    /// Drops the dead regions (for a consumer that has reported the deaths
+    /// and needs no history). With a journal, only the regions it says died
+    /// are looked at (the live ones may change order); without, every one
+    /// (the live ones keep their birth order).
     pub fn forget_dead(&mut self) {
+        // Reported: a changed region keeps only its last entry (what the
+        // next change is told from), so that a long life costs nothing.
+        let mut dead = Vec::new();
+        for j in self.journal.as_deref().unwrap_or(&[]) {
+            match *j {
+                super::Journal::Change { region, .. } => {
+                    if let Some(r) = self.regions.get_mut(region) {
+                        if r.history.len() > 1 {
+                            r.history.drain(..r.history.len() - 1);
+                        }
+                    }
+                }
+                super::Journal::Died { region } => dead.push(region),
+            }
+        }
+        let journaled = self.journal.is_some();
         // Its indexes are about to change, and it has been reported.
         self.clear_journal();
         if self.regions.len() == self.live.len() {
             return;
+        }
+        if journaled {
+            // Every death is in the journal: drop those alone, each in
+            // O(log n) (the last region takes its place), whatever the
+            // number of live regions.
+            dead.sort_unstable();
+            dead.dedup();
+            for &i in dead.iter().rev() {
+                if self.regions.get(i).is_none_or(|r| r.died_ns.is_none()) {
+                    continue;
+                }
+                self.regions.swap_remove(i);
+                if let Some(moved) = self.regions.get(i) {
+                    if moved.died_ns.is_none() {
+                        self.live.insert(moved.start, i);
+                    }
+                }
+            }
+            if self.regions.len() == self.live.len() {
+                return;
+            }
         }
         let mut keep = vec![false; self.regions.len()];
         for &i in self.live.values() {
@@ -467,6 +506,30 @@ mod tests {
         a.forget_dead();
         assert_eq!(a.regions.len(), 1);
         assert_eq!(a.find(0x30000), Some(0));
+    }
+
+    #[test]
+    fn with_a_journal_only_the_dead_are_looked_at() {
+        let mut a = AddressSpace::new(1);
+        a.keep_journal();
+        for i in 0..6 {
+            a.mmap(1, 0x10000 * (i + 1), PAGE, 3 - (i % 2), 0x22, 0, None);
+        }
+        a.munmap(2, 0x20000, PAGE);
+        a.munmap(2, 0x50000, PAGE);
+        a.forget_dead();
+        assert_eq!(a.regions.len(), 4);
+        assert!(a.regions.iter().all(|r| r.died_ns.is_none()));
+        for r in a.live() {
+            assert_eq!(a.regions[a.find(r.start).unwrap()].start, r.start);
+        }
+        let starts: Vec<u64> = a.live().map(|r| r.start).collect();
+        assert_eq!(starts, [0x10000, 0x30000, 0x40000, 0x60000]);
+        a.munmap(3, 0x10000, PAGE);
+        a.forget_dead();
+        assert_eq!(a.regions.len(), 3);
+        assert_eq!(a.find(0x10000), None);
+        assert!(a.find(0x60000).is_some());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod behaviour;
 pub mod counters;
 pub mod maps;
+pub mod pages;
 pub mod tracker;
 
 pub use behaviour::KernelBehaviour;
@@ -266,6 +267,10 @@ vocabulary! {
         Unlock = "unlock",
         /// Sealed (mseal).
         Seal = "seal",
+        /// Found different in /proc/PID/maps at a check (its extent,
+        /// protection, offset or backing), at the same start: the region
+        /// goes on, as the kernel has it.
+        Drift = "drift",
     }
 }
 
@@ -275,7 +280,7 @@ impl Op {
     pub const fn moves_extent(self) -> bool {
         matches!(
             self,
-            Op::Grow | Op::Shrink | Op::Split | Op::Move | Op::Merge
+            Op::Grow | Op::Shrink | Op::Split | Op::Move | Op::Merge | Op::Drift
         )
     }
 }
@@ -287,16 +292,6 @@ pub struct Change {
     pub start: u64,
     pub end: u64,
     pub perms: Perms,
-}
-
-/// Faults on one page.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct PageFaults {
-    pub read: u32,
-    pub write: u32,
-    pub exec: u32,
-    pub present: u32,
-    pub first_ns: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -318,9 +313,12 @@ pub struct Region {
     pub died_ns: Option<u64>,
     pub died_by: Option<Cause>,
     pub history: Vec<Change>,
-    /// Faults by page index (address / PAGE) over the pages it covers.
-    pub pages: BTreeMap<u64, PageFaults>,
-    /// Faults taken while this region existed, by time bucket.
+    /// Faults taken in this region (see [`pages`] for the rule).
+    pub faults: pages::FaultCounts,
+    /// The pages of its extent that faulted (address / PAGE).
+    pub pages: pages::PageSet,
+    /// Faults taken while this region existed, by time bucket; kept only
+    /// with the history (`AddressSpace::keep_journal` not called).
     pub buckets: Vec<u64>,
 }
 
@@ -492,7 +490,8 @@ impl AddressSpace {
             died_ns: None,
             died_by: None,
             history: Vec::new(),
-            pages: BTreeMap::new(),
+            faults: pages::FaultCounts::default(),
+            pages: pages::PageSet::default(),
             buckets: Vec::new(),
         }
     }
@@ -605,7 +604,7 @@ impl AddressSpace {
         right.parent = Some(left_id);
         self.uncount(idx);
         let l = &mut self.regions[idx];
-        right.pages = l.pages.split_off(&(addr / PAGE));
+        right.pages = l.pages.split_off(addr / PAGE);
         l.end = addr;
         l.record(t_ns, Op::Split);
         self.count(idx);
@@ -632,14 +631,14 @@ impl AddressSpace {
                 // (the journal already holds this entry, from split_at).
                 r.history.pop();
                 r.end = lo;
-                let _ = r.pages.split_off(&(lo / PAGE));
+                let _ = r.pages.split_off(lo / PAGE);
                 r.record(t_ns, Op::Split);
                 self.count(idx);
             } else if start < lo {
                 self.uncount(idx);
                 let r = &mut self.regions[idx];
                 r.end = lo;
-                let _ = r.pages.split_off(&(lo / PAGE));
+                let _ = r.pages.split_off(lo / PAGE);
                 r.record(t_ns, Op::Shrink);
                 self.count(idx);
                 self.journal_change(idx);
@@ -651,7 +650,7 @@ impl AddressSpace {
                     r.offset += hi - start;
                 }
                 r.start = hi;
-                r.pages = r.pages.split_off(&(hi / PAGE));
+                r.pages = r.pages.split_off(hi / PAGE);
                 r.record(t_ns, Op::Shrink);
                 self.count(idx);
                 self.journal_change(idx);
@@ -1309,12 +1308,8 @@ impl AddressSpace {
             r.sig = s.sig;
             r.anon_vma = s.anon_vma;
             r.parent = Some(s.id);
-            r.pages = s
-                .pages
-                .iter()
-                .map(|(p, f)| (p - old_addr / PAGE + ret / PAGE, *f))
-                .collect();
-            self.regions[idx].pages.clear();
+            r.pages = s.pages.shifted(old_addr / PAGE, ret / PAGE);
+            self.regions[idx].pages = pages::PageSet::default();
             self.insert(r);
             self.merge_around(ret, t_ns);
             return;
@@ -1322,11 +1317,7 @@ impl AddressSpace {
         self.live.remove(&old_addr);
         self.uncount(idx);
         let r = &mut self.regions[idx];
-        let shift = |p: u64| p - old_addr / PAGE + ret / PAGE;
-        r.pages = std::mem::take(&mut r.pages)
-            .into_iter()
-            .map(|(p, f)| (shift(p), f))
-            .collect();
+        r.pages = r.pages.shifted(old_addr / PAGE, ret / PAGE);
         r.start = ret;
         r.end = ret + new_len;
         r.record(t_ns, Op::Move);
@@ -1340,6 +1331,23 @@ impl AddressSpace {
     /// after that moment (say, of a process already past an exec the model
     /// has not applied yet) describes a later state, not one to end.
     pub fn discard_seeded_after(&mut self, t_ns: u64) {
+        if self.journal.is_some() {
+            // Their births may have been reported: report their end too
+            // (at their birth: their life is empty).
+            let later: Vec<usize> = self
+                .live
+                .values()
+                .copied()
+                .filter(|&i| {
+                    let r = &self.regions[i];
+                    r.born_by == Cause::Proc && r.born_ns > t_ns
+                })
+                .collect();
+            for idx in later {
+                self.kill(idx, t_ns, Cause::Exec);
+            }
+            return;
+        }
         self.regions
             .retain(|r| !(r.died_ns.is_none() && r.born_by == Cause::Proc && r.born_ns > t_ns));
         self.live = self
@@ -1454,24 +1462,26 @@ impl AddressSpace {
             self.unattributed_faults += 1;
             return;
         };
+        let keep_buckets = self.journal.is_none();
         let bucket = (t_ns / self.bucket_ns) as usize;
         let r = &mut self.regions[idx];
-        if r.buckets.len() <= bucket {
-            r.buckets.resize(bucket + 1, 0);
+        if keep_buckets {
+            if r.buckets.len() <= bucket {
+                r.buckets.resize(bucket + 1, 0);
+            }
+            r.buckets[bucket] += 1;
         }
-        r.buckets[bucket] += 1;
-        let first = !r.pages.contains_key(&(addr / PAGE));
-        let p = r.pages.entry(addr / PAGE).or_default();
-        if first {
-            p.first_ns = t_ns;
-        }
+        r.pages.insert(addr / PAGE);
+        let f = &mut r.faults;
+        f.first_ns.get_or_insert(t_ns);
+        f.last_ns = Some(t_ns);
         match access {
-            crate::event::Access::Read => p.read += 1,
-            crate::event::Access::Write => p.write += 1,
-            crate::event::Access::Exec => p.exec += 1,
+            crate::event::Access::Read => f.read += 1,
+            crate::event::Access::Write => f.write += 1,
+            crate::event::Access::Exec => f.exec += 1,
         }
         if present {
-            p.present += 1;
+            f.present += 1;
         }
         let private_write = access == crate::event::Access::Write && !r.perms.shared;
         if private_write {
@@ -1479,29 +1489,66 @@ impl AddressSpace {
         }
     }
 
-    /// Replaces the live regions that differ from the kernel's: each
-    /// mismatch dies (`drift`) or is born (`proc`), keeping matches intact.
+    /// Makes the live regions the kernel's, keeping matches intact: a
+    /// region the kernel has at the same start but otherwise different goes
+    /// on as the kernel has it (a `drift` entry in its history); any other
+    /// mismatch dies (`drift`), and what the kernel has that the model does
+    /// not is born (`drift`).
     pub fn resync(&mut self, t_ns: u64, kernel: &[Seed]) {
         let model: Vec<(usize, Seed)> = self
             .live
             .values()
             .map(|&i| (i, seed_of(&self.regions[i])))
             .collect();
-        for (idx, s) in &model {
-            if !kernel.iter().any(|k| maps::same(k, s)) {
-                self.kill(*idx, t_ns, Cause::Drift);
-            }
-        }
         let missing: Vec<Seed> = kernel
             .iter()
             .filter(|k| !model.iter().any(|(_, s)| maps::same(k, s)))
             .cloned()
             .collect();
-        for s in &missing {
+        let mut resynced: Vec<(usize, Seed)> = Vec::new();
+        for (idx, s) in &model {
+            if kernel.iter().any(|k| maps::same(k, s)) {
+                continue;
+            }
+            match missing.iter().find(|k| k.start == s.start) {
+                Some(k) => resynced.push((*idx, k.clone())),
+                None => self.kill(*idx, t_ns, Cause::Drift),
+            }
+        }
+        for (idx, k) in &resynced {
+            // Out of the live set while its new extent is cleared.
+            self.uncount(*idx);
+            self.live.remove(&k.start);
+            self.carve(k.start, k.end, t_ns, Cause::Drift);
+            let r = &mut self.regions[*idx];
+            r.end = k.end;
+            r.perms = k.perms;
+            r.offset = k.offset;
+            let same_file = match (&r.backing, &k.backing) {
+                (Backing::Shm { ino: a, .. }, Backing::Shm { ino: b, .. }) => a == b,
+                (a, b) => a == b,
+            };
+            if !same_file {
+                r.backing = k.backing.clone();
+            }
+            if r.backing == Backing::Stack {
+                r.sig |= sig::GROWSDOWN;
+            }
+            let _ = r.pages.split_off(k.end / PAGE);
+            r.record(t_ns, Op::Drift);
+            self.live.insert(k.start, *idx);
+            self.count(*idx);
+            self.journal_change(*idx);
+        }
+        let born: Vec<Seed> = missing
+            .into_iter()
+            .filter(|k| !resynced.iter().any(|(_, r)| r.start == k.start))
+            .collect();
+        for s in &born {
             self.carve(s.start, s.end, t_ns, Cause::Drift);
         }
         // Found in /proc at the check: the history starts there.
-        self.seed(t_ns, &missing, Cause::Drift);
+        self.seed(t_ns, &born, Cause::Drift);
     }
 }
 

@@ -609,3 +609,41 @@ fn seeded_neighbours_the_maps_show_apart_stay_apart() {
     a.mprotect(2, 0x10000, 2 * P, R);
     assert_eq!(a.live().count(), 2);
 }
+
+/// A check that finds a region different at the same start resyncs it in
+/// place: the region goes on (a `drift` entry), its neighbours as the
+/// kernel has them.
+#[test]
+fn a_resync_keeps_a_region_found_different_at_its_start() {
+    let mut a = AddressSpace::new(1);
+    a.keep_journal();
+    a.mmap(1, 0x10000, 2 * P, RW, ANON, 0, None);
+    a.mmap(2, 0x20000, P, RW, ANON, 0, None);
+    a.fault(3, 0x10000, crate::event::Access::Write, false);
+    let id = a.live().next().unwrap().id;
+    let anon = |start: u64, end: u64, prot: u64| Seed {
+        start,
+        end,
+        perms: Perms::from_prot(prot, false),
+        offset: 0,
+        backing: Backing::Anon,
+    };
+    // The kernel has it a page longer and read-only; the second mapping
+    // is gone, a third is there.
+    a.resync(5, &[anon(0x10000, 0x13000, R), anon(0x30000, 0x31000, RW)]);
+    let live: Vec<&Region> = a.live().collect();
+    assert_eq!(
+        spans(&a),
+        vec![
+            (0x10000, 0x13000, "r--p".into()),
+            (0x30000, 0x31000, "rw-p".into())
+        ]
+    );
+    assert_eq!(live[0].id, id);
+    assert_eq!(ops(live[0]), ["born", "drift"]);
+    assert_eq!(live[0].faults.write, 1);
+    assert_eq!(live[1].born_by, Cause::Drift);
+    assert_eq!(a.counts(), counters::recount(&a));
+    let died: Vec<Cause> = a.regions.iter().filter_map(|r| r.died_by).collect();
+    assert_eq!(died, [Cause::Drift]);
+}

@@ -636,6 +636,10 @@ impl Tracker {
                 // share it; this one gets a new one.
                 self.hand_over_space(ev.pid);
                 let known = self.live.contains_key(&ev.pid);
+                // Without history, everything from here on is reported
+                // (a first sight's seeds too, and their discarding).
+                let seen = self.live.get(&ev.pid).map(|p| p.space.journal().len());
+                let keep_history = self.keep_history;
                 let p = self.ensure(ev.pid, &ev.comm);
                 p.shares = None;
                 p.dirty = true;
@@ -646,10 +650,19 @@ impl Tracker {
                 // the exec, such as the exec's own stack growth, made the
                 // tracker read /proc after it): they stay, for the exec to
                 // end with the rest.
+                let nothing_before = p
+                    .space
+                    .regions
+                    .iter()
+                    .all(|r| r.born_by == Cause::Proc && r.born_ns > t && r.died_ns.is_none());
                 if !(known && p.space.keeps_journal()) {
                     p.space.discard_seeded_after(t);
                 }
-                let mark = p.space.journal().len();
+                let mark = if keep_history {
+                    p.space.journal().len()
+                } else {
+                    seen.unwrap_or(0)
+                };
                 p.space.end_all(t, Cause::Exec);
                 p.space.new_mm();
                 p.exec_at = Some(t);
@@ -657,7 +670,7 @@ impl Tracker {
                 p.comm.clone_from(&ev.comm);
                 p.start_time = Some(*start_time);
                 p.abi = *abi;
-                if p.seeded_by == SeededBy::Proc && p.space.regions.is_empty() {
+                if p.seeded_by == SeededBy::Proc && nothing_before {
                     // First seen at this exec: nothing before it was known.
                     p.seeded_by = SeededBy::Exec;
                 }
@@ -868,11 +881,30 @@ impl Tracker {
             for (pid, _) in self.touched.drain(..) {
                 if let Some(p) = self.live.get_mut(&pid) {
                     p.space.forget_dead();
+                    keep_last_uncertain(p);
                 }
             }
         }
         self.touched.clear();
         std::mem::take(&mut self.ended)
+    }
+
+    /// The processes the current event touched (live or just ended), each
+    /// once, in the order the event touched them.
+    pub fn touched(&self) -> Vec<&Process> {
+        let mut out: Vec<&Process> = Vec::new();
+        for &(pid, _) in &self.touched {
+            let p = self
+                .live
+                .get(&pid)
+                .or_else(|| self.ended.iter().rev().find(|p| p.pid == pid));
+            if let Some(p) = p {
+                if !out.iter().any(|o| o.seq == p.seq) {
+                    out.push(p);
+                }
+            }
+        }
+        out
     }
 
     /// Every process's model may be out of step from `now_ns` (events were
@@ -891,6 +923,12 @@ impl Tracker {
         let t = self.rel(t0);
         let pid = self.owner_of(pid);
         let p = self.live.get_mut(&pid)?;
+        if !self.keep_history {
+            // What the events did was reported: the journal holds only what
+            // the resync does, for the sink's `check`.
+            p.space.forget_dead();
+            keep_last_uncertain(p);
+        }
         let model: Vec<Seed> = p.space.live().map(seed_of).collect();
         let differences = maps::diff(&model, snapshot);
         if !differences.is_empty() {
@@ -919,6 +957,14 @@ impl Tracker {
         let mut all: Vec<Process> = self.live.drain().map(|(_, p)| p).collect();
         all.sort_by_key(|p| p.seq);
         all
+    }
+}
+
+/// Without history, a process keeps only its last closed interval of
+/// uncertainty (the sinks have seen the others).
+fn keep_last_uncertain(p: &mut Process) {
+    if p.uncertain.len() > 1 {
+        p.uncertain.drain(..p.uncertain.len() - 1);
     }
 }
 

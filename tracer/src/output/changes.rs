@@ -37,7 +37,7 @@ pub struct Who<'a> {
 
 /// The region's kind when it had `perms` (only an anonymous region's
 /// depends on them).
-fn kind_at(r: &Region, perms: Perms) -> &'static str {
+pub(crate) fn kind_at(r: &Region, perms: Perms) -> &'static str {
     if perms == r.perms || r.backing != Backing::Anon {
         return r.kind();
     }

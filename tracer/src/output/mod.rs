@@ -38,6 +38,7 @@ mod json;
 pub mod names;
 mod text;
 pub mod timeline;
+pub mod timeline2;
 
 use std::io::{self, Write};
 

@@ -316,21 +316,19 @@ impl Region {
             Backing::Stack => (Some("[stack]".into()), None, None),
             Backing::Anon => (None, None, None),
         };
-        let mut f = Faults {
+        let c = &r.faults;
+        let f = Faults {
+            total: c.total(),
+            read: c.read,
+            write: c.write,
+            exec: c.exec,
+            present: c.present,
+            first_ns: c.first_ns,
+            touched_bytes: r.pages.len() * model::PAGE,
+            mapped_bytes: r.len(),
             bucket_ns,
             buckets: r.buckets.clone(),
-            mapped_bytes: r.len(),
-            touched_bytes: r.pages.len() as u64 * model::PAGE,
-            ..Default::default()
         };
-        for pf in r.pages.values() {
-            f.read += u64::from(pf.read);
-            f.write += u64::from(pf.write);
-            f.exec += u64::from(pf.exec);
-            f.present += u64::from(pf.present);
-            f.first_ns = Some(f.first_ns.map_or(pf.first_ns, |x: u64| x.min(pf.first_ns)));
-        }
-        f.total = f.read + f.write + f.exec;
         Region {
             id: r.id,
             start: hex(r.start),

@@ -60,6 +60,12 @@ pub trait Sink {
     /// `p`'s model was compared with /proc/PID/maps (and resynced where
     /// they differed).
     fn check(&mut self, _p: &Process, _reason: CheckReason, _c: &Comparison) {}
+    /// A check of `pid` was void: a change came too close to its read to
+    /// tell (it is made again).
+    fn void_check(&mut self, _pid: u32, _reason: CheckReason, _ts_ns: u64) {}
+    /// The processes an event touched (first sight, fork, exec, exit), as
+    /// the model has them after it; called before [`Sink::event`].
+    fn processes(&mut self, _ev: &Event, _touched: &[&Process]) {}
     /// `p` had events since its last sample: its counters now.
     fn sample(&mut self, _now_ns: u64, _p: &Process) {}
     /// `p` left the model: it exited, its pid was reused unseen, or the
@@ -416,12 +422,21 @@ impl Core {
             if ev.body.changes_mappings() {
                 // A change settles the checks of the address space it made.
                 let pid = tracker.owner_of(ev.pid);
-                if let Settle::Compare(pending) = checker.on_change(pid, ev.ts_ns) {
-                    compare(tracker, checker, sink, pid, &pending, ev.ts_ns);
+                match checker.on_change(pid, ev.ts_ns) {
+                    Settle::Compare(pending) => {
+                        compare(tracker, checker, sink, pid, &pending, ev.ts_ns);
+                    }
+                    Settle::Void(reason) => sink.void_check(pid, reason, ev.ts_ns),
+                    Settle::Nothing => {}
                 }
             }
         }
         tracker.apply(ev);
+        let touched = tracker.touched();
+        if !touched.is_empty() {
+            sink.processes(ev, &touched);
+        }
+        drop(touched);
         let changes = tracker.changes();
         Self::deliver(&mut self.tally, self.events, sink, ev, &changes);
         drop(changes);
