@@ -941,13 +941,17 @@ pub fn assemble_v2(records: &[Value]) -> Result<Value, String> {
                     }));
             }
             Some("check") => {
-                if r["void"] == true {
+                // A check voided by a change near its read is made again;
+                // an exit check that compared nothing is a check (v1 too).
+                if r["void"] == true && r.get("void_reason").is_none() {
                     continue;
                 }
                 let pv = procs.entry(proc).or_insert_with(p);
                 pv["checks"].as_array_mut().ok_or("checks")?.push(json!({
                     "t_ns": r["t_ns"], "reason": r["reason"], "regions": r["regions"],
                     "drift": r["drift"],
+                    "against": r.get("against").cloned().unwrap_or(json!("maps")),
+                    "void": r.get("void_reason").cloned().unwrap_or(Value::Null),
                 }));
             }
             Some("drift") => {
@@ -955,6 +959,8 @@ pub fn assemble_v2(records: &[Value]) -> Result<Value, String> {
                 pv["drift"].as_array_mut().ok_or("drift")?.push(json!({
                     "t_ns": r["t_ns"], "kind": r["kind"], "model": r["model"],
                     "kernel": r["kernel"],
+                    "fields": r.get("fields").cloned().unwrap_or(json!([])),
+                    "counters": r.get("counters").cloned().unwrap_or(Value::Null),
                 }));
             }
             Some("uncertain") => {

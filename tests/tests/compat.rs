@@ -152,15 +152,20 @@ fn a_32_bit_program_is_recorded_uncertain_and_checked_at_exit() {
         "({})",
         timeline.display()
     );
-    // Checked at its exit all the same (by the counters the exit hook
-    // reads, whatever the program's system calls): the loader's work it
-    // did not see is drift.
+    // Checked at its exit all the same, by the counters the exit hook
+    // reads whatever the program's system calls (or said void where the
+    // kernel runs the hook after the address space is gone). Whether the
+    // loader's work it did not see is drift depends on whether the seed,
+    // read without stopping the program, came before or after it.
     let checks = p["checks"].as_array().expect("checks");
     let exit = checks
         .iter()
         .find(|c| c["reason"] == "exit")
         .unwrap_or_else(|| panic!("no exit check: {checks:?} ({})", timeline.display()));
-    assert!(exit["drift"].as_u64().unwrap_or(0) > 0, "{exit}");
+    assert!(
+        exit["against"] == "counters" || exit["void"].is_string(),
+        "{exit}"
+    );
     // The report says why.
     let report = run_mmtrace_raw(
         [OsString::from("report"), timeline.clone().into_os_string()],

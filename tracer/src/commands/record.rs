@@ -378,8 +378,12 @@ impl Sink for V2Sink {
             self.put(&rec);
         }
         // What the resync did (the tracker cleared the journal before it).
-        for change in journal_changes(p.pid, &p.space, 0) {
-            self.region(RegionRecord::of(c.t_ns, p.seq, &change));
+        // An exit check (by counters) resyncs nothing: the exit's changes
+        // were written with its event.
+        if c.against == CheckBasis::Maps {
+            for change in journal_changes(p.pid, &p.space, 0) {
+                self.region(RegionRecord::of(c.t_ns, p.seq, &change));
+            }
         }
         // The comparison ended an interval of uncertainty.
         self.know(c.t_ns, p, false);
