@@ -837,7 +837,8 @@ pub fn assemble_v2(records: &[Value]) -> Result<Value, String> {
         let p = || {
             json!({
                 "pid": r["pid"], "start_time": null, "ppid": null, "comm": "", "exe": null,
-                "abi": null, "seeded_by": "proc", "exec_at_ns": null, "exit_at_ns": null,
+                "abi": null, "shared_with": null, "seeded_by": "proc", "exec_at_ns": null,
+                "exit_at_ns": null,
                 "exit_code": null, "exit_signal": null, "regions": [], "counters": [],
                 "drift": [], "checks": [], "uncertain": [],
             })
@@ -845,7 +846,7 @@ pub fn assemble_v2(records: &[Value]) -> Result<Value, String> {
         match r["type"].as_str() {
             Some("process") => {
                 let pv = procs.entry(proc).or_insert_with(p);
-                for f in ["ppid", "comm", "exe", "abi"] {
+                for f in ["ppid", "comm", "exe", "abi", "shared_with"] {
                     if r.get(f).is_some() {
                         pv[f] = r[f].clone();
                     }

@@ -114,6 +114,54 @@ fn outputs_are_created_private() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
 }
 
+/// `--output-group`: 0640 and the group's; an unknown group is refused
+/// before anything starts.
+#[test]
+fn a_group_of_readers_gets_the_outputs() {
+    tests::needs_root!();
+    let dir = scratch("group", false);
+    let events = dir.join("events.jsonl");
+    let timeline = dir.join("timeline.json");
+    // Group 4242 need not have a name: a number is taken as it is.
+    let o = run(&[
+        "stream",
+        "-o",
+        s(&events),
+        "--output-group",
+        "4242",
+        "--",
+        "/bin/true",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&[
+        "record",
+        "-o",
+        s(&timeline),
+        "--output-group",
+        "root",
+        "--",
+        "/bin/true",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (p, gid) in [(&events, 4242), (&timeline, 0)] {
+        let m = std::fs::metadata(p).unwrap();
+        assert_eq!((m.mode() & 0o777, m.gid()), (0o640, gid), "{}", p.display());
+    }
+    let nowhere = dir.join("nowhere.json");
+    let o = run(&[
+        "record",
+        "-o",
+        s(&nowhere),
+        "--output-group",
+        "no-such-group-here",
+        "--",
+        "/bin/true",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no group named"), "{}", stderr(&o));
+    assert!(!nowhere.exists());
+}
+
 #[test]
 fn a_command_that_cannot_run_leaves_the_output_untouched() {
     tests::needs_root!();

@@ -95,6 +95,11 @@ pub struct StreamArgs {
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
 
+    /// Make the output file readable by this group (a name or a number):
+    /// created 0640 and given to it, instead of 0600.
+    #[arg(long, value_name = "GROUP", value_parser = parse_group, requires = "output")]
+    pub output_group: Option<u32>,
+
     /// Stream region-level changes instead of raw events: each mapping of
     /// the traced processes born, grown, shrunk, split, protected, moved,
     /// merged, advised, and dead (the model of `record`). Needs every event
@@ -116,6 +121,11 @@ pub struct RecordArgs {
     /// the recording goes; see --format).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+
+    /// Make the timeline readable by this group (a name or a number):
+    /// created 0640 and given to it, instead of 0600.
+    #[arg(long, value_name = "GROUP", value_parser = parse_group)]
+    pub output_group: Option<u32>,
 
     /// The timeline's format: v2 (JSON Lines written as it goes, memory
     /// bounded by what is alive) or v1 (one JSON document written at the
@@ -272,6 +282,50 @@ pub fn parse_run_duration(s: &str) -> Result<f64, String> {
     parse_seconds(s, DURATION_RANGE.0, DURATION_RANGE.1)
 }
 
+/// A group, by name or number, as its gid. A name must exist; a number is
+/// taken as it is (a group need not be named).
+pub fn parse_group(s: &str) -> Result<u32, String> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map_err(|_| format!("{s} is not a group number (0 to {})", u32::MAX - 1))
+            .and_then(|g: u32| {
+                if g == u32::MAX {
+                    Err(format!("{s} is not a group number"))
+                } else {
+                    Ok(g)
+                }
+            });
+    }
+    let name =
+        std::ffi::CString::new(s).map_err(|_| "a group name cannot hold a NUL byte".to_string())?;
+    // SAFETY: plain data, filled by getgrnam_r.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call: the name, the group
+    // record and the buffer its strings go in (with its length).
+    let err = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if err != 0 {
+        return Err(format!(
+            "cannot look up group {s:?}: {}",
+            std::io::Error::from_raw_os_error(err)
+        ));
+    }
+    if found.is_null() {
+        return Err(format!("there is no group named {s:?}"));
+    }
+    Ok(grp.gr_gid)
+}
+
 pub fn parse_interval(s: &str) -> Result<f64, String> {
     parse_seconds(s, INTERVAL_RANGE.0, INTERVAL_RANGE.1)
 }
@@ -321,6 +375,18 @@ mod tests {
                 | EventKind::Fork.bit()
                 | EventKind::Exit.bit()
         );
+    }
+
+    #[test]
+    fn groups_by_name_or_number() {
+        assert_eq!(parse_group("root"), Ok(0));
+        assert_eq!(parse_group("0"), Ok(0));
+        assert_eq!(parse_group("4242"), Ok(4242));
+        assert!(parse_group("no-such-group-here").is_err());
+        assert!(parse_group("4294967295").is_err());
+        assert!(parse_group("99999999999").is_err());
+        assert!(parse_group("").is_err());
+        assert!(parse_group("a\0b").is_err());
     }
 
     #[test]

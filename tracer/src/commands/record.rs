@@ -505,7 +505,7 @@ async fn run_v2(p: Prepared) -> Result<i32> {
     let Prepared { args, mut target } = p;
     let plan = plan(&args, false);
     // A temporary file beside the target, renamed over it once complete.
-    let mut out = Replace::create(&args.output)?;
+    let mut out = Replace::create(&args.output, access(&args))?;
     let file = out.file().try_clone().map_err(|e| {
         crate::error::Error::Usage(format!("cannot write {}: {e}", args.output.display()))
     })?;
@@ -594,7 +594,7 @@ async fn run_v1(p: Prepared) -> Result<i32> {
     let outcome = record(&mut target, &plan, &mut sink).await?;
     let duration_ns = outcome.elapsed.as_nanos() as u64;
     let doc = sink.timeline(&target, duration_ns, outcome.stack_path);
-    let written = write_doc(&doc, &args.output);
+    let written = write_doc(&doc, &args.output, access(&args));
     let code = session::finish(&outcome, &target);
     match written {
         Ok(()) => Ok(code),
@@ -608,9 +608,17 @@ async fn run_v1(p: Prepared) -> Result<i32> {
     }
 }
 
+/// Who may read the timeline (`--output-group`).
+fn access(args: &RecordArgs) -> file::Access {
+    file::Access {
+        group: args.output_group,
+    }
+}
+
 /// Writes the document whole, or leaves the target as it was.
-fn write_doc(doc: &Timeline, path: &std::path::Path) -> std::io::Result<()> {
-    let mut out = Replace::create(path).map_err(|e| std::io::Error::other(e.to_string()))?;
+fn write_doc(doc: &Timeline, path: &std::path::Path, access: file::Access) -> std::io::Result<()> {
+    let mut out =
+        Replace::create(path, access).map_err(|e| std::io::Error::other(e.to_string()))?;
     let mut w = BufWriter::new(out.file());
     serde_json::to_writer(&mut w, doc)?;
     w.write_all(b"\n")?;

@@ -48,7 +48,10 @@ pub fn prepare(mut args: StreamArgs) -> Result<Prepared> {
         command::resolve_program(program)?;
     }
     let (out, color): (Box<dyn Write>, bool) = if let Some(path) = &args.output {
-        (Box::new(LineFile::new(file::create(path)?)), false)
+        let access = file::Access {
+            group: args.output_group,
+        };
+        (Box::new(LineFile::new(file::create(path, access)?)), false)
     } else {
         let tty = io::stdout().is_terminal();
         let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());

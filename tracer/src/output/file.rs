@@ -8,7 +8,7 @@
 //!   directory (`/tmp`) is refused: someone else planted it.
 //! - A new file is created 0600 (`O_EXCL`); an existing regular file of
 //!   ours is truncated and made 0600; a device or FIFO (`/dev/null`) is
-//!   written as it is.
+//!   written as it is. With a group ([`Access`]), 0640 and that group's.
 //! - [`Replace`] writes a whole document through a temporary file in the
 //!   same directory and renames it over the target at the end, so an
 //!   existing file is only ever replaced by a complete one.
@@ -27,6 +27,44 @@ use crate::error::{Error, Result};
 
 /// Mode of every file mmtrace creates.
 pub const MODE: u32 = 0o600;
+/// Mode of a file made readable by a group (`--output-group`).
+pub const GROUP_MODE: u32 = 0o640;
+
+/// Who may read an output besides its owner.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    /// This group (gid), 0640; None: nobody, 0600.
+    pub group: Option<u32>,
+}
+
+impl Access {
+    pub fn mode(self) -> u32 {
+        if self.group.is_some() {
+            GROUP_MODE
+        } else {
+            MODE
+        }
+    }
+
+    /// Gives a file just opened its group and mode.
+    fn apply(self, file: &File, path: &Path) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        if let Some(gid) = self.group {
+            // SAFETY: an open descriptor; uid -1 keeps the owner.
+            if unsafe { libc::fchown(file.as_raw_fd(), u32::MAX, gid) } != 0 {
+                return Err(usage(
+                    path,
+                    format!(
+                        "cannot give it to group {gid}: {}",
+                        io::Error::last_os_error()
+                    ),
+                ));
+            }
+        }
+        file.set_permissions(std::fs::Permissions::from_mode(self.mode()))
+            .map_err(|e| usage(path, e))
+    }
+}
 
 /// What is at the target path.
 enum Target {
@@ -106,7 +144,7 @@ pub fn check(path: &Path) -> Result<()> {
 }
 
 /// Opens `path` for a stream of output (see the module's rules).
-pub fn create(path: &Path) -> Result<File> {
+pub fn create(path: &Path, access: Access) -> Result<File> {
     let target = inspect(path)?;
     let mut opts = OpenOptions::new();
     opts.write(true)
@@ -121,10 +159,9 @@ pub fn create(path: &Path) -> Result<File> {
         Target::Special => {}
     }
     let file = opts.open(path).map_err(|e| usage(path, e))?;
-    if let Target::Regular = target {
-        // It now holds address layouts: private.
-        file.set_permissions(std::fs::Permissions::from_mode(MODE))
-            .map_err(|e| usage(path, e))?;
+    if let Target::Missing | Target::Regular = target {
+        // It now holds address layouts: private (or its group's).
+        access.apply(&file, path)?;
     }
     Ok(file)
 }
@@ -141,12 +178,12 @@ pub struct Replace {
 }
 
 impl Replace {
-    pub fn create(path: &Path) -> Result<Replace> {
+    pub fn create(path: &Path, access: Access) -> Result<Replace> {
         if let Target::Special = inspect(path)? {
             return Ok(Replace {
                 target: path.to_path_buf(),
                 temp: None,
-                file: create(path)?,
+                file: create(path, access)?,
             });
         }
         let name = path
@@ -165,11 +202,15 @@ impl Replace {
                 .open(&temp)
             {
                 Ok(file) => {
+                    if let Err(e) = access.apply(&file, path) {
+                        let _ = std::fs::remove_file(&temp);
+                        return Err(e);
+                    }
                     return Ok(Replace {
                         target: path.to_path_buf(),
                         temp: Some(temp),
                         file,
-                    })
+                    });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(usage(path, e)),
@@ -300,17 +341,36 @@ mod tests {
         dir
     }
 
+    /// With a group: 0640 and the group's, new files and replaced ones.
+    #[test]
+    fn a_group_reads_what_it_is_given() {
+        let dir = scratch("group");
+        // The process's own group: always allowed.
+        let gid = unsafe { libc::getegid() };
+        let access = Access { group: Some(gid) };
+        let p = dir.join("out");
+        drop(create(&p, access).unwrap());
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!((m.mode() & 0o777, m.gid()), (GROUP_MODE, gid));
+        let d = dir.join("doc");
+        let mut r = Replace::create(&d, access).unwrap();
+        r.file().write_all(b"x").unwrap();
+        r.commit().unwrap();
+        let m = std::fs::metadata(&d).unwrap();
+        assert_eq!((m.mode() & 0o777, m.gid()), (GROUP_MODE, gid));
+    }
+
     #[test]
     fn new_files_are_private() {
         let dir = scratch("private");
         let p = dir.join("out");
-        drop(create(&p).unwrap());
+        drop(create(&p, Access::default()).unwrap());
         let mode = std::fs::metadata(&p).unwrap().mode() & 0o777;
         assert_eq!(mode, MODE);
         // An existing file of ours is truncated and made private.
         std::fs::write(&p, "old").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        drop(create(&p).unwrap());
+        drop(create(&p, Access::default()).unwrap());
         let meta = std::fs::metadata(&p).unwrap();
         assert_eq!((meta.len(), meta.mode() & 0o777), (0, MODE));
     }
@@ -322,13 +382,13 @@ mod tests {
         std::fs::write(&victim, "keep").unwrap();
         let link = dir.join("link");
         std::os::unix::fs::symlink(&victim, &link).unwrap();
-        let e = create(&link).unwrap_err().to_string();
+        let e = create(&link, Access::default()).unwrap_err().to_string();
         assert!(e.contains("symbolic link"), "{e}");
-        assert!(Replace::create(&link).is_err());
+        assert!(Replace::create(&link, Access::default()).is_err());
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
-        let e = create(&dir).unwrap_err().to_string();
+        let e = create(&dir, Access::default()).unwrap_err().to_string();
         assert!(e.contains("directory"), "{e}");
-        assert!(create(&dir.join("no").join("x")).is_err());
+        assert!(create(&dir.join("no").join("x"), Access::default()).is_err());
     }
 
     #[test]
@@ -337,13 +397,13 @@ mod tests {
         let p = dir.join("doc.json");
         std::fs::write(&p, "old").unwrap();
         {
-            let mut r = Replace::create(&p).unwrap();
+            let mut r = Replace::create(&p, Access::default()).unwrap();
             r.file().write_all(b"half").unwrap();
             // Dropped: the target is untouched, no temporary file is left.
         }
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "old");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
-        let mut r = Replace::create(&p).unwrap();
+        let mut r = Replace::create(&p, Access::default()).unwrap();
         r.file().write_all(b"new").unwrap();
         r.commit().unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "new");
@@ -353,9 +413,9 @@ mod tests {
 
     #[test]
     fn devices_are_written_as_they_are() {
-        let mut f = create(Path::new("/dev/null")).unwrap();
+        let mut f = create(Path::new("/dev/null"), Access::default()).unwrap();
         f.write_all(b"x\n").unwrap();
-        let mut r = Replace::create(Path::new("/dev/null")).unwrap();
+        let mut r = Replace::create(Path::new("/dev/null"), Access::default()).unwrap();
         r.file().write_all(b"{}\n").unwrap();
         r.commit().unwrap();
     }
@@ -364,7 +424,7 @@ mod tests {
     fn only_whole_lines_reach_the_file() {
         let dir = scratch("lines");
         let p = dir.join("out");
-        let mut w = LineFile::new(create(&p).unwrap());
+        let mut w = LineFile::new(create(&p, Access::default()).unwrap());
         w.write_all(b"one\ntw").unwrap();
         w.flush().unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "one\n");
