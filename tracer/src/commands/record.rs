@@ -30,7 +30,7 @@ use crate::{
     },
     output::{
         file::{self, LineFile, Replace},
-        timeline::{self, MapsEntry, Timeline},
+        timeline::{self, Timeline},
         timeline2::{self as v2, ProcessEvent, Record, RegionRecord},
     },
     session::{self, command, ModelPlan, Plan, Sink, Target},
@@ -88,17 +88,8 @@ impl Sink for V1Sink {
     fn check(&mut self, p: &Process, reason: CheckReason, c: &Comparison) {
         let r = self.records.entry(p.seq).or_default();
         for d in &c.differences {
-            r.drift.push(timeline::Drift {
-                t_ns: c.t_ns,
-                kind: d.kind.to_string(),
-                model: d.model.as_ref().map(MapsEntry::of),
-                kernel: d.kernel.as_ref().map(MapsEntry::of),
-                fields: d.fields.iter().map(|f| (*f).to_string()).collect(),
-                counters: c
-                    .residual
-                    .clone()
-                    .filter(|_| d.model.is_none() && d.kernel.is_none()),
-            });
+            r.drift
+                .push(timeline::Drift::of(c.t_ns, d, c.residual.as_deref()));
         }
         r.checks.push(timeline::Check {
             t_ns: c.t_ns,
@@ -362,18 +353,16 @@ impl Sink for V2Sink {
         });
         self.put(&rec);
         for d in &c.differences {
+            let dr = timeline::Drift::of(c.t_ns, d, c.residual.as_deref());
             let rec = Record::Drift(v2::Drift {
-                t_ns: c.t_ns,
+                t_ns: dr.t_ns,
                 proc: p.seq,
                 pid: p.pid,
-                kind: d.kind.to_string(),
-                model: d.model.as_ref().map(MapsEntry::of),
-                kernel: d.kernel.as_ref().map(MapsEntry::of),
-                fields: d.fields.iter().map(|f| (*f).to_string()).collect(),
-                counters: c
-                    .residual
-                    .clone()
-                    .filter(|_| d.model.is_none() && d.kernel.is_none()),
+                kind: dr.kind,
+                model: dr.model,
+                kernel: dr.kernel,
+                fields: dr.fields,
+                counters: dr.counters,
             });
             self.put(&rec);
         }

@@ -211,6 +211,23 @@ pub struct Interval {
     pub to_ns: Option<u64>,
 }
 
+impl Drift {
+    /// A difference a comparison at `t_ns` found; `residual`: the counters
+    /// that differed (a difference of kind `counters`, with no regions).
+    pub fn of(t_ns: u64, d: &model::maps::Difference, residual: Option<&str>) -> Drift {
+        Drift {
+            t_ns,
+            kind: d.kind.to_string(),
+            model: d.model.as_ref().map(MapsEntry::of),
+            kernel: d.kernel.as_ref().map(MapsEntry::of),
+            fields: d.fields.iter().map(|f| (*f).to_string()).collect(),
+            counters: residual
+                .filter(|_| d.model.is_none() && d.kernel.is_none())
+                .map(str::to_string),
+        }
+    }
+}
+
 impl MapsEntry {
     /// A region or kernel entry as a /proc/PID/maps line.
     pub fn of(s: &Seed) -> MapsEntry {
