@@ -40,14 +40,18 @@ fn record_and_check(name: &str, cmd: &[&str]) -> Value {
             "{who}: drift {}",
             p["drift"]
         );
-        assert_eq!(
-            p["uncertain"].as_array().unwrap().len(),
-            0,
-            "{who}: uncertain"
-        );
         let exit_at = u(&p["exit_at_ns"]).unwrap_or_else(|| panic!("{who} did not exit"));
         // Checked at exit, against the kernel, with no difference.
         let checks = p["checks"].as_array().unwrap();
+        // Never in doubt, but after an exec seed that did not settle (the
+        // program's loader ran a call during every read: likely on a slow,
+        // emulated machine), which a check then settles.
+        let unsettled_seed = checks.iter().any(|c| c["reason"] == "seed");
+        assert!(
+            p["uncertain"].as_array().unwrap().is_empty() || unsettled_seed,
+            "{who}: uncertain {} (checks {checks:?})",
+            p["uncertain"]
+        );
         let exit_check = checks
             .iter()
             .find(|c| c["reason"] == "exit")
