@@ -44,11 +44,16 @@ fn record_and_check(name: &str, cmd: &[&str]) -> Value {
         // Checked at exit, against the kernel, with no difference.
         let checks = p["checks"].as_array().unwrap();
         // Never in doubt, but after an exec seed that did not settle (the
-        // program's loader ran a call during every read: likely on a slow,
-        // emulated machine), which a check then settles.
+        // program's loader ran a call during every read), which a check
+        // then settles; and under emulation, where the seed's reads (a few
+        // ms at most) rarely find the loader quiet and a short process
+        // often exits before the check its doubt asks for (the drift, above,
+        // is still none).
         let unsettled_seed = checks.iter().any(|c| c["reason"] == "seed");
+        let emulated =
+            std::env::var_os(tests::EMULATED_ENV).is_some_and(|v| !v.is_empty() && v != "0");
         assert!(
-            p["uncertain"].as_array().unwrap().is_empty() || unsettled_seed,
+            p["uncertain"].as_array().unwrap().is_empty() || unsettled_seed || emulated,
             "{who}: uncertain {} (checks {checks:?})",
             p["uncertain"]
         );
