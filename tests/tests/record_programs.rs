@@ -18,6 +18,11 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The tests run in a guest under qemu's software emulation.
+fn emulated() -> bool {
+    std::env::var_os(tests::EMULATED_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
 fn u(v: &Value) -> Option<u64> {
     v.as_u64()
 }
@@ -50,10 +55,8 @@ fn record_and_check(name: &str, cmd: &[&str]) -> Value {
         // often exits before the check its doubt asks for (the drift, above,
         // is still none).
         let unsettled_seed = checks.iter().any(|c| c["reason"] == "seed");
-        let emulated =
-            std::env::var_os(tests::EMULATED_ENV).is_some_and(|v| !v.is_empty() && v != "0");
         assert!(
-            p["uncertain"].as_array().unwrap().is_empty() || unsettled_seed || emulated,
+            p["uncertain"].as_array().unwrap().is_empty() || unsettled_seed || emulated(),
             "{who}: uncertain {} (checks {checks:?})",
             p["uncertain"]
         );
@@ -120,14 +123,15 @@ fn python_import_json() {
     let doc = record_and_check("python", &["/usr/bin/python3", "-c", "import json, ctypes"]);
     let p = &doc["processes"][0];
     assert_eq!(p["exe"], "/usr/bin/python3");
-    // Its heap and a library it loads long after its exec (the extension
+    // Its heap (born by brk, or already in the seed read right after the
+    // exec) and a library it loads long after its exec (the extension
     // module of ctypes) were seen being made. (What the dynamic loader maps
     // right after the exec may already be in the seed, read without
     // stopping the program: seeded by the exec.)
     let regions = p["regions"].as_array().unwrap();
     assert!(regions
         .iter()
-        .any(|r| r["kind"] == "heap" && r["born_by"] == "brk"));
+        .any(|r| r["kind"] == "heap" && (r["born_by"] == "brk" || r["born_by"] == "exec")));
     assert!(regions.iter().any(
         |r| r["born_by"] == "mmap" && r["path"].as_str().is_some_and(|s| s.contains("_ctypes"))
     ));
@@ -233,8 +237,12 @@ fn merges_the_kernel_decides_are_followed() {
             "{who}: drift {}",
             p["drift"]
         );
-        // Never in doubt: the counters agreed after every change.
-        assert_eq!(p["uncertain"], serde_json::json!([]), "{who}: uncertain");
+        // Never in doubt: the counters agreed after every change (under
+        // emulation the exec seed may not settle, and the doubt it opens
+        // may last to the exit: see record_and_check).
+        if !emulated() {
+            assert_eq!(p["uncertain"], serde_json::json!([]), "{who}: uncertain");
+        }
         assert!(
             !p["checks"].as_array().unwrap().is_empty(),
             "{who}: never checked"
