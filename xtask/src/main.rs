@@ -6,6 +6,7 @@
 //! `bench` and `fuzz` install nothing: they check the toolchain and name what
 //! is missing.
 
+mod compare;
 mod ebpf_toolchain;
 mod fuzz;
 mod kernels;
@@ -87,11 +88,21 @@ enum Task {
         #[arg(long, value_name = "MINUTES", requires = "kernels")]
         timeout: Option<u64>,
     },
-    /// Check the toolchain, then run the benchmarks (release build): each
-    /// compares costs at different scales in one run and fails when its goal
-    /// is missed; as root, then record and report a 10 s mmap/munmap loop
-    /// (peak RSS, file size, report time and memory).
-    Bench,
+    /// Check the toolchain, then run the benchmarks (release build): the
+    /// model's costs at different scales (fails when its goal is missed);
+    /// as root, record and report a 10 s mmap/munmap loop (peak RSS, file
+    /// size, report time and memory), then compare what tracing costs the
+    /// traced program under mmtrace, the count-only floor, strace, perf
+    /// trace and bpftrace (installing those), and write docs/BENCHMARKS.md.
+    Bench {
+        /// Rounds of the comparison (each runs every tracer once).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// A quick look: smaller loads, fewer mmtrace modes; prints the
+        /// tables and leaves docs/BENCHMARKS.md alone.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Check the toolchain, then fuzz the parsers of untrusted input (cargo
     /// fuzz, libFuzzer, rustup's nightly), each target for a bounded time,
     /// with its corpus in fuzz/corpus/TARGET. Fails when an input crashes a
@@ -144,12 +155,34 @@ fn run_task(task: Task) -> Result<()> {
             )
         }
         Task::Test { lint, .. } => test(lint),
-        Task::Bench => {
+        Task::Bench { rounds, quick } => {
             setup::check()?;
-            // Both run; either failing fails the task.
-            let model = run(cargo().args(["bench", "-p", "tracer", "--bench", "model"]));
-            let record = record_bench::record_bench();
-            model.and(record)
+            // Everything runs; any failing fails the task.
+            let model = if quick {
+                Ok(())
+            } else {
+                run(cargo().args(["bench", "-p", "tracer", "--bench", "model"]))
+            };
+            let record = if quick {
+                Ok(String::new())
+            } else {
+                record_bench::record_bench()
+            };
+            let compared = if is_root() {
+                let extra = record.as_deref().unwrap_or_default();
+                compare::compare(rounds.max(1), quick, extra).and_then(|figures| {
+                    if quick {
+                        println!("{}", figures.markdown());
+                        Ok(())
+                    } else {
+                        figures.write()
+                    }
+                })
+            } else {
+                println!("tracer comparison: skipped (needs root)");
+                Ok(())
+            };
+            model.and(record.map(|_| ())).and(compared)
         }
         Task::Fuzz {
             seconds,

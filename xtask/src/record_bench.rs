@@ -45,10 +45,11 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
-pub fn record_bench() -> Result<()> {
+/// Returns its figures as a markdown section for docs/BENCHMARKS.md.
+pub fn record_bench() -> Result<String> {
     if !is_root() {
         println!("recording benchmark: skipped (needs root)");
-        return Ok(());
+        return Ok(String::new());
     }
     run(cargo().args(["build", "--release", "-p", "tracer", "--bin", "mmtrace"]))?;
     run(cargo().args(["build", "--release", "-p", "tests", "--bin", "mmaploop"]))?;
@@ -98,6 +99,21 @@ pub fn record_bench() -> Result<()> {
         report_time.as_secs_f64(),
         mib(report_peak)
     );
+    let md = format!(
+        "\n## Recording a 10 s mmap/munmap loop\n\n\
+         `mmtrace record` of tests/src/bin/mmaploop.rs, then `mmtrace report` of the file.\n\n\
+         | | |\n|---|---:|\n\
+         | record's peak RSS (goal: under {}) | {} |\n\
+         | timeline v2 file | {} for {records} region records ({} bytes each) |\n\
+         | report time | {:.2} s |\n\
+         | report's peak RSS | {} |\n",
+        mib(MAX_RECORD_RSS),
+        mib(record_peak),
+        mib(size),
+        size.checked_div(records).unwrap_or(0),
+        report_time.as_secs_f64(),
+        mib(report_peak)
+    );
     if record_peak > MAX_RECORD_RSS {
         bail!(
             "the recording's peak RSS {} is over the goal ({})",
@@ -105,7 +121,7 @@ pub fn record_bench() -> Result<()> {
             mib(MAX_RECORD_RSS)
         );
     }
-    Ok(())
+    Ok(md)
 }
 
 /// The file's size and its region records.

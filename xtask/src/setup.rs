@@ -60,6 +60,26 @@ pub fn setup(dry_run: bool, fuzzing: bool) -> Result<()> {
     Ok(())
 }
 
+/// What `cargo xtask bench` compares mmtrace with: strace, perf (`perf
+/// trace`) and bpftrace (the count-only floor and a one-liner doing
+/// mmtrace's job). Installs the missing ones.
+pub fn bench_tools() -> Result<()> {
+    let mut setup = Setup {
+        dry_run: false,
+        apt_updated: false,
+    };
+    let missing: Vec<&str> = ["strace", "linux-perf", "bpftrace"]
+        .into_iter()
+        .filter(|p| !deb_installed(p))
+        .collect();
+    if missing.is_empty() {
+        step("bench tools: strace, perf and bpftrace are installed");
+        return Ok(());
+    }
+    step(format!("bench tools: missing {}", missing.join(", ")));
+    setup.apt_install(&missing)
+}
+
 /// Checks, without installing anything, that the toolchain the build will
 /// use is complete; names each missing piece. For `build` and `bench`.
 pub fn check() -> Result<()> {
