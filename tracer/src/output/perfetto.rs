@@ -204,6 +204,16 @@ impl<W: Write> TraceWriter<W> {
         Ok(uuid)
     }
 
+    /// Declares a named top-level track; returns its uuid.
+    pub fn root_track(&mut self, name: &str) -> io::Result<u64> {
+        let uuid = self.uuid();
+        let mut td = Msg::default();
+        td.uint(TRACK_UUID, uuid);
+        td.str(TRACK_NAME, name);
+        self.packet(None, PACKET_TRACK_DESCRIPTOR, &td, false)?;
+        Ok(uuid)
+    }
+
     /// Declares a counter track under `parent`; returns its uuid.
     pub fn counter_track(&mut self, parent: u64, name: &str, unit: Unit) -> io::Result<u64> {
         let uuid = self.uuid();
@@ -293,6 +303,257 @@ impl<W: Write> TraceWriter<W> {
     pub fn into_inner(self) -> W {
         self.out
     }
+}
+
+/// What [`export_v2`] wrote.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ExportStats {
+    pub processes: u64,
+    pub slices: u64,
+    pub instants: u64,
+    pub counters: u64,
+}
+
+struct Proc {
+    track: u64,
+    kinds: std::collections::HashMap<String, u64>,
+    /// mapped, heap, stack, rss, faults/s
+    counters: Option<[u64; 5]>,
+    last_faults: Option<(u64, u64)>,
+}
+
+/// Converts a v2 streaming timeline (JSON Lines) into a Perfetto trace in one
+/// pass. Memory: one line at a time (at most [`super::timeline2::MAX_LINE`]),
+/// the processes, their per-kind lanes and the live regions.
+///
+/// Each region is a slice from birth to death on its own track (a child of
+/// its process's per-kind lane track); its changes are instants on it.
+pub fn export_v2<R: io::BufRead, W: Write>(
+    mut input: R,
+    out: W,
+) -> Result<(ExportStats, W), String> {
+    use super::timeline2::{self as v2, Record, RegionOp};
+    use std::collections::HashMap;
+    use std::io::BufRead;
+    let mut w = TraceWriter::new(out);
+    let io = |e: io::Error| format!("writing the trace: {e}");
+    let mut stats = ExportStats::default();
+    let mut procs: HashMap<u64, Proc> = HashMap::new();
+    let mut regions: HashMap<(u64, u64), u64> = HashMap::new();
+    let mut global: Option<u64> = None;
+    let mut line = Vec::new();
+    let mut n = 0u64;
+    loop {
+        line.clear();
+        n += 1;
+        let got = io::Read::take(&mut input, v2::MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| format!("reading line {n}: {e}"))?;
+        if got == 0 {
+            break;
+        }
+        if line.len() > v2::MAX_LINE {
+            return Err(format!("line {n}: longer than {} bytes", v2::MAX_LINE));
+        }
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        let rec: Record = serde_json::from_slice(&line).map_err(|e| format!("line {n}: {e}"))?;
+        if n == 1 && !matches!(rec, Record::Header(ref h) if h.schema == v2::SCHEMA) {
+            return Err(format!("line 1: not a {} header", v2::SCHEMA));
+        }
+        let mut proc_track = |w: &mut TraceWriter<W>,
+                              proc: u64,
+                              pid: u32,
+                              comm: &str,
+                              stats: &mut ExportStats|
+         -> io::Result<u64> {
+            if let Some(p) = procs.get(&proc) {
+                return Ok(p.track);
+            }
+            let track = w.process_track(pid, comm)?;
+            stats.processes += 1;
+            procs.insert(
+                proc,
+                Proc {
+                    track,
+                    kinds: HashMap::new(),
+                    counters: None,
+                    last_faults: None,
+                },
+            );
+            Ok(track)
+        };
+        match rec {
+            Record::Header(_) | Record::Check(_) | Record::End(_) => {}
+            Record::Process(p) => {
+                let t = proc_track(&mut w, p.proc, p.pid, &p.comm, &mut stats).map_err(io)?;
+                let name = serde_json::to_value(p.event)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let mut args = vec![("comm", Arg::Str(&p.comm))];
+                if let Some(exe) = &p.exe {
+                    args.push(("exe", Arg::Str(exe)));
+                }
+                if let Some(ppid) = p.ppid {
+                    args.push(("ppid", Arg::Uint(u64::from(ppid))));
+                }
+                w.instant(p.t_ns, t, &name, &args).map_err(io)?;
+                stats.instants += 1;
+            }
+            Record::Region(r) => {
+                let t = proc_track(&mut w, r.proc, r.pid, "", &mut stats).map_err(io)?;
+                let range = format!("{}-{}", r.start, r.end);
+                match r.op {
+                    RegionOp::Born => {
+                        let b = r.born.as_ref();
+                        let kind = b.map(|b| b.kind.as_str()).unwrap_or("anon");
+                        let p = procs.get_mut(&r.proc).expect("inserted above");
+                        let lane = match p.kinds.get(kind) {
+                            Some(&l) => l,
+                            None => {
+                                let l = w.child_track(t, kind).map_err(io)?;
+                                p.kinds.insert(kind.to_owned(), l);
+                                l
+                            }
+                        };
+                        let path = b.and_then(|b| b.path.as_deref());
+                        let track = w
+                            .child_track(lane, &format!("{kind} {range}"))
+                            .map_err(io)?;
+                        let name = match path {
+                            Some(path) => format!("{path} {range}"),
+                            None => format!("[{kind}] {range}"),
+                        };
+                        let born_by = r
+                            .cause
+                            .as_ref()
+                            .map(|c| serde_json::to_string(c).unwrap_or_default());
+                        let mut args = vec![
+                            ("perms", Arg::Str(&r.perms)),
+                            ("offset", Arg::Uint(b.map_or(0, |b| b.offset))),
+                        ];
+                        if let Some(path) = path {
+                            args.push(("path", Arg::Str(path)));
+                        }
+                        if let Some(by) = &born_by {
+                            args.push(("born_by", Arg::Str(by)));
+                        }
+                        w.slice_begin(r.t_ns, track, &name, &args).map_err(io)?;
+                        regions.insert((r.proc, r.region), track);
+                        stats.slices += 1;
+                    }
+                    RegionOp::Died | RegionOp::End => {
+                        let Some(track) = regions.remove(&(r.proc, r.region)) else {
+                            return Err(format!(
+                                "line {n}: region {} ends but was never born",
+                                r.region
+                            ));
+                        };
+                        let died_by = r
+                            .cause
+                            .as_ref()
+                            .map(|c| serde_json::to_string(c).unwrap_or_default());
+                        let mut args = vec![];
+                        if let Some(by) = &died_by {
+                            args.push(("died_by", Arg::Str(by)));
+                        }
+                        if let Some(f) = &r.faults {
+                            args.push(("faults", Arg::Uint(f.total)));
+                        }
+                        w.slice_end(r.t_ns, track, &args).map_err(io)?;
+                    }
+                    op => {
+                        let Some(&track) = regions.get(&(r.proc, r.region)) else {
+                            return Err(format!(
+                                "line {n}: region {} changes but was never born",
+                                r.region
+                            ));
+                        };
+                        let name = serde_json::to_value(op)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default();
+                        w.instant(
+                            r.t_ns,
+                            track,
+                            &name,
+                            &[("range", Arg::Str(&range)), ("perms", Arg::Str(&r.perms))],
+                        )
+                        .map_err(io)?;
+                        stats.instants += 1;
+                    }
+                }
+            }
+            Record::Counters(c) => {
+                let t = proc_track(&mut w, c.proc, c.pid, "", &mut stats).map_err(io)?;
+                let p = procs.get_mut(&c.proc).expect("inserted above");
+                let tracks = match p.counters {
+                    Some(ts) => ts,
+                    None => {
+                        let ts = [
+                            w.counter_track(t, "mem.mapped", Unit::Bytes).map_err(io)?,
+                            w.counter_track(t, "mem.heap", Unit::Bytes).map_err(io)?,
+                            w.counter_track(t, "mem.stack", Unit::Bytes).map_err(io)?,
+                            w.counter_track(t, "mem.rss", Unit::Bytes).map_err(io)?,
+                            w.counter_track(t, "faults/s", Unit::Count).map_err(io)?,
+                        ];
+                        p.counters = Some(ts);
+                        ts
+                    }
+                };
+                let mut put = |w: &mut TraceWriter<W>, i: usize, v: Value| -> io::Result<()> {
+                    stats.counters += 1;
+                    w.counter(c.t_ns, tracks[i], v)
+                };
+                put(&mut w, 0, Value::Int(c.mapped as i64)).map_err(io)?;
+                put(&mut w, 1, Value::Int(c.heap as i64)).map_err(io)?;
+                put(&mut w, 2, Value::Int(c.stack as i64)).map_err(io)?;
+                if let Some(rss) = c.rss {
+                    put(&mut w, 3, Value::Int(rss as i64)).map_err(io)?;
+                }
+                if let Some((t0, f0)) = p.last_faults {
+                    if c.t_ns > t0 {
+                        let rate = c.faults.saturating_sub(f0) as f64 * 1e9 / (c.t_ns - t0) as f64;
+                        put(&mut w, 4, Value::Double(rate)).map_err(io)?;
+                    }
+                }
+                p.last_faults = Some((c.t_ns, c.faults));
+            }
+            Record::Drift(d) => {
+                let t = proc_track(&mut w, d.proc, d.pid, "", &mut stats).map_err(io)?;
+                w.instant(d.t_ns, t, "drift", &[("kind", Arg::Str(&d.kind))])
+                    .map_err(io)?;
+                stats.instants += 1;
+            }
+            Record::Uncertain(u) => {
+                let t = proc_track(&mut w, u.proc, u.pid, "", &mut stats).map_err(io)?;
+                w.instant(u.from_ns, t, "uncertain", &[]).map_err(io)?;
+                stats.instants += 1;
+            }
+            Record::Lost(l) => {
+                let g = match global {
+                    Some(g) => g,
+                    None => {
+                        let g = w.root_track("mmtrace").map_err(io)?;
+                        global = Some(g);
+                        g
+                    }
+                };
+                w.instant(
+                    l.t_ns,
+                    g,
+                    "lost",
+                    &[("kind", Arg::Str(&l.kind)), ("count", Arg::Uint(l.count))],
+                )
+                .map_err(io)?;
+                stats.instants += 1;
+            }
+        }
+    }
+    w.flush().map_err(io)?;
+    Ok((stats, w.into_inner()))
 }
 
 #[cfg(test)]
@@ -462,5 +723,57 @@ mod tests {
         let ev = sub(get(&packets[7], PACKET_TRACK_EVENT)[0]);
         assert_eq!(get(&ev, EVENT_TYPE), [&F::V(EventType::SliceEnd as u64)]);
         assert!(get(&ev, EVENT_NAME).is_empty());
+    }
+
+    #[test]
+    fn exports_the_small_v2_timeline() {
+        let text = include_str!("../../../tests/data/timeline-v2-small.jsonl");
+        let (stats, bytes) = export_v2(text.as_bytes(), Vec::new()).unwrap();
+        let mut born = 0;
+        let mut gone = 0;
+        let mut procs = std::collections::HashSet::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            match (v["type"].as_str(), v["op"].as_str()) {
+                (Some("region"), Some("born")) => born += 1,
+                (Some("region"), Some("died" | "end")) => gone += 1,
+                _ => {}
+            }
+            if let Some(p) = v["proc"].as_u64() {
+                procs.insert(p);
+            }
+        }
+        assert!(born > 0);
+        assert_eq!(stats.slices, born);
+        assert_eq!(stats.processes, procs.len() as u64);
+        // Decode: every begin has its end, on the same track.
+        let mut open = std::collections::HashMap::new();
+        let (mut begins, mut ends, mut descriptors) = (0, 0, 0);
+        for (_, p) in fields(&bytes) {
+            let p = sub(&p);
+            if !get(&p, PACKET_TRACK_DESCRIPTOR).is_empty() {
+                descriptors += 1;
+            }
+            for ev in get(&p, PACKET_TRACK_EVENT) {
+                let ev = sub(ev);
+                let F::V(track) = get(&ev, EVENT_TRACK_UUID)[0] else {
+                    panic!()
+                };
+                match get(&ev, EVENT_TYPE)[0] {
+                    F::V(1) => {
+                        begins += 1;
+                        assert!(open.insert(*track, ()).is_none());
+                    }
+                    F::V(2) => {
+                        ends += 1;
+                        assert!(open.remove(track).is_some());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(begins, born);
+        assert_eq!(ends, gone);
+        assert!(descriptors as u64 >= stats.processes + stats.slices);
     }
 }
