@@ -89,7 +89,10 @@ fn run(cli: Cli) -> Result<i32, Error> {
             }
             let input = std::fs::File::open(&args.file)
                 .map_err(|e| Error::Usage(format!("{}: {e}", args.file.display())))?;
-            let mut out = tracer::output::file::Replace::create(&args.output, Default::default())?;
+            let mut out = tracer::output::file::Replace::create(
+                &args.output,
+                tracer::output::file::Access::default(),
+            )?;
             let buffered = std::io::BufWriter::new(out.file());
             tracer::output::perfetto::export_v2(std::io::BufReader::new(input), buffered)
                 .and_then(|(_, w)| w.into_inner().map(|_| ()).map_err(|e| e.to_string()))
