@@ -32,6 +32,27 @@ pub enum Command {
     Record(RecordArgs),
     /// Summarise a timeline written by `mmtrace record`.
     Report(ReportArgs),
+    /// Convert a v2 timeline to another tool's format (Perfetto).
+    Export(ExportArgs),
+}
+
+/// `mmtrace export`'s target formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// Perfetto's native protobuf trace (open it in ui.perfetto.dev).
+    Perfetto,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// A v2 timeline written by `mmtrace record`.
+    pub file: PathBuf,
+    /// The format to write.
+    #[arg(long = "to", value_enum)]
+    pub to: ExportFormat,
+    /// Where to write it (private, never overwritten in place).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
 }
 
 /// What to trace: shared by `stream` and `record`.

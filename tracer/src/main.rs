@@ -79,5 +79,26 @@ fn run(cli: Cli) -> Result<i32, Error> {
             report::run(&args.file, &opts, &mut out).map_err(|e| Error::Usage(e.to_string()))?;
             Ok(0)
         }
+        Command::Export(args) => {
+            let tracer::cli::ExportFormat::Perfetto = args.to;
+            if args.output.symlink_metadata().is_ok() {
+                return Err(Error::Usage(format!(
+                    "{}: already exists (mmtrace never overwrites an export)",
+                    args.output.display()
+                )));
+            }
+            let input = std::fs::File::open(&args.file)
+                .map_err(|e| Error::Usage(format!("{}: {e}", args.file.display())))?;
+            let mut out = tracer::output::file::Replace::create(
+                &args.output,
+                tracer::output::file::Access::default(),
+            )?;
+            let buffered = std::io::BufWriter::new(out.file());
+            tracer::output::perfetto::export_v2(std::io::BufReader::new(input), buffered)
+                .and_then(|(_, w)| w.into_inner().map(|_| ()).map_err(|e| e.to_string()))
+                .map_err(|e| Error::Usage(format!("{}: {e}", args.file.display())))?;
+            out.commit().map_err(anyhow::Error::from)?;
+            Ok(0)
+        }
     }
 }

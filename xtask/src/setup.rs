@@ -45,6 +45,7 @@ pub fn setup(dry_run: bool, fuzzing: bool) -> Result<()> {
     let llvm = setup.llvm()?;
     setup.bpftool();
     setup.multilib()?;
+    setup.protoc()?;
     setup.bpf_linker(llvm)?;
     setup.tracefs()?;
     setup.qemu()?;
@@ -246,6 +247,17 @@ impl Setup {
         }
         step("gcc-multilib: not installed (the tests build a 32-bit program with gcc -m32)");
         self.apt_install(&["gcc-multilib"])
+    }
+
+    /// protoc, whose `--decode_raw` is the independent decoder the export
+    /// test reads Perfetto traces with (tests/tests/export.rs).
+    fn protoc(&mut self) -> Result<()> {
+        if deb_installed("protobuf-compiler") || which("protoc").is_some() {
+            step("protoc: installed");
+            return Ok(());
+        }
+        step("protoc: not installed (the export test decodes Perfetto traces with it)");
+        self.apt_install(&["protobuf-compiler"])
     }
 
     /// (c) bpf-linker, at our version and built for rustc's LLVM major.

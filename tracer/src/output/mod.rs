@@ -36,6 +36,7 @@ pub mod changes;
 pub mod file;
 mod json;
 pub mod names;
+pub mod perfetto;
 mod text;
 pub mod timeline;
 pub mod timeline2;
