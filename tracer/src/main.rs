@@ -73,8 +73,13 @@ fn run(cli: Cli) -> Result<i32, Error> {
             let config = tracer::daemon::config::Config::load(&args.config)
                 .map_err(|e| Error::Usage(format!("configuration refused: {e}")))?;
             if args.check_config {
-                println!("{}: valid", args.config.display());
-                println!("{config:#?}");
+                use std::io::Write;
+                // A closed pipe (`| head`) is not an error of the check.
+                let _ = writeln!(
+                    std::io::stdout().lock(),
+                    "{}: valid\n{config:#?}",
+                    args.config.display()
+                );
                 return Ok(0);
             }
             Err(Error::Usage(
