@@ -136,11 +136,10 @@ pub struct ConfigError {
 
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
+    // Segments between newlines before the offset: newlines + 1.
     text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
+        .split(|&b| b == b'\n')
         .count()
-        + 1
 }
 
 /// The line where `key` (a dotted path's last part) is set, if findable.
