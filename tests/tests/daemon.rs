@@ -77,3 +77,43 @@ fn missing_config_is_one_line() {
         "{err:?}"
     );
 }
+
+/// The systemd unit passes `systemd-analyze verify` (skipped where the tool
+/// is missing). ExecStart points at the built binary so that the check of
+/// the executable does not depend on an installation.
+#[test]
+fn systemd_unit_verifies() {
+    let Ok(analyze) = which("systemd-analyze") else {
+        eprintln!("systemd-analyze not found: skipped");
+        return;
+    };
+    let bin = mmtrace_bin().unwrap_or_else(|e| panic!("{e}"));
+    let unit = std::fs::read_to_string(workspace_dir().join("packaging/mmtrace.service")).unwrap();
+    let unit = unit.replace("/usr/local/bin/mmtrace", &bin.display().to_string());
+    let dir = workspace_dir()
+        .join("target")
+        .join("tmp")
+        .join(format!("mmtrace-daemon-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mmtrace.service");
+    std::fs::write(&path, unit).unwrap();
+    let o = Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run systemd-analyze");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let ours: Vec<&str> = err.lines().filter(|l| l.contains("mmtrace")).collect();
+    assert!(o.status.success() && ours.is_empty(), "{o:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn which(name: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
