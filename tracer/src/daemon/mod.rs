@@ -2,3 +2,4 @@
 //! its configuration: the TOML file, its defaults and its checks.
 
 pub mod config;
+pub mod files;
