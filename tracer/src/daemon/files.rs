@@ -12,7 +12,8 @@ pub fn escape_comm(comm: &[u8]) -> String {
         if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            use std::fmt::Write;
+            let _ = write!(out, "%{b:02X}");
         }
     }
     if out.is_empty() || out.starts_with('.') {
@@ -75,7 +76,8 @@ mod tests {
             timeline_name(Duration::ZERO, 1, b"init"),
             "19700101T000000.000Z-1.jsonl".replace(".jsonl", "-init.jsonl")
         );
-        let a = timeline_name(Duration::from_secs(951_782_400), 9, b"x"); // 2000-02-29
+        let leap_day = 11_016 * 86_400; // 2000-02-29
+        let a = timeline_name(Duration::from_secs(leap_day), 9, b"x");
         assert!(a.starts_with("20000229T000000.000Z-9-x"), "{a}");
     }
 
