@@ -30,6 +30,8 @@ pub enum Command {
     /// Record every region of the traced processes from birth to death,
     /// checked against /proc/PID/maps, into a JSON timeline.
     Record(RecordArgs),
+    /// The always-on recorder (first step: its configuration file).
+    Daemon(DaemonArgs),
     /// Summarise a timeline written by `mmtrace record`.
     Report(ReportArgs),
     /// Convert a v2 timeline to another tool's format (Perfetto).
@@ -166,6 +168,17 @@ pub struct RecordArgs {
 
     #[command(flatten)]
     pub trace: TraceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// The TOML configuration file (every key optional).
+    #[arg(long, value_name = "FILE", default_value = crate::daemon::config::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+
+    /// Check the configuration, print it and exit (0 if valid, 2 if not).
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 #[derive(Args, Debug)]

@@ -22,6 +22,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod daemon;
 pub mod error;
 pub mod event;
 pub mod kernel;

@@ -69,6 +69,23 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 .map_err(anyhow::Error::from)?;
             rt.block_on(record::run(prepared))
         }
+        Command::Daemon(args) => {
+            let config = tracer::daemon::config::Config::load(&args.config)
+                .map_err(|e| Error::Usage(format!("configuration refused: {e}")))?;
+            if args.check_config {
+                use std::io::Write;
+                // A closed pipe (`| head`) is not an error of the check.
+                let _ = writeln!(
+                    std::io::stdout().lock(),
+                    "{}: valid\n{config:#?}",
+                    args.config.display()
+                );
+                return Ok(0);
+            }
+            Err(Error::Usage(
+                "daemon: recording is not implemented yet (issue 10); only --check-config".into(),
+            ))
+        }
         Command::Report(args) => {
             let opts = report::ReportOptions {
                 short_lived_ns: args.short_lived_ms * 1_000_000,
