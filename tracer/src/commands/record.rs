@@ -26,7 +26,7 @@ use crate::{
     kernel::{clock, StackPath},
     model::{
         tracker::journal_changes, ChangeOp, CheckBasis, CheckReason, Comparison, Op, Process,
-        RegionChange,
+        RegionChange, VoidReason,
     },
     output::{
         file::{self, LineFile, Replace},
@@ -378,7 +378,7 @@ impl Sink for V2Sink {
         self.know(c.t_ns, p, false);
     }
 
-    fn void_check(&mut self, pid: u32, reason: CheckReason, ts_ns: u64) {
+    fn void_check(&mut self, pid: u32, reason: CheckReason, ts_ns: u64, why: Option<VoidReason>) {
         let Some(&seq) = self.seq_of.get(&pid) else {
             return;
         };
@@ -392,7 +392,7 @@ impl Sink for V2Sink {
             regions: 0,
             drift: 0,
             against: CheckBasis::Maps,
-            void_reason: None,
+            void_reason: why,
         });
         self.put(&rec);
     }

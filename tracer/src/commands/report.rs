@@ -876,7 +876,7 @@ impl Summary {
     pub fn check(&mut self, c: &timeline::Check) {
         self.checks += 1;
         let key = match (c.against, c.void) {
-            (_, Some(_)) => format!("{} void", c.reason.as_str()),
+            (_, Some(why)) => format!("{} void ({})", c.reason.as_str(), why.as_str()),
             (CheckBasis::Counters, None) => format!("{} by counters", c.reason.as_str()),
             (CheckBasis::Maps, None) => c.reason.as_str().to_string(),
         };

@@ -247,6 +247,13 @@ vocabulary! {
         /// (the process was gone before it could be read), nor a check
         /// since: it is known incomplete.
         Unseeded = "unseeded",
+        /// The process was gone when its /proc/PID/maps was read for a
+        /// periodic or asked-for check (it is about to exit).
+        Gone = "gone",
+        /// /proc/PID/maps could not be read for a check for another
+        /// reason (permission, a malformed line): retried an interval
+        /// later.
+        ReadFailed = "read_failed",
     }
 }
 

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use crate::model::{CheckReason, Seed};
+use crate::model::{CheckReason, Seed, VoidReason};
 
 /// Events of one process may reach the ring buffer out of their time
 /// order by this much (threads on different CPUs).
@@ -53,6 +53,18 @@ pub enum Settle {
     Void(CheckReason),
 }
 
+/// What [`Checker::start`] did.
+#[derive(Debug, PartialEq)]
+pub enum Start {
+    /// The process was not idle: nothing read, tried again later.
+    Busy,
+    /// The read is pending its settlement.
+    Pending,
+    /// The read of /proc/PID/maps failed: the check is void for this
+    /// reason, and not tried again for an interval.
+    Failed(VoidReason),
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// CLOCK_MONOTONIC of the last comparison (or of first sight).
@@ -60,6 +72,9 @@ struct State {
     pending: Option<PendingCheck>,
     /// A check was asked for and none has been compared since.
     requested: bool,
+    /// CLOCK_MONOTONIC of the last failed read, if any: none is tried
+    /// again for an interval, doubt or not.
+    failed_at: Option<u64>,
 }
 
 pub struct Checker {
@@ -108,6 +123,11 @@ impl Checker {
         if s.pending.is_some() {
             return None;
         }
+        if s.failed_at
+            .is_some_and(|f| now.saturating_sub(f) < self.interval_ns)
+        {
+            return None;
+        }
         if recheck.is_some() {
             recheck
         } else if s.requested {
@@ -120,26 +140,47 @@ impl Checker {
     }
 
     /// Reads `pid`'s maps for a check if it is idle before and after the
-    /// read; the check is then pending. Returns whether it is.
-    pub fn start(&mut self, pid: u32, reason: CheckReason, probe: &mut dyn Probe) -> bool {
+    /// read; the check is then pending. A failed read is a void check,
+    /// not tried again for an interval.
+    pub fn start(&mut self, pid: u32, reason: CheckReason, probe: &mut dyn Probe) -> Start {
         if !probe.idle(pid) {
-            return false;
+            return Start::Busy;
         }
         let t0 = probe.now();
-        let Ok(snapshot) = probe.maps(pid) else {
-            return false;
+        let snapshot = match probe.maps(pid) {
+            Ok(s) if s.is_empty() => Err(VoidReason::Gone),
+            Ok(s) => Ok(s),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ESRCH) =>
+            {
+                Err(VoidReason::Gone)
+            }
+            Err(e) => {
+                log::debug!("pid {pid}: cannot read /proc/{pid}/maps for a check: {e}");
+                Err(VoidReason::ReadFailed)
+            }
+        };
+        let snapshot = match snapshot {
+            Ok(s) => s,
+            Err(why) => {
+                self.state(pid, t0).failed_at = Some(t0);
+                return Start::Failed(why);
+            }
         };
         let t1 = probe.now();
         if !probe.idle(pid) {
-            return false;
+            return Start::Busy;
         }
-        self.state(pid, t0).pending = Some(PendingCheck {
+        let s = self.state(pid, t0);
+        s.failed_at = None;
+        s.pending = Some(PendingCheck {
             t0,
             t1,
             snapshot,
             reason,
         });
-        true
+        Start::Pending
     }
 
     /// An event stamped `ts_ns` changes `pid`'s mappings; call before the
@@ -199,6 +240,8 @@ mod tests {
         /// The clock advances by this much at each read.
         read_takes: u64,
         reads: u32,
+        /// The read fails with this error kind.
+        fails: Option<std::io::ErrorKind>,
     }
 
     impl Probe for Fake {
@@ -209,6 +252,9 @@ mod tests {
         fn maps(&mut self, _pid: u32) -> std::io::Result<Vec<Seed>> {
             self.reads += 1;
             self.now += self.read_takes;
+            if let Some(kind) = self.fails {
+                return Err(kind.into());
+            }
             Ok(vec![Seed {
                 start: 0x1000,
                 end: 0x2000,
@@ -229,6 +275,7 @@ mod tests {
             now: 1_000_000_000,
             read_takes: 100_000,
             reads: 0,
+            fails: None,
         }
     }
 
@@ -258,7 +305,7 @@ mod tests {
         let mut p = fake();
         p.idle = false;
         c.track(7, 0);
-        assert!(!c.start(7, CheckReason::Interval, &mut p));
+        assert_eq!(c.start(7, CheckReason::Interval, &mut p), Start::Busy);
         assert_eq!(p.reads, 0);
         assert_eq!(c.pending_reason(7), None);
     }
@@ -268,7 +315,7 @@ mod tests {
         let mut c = Checker::new(0);
         let mut p = fake();
         c.track(7, 0);
-        assert!(c.start(7, CheckReason::Interval, &mut p));
+        assert_eq!(c.start(7, CheckReason::Interval, &mut p), Start::Pending);
         // Before the read: nothing settles.
         assert_eq!(c.on_change(7, p.now - 200_000), Settle::Nothing);
         let t1 = p.now;
@@ -289,7 +336,7 @@ mod tests {
         let mut p = fake();
         c.track(7, 0);
         let before = p.now - 1;
-        assert!(c.start(7, CheckReason::Interval, &mut p));
+        assert_eq!(c.start(7, CheckReason::Interval, &mut p), Start::Pending);
         assert!(c.quiet(7, before).is_some());
         assert!(c.quiet(7, before).is_none(), "taken once");
     }
@@ -302,7 +349,7 @@ mod tests {
         c.request(&[7], p.now);
         let reason = c.due(7, p.now, None).expect("requested");
         assert_eq!(reason, CheckReason::Request);
-        assert!(c.start(7, reason, &mut p));
+        assert_eq!(c.start(7, reason, &mut p), Start::Pending);
         // The next change comes right after the read: void.
         assert_eq!(
             c.on_change(7, p.now + 10),
@@ -310,7 +357,7 @@ mod tests {
         );
         // The request still stands.
         assert_eq!(c.due(7, p.now, None), Some(CheckReason::Request));
-        assert!(c.start(7, CheckReason::Request, &mut p));
+        assert_eq!(c.start(7, CheckReason::Request, &mut p), Start::Pending);
         let t1 = p.now;
         assert!(matches!(c.on_change(7, t1 + 5 * MS), Settle::Compare(_)));
         c.compared(7, t1 + 5 * MS);
@@ -324,7 +371,7 @@ mod tests {
         let mut p = fake();
         c.track(7, 0);
         assert_eq!(c.due(7, p.now, None), Some(CheckReason::Interval));
-        assert!(c.start(7, CheckReason::Interval, &mut p));
+        assert_eq!(c.start(7, CheckReason::Interval, &mut p), Start::Pending);
         assert!(matches!(c.on_change(7, p.now), Settle::Void(_)));
         assert_eq!(c.due(7, p.now, None), Some(CheckReason::Interval));
     }
@@ -334,10 +381,34 @@ mod tests {
         let mut c = Checker::new(0);
         let mut p = fake();
         c.track(7, 0);
-        assert!(c.start(7, CheckReason::Interval, &mut p));
+        assert_eq!(c.start(7, CheckReason::Interval, &mut p), Start::Pending);
         assert_eq!(c.due(7, u64::MAX, Some(CheckReason::Lost)), None);
         c.forget(7);
         assert_eq!(c.pending_reason(7), None);
         assert_eq!(c.on_change(7, u64::MAX), Settle::Nothing);
+    }
+
+    #[test]
+    fn a_failed_read_is_a_void_check_not_retried_for_an_interval() {
+        let mut c = Checker::new(10 * MS);
+        let mut p = fake();
+        c.track(7, 0);
+        p.fails = Some(std::io::ErrorKind::NotFound);
+        assert_eq!(
+            c.start(7, CheckReason::Interval, &mut p),
+            Start::Failed(VoidReason::Gone)
+        );
+        // Not even a doubt asks again at once.
+        assert_eq!(c.due(7, p.now + MS, Some(CheckReason::Lost)), None);
+        p.now += 10 * MS;
+        assert_eq!(c.due(7, p.now, None), Some(CheckReason::Interval));
+        p.fails = Some(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            c.start(7, CheckReason::Interval, &mut p),
+            Start::Failed(VoidReason::ReadFailed)
+        );
+        p.fails = None;
+        p.now += 10 * MS;
+        assert_eq!(c.start(7, CheckReason::Interval, &mut p), Start::Pending);
     }
 }

@@ -23,11 +23,14 @@ use crate::{
         Body, Event,
     },
     kernel::{clock, preflight, proc, ring::EventReader, HookConfig, Hooks, StackPath},
-    model::{CheckReason, Comparison, KernelBehaviour, LiveProc, Process, RegionChange, Tracker},
+    model::{
+        CheckReason, Comparison, KernelBehaviour, LiveProc, Process, RegionChange, Tracker,
+        VoidReason,
+    },
 };
 
 use self::{
-    checker::{Checker, PendingCheck, Settle},
+    checker::{Checker, PendingCheck, Settle, Start},
     command as spawn,
     control::{FaultSummaries, LiveProbe},
     signals::StopSignals,
@@ -61,8 +64,16 @@ pub trait Sink {
     /// they differed).
     fn check(&mut self, _p: &Process, _reason: CheckReason, _c: &Comparison) {}
     /// A check of `pid` was void: a change came too close to its read to
-    /// tell (it is made again).
-    fn void_check(&mut self, _pid: u32, _reason: CheckReason, _ts_ns: u64) {}
+    /// tell (it is made again; `why` None), or its read of /proc/PID/maps
+    /// failed (`why` says how).
+    fn void_check(
+        &mut self,
+        _pid: u32,
+        _reason: CheckReason,
+        _ts_ns: u64,
+        _why: Option<VoidReason>,
+    ) {
+    }
     /// The processes an event touched (first sight, fork, exec, exit), as
     /// the model has them after it; called before [`Sink::event`].
     fn processes(&mut self, _ev: &Event, _touched: &[&Process]) {}
@@ -426,7 +437,7 @@ impl Core {
                     Settle::Compare(pending) => {
                         compare(tracker, checker, sink, pid, &pending, ev.ts_ns);
                     }
-                    Settle::Void(reason) => sink.void_check(pid, reason, ev.ts_ns),
+                    Settle::Void(reason) => sink.void_check(pid, reason, ev.ts_ns, None),
                     Settle::Nothing => {}
                 }
             }
@@ -498,7 +509,9 @@ impl Core {
             if let Some(checker) = self.checker.as_mut() {
                 checker.track(pid, now);
                 if let Some(reason) = checker.due(pid, now, p.recheck) {
-                    checker.start(pid, reason, &mut LiveProbe);
+                    if let Start::Failed(why) = checker.start(pid, reason, &mut LiveProbe) {
+                        sink.void_check(pid, reason, now, Some(why));
+                    }
                 }
             }
         }
