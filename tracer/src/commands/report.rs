@@ -777,6 +777,8 @@ pub struct Summary {
     untouched_count: u64,
     untouched_total: u64,
     checks: u64,
+    /// Checks that compared something (not void).
+    compared: u64,
     reasons: BTreeMap<String, u64>,
     checks_with_drift: u64,
     pub drift: Vec<timeline::Drift>,
@@ -815,6 +817,7 @@ impl Summary {
             untouched_count: 0,
             untouched_total: 0,
             checks: 0,
+            compared: 0,
             reasons: BTreeMap::new(),
             checks_with_drift: 0,
             drift: Vec::new(),
@@ -875,6 +878,9 @@ impl Summary {
 
     pub fn check(&mut self, c: &timeline::Check) {
         self.checks += 1;
+        if c.void.is_none() {
+            self.compared += 1;
+        }
         let key = match (c.against, c.void) {
             (_, Some(why)) => format!("{} void ({})", c.reason.as_str(), why.as_str()),
             (CheckBasis::Counters, None) => format!("{} by counters", c.reason.as_str()),
@@ -1461,8 +1467,9 @@ fn checks_and_drift(s: &mut String, sum: &Summary) {
         );
     }
     if sum.drift.is_empty() {
-        if sum.checks == 0 {
-            // Never compared: no difference found says nothing.
+        if sum.compared == 0 {
+            // Never compared (no check, or only void ones): no difference
+            // found says nothing.
             ln!(s, "  drift unknown: never checked");
         } else {
             ln!(s, "  no drift");
@@ -1700,7 +1707,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::model::{CheckBasis, CheckReason, SeededBy};
+    use crate::model::{CheckBasis, CheckReason, SeededBy, VoidReason};
     use crate::output::timeline::{Change, Check, CounterSample, Drift, Faults, Interval};
 
     const MS: u64 = 1_000_000;
@@ -2371,6 +2378,22 @@ mod tests {
                 "  no uncertain intervals",
             ]
         );
+
+        // Only void checks (the process was gone at the read): still never
+        // compared.
+        let mut p = sample_process();
+        p.drift.clear();
+        p.uncertain.clear();
+        p.checks = vec![Check {
+            t_ns: 100 * MS,
+            reason: CheckReason::Interval,
+            regions: 6,
+            drift: 0,
+            against: CheckBasis::Maps,
+            void: Some(VoidReason::Gone),
+        }];
+        let text = report(&timeline(vec![p]), &ReportOptions::default());
+        assert!(section(&text, "Checks").contains(&"  drift unknown: never checked"));
     }
 
     #[test]
