@@ -691,7 +691,6 @@ impl Tracker {
                         }
                     }
                 };
-                let read_at = self.rel(seed.from_ns);
                 let p = self.ensure(ev.pid, &ev.comm);
                 p.unseeded = seed.maps.is_err();
                 match seed.maps {
@@ -711,7 +710,10 @@ impl Tracker {
                             p.doubt(t, CheckReason::Seed);
                         }
                     }
-                    _ => p.doubt(read_at, CheckReason::Lost),
+                    // Gone before its maps could be read (the exec was
+                    // handled late): nothing of the new program is known,
+                    // from the exec on, never to be settled.
+                    _ => p.doubt(t, CheckReason::Lost),
                 }
             }
             Body::Exit { status, start_time } => {
@@ -1506,6 +1508,29 @@ mod tests {
             Some(VoidReason::Unsettled)
         );
         assert_eq!(run(Some((true, 1)), false).void, Some(VoidReason::Unseeded));
+    }
+
+    #[test]
+    fn a_process_gone_before_its_exec_seed_is_uncertain_from_the_exec() {
+        let mut t = tracker(true, &[]);
+        t.expect_exec(7);
+        let mut s = exec_seed(7, Vec::new(), 9100, 9200, true);
+        s.maps = Err(std::io::ErrorKind::NotFound.into());
+        t.set_exec_seed(s);
+        t.apply(&exec(6000, 7));
+        t.end_event();
+        t.apply(&ev(
+            7000,
+            7,
+            Body::Exit {
+                status: 0,
+                start_time: 42,
+            },
+        ));
+        let p = t.end_event().pop().unwrap();
+        // Not from the read, handled after the exit.
+        assert_eq!(p.uncertain_since, Some(6000));
+        assert_eq!(p.exit_at, Some(7000));
     }
 
     #[test]
