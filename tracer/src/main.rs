@@ -111,10 +111,22 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 tracer::output::file::Access::default(),
             )?;
             let buffered = std::io::BufWriter::new(out.file());
-            tracer::output::perfetto::export_v2(std::io::BufReader::new(input), buffered)
-                .and_then(|(_, w)| w.into_inner().map(|_| ()).map_err(|e| e.to_string()))
-                .map_err(|e| Error::Usage(format!("{}: {e}", args.file.display())))?;
+            let stats =
+                tracer::output::perfetto::export_v2(std::io::BufReader::new(input), buffered)
+                    .and_then(|(stats, w)| w.into_inner().map(|_| stats).map_err(|e| e.to_string()))
+                    .map_err(|e| Error::Usage(format!("{}: {e}", args.file.display())))?;
             out.commit().map_err(anyhow::Error::from)?;
+            eprintln!(
+                "mmtrace: wrote {}: {} processes, {} regions, {} uncertain intervals, {} instants, {} counter samples",
+                tracer::output::names::escape_text(std::os::unix::ffi::OsStrExt::as_bytes(
+                    args.output.as_os_str()
+                )),
+                stats.processes,
+                stats.slices,
+                stats.uncertain,
+                stats.instants,
+                stats.counters
+            );
             Ok(0)
         }
     }

@@ -309,7 +309,10 @@ impl<W: Write> TraceWriter<W> {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ExportStats {
     pub processes: u64,
+    /// Region slices, one per region.
     pub slices: u64,
+    /// Closed uncertain intervals, as slices.
+    pub uncertain: u64,
     pub instants: u64,
     pub counters: u64,
 }
@@ -320,6 +323,16 @@ struct Proc {
     /// mapped, heap, stack, rss, faults/s
     counters: Option<[u64; 5]>,
     last_faults: Option<(u64, u64)>,
+    /// The track of its uncertain intervals (they never overlap).
+    uncertain: Option<u64>,
+}
+
+/// The name a unit enum has in the timeline (`"exec"`, `"split"`), bare.
+fn name_of<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
 }
 
 /// Converts a v2 streaming timeline (JSON Lines) into a Perfetto trace in one
@@ -351,33 +364,36 @@ pub fn export_v2<R: io::BufRead, W: Write>(
     let mut regions: HashMap<(u64, u64), u64> = HashMap::new();
     let mut global: Option<u64> = None;
     let mut line = Vec::new();
-    let mut n = 0u64;
+    let mut line_no = 0u64;
     loop {
         line.clear();
-        n += 1;
+        line_no += 1;
         let got = io::Read::take(&mut input, v2::MAX_LINE as u64 + 1)
             .read_until(b'\n', &mut line)
-            .map_err(|e| format!("reading line {n}: {e}"))?;
+            .map_err(|e| format!("reading line {line_no}: {e}"))?;
         if got == 0 {
             break;
         }
         if line.len() > v2::MAX_LINE {
-            return Err(format!("line {n}: longer than {} bytes", v2::MAX_LINE));
+            return Err(format!(
+                "line {line_no}: longer than {} bytes",
+                v2::MAX_LINE
+            ));
         }
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
         let rec: Record = match serde_json::from_slice(&line) {
             Ok(r) => r,
-            Err(_) if n == 1 => {
+            Err(_) if line_no == 1 => {
                 return Err(format!(
                     "line 1: not a {} recording (only v2 timelines are exported)",
                     v2::SCHEMA
                 ))
             }
-            Err(e) => return Err(format!("line {n}: {e}")),
+            Err(e) => return Err(format!("line {line_no}: {e}")),
         };
-        if n == 1 && !matches!(rec, Record::Header(ref h) if h.schema == v2::SCHEMA) {
+        if line_no == 1 && !matches!(rec, Record::Header(ref h) if h.schema == v2::SCHEMA) {
             return Err(format!("line 1: not a {} header", v2::SCHEMA));
         }
         let mut proc_track = |w: &mut TraceWriter<W>,
@@ -398,6 +414,7 @@ pub fn export_v2<R: io::BufRead, W: Write>(
                     kinds: HashMap::new(),
                     counters: None,
                     last_faults: None,
+                    uncertain: None,
                 },
             );
             Ok(track)
@@ -406,10 +423,7 @@ pub fn export_v2<R: io::BufRead, W: Write>(
             Record::Header(_) | Record::Check(_) | Record::End(_) => {}
             Record::Process(p) => {
                 let t = proc_track(&mut w, p.proc, p.pid, &p.comm, &mut stats).map_err(io)?;
-                let name = serde_json::to_value(p.event)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
+                let name = name_of(&p.event);
                 let mut args = vec![("comm", Arg::Str(&p.comm))];
                 if let Some(exe) = &p.exe {
                     args.push(("exe", Arg::Str(exe)));
@@ -444,10 +458,7 @@ pub fn export_v2<R: io::BufRead, W: Write>(
                             Some(path) => format!("{path} {range}"),
                             None => format!("[{kind}] {range}"),
                         };
-                        let born_by = r
-                            .cause
-                            .as_ref()
-                            .map(|c| serde_json::to_string(c).unwrap_or_default());
+                        let born_by = r.cause.as_ref().map(name_of);
                         let mut args = vec![
                             ("perms", Arg::Str(&r.perms)),
                             ("offset", Arg::Uint(b.map_or(0, |b| b.offset))),
@@ -465,14 +476,11 @@ pub fn export_v2<R: io::BufRead, W: Write>(
                     RegionOp::Died | RegionOp::End => {
                         let Some(track) = regions.remove(&(r.proc, r.region)) else {
                             return Err(format!(
-                                "line {n}: region {} ends but was never born",
+                                "line {line_no}: region {} ends but was never born",
                                 r.region
                             ));
                         };
-                        let died_by = r
-                            .cause
-                            .as_ref()
-                            .map(|c| serde_json::to_string(c).unwrap_or_default());
+                        let died_by = r.cause.as_ref().map(name_of);
                         let mut args = vec![];
                         if let Some(by) = &died_by {
                             args.push(("died_by", Arg::Str(by)));
@@ -485,14 +493,11 @@ pub fn export_v2<R: io::BufRead, W: Write>(
                     op => {
                         let Some(&track) = regions.get(&(r.proc, r.region)) else {
                             return Err(format!(
-                                "line {n}: region {} changes but was never born",
+                                "line {line_no}: region {} changes but was never born",
                                 r.region
                             ));
                         };
-                        let name = serde_json::to_value(op)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default();
+                        let name = name_of(&op);
                         w.instant(
                             r.t_ns,
                             track,
@@ -547,8 +552,33 @@ pub fn export_v2<R: io::BufRead, W: Write>(
             }
             Record::Uncertain(u) => {
                 let t = proc_track(&mut w, u.proc, u.pid, "", &mut stats).map_err(io)?;
-                w.instant(u.from_ns, t, "uncertain", &[]).map_err(io)?;
-                stats.instants += 1;
+                match u.to_ns {
+                    // A closed interval: a slice on the process's
+                    // `uncertain` track, from the doubt to the check that
+                    // settled it.
+                    Some(settled) => {
+                        let owner = procs.get_mut(&u.proc).expect("inserted above");
+                        let track = match owner.uncertain {
+                            Some(track) => track,
+                            None => {
+                                let track = w.child_track(t, "uncertain").map_err(io)?;
+                                owner.uncertain = Some(track);
+                                track
+                            }
+                        };
+                        w.slice_begin(u.from_ns, track, "uncertain", &[])
+                            .map_err(io)?;
+                        w.slice_end(settled.max(u.from_ns), track, &[])
+                            .map_err(io)?;
+                        stats.uncertain += 1;
+                    }
+                    // Never settled: from then to the process's end.
+                    None => {
+                        w.instant(u.from_ns, t, "uncertain", &[("until", Arg::Str("its end"))])
+                            .map_err(io)?;
+                        stats.instants += 1;
+                    }
+                }
             }
             Record::Lost(l) => {
                 let g = match global {
@@ -777,6 +807,13 @@ mod tests {
                 let F::V(track) = get(&ev, EVENT_TRACK_UUID)[0] else {
                     panic!()
                 };
+                // Annotation values are bare names, never JSON text.
+                for a in get(&ev, EVENT_DEBUG_ANNOTATIONS) {
+                    for v in get(&sub(a), ANNOTATION_STRING) {
+                        let F::B(v) = v else { panic!() };
+                        assert!(!v.starts_with(b"\""), "{}", String::from_utf8_lossy(v));
+                    }
+                }
                 match get(&ev, EVENT_TYPE)[0] {
                     F::V(1) => {
                         begins += 1;
@@ -790,8 +827,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(begins, born);
-        assert_eq!(ends, gone);
+        // The small timeline has one closed uncertain interval.
+        assert_eq!(stats.uncertain, 1);
+        assert_eq!(begins, born + stats.uncertain);
+        assert_eq!(ends, gone + stats.uncertain);
         assert!(descriptors as u64 >= stats.processes + stats.slices);
     }
 }
