@@ -1,6 +1,7 @@
 //! SIGTERM and SIGINT detach cleanly: none of mmtrace's programs stay
-//! loaded in the kernel. (Its own test binary: no other mmtrace runs
-//! meanwhile.)
+//! loaded in the kernel. The programs are those the mmtrace under test
+//! holds (its fds), so another mmtrace running on the machine meanwhile
+//! (a second test run, a daemon) is not taken for this one.
 
 use std::{
     collections::BTreeSet,
@@ -28,6 +29,28 @@ fn ours_loaded() -> BTreeSet<u32> {
         .collect()
 }
 
+/// Ids of the BPF programs `pid` holds (program and link fds name them in
+/// their fdinfo).
+fn held_by(pid: u32) -> BTreeSet<u32> {
+    let mut ids = BTreeSet::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return ids;
+    };
+    for entry in dir.filter_map(Result::ok) {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        for line in info.lines() {
+            if let Some(id) = line.strip_prefix("prog_id:") {
+                if let Ok(id) = id.trim().parse() {
+                    ids.insert(id);
+                }
+            }
+        }
+    }
+    ids
+}
+
 /// The two tests must not overlap: each counts every loaded program.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -53,7 +76,12 @@ fn detaches_on(signal: libc::c_int, signal_name: &str) {
             break;
         }
     }
-    let loaded: BTreeSet<u32> = ours_loaded().difference(&before).copied().collect();
+    let held = held_by(child.id());
+    let loaded: BTreeSet<u32> = ours_loaded()
+        .difference(&before)
+        .copied()
+        .filter(|id| held.contains(id))
+        .collect();
     assert!(
         loaded.len() >= OURS.len(),
         "mmtrace's programs should be loaded while it runs, found {loaded:?}; stderr: {seen:?}"
