@@ -22,7 +22,7 @@ use crate::{
         self, debian_missing, find_bpf_linker, find_tool, Nightly, Route, DEBIAN_RUSTC as RUSTC,
         NIGHTLY,
     },
-    is_root, kernels, need_sudo, run, show, stdout_of, step, which,
+    is_root, kernels, need_sudo, run, show, stdout_of, step, which, workspace_root,
 };
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -32,6 +32,16 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Written when we install bpf-linker: the LLVM major it was built for.
 const LLVM_MARKER: &str = ".mmtrace-bpf-linker-llvm";
 const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Where the export test's Perfetto reader lives (under the workspace).
+const PERFETTO_VENV: &str = "target/perfetto-py";
+/// Perfetto's Python package (Apache-2.0), which ships the generated
+/// classes of its trace schema, and the protobuf runtime it needs.
+const PERFETTO_PACKAGES: &[&str] = &["perfetto==0.59.1", "protobuf==7.36.2"];
+/// Imports what tests/perfetto/check.py imports.
+const PERFETTO_IMPORT_CHECK: &str =
+    "from perfetto.protos.perfetto.trace import perfetto_trace_pb2; \
+     from google.protobuf.unknown_fields import UnknownFieldSet";
 
 /// `fuzzing`: also install cargo-fuzz, for `cargo xtask fuzz` (the `setup`
 /// task does; `run` and `test`, which set up what they need, do not).
@@ -45,7 +55,7 @@ pub fn setup(dry_run: bool, fuzzing: bool) -> Result<()> {
     let llvm = setup.llvm()?;
     setup.bpftool();
     setup.multilib()?;
-    setup.protoc()?;
+    setup.perfetto_python()?;
     setup.bpf_linker(llvm)?;
     setup.tracefs()?;
     setup.qemu()?;
@@ -249,15 +259,68 @@ impl Setup {
         self.apt_install(&["gcc-multilib"])
     }
 
-    /// protoc, whose `--decode_raw` is the independent decoder the export
-    /// test reads Perfetto traces with (tests/tests/export.rs).
-    fn protoc(&mut self) -> Result<()> {
-        if deb_installed("protobuf-compiler") || which("protoc").is_some() {
-            step("protoc: installed");
+    /// Perfetto's own Python package (its generated `perfetto_trace_pb2`
+    /// and the protobuf runtime), pinned, in a venv under target/: the
+    /// export test reads mmtrace's Perfetto traces with Perfetto's schema
+    /// through it (tests/perfetto/check.py). Debian's python3 needs
+    /// python3-venv for that.
+    fn perfetto_python(&mut self) -> Result<()> {
+        let venv = workspace_root().join(PERFETTO_VENV);
+        let python = venv.join("bin/python");
+        let ready = || {
+            Command::new(&python)
+                .args(["-c", PERFETTO_IMPORT_CHECK])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if ready() {
+            step(format!("perfetto (python): installed in {PERFETTO_VENV}"));
             return Ok(());
         }
-        step("protoc: not installed (the export test decodes Perfetto traces with it)");
-        self.apt_install(&["protobuf-compiler"])
+        step(format!(
+            "perfetto (python): not installed (the export test reads traces with \
+             Perfetto's schema); installing {PERFETTO_PACKAGES:?} into {PERFETTO_VENV}"
+        ));
+        let system_python = if Path::new("/usr/bin/python3").is_file() {
+            PathBuf::from("/usr/bin/python3")
+        } else if let Some(p) = which("python3") {
+            p
+        } else {
+            self.apt_install(&["python3", "python3-venv"])?;
+            PathBuf::from("/usr/bin/python3")
+        };
+        let has_venv = Command::new(&system_python)
+            .args(["-c", "import ensurepip, venv"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !has_venv {
+            self.apt_install(&["python3-venv"])?;
+        }
+        if self.dry_run {
+            step(format!(
+                "would run: {} -m venv {}; pip install {}",
+                system_python.display(),
+                venv.display(),
+                PERFETTO_PACKAGES.join(" ")
+            ));
+            return Ok(());
+        }
+        // A half-made venv (an interrupted setup) is made again.
+        let _ = fs::remove_dir_all(&venv);
+        run(Command::new(&system_python)
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv))?;
+        run(Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(PERFETTO_PACKAGES))?;
+        if !ready() {
+            bail!(
+                "{} cannot import Perfetto's trace classes after installing {PERFETTO_PACKAGES:?}",
+                python.display()
+            );
+        }
+        Ok(())
     }
 
     /// (c) bpf-linker, at our version and built for rustc's LLVM major.
