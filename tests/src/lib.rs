@@ -1181,6 +1181,7 @@ pub const STREAM_EVENTS: &[&str] = &[
     "shmat",
     "shmdt",
     "remap_file_pages",
+    "userfaultfd",
     "fault",
     "fault_summary",
     "stack",

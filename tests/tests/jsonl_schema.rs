@@ -278,6 +278,14 @@ fn good_lines() -> Vec<Value> {
             json!({"addr": "0x1000", "size": 4096, "prot": "---", "pgoff": 3, "flags": "0", "ret": 0}),
         ),
         line(
+            "userfaultfd",
+            json!({"op": "register", "fd": 3, "addr": "0x7f0000000000", "len": 16384, "mode": "MISSING", "ret": 0}),
+        ),
+        line(
+            "userfaultfd",
+            json!({"op": "unregister", "fd": 3, "addr": null, "len": null, "mode": "0", "ret": null, "errno": "EFAULT"}),
+        ),
+        line(
             "madvise",
             json!({"addr": "0x1000", "len": 4096, "advice": "77", "ret": null, "errno": "EINVAL"}),
         ),

@@ -263,6 +263,28 @@ fn merges_the_kernel_decides_are_followed() {
     }
 }
 
+/// UFFDIO_REGISTER and UFFDIO_UNREGISTER split and merge mappings with
+/// an ioctl: followed exactly (no drift, never in doubt: see
+/// record_and_check), each a `userfaultfd` change of the regions.
+#[test]
+fn userfaultfd_registrations_are_followed() {
+    tests::needs_root!();
+    let doc = record_and_check(
+        "userfaultfd",
+        &[env!("CARGO_BIN_EXE_vmaflags"), "userfaultfd"],
+    );
+    let p = &doc["processes"][0];
+    let changes = p["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["history"].as_array().unwrap())
+        .filter(|c| c["op"] == "userfaultfd")
+        .count();
+    // Register, unregister, register, part of it, the rest.
+    assert!(changes >= 5, "{changes} userfaultfd changes");
+}
+
 #[test]
 fn git() {
     tests::needs_root!();

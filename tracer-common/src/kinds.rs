@@ -106,13 +106,14 @@ pub enum EventClass {
     Mlock,
     Mseal,
     Shm,
+    Userfaultfd,
     Fault,
     Stack,
     Process,
 }
 
 impl EventClass {
-    pub const ALL: [EventClass; 12] = [
+    pub const ALL: [EventClass; 13] = [
         EventClass::Brk,
         EventClass::Mmap,
         EventClass::Munmap,
@@ -122,6 +123,7 @@ impl EventClass {
         EventClass::Mlock,
         EventClass::Mseal,
         EventClass::Shm,
+        EventClass::Userfaultfd,
         EventClass::Fault,
         EventClass::Stack,
         EventClass::Process,
@@ -139,6 +141,7 @@ impl EventClass {
             EventClass::Mlock => "mlock",
             EventClass::Mseal => "mseal",
             EventClass::Shm => "shm",
+            EventClass::Userfaultfd => "userfaultfd",
             EventClass::Fault => "fault",
             EventClass::Stack => "stack",
             EventClass::Process => "process",
@@ -420,6 +423,16 @@ event_kinds! {
         source: syscall!("remap_file_pages", 216, 5),
         optional: false,
     }
+    /// UFFDIO_REGISTER and UFFDIO_UNREGISTER, the ioctls on a userfaultfd
+    /// that split a range's mappings at its edges (and merge them again):
+    /// only those two commands are kept at enter, every other ioctl is let
+    /// go at once.
+    Userfaultfd = 22 {
+        name: "userfaultfd",
+        class: Userfaultfd,
+        source: syscall!("ioctl", 16, 3),
+        optional: false,
+    }
 }
 
 impl EventKind {
@@ -453,19 +466,27 @@ const MEMORY_SYSCALLS: [i64; syscall_kinds()] = {
     let (mut i, mut n) = (0, 0);
     while i < EventKind::ALL.len() {
         if let Some(s) = EventKind::ALL[i].info().syscall() {
-            nrs[n] = s.nr;
-            n += 1;
+            if s.nr != IOCTL {
+                nrs[n] = s.nr;
+                n += 1;
+            }
         }
         i += 1;
     }
     nrs
 };
 
+/// ioctl, of which only two commands are memory calls: a thread blocked in
+/// an ioctl (a terminal's read, a device's wait) is not in a memory call.
+const IOCTL: i64 = 16;
+
 const fn syscall_kinds() -> usize {
     let (mut i, mut n) = (0, 0);
     while i < EventKind::ALL.len() {
-        if EventKind::ALL[i].info().syscall().is_some() {
-            n += 1;
+        if let Some(s) = EventKind::ALL[i].info().syscall() {
+            if s.nr != IOCTL {
+                n += 1;
+            }
         }
         i += 1;
     }

@@ -93,6 +93,9 @@ pub struct EventHeader {
 /// - shmat: `[shmid, shmaddr, shmflg]` (the result: the address)
 /// - shmdt: `[shmaddr]`
 /// - remap_file_pages: `[start, size, prot, pgoff, flags]`
+/// - userfaultfd: `[start, len, mode, cmd, fd, range read]`, the range (and
+///   for UFFDIO_REGISTER the mode) read from the ioctl's argument at exit;
+///   `range read` 0 when it could not be read (start and len are then 0)
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SyscallEvent {
@@ -258,6 +261,12 @@ pub struct FileInfo {
     pub _pad: u32,
     pub path: [u8; PATH_BUF_LEN],
 }
+
+/// The userfaultfd ioctls that change mappings (<linux/userfaultfd.h>):
+/// their argument starts with the range (`struct uffdio_range`), which
+/// UFFDIO_REGISTER follows with the mode.
+pub const UFFDIO_REGISTER: u32 = 0xc020_aa00;
+pub const UFFDIO_UNREGISTER: u32 = 0x8010_aa01;
 
 /// The path was longer or deeper than the buffer: leading components are
 /// missing.

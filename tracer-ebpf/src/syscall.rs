@@ -1,11 +1,12 @@
 //! The memory syscalls of the kinds table (brk, mmap, munmap, mremap,
 //! mprotect, madvise, pkey_mprotect, mlock, mlock2, munlock, mlockall,
-//! munlockall, mseal, shmat, shmdt, remap_file_pages): arguments saved per
-//! thread at sys_enter, one record with the result emitted at sys_exit,
-//! carrying the address space's counters after the call (`MmCounters`).
+//! munlockall, mseal, shmat, shmdt, remap_file_pages, and the userfaultfd
+//! ioctls): arguments saved per thread at sys_enter, one record with the
+//! result emitted at sys_exit, carrying the address space's counters after
+//! the call (`MmCounters`).
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_kernel_str},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_kernel_str},
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
@@ -14,7 +15,7 @@ use tracer_common::{
     tp::{SysEnter, SysExit},
     EventKind, FileInfo, MmapFileEvent, Offsets, SyscallEvent, ANON_INODE_FS_MAGIC,
     FILE_ANON_INODE, FILE_PATH_TRUNCATED, FILE_PSEUDO, FILE_UNRESOLVED, PATH_COMPONENT_MAX,
-    PATH_MAX_DEPTH, PATH_START_LIMIT,
+    PATH_MAX_DEPTH, PATH_START_LIMIT, UFFDIO_REGISTER, UFFDIO_UNREGISTER,
 };
 
 use crate::{
@@ -142,6 +143,10 @@ fn emit(
         emit_mmap_file(&cfg, p, ret, call);
         return Ok(0);
     }
+    let mut args = p.args;
+    if kind == EventKind::Userfaultfd {
+        args = uffd_args(&p.args);
+    }
     match EVENTS.reserve::<SyscallEvent>(0) {
         Some(mut entry) => {
             let e = entry.as_mut_ptr();
@@ -149,11 +154,11 @@ fn emit(
             unsafe {
                 fill_header(&mut (*e).header, kind);
                 (*e).enter_ns = p.enter_ns;
-                (*e).args = p.args;
+                (*e).args = args;
                 (*e).ret = ret;
                 // The probes first: the counters' settling covers them.
                 let off = offsets();
-                probe_change(&mut (*e).vmas, kind, &p.args, ret, call.mm());
+                probe_change(&mut (*e).vmas, kind, &args, ret, call.mm());
                 (*e).mm = call.counters(&off);
             }
             entry.submit(submit_flags(&cfg));
@@ -161,6 +166,29 @@ fn emit(
         None => count_lost(kind),
     }
     Ok(0)
+}
+
+/// A userfaultfd ioctl's record arguments, `[start, len, mode, cmd, fd,
+/// range read]`, from the saved `[fd, cmd, argp]`: the range (and the
+/// mode of UFFDIO_REGISTER) read from the caller's memory, which the
+/// kernel has just read too.
+#[inline(always)]
+fn uffd_args(saved: &[u64; 6]) -> [u64; 6] {
+    let (fd, cmd, argp) = (saved[0], saved[1], saved[2]);
+    let mut out = [0, 0, 0, cmd, fd, 0];
+    // SAFETY: a helper read of user memory, which may fail.
+    if let Ok(range) = unsafe { bpf_probe_read_user(argp as *const [u64; 2]) } {
+        out[0] = range[0];
+        out[1] = range[1];
+        out[5] = 1;
+    }
+    if cmd == u64::from(UFFDIO_REGISTER) {
+        // SAFETY: as above; `struct uffdio_register { range; mode; .. }`.
+        if let Ok(mode) = unsafe { bpf_probe_read_user((argp + 16) as *const u64) } {
+            out[2] = mode;
+        }
+    }
+    out
 }
 
 #[inline(always)]
@@ -328,6 +356,34 @@ macro_rules! syscall_hooks {
             done(Some(EventKind::$kind), on_exit(&ctx, EventKind::$kind))
         }
     )*};
+}
+
+/// The ioctl pair: at enter, only the userfaultfd commands that change
+/// mappings are kept; any other ioctl costs this test and nothing more.
+#[tracepoint]
+pub fn sys_enter_ioctl(ctx: TracePointContext) -> u32 {
+    let kind = EventKind::Userfaultfd;
+    // SAFETY: the second argument of the sys_enter record (ioctl has 3).
+    let cmd = match unsafe { ctx.read_at::<u64>(ARGS_OFFSET + 8) } {
+        // The command is a C `unsigned int`.
+        Ok(cmd) => cmd as u32,
+        Err(_) => return 0,
+    };
+    if cmd != UFFDIO_REGISTER && cmd != UFFDIO_UNREGISTER {
+        return 0;
+    }
+    done(
+        Some(kind),
+        on_enter(&ctx, kind, const { EventKind::Userfaultfd.nargs() }),
+    )
+}
+
+#[tracepoint]
+pub fn sys_exit_ioctl(ctx: TracePointContext) -> u32 {
+    done(
+        Some(EventKind::Userfaultfd),
+        on_exit(&ctx, EventKind::Userfaultfd),
+    )
 }
 
 syscall_hooks! {

@@ -83,6 +83,7 @@ pub fn probe_change(p: &mut VmaProbes, kind: EventKind, args: &[u64; 6], ret: i6
         | EventKind::Munlock
         | EventKind::Mseal
         | EventKind::RemapFilePages
+        | EventKind::Userfaultfd
             if args[1] != 0 =>
         {
             [args[0] & !4095, page_up(args[0] + args[1]) - 1, 0]

@@ -481,8 +481,19 @@ mod tests {
         assert_eq!(
             names,
             [
-                "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "mlock", "mseal", "shm",
-                "fault", "stack", "process"
+                "brk",
+                "mmap",
+                "munmap",
+                "mremap",
+                "mprotect",
+                "madvise",
+                "mlock",
+                "mseal",
+                "shm",
+                "userfaultfd",
+                "fault",
+                "stack",
+                "process"
             ]
         );
         assert_eq!(

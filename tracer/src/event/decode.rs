@@ -224,6 +224,17 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 ret: SysResult::from_raw(e.ret),
             }
         }
+        EventKind::Userfaultfd => {
+            let e = sys()?;
+            let a = e.args;
+            Body::Userfaultfd {
+                register: a[3] == u64::from(tracer_common::UFFDIO_REGISTER),
+                fd: a[4] as i32,
+                range: (a[5] != 0).then_some((a[0], a[1])),
+                mode: a[2],
+                ret: SysResult::from_raw(e.ret),
+            }
+        }
         EventKind::Fault => {
             let e: FaultEvent = read(bytes, kind)?;
             Body::Fault {

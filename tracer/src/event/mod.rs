@@ -352,6 +352,19 @@ pub enum Body {
         flags: u64,
         ret: SysResult,
     },
+    /// UFFDIO_REGISTER (`register`) or UFFDIO_UNREGISTER of [addr, addr +
+    /// len) on userfaultfd `fd`: the mappings there gain (lose) the
+    /// userfaultfd's modes, split at the edges; /proc/PID/maps shows the
+    /// pieces but not the modes. `addr` and `len` are None when the ioctl's
+    /// argument could not be read.
+    Userfaultfd {
+        register: bool,
+        fd: i32,
+        range: Option<(u64, u64)>,
+        /// UFFDIO_REGISTER_MODE_* (MISSING 1, WP 2, MINOR 4); 0 to unregister.
+        mode: u64,
+        ret: SysResult,
+    },
     Fault {
         addr: u64,
         ip: u64,
@@ -421,6 +434,7 @@ impl Body {
             Body::Shmat { .. } => EventKind::Shmat,
             Body::Shmdt { .. } => EventKind::Shmdt,
             Body::RemapFilePages { .. } => EventKind::RemapFilePages,
+            Body::Userfaultfd { .. } => EventKind::Userfaultfd,
             Body::Fault { .. } => EventKind::Fault,
             Body::Stack { .. } => EventKind::Stack,
             Body::Exec { .. } => EventKind::Exec,
@@ -450,6 +464,7 @@ impl Body {
             | Body::Shmat { .. }
             | Body::Shmdt { .. }
             | Body::RemapFilePages { .. }
+            | Body::Userfaultfd { .. }
             | Body::Stack { .. }
             | Body::Exec { .. }
             | Body::Exit { .. } => true,
@@ -479,6 +494,7 @@ impl Body {
             Body::Shmat { .. } => "shmat",
             Body::Shmdt { .. } => "shmdt",
             Body::RemapFilePages { .. } => "remap_file_pages",
+            Body::Userfaultfd { .. } => "userfaultfd",
             Body::Fault { .. } => "fault",
             Body::Stack { .. } => "stack",
             Body::Exec { .. } => "exec",

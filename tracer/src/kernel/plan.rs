@@ -166,6 +166,8 @@ mod tests {
                 "sys_exit_shmdt",
                 "sys_enter_remap_file_pages",
                 "sys_exit_remap_file_pages",
+                "sys_enter_ioctl",
+                "sys_exit_ioctl",
             ]
         );
         assert!(p.skipped.is_empty());

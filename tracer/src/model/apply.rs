@@ -208,6 +208,20 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
                 return Applied::OutOfStep;
             }
         }
+        Body::Userfaultfd {
+            register,
+            range,
+            mode,
+            ret: SysResult::Ok(_),
+            ..
+        } => match range {
+            Some((addr, len)) => {
+                let mode = if *register { *mode } else { 0 };
+                space.userfaultfd(t, *addr, addr.saturating_add(*len), mode);
+            }
+            // The range could not be read: what changed is not known.
+            None => return Applied::Unsure,
+        },
         // A failed call changes nothing (those above excepted: they may
         // have changed part of their range).
         Body::Mmap {
@@ -243,6 +257,11 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
             ..
         }
         | Body::RemapFilePages {
+            ret: SysResult::Err(_),
+            ..
+        }
+        // Both ioctls check the whole range before they change anything.
+        | Body::Userfaultfd {
             ret: SysResult::Err(_),
             ..
         } => {}

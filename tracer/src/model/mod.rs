@@ -122,6 +122,14 @@ pub mod sig {
     pub const LOCKONFAULT: u32 = 1 << 13;
     /// Sealed (mseal): no longer unmapped, moved or reprotected.
     pub const SEALED: u32 = 1 << 14;
+    /// Registered with a userfaultfd (UFFDIO_REGISTER_MODE_MISSING, _WP,
+    /// _MINOR: the mode's bits, shifted by [`UFFD_SHIFT`]).
+    pub const UFFD_MISSING: u32 = 1 << 15;
+    pub const UFFD_WP: u32 = 1 << 16;
+    pub const UFFD_MINOR: u32 = 1 << 17;
+    pub const UFFD_SHIFT: u32 = 15;
+    /// The bits UFFDIO_REGISTER and UFFDIO_UNREGISTER change.
+    pub const UFFD_MASK: u32 = UFFD_MISSING | UFFD_WP | UFFD_MINOR;
     /// The bits mlock and munlock change.
     pub const LOCK_MASK: u32 = LOCKED | LOCKONFAULT;
     /// Bits that take part in merge decisions.
@@ -274,6 +282,9 @@ vocabulary! {
         Unlock = "unlock",
         /// Sealed (mseal).
         Seal = "seal",
+        /// Registered with a userfaultfd, or unregistered (the ioctls
+        /// UFFDIO_REGISTER and UFFDIO_UNREGISTER).
+        Userfaultfd = "userfaultfd",
         /// Found different in /proc/PID/maps at a check (its extent,
         /// protection, offset or backing), at the same start: the region
         /// goes on, as the kernel has it.
@@ -1071,6 +1082,18 @@ impl AddressSpace {
         self.modify(addr, hi, t_ns, Op::Seal, |r| (r.perms, r.sig | sig::SEALED));
     }
 
+    /// UFFDIO_REGISTER (`mode`: UFFDIO_REGISTER_MODE_* bits) or
+    /// UFFDIO_UNREGISTER (`mode` 0) of [lo, hi), which the kernel checked
+    /// whole before changing anything: the mappings' userfaultfd modes
+    /// become `mode`'s, split at the edges and merged as mprotect does.
+    /// /proc/PID/maps shows the pieces, not the modes.
+    pub fn userfaultfd(&mut self, t_ns: u64, lo: u64, hi: u64, mode: u64) {
+        let bits = ((mode & 7) as u32) << sig::UFFD_SHIFT;
+        self.modify(lo, hi, t_ns, Op::Userfaultfd, |r| {
+            (r.perms, (r.sig & !sig::UFFD_MASK) | bits)
+        });
+    }
+
     /// A new identity for a shared mapping's file (see `Backing::Shm`).
     fn new_file(&mut self) -> u64 {
         self.next_file += 1;
@@ -1440,8 +1463,11 @@ impl AddressSpace {
             c.perms = r.perms;
             c.backing = r.backing.clone();
             c.offset = r.offset;
-            // Locks are not inherited (nor is mlockall's MCL_FUTURE).
-            c.sig = r.sig & !sig::LOCK_MASK;
+            // Locks are not inherited (nor is mlockall's MCL_FUTURE), nor
+            // a userfaultfd registration, unless the userfaultfd asked for
+            // fork events (UFFD_FEATURE_EVENT_FORK, not seen here: then
+            // the counters catch the difference at the child's next call).
+            c.sig = r.sig & !(sig::LOCK_MASK | sig::UFFD_MASK);
             c.parent = Some(r.id);
             // The child gets anon_vmas of its own.
             if r.anon_vma.is_some() {

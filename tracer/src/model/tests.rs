@@ -320,6 +320,28 @@ fn mseal_splits_at_its_edges() {
     assert_eq!(a.live_count(), 2);
 }
 
+#[test]
+fn userfaultfd_registration_splits_and_unregistration_merges_back() {
+    let mut a = AddressSpace::new(1);
+    a.mmap(1, 0x10000, 8 * P, RW, ANON, 0, None);
+    a.userfaultfd(2, 0x12000, 0x14000, 1);
+    let modes: Vec<u32> = a.live().map(|r| r.sig & sig::UFFD_MASK).collect();
+    assert_eq!(modes, [0, sig::UFFD_MISSING, 0]);
+    assert_eq!(ops(&a.regions[1]).last(), Some(&"userfaultfd"));
+    // A registered child is not: its pieces stay apart (dup_mmap copies
+    // the VMAs one by one), all unregistered.
+    let child = a.fork_copy(3);
+    assert!(child.live().all(|r| r.sig & sig::UFFD_MASK == 0));
+    // Unregistering more than was registered (the kernel allows any
+    // range of compatible mappings) merges the three back.
+    a.userfaultfd(4, 0x10000, 0x18000, 0);
+    assert_eq!(a.live_count(), 1);
+    assert_eq!(
+        a.live().next().map(|r| (r.start, r.end)),
+        Some((0x10000, 0x18000))
+    );
+}
+
 fn sysv(start: u64, pages: u64, shmid: u64) -> Seed {
     Seed {
         start,

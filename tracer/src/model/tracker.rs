@@ -770,6 +770,7 @@ impl Tracker {
             | Body::Shmat { .. }
             | Body::Shmdt { .. }
             | Body::RemapFilePages { .. }
+            | Body::Userfaultfd { .. }
             | Body::Stack { .. } => {
                 // The model of the address space the call changed.
                 let pid = self.owner_of(ev.pid);

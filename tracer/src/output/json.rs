@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::names::{
     advice_str, dev_str, errno_name, hex, lossy, mlock2_flags_str, mlockall_flags_str,
     mmap_flags_str, mremap_flags_str, prot_str, remap_file_pages_flags_str, shmat_flags_str,
-    signal_name,
+    signal_name, uffd_mode_str,
 };
 use crate::event::{split_status, Body, Event, StackSource, SysResult};
 
@@ -179,6 +179,18 @@ struct Mseal {
     addr: String,
     len: u64,
     flags: u64,
+    #[serde(flatten)]
+    ret: Ret<u64>,
+}
+
+#[derive(Serialize)]
+struct Userfaultfd {
+    op: &'static str,
+    fd: i32,
+    /// Null when the ioctl's argument could not be read.
+    addr: Option<String>,
+    len: Option<u64>,
+    mode: String,
     #[serde(flatten)]
     ret: Ret<u64>,
 }
@@ -437,6 +449,23 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64) -> serd
                 addr: hex(*addr),
                 len: *len,
                 flags: *flags,
+                ret: ret_int(*ret),
+            },
+        ),
+        Body::Userfaultfd {
+            register,
+            fd,
+            range,
+            mode,
+            ret,
+        } => head.write(
+            out,
+            Userfaultfd {
+                op: if *register { "register" } else { "unregister" },
+                fd: *fd,
+                addr: range.map(|(a, _)| hex(a)),
+                len: range.map(|(_, l)| l),
+                mode: uffd_mode_str(*mode),
                 ret: ret_int(*ret),
             },
         ),

@@ -188,6 +188,12 @@ pub fn mlock2_flags_str(flags: u64) -> String {
     flags_str(flags, &[(1, "MLOCK_ONFAULT")])
 }
 
+/// UFFDIO_REGISTER's modes: "MISSING|WP"; "0" when none (unregister).
+pub fn uffd_mode_str(mode: u64) -> String {
+    // Linux's uapi/linux/userfaultfd.h, UFFDIO_REGISTER_MODE_*.
+    flags_str(mode, &[(1, "MISSING"), (2, "WP"), (4, "MINOR")])
+}
+
 /// mlockall's `MCL_*` flags: "MCL_CURRENT|MCL_FUTURE"; "0" when none.
 pub fn mlockall_flags_str(flags: u64) -> String {
     flags_str(

@@ -15,7 +15,7 @@ use anstyle::{AnsiColor, Style};
 use super::names::{
     advice_str, dev_str, errno_name, escape_text, hex, human_size, mlock2_flags_str,
     mlockall_flags_str, mmap_flags_str, mremap_flags_str, prot_str, remap_file_pages_flags_str,
-    shmat_flags_str, signal_name,
+    shmat_flags_str, signal_name, uffd_mode_str,
 };
 use crate::event::{split_status, Body, Event, StackSource, SysResult};
 
@@ -72,7 +72,8 @@ fn family_style(body: &Body) -> Style {
         | Body::Mseal { .. }
         | Body::Shmat { .. }
         | Body::Shmdt { .. }
-        | Body::RemapFilePages { .. } => PALETTE.syscall,
+        | Body::RemapFilePages { .. }
+        | Body::Userfaultfd { .. } => PALETTE.syscall,
         Body::Fault { .. } | Body::FaultSummary { .. } | Body::Stack { .. } => PALETTE.fault,
         Body::Exec { .. } | Body::Fork { .. } | Body::Exit { .. } => PALETTE.process,
         Body::Lost { .. } => PALETTE.lost,
@@ -281,6 +282,30 @@ fn details(out: &mut String, ev: &Event, color: bool) {
             if *flags != 0 {
                 let _ = write!(out, " flags={}", hex(*flags));
             }
+            result(out, color, *ret, false);
+        }
+        Body::Userfaultfd {
+            register,
+            fd,
+            range,
+            mode,
+            ret,
+        } => {
+            out.push_str(if *register {
+                "register "
+            } else {
+                "unregister "
+            });
+            match range {
+                Some((addr, len)) => {
+                    let _ = write!(out, "{} {}", hex(*addr), human_size(*len));
+                }
+                None => out.push_str("(range unreadable)"),
+            }
+            if *register {
+                let _ = write!(out, " mode={}", uffd_mode_str(*mode));
+            }
+            let _ = write!(out, " fd={fd}");
             result(out, color, *ret, false);
         }
         Body::Shmat {

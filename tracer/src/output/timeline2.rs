@@ -156,6 +156,7 @@ pub enum RegionOp {
     Lock,
     Unlock,
     Seal,
+    Userfaultfd,
     Drift,
     Died,
     /// Alive when its process left the recording.
@@ -178,6 +179,7 @@ impl RegionOp {
                 Op::Lock => RegionOp::Lock,
                 Op::Unlock => RegionOp::Unlock,
                 Op::Seal => RegionOp::Seal,
+                Op::Userfaultfd => RegionOp::Userfaultfd,
                 Op::Drift => RegionOp::Drift,
             },
         }
@@ -197,6 +199,7 @@ impl RegionOp {
             RegionOp::Lock => Op::Lock,
             RegionOp::Unlock => Op::Unlock,
             RegionOp::Seal => Op::Seal,
+            RegionOp::Userfaultfd => Op::Userfaultfd,
             RegionOp::Drift => Op::Drift,
             RegionOp::Died | RegionOp::End => return None,
         })

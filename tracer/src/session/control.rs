@@ -219,15 +219,13 @@ pub fn exec_seed(hooks: &Hooks, pid: u32, mm: Option<u64>, exec_ns: u64) -> Exec
             || tries >= SEED_TRIES
             || until_ns.saturating_sub(started) >= SEED_BUDGET_NS
         {
+            let outcome = match &maps {
+                Err(e) => format!("not read ({e})"),
+                Ok(_) if settled => "settled".to_owned(),
+                Ok(_) => "not settled".to_owned(),
+            };
             log::debug!(
-                "pid {pid}: exec seed {} after {tries} read(s) in {} us, {} us after the exec",
-                if gone {
-                    "not read (the process is gone)"
-                } else if settled {
-                    "settled"
-                } else {
-                    "not settled"
-                },
+                "pid {pid}: exec seed {outcome} after {tries} read(s) in {} us, {} us after the exec",
                 until_ns.saturating_sub(started) / 1000,
                 started.saturating_sub(exec_ns) / 1000
             );
