@@ -135,6 +135,20 @@ pub fn render_v2<R: io::BufRead>(
     input: R,
     opts: &ReportOptions,
 ) -> Result<String, ReportError> {
+    let (meta, done) = read_v2(name, input, opts, &mut |_| {})?;
+    let summaries: Vec<Summary> = done.into_values().collect();
+    Ok(render_summaries(&meta, &summaries))
+}
+
+/// Reads a v2 recording in one pass (see [`render_v2`]), showing each
+/// record to `observe` first: the header's facts and each process's
+/// summary, by `proc`.
+fn read_v2<R: io::BufRead>(
+    name: &str,
+    input: R,
+    opts: &ReportOptions,
+    observe: &mut dyn FnMut(&Record),
+) -> Result<(Meta, BTreeMap<u64, Summary>), ReportError> {
     let mut r = v2::Reader::new(input);
     let shape = |detail: String| ReportError::ShapeV2 {
         path: name.to_string(),
@@ -197,6 +211,7 @@ pub fn render_v2<R: io::BufRead>(
             return Err(shape(format!("line {line}: a record after the end record")));
         }
         let at_line = |e: String| shape(format!("line {line}: {e}"));
+        observe(&rec);
         match rec {
             Record::Header(_) => return Err(at_line("a second header".into())),
             Record::Process(p) => {
@@ -292,8 +307,46 @@ pub fn render_v2<R: io::BufRead>(
     for (proc, l) in live {
         done.insert(proc, l.finish());
     }
-    let summaries: Vec<Summary> = done.into_values().collect();
-    Ok(render_summaries(&meta, &summaries))
+    Ok((meta, done))
+}
+
+/// `mmtrace report FILE --html OUT`: reads the v2 recording at `path` in
+/// one pass and writes the page (see [`crate::output::html`]) to `out`.
+pub fn html(
+    path: &Path,
+    opts: &ReportOptions,
+    out: &mut dyn io::Write,
+) -> Result<crate::output::html::HtmlStats, ReportError> {
+    let name = path.display().to_string();
+    let Some(input) = open_v2(path)? else {
+        return Err(ReportError::NotTimeline {
+            path: name,
+            found: format!(
+                "not a {} recording: the HTML report reads v2 timelines only",
+                v2::SCHEMA
+            ),
+        });
+    };
+    let mut collector = crate::output::html::Collector::new();
+    let (meta, done) = read_v2(&name, input, opts, &mut |rec| collector.observe(rec))?;
+    let summaries: Vec<&Summary> = done.values().collect();
+    let mut head = String::new();
+    header_of(&mut head, &meta, &summaries);
+    let sections: std::collections::HashMap<u64, String> = done
+        .iter()
+        .map(|(proc, sum)| {
+            let mut s = String::new();
+            process(&mut s, &meta, sum);
+            (*proc, s)
+        })
+        .collect();
+    let title = match &meta.command {
+        Some(argv) if !argv.is_empty() => command_line(argv),
+        _ => format!("recording of {}", esc(&meta.host)),
+    };
+    collector
+        .write(out, &title, &head, &sections, meta.incomplete)
+        .map_err(ReportError::Write)
 }
 
 /// A live process of a v2 recording being read: its summary so far and
@@ -934,6 +987,11 @@ fn field_more(s: &mut String, value: &str) {
 }
 
 fn header(s: &mut String, t: &Meta, procs: &[Summary]) {
+    let refs: Vec<&Summary> = procs.iter().collect();
+    header_of(s, t, &refs);
+}
+
+fn header_of(s: &mut String, t: &Meta, procs: &[&Summary]) {
     let title = "mmtrace timeline report";
     ln!(s, "{title}");
     ln!(s, "{}", "=".repeat(title.len()));

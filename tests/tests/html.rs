@@ -1,0 +1,221 @@
+//! `mmtrace report --html`: records the test workload, writes its page and
+//! loads it in a real headless browser (Debian's `chromium`, which `cargo
+//! xtask setup` installs): the page must run without an error or a console
+//! message, and what it drew (it writes a summary into `#mmtrace-drawn`,
+//! which `--dump-dom` shows) must be the timeline's regions of the process
+//! shown, each from its birth to its death on the time axis, in address
+//! order (high addresses at the top).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+use tests::{parse_jsonl, run_mmtrace_raw, run_record};
+
+/// The page as Chromium leaves it after its scripts ran (`--dump-dom`),
+/// and Chromium's stderr (console messages and script errors are logged
+/// there with `--enable-logging=stderr`).
+fn load_in_chromium(page: &Path, profile: &Path) -> (String, String) {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("chromium is missing: `cargo xtask setup` installs it (Debian's `chromium`)");
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=10000",
+            "--window-size=1400,1000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap_or_else(|e| panic!("{chromium}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "chromium failed: {stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+/// The text of the element that starts with `open` in serialized HTML.
+fn element_text(dom: &str, open: &str) -> String {
+    let start = dom
+        .find(open)
+        .unwrap_or_else(|| panic!("no {open} in the page"));
+    let body = &dom[start..];
+    let body = &body[body.find('>').unwrap() + 1..];
+    let text = &body[..body.find("</").unwrap()];
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&amp;", "&")
+}
+
+fn addr(v: &Value) -> u64 {
+    u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+#[test]
+fn workload_report_renders_in_chromium() {
+    tests::needs_root!();
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("mmtrace-html-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let timeline = dir.join("timeline.jsonl");
+    let cmd: Vec<OsString> = vec![
+        env!("CARGO_BIN_EXE_workload").into(),
+        "--report".into(),
+        dir.join("workload.json").into(),
+        "--pause-ms".into(),
+        "50".into(),
+    ];
+    let run = run_record(&timeline, &["--reconcile-interval", "0.05"], &cmd)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(run.status.success(), "{}", run.stderr);
+    let lines = parse_jsonl(&std::fs::read_to_string(&timeline).unwrap()).unwrap();
+
+    let page = dir.join("report.html");
+    let args: Vec<OsString> = vec![
+        "report".into(),
+        timeline.clone().into(),
+        "--html".into(),
+        page.clone().into(),
+    ];
+    let run = run_mmtrace_raw(&args, std::time::Duration::from_secs(60)).unwrap();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.stderr.contains("mmtrace: wrote "), "{}", run.stderr);
+    let mode = std::fs::metadata(&page).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the page is private");
+    // Never overwritten.
+    let again = run_mmtrace_raw(&args, std::time::Duration::from_secs(60)).unwrap();
+    assert_eq!(again.status.code(), Some(2), "{}", again.stderr);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "the page loads nothing from the network"
+    );
+
+    let (dom, log) = load_in_chromium(&page, &dir.join("chromium-profile"));
+    for line in log.lines() {
+        assert!(
+            !line.contains("CONSOLE") && !line.contains("Uncaught"),
+            "the page logged: {line}"
+        );
+    }
+    assert!(
+        dom.contains("data-status=\"ok\""),
+        "the page did not finish: {dom:.2000}"
+    );
+    assert!(
+        dom.contains("<pre id=\"errors\" hidden=\"\"></pre>"),
+        "script errors: {}",
+        element_text(&dom, "<pre id=\"errors\"")
+    );
+    let drawn: Value =
+        serde_json::from_str(&element_text(&dom, "<pre id=\"mmtrace-drawn\"")).unwrap();
+
+    // The process shown first: the workload (the largest).
+    let proc = drawn["proc"].as_u64().unwrap();
+    let start = lines
+        .iter()
+        .find(|l| l["type"] == "process" && l["proc"] == proc)
+        .unwrap();
+    assert_eq!(drawn["process"], start["pid"]);
+    assert_eq!(
+        start["comm"], "workload",
+        "the biggest process is shown first"
+    );
+
+    // Its regions, as the timeline has them: birth, death, address hull.
+    // A /proc snapshot dropped at the exec it preceded is not drawn (as in
+    // the text report).
+    let mut regions: BTreeMap<u64, (u64, Option<u64>, u64, u64)> = BTreeMap::new();
+    let mut born_by = BTreeMap::new();
+    for l in lines
+        .iter()
+        .filter(|l| l["type"] == "region" && l["proc"] == proc)
+    {
+        let id = l["region"].as_u64().unwrap();
+        let t = l["t_ns"].as_u64().unwrap();
+        let (lo, hi) = (addr(&l["start"]), addr(&l["end"]));
+        let r = regions.entry(id).or_insert((t, None, lo, hi));
+        r.2 = r.2.min(lo);
+        r.3 = r.3.max(hi);
+        if l["op"] == "born" {
+            born_by.insert(id, l["cause"].clone());
+        }
+        if l["op"] == "died" {
+            r.1 = Some(t);
+            if born_by[&id] == "proc" && l["cause"] == "exec" && t == r.0 {
+                regions.remove(&id);
+            }
+        }
+    }
+    regions.retain(|_, r| r.3 > r.2);
+    let shown: BTreeMap<u64, &Value> = drawn["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_u64().unwrap(), r))
+        .collect();
+    assert_eq!(
+        shown.keys().copied().collect::<BTreeSet<_>>(),
+        regions.keys().copied().collect::<BTreeSet<_>>(),
+        "the regions drawn are the timeline's"
+    );
+    assert_eq!(drawn["count"].as_u64().unwrap() as usize, regions.len());
+    assert!(regions.len() > 20, "the workload has many regions");
+
+    // Time across: each from its birth to its death (or the end).
+    let plot = &drawn["plot"];
+    let (left, width) = (
+        plot["left"].as_f64().unwrap(),
+        plot["width"].as_f64().unwrap(),
+    );
+    let (t0, t1) = (plot["t0"].as_f64().unwrap(), plot["t1"].as_f64().unwrap());
+    let x = |t: f64| left + (t - t0) / (t1 - t0) * width;
+    for (id, &(born, died, _, _)) in &regions {
+        let r = shown[id];
+        let (x0, x1) = (r["x0"].as_f64().unwrap(), r["x1"].as_f64().unwrap());
+        assert!((x0 - x(born as f64)).abs() < 0.5, "region {id}: x0 {x0}");
+        let end = x(died.map_or(t1, |d| d as f64));
+        // (A rectangle is at least 1.5 px wide: a short last extent may
+        // reach a little past its death.)
+        assert!(
+            x1 >= end - 0.5 && x1 <= end + 1.6,
+            "region {id}: x1 {x1}, want {end}"
+        );
+        assert!(x0 >= left - 0.5 && x1 <= left + width + 1.6, "region {id}");
+    }
+    // Addresses up: a region above another in memory is drawn above it.
+    for (a, &(_, _, alo, _)) in &regions {
+        for (b, &(_, _, _, bhi)) in &regions {
+            if alo >= bhi {
+                let (ra, rb) = (shown[a], shown[b]);
+                let (ay0, ay1) = (ra["y0"].as_f64().unwrap(), ra["y1"].as_f64().unwrap());
+                let by0 = rb["y0"].as_f64().unwrap();
+                assert!(
+                    ay0 < by0,
+                    "region {a} (above {b} in memory) is drawn above it"
+                );
+                assert!(ay1 <= by0 + 1.6, "regions {a} and {b} overlap");
+            }
+        }
+    }
+    // The empty stretches between program, heap, mmap area and stack are
+    // collapsed into bands.
+    assert!(drawn["gaps"].as_u64().unwrap() >= 2, "{}", drawn["gaps"]);
+    assert!(drawn["samples"].as_u64().unwrap() > 0, "memory curves");
+    let _ = std::fs::remove_dir_all(&dir);
+}
