@@ -26,7 +26,7 @@ use super::timeline2::{self as v2, Record, RegionOp};
 pub const MAX_REGIONS: usize = 200_000;
 /// Changes kept per region (for the tooltip and the extents drawn); later
 /// extent changes widen the last kept one.
-pub const MAX_CHANGES_PER_REGION: usize = 256;
+pub const MAX_CHANGES_PER_REGION: usize = 1024;
 /// Changes kept in all.
 pub const MAX_CHANGES: usize = 1_000_000;
 /// Counter samples kept per process; beyond, they are thinned evenly.
@@ -162,7 +162,7 @@ impl Collector {
                 let hp = self.proc_of(c.proc, c.pid);
                 hp.seen_samples += 1;
                 hp.peak_mapped = hp.peak_mapped.max(c.mapped);
-                if (hp.seen_samples - 1) % hp.stride != 0 {
+                if !(hp.seen_samples - 1).is_multiple_of(hp.stride) {
                     return;
                 }
                 let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -268,11 +268,12 @@ impl Collector {
                 }
                 // A /proc snapshot dropped at the exec it came just after
                 // (see `report`): not part of the picture.
-                if reg.born_by == "proc" && reg.died_by.as_deref() == Some("exec") {
-                    if reg.died == Some(reg.born) {
-                        self.kept_regions -= 1;
-                        return;
-                    }
+                if reg.born_by == "proc"
+                    && reg.died_by.as_deref() == Some("exec")
+                    && reg.died == Some(reg.born)
+                {
+                    self.kept_regions -= 1;
+                    return;
                 }
                 hp.regions.push(reg);
             }
@@ -319,53 +320,12 @@ impl Collector {
         let mut stats = self.stats.clone();
         stats.processes = procs.len() as u64;
         let duration = self.duration;
-        let list: Vec<Value> = procs
-            .iter()
-            .map(|p| {
-                stats.regions += p.regions.len() as u64;
-                if p.stride > 1 {
-                    stats.samples_thinned += 1;
-                }
-                let regions: Vec<Value> = p
-                    .regions
-                    .iter()
-                    .map(|r| {
-                        let changes: Vec<Value> = r
-                            .changes
-                            .iter()
-                            .map(|c| json!([c.0, c.1, c.2, c.3, c.4]))
-                            .collect();
-                        json!({
-                            "id": r.id, "born": r.born, "died": r.died, "kind": r.kind,
-                            "path": r.path, "perms": r.perms, "born_by": r.born_by,
-                            "died_by": r.died_by, "faults": r.faults, "ch": changes,
-                            "more": r.more,
-                        })
-                    })
-                    .collect();
-                json!({
-                    "proc": p.proc, "pid": p.pid, "ppid": p.ppid, "comm": p.comm, "exe": p.exe,
-                    "first": p.first.unwrap_or(0),
-                    "last": p.exit.unwrap_or(duration),
-                    "exit": p.exit_text, "drift": p.drift,
-                    "uncertain": p.uncertain,
-                    "thinned": p.stride > 1, "samples_seen": p.seen_samples,
-                    "report": sections.get(&p.proc).cloned().unwrap_or_default(),
-                    "regions": regions, "samples": p.samples,
-                })
-            })
-            .collect();
-        let data = json!({
-            "title": title,
-            "header": header,
-            "duration": duration,
-            "incomplete": incomplete,
-            "paths": self.paths,
-            "max_regions": MAX_REGIONS,
-            "regions_left_out": stats.regions_left_out,
-            "changes_left_out": stats.changes_left_out,
-            "processes": list,
-        });
+        for p in &procs {
+            stats.regions += p.regions.len() as u64;
+            if p.stride > 1 {
+                stats.samples_thinned += 1;
+            }
+        }
         // The title goes in last, so nothing in it is taken for a mark.
         let (before, after) = PAGE.split_once("{{DATA}}").unwrap_or((PAGE, ""));
         let before = before
@@ -373,7 +333,58 @@ impl Collector {
             .replace("{{TITLE}}", &escape_html(title));
         let after = after.replace("/*SCRIPT*/", SCRIPT);
         out.write_all(before.as_bytes())?;
-        out.write_all(json_for_script(&data).as_bytes())?;
+        // The data, written a region at a time (never whole in memory).
+        let head = json!({
+            "title": title,
+            "header": header,
+            "duration": duration,
+            "incomplete": incomplete,
+            "paths": self.paths,
+            "max_regions": MAX_REGIONS,
+            "max_changes": MAX_CHANGES_PER_REGION,
+            "regions_left_out": stats.regions_left_out,
+            "changes_left_out": stats.changes_left_out,
+        });
+        let head = json_for_script(&head);
+        out.write_all(&head.as_bytes()[..head.len() - 1])?;
+        out.write_all(b",\"processes\":[")?;
+        for (i, p) in procs.iter().enumerate() {
+            let meta = json!({
+                "proc": p.proc, "pid": p.pid, "ppid": p.ppid, "comm": p.comm, "exe": p.exe,
+                "first": p.first.unwrap_or(0),
+                "last": p.exit.unwrap_or(duration),
+                "exit": p.exit_text, "drift": p.drift,
+                "uncertain": p.uncertain,
+                "thinned": p.stride > 1, "samples_seen": p.seen_samples,
+                "report": sections.get(&p.proc).cloned().unwrap_or_default(),
+                "samples": p.samples,
+            });
+            let meta = json_for_script(&meta);
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            out.write_all(&meta.as_bytes()[..meta.len() - 1])?;
+            out.write_all(b",\"regions\":[")?;
+            for (j, r) in p.regions.iter().enumerate() {
+                let changes: Vec<Value> = r
+                    .changes
+                    .iter()
+                    .map(|c| json!([c.0, c.1, c.2, c.3, c.4]))
+                    .collect();
+                let v = json!({
+                    "id": r.id, "born": r.born, "died": r.died, "kind": r.kind,
+                    "path": r.path, "perms": r.perms, "born_by": r.born_by,
+                    "died_by": r.died_by, "faults": r.faults, "ch": changes,
+                    "more": r.more,
+                });
+                if j > 0 {
+                    out.write_all(b",")?;
+                }
+                out.write_all(json_for_script(&v).as_bytes())?;
+            }
+            out.write_all(b"]}")?;
+        }
+        out.write_all(b"]}")?;
         out.write_all(after.as_bytes())?;
         out.flush()?;
         Ok(stats)

@@ -109,8 +109,8 @@ window.addEventListener("error", function (e) {
       " later ones are left out of this page (the text report below counts them all).");
   }
   if (D.changes_left_out > 0) {
-    warn(D.changes_left_out + " region changes are not listed (a region keeps its first ones; " +
-      "the extents of the rest are drawn as one).");
+    warn("A region keeps its first " + D.max_changes + " changes: " + D.changes_left_out +
+      " later changes are not listed in the tooltips, and the extents they gave are drawn as one.");
   }
   KINDS.forEach(function (k) {
     var s = document.createElement("span");
@@ -144,7 +144,7 @@ window.addEventListener("error", function (e) {
   }
 
   var LEFT = 250, RIGHT = 16, TOP = 8, AXIS = 26;
-  var GAP_BAND = 18, MIN_CLUSTER = 16;
+  var GAP_BAND = 18, MIN_CLUSTER = 34;
   var state = { p: null, zoom: null, rects: null, layout: null };
 
   // Address layout of a process: the address range is cut at every
@@ -234,7 +234,10 @@ window.addEventListener("error", function (e) {
       var c = clusters.find(function (c) { return a >= c.lo && a < c.hi; });
       if (!c) return;
       var what = r.kind;
-      if (r.kind === "file" && p.exe !== null && D.paths[r.path] === p.exe) what = "program";
+      // (exe is the name the exec was given, maybe relative: its base.)
+      if (r.kind === "file" && p.exe && r.path !== null && base(D.paths[r.path]) === base(p.exe)) {
+        what = "program";
+      }
       c.has[what] = true;
     });
     clusters.forEach(function (c) {
@@ -291,11 +294,14 @@ window.addEventListener("error", function (e) {
       var px = x(t);
       ctx.strokeStyle = "rgba(0,0,0,.07)";
       ctx.beginPath(); ctx.moveTo(px + 0.5, yTop); ctx.lineTo(px + 0.5, yBottom); ctx.stroke();
-      ctx.fillText(tickLabel(t, tt.step), px, yBottom + 4);
+      var label = tickLabel(t, tt.step), tw = ctx.measureText(label).width;
+      ctx.textAlign = px + tw / 2 > x(t1) + RIGHT - 2 ? "right" : "center";
+      ctx.fillText(label, ctx.textAlign === "right" ? x(t1) + RIGHT - 2 : px, yBottom + 4);
     });
   }
 
   function draw() {
+    var began = performance.now();
     var p = state.p;
     var canvas = $("map");
     var height = Number(canvas.getAttribute("height")) - TOP - AXIS;
@@ -411,7 +417,7 @@ window.addEventListener("error", function (e) {
     ctx.restore();
     state.rects = rects;
     drawCurves(t0, t1, x, W);
-    publish(p, t0, t1, W);
+    publish(p, t0, t1, W, performance.now() - began);
     $("reset").disabled = !z;
     $("maptitle").textContent = "Address space of " + p.pid + " (" + p.comm + ") over time" +
       (z ? " \u2014 zoomed" : "");
@@ -429,6 +435,12 @@ window.addEventListener("error", function (e) {
     ];
     var max = 1;
     S.forEach(function (s) { for (var k = 1; k <= 4; k++) if (s[k] > max) max = s[k]; });
+    // Linear from 0, or (the box ticked) logarithmic from 4 KiB.
+    var log = $("logscale").checked, floor = 4096;
+    var scale = function (v) {
+      if (!log) return v / max;
+      return Math.max(0, Math.log(Math.max(v, floor) / floor) / Math.log(Math.max(max, floor * 2) / floor));
+    };
     var rates = [];
     for (var i = 1; i < S.length; i++) {
       var dt = S[i][0] - S[i - 1][0];
@@ -453,7 +465,7 @@ window.addEventListener("error", function (e) {
       var started = false, lastY = null;
       S.forEach(function (s) {
         if (s[k] < 0) return;
-        var px = x(s[0]), py = top1 + h1 - s[k] / max * h1;
+        var px = x(s[0]), py = top1 + h1 - scale(s[k]) * h1;
         if (!started) { ctx.moveTo(px, py); started = true; } else { ctx.lineTo(px, lastY); ctx.lineTo(px, py); }
         lastY = py;
       });
@@ -473,7 +485,8 @@ window.addEventListener("error", function (e) {
     ctx.textAlign = "right";
     ctx.fillStyle = "#556";
     ctx.fillText(size(max), LEFT - 6, top1 + 6);
-    ctx.fillText("0", LEFT - 6, top1 + h1 - 4);
+    ctx.fillText(log ? "4 KiB" : "0", LEFT - 6, top1 + h1 - 4);
+    if (log) ctx.fillText("log scale", LEFT - 6, top1 + h1 / 2);
     ctx.fillText(Math.round(rmax).toLocaleString("en") + "/s", LEFT - 6, top2 + 6);
     ctx.fillText("faults", LEFT - 6, top2 + h2 / 2 + 4);
     ctx.fillText("0", LEFT - 6, top2 + h2 - 4);
@@ -497,20 +510,21 @@ window.addEventListener("error", function (e) {
 
   // What was drawn, for tests and tools: window.mmtraceDrawn, and the same
   // in #mmtrace-drawn when it is small enough.
-  function publish(p, t0, t1, W) {
+  function publish(p, t0, t1, W, ms) {
     var regions = [];
     p.regions.forEach(function (r) {
       if (r._box) regions.push({ id: r.id, x0: r._box[0], x1: r._box[1], y0: r._box[2], y1: r._box[3] });
     });
     var drawn = {
-      process: p.pid, proc: p.proc, zoomed: !!state.zoom,
+      process: p.pid, proc: p.proc, zoomed: !!state.zoom, ms: Math.round(ms),
       plot: { left: LEFT, width: W, t0: t0, t1: t1 },
       count: regions.length, regions: regions, samples: p.samples.length,
       clusters: state.layout.clusters.length, gaps: state.layout.gaps.length,
     };
     window.mmtraceDrawn = drawn;
     $("mmtrace-drawn").textContent = JSON.stringify(regions.length <= 20000 ? drawn : {
-      process: drawn.process, proc: drawn.proc, count: drawn.count, plot: drawn.plot, regions: null,
+      process: drawn.process, proc: drawn.proc, count: drawn.count, plot: drawn.plot, ms: drawn.ms,
+      regions: null,
     });
   }
 
@@ -591,6 +605,7 @@ window.addEventListener("error", function (e) {
     draw();
   }
   $("proc").addEventListener("change", function () { select(Number($("proc").value)); });
+  $("logscale").addEventListener("change", function () { if (state.p) draw(); });
   var resizeTimer = null;
   window.addEventListener("resize", function () {
     clearTimeout(resizeTimer);
@@ -598,12 +613,15 @@ window.addEventListener("error", function (e) {
   });
 
   // The address may choose: #pid=PID (a process), #hover=ID (shows that
-  // region's tooltip, as a pointer on it would: for screenshots).
+  // region's tooltip, as a pointer on it would: for screenshots), #log=0
+  // (the curves on a linear scale; log=1, the default, logarithmic), joined
+  // by &.
   var want = {};
   location.hash.replace(/^#/, "").split("&").forEach(function (kv) {
     var i = kv.indexOf("=");
     if (i > 0) want[kv.slice(0, i)] = kv.slice(i + 1);
   });
+  if (want.log === "0" || want.log === "1") $("logscale").checked = want.log === "1";
   if (D.processes.length) {
     var first = 0;
     D.processes.forEach(function (p, i) { if (String(p.pid) === want.pid) first = i; });
