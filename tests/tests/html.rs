@@ -18,7 +18,7 @@ use tests::{parse_jsonl, run_mmtrace_raw, run_record};
 /// The page as Chromium leaves it after its scripts ran (`--dump-dom`),
 /// and Chromium's stderr (console messages and script errors are logged
 /// there with `--enable-logging=stderr`).
-fn load_in_chromium(page: &Path, profile: &Path) -> (String, String) {
+fn load_in_chromium(page: &Path, fragment: &str, profile: &Path) -> (String, String) {
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
         .find(|p| Path::new(p).exists())
@@ -38,7 +38,7 @@ fn load_in_chromium(page: &Path, profile: &Path) -> (String, String) {
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("--dump-dom")
-        .arg(format!("file://{}", page.display()))
+        .arg(format!("file://{}{fragment}", page.display()))
         .output()
         .unwrap_or_else(|e| panic!("{chromium}: {e}"));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -59,6 +59,29 @@ fn element_text(dom: &str, open: &str) -> String {
         .replace("&quot;", "\"")
         .replace("&nbsp;", "\u{a0}")
         .replace("&amp;", "&")
+}
+
+/// Loads the page with `fragment` and checks that it ran cleanly; returns
+/// the DOM and what the page says it drew.
+fn load_checked(page: &Path, fragment: &str, profile: &Path) -> (String, Value) {
+    let (dom, log) = load_in_chromium(page, fragment, profile);
+    for line in log.lines() {
+        assert!(
+            !line.contains("CONSOLE") && !line.contains("Uncaught"),
+            "the page logged: {line}"
+        );
+    }
+    assert!(
+        dom.contains("data-status=\"ok\""),
+        "the page did not finish: {dom:.2000}"
+    );
+    assert!(
+        dom.contains("<pre id=\"errors\" hidden=\"\"></pre>"),
+        "script errors: {}",
+        element_text(&dom, "<pre id=\"errors\"")
+    );
+    let drawn = serde_json::from_str(&element_text(&dom, "<pre id=\"mmtrace-drawn\"")).unwrap();
+    (dom, drawn)
 }
 
 fn addr(v: &Value) -> u64 {
@@ -106,24 +129,17 @@ fn workload_report_renders_in_chromium() {
         "the page loads nothing from the network"
     );
 
-    let (dom, log) = load_in_chromium(&page, &dir.join("chromium-profile"));
-    for line in log.lines() {
-        assert!(
-            !line.contains("CONSOLE") && !line.contains("Uncaught"),
-            "the page logged: {line}"
-        );
-    }
+    // As a pointer on the heap would (the page's #hover=heap).
+    let (dom, drawn) = load_checked(&page, "#hover=heap", &dir.join("chromium-profile"));
+    let tip = element_text(&dom, "<div id=\"tip\"");
     assert!(
-        dom.contains("data-status=\"ok\""),
-        "the page did not finish: {dom:.2000}"
+        !dom.contains("<div id=\"tip\" hidden") && tip.starts_with("[heap]\n"),
+        "the heap's tooltip: {tip}"
     );
     assert!(
-        dom.contains("<pre id=\"errors\" hidden=\"\"></pre>"),
-        "script errors: {}",
-        element_text(&dom, "<pre id=\"errors\"")
+        tip.contains("\nborn ") && tip.contains("\nfaults ") && tip.contains(" grow "),
+        "{tip}"
     );
-    let drawn: Value =
-        serde_json::from_str(&element_text(&dom, "<pre id=\"mmtrace-drawn\"")).unwrap();
 
     // The process shown first: the workload (the largest).
     let proc = drawn["proc"].as_u64().unwrap();
@@ -217,5 +233,25 @@ fn workload_report_renders_in_chromium() {
     // collapsed into bands.
     assert!(drawn["gaps"].as_u64().unwrap() >= 2, "{}", drawn["gaps"]);
     assert!(drawn["samples"].as_u64().unwrap() > 0, "memory curves");
+
+    // Zoomed to the heap (as a click on it does, through #zoom=ID): it
+    // spans most of the picture.
+    let heap = lines
+        .iter()
+        .find(|l| l["proc"] == proc && l["op"] == "born" && l["born"]["kind"] == "heap")
+        .unwrap();
+    let id = heap["region"].as_u64().unwrap();
+    let (_, zoomed) = load_checked(&page, &format!("#zoom={id}"), &dir.join("chromium-profile"));
+    assert_eq!(zoomed["zoomed"], true);
+    let r = zoomed["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap();
+    let f = |k: &str| r[k].as_f64().unwrap();
+    let width = zoomed["plot"]["width"].as_f64().unwrap();
+    assert!(f("x1") - f("x0") > 0.6 * width, "zoomed heap: {r}");
+    assert!(f("y1") - f("y0") > 150.0, "zoomed heap: {r}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -580,7 +580,9 @@ window.addEventListener("error", function (e) {
   map.addEventListener("mouseleave", function () { tip.hidden = true; });
   map.addEventListener("click", function (e) {
     var b = map.getBoundingClientRect();
-    var r = hit(e.clientX - b.left, e.clientY - b.top);
+    zoomTo(hit(e.clientX - b.left, e.clientY - b.top));
+  });
+  function zoomTo(r) {
     if (!r) return;
     var lo = Infinity, hi = -Infinity;
     r.ch.forEach(function (c) { lo = Math.min(lo, c[2]); hi = Math.max(hi, c[3]); });
@@ -592,7 +594,7 @@ window.addEventListener("error", function (e) {
     };
     tip.hidden = true;
     draw();
-  });
+  }
   function unzoom() { if (state.zoom) { state.zoom = null; draw(); } }
   map.addEventListener("dblclick", unzoom);
   $("reset").addEventListener("click", unzoom);
@@ -614,8 +616,8 @@ window.addEventListener("error", function (e) {
 
   // The address may choose: #pid=PID (a process), #hover=ID (shows that
   // region's tooltip, as a pointer on it would: for screenshots), #log=0
-  // (the curves on a linear scale; log=1, the default, logarithmic), joined
-  // by &.
+  // (the curves on a linear scale; log=1, the default, logarithmic),
+  // #zoom=ID (zoomed to that region, as a click on it does), joined by &.
   var want = {};
   location.hash.replace(/^#/, "").split("&").forEach(function (kv) {
     var i = kv.indexOf("=");
@@ -636,6 +638,9 @@ window.addEventListener("error", function (e) {
         else if (r.kind === want.hover && (!pick || (pick.kind === want.hover && r.ch.length > pick.ch.length))) pick = r;
       });
       if (pick) showTip(pick, (pick._box[0] + pick._box[1]) / 2, (pick._box[2] + pick._box[3]) / 2);
+    }
+    if (want.zoom !== undefined) {
+      zoomTo(state.p.regions.find(function (r) { return String(r.id) === want.zoom; }) || null);
     }
   } else {
     $("maptitle").textContent = "No processes were recorded";
