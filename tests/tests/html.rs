@@ -255,3 +255,70 @@ fn workload_report_renders_in_chromium() {
     assert!(f("y1") - f("y0") > 150.0, "zoomed heap: {r}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A v1 document (`record --format v1`) is drawn too: the same regions as
+/// it holds, with no error.
+#[test]
+fn workload_v1_report_renders_in_chromium() {
+    tests::needs_root!();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mmtrace-html-v1-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let timeline = dir.join("timeline.json");
+    let cmd: Vec<OsString> = vec![
+        env!("CARGO_BIN_EXE_workload").into(),
+        "--report".into(),
+        dir.join("workload.json").into(),
+        "--pause-ms".into(),
+        "50".into(),
+    ];
+    let run = run_record(
+        &timeline,
+        &["--format", "v1", "--reconcile-interval", "0.05"],
+        &cmd,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(run.status.success(), "{}", run.stderr);
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&timeline).unwrap()).unwrap();
+    let page = dir.join("report.html");
+    let args: Vec<OsString> = vec![
+        "report".into(),
+        timeline.clone().into(),
+        "--html".into(),
+        page.clone().into(),
+    ];
+    let run = run_mmtrace_raw(&args, std::time::Duration::from_secs(60)).unwrap();
+    assert!(run.status.success(), "{}", run.stderr);
+    let (_, drawn) = load_checked(&page, "", &dir.join("chromium-profile"));
+    let p = doc["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == drawn["process"])
+        .unwrap();
+    assert_eq!(p["comm"], "workload");
+    let want: BTreeSet<u64> = p["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            let extents = r["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| (addr(&c["start"]), addr(&c["end"])))
+                .chain([(addr(&r["start"]), addr(&r["end"]))]);
+            extents.into_iter().any(|(s, e)| e > s)
+        })
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    let got: BTreeSet<u64> = drawn["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, want);
+    let _ = std::fs::remove_dir_all(&dir);
+}

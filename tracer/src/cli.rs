@@ -202,8 +202,8 @@ pub struct ReportArgs {
     pub max_size: u64,
 
     /// Write a self-contained HTML page (the address space over time, the
-    /// memory curves and this report) to OUT instead (a v2 timeline; never
-    /// overwrites OUT).
+    /// memory curves and this report) to OUT instead (never overwrites
+    /// OUT).
     #[arg(long, value_name = "OUT")]
     pub html: Option<PathBuf>,
 }
