@@ -322,3 +322,57 @@ fn workload_v1_report_renders_in_chromium() {
     assert_eq!(got, want);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A timeline whose comm, exe, path and command hold markup and control
+/// bytes: the page runs as usual and shows them as text (no element, no
+/// script of theirs).
+#[test]
+fn hostile_names_stay_text_in_chromium() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mmtrace-html-hostile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let evil =
+        "</script><script>document.body.dataset.pwned=1</script><b id=evil>\u{1}\u{1b}[31m&amp;";
+    let e = serde_json::to_string(evil).unwrap();
+    let lines = [
+        format!(
+            r#"{{"type":"header","schema":"mmtrace.timeline/v2","version":2,"mmtrace":"0.1.0","started_at":"2026-11-30T18:00:00.000Z","monotonic_start_ns":1000000000,"clock":"monotonic","host":{e},"kernel":"6.18.0","command":[{e}],"selection":{{"pids":[],"comms":[],"follow":true}},"options":{{"reconcile_interval_ns":1000000000,"duration_ns":null}}}}"#
+        ),
+        format!(
+            r#"{{"type":"process","t_ns":1000,"proc":1,"pid":4242,"event":"start","ppid":1,"comm":{e},"exe":{e},"seeded_by":"exec","start_time":900000}}"#
+        ),
+        format!(
+            r#"{{"type":"region","t_ns":4000,"proc":1,"pid":4242,"region":4,"op":"born","start":"0x7f3a12300000","end":"0x7f3a12400000","perms":"r-xp","cause":"mmap","born":{{"kind":"file","path":{e},"offset":0,"dev":null,"inode":null,"parent":null}}}}"#
+        ),
+        r#"{"type":"counters","t_ns":5000,"proc":1,"pid":4242,"mapped":1048576,"heap":0,"stack":0,"rss":4096,"faults":1}"#.to_string(),
+        r#"{"type":"region","t_ns":60000000,"proc":1,"pid":4242,"region":4,"op":"died","start":"0x7f3a12300000","end":"0x7f3a12400000","perms":"r-xp","cause":"munmap","faults":{"total":1,"read":1,"write":0,"exec":0,"present":0,"first_ns":4500,"last_ns":4500,"touched_bytes":4096,"mapped_bytes":1048576}}"#.to_string(),
+        r#"{"type":"process","t_ns":90000000,"proc":1,"pid":4242,"event":"exit","ppid":1,"comm":"x","exe":null,"exit_code":0}"#.to_string(),
+        r#"{"type":"end","t_ns":100500000,"duration_ns":100500000,"stack_source":"fexit","events":3,"lost_events":0,"lost_by_kind":{},"processes":1,"regions":1,"region_records":2,"checks":0,"drift":0}"#.to_string(),
+    ];
+    let timeline = dir.join("hostile.jsonl");
+    std::fs::write(&timeline, lines.join("\n") + "\n").unwrap();
+    let page = dir.join("hostile.html");
+    let args: Vec<OsString> = vec![
+        "report".into(),
+        timeline.into(),
+        "--html".into(),
+        page.clone().into(),
+    ];
+    let run = run_mmtrace_raw(&args, std::time::Duration::from_secs(60)).unwrap();
+    assert!(run.status.success(), "{}", run.stderr);
+    let (dom, drawn) = load_checked(&page, "#hover=4", &dir.join("chromium-profile"));
+    assert_eq!(drawn["count"], 1);
+    assert!(!dom.contains("data-pwned"), "a script of the timeline ran");
+    assert!(
+        !dom.contains("<b id=\"evil\""),
+        "markup of the timeline became an element"
+    );
+    // Shown as text: in the tooltip (the path) and the selector (the comm).
+    assert!(
+        element_text(&dom, "<div id=\"tip\"").contains("</script><script>"),
+        "{dom:.3000}"
+    );
+    assert!(dom.contains("&lt;/script&gt;&lt;script&gt;document.body.dataset.pwned=1"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
