@@ -68,6 +68,8 @@ struct HProc {
     stride: u64,
     seen_samples: u64,
     uncertain: Vec<(u64, Option<u64>)>,
+    /// Times of its execs (at most 64 kept).
+    execs: Vec<u64>,
     drift: u64,
     peak_mapped: u64,
 }
@@ -144,6 +146,12 @@ impl Collector {
                     hp.exe.clone_from(&p.exe);
                 }
                 hp.first = Some(hp.first.map_or(p.t_ns, |f| f.min(p.t_ns)));
+                let exec = p.event == v2::ProcessEvent::Exec
+                    || (p.event == v2::ProcessEvent::Start
+                        && p.seeded_by == Some(crate::model::SeededBy::Exec));
+                if exec && hp.execs.len() < 64 {
+                    hp.execs.push(p.t_ns);
+                }
                 if p.event == v2::ProcessEvent::Exit {
                     hp.exit = Some(p.t_ns);
                     hp.exit_text = Some(match (&p.exit_signal, p.exit_code) {
@@ -182,9 +190,11 @@ impl Collector {
                 }
             }
             Record::Uncertain(u) => {
-                self.proc_of(u.proc, u.pid)
-                    .uncertain
-                    .push((u.from_ns, u.to_ns));
+                let hp = self.proc_of(u.proc, u.pid);
+                // (Bounded: the page shades the first 1000.)
+                if hp.uncertain.len() < 1000 {
+                    hp.uncertain.push((u.from_ns, u.to_ns));
+                }
             }
             Record::Drift(d) => self.proc_of(d.proc, d.pid).drift += 1,
             Record::End(e) => self.duration = self.duration.max(e.duration_ns),
@@ -353,7 +363,7 @@ impl Collector {
                 "proc": p.proc, "pid": p.pid, "ppid": p.ppid, "comm": p.comm, "exe": p.exe,
                 "first": p.first.unwrap_or(0),
                 "last": p.exit.unwrap_or(duration),
-                "exit": p.exit_text, "drift": p.drift,
+                "exit": p.exit_text, "exit_ns": p.exit, "execs": p.execs, "drift": p.drift,
                 "uncertain": p.uncertain,
                 "thinned": p.stride > 1, "samples_seen": p.seen_samples,
                 "report": sections.get(&p.proc).cloned().unwrap_or_default(),

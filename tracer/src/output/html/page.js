@@ -143,7 +143,7 @@ window.addEventListener("error", function (e) {
     return m;
   }
 
-  var LEFT = 250, RIGHT = 16, TOP = 8, AXIS = 26;
+  var LEFT = 250, RIGHT = 16, TOP = 8, AXIS = 38;
   var GAP_BAND = 18, MIN_CLUSTER = 34;
   var state = { p: null, zoom: null, rects: null, layout: null };
 
@@ -401,6 +401,36 @@ window.addEventListener("error", function (e) {
       while (text.length > 3 && ctx.measureText(text).width > room) text = text.slice(0, -2);
       ctx.fillStyle = "rgba(20,20,30,.9)";
       ctx.fillText(text, Math.max(l[0], LEFT) + 4, (l[1] + l[3]) / 2);
+    });
+    ctx.restore();
+    // Its execs and exit, and the intervals when its model was uncertain.
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(LEFT, 0, W, g.h);
+    ctx.clip();
+    p.uncertain.forEach(function (u) {
+      var a = x(u[0]), b = x(u[1] !== null ? u[1] : t1);
+      ctx.fillStyle = "rgba(220,40,40,.10)";
+      ctx.fillRect(a, TOP, Math.max(b - a, 2), L.bottom - TOP);
+      ctx.fillStyle = "rgba(200,30,30,.9)";
+      ctx.font = "11px system-ui, sans-serif";
+      ctx.textAlign = "left";
+      ctx.textBaseline = "top";
+      ctx.fillText("uncertain", a + 3, TOP + 2);
+    });
+    var marks = p.execs.map(function (t) { return [t, "exec"]; });
+    if (p.exit_ns !== null) marks.push([p.exit_ns, "exit"]);
+    marks.forEach(function (m) {
+      var px = Math.round(x(m[0])) + 0.5;
+      ctx.strokeStyle = "rgba(30,30,60,.6)";
+      ctx.setLineDash([3, 3]);
+      ctx.beginPath(); ctx.moveTo(px, TOP); ctx.lineTo(px, TOP + height + 28); ctx.stroke();
+      ctx.setLineDash([]);
+      ctx.fillStyle = "rgba(30,30,60,.8)";
+      ctx.font = "10px system-ui, sans-serif";
+      ctx.textBaseline = "top";
+      ctx.textAlign = px > LEFT + W - 30 ? "right" : "left";
+      ctx.fillText(m[1], px + (ctx.textAlign === "right" ? -3 : 3), TOP + height + 18);
     });
     ctx.restore();
     // Time axis label, zoom note.
