@@ -91,6 +91,9 @@ fn addr(v: &Value) -> u64 {
 #[test]
 fn workload_report_renders_in_chromium() {
     tests::needs_root!();
+    tests::skip_when_emulated!(
+        "Chromium is too slow there, and the page does not depend on the kernel"
+    );
     let dir =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("mmtrace-html-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -261,6 +264,9 @@ fn workload_report_renders_in_chromium() {
 #[test]
 fn workload_v1_report_renders_in_chromium() {
     tests::needs_root!();
+    tests::skip_when_emulated!(
+        "Chromium is too slow there, and the page does not depend on the kernel"
+    );
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("mmtrace-html-v1-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -328,6 +334,9 @@ fn workload_v1_report_renders_in_chromium() {
 /// script of theirs).
 #[test]
 fn hostile_names_stay_text_in_chromium() {
+    tests::skip_when_emulated!(
+        "Chromium is too slow there, and the page does not depend on the kernel"
+    );
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("mmtrace-html-hostile-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
