@@ -40,8 +40,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install what building and running mmtrace needs (Debian's rustc-web
-    /// with the BPF core, LLVM, bpf-linker, bpftool, gcc-multilib) and mount
-    /// tracefs; and cargo-fuzz, for `fuzz`.
+    /// with the BPF core, LLVM, bpf-linker, bpftool, gcc-multilib, chromium)
+    /// and mount tracefs; and cargo-fuzz, for `fuzz`.
     Setup {
         /// Only print what would be installed or mounted.
         #[arg(long)]
