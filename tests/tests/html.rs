@@ -237,6 +237,32 @@ fn workload_report_renders_in_chromium() {
     assert!(drawn["gaps"].as_u64().unwrap() >= 2, "{}", drawn["gaps"]);
     assert!(drawn["samples"].as_u64().unwrap() > 0, "memory curves");
 
+    // Zoomed to the middle of the time axis (as a drag does, through
+    // #span=T0-T1): the same regions, each still from its birth to its death
+    // on the new axis.
+    let (a, b) = (t0 + (t1 - t0) / 4.0, t1 - (t1 - t0) / 4.0);
+    let (_, spanned) = load_checked(
+        &page,
+        &format!("#span={}-{}", a as u64, b as u64),
+        &dir.join("chromium-profile"),
+    );
+    assert_eq!(spanned["zoomed"], true);
+    let sp = &spanned["plot"];
+    let (sa, sb) = (sp["t0"].as_f64().unwrap(), sp["t1"].as_f64().unwrap());
+    assert!((sa - a).abs() < 2.0 && (sb - b).abs() < 2.0, "{sp}");
+    let sx = |t: f64| left + (t - sa) / (sb - sa) * width;
+    assert_eq!(spanned["count"], drawn["count"]);
+    for r in spanned["regions"].as_array().unwrap() {
+        let id = r["id"].as_u64().unwrap();
+        let born = regions[&id].0 as f64;
+        let x0 = r["x0"].as_f64().unwrap();
+        assert!(
+            (x0 - sx(born)).abs() < 0.5,
+            "region {id}: x0 {x0}, want {}",
+            sx(born)
+        );
+    }
+
     // Zoomed to the heap (as a click on it does, through #zoom=ID): it
     // spans most of the picture.
     let heap = lines

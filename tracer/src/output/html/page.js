@@ -310,7 +310,9 @@ window.addEventListener("error", function (e) {
     var t0 = z ? z.t0 : p.first, t1 = z ? z.t1 : Math.max(p.last, p.first + 1);
     var W = g.w - LEFT - RIGHT;
     var x = function (t) { return LEFT + (t - t0) / (t1 - t0) * W; };
-    var L = z ? linearLayout(z.lo, z.hi, height) : layout(p, height);
+    // Zoomed to a region: its addresses, linear; to a time span (a drag):
+    // every address, as unzoomed.
+    var L = z && z.lo !== null ? linearLayout(z.lo, z.hi, height) : layout(p, height);
     state.layout = L;
     state.x = x;
     state.t = [t0, t1];
@@ -318,7 +320,7 @@ window.addEventListener("error", function (e) {
     // Cluster backgrounds and address labels.
     ctx.font = "11px ui-monospace, 'DejaVu Sans Mono', monospace";
     ctx.textBaseline = "middle";
-    if (!z) nameClusters(p, L.clusters);
+    if (!z || z.lo === null) nameClusters(p, L.clusters);
     L.clusters.forEach(function (c) {
       ctx.fillStyle = "#fff";
       ctx.fillRect(LEFT, c.y, W, c.h);
@@ -608,9 +610,40 @@ window.addEventListener("error", function (e) {
     tip.style.top = topPx + "px";
   }
   map.addEventListener("mouseleave", function () { tip.hidden = true; });
-  map.addEventListener("click", function (e) {
+  // A drag across time zooms to that span; a click on a region, to it.
+  var drag = null;
+  map.addEventListener("mousedown", function (e) {
     var b = map.getBoundingClientRect();
-    zoomTo(hit(e.clientX - b.left, e.clientY - b.top));
+    drag = { x: e.clientX - b.left, moved: false };
+  });
+  map.addEventListener("mousemove", function (e) {
+    if (!drag) return;
+    var b = map.getBoundingClientRect();
+    var mx = e.clientX - b.left;
+    if (Math.abs(mx - drag.x) > 5) drag.moved = true;
+    if (drag.moved) {
+      $("sel").hidden = false;
+      $("sel").style.left = Math.min(mx, drag.x) + "px";
+      $("sel").style.width = Math.abs(mx - drag.x) + "px";
+    }
+  });
+  map.addEventListener("mouseup", function (e) {
+    var b = map.getBoundingClientRect();
+    var mx = e.clientX - b.left, d = drag;
+    drag = null;
+    $("sel").hidden = true;
+    if (!d) return;
+    if (!d.moved) {
+      zoomTo(hit(mx, e.clientY - b.top));
+      return;
+    }
+    var W = b.width - LEFT - RIGHT, t = state.t;
+    var at = function (px) { return t[0] + (Math.min(Math.max(px, LEFT), LEFT + W) - LEFT) / W * (t[1] - t[0]); };
+    var a = at(Math.min(mx, d.x)), c = at(Math.max(mx, d.x));
+    if (c - a < 1) return;
+    state.zoom = { t0: a, t1: c, lo: null, hi: null };
+    tip.hidden = true;
+    draw();
   });
   function zoomTo(r) {
     if (!r) return;
@@ -647,7 +680,8 @@ window.addEventListener("error", function (e) {
   // The address may choose: #pid=PID (a process), #hover=ID (shows that
   // region's tooltip, as a pointer on it would: for screenshots), #log=0
   // (the curves on a linear scale; log=1, the default, logarithmic),
-  // #zoom=ID (zoomed to that region, as a click on it does), joined by &.
+  // #zoom=ID (zoomed to that region, as a click on it does), #span=T0-T1
+  // (zoomed to that time, in ns, as a drag does), joined by &.
   var want = {};
   location.hash.replace(/^#/, "").split("&").forEach(function (kv) {
     var i = kv.indexOf("=");
@@ -668,6 +702,13 @@ window.addEventListener("error", function (e) {
         else if (r.kind === want.hover && (!pick || (pick.kind === want.hover && r.ch.length > pick.ch.length))) pick = r;
       });
       if (pick) showTip(pick, (pick._box[0] + pick._box[1]) / 2, (pick._box[2] + pick._box[3]) / 2);
+    }
+    if (want.span !== undefined) {
+      var span = want.span.split("-").map(Number);
+      if (span.length === 2 && span[1] > span[0]) {
+        state.zoom = { t0: span[0], t1: span[1], lo: null, hi: null };
+        draw();
+      }
     }
     if (want.zoom !== undefined) {
       zoomTo(state.p.regions.find(function (r) { return String(r.id) === want.zoom; }) || null);
