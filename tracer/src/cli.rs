@@ -200,6 +200,12 @@ pub struct ReportArgs {
     /// size in memory): a number of bytes, with K, M or G.
     #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_bytes)]
     pub max_size: u64,
+
+    /// Write a self-contained HTML page (the address space over time, the
+    /// memory curves and this report) to OUT instead (never overwrites
+    /// OUT).
+    #[arg(long, value_name = "OUT")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

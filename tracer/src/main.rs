@@ -92,6 +92,9 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 top: usize::try_from(args.top).unwrap_or(usize::MAX),
                 max_size: args.max_size,
             };
+            if let Some(html) = &args.html {
+                return report_html(&args.file, html, &opts);
+            }
             let mut out = std::io::stdout().lock();
             report::run(&args.file, &opts, &mut out).map_err(|e| Error::Usage(e.to_string()))?;
             Ok(0)
@@ -130,4 +133,59 @@ fn run(cli: Cli) -> Result<i32, Error> {
             Ok(0)
         }
     }
+}
+
+/// `mmtrace report FILE --html OUT`: the page, private, never over an
+/// existing file, and what it left out said on stderr.
+fn report_html(
+    file: &std::path::Path,
+    html: &std::path::Path,
+    opts: &report::ReportOptions,
+) -> Result<i32, Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let shown = |p: &std::path::Path| tracer::output::names::escape_text(p.as_os_str().as_bytes());
+    if html.symlink_metadata().is_ok() {
+        return Err(Error::Usage(format!(
+            "{}: already exists (mmtrace never overwrites a report)",
+            shown(html)
+        )));
+    }
+    let mut out =
+        tracer::output::file::Replace::create(html, tracer::output::file::Access::default())?;
+    let mut buffered = std::io::BufWriter::new(out.file());
+    let stats = report::html(file, opts, &mut buffered).map_err(|e| Error::Usage(e.to_string()))?;
+    buffered
+        .into_inner()
+        .map_err(|e| anyhow::Error::from(e.into_error()))?;
+    out.commit().map_err(anyhow::Error::from)?;
+    eprintln!(
+        "mmtrace: wrote {}: {} processes, {} regions",
+        shown(html),
+        stats.processes,
+        stats.regions
+    );
+    if stats.regions_left_out > 0 {
+        eprintln!(
+            "mmtrace: WARNING: {} regions are not drawn: the page holds at most {} (the first born)",
+            stats.regions_left_out,
+            tracer::output::html::MAX_REGIONS
+        );
+    }
+    if stats.changes_left_out > 0 {
+        eprintln!(
+            "mmtrace: {} region changes are not listed (at most {} a region, {} in all); \
+             their extents are drawn as one",
+            stats.changes_left_out,
+            tracer::output::html::MAX_CHANGES_PER_REGION,
+            tracer::output::html::MAX_CHANGES
+        );
+    }
+    if stats.samples_thinned > 0 {
+        eprintln!(
+            "mmtrace: the memory curves of {} processes are thinned to at most {} samples",
+            stats.samples_thinned,
+            tracer::output::html::MAX_SAMPLES
+        );
+    }
+    Ok(0)
 }

@@ -1,5 +1,5 @@
 //! mmtrace's developer tasks: `cargo xtask setup | build | run | test | bench
-//! | fuzz`.
+//! | screenshot | fuzz`.
 //!
 //! Every step is printed as `==> ...`; `setup` only installs what is missing,
 //! so running it again (as `run` and `test` do) costs nothing. `build`,
@@ -11,6 +11,7 @@ mod ebpf_toolchain;
 mod fuzz;
 mod kernels;
 mod record_bench;
+mod screenshot;
 mod setup;
 
 use std::{
@@ -39,8 +40,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install what building and running mmtrace needs (Debian's rustc-web
-    /// with the BPF core, LLVM, bpf-linker, bpftool, gcc-multilib) and mount
-    /// tracefs; and cargo-fuzz, for `fuzz`.
+    /// with the BPF core, LLVM, bpf-linker, bpftool, gcc-multilib, chromium)
+    /// and mount tracefs; and cargo-fuzz, for `fuzz`.
     Setup {
         /// Only print what would be installed or mounted.
         #[arg(long)]
@@ -103,6 +104,10 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Record the test workload (root), write its HTML report and draw it
+    /// with headless Chromium into docs/report-html.png (the README's
+    /// picture).
+    Screenshot,
     /// Check the toolchain, then fuzz the parsers of untrusted input (cargo
     /// fuzz, libFuzzer, rustup's nightly), each target for a bounded time,
     /// with its corpus in fuzz/corpus/TARGET. Fails when an input crashes a
@@ -184,6 +189,7 @@ fn run_task(task: Task) -> Result<()> {
             };
             model.and(record.map(|_| ())).and(compared)
         }
+        Task::Screenshot => screenshot::screenshot(),
         Task::Fuzz {
             seconds,
             minimise,

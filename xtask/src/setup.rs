@@ -56,6 +56,7 @@ pub fn setup(dry_run: bool, fuzzing: bool) -> Result<()> {
     setup.bpftool();
     setup.multilib()?;
     setup.perfetto_python()?;
+    setup.chromium()?;
     setup.bpf_linker(llvm)?;
     setup.tracefs()?;
     setup.qemu()?;
@@ -257,6 +258,18 @@ impl Setup {
         }
         step("gcc-multilib: not installed (the tests build a 32-bit program with gcc -m32)");
         self.apt_install(&["gcc-multilib"])
+    }
+
+    /// Chromium, headless: the HTML report's test loads the page in it
+    /// (tests/tests/html.rs), and `cargo xtask screenshot` draws
+    /// docs/report-html.png with it.
+    fn chromium(&mut self) -> Result<()> {
+        if deb_installed("chromium") || which("chromium").is_some() {
+            step("chromium: installed");
+            return Ok(());
+        }
+        step("chromium: not installed (the HTML report's test renders the page in it)");
+        self.apt_install(&["chromium"])
     }
 
     /// Perfetto's own Python package (its generated `perfetto_trace_pb2`

@@ -135,6 +135,20 @@ pub fn render_v2<R: io::BufRead>(
     input: R,
     opts: &ReportOptions,
 ) -> Result<String, ReportError> {
+    let (meta, done) = read_v2(name, input, opts, &mut |_| {})?;
+    let summaries: Vec<Summary> = done.into_values().collect();
+    Ok(render_summaries(&meta, &summaries))
+}
+
+/// Reads a v2 recording in one pass (see [`render_v2`]), showing each
+/// record to `observe` first: the header's facts and each process's
+/// summary, by `proc`.
+fn read_v2<R: io::BufRead>(
+    name: &str,
+    input: R,
+    opts: &ReportOptions,
+    observe: &mut dyn FnMut(&Record),
+) -> Result<(Meta, BTreeMap<u64, Summary>), ReportError> {
     let mut r = v2::Reader::new(input);
     let shape = |detail: String| ReportError::ShapeV2 {
         path: name.to_string(),
@@ -197,6 +211,7 @@ pub fn render_v2<R: io::BufRead>(
             return Err(shape(format!("line {line}: a record after the end record")));
         }
         let at_line = |e: String| shape(format!("line {line}: {e}"));
+        observe(&rec);
         match rec {
             Record::Header(_) => return Err(at_line("a second header".into())),
             Record::Process(p) => {
@@ -292,8 +307,206 @@ pub fn render_v2<R: io::BufRead>(
     for (proc, l) in live {
         done.insert(proc, l.finish());
     }
-    let summaries: Vec<Summary> = done.into_values().collect();
-    Ok(render_summaries(&meta, &summaries))
+    Ok((meta, done))
+}
+
+/// `mmtrace report FILE --html OUT`: reads the v2 recording at `path` in
+/// one pass (a v1 document whole) and writes the page (see
+/// [`crate::output::html`]) to `out`.
+pub fn html(
+    path: &Path,
+    opts: &ReportOptions,
+    out: &mut dyn io::Write,
+) -> Result<crate::output::html::HtmlStats, ReportError> {
+    let name = path.display().to_string();
+    let mut collector = crate::output::html::Collector::new();
+    let Some(input) = open_v2(path)? else {
+        // A v1 document, read whole (within --max-size), shown to the
+        // page as the records a v2 recording of it would have.
+        let t = load(path, opts.max_size)?;
+        let meta = Meta::of(&t);
+        let mut sections = std::collections::HashMap::new();
+        let mut summaries = Vec::new();
+        for (i, p) in t.processes.iter().enumerate() {
+            let proc = i as u64 + 1;
+            for rec in v1_records(proc, p) {
+                collector.observe(&rec);
+            }
+            let mut sum = Summary::new(p, opts);
+            for r in &p.regions {
+                sum.region(r);
+            }
+            for c in &p.counters {
+                sum.counters(c);
+            }
+            for c in &p.checks {
+                sum.check(c);
+            }
+            sum.drift.extend(p.drift.iter().cloned());
+            sum.uncertain.extend(p.uncertain.iter().cloned());
+            let mut text = String::new();
+            process(&mut text, &meta, &sum);
+            sections.insert(proc, text);
+            summaries.push(sum);
+        }
+        collector.observe(&Record::End(v2::End {
+            t_ns: t.duration_ns,
+            duration_ns: t.duration_ns,
+            stack_source: t.stack_source.clone(),
+            events: 0,
+            lost_events: t.lost_events,
+            lost_by_kind: t.lost_by_kind.clone(),
+            processes: 0,
+            regions: 0,
+            region_records: 0,
+            checks: 0,
+            drift: 0,
+        }));
+        let mut head = String::new();
+        header(&mut head, &meta, &summaries);
+        return collector
+            .write(out, &title_of(&meta), &head, &sections, false)
+            .map_err(ReportError::Write);
+    };
+    let (meta, done) = read_v2(&name, input, opts, &mut |rec| collector.observe(rec))?;
+    let summaries: Vec<&Summary> = done.values().collect();
+    let mut head = String::new();
+    header_of(&mut head, &meta, &summaries);
+    let sections: std::collections::HashMap<u64, String> = done
+        .iter()
+        .map(|(proc, sum)| {
+            let mut s = String::new();
+            process(&mut s, &meta, sum);
+            (*proc, s)
+        })
+        .collect();
+    collector
+        .write(out, &title_of(&meta), &head, &sections, meta.incomplete)
+        .map_err(ReportError::Write)
+}
+
+/// The page's title: the command recorded, or the host.
+fn title_of(meta: &Meta) -> String {
+    match &meta.command {
+        Some(argv) if !argv.is_empty() => command_line(argv),
+        _ => format!("recording of {}", esc(&meta.host)),
+    }
+}
+
+/// The records a v2 recording of a v1 process would hold (for the HTML
+/// page): its start and exit, each region's birth, changes and death, its
+/// counter samples (v1 counts faults per sample; v2, since the start).
+fn v1_records(proc: u64, p: &Process) -> Vec<Record> {
+    let mut out = Vec::new();
+    let first = p
+        .regions
+        .iter()
+        .map(|r| r.born_ns)
+        .chain(p.exec_at_ns)
+        .min()
+        .unwrap_or(0);
+    let process = |t_ns: u64, event: v2::ProcessEvent| {
+        Record::Process(v2::ProcessRecord {
+            t_ns,
+            proc,
+            pid: p.pid,
+            event,
+            ppid: p.ppid,
+            comm: p.comm.clone(),
+            exe: p.exe.clone(),
+            abi: None,
+            shared_with: None,
+            seeded_by: None,
+            start_time: None,
+            exit_code: p.exit_code,
+            exit_signal: p.exit_signal.clone(),
+        })
+    };
+    out.push(process(first, v2::ProcessEvent::Start));
+    for r in &p.regions {
+        let record =
+            |t_ns: u64, op: v2::RegionOp, start: &str, end: &str, perms: &str| v2::RegionRecord {
+                t_ns,
+                proc,
+                pid: p.pid,
+                region: r.id,
+                op,
+                start: start.to_string(),
+                end: end.to_string(),
+                perms: perms.to_string(),
+                cause: None,
+                born: None,
+                old_start: None,
+                old_end: None,
+                faults: None,
+            };
+        let born_entry = r.history.first().filter(|c| c.op == crate::model::Op::Born);
+        let (start, end, perms) = born_entry.map_or((&r.start, &r.end, &r.perms), |c| {
+            (&c.start, &c.end, &c.perms)
+        });
+        let mut born = record(r.born_ns, v2::RegionOp::Born, start, end, perms);
+        born.cause = Some(r.born_by);
+        born.born = Some(v2::Birth {
+            kind: r.kind.clone(),
+            path: r.path.clone(),
+            offset: r.offset,
+            dev: r.dev.clone(),
+            inode: r.inode,
+            parent: r.parent,
+        });
+        out.push(Record::Region(born));
+        for c in &r.history {
+            if c.op == crate::model::Op::Born {
+                continue;
+            }
+            let op = v2::RegionOp::of(crate::model::ChangeOp::Entry(c.op));
+            out.push(Record::Region(record(
+                c.t_ns, op, &c.start, &c.end, &c.perms,
+            )));
+        }
+        let mut last = match r.died_ns {
+            Some(t) => record(t, v2::RegionOp::Died, &r.start, &r.end, &r.perms),
+            None => record(
+                p.exit_at_ns.unwrap_or(r.born_ns),
+                v2::RegionOp::End,
+                &r.start,
+                &r.end,
+                &r.perms,
+            ),
+        };
+        last.cause = r.died_by;
+        let f = &r.faults;
+        last.faults = Some(v2::Faults {
+            total: f.total,
+            read: f.read,
+            write: f.write,
+            exec: f.exec,
+            present: f.present,
+            first_ns: f.first_ns,
+            last_ns: None,
+            touched_bytes: f.touched_bytes,
+            mapped_bytes: f.mapped_bytes,
+        });
+        out.push(Record::Region(last));
+    }
+    let mut faults = 0u64;
+    for c in &p.counters {
+        faults = faults.saturating_add(c.faults);
+        out.push(Record::Counters(v2::Counters {
+            t_ns: c.t_ns,
+            proc,
+            pid: p.pid,
+            mapped: c.mapped,
+            heap: c.heap,
+            stack: c.stack,
+            rss: c.rss,
+            faults,
+        }));
+    }
+    if let Some(t) = p.exit_at_ns {
+        out.push(process(t, v2::ProcessEvent::Exit));
+    }
+    out
 }
 
 /// A live process of a v2 recording being read: its summary so far and
@@ -934,6 +1147,11 @@ fn field_more(s: &mut String, value: &str) {
 }
 
 fn header(s: &mut String, t: &Meta, procs: &[Summary]) {
+    let refs: Vec<&Summary> = procs.iter().collect();
+    header_of(s, t, &refs);
+}
+
+fn header_of(s: &mut String, t: &Meta, procs: &[&Summary]) {
     let title = "mmtrace timeline report";
     ln!(s, "{title}");
     ln!(s, "{}", "=".repeat(title.len()));

@@ -34,6 +34,7 @@
 
 pub mod changes;
 pub mod file;
+pub mod html;
 mod json;
 pub mod names;
 pub mod perfetto;
