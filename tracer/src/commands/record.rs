@@ -165,11 +165,22 @@ struct Written {
     uncertain_from: Option<u64>,
 }
 
-/// Writes the v2 recording as it goes.
-struct V2Sink {
-    start_ns: u64,
-    /// The header, written at the start (times filled in then).
-    header: v2::Header,
+/// Where [`V2Sink`]'s records go: one file (`record`), or one file per
+/// process (the daemon, [`crate::daemon::sink`]). The records are the same.
+pub trait V2Out {
+    /// One record, in the recording's order.
+    fn put(&mut self, rec: &Record);
+    /// Flushes; false once the output is gone.
+    fn flush(&mut self) -> bool;
+    /// How stack growth is observed (known once attached).
+    fn attached(&mut self, _stack: StackPath) {}
+    /// The session received this signal (SIGHUP; or a stop signal, just
+    /// before it stops).
+    fn signal(&mut self, _name: &'static str) {}
+}
+
+/// `record`'s output: the whole recording in one file.
+struct FileOut {
     out: LineFile,
     path: PathBuf,
     line: Vec<u8>,
@@ -180,29 +191,10 @@ struct V2Sink {
     /// session goes on, writing nothing, until the command ends, so that
     /// it is never left waiting.
     serve_command: bool,
-    /// Live processes by order of first sight, and their pids.
-    procs: HashMap<u64, Written>,
-    seq_of: HashMap<u32, u64>,
-    totals: v2::End,
     last_flush: Instant,
 }
 
-impl V2Sink {
-    fn rel(&self, mono: u64) -> u64 {
-        mono.saturating_sub(self.start_ns)
-    }
-
-    fn put(&mut self, rec: &Record) {
-        if self.failed.is_some() {
-            return;
-        }
-        self.line.clear();
-        v2::write_record(&mut self.line, rec);
-        if let Err(e) = self.out.write_all(&self.line) {
-            self.fail(e);
-        }
-    }
-
+impl FileOut {
     fn fail(&mut self, e: std::io::Error) {
         if self.failed.is_none() {
             let goes_on = if self.serve_command {
@@ -216,6 +208,65 @@ impl V2Sink {
             );
             self.failed = Some(e);
         }
+    }
+}
+
+impl V2Out for FileOut {
+    fn put(&mut self, rec: &Record) {
+        if self.failed.is_some() {
+            return;
+        }
+        self.line.clear();
+        v2::write_record(&mut self.line, rec);
+        if let Err(e) = self.out.write_all(&self.line) {
+            self.fail(e);
+        }
+    }
+
+    fn flush(&mut self) -> bool {
+        // Whole lines reach the file about every second (a killed
+        // recording leaves a valid prefix), and when the buffer fills.
+        if self.failed.is_none() && self.last_flush.elapsed() >= Duration::from_secs(1) {
+            self.last_flush = Instant::now();
+            if let Err(e) = self.out.flush() {
+                self.fail(e);
+            }
+        }
+        self.failed.is_none() || self.serve_command
+    }
+}
+
+/// Renders the session's events as v2 records, as they happen.
+pub struct V2Sink<O: V2Out> {
+    start_ns: u64,
+    /// The header, written at the start (times filled in then).
+    header: v2::Header,
+    pub out: O,
+    /// Live processes by order of first sight, and their pids.
+    procs: HashMap<u64, Written>,
+    seq_of: HashMap<u32, u64>,
+    totals: v2::End,
+}
+
+impl<O: V2Out> V2Sink<O> {
+    /// A sink writing `header` then every record to `out`.
+    pub fn new(header: v2::Header, out: O) -> V2Sink<O> {
+        V2Sink {
+            start_ns: 0,
+            header,
+            out,
+            procs: HashMap::new(),
+            seq_of: HashMap::new(),
+            totals: v2::End::default(),
+        }
+    }
+
+    fn rel(&self, mono: u64) -> u64 {
+        mono.saturating_sub(self.start_ns)
+    }
+
+    fn put(&mut self, rec: &Record) {
+        self.out.put(rec);
     }
 
     fn region(&mut self, rec: RegionRecord) {
@@ -289,7 +340,7 @@ impl V2Sink {
     }
 }
 
-impl Sink for V2Sink {
+impl<O: V2Out> Sink for V2Sink<O> {
     fn started(&mut self, start_ns: u64) {
         self.start_ns = start_ns;
         self.header.monotonic_start_ns = start_ns;
@@ -444,15 +495,15 @@ impl Sink for V2Sink {
     }
 
     fn flush(&mut self) -> bool {
-        // Whole lines reach the file about every second (a killed
-        // recording leaves a valid prefix), and when the buffer fills.
-        if self.failed.is_none() && self.last_flush.elapsed() >= Duration::from_secs(1) {
-            self.last_flush = Instant::now();
-            if let Err(e) = self.out.flush() {
-                self.fail(e);
-            }
-        }
-        self.failed.is_none() || self.serve_command
+        self.out.flush()
+    }
+
+    fn attached(&mut self, stack: StackPath) {
+        self.out.attached(stack);
+    }
+
+    fn signal(&mut self, name: &'static str) {
+        self.out.signal(name);
     }
 }
 
@@ -476,6 +527,7 @@ fn plan(args: &RecordArgs, keep_history: bool) -> Plan {
             keep_history,
             check_interval: Some(Duration::from_secs_f64(args.reconcile_interval)),
             counters: true,
+            seed_running: false,
         }),
         tick: TICK,
     }
@@ -525,19 +577,15 @@ async fn run_v2(p: Prepared) -> Result<i32> {
             duration_ns: a.duration.map(|d| (d * 1e9) as u64),
         },
     };
-    let mut sink = V2Sink {
-        start_ns: 0,
-        header,
+    let file_out = FileOut {
         out: LineFile::new(file),
         path: args.output.clone(),
         line: Vec::with_capacity(512),
         failed: None,
         serve_command: target.command.is_some(),
-        procs: HashMap::new(),
-        seq_of: HashMap::new(),
-        totals: v2::End::default(),
         last_flush: Instant::now(),
     };
+    let mut sink = V2Sink::new(header, file_out);
     let outcome = record(&mut target, &plan, &mut sink).await?;
     let duration_ns = outcome.elapsed.as_nanos() as u64;
     let mut end = std::mem::take(&mut sink.totals);
@@ -545,13 +593,13 @@ async fn run_v2(p: Prepared) -> Result<i32> {
     end.duration_ns = duration_ns;
     end.stack_source = outcome.stack_path.name().to_string();
     sink.put(&Record::End(end));
-    if sink.failed.is_none() {
-        if let Err(e) = sink.out.flush() {
-            sink.fail(e);
+    if sink.out.failed.is_none() {
+        if let Err(e) = sink.out.out.flush() {
+            sink.out.fail(e);
         }
     }
     let code = session::finish(&outcome, &target);
-    if sink.failed.is_some() {
+    if sink.out.failed.is_some() {
         // The temporary file goes with `out`: nothing appears at the target.
         drop(out);
         return Ok(EXIT_OUTPUT_INCOMPLETE);

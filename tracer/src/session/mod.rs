@@ -55,6 +55,11 @@ const EXEC_WAIT: Duration = Duration::from_millis(5);
 pub trait Sink {
     /// Programs are attached; times count from `start_ns` (CLOCK_MONOTONIC).
     fn started(&mut self, _start_ns: u64) {}
+    /// How stack growth is observed (right after [`Sink::started`]).
+    fn attached(&mut self, _stack: StackPath) {}
+    /// The session received a signal: SIGHUP (the daemon only), or a stop
+    /// signal (SIGINT, SIGTERM), just before it stops.
+    fn signal(&mut self, _name: &'static str) {}
     /// One event the command asked for, with the region changes it made
     /// (empty without a model).
     fn event(&mut self, ev: &Event, changes: &[RegionChange]);
@@ -108,6 +113,9 @@ pub struct ModelPlan {
     pub check_interval: Option<Duration>,
     /// Sample counters (resident memory from the kernel).
     pub counters: bool,
+    /// Seed every running process (of the selected comms) from /proc at
+    /// the start, not only those named with --pid (the daemon).
+    pub seed_running: bool,
 }
 
 impl Plan {
@@ -577,6 +585,16 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
         for &pid in &target.pids {
             t.ensure(pid, &proc::comm(pid));
         }
+        if m.seed_running {
+            for pid in proc::running() {
+                let comm = proc::comm(pid);
+                let chosen = target.args.comms.is_empty()
+                    || target.args.comms.iter().any(|c| c.as_bytes() == comm.as_slice());
+                if chosen && target.args.pids.is_empty() {
+                    t.ensure(pid, &comm);
+                }
+            }
+        }
         t
     });
     let checker = plan
@@ -599,6 +617,7 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
         abi_seen: std::collections::HashMap::new(),
     };
     sink.started(start_ns);
+    sink.attached(core.stack_path);
     let stack = match core.stack_path {
         StackPath::Fexit => "stack growth via fexit",
         StackPath::FaultFallback => "stack growth via faults",
@@ -676,7 +695,11 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
                     core.drain(&mut reader, sink);
                     core.request();
                 }
-                name => break End::Signal(name),
+                "SIGHUP" => sink.signal("SIGHUP"),
+                name => {
+                    sink.signal(name);
+                    break End::Signal(name);
+                }
             },
             () = &mut sleep, if deadline.is_some() => break End::Duration,
         }
