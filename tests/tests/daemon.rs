@@ -227,7 +227,8 @@ fn alive_at(lines: &[Value], proc: u64, t: u64) -> BTreeMap<u64, (u64, String)> 
 /// and whose regions replay to the workload's own maps at each pause; a
 /// short process the keep policy excludes is counted, with no file; at
 /// SIGTERM it exits 0 after writing the timeline of a process still
-/// running (event `end`); the data directory is 0700, the files 0600.
+/// running (event `end`); SIGHUP with a bad configuration keeps the old
+/// one; the data directory is 0700, the files 0600.
 #[test]
 fn records_keeps_counts_and_stops() {
     tests::needs_root!();
@@ -349,7 +350,37 @@ fn records_keeps_counts_and_stops() {
         .expect("run mmtrace report");
     assert!(r.status.success(), "{r:?}");
     let text = String::from_utf8_lossy(&r.stdout);
-    assert!(text.contains(&format!("Process {pid} (workload)")), "{text}");
+    assert!(
+        text.contains(&format!("Process {pid} (workload)")),
+        "{text}"
+    );
+
+    // SIGHUP: a bad configuration is refused (the old one kept), a good
+    // one is applied; the daemon runs on.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, "faults = \"some\"\n").unwrap();
+    let hup = |d: &Running| {
+        let pid = d.child.as_ref().expect("running").id() as i32;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+    };
+    hup(&daemon);
+    wait_for(
+        "the refusal of the bad config",
+        Duration::from_secs(10),
+        || {
+            daemon
+                .stderr()
+                .lines()
+                .find(|l| l.contains("configuration refused, the old one is kept"))
+                .map(|l| assert!(l.contains(":1:"), "{l}"))
+        },
+    );
+    std::fs::write(&config, good.replace("0.5", "0.6")).unwrap();
+    hup(&daemon);
+    wait_for("the reread config", Duration::from_secs(10), || {
+        daemon.stderr().contains("reread").then_some(())
+    });
 
     // A process still running at the stop: written, cut (event `end`).
     let mut sleeper = Command::new("sleep")

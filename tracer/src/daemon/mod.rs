@@ -87,9 +87,8 @@ pub fn run(config_path: &Path, config: Config) -> Result<i32> {
             duration_ns: None,
         },
     };
-    let out = sink::DaemonOut::new(config_path.to_path_buf(), config, dirs).map_err(|e| {
-        Error::Usage(format!("daemon: cannot read its timelines directory: {e}"))
-    })?;
+    let out = sink::DaemonOut::new(config_path.to_path_buf(), config, dirs)
+        .map_err(|e| Error::Usage(format!("daemon: cannot read its timelines directory: {e}")))?;
     let mut target = session::start(trace, pids)?;
     let mut sink = V2Sink::new(header, out);
     let rt = tokio::runtime::Builder::new_current_thread()

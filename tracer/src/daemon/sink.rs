@@ -45,7 +45,7 @@ pub const SPILL: usize = 8 << 10;
 /// The `lost` kind of the records a process's cap dropped.
 pub const CAP_KIND: &str = "timeline_cap";
 /// How often the statistics line is logged (and at the stop).
-const STATS_EVERY: Duration = Duration::from_secs(600);
+const STATS_EVERY: Duration = Duration::from_mins(10);
 /// Comms named in the statistics line (the rest are summed).
 const STATS_COMMS: usize = 10;
 
@@ -204,7 +204,7 @@ impl DaemonOut {
             let Some(name) = e.file_name().to_str().map(str::to_string) else {
                 continue;
             };
-            if name.starts_with('.') || !name.ends_with(".jsonl") {
+            if name.starts_with('.') || Path::new(&name).extension().is_none_or(|e| e != "jsonl") {
                 continue;
             }
             let m = e.metadata()?;
@@ -657,10 +657,7 @@ impl V2Out for DaemonOut {
 
     fn attached(&mut self, stack: StackPath) {
         self.stack_source = stack.name().to_string();
-        info!(
-            "ready: recording into {}",
-            self.dirs.timelines.display()
-        );
+        info!("ready: recording into {}", self.dirs.timelines.display());
         if let Err(e) = notify("READY=1\nSTATUS=recording\n") {
             warn!("cannot tell systemd we are ready: {e}");
         }
@@ -712,8 +709,8 @@ fn rename_new(temp: &Path, dir: &Path, name: &str) -> io::Result<String> {
         } else {
             format!("{stem}-{n}.jsonl")
         };
-        let to = CString::new(dir.join(&candidate).as_os_str().as_bytes())
-            .map_err(io::Error::other)?;
+        let to =
+            CString::new(dir.join(&candidate).as_os_str().as_bytes()).map_err(io::Error::other)?;
         // SAFETY: two valid C strings; AT_FDCWD with absolute or relative
         // paths.
         let rc = unsafe {
@@ -739,12 +736,17 @@ fn rename_new(temp: &Path, dir: &Path, name: &str) -> io::Result<String> {
 /// Sends `msg` to systemd's notification socket, if $NOTIFY_SOCKET names
 /// one (a path, or `@name` for an abstract socket).
 pub fn notify(msg: &str) -> io::Result<()> {
+    match std::env::var_os("NOTIFY_SOCKET") {
+        Some(socket) if !socket.is_empty() => notify_to(&socket, msg),
+        _ => Ok(()),
+    }
+}
+
+/// Sends `msg` to the notification socket `socket`.
+fn notify_to(socket: &std::ffi::OsStr, msg: &str) -> io::Result<()> {
     use std::os::{
         linux::net::SocketAddrExt,
         unix::{ffi::OsStrExt, net},
-    };
-    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
-        return Ok(());
     };
     let s = net::UnixDatagram::unbound()?;
     let bytes = socket.as_bytes();
@@ -752,7 +754,7 @@ pub fn notify(msg: &str) -> io::Result<()> {
         let addr = net::SocketAddr::from_abstract_name(name)?;
         s.send_to_addr(msg.as_bytes(), &addr)?;
     } else {
-        s.send_to(msg.as_bytes(), Path::new(&socket))?;
+        s.send_to(msg.as_bytes(), Path::new(socket))?;
     }
     Ok(())
 }
@@ -768,4 +770,247 @@ fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::report::{self, ReportOptions};
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("mmtrace-daemon-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn header() -> v2::Header {
+        v2::Header {
+            schema: v2::SCHEMA.into(),
+            version: 2,
+            mmtrace: "test".into(),
+            started_at: "2026-12-01T00:00:00.000Z".into(),
+            monotonic_start_ns: 1_000,
+            clock: "monotonic".into(),
+            host: "h".into(),
+            kernel: "k".into(),
+            command: None,
+            selection: v2::Selection::default(),
+            options: v2::Options::default(),
+        }
+    }
+
+    fn process(t_ns: u64, proc: u64, event: ProcessEvent) -> Record {
+        Record::Process(v2::ProcessRecord {
+            t_ns,
+            proc,
+            pid: 100 + proc as u32,
+            event,
+            ppid: Some(1),
+            comm: format!("c{proc}"),
+            exe: None,
+            abi: None,
+            shared_with: None,
+            seeded_by: None,
+            start_time: None,
+            exit_code: (event == ProcessEvent::Exit).then_some(0),
+            exit_signal: None,
+        })
+    }
+
+    fn born(t_ns: u64, proc: u64, region: u64) -> Record {
+        Record::Region(v2::RegionRecord {
+            t_ns,
+            proc,
+            pid: 100 + proc as u32,
+            region,
+            op: v2::RegionOp::Born,
+            start: format!("{:#x}", 0x1000_0000 + region * 0x1000),
+            end: format!("{:#x}", 0x1000_1000 + region * 0x1000),
+            perms: "rw-p".into(),
+            cause: None,
+            born: Some(v2::Birth {
+                kind: "anon".into(),
+                path: None,
+                offset: 0,
+                dev: None,
+                inode: None,
+                parent: None,
+            }),
+            old_start: None,
+            old_end: None,
+            faults: None,
+        })
+    }
+
+    fn config(data: &Path, edit: impl FnOnce(&mut Config)) -> Config {
+        let mut c = Config {
+            data_dir: data.into(),
+            ..Config::default()
+        };
+        c.keep.min_lifetime_secs = 1.0;
+        edit(&mut c);
+        c
+    }
+
+    fn out(name: &str, edit: impl FnOnce(&mut Config)) -> (PathBuf, DaemonOut) {
+        let data = scratch(name);
+        let c = config(&data, edit);
+        let dirs = Dirs::prepare(&data).unwrap();
+        let mut o = DaemonOut::new("/nonexistent.toml".into(), c, dirs).unwrap();
+        o.put(&Record::Header(header()));
+        (data, o)
+    }
+
+    fn files(data: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(data.join("timelines"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn report_of(path: &Path) -> String {
+        let opts = ReportOptions {
+            short_lived_ns: 100_000_000,
+            top: 10,
+            max_size: 1 << 30,
+        };
+        let mut text = Vec::new();
+        report::run(path, &opts, &mut text).unwrap_or_else(|e| panic!("{e}"));
+        String::from_utf8(text).unwrap()
+    }
+
+    #[test]
+    fn kept_and_skipped_exits() {
+        let (data, mut o) = out("keep", |_| {});
+        // Lives 2 s: kept. Lives 0.1 s: counted.
+        o.put(&process(0, 1, ProcessEvent::Start));
+        o.put(&born(0, 1, 1));
+        o.put(&process(0, 2, ProcessEvent::Start));
+        o.put(&born(0, 2, 1));
+        o.put(&process(100_000_000, 2, ProcessEvent::Exit));
+        o.put(&process(2_000_000_000, 1, ProcessEvent::Exit));
+        let f = files(&data);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(f[0].to_string_lossy().ends_with("-101-c1.jsonl"), "{f:?}");
+        let text = report_of(&f[0]);
+        assert!(text.contains("Process 101 (c1)"), "{text}");
+        assert_eq!(o.stats.skipped, 1);
+        assert_eq!(o.stats.skipped_by_comm.get("c2"), Some(&1));
+        assert_eq!(o.live(), 0);
+        let _ = std::fs::remove_dir_all(&data);
+    }
+
+    #[test]
+    fn spills_caps_and_says_so() {
+        let (data, mut o) = out("cap", |c| c.keep.max_timeline_bytes = 64 << 10);
+        o.put(&process(0, 1, ProcessEvent::Start));
+        let mut n = 0;
+        // Past SPILL: the spool file holds the start.
+        while !data.join("spool/1.jsonl").exists() {
+            n += 1;
+            o.put(&born(0, 1, n));
+        }
+        assert!(o.procs[&1].buf.len() < SPILL);
+        for _ in 0..1000 {
+            n += 1;
+            o.put(&born(0, 1, n));
+        }
+        let dropped = o.procs[&1].dropped;
+        assert!(dropped > 0);
+        o.put(&process(2_000_000_000, 1, ProcessEvent::Exit));
+        let f = files(&data);
+        assert_eq!(f.len(), 1);
+        let text = std::fs::read_to_string(&f[0]).unwrap();
+        assert!(text.len() < (64 << 10) + 4096, "{}", text.len());
+        let want = format!("{{\"type\":\"lost\",\"t_ns\":2000000000,\"kind\":\"timeline_cap\",\"count\":{dropped}}}");
+        assert!(text.contains(&want), "{want}");
+        assert!(text.contains("\"event\":\"exit\""));
+        let report = report_of(&f[0]);
+        assert!(report.contains("timeline_cap"), "{report}");
+        // The spool went with the exit.
+        assert_eq!(std::fs::read_dir(data.join("spool")).unwrap().count(), 0);
+        let _ = std::fs::remove_dir_all(&data);
+    }
+
+    #[test]
+    fn retention_deletes_the_oldest() {
+        let (data, mut o) = out("retention", |c| c.retention.max_total_bytes = 3000);
+        for p in 1..=6 {
+            o.put(&process(0, p, ProcessEvent::Start));
+            o.put(&born(0, p, 1));
+            // Names carry the time in ms, then the pid: ordered.
+            o.put(&process(2_000_000_000, p, ProcessEvent::Exit));
+        }
+        let f = files(&data);
+        let total: u64 = f.iter().map(|p| p.metadata().unwrap().len()).sum();
+        assert!(total <= 3000, "{total}");
+        assert!(o.stats.deleted > 0);
+        // The newest are the ones left.
+        assert!(f
+            .last()
+            .unwrap()
+            .to_string_lossy()
+            .ends_with("-106-c6.jsonl"));
+        let _ = std::fs::remove_dir_all(&data);
+    }
+
+    #[test]
+    fn stop_writes_the_live_and_crash_leftovers_go() {
+        let data = scratch("leftovers");
+        let c = config(&data, |_| {});
+        Dirs::prepare(&data).unwrap();
+        std::fs::write(data.join("spool/7.jsonl"), "x").unwrap();
+        std::fs::write(data.join("timelines/.x.jsonl.tmp"), "x").unwrap();
+        let dirs = Dirs::prepare(&data).unwrap();
+        assert_eq!(std::fs::read_dir(&dirs.spool).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(&dirs.timelines).unwrap().count(), 0);
+        let mut o = DaemonOut::new("/nonexistent.toml".into(), c, dirs).unwrap();
+        o.put(&Record::Header(header()));
+        o.put(&process(0, 1, ProcessEvent::Start));
+        // Cut by the stop after 1 ms: kept all the same.
+        o.put(&process(1_000_000, 1, ProcessEvent::End));
+        assert_eq!(files(&data).len(), 1);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| p.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&files(&data)[0]), 0o600);
+        let _ = std::fs::remove_dir_all(&data);
+    }
+
+    #[test]
+    fn skipped_comms_are_bounded() {
+        let (data, mut o) = out("comms", |c| c.keep.skipped_comms = 2);
+        for p in 1..=5 {
+            o.put(&process(0, p, ProcessEvent::Start));
+            o.put(&process(1, p, ProcessEvent::Exit));
+        }
+        assert_eq!(o.stats.skipped, 5);
+        assert_eq!(o.stats.skipped_by_comm.len(), 3);
+        assert_eq!(o.stats.skipped_by_comm.get("other"), Some(&3));
+        let _ = std::fs::remove_dir_all(&data);
+    }
+
+    #[test]
+    fn notify_reaches_a_path_and_an_abstract_socket() {
+        let path = scratch("notify.sock");
+        let s = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let name = format!("mmtrace-test-{}", std::process::id());
+        let addr =
+            <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
+                name.as_bytes(),
+            )
+            .unwrap();
+        let a = std::os::unix::net::UnixDatagram::bind_addr(&addr).unwrap();
+        notify_to(path.as_os_str(), "READY=1\n").unwrap();
+        notify_to(format!("@{name}").as_ref(), "STOPPING=1\n").unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1\n");
+        let n = a.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"STOPPING=1\n");
+        let _ = std::fs::remove_file(&path);
+    }
 }

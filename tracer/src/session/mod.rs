@@ -589,7 +589,11 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
             for pid in proc::running() {
                 let comm = proc::comm(pid);
                 let chosen = target.args.comms.is_empty()
-                    || target.args.comms.iter().any(|c| c.as_bytes() == comm.as_slice());
+                    || target
+                        .args
+                        .comms
+                        .iter()
+                        .any(|c| c.as_bytes() == comm.as_slice());
                 if chosen && target.args.pids.is_empty() {
                     t.ensure(pid, &comm);
                 }
