@@ -193,6 +193,25 @@ fn mode_of(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
 }
 
+/// The errors of each line against docs/timeline-v2.schema.json.
+fn schema_errors(lines: &[Value]) -> Vec<String> {
+    let path = workspace_dir().join("docs").join("timeline-v2.schema.json");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let v = jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    lines
+        .iter()
+        .enumerate()
+        .flat_map(|(i, l)| {
+            v.iter_errors(l)
+                .map(move |e| format!("line {}: {e}", i + 1))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 fn num(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
@@ -307,6 +326,8 @@ fn records_keeps_counts_and_stops() {
     assert_eq!(lines[0]["schema"], tests::TIMELINE_V2);
     let end = lines.last().unwrap();
     assert_eq!(end["type"], "end", "{}", file.display());
+    let bad = schema_errors(&lines);
+    assert!(bad.is_empty(), "{}: {bad:?}", file.display());
     assert_eq!(end["processes"], 1);
     let procs: Vec<&Value> = lines.iter().filter(|l| l["type"] == "process").collect();
     let proc = num(&procs[0]["proc"]);
@@ -403,6 +424,8 @@ fn records_keeps_counts_and_stops() {
     assert_eq!(cut.len(), 1, "{err}");
     let lines = parse_jsonl(&std::fs::read_to_string(&cut[0]).unwrap()).unwrap();
     assert_eq!(lines.last().unwrap()["type"], "end");
+    let bad = schema_errors(&lines);
+    assert!(bad.is_empty(), "{}: {bad:?}", cut[0].display());
     let last_process = lines.iter().rfind(|l| l["type"] == "process").unwrap();
     assert_eq!(last_process["event"], "end", "{last_process}");
     assert!(lines.iter().any(|l| l["type"] == "region"));
