@@ -54,17 +54,22 @@ const STATS_COMMS: usize = 10;
 pub struct Dirs {
     pub timelines: PathBuf,
     pub spool: PathBuf,
+    /// `DATA_DIR/daemon.lock`, locked (flock) while the daemon runs: a
+    /// second daemon on the same directory is refused.
+    _lock: File,
 }
 
 impl Dirs {
     /// Creates (or fixes the mode of) DATA_DIR, its timelines/ and spool/;
     /// removes what a crash left: spool files and temporary timelines.
     pub fn prepare(data_dir: &Path) -> io::Result<Dirs> {
+        private_dir(data_dir)?;
         let dirs = Dirs {
             timelines: data_dir.join("timelines"),
             spool: data_dir.join("spool"),
+            _lock: lock(&data_dir.join("daemon.lock"))?,
         };
-        for d in [data_dir, &dirs.timelines, &dirs.spool] {
+        for d in [&dirs.timelines, &dirs.spool] {
             private_dir(d)?;
         }
         let mut cut = 0;
@@ -87,6 +92,34 @@ impl Dirs {
         }
         Ok(dirs)
     }
+}
+
+/// Opens (creates 0600) and locks `path`; refused when another process
+/// holds it.
+fn lock(path: &Path) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    // SAFETY: an open descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(if e.kind() == io::ErrorKind::WouldBlock {
+            io::Error::other(format!(
+                "{} is locked: another mmtrace daemon uses this data directory",
+                path.display()
+            ))
+        } else {
+            io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+        });
+    }
+    Ok(f)
 }
 
 /// `dir` exists, is a real directory (not a link) and is 0700.
@@ -376,10 +409,14 @@ impl DaemonOut {
             }
             Err(e) => {
                 self.stats.write_failures += 1;
-                warn!(
-                    "cannot write the timeline of pid {} {:?}: {e}; it is lost",
-                    p.pid, last.comm
-                );
+                // 1, 2, 4, 8...: a full disk does not flood the log.
+                if self.stats.write_failures.is_power_of_two() {
+                    warn!(
+                        "cannot write the timeline of pid {} {:?}: {e}; it is lost \
+                         ({} lost so far)",
+                        p.pid, last.comm, self.stats.write_failures
+                    );
+                }
             }
         }
         if p.spooled > 0 {
@@ -517,7 +554,7 @@ impl DaemonOut {
         info!(
             "stats: {} processes live; {} timelines written ({} bytes), {} failed; \
              {} exits skipped by the keep policy [{}]; {} timelines deleted by retention; \
-             {} records dropped past a cap; {} events lost",
+             {} records dropped past a cap; {} records of no known process; {} events lost",
             self.procs.len(),
             s.written,
             s.written_bytes,
@@ -526,6 +563,7 @@ impl DaemonOut {
             named.join(", "),
             s.deleted,
             s.capped_records,
+            s.orphan_records,
             s.lost_events,
         );
     }
@@ -977,6 +1015,17 @@ mod tests {
         let mode = |p: &Path| p.metadata().unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&data), 0o700);
         assert_eq!(mode(&files(&data)[0]), 0o600);
+        let _ = std::fs::remove_dir_all(&data);
+    }
+
+    #[test]
+    fn one_daemon_per_data_dir() {
+        let data = scratch("lock");
+        let first = Dirs::prepare(&data).unwrap();
+        let e = Dirs::prepare(&data).err().expect("refused");
+        assert!(e.to_string().contains("another mmtrace daemon"), "{e}");
+        drop(first);
+        Dirs::prepare(&data).unwrap();
         let _ = std::fs::remove_dir_all(&data);
     }
 
