@@ -375,6 +375,25 @@ impl Core {
         sink.event(ev, changes);
     }
 
+    /// With `--faults summary` the kernel counts each process's faults:
+    /// its counters' `faults` come from the summaries.
+    fn count_summary(tracker: Option<&mut Tracker>, summary: &Event) {
+        let (
+            Some(tracker),
+            Body::FaultSummary {
+                read, write, exec, ..
+            },
+        ) = (tracker, &summary.body)
+        else {
+            return;
+        };
+        let pid = tracker.owner_of(summary.pid);
+        if let Some(p) = tracker.get_mut(pid) {
+            p.faults_since_sample += read + write + exec;
+            p.dirty = true;
+        }
+    }
+
     /// A 32-bit program's system calls are not traced (the kernel's
     /// `syscalls:sys_enter_*` tracepoints do not fire for compat syscalls):
     /// say so, on stderr and in its exec event, whenever a process is seen
@@ -420,6 +439,7 @@ impl Core {
         // summary of a process comes before its exit.
         if let Some(faults) = self.faults.as_mut() {
             if let Some(summary) = faults.before_event(ev, &mut self.hooks) {
+                Self::count_summary(self.tracker.as_mut(), &summary);
                 Self::deliver(&mut self.tally, self.events, sink, &summary, &[]);
             }
         }
@@ -493,6 +513,7 @@ impl Core {
     fn tick<S: Sink>(&mut self, sink: &mut S) {
         if let Some(faults) = self.faults.as_mut() {
             for summary in faults.tick(&self.hooks) {
+                Self::count_summary(self.tracker.as_mut(), &summary);
                 Self::deliver(&mut self.tally, self.events, sink, &summary, &[]);
             }
         }
