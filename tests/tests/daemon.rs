@@ -244,7 +244,8 @@ fn alive_at(lines: &[Value], proc: u64, t: u64) -> BTreeMap<u64, (u64, String)> 
 /// The daemon records: it says it is ready on $NOTIFY_SOCKET (sd-notify);
 /// a workload's exit gives one timeline file that `mmtrace report` reads
 /// and whose regions replay to the workload's own maps at each pause; a
-/// short process the keep policy excludes is counted, with no file; at
+/// short process the keep policy excludes is counted, with no file, but a
+/// short one killed by a signal is kept; at
 /// SIGTERM it exits 0 after writing the timeline of a process still
 /// running (event `end`); SIGHUP with a bad configuration keeps the old
 /// one; the data directory is 0700, the files 0600.
@@ -374,6 +375,35 @@ fn records_keeps_counts_and_stops() {
     assert!(
         text.contains(&format!("Process {pid} (workload)")),
         "{text}"
+    );
+
+    // A short life, but killed by a signal: kept.
+    let mut killed = Command::new("sleep")
+        .arg("1000")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start sleep");
+    let kpid = killed.id();
+    wait_for("sleep's exec", Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{kpid}/maps"))
+            .ok()
+            .filter(|m| m.contains("libc"))
+    });
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let file = wait_for(
+        "the killed sleep's timeline",
+        Duration::from_secs(60),
+        || timelines_of(&timelines, kpid, "sleep").pop(),
+    );
+    let lines = parse_jsonl(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let exit = lines.iter().rfind(|l| l["type"] == "process").unwrap();
+    assert_eq!(exit["event"], "exit", "{exit}");
+    assert_eq!(exit["exit_signal"], "SIGKILL", "{exit}");
+    assert!(
+        daemon.stderr().contains("kept: killed by SIGKILL"),
+        "{}",
+        daemon.stderr()
     );
 
     // SIGHUP: a bad configuration is refused (the old one kept), a good
