@@ -122,10 +122,21 @@ fn lock(path: &Path) -> io::Result<File> {
     Ok(f)
 }
 
-/// `dir` exists, is a real directory (not a link) and is 0700.
+/// `dir` exists, is a real directory (not a link), is ours and is 0700.
 fn private_dir(dir: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(dir) {
         Ok(m) if m.is_dir() => {
+            use std::os::unix::fs::MetadataExt;
+            // SAFETY: geteuid cannot fail.
+            let me = unsafe { libc::geteuid() };
+            if m.uid() != me {
+                // Its owner could swap what is inside for links elsewhere.
+                return Err(io::Error::other(format!(
+                    "{} belongs to uid {}, not to this daemon (uid {me})",
+                    dir.display(),
+                    m.uid()
+                )));
+            }
             if m.permissions().mode() & 0o7777 != 0o700 {
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
             }
