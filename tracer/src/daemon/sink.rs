@@ -46,6 +46,8 @@ pub const SPILL: usize = 8 << 10;
 pub const CAP_KIND: &str = "timeline_cap";
 /// How often the statistics line is logged (and at the stop).
 const STATS_EVERY: Duration = Duration::from_mins(10);
+/// How often the daemon's own resident memory is compared with its cap.
+const MEMORY_EVERY: Duration = Duration::from_secs(1);
 /// Comms named in the statistics line (the rest are summed).
 const STATS_COMMS: usize = 10;
 
@@ -159,7 +161,6 @@ fn private_dir(dir: &Path) -> io::Result<()> {
 struct Proc {
     seq: u64,
     pid: u32,
-    comm: String,
     /// Its rendered lines not yet spooled.
     buf: Vec<u8>,
     /// Lines (records) in `buf`.
@@ -199,6 +200,8 @@ pub struct Stats {
     /// Records of no known process (e.g. changes of a pid never started).
     pub orphan_records: u64,
     pub lost_events: u64,
+    /// Times the daemon's resident memory went over its cap.
+    pub over_cap: u64,
 }
 
 /// Routes the v2 records to per-process timelines.
@@ -216,6 +219,9 @@ pub struct DaemonOut {
     index_bytes: u64,
     line: Vec<u8>,
     last_stats: Instant,
+    last_memory: Instant,
+    /// The daemon's resident memory is over `memory_cap_mib`.
+    over_cap: bool,
     spool_failed: bool,
 }
 
@@ -234,6 +240,8 @@ impl DaemonOut {
             index_bytes: 0,
             line: Vec::with_capacity(512),
             last_stats: Instant::now(),
+            last_memory: Instant::now(),
+            over_cap: false,
             spool_failed: false,
         };
         out.load_index()?;
@@ -268,7 +276,7 @@ impl DaemonOut {
     }
 
     fn spool_path(&self, seq: u64) -> PathBuf {
-        self.dirs.spool.join(format!("{seq}.jsonl"))
+        spool_file(&self.dirs.spool, seq)
     }
 
     /// Appends the rendered `self.line` to `seq`'s timeline; `always`: even
@@ -276,7 +284,6 @@ impl DaemonOut {
     fn append(&mut self, seq: u64, always: bool) {
         let cap = self.config.keep.max_timeline_bytes;
         let len = self.line.len() as u64;
-        let spill_to = self.dirs.spool.join(format!("{seq}.jsonl"));
         let Some(p) = self.procs.get_mut(&seq) else {
             self.stats.orphan_records += 1;
             return;
@@ -292,6 +299,7 @@ impl DaemonOut {
         p.buf_records += 1;
         p.bytes += len;
         if p.buf.len() >= SPILL {
+            let spill_to = spool_file(&self.dirs.spool, seq);
             match spill(&spill_to, &p.buf) {
                 Ok(()) => p.spooled += p.buf.len() as u64,
                 Err(e) => {
@@ -321,7 +329,6 @@ impl DaemonOut {
         self.procs.entry(rec.proc).or_insert_with(|| Proc {
             seq: rec.proc,
             pid: rec.pid,
-            comm: rec.comm.clone(),
             buf: Vec::new(),
             buf_records: 0,
             spooled: 0,
@@ -547,6 +554,34 @@ impl DaemonOut {
         }
     }
 
+    /// Compares the daemon's resident memory with its cap: a warning when
+    /// it goes over (and a line when it is back under), counted. Nothing
+    /// degrades yet (coarser faults, then no new processes: not built).
+    fn watch_memory(&mut self) {
+        let Some(rss) = crate::kernel::proc::statm_rss(std::process::id()) else {
+            return;
+        };
+        let cap = self.config.memory_cap_mib << 20;
+        let over = rss > cap;
+        if over && !self.over_cap {
+            self.stats.over_cap += 1;
+            warn!(
+                "resident memory {} MiB is over memory_cap_mib {} ({} live processes); \
+                 nothing is degraded yet (not built)",
+                rss >> 20,
+                self.config.memory_cap_mib,
+                self.procs.len()
+            );
+        } else if !over && self.over_cap {
+            info!(
+                "resident memory {} MiB is back under memory_cap_mib {}",
+                rss >> 20,
+                self.config.memory_cap_mib
+            );
+        }
+        self.over_cap = over;
+    }
+
     /// The statistics line.
     pub fn log_stats(&mut self) {
         self.last_stats = Instant::now();
@@ -565,7 +600,8 @@ impl DaemonOut {
         info!(
             "stats: {} processes live; {} timelines written ({} bytes), {} failed; \
              {} exits skipped by the keep policy [{}]; {} timelines deleted by retention; \
-             {} records dropped past a cap; {} records of no known process; {} events lost",
+             {} records dropped past a cap; {} records of no known process; {} events lost; \
+             {} times over the memory cap",
             self.procs.len(),
             s.written,
             s.written_bytes,
@@ -576,6 +612,7 @@ impl DaemonOut {
             s.capped_records,
             s.orphan_records,
             s.lost_events,
+            s.over_cap,
         );
     }
 
@@ -649,7 +686,6 @@ impl V2Out for DaemonOut {
             Record::Process(p) => {
                 self.first_sight(p);
                 if let Some(known) = self.procs.get_mut(&p.proc) {
-                    known.comm.clone_from(&p.comm);
                     if p.start_time.is_some() {
                         known.start_time = p.start_time;
                     }
@@ -701,6 +737,10 @@ impl V2Out for DaemonOut {
         if self.last_stats.elapsed() >= STATS_EVERY {
             self.log_stats();
         }
+        if self.last_memory.elapsed() >= MEMORY_EVERY {
+            self.last_memory = Instant::now();
+            self.watch_memory();
+        }
         true
     }
 
@@ -733,6 +773,11 @@ fn proc_of(rec: &Record) -> Option<u64> {
         Record::Uncertain(u) => u.proc,
         Record::Header(_) | Record::Lost(_) | Record::End(_) => return None,
     })
+}
+
+/// The spool file of process `seq`.
+fn spool_file(spool: &Path, seq: u64) -> PathBuf {
+    spool.join(format!("{seq}.jsonl"))
 }
 
 /// Appends `bytes` to the spool file `path` (created 0600), then closes it.
