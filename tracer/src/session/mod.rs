@@ -643,6 +643,17 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
     };
     sink.started(start_ns);
     sink.attached(core.stack_path);
+    if let Some(tracker) = core.tracker.as_mut() {
+        // The processes seeded from /proc (--pid, or all of them): the
+        // sinks learn them, their regions and counters now, before any
+        // event of theirs (which reports only what it changes).
+        let now = clock::monotonic_ns();
+        for pid in tracker.pids() {
+            if let Some(p) = tracker.get_mut(pid) {
+                sample(&core.hooks, core.counters, sink, p, now);
+            }
+        }
+    }
     let stack = match core.stack_path {
         StackPath::Fexit => "stack growth via fexit",
         StackPath::FaultFallback => "stack growth via faults",
