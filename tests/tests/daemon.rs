@@ -245,7 +245,8 @@ fn alive_at(lines: &[Value], proc: u64, t: u64) -> BTreeMap<u64, (u64, String)> 
 /// a workload's exit gives one timeline file that `mmtrace report` reads
 /// and whose regions replay to the workload's own maps at each pause; a
 /// short process the keep policy excludes is counted, with no file, but a
-/// short one killed by a signal is kept; at
+/// short one killed by a signal is kept; a CLONE_VM child that outlives
+/// its parent has a timeline report reads; at
 /// SIGTERM it exits 0 after writing the timeline of a process still
 /// running (event `end`); SIGHUP with a bad configuration keeps the old
 /// one; the data directory is 0700, the files 0600.
@@ -264,7 +265,7 @@ fn records_keeps_counts_and_stops() {
         &config,
         format!(
             "data_dir = \"{}\"\nreconcile_secs = 1\nfaults = \"all\"\n\
-             [select]\ncomm = [\"workload\", \"true\", \"sleep\"]\n\
+             [select]\ncomm = [\"workload\", \"true\", \"sleep\", \"heir\"]\n\
              [keep]\nmin_lifetime_secs = 0.5\ndrift = false\n",
             data.display()
         ),
@@ -405,6 +406,28 @@ fn records_keeps_counts_and_stops() {
         "{}",
         daemon.stderr()
     );
+
+    // A CLONE_VM child outlives its parent (and holds their address space),
+    // changes a region its parent made, then execs: its timeline holds
+    // those regions (report reads it).
+    let h = Command::new(env!("CARGO_BIN_EXE_heir"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run heir");
+    assert!(h.status.success(), "{h:?}");
+    let hpid: u32 = String::from_utf8_lossy(&h.stdout).trim().parse().unwrap();
+    let file = wait_for("the heir's timeline", Duration::from_secs(60), || {
+        timelines_of(&timelines, hpid, "sleep").pop()
+    });
+    let lines = parse_jsonl(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let bad = schema_errors(&lines);
+    assert!(bad.is_empty(), "{}: {bad:?}", file.display());
+    let r = Command::new(mmtrace_bin().unwrap())
+        .arg("report")
+        .arg(&file)
+        .output()
+        .expect("run mmtrace report");
+    assert!(r.status.success(), "{}: {r:?}", file.display());
 
     // SIGHUP: a bad configuration is refused (the old one kept), a good
     // one is applied; the daemon runs on.

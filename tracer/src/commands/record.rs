@@ -163,6 +163,8 @@ struct Written {
     exec_at: Option<u64>,
     /// The start of the last closed interval of uncertainty written.
     uncertain_from: Option<u64>,
+    /// The process whose address space it shared, as last written.
+    shares: Option<u32>,
 }
 
 /// Where [`V2Sink`]'s records go: one file (`record`), or one file per
@@ -288,25 +290,14 @@ impl<O: V2Out> V2Sink<O> {
             let rec = v2::ProcessRecord::of(t_ns, p, ProcessEvent::Start);
             self.put(&Record::Process(rec));
             if !in_event {
-                for r in p.space.live() {
-                    let born = RegionChange {
-                        pid: p.pid,
-                        op: ChangeOp::Entry(Op::Born),
-                        region: r,
-                        start: r.start,
-                        end: r.end,
-                        perms: r.perms,
-                        old: None,
-                        cause: Some(r.born_by),
-                    };
-                    self.region(RegionRecord::of(r.born_ns, p.seq, &born));
-                }
+                self.live_regions(p);
             }
             self.procs.insert(
                 p.seq,
                 Written {
                     exec_at: p.exec_at,
                     uncertain_from: None,
+                    shares: p.shares,
                 },
             );
             self.seq_of.insert(p.pid, p.seq);
@@ -314,6 +305,10 @@ impl<O: V2Out> V2Sink<O> {
         let w = self.procs.entry(p.seq).or_default();
         let exec = p.exec_at.is_some() && p.exec_at != w.exec_at;
         w.exec_at = p.exec_at;
+        // It shared an address space whose owner left (exit or exec): it
+        // holds that space now, whose regions were the owner's records.
+        let inherited = w.shares.is_some() && p.shares.is_none() && !exec;
+        w.shares = p.shares;
         let since = w.uncertain_from;
         let fresh: Vec<v2::Uncertain> = p
             .uncertain
@@ -336,6 +331,27 @@ impl<O: V2Out> V2Sink<O> {
         }
         for u in fresh {
             self.put(&Record::Uncertain(u));
+        }
+        if inherited {
+            self.live_regions(p);
+        }
+    }
+
+    /// Writes `p`'s live regions as born (as they were born): a process
+    /// seeded at the start, or one that inherited a shared address space.
+    fn live_regions(&mut self, p: &Process) {
+        for r in p.space.live() {
+            let born = RegionChange {
+                pid: p.pid,
+                op: ChangeOp::Entry(Op::Born),
+                region: r,
+                start: r.start,
+                end: r.end,
+                perms: r.perms,
+                old: None,
+                cause: Some(r.born_by),
+            };
+            self.region(RegionRecord::of(r.born_ns, p.seq, &born));
         }
     }
 }
