@@ -735,6 +735,8 @@ impl V2Out for DaemonOut {
 
     fn flush(&mut self) -> bool {
         if self.last_stats.elapsed() >= STATS_EVERY {
+            // Age-based retention goes on while nothing is written.
+            self.retention();
             self.log_stats();
         }
         if self.last_memory.elapsed() >= MEMORY_EVERY {
