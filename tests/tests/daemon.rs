@@ -1,12 +1,17 @@
 //! `mmtrace daemon`: its configuration is refused with the file, the line and
-//! the reason (exit 2) before anything is attached; the example is valid.
+//! the reason (exit 2) before anything is attached; the example is valid;
+//! it records, keeps, counts and stops as configured (root).
 
 use std::{
-    path::PathBuf,
+    collections::BTreeMap,
+    os::unix::net::UnixDatagram,
+    path::{Path, PathBuf},
     process::{Command, Output, Stdio},
+    time::{Duration, Instant},
 };
 
-use tests::{mmtrace_bin, workspace_dir};
+use serde_json::Value;
+use tests::{mmtrace_bin, parse_jsonl, workspace_dir, Report};
 
 fn daemon(config: &std::path::Path, extra: &[&str]) -> Output {
     Command::new(mmtrace_bin().unwrap_or_else(|e| panic!("{e}")))
@@ -116,4 +121,384 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
         .ok_or(())
+}
+
+// ---------------------------------------------------------------------------
+// Recording (root, real kernel)
+// ---------------------------------------------------------------------------
+
+/// A running daemon, killed (SIGKILL) if the test ends before it stopped.
+struct Running {
+    child: Option<std::process::Child>,
+    stderr: PathBuf,
+}
+
+impl Running {
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM, then its exit code and its stderr.
+    fn stop(&mut self) -> (Option<i32>, String) {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().expect("wait for the daemon");
+        (status.code(), self.stderr())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `cond` until it holds; panics with `what` after `limit`.
+fn wait_for<T>(what: &str, limit: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The timeline files whose name ends with `-PID-COMM.jsonl`.
+fn timelines_of(dir: &Path, pid: u32, comm: &str) -> Vec<PathBuf> {
+    let suffix = format!("-{pid}-{comm}.jsonl");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.ends_with(&suffix) && !n.starts_with('.'))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// The errors of each line against docs/timeline-v2.schema.json.
+fn schema_errors(lines: &[Value]) -> Vec<String> {
+    let path = workspace_dir().join("docs").join("timeline-v2.schema.json");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let v = jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    lines
+        .iter()
+        .enumerate()
+        .flat_map(|(i, l)| {
+            v.iter_errors(l)
+                .map(move |e| format!("line {}: {e}", i + 1))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn num(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// The regions of process `proc` alive at `t` (ns since the start), by
+/// start address, from the records alone: (end, perms). (As in
+/// record_v2.rs.)
+fn alive_at(lines: &[Value], proc: u64, t: u64) -> BTreeMap<u64, (u64, String)> {
+    let mut live: BTreeMap<u64, (u64, (u64, String))> = BTreeMap::new();
+    for l in lines {
+        if l["type"] != "region" || num(&l["proc"]) != proc || num(&l["t_ns"]) > t {
+            continue;
+        }
+        let id = num(&l["region"]);
+        let at = |k: &str| tests::addr(l[k].as_str().unwrap_or("0x0"));
+        match l["op"].as_str().unwrap_or("") {
+            "died" => {
+                live.remove(&id);
+            }
+            "end" => {}
+            _ => {
+                let perms = l["perms"].as_str().unwrap_or("").to_string();
+                live.insert(id, (at("start"), (at("end"), perms)));
+            }
+        }
+    }
+    live.into_values().collect()
+}
+
+/// The daemon records: it says it is ready on $NOTIFY_SOCKET (sd-notify);
+/// a workload's exit gives one timeline file that `mmtrace report` reads
+/// and whose regions replay to the workload's own maps at each pause; a
+/// short process the keep policy excludes is counted, with no file, but a
+/// short one killed by a signal is kept; a CLONE_VM child that outlives
+/// its parent has a timeline report reads; at
+/// SIGTERM it exits 0 after writing the timeline of a process still
+/// running (event `end`); SIGHUP with a bad configuration keeps the old
+/// one; the data directory is 0700, the files 0600.
+#[test]
+fn records_keeps_counts_and_stops() {
+    tests::needs_root!();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mmtrace-daemon-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data");
+    // Only the test's own programs: other processes of the machine would
+    // only make the test slower (their events are normal).
+    let config = dir.join("mmtrace.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\nreconcile_secs = 1\nfaults = \"all\"\n\
+             [select]\ncomm = [\"workload\", \"true\", \"sleep\", \"heir\"]\n\
+             [keep]\nmin_lifetime_secs = 0.5\ndrift = false\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let stderr = dir.join("daemon.stderr");
+    let child = Command::new(mmtrace_bin().unwrap_or_else(|e| panic!("{e}")))
+        .arg("daemon")
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("start mmtrace daemon");
+    let mut daemon = Running {
+        child: Some(child),
+        stderr,
+    };
+    let mut buf = [0u8; 256];
+    let n = notify
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no READY=1 ({e}): {}", daemon.stderr()));
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(msg.contains("READY=1"), "{msg:?}");
+    assert!(daemon.stderr().contains("ready"), "{}", daemon.stderr());
+    assert_eq!(mode_of(&data), 0o700);
+    let timelines = data.join("timelines");
+    assert_eq!(mode_of(&timelines), 0o700);
+
+    // A workload, kept (it lives longer than 0.5 s).
+    let report_path = dir.join("report.json");
+    let w = Command::new(env!("CARGO_BIN_EXE_workload"))
+        .arg("--report")
+        .arg(&report_path)
+        .args(["--pause-ms", "100"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the workload");
+    assert!(w.status.success(), "{w:?}");
+    let report: Report =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let pid = report.pid as u32;
+    // A short process, skipped by the keep policy.
+    let mut t = Command::new("true").spawn().expect("run true");
+    let tpid = t.id();
+    assert!(t.wait().unwrap().success());
+    let file = wait_for("the workload's timeline", Duration::from_secs(60), || {
+        timelines_of(&timelines, pid, "workload").pop()
+    });
+    assert_eq!(mode_of(&file), 0o600);
+
+    // Its timeline: one process, the v2 format, complete.
+    let lines = parse_jsonl(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(lines[0]["schema"], tests::TIMELINE_V2);
+    let end = lines.last().unwrap();
+    assert_eq!(end["type"], "end", "{}", file.display());
+    let bad = schema_errors(&lines);
+    assert!(bad.is_empty(), "{}: {bad:?}", file.display());
+    assert_eq!(end["processes"], 1);
+    let procs: Vec<&Value> = lines.iter().filter(|l| l["type"] == "process").collect();
+    let proc = num(&procs[0]["proc"]);
+    assert!(lines
+        .iter()
+        .filter(|l| !l["proc"].is_null())
+        .all(|l| num(&l["proc"]) == proc));
+    let exit = procs.last().unwrap();
+    assert_eq!(exit["event"], "exit", "{exit}");
+    assert_eq!(exit["pid"], pid);
+    assert_eq!(exit["comm"], "workload");
+    assert_eq!(exit["exit_code"], 0);
+    // Its regions replay to its maps at each pause (the checks of record).
+    let start = num(&lines[0]["monotonic_start_ns"]);
+    assert!(!report.pauses.is_empty());
+    for pause in &report.pauses {
+        let t = pause.after_ns - start;
+        let maps: BTreeMap<u64, (u64, String)> = pause
+            .maps
+            .iter()
+            .map(|m| {
+                (
+                    tests::addr(&m.start),
+                    (tests::addr(&m.end), m.perms.clone()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            alive_at(&lines, proc, t),
+            maps,
+            "pause {:?}: {}",
+            pause.name,
+            file.display()
+        );
+    }
+    // `mmtrace report` reads it.
+    let r = Command::new(mmtrace_bin().unwrap())
+        .arg("report")
+        .arg(&file)
+        .output()
+        .expect("run mmtrace report");
+    assert!(r.status.success(), "{r:?}");
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        text.contains(&format!("Process {pid} (workload)")),
+        "{text}"
+    );
+
+    // A short life, but killed by a signal: kept.
+    let mut killed = Command::new("sleep")
+        .arg("1000")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start sleep");
+    let kpid = killed.id();
+    wait_for("sleep's exec", Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{kpid}/maps"))
+            .ok()
+            .filter(|m| m.contains("libc"))
+    });
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let file = wait_for(
+        "the killed sleep's timeline",
+        Duration::from_secs(60),
+        || timelines_of(&timelines, kpid, "sleep").pop(),
+    );
+    let lines = parse_jsonl(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let exit = lines.iter().rfind(|l| l["type"] == "process").unwrap();
+    assert_eq!(exit["event"], "exit", "{exit}");
+    assert_eq!(exit["exit_signal"], "SIGKILL", "{exit}");
+    assert!(
+        daemon.stderr().contains("kept: killed by SIGKILL"),
+        "{}",
+        daemon.stderr()
+    );
+
+    // A CLONE_VM child outlives its parent (and holds their address space),
+    // changes a region its parent made, then execs: its timeline holds
+    // those regions (report reads it).
+    let h = Command::new(env!("CARGO_BIN_EXE_heir"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run heir");
+    assert!(h.status.success(), "{h:?}");
+    let hpid: u32 = String::from_utf8_lossy(&h.stdout).trim().parse().unwrap();
+    let file = wait_for("the heir's timeline", Duration::from_secs(60), || {
+        timelines_of(&timelines, hpid, "sleep").pop()
+    });
+    let lines = parse_jsonl(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let bad = schema_errors(&lines);
+    assert!(bad.is_empty(), "{}: {bad:?}", file.display());
+    let r = Command::new(mmtrace_bin().unwrap())
+        .arg("report")
+        .arg(&file)
+        .output()
+        .expect("run mmtrace report");
+    assert!(r.status.success(), "{}: {r:?}", file.display());
+
+    // SIGHUP: a bad configuration is refused (the old one kept), a good
+    // one is applied; the daemon runs on.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, "faults = \"some\"\n").unwrap();
+    let hup = |d: &Running| {
+        let pid = d.child.as_ref().expect("running").id() as i32;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+    };
+    hup(&daemon);
+    wait_for(
+        "the refusal of the bad config",
+        Duration::from_secs(10),
+        || {
+            daemon
+                .stderr()
+                .lines()
+                .find(|l| l.contains("configuration refused, the old one is kept"))
+                .map(|l| assert!(l.contains(":1:"), "{l}"))
+        },
+    );
+    std::fs::write(&config, good.replace("0.5", "0.6")).unwrap();
+    hup(&daemon);
+    wait_for("the reread config", Duration::from_secs(10), || {
+        daemon.stderr().contains("reread").then_some(())
+    });
+
+    // A process still running at the stop: written, cut (event `end`).
+    let mut sleeper = Command::new("sleep")
+        .arg("1000")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start sleep");
+    let spid = sleeper.id();
+    // Its exec is done (and so its exec event sent) once its loader ran.
+    wait_for("sleep's exec", Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{spid}/maps"))
+            .ok()
+            .filter(|m| m.contains("libc"))
+    });
+    let (code, err) = daemon.stop();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_eq!(code, Some(0), "{err}");
+    let cut = timelines_of(&timelines, spid, "sleep");
+    assert_eq!(cut.len(), 1, "{err}");
+    let lines = parse_jsonl(&std::fs::read_to_string(&cut[0]).unwrap()).unwrap();
+    assert_eq!(lines.last().unwrap()["type"], "end");
+    let bad = schema_errors(&lines);
+    assert!(bad.is_empty(), "{}: {bad:?}", cut[0].display());
+    let last_process = lines.iter().rfind(|l| l["type"] == "process").unwrap();
+    assert_eq!(last_process["event"], "end", "{last_process}");
+    assert!(lines.iter().any(|l| l["type"] == "region"));
+
+    // `true` was counted, not written.
+    let stats = err
+        .lines()
+        .rfind(|l| l.contains("stats:"))
+        .unwrap_or_else(|| panic!("no stats line: {err}"));
+    assert!(stats.contains("\"true\" "), "{stats}");
+    // (Other `true`s of the machine may be running at the stop: written.)
+    let trues = timelines_of(&timelines, tpid, "true");
+    assert!(trues.is_empty(), "{trues:?}");
+    // Nothing left in the spool; no temporary file.
+    assert_eq!(std::fs::read_dir(data.join("spool")).unwrap().count(), 0);
+    for e in std::fs::read_dir(&timelines).unwrap() {
+        let e = e.unwrap();
+        assert!(!e.file_name().to_string_lossy().starts_with('.'));
+        assert_eq!(mode_of(&e.path()), 0o600);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -30,7 +30,7 @@ pub enum Command {
     /// Record every region of the traced processes from birth to death,
     /// checked against /proc/PID/maps, into a JSON timeline.
     Record(RecordArgs),
-    /// The always-on recorder (first step: its configuration file).
+    /// The always-on recorder: one timeline per process, kept by policy.
     Daemon(DaemonArgs),
     /// Summarise a timeline written by `mmtrace record`.
     Report(ReportArgs),

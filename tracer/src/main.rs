@@ -82,9 +82,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 );
                 return Ok(0);
             }
-            Err(Error::Usage(
-                "daemon: recording is not implemented yet (issue 10); only --check-config".into(),
-            ))
+            tracer::daemon::run(&args.config, config)
         }
         Command::Report(args) => {
             let opts = report::ReportOptions {

@@ -163,13 +163,26 @@ struct Written {
     exec_at: Option<u64>,
     /// The start of the last closed interval of uncertainty written.
     uncertain_from: Option<u64>,
+    /// The process whose address space it shared, as last written.
+    shares: Option<u32>,
 }
 
-/// Writes the v2 recording as it goes.
-struct V2Sink {
-    start_ns: u64,
-    /// The header, written at the start (times filled in then).
-    header: v2::Header,
+/// Where [`V2Sink`]'s records go: one file (`record`), or one file per
+/// process (the daemon, [`crate::daemon::sink`]). The records are the same.
+pub trait V2Out {
+    /// One record, in the recording's order.
+    fn put(&mut self, rec: &Record);
+    /// Flushes; false once the output is gone.
+    fn flush(&mut self) -> bool;
+    /// How stack growth is observed (known once attached).
+    fn attached(&mut self, _stack: StackPath) {}
+    /// The session received this signal (SIGHUP; or a stop signal, just
+    /// before it stops).
+    fn signal(&mut self, _name: &'static str) {}
+}
+
+/// `record`'s output: the whole recording in one file.
+struct FileOut {
     out: LineFile,
     path: PathBuf,
     line: Vec<u8>,
@@ -180,29 +193,10 @@ struct V2Sink {
     /// session goes on, writing nothing, until the command ends, so that
     /// it is never left waiting.
     serve_command: bool,
-    /// Live processes by order of first sight, and their pids.
-    procs: HashMap<u64, Written>,
-    seq_of: HashMap<u32, u64>,
-    totals: v2::End,
     last_flush: Instant,
 }
 
-impl V2Sink {
-    fn rel(&self, mono: u64) -> u64 {
-        mono.saturating_sub(self.start_ns)
-    }
-
-    fn put(&mut self, rec: &Record) {
-        if self.failed.is_some() {
-            return;
-        }
-        self.line.clear();
-        v2::write_record(&mut self.line, rec);
-        if let Err(e) = self.out.write_all(&self.line) {
-            self.fail(e);
-        }
-    }
-
+impl FileOut {
     fn fail(&mut self, e: std::io::Error) {
         if self.failed.is_none() {
             let goes_on = if self.serve_command {
@@ -216,6 +210,65 @@ impl V2Sink {
             );
             self.failed = Some(e);
         }
+    }
+}
+
+impl V2Out for FileOut {
+    fn put(&mut self, rec: &Record) {
+        if self.failed.is_some() {
+            return;
+        }
+        self.line.clear();
+        v2::write_record(&mut self.line, rec);
+        if let Err(e) = self.out.write_all(&self.line) {
+            self.fail(e);
+        }
+    }
+
+    fn flush(&mut self) -> bool {
+        // Whole lines reach the file about every second (a killed
+        // recording leaves a valid prefix), and when the buffer fills.
+        if self.failed.is_none() && self.last_flush.elapsed() >= Duration::from_secs(1) {
+            self.last_flush = Instant::now();
+            if let Err(e) = self.out.flush() {
+                self.fail(e);
+            }
+        }
+        self.failed.is_none() || self.serve_command
+    }
+}
+
+/// Renders the session's events as v2 records, as they happen.
+pub struct V2Sink<O: V2Out> {
+    start_ns: u64,
+    /// The header, written at the start (times filled in then).
+    header: v2::Header,
+    pub out: O,
+    /// Live processes by order of first sight, and their pids.
+    procs: HashMap<u64, Written>,
+    seq_of: HashMap<u32, u64>,
+    totals: v2::End,
+}
+
+impl<O: V2Out> V2Sink<O> {
+    /// A sink writing `header` then every record to `out`.
+    pub fn new(header: v2::Header, out: O) -> V2Sink<O> {
+        V2Sink {
+            start_ns: 0,
+            header,
+            out,
+            procs: HashMap::new(),
+            seq_of: HashMap::new(),
+            totals: v2::End::default(),
+        }
+    }
+
+    fn rel(&self, mono: u64) -> u64 {
+        mono.saturating_sub(self.start_ns)
+    }
+
+    fn put(&mut self, rec: &Record) {
+        self.out.put(rec);
     }
 
     fn region(&mut self, rec: RegionRecord) {
@@ -237,25 +290,14 @@ impl V2Sink {
             let rec = v2::ProcessRecord::of(t_ns, p, ProcessEvent::Start);
             self.put(&Record::Process(rec));
             if !in_event {
-                for r in p.space.live() {
-                    let born = RegionChange {
-                        pid: p.pid,
-                        op: ChangeOp::Entry(Op::Born),
-                        region: r,
-                        start: r.start,
-                        end: r.end,
-                        perms: r.perms,
-                        old: None,
-                        cause: Some(r.born_by),
-                    };
-                    self.region(RegionRecord::of(r.born_ns, p.seq, &born));
-                }
+                self.live_regions(p);
             }
             self.procs.insert(
                 p.seq,
                 Written {
                     exec_at: p.exec_at,
                     uncertain_from: None,
+                    shares: p.shares,
                 },
             );
             self.seq_of.insert(p.pid, p.seq);
@@ -263,6 +305,10 @@ impl V2Sink {
         let w = self.procs.entry(p.seq).or_default();
         let exec = p.exec_at.is_some() && p.exec_at != w.exec_at;
         w.exec_at = p.exec_at;
+        // It shared an address space whose owner left (exit or exec): it
+        // holds that space now, whose regions were the owner's records.
+        let inherited = w.shares.is_some() && p.shares.is_none() && !exec;
+        w.shares = p.shares;
         let since = w.uncertain_from;
         let fresh: Vec<v2::Uncertain> = p
             .uncertain
@@ -286,10 +332,31 @@ impl V2Sink {
         for u in fresh {
             self.put(&Record::Uncertain(u));
         }
+        if inherited {
+            self.live_regions(p);
+        }
+    }
+
+    /// Writes `p`'s live regions as born (as they were born): a process
+    /// seeded at the start, or one that inherited a shared address space.
+    fn live_regions(&mut self, p: &Process) {
+        for r in p.space.live() {
+            let born = RegionChange {
+                pid: p.pid,
+                op: ChangeOp::Entry(Op::Born),
+                region: r,
+                start: r.start,
+                end: r.end,
+                perms: r.perms,
+                old: None,
+                cause: Some(r.born_by),
+            };
+            self.region(RegionRecord::of(r.born_ns, p.seq, &born));
+        }
     }
 }
 
-impl Sink for V2Sink {
+impl<O: V2Out> Sink for V2Sink<O> {
     fn started(&mut self, start_ns: u64) {
         self.start_ns = start_ns;
         self.header.monotonic_start_ns = start_ns;
@@ -444,15 +511,15 @@ impl Sink for V2Sink {
     }
 
     fn flush(&mut self) -> bool {
-        // Whole lines reach the file about every second (a killed
-        // recording leaves a valid prefix), and when the buffer fills.
-        if self.failed.is_none() && self.last_flush.elapsed() >= Duration::from_secs(1) {
-            self.last_flush = Instant::now();
-            if let Err(e) = self.out.flush() {
-                self.fail(e);
-            }
-        }
-        self.failed.is_none() || self.serve_command
+        self.out.flush()
+    }
+
+    fn attached(&mut self, stack: StackPath) {
+        self.out.attached(stack);
+    }
+
+    fn signal(&mut self, name: &'static str) {
+        self.out.signal(name);
     }
 }
 
@@ -476,6 +543,7 @@ fn plan(args: &RecordArgs, keep_history: bool) -> Plan {
             keep_history,
             check_interval: Some(Duration::from_secs_f64(args.reconcile_interval)),
             counters: true,
+            seed_running: false,
         }),
         tick: TICK,
     }
@@ -525,19 +593,15 @@ async fn run_v2(p: Prepared) -> Result<i32> {
             duration_ns: a.duration.map(|d| (d * 1e9) as u64),
         },
     };
-    let mut sink = V2Sink {
-        start_ns: 0,
-        header,
+    let file_out = FileOut {
         out: LineFile::new(file),
         path: args.output.clone(),
         line: Vec::with_capacity(512),
         failed: None,
         serve_command: target.command.is_some(),
-        procs: HashMap::new(),
-        seq_of: HashMap::new(),
-        totals: v2::End::default(),
         last_flush: Instant::now(),
     };
+    let mut sink = V2Sink::new(header, file_out);
     let outcome = record(&mut target, &plan, &mut sink).await?;
     let duration_ns = outcome.elapsed.as_nanos() as u64;
     let mut end = std::mem::take(&mut sink.totals);
@@ -545,13 +609,13 @@ async fn run_v2(p: Prepared) -> Result<i32> {
     end.duration_ns = duration_ns;
     end.stack_source = outcome.stack_path.name().to_string();
     sink.put(&Record::End(end));
-    if sink.failed.is_none() {
-        if let Err(e) = sink.out.flush() {
-            sink.fail(e);
+    if sink.out.failed.is_none() {
+        if let Err(e) = sink.out.out.flush() {
+            sink.out.fail(e);
         }
     }
     let code = session::finish(&outcome, &target);
-    if sink.failed.is_some() {
+    if sink.out.failed.is_some() {
         // The temporary file goes with `out`: nothing appears at the target.
         drop(out);
         return Ok(EXIT_OUTPUT_INCOMPLETE);

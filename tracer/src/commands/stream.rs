@@ -165,6 +165,7 @@ pub async fn run(p: Prepared) -> Result<i32> {
             keep_history: false,
             check_interval: None,
             counters: false,
+            seed_running: false,
         }),
         tick: Duration::from_secs_f64(args.summary_interval),
     };

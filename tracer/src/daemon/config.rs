@@ -58,6 +58,10 @@ pub struct Keep {
     pub drift: bool,
     /// Distinct comms counted for the skipped exits (the rest in "other").
     pub skipped_comms: usize,
+    /// A process's timeline stops growing at this size: later records are
+    /// dropped, counted, and said in it (a `lost` record of kind
+    /// `timeline_cap`).
+    pub max_timeline_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -103,6 +107,7 @@ impl Default for Keep {
             killed_by_signal: true,
             drift: true,
             skipped_comms: 1024,
+            max_timeline_bytes: 64 << 20,
         }
     }
 }
@@ -207,6 +212,9 @@ impl Config {
         }
         if self.keep.skipped_comms == 0 {
             return Err(("skipped_comms", "must be at least 1".into()));
+        }
+        if self.keep.max_timeline_bytes < 4096 {
+            return Err(("max_timeline_bytes", "must be at least 4096".into()));
         }
         if self.memory_cap_mib < 16 {
             return Err(("memory_cap_mib", "must be at least 16 (MiB)".into()));

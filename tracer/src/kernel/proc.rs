@@ -51,6 +51,21 @@ pub fn abi(pid: u32) -> Option<crate::event::Abi> {
     crate::event::Abi::of_elf(&header)
 }
 
+/// The processes running now that have a program (kernel threads, which
+/// have none, are left out), but not mmtrace itself.
+pub fn running() -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&pid| pid != me && exe(pid).is_some())
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 /// The comm of `pid`, raw bytes.
 pub fn comm(pid: u32) -> Vec<u8> {
     let mut comm = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();

@@ -492,6 +492,9 @@ impl Tracker {
                 q.shares = Some(heir);
             }
         }
+        // The heir is touched: the sinks learn that it holds the space
+        // (its regions, until now the owner's) with this event.
+        self.touched.push((heir, space.journal().len()));
         if let Some(h) = self.live.get_mut(&heir) {
             h.shares = None;
             h.space = space;

@@ -55,6 +55,11 @@ const EXEC_WAIT: Duration = Duration::from_millis(5);
 pub trait Sink {
     /// Programs are attached; times count from `start_ns` (CLOCK_MONOTONIC).
     fn started(&mut self, _start_ns: u64) {}
+    /// How stack growth is observed (right after [`Sink::started`]).
+    fn attached(&mut self, _stack: StackPath) {}
+    /// The session received a signal: SIGHUP (the daemon only), or a stop
+    /// signal (SIGINT, SIGTERM), just before it stops.
+    fn signal(&mut self, _name: &'static str) {}
     /// One event the command asked for, with the region changes it made
     /// (empty without a model).
     fn event(&mut self, ev: &Event, changes: &[RegionChange]);
@@ -108,6 +113,9 @@ pub struct ModelPlan {
     pub check_interval: Option<Duration>,
     /// Sample counters (resident memory from the kernel).
     pub counters: bool,
+    /// Seed every running process (of the selected comms) from /proc at
+    /// the start, not only those named with --pid (the daemon).
+    pub seed_running: bool,
 }
 
 impl Plan {
@@ -367,6 +375,25 @@ impl Core {
         sink.event(ev, changes);
     }
 
+    /// With `--faults summary` the kernel counts each process's faults:
+    /// its counters' `faults` come from the summaries.
+    fn count_summary(tracker: Option<&mut Tracker>, summary: &Event) {
+        let (
+            Some(tracker),
+            Body::FaultSummary {
+                read, write, exec, ..
+            },
+        ) = (tracker, &summary.body)
+        else {
+            return;
+        };
+        let pid = tracker.owner_of(summary.pid);
+        if let Some(p) = tracker.get_mut(pid) {
+            p.faults_since_sample += read + write + exec;
+            p.dirty = true;
+        }
+    }
+
     /// A 32-bit program's system calls are not traced (the kernel's
     /// `syscalls:sys_enter_*` tracepoints do not fire for compat syscalls):
     /// say so, on stderr and in its exec event, whenever a process is seen
@@ -412,6 +439,7 @@ impl Core {
         // summary of a process comes before its exit.
         if let Some(faults) = self.faults.as_mut() {
             if let Some(summary) = faults.before_event(ev, &mut self.hooks) {
+                Self::count_summary(self.tracker.as_mut(), &summary);
                 Self::deliver(&mut self.tally, self.events, sink, &summary, &[]);
             }
         }
@@ -485,6 +513,7 @@ impl Core {
     fn tick<S: Sink>(&mut self, sink: &mut S) {
         if let Some(faults) = self.faults.as_mut() {
             for summary in faults.tick(&self.hooks) {
+                Self::count_summary(self.tracker.as_mut(), &summary);
                 Self::deliver(&mut self.tally, self.events, sink, &summary, &[]);
             }
         }
@@ -577,6 +606,20 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
         for &pid in &target.pids {
             t.ensure(pid, &proc::comm(pid));
         }
+        if m.seed_running {
+            for pid in proc::running() {
+                let comm = proc::comm(pid);
+                let chosen = target.args.comms.is_empty()
+                    || target
+                        .args
+                        .comms
+                        .iter()
+                        .any(|c| c.as_bytes() == comm.as_slice());
+                if chosen && target.args.pids.is_empty() {
+                    t.ensure(pid, &comm);
+                }
+            }
+        }
         t
     });
     let checker = plan
@@ -599,6 +642,18 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
         abi_seen: std::collections::HashMap::new(),
     };
     sink.started(start_ns);
+    sink.attached(core.stack_path);
+    if let Some(tracker) = core.tracker.as_mut() {
+        // The processes seeded from /proc (--pid, or all of them): the
+        // sinks learn them, their regions and counters now, before any
+        // event of theirs (which reports only what it changes).
+        let now = clock::monotonic_ns();
+        for pid in tracker.pids() {
+            if let Some(p) = tracker.get_mut(pid) {
+                sample(&core.hooks, core.counters, sink, p, now);
+            }
+        }
+    }
     let stack = match core.stack_path {
         StackPath::Fexit => "stack growth via fexit",
         StackPath::FaultFallback => "stack growth via faults",
@@ -676,7 +731,11 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
                     core.drain(&mut reader, sink);
                     core.request();
                 }
-                name => break End::Signal(name),
+                "SIGHUP" => sink.signal("SIGHUP"),
+                name => {
+                    sink.signal(name);
+                    break End::Signal(name);
+                }
             },
             () = &mut sleep, if deadline.is_some() => break End::Duration,
         }

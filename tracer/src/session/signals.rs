@@ -12,6 +12,10 @@ use std::{
 
 use tokio::io::{unix::AsyncFd, Interest};
 
+/// SIGHUP is read too (the daemon: reread the configuration); otherwise
+/// it keeps its default action.
+static HANGUP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn stop_set() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data initialised by sigemptyset.
     unsafe {
@@ -20,8 +24,18 @@ fn stop_set() -> libc::sigset_t {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGUSR1);
+        if HANGUP.load(std::sync::atomic::Ordering::Relaxed) {
+            libc::sigaddset(&mut set, libc::SIGHUP);
+        }
         set
     }
+}
+
+/// Blocks SIGHUP too, to be read by the session ([`StopSignals::recv`]
+/// returns "SIGHUP"): for the daemon, while still single-threaded.
+pub fn block_hangup() -> io::Result<()> {
+    HANGUP.store(true, std::sync::atomic::Ordering::Relaxed);
+    block()
 }
 
 /// Blocks SIGINT, SIGTERM and SIGUSR1 for this (still single-threaded)
@@ -88,6 +102,7 @@ impl StopSignals {
                 return Ok(match info.ssi_signo as i32 {
                     libc::SIGINT => "SIGINT",
                     libc::SIGUSR1 => "SIGUSR1",
+                    libc::SIGHUP => "SIGHUP",
                     _ => "SIGTERM",
                 });
             }
