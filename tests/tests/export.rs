@@ -115,6 +115,38 @@ fn workload_exports_to_perfetto() {
     let _ = std::fs::remove_file(report);
 }
 
+/// `record --perfetto` writes the trace beside the timeline, the same as
+/// an export of it; an existing file there is refused before anything is
+/// traced.
+#[test]
+fn record_writes_the_perfetto_trace_too() {
+    tests::needs_root!();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mmtrace-export-{}-record", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("timeline.jsonl");
+    let trace = dir.join("trace.pftrace");
+    let trace_arg = trace.to_str().unwrap();
+    let cmd: Vec<OsString> = vec!["python3".into(), "-c".into(), "import json".into()];
+    let run = run_record(&out, &["--perfetto", trace_arg], &cmd).unwrap_or_else(|e| panic!("{e}"));
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.stderr.contains("mmtrace: wrote "), "{}", run.stderr);
+    let lines = parse_jsonl(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let doc = read_with_perfetto_schema(&trace);
+    assert_eq!(doc["unknown_fields"], 0);
+    assert_eq!(doc["errors"], Value::Array(vec![]), "{}", doc["errors"]);
+    check_against_timeline(&lines, &doc);
+    // Refused at once when the trace would overwrite a file.
+    let again = dir.join("again.jsonl");
+    let run =
+        run_record(&again, &["--perfetto", trace_arg], &cmd).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("already exists"), "{}", run.stderr);
+    assert!(!again.exists(), "nothing recorded");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn python3_exports_to_perfetto() {
     tests::needs_root!();
@@ -205,6 +237,9 @@ fn check_against_timeline(lines: &[Value], doc: &Value) {
                 ));
             }
             ("region", Some(op)) => want_instants.push(op.to_owned()),
+            ("process", _) if l["event"] == "start" && l["seeded_by"] == "fork" => {
+                want_instants.push("fork".to_owned());
+            }
             ("process", _) => want_instants.push(s(&l["event"])),
             ("drift", _) => want_instants.push("drift".to_owned()),
             ("lost", _) => want_instants.push("lost".to_owned()),

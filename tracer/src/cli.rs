@@ -156,6 +156,11 @@ pub struct RecordArgs {
     #[arg(long, value_name = "FORMAT", default_value = "v2")]
     pub format: TimelineFormat,
 
+    /// Also write the recording as a Perfetto trace here, at its end (as
+    /// `mmtrace export --to perfetto` would; v2 only; never overwrites).
+    #[arg(long, value_name = "FILE")]
+    pub perfetto: Option<PathBuf>,
+
     /// Compare each process's model with /proc/PID/maps this often (when the
     /// process is idle), in seconds. Lost events trigger a comparison too.
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_interval)]

@@ -99,34 +99,14 @@ fn run(cli: Cli) -> Result<i32, Error> {
         }
         Command::Export(args) => {
             let tracer::cli::ExportFormat::Perfetto = args.to;
-            if args.output.symlink_metadata().is_ok() {
-                return Err(Error::Usage(format!(
-                    "{}: already exists (mmtrace never overwrites an export)",
-                    args.output.display()
-                )));
-            }
-            let input = std::fs::File::open(&args.file)
-                .map_err(|e| Error::Usage(format!("{}: {e}", args.file.display())))?;
-            let mut out = tracer::output::file::Replace::create(
+            let stats = tracer::output::perfetto::export_file(
+                &args.file,
                 &args.output,
                 tracer::output::file::Access::default(),
             )?;
-            let buffered = std::io::BufWriter::new(out.file());
-            let stats =
-                tracer::output::perfetto::export_v2(std::io::BufReader::new(input), buffered)
-                    .and_then(|(stats, w)| w.into_inner().map(|_| stats).map_err(|e| e.to_string()))
-                    .map_err(|e| Error::Usage(format!("{}: {e}", args.file.display())))?;
-            out.commit().map_err(anyhow::Error::from)?;
             eprintln!(
-                "mmtrace: wrote {}: {} processes, {} regions, {} uncertain intervals, {} instants, {} counter samples",
-                tracer::output::names::escape_text(std::os::unix::ffi::OsStrExt::as_bytes(
-                    args.output.as_os_str()
-                )),
-                stats.processes,
-                stats.slices,
-                stats.uncertain,
-                stats.instants,
-                stats.counters
+                "{}",
+                tracer::output::perfetto::summary(&args.output, &stats)
             );
             Ok(0)
         }

@@ -51,6 +51,19 @@ pub fn prepare(mut args: RecordArgs) -> Result<Prepared> {
     }
     // Written at the end, through a temporary file; checked now.
     file::check(&args.output)?;
+    if let Some(trace) = &args.perfetto {
+        if args.format != TimelineFormat::V2 {
+            return Err(crate::error::Error::Usage(
+                "--perfetto needs --format v2 (the trace is made from the v2 timeline)".into(),
+            ));
+        }
+        if trace == &args.output {
+            return Err(crate::error::Error::Usage(
+                "--perfetto and --output name the same file".into(),
+            ));
+        }
+        crate::output::perfetto::check_new(trace)?;
+    }
     let trace = std::mem::take(&mut args.trace);
     let target = session::start(trace, pids)?;
     Ok(Prepared { args, target })
@@ -622,7 +635,24 @@ async fn run_v2(p: Prepared) -> Result<i32> {
     }
     drop(sink);
     match out.commit() {
-        Ok(()) => Ok(code),
+        Ok(()) => match &args.perfetto {
+            Some(trace) => {
+                match crate::output::perfetto::export_file(&args.output, trace, access(&args)) {
+                    Ok(stats) => {
+                        eprintln!("{}", crate::output::perfetto::summary(trace, &stats));
+                        Ok(code)
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "mmtrace: cannot write the Perfetto trace {}: {e} (the timeline is complete)",
+                            trace.display()
+                        );
+                        Ok(EXIT_OUTPUT_INCOMPLETE)
+                    }
+                }
+            }
+            None => Ok(code),
+        },
         Err(e) => {
             eprintln!(
                 "mmtrace: cannot write {}: {e}; nothing was written there",

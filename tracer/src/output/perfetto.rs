@@ -327,6 +327,51 @@ struct Proc {
     uncertain: Option<u64>,
 }
 
+/// Refuses `output` when something is there already: an export never
+/// overwrites.
+pub fn check_new(output: &std::path::Path) -> Result<(), crate::error::Error> {
+    if output.symlink_metadata().is_ok() {
+        return Err(crate::error::Error::Usage(format!(
+            "{}: already exists (mmtrace never overwrites an export)",
+            output.display()
+        )));
+    }
+    super::file::check(output)
+}
+
+/// Exports the v2 timeline `input` into a new file `output` (private, or
+/// its group's; written whole or not at all); returns what it wrote.
+pub fn export_file(
+    input: &std::path::Path,
+    output: &std::path::Path,
+    access: super::file::Access,
+) -> Result<ExportStats, crate::error::Error> {
+    use crate::error::Error;
+    check_new(output)?;
+    let file = std::fs::File::open(input)
+        .map_err(|e| Error::Usage(format!("{}: {e}", input.display())))?;
+    let mut out = super::file::Replace::create(output, access)?;
+    let buffered = io::BufWriter::new(out.file());
+    let stats = export_v2(io::BufReader::new(file), buffered)
+        .and_then(|(stats, w)| w.into_inner().map(|_| stats).map_err(|e| e.to_string()))
+        .map_err(|e| Error::Usage(format!("{}: {e}", input.display())))?;
+    out.commit().map_err(anyhow::Error::from)?;
+    Ok(stats)
+}
+
+/// The line that says what an export wrote.
+pub fn summary(output: &std::path::Path, stats: &ExportStats) -> String {
+    format!(
+        "mmtrace: wrote {}: {} processes, {} regions, {} uncertain intervals, {} instants, {} counter samples",
+        super::names::escape_text(std::os::unix::ffi::OsStrExt::as_bytes(output.as_os_str())),
+        stats.processes,
+        stats.slices,
+        stats.uncertain,
+        stats.instants,
+        stats.counters
+    )
+}
+
 /// The name a unit enum has in the timeline (`"exec"`, `"split"`), bare.
 fn name_of<T: serde::Serialize>(v: &T) -> String {
     match serde_json::to_value(v) {
@@ -423,7 +468,14 @@ pub fn export_v2<R: io::BufRead, W: Write>(
             Record::Header(_) | Record::Check(_) | Record::End(_) => {}
             Record::Process(p) => {
                 let t = proc_track(&mut w, p.proc, p.pid, &p.comm, &mut stats).map_err(io)?;
-                let name = name_of(&p.event);
+                // A process first seen being forked starts with `fork`.
+                let forked = matches!(p.event, v2::ProcessEvent::Start)
+                    && p.seeded_by == Some(crate::model::SeededBy::Fork);
+                let name = if forked {
+                    "fork".to_owned()
+                } else {
+                    name_of(&p.event)
+                };
                 let mut args = vec![("comm", Arg::Str(&p.comm))];
                 if let Some(exe) = &p.exe {
                     args.push(("exe", Arg::Str(exe)));
