@@ -157,6 +157,17 @@ impl Drop for Running {
     }
 }
 
+/// Waits until `pid` runs `comm` and its loader has mapped libc: its exec
+/// is done, and so its exec event sent. (libc alone is not enough: the
+/// child of this test maps libc before it execs.)
+fn exec_done(pid: u32, comm: &str) {
+    wait_for(&format!("{comm}'s exec"), Duration::from_secs(30), || {
+        let now = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+        (now.trim_end() == comm && maps.contains("libc")).then_some(())
+    });
+}
+
 /// Polls `cond` until it holds; panics with `what` after `limit`.
 fn wait_for<T>(what: &str, limit: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
@@ -386,11 +397,7 @@ fn records_keeps_counts_and_stops() {
         .spawn()
         .expect("start sleep");
     let kpid = killed.id();
-    wait_for("sleep's exec", Duration::from_secs(10), || {
-        std::fs::read_to_string(format!("/proc/{kpid}/maps"))
-            .ok()
-            .filter(|m| m.contains("libc"))
-    });
+    exec_done(kpid, "sleep");
     killed.kill().unwrap();
     killed.wait().unwrap();
     let file = wait_for(
@@ -464,12 +471,7 @@ fn records_keeps_counts_and_stops() {
         .spawn()
         .expect("start sleep");
     let spid = sleeper.id();
-    // Its exec is done (and so its exec event sent) once its loader ran.
-    wait_for("sleep's exec", Duration::from_secs(10), || {
-        std::fs::read_to_string(format!("/proc/{spid}/maps"))
-            .ok()
-            .filter(|m| m.contains("libc"))
-    });
+    exec_done(spid, "sleep");
     let (code, err) = daemon.stop();
     let _ = sleeper.kill();
     let _ = sleeper.wait();
