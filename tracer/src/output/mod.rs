@@ -69,6 +69,7 @@ pub struct Printer<W: Write> {
     /// The line being built, kept to reuse its allocation.
     text_buf: String,
     json_buf: Vec<u8>,
+    json_names: json::Names,
 }
 
 impl<W: Write> Printer<W> {
@@ -83,6 +84,7 @@ impl<W: Write> Printer<W> {
             start_ns,
             text_buf: String::new(),
             json_buf: Vec::new(),
+            json_names: json::Names::default(),
         }
     }
 
@@ -96,7 +98,7 @@ impl<W: Write> Printer<W> {
             }
             Format::Jsonl => {
                 self.json_buf.clear();
-                json::format_event(&mut self.json_buf, ev, self.start_ns)?;
+                json::format_event(&mut self.json_buf, ev, self.start_ns, &mut self.json_names);
                 self.out.write_all(&self.json_buf)
             }
         }
