@@ -4,7 +4,6 @@
 //! closing summary.
 
 use std::{
-    collections::BTreeMap,
     ffi::OsString,
     os::unix::ffi::OsStrExt,
     path::PathBuf,
@@ -241,11 +240,41 @@ impl Target {
 /// Per-kind event counts for the closing summary.
 #[derive(Default)]
 pub struct Tally {
-    pub by_name: BTreeMap<&'static str, u64>,
+    pub by_name: Counts,
     pub lost: u64,
     pub malformed: u64,
     /// Failures of the kernel programs (reads, full maps).
     pub kernel_errors: u64,
+}
+
+/// Events counted by name, in the order first seen: a short list, looked
+/// up by the name's address first (a per-event tally with no hashing and
+/// no string comparison in the common case).
+#[derive(Default)]
+pub struct Counts(Vec<(&'static str, u64)>);
+
+impl Counts {
+    pub fn add(&mut self, name: &'static str, n: u64) {
+        let found = self
+            .0
+            .iter_mut()
+            .find(|(k, _)| std::ptr::eq(*k, name) || *k == name);
+        match found {
+            Some((_, count)) => *count += n,
+            None => self.0.push((name, n)),
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|(_, n)| n).sum()
+    }
+
+    /// The counts sorted by name.
+    pub fn sorted(&self) -> Vec<(&'static str, u64)> {
+        let mut v = self.0.clone();
+        v.sort_unstable_by_key(|(k, _)| *k);
+        v
+    }
 }
 
 /// Why the session ended.
@@ -285,6 +314,8 @@ struct Core {
     /// The system calls of each process's program, once looked at (see
     /// [`Core::check_abi`]).
     abi_seen: std::collections::HashMap<u32, Option<crate::event::Abi>>,
+    /// A process in `abi_seen`, the last one looked up.
+    abi_last: Option<u32>,
 }
 
 impl Core {
@@ -359,10 +390,10 @@ impl Core {
                 },
                 _,
             ) => {
-                *tally.by_name.entry("fault").or_default() += read + write + exec;
+                tally.by_name.add("fault", read + write + exec);
             }
             (_, Some(kind)) if events & kind.bit() == 0 => return,
-            (body, _) => *tally.by_name.entry(body.name()).or_default() += 1,
+            (body, _) => tally.by_name.add(body.name(), 1),
         }
         sink.event(ev, changes);
     }
@@ -376,10 +407,16 @@ impl Core {
             Body::Lost { .. } | Body::FaultSummary { .. } => return,
             Body::Exit { .. } => {
                 self.abi_seen.remove(&ev.pid);
+                self.abi_last = None;
                 return;
             }
             Body::Exec { .. } => {}
-            _ if self.abi_seen.contains_key(&ev.pid) => return,
+            // The same process as the last event's: seen (most events).
+            _ if self.abi_last == Some(ev.pid) => return,
+            _ if self.abi_seen.contains_key(&ev.pid) => {
+                self.abi_last = Some(ev.pid);
+                return;
+            }
             _ => {}
         }
         // Read when the event is handled: an event from before an exec may
@@ -597,6 +634,7 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
         seeds: std::collections::HashMap::new(),
         malformed_logged: false,
         abi_seen: std::collections::HashMap::new(),
+        abi_last: None,
     };
     sink.started(start_ns);
     let stack = match core.stack_path {
@@ -728,12 +766,12 @@ pub fn finish(outcome: &Outcome, target: &Target) -> i32 {
     let tally = &outcome.tally;
     let mut line = format!(
         "mmtrace: {} events in {:.2} s",
-        tally.by_name.values().sum::<u64>(),
+        tally.by_name.total(),
         outcome.elapsed.as_secs_f64()
     );
     // Writing to a String cannot fail.
-    for (name, n) in &tally.by_name {
-        if *name != "fault_summary" && *name != "lost" {
+    for (name, n) in tally.by_name.sorted() {
+        if name != "fault_summary" && name != "lost" {
             let _ = write!(line, ", {name} {n}");
         }
     }
