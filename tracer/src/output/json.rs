@@ -27,6 +27,7 @@ pub(super) struct Names {
     mmap_flags: Recent,
     prot: Recent,
     other: Recent,
+    size: Recent,
 }
 
 /// The last few (kind, value) -> name pairs, replaced in turn.
@@ -70,7 +71,18 @@ const REMAP_FILE_PAGES: u8 = 4;
 const ADVICE: u8 = 5;
 
 impl Names {
-    fn prot(&mut self, prot: u64) -> &str {
+    /// [`mmap_flags_str`].
+    pub(super) fn mmap_flags(&mut self, flags: u64) -> &str {
+        self.mmap_flags.get(0, flags, mmap_flags_str)
+    }
+
+    /// [`human_size`](super::names::human_size).
+    pub(super) fn size(&mut self, bytes: u64) -> &str {
+        self.size.get(0, bytes, super::names::human_size)
+    }
+
+    /// [`prot_str`].
+    pub(super) fn prot(&mut self, prot: u64) -> &str {
         match PROT_RWX.get(prot as usize) {
             Some(name) => name,
             None => self.prot.get(0, prot, prot_str),
@@ -1049,6 +1061,212 @@ mod serde_form {
     }
 }
 
+/// Events of every kind, with odd values, invalid UTF-8 and characters
+/// that need escaping, for the tests of both formats.
+#[cfg(test)]
+pub(super) fn sample_events() -> Vec<Event> {
+    use crate::event::{Access, MappedFile};
+    use tracer_common::EventKind;
+    let comms: [&[u8]; 5] = [
+        b"python3",
+        b"",
+        b"a\"b\\c\n\x01\x7f",
+        b"\xff\xfeab",
+        "é€".as_bytes(),
+    ];
+    let paths: [&[u8]; 4] = [b"/usr/lib/libc.so.6", b"", b"/tmp/\"x\"\t", b"/tmp/\xc3"];
+    let values = [
+        0u64,
+        1,
+        3,
+        7,
+        8,
+        0x22,
+        0x802,
+        0x1000_0022,
+        u64::MAX,
+        1 << 63,
+        0x7f3a12340000,
+    ];
+    let results = [
+        SysResult::Ok(0),
+        SysResult::Ok(0x7f00_0000_0000),
+        SysResult::Err(12),
+        SysResult::Err(600),
+    ];
+    let mut bodies = Vec::new();
+    for (i, &v) in values.iter().enumerate() {
+        let r = results[i % results.len()];
+        let w = values[(i + 3) % values.len()];
+        let file = (i % 3 != 0).then(|| MappedFile {
+            path: paths[i % paths.len()].to_vec(),
+            dev_major: (v & 0xfff) as u32,
+            dev_minor: (w & 0xfffff) as u32,
+            ino: w,
+            truncated: i % 2 == 0,
+        });
+        bodies.extend([
+            Body::Brk {
+                requested: v,
+                old_brk: w,
+                new_brk: v ^ w,
+                start_brk: 0,
+            },
+            Body::Mmap {
+                addr: v,
+                len: w,
+                prot: v,
+                flags: w,
+                fd: v as i64,
+                offset: w,
+                ret: r,
+                file,
+            },
+            Body::Munmap {
+                addr: v,
+                len: w,
+                ret: r,
+            },
+            Body::Mremap {
+                old_addr: v,
+                old_len: w,
+                new_len: v,
+                flags: w,
+                new_addr: v,
+                ret: r,
+            },
+            Body::Mremap {
+                old_addr: v,
+                old_len: w,
+                new_len: v,
+                flags: v,
+                new_addr: w,
+                ret: r,
+            },
+            Body::Mprotect {
+                addr: v,
+                len: w,
+                prot: v,
+                ret: r,
+            },
+            Body::PkeyMprotect {
+                addr: v,
+                len: w,
+                prot: w,
+                pkey: v as i32,
+                ret: r,
+            },
+            Body::Madvise {
+                addr: v,
+                len: w,
+                advice: v,
+                ret: r,
+            },
+            Body::Mlock {
+                addr: v,
+                len: w,
+                ret: r,
+            },
+            Body::Munlock {
+                addr: w,
+                len: v,
+                ret: r,
+            },
+            Body::Mlock2 {
+                addr: v,
+                len: w,
+                flags: v,
+                ret: r,
+            },
+            Body::Mlockall { flags: w, ret: r },
+            Body::Munlockall { ret: r },
+            Body::Mseal {
+                addr: v,
+                len: w,
+                flags: v,
+                ret: r,
+            },
+            Body::Shmat {
+                shmid: w as i32,
+                addr: v,
+                flags: w,
+                ret: r,
+            },
+            Body::Shmdt { addr: v, ret: r },
+            Body::RemapFilePages {
+                addr: v,
+                size: w,
+                prot: v,
+                pgoff: w,
+                flags: v,
+                ret: r,
+            },
+            Body::Fault {
+                addr: v,
+                ip: w,
+                access: [Access::Read, Access::Write, Access::Exec][i % 3],
+                present: i % 2 == 0,
+            },
+            Body::FaultSummary {
+                interval_ns: v,
+                read: w,
+                write: v,
+                exec: w,
+                present: v,
+            },
+            Body::Stack {
+                old_start: v,
+                new_start: w,
+                source: if i % 2 == 0 {
+                    StackSource::Fault
+                } else {
+                    StackSource::Fexit
+                },
+            },
+            Body::Exec {
+                path: paths[i % paths.len()].to_vec(),
+                old_pid: if i % 2 == 0 { 1234 } else { v as u32 },
+                start_time: 0,
+                abi: [
+                    None,
+                    Some(crate::event::Abi::I386),
+                    Some(crate::event::Abi::X86_64),
+                ][i % 3],
+            },
+            Body::Fork {
+                child_pid: v as u32,
+                clone_flags: 0,
+            },
+            Body::Exit {
+                status: v as i32,
+                start_time: 0,
+            },
+            Body::Lost {
+                count: v,
+                kind: (i % 2 == 0).then_some(EventKind::Mmap),
+            },
+            Body::Lost {
+                count: w,
+                kind: None,
+            },
+        ]);
+    }
+
+    let mut events = Vec::new();
+    for (n, body) in bodies.into_iter().enumerate() {
+        events.push(Event {
+            ts_ns: [0, 999, 1_000, u64::MAX, 12_345_678_901][n % 5],
+            cpu: 0,
+            pid: [1234, 0, u32::MAX][n % 3],
+            tid: [1236, 7, u32::MAX][n % 3],
+            comm: comms[n % comms.len()].to_vec(),
+            body,
+            counters: None,
+        });
+    }
+    events
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1467,195 +1685,8 @@ mod tests {
     /// odd values and bytes included, and with its caches warm or cold.
     #[test]
     fn same_bytes_as_serde() {
-        let comms: [&[u8]; 5] = [
-            b"python3",
-            b"",
-            b"a\"b\\c\n\x01\x7f",
-            b"\xff\xfeab",
-            "é€".as_bytes(),
-        ];
-        let paths: [&[u8]; 4] = [b"/usr/lib/libc.so.6", b"", b"/tmp/\"x\"\t", b"/tmp/\xc3"];
-        let values = [
-            0u64,
-            1,
-            3,
-            7,
-            8,
-            0x22,
-            0x802,
-            0x1000_0022,
-            u64::MAX,
-            1 << 63,
-            0x7f3a12340000,
-        ];
-        let results = [
-            SysResult::Ok(0),
-            SysResult::Ok(0x7f00_0000_0000),
-            SysResult::Err(12),
-            SysResult::Err(600),
-        ];
-        let mut bodies = Vec::new();
-        for (i, &v) in values.iter().enumerate() {
-            let r = results[i % results.len()];
-            let w = values[(i + 3) % values.len()];
-            let file = (i % 3 != 0).then(|| MappedFile {
-                path: paths[i % paths.len()].to_vec(),
-                dev_major: (v & 0xfff) as u32,
-                dev_minor: (w & 0xfffff) as u32,
-                ino: w,
-                truncated: i % 2 == 0,
-            });
-            bodies.extend([
-                Body::Brk {
-                    requested: v,
-                    old_brk: w,
-                    new_brk: v ^ w,
-                    start_brk: 0,
-                },
-                Body::Mmap {
-                    addr: v,
-                    len: w,
-                    prot: v,
-                    flags: w,
-                    fd: v as i64,
-                    offset: w,
-                    ret: r,
-                    file,
-                },
-                Body::Munmap {
-                    addr: v,
-                    len: w,
-                    ret: r,
-                },
-                Body::Mremap {
-                    old_addr: v,
-                    old_len: w,
-                    new_len: v,
-                    flags: w,
-                    new_addr: v,
-                    ret: r,
-                },
-                Body::Mremap {
-                    old_addr: v,
-                    old_len: w,
-                    new_len: v,
-                    flags: v,
-                    new_addr: w,
-                    ret: r,
-                },
-                Body::Mprotect {
-                    addr: v,
-                    len: w,
-                    prot: v,
-                    ret: r,
-                },
-                Body::PkeyMprotect {
-                    addr: v,
-                    len: w,
-                    prot: w,
-                    pkey: v as i32,
-                    ret: r,
-                },
-                Body::Madvise {
-                    addr: v,
-                    len: w,
-                    advice: v,
-                    ret: r,
-                },
-                Body::Mlock {
-                    addr: v,
-                    len: w,
-                    ret: r,
-                },
-                Body::Munlock {
-                    addr: w,
-                    len: v,
-                    ret: r,
-                },
-                Body::Mlock2 {
-                    addr: v,
-                    len: w,
-                    flags: v,
-                    ret: r,
-                },
-                Body::Mlockall { flags: w, ret: r },
-                Body::Munlockall { ret: r },
-                Body::Mseal {
-                    addr: v,
-                    len: w,
-                    flags: v,
-                    ret: r,
-                },
-                Body::Shmat {
-                    shmid: w as i32,
-                    addr: v,
-                    flags: w,
-                    ret: r,
-                },
-                Body::Shmdt { addr: v, ret: r },
-                Body::RemapFilePages {
-                    addr: v,
-                    size: w,
-                    prot: v,
-                    pgoff: w,
-                    flags: v,
-                    ret: r,
-                },
-                Body::Fault {
-                    addr: v,
-                    ip: w,
-                    access: [Access::Read, Access::Write, Access::Exec][i % 3],
-                    present: i % 2 == 0,
-                },
-                Body::FaultSummary {
-                    interval_ns: v,
-                    read: w,
-                    write: v,
-                    exec: w,
-                    present: v,
-                },
-                Body::Stack {
-                    old_start: v,
-                    new_start: w,
-                    source: if i % 2 == 0 {
-                        StackSource::Fault
-                    } else {
-                        StackSource::Fexit
-                    },
-                },
-                Body::Exec {
-                    path: paths[i % paths.len()].to_vec(),
-                    old_pid: if i % 2 == 0 { 1234 } else { v as u32 },
-                    start_time: 0,
-                    abi: [
-                        None,
-                        Some(crate::event::Abi::I386),
-                        Some(crate::event::Abi::X86_64),
-                    ][i % 3],
-                },
-                Body::Fork {
-                    child_pid: v as u32,
-                    clone_flags: 0,
-                },
-                Body::Exit {
-                    status: v as i32,
-                    start_time: 0,
-                },
-                Body::Lost {
-                    count: v,
-                    kind: (i % 2 == 0).then_some(EventKind::Mmap),
-                },
-                Body::Lost {
-                    count: w,
-                    kind: None,
-                },
-            ]);
-        }
         let mut names = Names::default();
-        for (n, body) in bodies.into_iter().enumerate() {
-            let mut e = ev(body);
-            e.comm = comms[n % comms.len()].to_vec();
-            e.ts_ns = [0, 999, 1_000, u64::MAX][n % 4];
+        for e in sample_events() {
             let mut want = Vec::new();
             serde_form::format_event(&mut want, &e, 1_000).unwrap();
             for names in [&mut names, &mut Names::default()] {

@@ -69,6 +69,7 @@ pub struct Printer<W: Write> {
     /// The line being built, kept to reuse its allocation.
     text_buf: String,
     json_buf: Vec<u8>,
+    /// Names of flags and sizes seen last (both formats).
     json_names: json::Names,
 }
 
@@ -93,7 +94,13 @@ impl<W: Write> Printer<W> {
         match self.format {
             Format::Text => {
                 self.text_buf.clear();
-                text::format_event(&mut self.text_buf, ev, self.color, self.start_ns);
+                text::format_event(
+                    &mut self.text_buf,
+                    ev,
+                    self.color,
+                    self.start_ns,
+                    &mut self.json_names,
+                );
                 self.out.write_all(self.text_buf.as_bytes())
             }
             Format::Jsonl => {
