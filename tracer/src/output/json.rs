@@ -101,6 +101,7 @@ impl<'a> Line<'a> {
         Line { out, first: true }
     }
 
+    #[inline]
     fn key(&mut self, key: &str) {
         self.out.push(if self.first { b'{' } else { b',' });
         self.first = false;
@@ -109,6 +110,7 @@ impl<'a> Line<'a> {
         self.out.extend_from_slice(b"\":");
     }
 
+    #[inline]
     fn u64(&mut self, key: &str, v: u64) {
         self.key(key);
         write_u64(self.out, v);
@@ -122,11 +124,13 @@ impl<'a> Line<'a> {
         write_u64(self.out, v.unsigned_abs());
     }
 
+    #[inline]
     fn str(&mut self, key: &str, v: &str) {
         self.key(key);
         write_str(self.out, v);
     }
 
+    #[inline]
     fn hex(&mut self, key: &str, v: u64) {
         self.key(key);
         self.out.push(b'"');
@@ -174,6 +178,7 @@ impl<'a> Line<'a> {
     }
 }
 
+#[inline]
 fn write_u64(out: &mut Vec<u8>, mut v: u64) {
     let mut buf = [0u8; 20];
     let mut at = buf.len();
@@ -189,6 +194,7 @@ fn write_u64(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// `0x` and lowercase hex digits, as `{:#x}` writes them.
+#[inline]
 fn write_hex(out: &mut Vec<u8>, v: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut buf = [0u8; 18];
@@ -210,6 +216,7 @@ fn write_hex(out: &mut Vec<u8>, v: u64) {
 
 /// A JSON string, escaped as serde_json escapes it: as is when nothing
 /// needs escaping (the common case), else by serde_json itself.
+#[inline]
 fn write_str(out: &mut Vec<u8>, s: &str) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.push(b'"');

@@ -309,6 +309,9 @@ struct Core {
     execs: u64,
     /// Seeds read for exec records not handled yet, by (pid, stamp).
     seeds: std::collections::HashMap<(u32, u64), crate::model::ExecSeed>,
+    /// The records of a batch (with a model), one after the other, and
+    /// where each ends; kept to reuse their allocations.
+    batch: (Vec<u8>, Vec<usize>),
     /// Malformed records already logged.
     malformed_logged: bool,
     /// The system calls of each process's program, once looked at (see
@@ -349,31 +352,50 @@ impl Core {
     /// time. The exec records of a batch are looked for first: a new
     /// address space is read as soon as its exec is in the buffer, not
     /// once the records before it (thousands of faults, say) are handled.
+    ///
+    /// Without a model nothing needs the batch ahead: each record is
+    /// handled as it is read, in place. With one, the batch is copied into
+    /// one buffer kept from batch to batch (no allocation per record).
     fn drain<S: Sink>(&mut self, reader: &mut EventReader, sink: &mut S) {
+        if self.tracker.is_none() {
+            while reader.drain_some(DRAIN_BATCH, |b| self.record(b, sink)) == DRAIN_BATCH {}
+            return;
+        }
+        let (mut bytes, mut ends) = std::mem::take(&mut self.batch);
         loop {
-            let mut batch: Vec<Vec<u8>> = Vec::new();
-            let n = reader.drain_some(DRAIN_BATCH, |b| batch.push(b.to_vec()));
-            if self.tracker.is_some() {
-                // The last exec of each process in the batch: an earlier
-                // one's address space is already gone.
-                let mut last = std::collections::HashMap::new();
-                for (pid, ts, mm) in batch.iter().filter_map(|b| exec_record(b)) {
-                    last.insert(pid, (ts, mm));
-                }
-                for (pid, (ts, mm)) in last {
-                    let seed = control::exec_seed(&self.hooks, pid, mm, ts);
-                    self.seeds.insert((pid, ts), seed);
-                }
+            bytes.clear();
+            ends.clear();
+            let n = reader.drain_some(DRAIN_BATCH, |b| {
+                bytes.extend_from_slice(b);
+                ends.push(bytes.len());
+            });
+            let records = || {
+                ends.iter().scan(0, |start, &end| {
+                    let r = &bytes[*start..end];
+                    *start = end;
+                    Some(r)
+                })
+            };
+            // The last exec of each process in the batch: an earlier
+            // one's address space is already gone.
+            let mut last = std::collections::HashMap::new();
+            for (pid, ts, mm) in records().filter_map(exec_record) {
+                last.insert(pid, (ts, mm));
             }
-            for b in &batch {
+            for (pid, (ts, mm)) in last {
+                let seed = control::exec_seed(&self.hooks, pid, mm, ts);
+                self.seeds.insert((pid, ts), seed);
+            }
+            for b in records() {
                 self.record(b, sink);
             }
             // Left only by exec records that did not decode.
             self.seeds.clear();
             if n < DRAIN_BATCH {
-                return;
+                break;
             }
         }
+        self.batch = (bytes, ends);
     }
 
     fn deliver<S: Sink>(
@@ -632,6 +654,7 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
         counters: cfg.track_rss,
         execs: 0,
         seeds: std::collections::HashMap::new(),
+        batch: (Vec::new(), Vec::new()),
         malformed_logged: false,
         abi_seen: std::collections::HashMap::new(),
         abi_last: None,
