@@ -180,15 +180,27 @@ impl<'a> Line<'a> {
 
 #[inline]
 fn write_u64(out: &mut Vec<u8>, mut v: u64) {
+    // Two digits at a time.
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut buf = [0u8; 20];
     let mut at = buf.len();
-    loop {
+    while v >= 100 {
+        let pair = (v % 100) as usize * 2;
+        v /= 100;
+        at -= 2;
+        buf[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if v >= 10 {
+        let pair = v as usize * 2;
+        at -= 2;
+        buf[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
         at -= 1;
-        buf[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+        buf[at] = b'0' + v as u8;
     }
     out.extend_from_slice(&buf[at..]);
 }
@@ -231,6 +243,8 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
 /// Appends one JSON line (with its newline) for `ev` to `out`. Times are
 /// relative to `start_ns`, saturating at 0.
 pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64, names: &mut Names) {
+    // Room for a common line at once.
+    out.reserve(320);
     let mut l = Line::new(out);
     l.u64("t_ns", ev.ts_ns.saturating_sub(start_ns));
     l.u64("pid", u64::from(ev.pid));
@@ -1707,6 +1721,23 @@ mod tests {
                 );
                 assert_eq!(got, want);
             }
+        }
+    }
+
+    #[test]
+    fn numbers_as_display_writes_them() {
+        let mut out = Vec::new();
+        let values = (0..20_000u64)
+            .chain((0..64).map(|b| 1u64 << b))
+            .chain((1..20).map(|n| 10u64.pow(n) - 1))
+            .chain([u64::MAX]);
+        for v in values {
+            out.clear();
+            write_u64(&mut out, v);
+            assert_eq!(out, v.to_string().as_bytes());
+            out.clear();
+            write_hex(&mut out, v);
+            assert_eq!(out, format!("{v:#x}").as_bytes());
         }
     }
 }
