@@ -99,7 +99,14 @@ pub fn probe_change(p: &mut VmaProbes, kind: EventKind, args: &[u64; 6], ret: i6
         }
         // The last page is in the first page's VMA (a new mapping, a
         // change inside one): the same answer, without a walk.
-        if i == 1 && p.state[0] == VMA_MAPPED && p.ext[0].start <= at[1] && at[1] < p.ext[0].end {
+        //
+        // The first answer is read back from the record, where the
+        // verifier cannot see it, rather than taken from the walk's
+        // result: otherwise it would check the second walk once per
+        // answer the first can give.
+        // SAFETY: a read of the record's field.
+        let first = unsafe { core::ptr::read_volatile(&p.state[0]) };
+        if i == 1 && first == VMA_MAPPED && p.ext[0].start <= at[1] && at[1] < p.ext[0].end {
             p.state[1] = VMA_MAPPED;
             p.ext[1] = p.ext[0];
             continue;
@@ -210,26 +217,35 @@ fn maple(ext: &mut VmaExtent, mm: u64, addr: u64, off: &VmaOffsets) -> Result<u8
         // The slot, as mtree_range_walk finds it: the first of 1..end
         // whose pivot is at or above `addr`, else `end` (up to the node's
         // max).
-        let mut at = 0usize;
+        //
+        // The search carries the slot's address and the range's bounds,
+        // never the slot's index out of the loop: the index is compared
+        // with constants (the loop's bounds), which makes the verifier
+        // tell its values apart, and it would then check the rest of the
+        // walk once per slot (about twice the instructions in all).
+        let mut slot = node + slots;
         let mut hi = max;
-        let lo;
+        let mut lo = min;
         if pivots[0] >= addr {
             hi = pivots[0];
-            lo = min;
         } else {
-            for i in 1..=R64_PIVOTS {
-                at = i;
+            lo = pivots[0].wrapping_add(1);
+            slot += 8;
+            // Slot 15, if the walk gets there, is the last (npiv <= 15).
+            for i in 1..R64_PIVOTS {
                 if i >= end || i >= npiv {
                     break;
                 }
-                if pivots[i & R64_PIVOTS] >= addr {
-                    hi = pivots[i & R64_PIVOTS];
+                let pivot = pivots[i & R64_PIVOTS];
+                if pivot >= addr {
+                    hi = pivot;
                     break;
                 }
+                lo = pivot.wrapping_add(1);
+                slot += 8;
             }
-            lo = pivots[(at - 1) & R64_PIVOTS].wrapping_add(1);
         }
-        let child = read::<u64>(node + slots, (at & R64_PIVOTS) as u64 * 8)?;
+        let child = read_slot(slot)?;
         if ty == MAPLE_LEAF_64 {
             // A dead node (freed under the walk) points at itself as its
             // parent; a dead node above leads here too.
@@ -251,6 +267,15 @@ fn maple(ext: &mut VmaExtent, mm: u64, addr: u64, off: &VmaOffsets) -> Result<u8
         max = hi;
     }
     Err(-1)
+}
+
+/// The slot at `addr`, which is above the first page. Not through
+/// [`read`]: its test for a null address, which the verifier can decide
+/// here, would make it tell the walk's slot addresses apart (see above).
+#[inline(always)]
+fn read_slot(addr: u64) -> Result<u64, i64> {
+    // SAFETY: the helper tolerates any address.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr as *const u64) }.map_err(|e| e as i64)
 }
 
 /// `n` pivots at `src` into `dst`.

@@ -795,6 +795,39 @@ fn machine() -> String {
     )
 }
 
+/// A part of the comparison run alone (`cargo xtask bench --only`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Only {
+    /// Start-up (spawn to attached) and detach, and BPF time per program.
+    Startup,
+    /// mmtrace's CPU per event, by format.
+    PerEvent,
+}
+
+/// Runs one part of the comparison with `rounds` rounds; returns its table
+/// and targets as markdown.
+pub fn only(part: Only, rounds: usize) -> Result<String> {
+    run(cargo().args(["build", "--release", "-p", "tracer", "--bin", "mmtrace"]))?;
+    run(cargo().args(["build", "--release", "-p", "tests", "--bin", "benchload"]))?;
+    let dir = workspace_root().join("target").join("tmp").join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let mut runner = Runner {
+        mmtrace: workspace_root().join("target/release/mmtrace"),
+        dir,
+        seq: 0,
+    };
+    let (mut md, targets) = match part {
+        Only::Startup => start_detach_and_bpf(&runner, rounds)?,
+        Only::PerEvent => per_event(&mut runner, rounds)?,
+    };
+    md = format!("Machine: {}. {rounds} rounds.\n{md}", machine());
+    md.push_str("\n| target | goal | measured |\n|---|---:|---:|\n");
+    for t in &targets {
+        let _ = writeln!(md, "| {} | {} | {:.2} |", t.what, t.goal, t.value);
+    }
+    Ok(md)
+}
+
 /// Runs the comparison; `extra` is markdown from the other benchmarks.
 pub fn compare(rounds: usize, quick: bool, extra: &str) -> Result<Figures> {
     crate::setup::bench_tools()?;

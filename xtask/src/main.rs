@@ -103,6 +103,11 @@ enum Task {
         /// tables and leaves docs/BENCHMARKS.md alone.
         #[arg(long)]
         quick: bool,
+        /// Only this part of the comparison (as root), printed: mmtrace's
+        /// start-up and detach times, or its CPU per event. Quicker than a
+        /// whole run, to measure a change; docs/BENCHMARKS.md is left alone.
+        #[arg(long, value_enum)]
+        only: Option<compare::Only>,
     },
     /// Record the test workload (root), write its HTML report and draw it
     /// with headless Chromium into docs/report-html.png (the README's
@@ -160,7 +165,19 @@ fn run_task(task: Task) -> Result<()> {
             )
         }
         Task::Test { lint, .. } => test(lint),
-        Task::Bench { rounds, quick } => {
+        Task::Bench {
+            rounds,
+            only: Some(only),
+            ..
+        } => {
+            setup::check()?;
+            if !is_root() {
+                bail!("cargo xtask bench --only needs root (it loads eBPF programs)");
+            }
+            println!("{}", compare::only(only, rounds.max(1))?);
+            Ok(())
+        }
+        Task::Bench { rounds, quick, .. } => {
             setup::check()?;
             // Everything runs; any failing fails the task.
             let model = if quick {

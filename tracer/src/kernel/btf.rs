@@ -20,8 +20,7 @@ use tracer_common::{
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// Reads the running kernel's BTF. Read once: the bytes serve both the
-/// offsets ([`Btf::parse`]) and aya (`aya::Btf::parse`).
+/// Reads the running kernel's BTF, for the offsets ([`Btf::parse`]).
 pub fn read_vmlinux() -> Result<Vec<u8>> {
     if !Path::new(VMLINUX_BTF).exists() {
         bail!(

@@ -10,7 +10,7 @@ pub mod proc;
 pub mod ring;
 pub mod tracefs;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Instant};
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
@@ -151,16 +151,51 @@ impl Drop for Hooks {
 impl Hooks {
     /// Loads and attaches. Nothing stays attached if this fails.
     pub fn load(cfg: &HookConfig) -> Result<Hooks> {
-        // The kernel's BTF is read once. aya 0.14's EbpfLoader::new() parses
-        // its own copy for relocations (unconditionally, in the constructor),
-        // so aya's parse of these bytes is left to the fexit load, the only
-        // other user, and done only if stack events are wanted.
-        let vmlinux = btf::read_vmlinux()?;
-        let parsed = btf::Btf::parse(&vmlinux)
-            .with_context(|| format!("cannot parse {}", btf::VMLINUX_BTF))?;
-        let offsets = btf::resolve_offsets(&parsed)?;
-        let vma_offsets = btf::resolve_vma_offsets(&parsed);
-        drop(parsed);
+        // aya 0.14's EbpfLoader::new() parses the kernel's BTF for
+        // relocations (unconditionally, in the constructor, with no way to
+        // hand it ours or take its copy back), and the fexit load needs one
+        // of aya's; mmtrace's own reader resolves the offsets. The three
+        // parses run at once, each on its own thread: they took 150-300
+        // ms one after the other.
+        let started = Instant::now();
+        let fexit_wanted = cfg.kind_mask & EventKind::Stack.bit() != 0
+            && matches!(EventKind::Stack.info().source, Source::Fexit(_));
+        let (loader, fexit_btf, resolved) = std::thread::scope(|s| {
+            let spawn = |name: &str| std::thread::Builder::new().name(name.into());
+            let loader = spawn("mmtrace-btf").spawn_scoped(s, EbpfLoader::new);
+            let fexit_btf = fexit_wanted.then(|| {
+                spawn("mmtrace-btf2").spawn_scoped(s, || {
+                    aya::Btf::from_sys_fs()
+                        .with_context(|| format!("cannot parse {}", btf::VMLINUX_BTF))
+                })
+            });
+            let resolved = (|| -> Result<_> {
+                let vmlinux = btf::read_vmlinux()?;
+                let parsed = btf::Btf::parse(&vmlinux)
+                    .with_context(|| format!("cannot parse {}", btf::VMLINUX_BTF))?;
+                Ok((
+                    btf::resolve_offsets(&parsed)?,
+                    btf::resolve_vma_offsets(&parsed),
+                ))
+            })();
+            // Without a thread (or if it panicked), here.
+            let loader = loader
+                .ok()
+                .and_then(|h| h.join().ok())
+                .unwrap_or_else(EbpfLoader::new);
+            let fexit_btf = fexit_btf.map(|h| {
+                h.ok().and_then(|h| h.join().ok()).unwrap_or_else(|| {
+                    aya::Btf::from_sys_fs()
+                        .with_context(|| format!("cannot parse {}", btf::VMLINUX_BTF))
+                })
+            });
+            (loader, fexit_btf, resolved)
+        });
+        let (offsets, vma_offsets) = resolved?;
+        debug!(
+            "start-up: kernel BTF read and parsed in {} ms",
+            started.elapsed().as_millis()
+        );
         let mut filter = 0;
         if cfg.pid_filter || !cfg.pids.is_empty() {
             filter |= FILTER_PID;
@@ -184,7 +219,7 @@ impl Hooks {
             diagnostics: u32::from(kernel_log_wanted()),
             mm_counters: u32::from(cfg.mm_counters),
         };
-        let mut loader = EbpfLoader::new();
+        let mut loader = loader;
         loader
             .override_global("CONFIG", &config, true)
             .override_global("OFFSETS", &offsets, true)
@@ -194,9 +229,14 @@ impl Hooks {
             // Nothing is logged: the smallest ring buffer will do.
             loader.map_max_entries(AYA_LOGS, page_size());
         }
+        let started = Instant::now();
         let mut ebpf = loader
             .load(PROGRAMS)
             .context("cannot load mmtrace's kernel programs")?;
+        debug!(
+            "start-up: object and maps loaded in {} ms",
+            started.elapsed().as_millis()
+        );
         if config.diagnostics != 0 {
             // Before any program is loaded: they refer to the log's map.
             forward_kernel_log(&mut ebpf)?;
@@ -236,7 +276,17 @@ impl Hooks {
         let mut fexit_loaded = 0;
         let stack = EventKind::Stack;
         if let (true, Source::Fexit(fexit)) = (wanted & stack.bit() != 0, stack.info().source) {
-            hooks.stack_path = match hooks.load_fexit(&fexit, &vmlinux) {
+            let started = Instant::now();
+            let loaded = match &fexit_btf {
+                Some(Ok(btf)) => hooks.load_fexit(&fexit, btf),
+                Some(Err(e)) => Err(anyhow!("{e:#}")),
+                None => Err(anyhow!("the kernel's BTF was not read")),
+            };
+            debug!(
+                "start-up: fexit attempt took {} ms",
+                started.elapsed().as_millis()
+            );
+            hooks.stack_path = match loaded {
                 Ok(()) => {
                     fexit_loaded |= stack.bit();
                     StackPath::Fexit
@@ -297,9 +347,14 @@ impl Hooks {
             })?;
             tracefs::check_layout(tp, &format)?;
         }
-        for tp in &plan.tracepoints {
-            hooks.load_tracepoint(tp)?;
-        }
+        let started = Instant::now();
+        hooks.load_tracepoints(&plan.tracepoints)?;
+        debug!(
+            "start-up: {} programs verified in {} ms",
+            plan.tracepoints.len(),
+            started.elapsed().as_millis()
+        );
+        let started = Instant::now();
 
         hooks.attached_ns = clock::monotonic_ns();
         if let (StackPath::Fexit, Source::Fexit(fexit)) = (hooks.stack_path, stack.info().source) {
@@ -318,6 +373,11 @@ impl Hooks {
         for tp in exits.into_iter().chain(others) {
             hooks.attach_tracepoint(tp)?;
         }
+        debug!(
+            "start-up: {} programs attached in {} ms",
+            plan.tracepoints.len(),
+            started.elapsed().as_millis()
+        );
         if cfg.fault_mode == FAULTS_ALL {
             info!("streaming every page fault");
         }
@@ -332,10 +392,67 @@ impl Hooks {
             .try_into()?)
     }
 
-    fn load_tracepoint(&mut self, tp: &Tracepoint) -> Result<()> {
-        self.tracepoint(tp.prog)?
-            .load()
-            .with_context(|| format!("the kernel refused program {}", tp.prog))
+    /// Loads the programs of `tps`, several at once: the kernel verifies
+    /// each in its own `bpf()` call, which takes most of the start-up (up
+    /// to hundreds of milliseconds for a syscall's exit), on one CPU. One
+    /// thread per CPU takes the next program until none is left. An error
+    /// names its program, with the verifier's log when it refused it; the
+    /// first in `tps`'s order is returned.
+    fn load_tracepoints(&mut self, tps: &[&Tracepoint]) -> Result<()> {
+        let mut wanted: BTreeMap<&str, Option<&mut TracePoint>> =
+            tps.iter().map(|tp| (tp.prog, None)).collect();
+        for (name, prog) in self.ebpf.programs_mut() {
+            if let Some(slot) = wanted.get_mut(name) {
+                *slot = Some(prog.try_into()?);
+            }
+        }
+        let mut queue = Vec::with_capacity(tps.len());
+        let mut missing = None;
+        for tp in tps {
+            match wanted.get_mut(tp.prog).and_then(Option::take) {
+                Some(prog) => queue.push((tp.prog, prog)),
+                // Listed twice, or not in the object.
+                None if missing.is_none() => missing = Some(tp.prog),
+                None => {}
+            }
+        }
+        if let Some(prog) = missing {
+            return Err(anyhow!("program {prog} missing from the object"));
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .min(queue.len())
+            .max(1);
+        // Taken from the front: in the plan's order.
+        queue.reverse();
+        let queue = std::sync::Mutex::new(queue);
+        let failed = std::sync::Mutex::new(Vec::new());
+        let work = || loop {
+            let next = queue.lock().map(|mut q| q.pop()).ok().flatten();
+            let Some((name, prog)) = next else { break };
+            if let Err(e) = prog.load() {
+                if let Ok(mut failed) = failed.lock() {
+                    failed.push((name, e));
+                }
+            }
+        };
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                // Without a thread, the others (and this one) do its share.
+                let _ = std::thread::Builder::new()
+                    .name("mmtrace-load".into())
+                    .spawn_scoped(s, work);
+            }
+            work();
+        });
+        let mut failed = failed.into_inner().unwrap_or_default();
+        failed.sort_by_key(|(name, _)| tps.iter().position(|tp| tp.prog == *name));
+        match failed.into_iter().next() {
+            Some((name, e)) => {
+                Err(anyhow::Error::new(e).context(format!("the kernel refused program {name}")))
+            }
+            None => Ok(()),
+        }
     }
 
     fn attach_tracepoint(&mut self, tp: &Tracepoint) -> Result<()> {
@@ -347,23 +464,21 @@ impl Hooks {
         Ok(())
     }
 
-    /// Loads the fentry/fexit pair on `fexit.function`; `vmlinux` is the
-    /// kernel's BTF, to find the function.
-    fn load_fexit(&mut self, fexit: &Fexit, vmlinux: &[u8]) -> Result<()> {
-        let btf = aya::Btf::parse(vmlinux, aya::Endianness::default())
-            .with_context(|| format!("cannot parse {}", btf::VMLINUX_BTF))?;
+    /// Loads the fentry/fexit pair on `fexit.function`; `btf` is the
+    /// kernel's, to find the function.
+    fn load_fexit(&mut self, fexit: &Fexit, btf: &aya::Btf) -> Result<()> {
         let entry: &mut FEntry = self
             .ebpf
             .program_mut(fexit.entry_prog)
             .ok_or_else(|| anyhow!("fentry program {} missing", fexit.entry_prog))?
             .try_into()?;
-        entry.load(fexit.function, &btf)?;
+        entry.load(fexit.function, btf)?;
         let exit: &mut FExit = self
             .ebpf
             .program_mut(fexit.exit_prog)
             .ok_or_else(|| anyhow!("fexit program {} missing", fexit.exit_prog))?
             .try_into()?;
-        exit.load(fexit.function, &btf)?;
+        exit.load(fexit.function, btf)?;
         Ok(())
     }
 

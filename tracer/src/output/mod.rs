@@ -70,6 +70,8 @@ pub struct Printer<W: Write> {
     /// The line being built, kept to reuse its allocation.
     text_buf: String,
     json_buf: Vec<u8>,
+    /// Names of flags and sizes seen last (both formats).
+    json_names: json::Names,
 }
 
 impl<W: Write> Printer<W> {
@@ -84,6 +86,7 @@ impl<W: Write> Printer<W> {
             start_ns,
             text_buf: String::new(),
             json_buf: Vec::new(),
+            json_names: json::Names::default(),
         }
     }
 
@@ -92,12 +95,18 @@ impl<W: Write> Printer<W> {
         match self.format {
             Format::Text => {
                 self.text_buf.clear();
-                text::format_event(&mut self.text_buf, ev, self.color, self.start_ns);
+                text::format_event(
+                    &mut self.text_buf,
+                    ev,
+                    self.color,
+                    self.start_ns,
+                    &mut self.json_names,
+                );
                 self.out.write_all(self.text_buf.as_bytes())
             }
             Format::Jsonl => {
                 self.json_buf.clear();
-                json::format_event(&mut self.json_buf, ev, self.start_ns)?;
+                json::format_event(&mut self.json_buf, ev, self.start_ns, &mut self.json_names);
                 self.out.write_all(&self.json_buf)
             }
         }

@@ -412,6 +412,21 @@ fn is_invisible_format(c: char) -> bool {
 /// send escape sequences to the user's terminal.
 pub fn escape_text(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
+    escape_text_into(&mut out, bytes);
+    out
+}
+
+/// [`escape_text`], appended to `out`.
+pub fn escape_text_into(out: &mut String, bytes: &[u8]) {
+    // Printable ASCII but `\\`, the common case, as it is.
+    if bytes
+        .iter()
+        .all(|b| (b' '..=b'~').contains(b) && *b != b'\\')
+    {
+        // All ASCII.
+        out.push_str(std::str::from_utf8(bytes).unwrap_or_default());
+        return;
+    }
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
             match c {
@@ -433,7 +448,6 @@ pub fn escape_text(bytes: &[u8]) -> String {
             let _ = write!(out, "\\x{b:02x}");
         }
     }
-    out
 }
 
 /// Bytes as a JSON string (invalid UTF-8 replaced), with the raw bytes in

@@ -4,7 +4,6 @@
 //! closing summary.
 
 use std::{
-    collections::BTreeMap,
     ffi::OsString,
     os::unix::ffi::OsStrExt,
     path::PathBuf,
@@ -249,11 +248,41 @@ impl Target {
 /// Per-kind event counts for the closing summary.
 #[derive(Default)]
 pub struct Tally {
-    pub by_name: BTreeMap<&'static str, u64>,
+    pub by_name: Counts,
     pub lost: u64,
     pub malformed: u64,
     /// Failures of the kernel programs (reads, full maps).
     pub kernel_errors: u64,
+}
+
+/// Events counted by name, in the order first seen: a short list, looked
+/// up by the name's address first (a per-event tally with no hashing and
+/// no string comparison in the common case).
+#[derive(Default)]
+pub struct Counts(Vec<(&'static str, u64)>);
+
+impl Counts {
+    pub fn add(&mut self, name: &'static str, n: u64) {
+        let found = self
+            .0
+            .iter_mut()
+            .find(|(k, _)| std::ptr::eq(*k, name) || *k == name);
+        match found {
+            Some((_, count)) => *count += n,
+            None => self.0.push((name, n)),
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|(_, n)| n).sum()
+    }
+
+    /// The counts sorted by name.
+    pub fn sorted(&self) -> Vec<(&'static str, u64)> {
+        let mut v = self.0.clone();
+        v.sort_unstable_by_key(|(k, _)| *k);
+        v
+    }
 }
 
 /// Why the session ended.
@@ -288,11 +317,16 @@ struct Core {
     execs: u64,
     /// Seeds read for exec records not handled yet, by (pid, stamp).
     seeds: std::collections::HashMap<(u32, u64), crate::model::ExecSeed>,
+    /// The records of a batch (with a model), one after the other, and
+    /// where each ends; kept to reuse their allocations.
+    batch: (Vec<u8>, Vec<usize>),
     /// Malformed records already logged.
     malformed_logged: bool,
     /// The system calls of each process's program, once looked at (see
     /// [`Core::check_abi`]).
     abi_seen: std::collections::HashMap<u32, Option<crate::event::Abi>>,
+    /// A process in `abi_seen`, the last one looked up.
+    abi_last: Option<u32>,
 }
 
 impl Core {
@@ -326,31 +360,50 @@ impl Core {
     /// time. The exec records of a batch are looked for first: a new
     /// address space is read as soon as its exec is in the buffer, not
     /// once the records before it (thousands of faults, say) are handled.
+    ///
+    /// Without a model nothing needs the batch ahead: each record is
+    /// handled as it is read, in place. With one, the batch is copied into
+    /// one buffer kept from batch to batch (no allocation per record).
     fn drain<S: Sink>(&mut self, reader: &mut EventReader, sink: &mut S) {
+        if self.tracker.is_none() {
+            while reader.drain_some(DRAIN_BATCH, |b| self.record(b, sink)) == DRAIN_BATCH {}
+            return;
+        }
+        let (mut bytes, mut ends) = std::mem::take(&mut self.batch);
         loop {
-            let mut batch: Vec<Vec<u8>> = Vec::new();
-            let n = reader.drain_some(DRAIN_BATCH, |b| batch.push(b.to_vec()));
-            if self.tracker.is_some() {
-                // The last exec of each process in the batch: an earlier
-                // one's address space is already gone.
-                let mut last = std::collections::HashMap::new();
-                for (pid, ts, mm) in batch.iter().filter_map(|b| exec_record(b)) {
-                    last.insert(pid, (ts, mm));
-                }
-                for (pid, (ts, mm)) in last {
-                    let seed = control::exec_seed(&self.hooks, pid, mm, ts);
-                    self.seeds.insert((pid, ts), seed);
-                }
+            bytes.clear();
+            ends.clear();
+            let n = reader.drain_some(DRAIN_BATCH, |b| {
+                bytes.extend_from_slice(b);
+                ends.push(bytes.len());
+            });
+            let records = || {
+                ends.iter().scan(0, |start, &end| {
+                    let r = &bytes[*start..end];
+                    *start = end;
+                    Some(r)
+                })
+            };
+            // The last exec of each process in the batch: an earlier
+            // one's address space is already gone.
+            let mut last = std::collections::HashMap::new();
+            for (pid, ts, mm) in records().filter_map(exec_record) {
+                last.insert(pid, (ts, mm));
             }
-            for b in &batch {
+            for (pid, (ts, mm)) in last {
+                let seed = control::exec_seed(&self.hooks, pid, mm, ts);
+                self.seeds.insert((pid, ts), seed);
+            }
+            for b in records() {
                 self.record(b, sink);
             }
             // Left only by exec records that did not decode.
             self.seeds.clear();
             if n < DRAIN_BATCH {
-                return;
+                break;
             }
         }
+        self.batch = (bytes, ends);
     }
 
     fn deliver<S: Sink>(
@@ -367,10 +420,10 @@ impl Core {
                 },
                 _,
             ) => {
-                *tally.by_name.entry("fault").or_default() += read + write + exec;
+                tally.by_name.add("fault", read + write + exec);
             }
             (_, Some(kind)) if events & kind.bit() == 0 => return,
-            (body, _) => *tally.by_name.entry(body.name()).or_default() += 1,
+            (body, _) => tally.by_name.add(body.name(), 1),
         }
         sink.event(ev, changes);
     }
@@ -403,10 +456,16 @@ impl Core {
             Body::Lost { .. } | Body::FaultSummary { .. } => return,
             Body::Exit { .. } => {
                 self.abi_seen.remove(&ev.pid);
+                self.abi_last = None;
                 return;
             }
             Body::Exec { .. } => {}
-            _ if self.abi_seen.contains_key(&ev.pid) => return,
+            // The same process as the last event's: seen (most events).
+            _ if self.abi_last == Some(ev.pid) => return,
+            _ if self.abi_seen.contains_key(&ev.pid) => {
+                self.abi_last = Some(ev.pid);
+                return;
+            }
             _ => {}
         }
         // Read when the event is handled: an event from before an exec may
@@ -638,8 +697,10 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
         counters: cfg.track_rss,
         execs: 0,
         seeds: std::collections::HashMap::new(),
+        batch: (Vec::new(), Vec::new()),
         malformed_logged: false,
         abi_seen: std::collections::HashMap::new(),
+        abi_last: None,
     };
     sink.started(start_ns);
     sink.attached(core.stack_path);
@@ -787,12 +848,12 @@ pub fn finish(outcome: &Outcome, target: &Target) -> i32 {
     let tally = &outcome.tally;
     let mut line = format!(
         "mmtrace: {} events in {:.2} s",
-        tally.by_name.values().sum::<u64>(),
+        tally.by_name.total(),
         outcome.elapsed.as_secs_f64()
     );
     // Writing to a String cannot fail.
-    for (name, n) in &tally.by_name {
-        if *name != "fault_summary" && *name != "lost" {
+    for (name, n) in tally.by_name.sorted() {
+        if name != "fault_summary" && name != "lost" {
             let _ = write!(line, ", {name} {n}");
         }
     }
