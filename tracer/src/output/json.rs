@@ -388,15 +388,12 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64, names: 
         } => {
             l.str("op", if *register { "register" } else { "unregister" });
             l.i64("fd", i64::from(*fd));
-            match range {
-                Some((addr, len)) => {
-                    l.hex("addr", *addr);
-                    l.u64("len", *len);
-                }
-                None => {
-                    l.null("addr");
-                    l.null("len");
-                }
+            if let Some((addr, len)) = range {
+                l.hex("addr", *addr);
+                l.u64("len", *len);
+            } else {
+                l.null("addr");
+                l.null("len");
             }
             l.str("mode", names.other.get(UFFD_MODE, *mode, uffd_mode_str));
             l.ret(*ret, false);
@@ -1259,9 +1256,9 @@ pub(super) fn sample_events() -> Vec<Event> {
                 ret: r,
             },
             Body::Userfaultfd {
-                register: w % 2 == 0,
+                register: w.is_multiple_of(2),
                 fd: w as i32,
-                range: (v % 3 != 0).then_some((v, w)),
+                range: (!v.is_multiple_of(3)).then_some((v, w)),
                 mode: w,
                 ret: r,
             },
