@@ -419,6 +419,7 @@ mod tests {
                 | EventKind::Exec.bit()
                 | EventKind::Fork.bit()
                 | EventKind::Exit.bit()
+                | EventKind::OomKill.bit()
         );
     }
 

@@ -106,6 +106,9 @@ pub struct Process {
     pub exec_at: Option<u64>,
     pub exit_at: Option<u64>,
     pub exit_status: Option<i32>,
+    /// The OOM killer chose it as its victim at this moment (model time);
+    /// its exit (by SIGKILL) follows.
+    pub oom_killed_at: Option<u64>,
     pub space: AddressSpace,
     /// Events stamped before this (CLOCK_MONOTONIC) are already in the
     /// snapshot the process was seeded from.
@@ -170,6 +173,7 @@ impl Process {
             exec_at: None,
             exit_at: None,
             exit_status: None,
+            oom_killed_at: None,
             space: AddressSpace::new(bucket_ns).with_kernel(kernel),
             seeded_until: 0,
             seeded_from: 0,
@@ -739,6 +743,15 @@ impl Tracker {
                     p.start_time = Some(*start_time);
                     p.dirty = true;
                     self.ended.push(p);
+                }
+            }
+            Body::OomKill { victim_pid } => {
+                // The killer's context: the event belongs to the victim,
+                // when it is one of the traced processes (a victim never
+                // seen is not read from /proc now: it is being killed).
+                if let Some(p) = self.live.get_mut(victim_pid) {
+                    p.oom_killed_at.get_or_insert(t);
+                    p.dirty = true;
                 }
             }
             Body::FaultSummary { .. } | Body::Lost { .. } => {}

@@ -265,6 +265,11 @@ struct Fork {
 }
 
 #[derive(Serialize)]
+struct OomKill {
+    victim_pid: u32,
+}
+
+#[derive(Serialize)]
 struct Exit {
     code: Option<i32>,
     signal: Option<String>,
@@ -572,6 +577,12 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64) -> serd
             out,
             Fork {
                 child_pid: *child_pid,
+            },
+        ),
+        Body::OomKill { victim_pid } => head.write(
+            out,
+            OomKill {
+                victim_pid: *victim_pid,
             },
         ),
         Body::Exit { status, .. } => {
@@ -984,6 +995,10 @@ mod tests {
                 start_time: 0,
             },
             r#""event":"exit","code":null,"signal":"SIGKILL""#,
+        );
+        check(
+            Body::OomKill { victim_pid: 4321 },
+            r#""event":"oom_kill","victim_pid":4321"#,
         );
         check(
             Body::Lost {
