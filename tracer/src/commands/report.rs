@@ -1164,11 +1164,17 @@ fn oom_section(s: &mut String, sum: &Summary, g: &OomGrowth) {
     }
     let mut kinds: Vec<(&String, &u64)> = g.by_kind.iter().collect();
     kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    let kinds = kinds
+    // The four that grew most (a line's worth), and how many others.
+    let more = kinds.len().saturating_sub(4);
+    let mut kinds = kinds
         .iter()
+        .take(4)
         .map(|(k, n)| format!("{} {}", esc(k), human_size(**n)))
         .collect::<Vec<_>>()
         .join(", ");
+    if more > 0 {
+        let _ = write!(kinds, " and {}", plural(more as u64, "other", "others"));
+    }
     field(
         s,
         "Grew",

@@ -1226,6 +1226,31 @@ mod tests {
         assert!(t.get(7).is_some());
     }
 
+    /// The OOM kill comes in the killer's context: it marks the victim,
+    /// whose exit carries it; a victim never seen is not read from /proc.
+    #[test]
+    fn an_oom_kill_marks_its_victim() {
+        let mut t = tracker(false, &[(7, vec![seed(0x10000, 1)])]);
+        t.apply(&ev(5000, 7, mmap(0x20000, 1)));
+        t.end_event();
+        // Killer 9 (never seen), victims 7 and 11 (never seen).
+        t.apply(&ev(6000, 9, Body::OomKill { victim_pid: 7 }));
+        t.apply(&ev(6100, 9, Body::OomKill { victim_pid: 11 }));
+        t.end_event();
+        assert!(t.get(9).is_none() && t.get(11).is_none());
+        assert_eq!(t.get(7).unwrap().oom_killed_at, Some(6000));
+        t.apply(&ev(
+            7000,
+            7,
+            Body::Exit {
+                status: 9,
+                start_time: 42,
+            },
+        ));
+        let ended = t.end_event();
+        assert_eq!(ended[0].oom_killed_at, Some(6000));
+    }
+
     /// A CLONE_VM child (vfork, posix_spawn) changes its parent's model;
     /// its exec leaves the parent's alone.
     #[test]
