@@ -24,9 +24,14 @@ struct Cgroup {
 impl Cgroup {
     /// A limited child of this process's memory cgroup, or why not.
     fn make() -> Result<Cgroup, String> {
+        Cgroup::make_named("record")
+    }
+
+    /// [`Cgroup::make`], named for its test (tests run in parallel).
+    fn make_named(test: &str) -> Result<Cgroup, String> {
         let own = std::fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
-        let name = format!("mmtrace-oom-{}", std::process::id());
+        let name = format!("mmtrace-oom-{}-{test}", std::process::id());
         // v1: the line `N:memory:/path` (or with other controllers).
         let v1 = own.lines().find_map(|l| {
             let mut f = l.splitn(3, ':');
@@ -137,6 +142,17 @@ fn oom_kill_is_recorded_and_explained() {
         "the command was not killed: {exit}\n{}",
         run.stderr
     );
+    // Every line is valid v2, oom_kill_ns included.
+    let path = tests::workspace_dir().join("docs/timeline-v2.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let v = jsonschema::draft202012::options()
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("the v2 schema: {e}"));
+    for l in &lines {
+        let errs: Vec<String> = v.iter_errors(l).map(|e| e.to_string()).collect();
+        assert!(errs.is_empty(), "{l}: {errs:?}");
+    }
     let kill = exit["oom_kill_ns"]
         .as_u64()
         .unwrap_or_else(|| panic!("the exit carries no oom_kill_ns: {exit}\n{}", run.stderr));
@@ -185,6 +201,51 @@ fn oom_kill_is_recorded_and_explained() {
         grew.contains(" MiB") && added >= (LIMIT >> 20) as f64 * 0.75,
         "{grew}\n{text}"
     );
+    drop(cg);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The stream's `oom_kill` line names the victim (the command) in its body,
+/// and the victim's exit by SIGKILL follows it.
+#[test]
+fn oom_kill_is_streamed() {
+    tests::needs_root!();
+    let cg = match Cgroup::make_named("stream") {
+        Ok(cg) => cg,
+        Err(why) => {
+            if !tests::run_unless_emulated(env!("CARGO_CRATE_NAME"), &why) {
+                return;
+            }
+            panic!("cannot make a memory-limited cgroup for the OOM test: {why}");
+        }
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mmtrace-oom-stream-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let events = dir.join("events.jsonl");
+    let cmd = [
+        env!("CARGO_BIN_EXE_oomer").to_string(),
+        cg.procs().display().to_string(),
+    ];
+    let run = tests::run_stream(&events, &cmd).unwrap_or_else(|e| panic!("{e}"));
+    let pid = run
+        .events
+        .iter()
+        .find(|e| e["event"] == "exec")
+        .and_then(|e| e["pid"].as_u64())
+        .unwrap_or_else(|| panic!("no exec in the stream\n{}", run.stderr));
+    let kill = run
+        .events
+        .iter()
+        .position(|e| e["event"] == "oom_kill" && e["victim_pid"] == pid)
+        .unwrap_or_else(|| panic!("no oom_kill of {pid} in the stream\n{}", run.stderr));
+    let exit = run
+        .events
+        .iter()
+        .position(|e| e["event"] == "exit" && e["pid"] == pid)
+        .unwrap_or_else(|| panic!("no exit of {pid}\n{}", run.stderr));
+    assert!(kill < exit, "the kill comes after the exit");
+    assert_eq!(run.events[exit]["signal"], "SIGKILL");
     drop(cg);
     let _ = std::fs::remove_dir_all(&dir);
 }
