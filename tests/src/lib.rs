@@ -1188,6 +1188,7 @@ pub const STREAM_EVENTS: &[&str] = &[
     "exec",
     "fork",
     "exit",
+    "oom_kill",
     "lost",
 ];
 

@@ -308,6 +308,7 @@ fn good_lines() -> Vec<Value> {
         line("fork", json!({"child_pid": 99})),
         line("exit", json!({"code": 3, "signal": null})),
         line("exit", json!({"code": null, "signal": "SIGKILL"})),
+        line("oom_kill", json!({"victim_pid": 4321})),
         json!({"t_ns": 5, "pid": 0, "tid": 0, "comm": "", "event": "lost", "count": 7, "kind": "mmap"}),
         json!({"t_ns": 5, "pid": 0, "tid": 0, "comm": "", "event": "lost", "count": 7, "kind": null}),
         json!({"t_ns": 5, "pid": 7, "tid": 7, "comm": "a\u{fffd}b\u{1b}", "comm_hex": "61ff621b", "event": "exit", "code": 0, "signal": null}),

@@ -11,7 +11,7 @@
 
 use crate::{
     tp::{
-        Layout, PageFaultUser, RssStat, SchedProcessExec, SysExit, TaskNewtask,
+        Layout, MarkVictim, PageFaultUser, RssStat, SchedProcessExec, SysExit, TaskNewtask,
         SCHED_PROCESS_EXIT_FIELDS,
     },
     ERRORS_NO_KIND, KIND_SLOTS,
@@ -61,6 +61,9 @@ pub const TP_SCHED_PROCESS_EXIT: Tracepoint = Tracepoint::new(
     "sched_process_exit",
     Layout::Fields(SCHED_PROCESS_EXIT_FIELDS),
 );
+
+pub const TP_MARK_VICTIM: Tracepoint =
+    Tracepoint::new("oom", "mark_victim", Layout::Fields(MarkVictim::FIELDS));
 
 /// A syscall traced by a `sys_enter_*` / `sys_exit_*` pair: the arguments
 /// are saved at enter, one record with the result is made at exit.
@@ -433,6 +436,14 @@ event_kinds! {
         source: syscall!("ioctl", 16, 3),
         optional: false,
     }
+    /// The OOM killer chose a victim (it is killed with SIGKILL: its exit
+    /// follows). The header is the killer's task; the victim is in the body.
+    OomKill = 23 {
+        name: "oom_kill",
+        class: Process,
+        source: Source::Tracepoints(&[TP_MARK_VICTIM]),
+        optional: false,
+    }
 }
 
 impl EventKind {
@@ -555,6 +566,7 @@ mod tests {
         assert_eq!(process.next(), Some(EventKind::Exec));
         assert_eq!(process.next(), Some(EventKind::Fork));
         assert_eq!(process.next(), Some(EventKind::Exit));
+        assert_eq!(process.next(), Some(EventKind::OomKill));
         assert_eq!(process.next(), None);
     }
 }

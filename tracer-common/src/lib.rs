@@ -366,6 +366,16 @@ pub struct ExitEvent {
     pub mm: MmCounters,
 }
 
+/// The OOM killer chose `victim_pid` (a tgid); the header is the task that
+/// ran the OOM killer (any task that was allocating), not the victim.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OomKillEvent {
+    pub header: EventHeader,
+    pub victim_pid: u32,
+    pub _pad: u32,
+}
+
 /// Fault counts of one process, per CPU, kept in the kernel for
 /// `--faults summary`.
 #[repr(C)]
@@ -588,6 +598,7 @@ unsafe impl Wire for StackEvent {}
 unsafe impl Wire for ExecEvent {}
 unsafe impl Wire for ForkEvent {}
 unsafe impl Wire for ExitEvent {}
+unsafe impl Wire for OomKillEvent {}
 
 #[cfg(feature = "user")]
 mod user {

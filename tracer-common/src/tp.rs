@@ -169,6 +169,18 @@ record! {
     }
 }
 
+record! {
+    /// `oom:mark_victim`, in the OOM killer's context (not the victim's).
+    /// Only `pid` is on every kernel (5.10 has nothing else; later ones add
+    /// `comm`, the victim's page counts, `uid`, ...):
+    /// ```text
+    /// field:int pid; offset:8; size:4; signed:1;
+    /// ```
+    pub struct MarkVictim {
+        pid: i32,
+    }
+}
+
 /// `sched:sched_process_exit`: nothing is read at a fixed offset. Its
 /// `group_dead` (`field:bool group_dead; offset:32; size:1;` where it
 /// exists) is only on some kernels, so its offset comes from tracefs at
@@ -213,6 +225,7 @@ mod tests {
             ("member", 16, 4),
             ("size", 24, 8)
         ]));
+        assert!(at(MarkVictim::FIELDS).eq([("pid", 8, 4)]));
         assert_eq!(core::mem::offset_of!(SysEnter, syscall_nr), 8);
         assert_eq!(core::mem::offset_of!(SysEnter, args), 16);
     }

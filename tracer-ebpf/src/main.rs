@@ -12,7 +12,8 @@
 //! - `fault`: user page faults, streamed or counted per process.
 //! - `stack`: stack growth, from faults below the stack confirmed by the
 //!   mm's stack size, or from an fexit program where the kernel allows one.
-//! - `process`: exec, fork (new processes, not threads), exit.
+//! - `process`: exec, fork (new processes, not threads), exit, and the
+//!   OOM killer's choice of a victim (oom:mark_victim).
 #![no_std]
 #![no_main]
 // Inline BPF assembly, for the atomic add Rust does not offer on BPF (as

@@ -7,8 +7,9 @@ use aya_ebpf::{
     macros::tracepoint, programs::TracePointContext, EbpfContext,
 };
 use tracer_common::{
-    tp::{SchedProcessExec, TaskNewtask},
-    EventKind, ExecEvent, ExitEvent, ForkEvent, EXEC_PATH_LEN, FILTER_FOLLOW, FILTER_PID,
+    tp::{MarkVictim, SchedProcessExec, TaskNewtask},
+    EventKind, ExecEvent, ExitEvent, ForkEvent, OomKillEvent, EXEC_PATH_LEN, FILTER_COMM,
+    FILTER_FOLLOW, FILTER_PID,
 };
 
 use crate::{
@@ -200,6 +201,49 @@ fn try_exit(ctx: &TracePointContext) -> Result<u32, Fail> {
     if cfg.filter & FILTER_PID != 0 {
         // The pid may be reused by an unrelated process.
         let _ = PID_FILTER.remove(tgid);
+    }
+    Ok(0)
+}
+
+/// oom:mark_victim (record: `tp::MarkVictim`): the OOM killer chose a
+/// victim. It runs in the killer's context, so the filter is asked about
+/// the victim's pid: with a pid filter, only traced victims; with a comm
+/// filter alone (the victim's comm is not on every kernel's record) every
+/// victim, which userspace keeps only when it traces the process.
+#[tracepoint]
+pub fn mark_victim(ctx: TracePointContext) -> u32 {
+    done(Some(EventKind::OomKill), try_mark_victim(&ctx))
+}
+
+#[inline(always)]
+fn try_mark_victim(ctx: &TracePointContext) -> Result<u32, Fail> {
+    let cfg = config();
+    if !kind_enabled(&cfg, EventKind::OomKill) {
+        return Ok(0);
+    }
+    // SAFETY: the tracepoint's record, whose layout the loader checked.
+    let rec = unsafe { ctx.read_at::<MarkVictim>(0) }.or_fail("mark_victim record")?;
+    let victim = rec.pid as u32;
+    if victim == cfg.self_tgid {
+        return Ok(0);
+    }
+    let by_pid = cfg.filter & FILTER_PID != 0;
+    if by_pid && PID_FILTER.get_ptr(victim).is_none() && cfg.filter & FILTER_COMM == 0 {
+        return Ok(0);
+    }
+    match EVENTS.reserve::<OomKillEvent>(0) {
+        Some(mut entry) => {
+            let e = entry.as_mut_ptr();
+            // SAFETY: `e` is the reserved record.
+            unsafe {
+                fill_header(&mut (*e).header, EventKind::OomKill);
+                (*e).victim_pid = victim;
+                (*e)._pad = 0;
+            }
+            // Rare, and worth seeing at once.
+            entry.submit(BPF_RB_FORCE_WAKEUP as u64);
+        }
+        None => count_lost(EventKind::OomKill),
     }
     Ok(0)
 }

@@ -419,6 +419,7 @@ mod tests {
                 | EventKind::Exec.bit()
                 | EventKind::Fork.bit()
                 | EventKind::Exit.bit()
+                | EventKind::OomKill.bit()
         );
     }
 
@@ -509,7 +510,7 @@ mod tests {
         );
         assert_eq!(
             class_help(EventClass::Process).as_deref(),
-            Some("exec, fork and exit")
+            Some("exec, fork, exit and oom_kill")
         );
         assert_eq!(
             class_help(EventClass::Mmap).as_deref(),

@@ -93,7 +93,13 @@ pub enum ReportError {
 pub fn run(path: &Path, opts: &ReportOptions, out: &mut dyn io::Write) -> Result<(), ReportError> {
     let text = match open_v2(path)? {
         // A v2 recording is read one line at a time: no size limit.
-        Some(input) => render_v2(&path.display().to_string(), input, opts)?,
+        // An OOM kill is explained from a second pass over the file.
+        Some(input) => render_v2(&path.display().to_string(), input, opts, || {
+            open_v2(path)?.ok_or_else(|| ReportError::ShapeV2 {
+                path: path.display().to_string(),
+                detail: "the file changed while it was read".to_string(),
+            })
+        })?,
         None => render(&load(path, opts.max_size)?, opts),
     };
     out.write_all(text.as_bytes())
@@ -130,14 +136,34 @@ fn open_v2(path: &Path) -> Result<Option<io::BufReader<std::fs::File>>, ReportEr
 /// processes), plus each finished process's summary (its top lists) and
 /// drift, kept for the end: the header, first in the report, needs the
 /// totals.
-pub fn render_v2<R: io::BufRead>(
+///
+/// When a process was OOM-killed, `again` gives the recording once more:
+/// a second pass gathers what grew before each kill (see [`oom_kills`]),
+/// for a section that opens the report.
+pub fn render_v2<R: io::BufRead, A: io::BufRead>(
     name: &str,
     input: R,
     opts: &ReportOptions,
+    again: impl FnOnce() -> Result<A, ReportError>,
 ) -> Result<String, ReportError> {
     let (meta, done) = read_v2(name, input, opts, &mut |_| {})?;
+    // (proc, kill, index among the summaries)
+    let kills: Vec<(u64, u64, usize)> = done
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (proc, s))| Some((*proc, s.oom_kill_ns?, i)))
+        .collect();
     let summaries: Vec<Summary> = done.into_values().collect();
-    Ok(render_summaries(&meta, &summaries))
+    let mut oom = String::new();
+    if !kills.is_empty() {
+        let procs: Vec<(u64, u64)> = kills.iter().map(|k| (k.0, k.1)).collect();
+        let growth = oom_kills(name, again()?, &procs, opts.top)?;
+        for (k, g) in kills.iter().zip(&growth) {
+            oom.push('\n');
+            oom_section(&mut oom, &summaries[k.2], g);
+        }
+    }
+    Ok(render_summaries_with(&meta, &summaries, &oom))
 }
 
 /// Reads a v2 recording in one pass (see [`render_v2`]), showing each
@@ -420,6 +446,7 @@ fn v1_records(proc: u64, p: &Process) -> Vec<Record> {
             start_time: None,
             exit_code: p.exit_code,
             exit_signal: p.exit_signal.clone(),
+            oom_kill_ns: None,
         })
     };
     out.push(process(first, v2::ProcessEvent::Start));
@@ -577,6 +604,9 @@ impl Live {
                 p.exit_signal.clone_from(&rec.exit_signal);
             }
             v2::ProcessEvent::End => {}
+        }
+        if rec.oom_kill_ns.is_some() {
+            self.sum.oom_kill_ns = rec.oom_kill_ns;
         }
         self.sum.set_process(p);
     }
@@ -874,13 +904,320 @@ pub fn render(t: &Timeline, opts: &ReportOptions) -> String {
 
 /// The report of a recording's header and its processes' summaries.
 fn render_summaries(meta: &Meta, summaries: &[Summary]) -> String {
+    render_summaries_with(meta, summaries, "")
+}
+
+/// [`render_summaries`], with `first` (sections that open the report,
+/// each starting with an empty line) after the header.
+fn render_summaries_with(meta: &Meta, summaries: &[Summary], first: &str) -> String {
     let mut s = String::new();
     header(&mut s, meta, summaries);
+    s.push_str(first);
     for p in summaries {
         ln!(s);
         process(&mut s, meta, p);
     }
     s
+}
+
+/// Looked at before an OOM kill: this long.
+pub const OOM_WINDOW_NS: u64 = 60_000_000_000;
+
+/// What grew in one process in the [`OOM_WINDOW_NS`] before its OOM kill.
+#[derive(Debug, Default)]
+pub struct OomGrowth {
+    pub kill_ns: u64,
+    /// The last counters sample at or before the kill: t_ns, mapped, RSS.
+    pub sample: Option<(u64, u64, Option<u64>)>,
+    /// Bytes added (births and growths) in the window, by region kind.
+    pub by_kind: BTreeMap<String, u64>,
+    /// The regions that grew most: bytes added, then the region as last
+    /// seen before the kill.
+    pub regions: Vec<(u64, Region)>,
+    pub total: u64,
+}
+
+/// The second pass: for each `(proc, kill_ns)`, the bytes each region of
+/// the process gained by births and growths within the minute before the
+/// kill (a region merged into another hands its gain to the survivor), and
+/// the last counters sample. Memory: one entry per region of those
+/// processes.
+fn oom_kills<R: io::BufRead>(
+    name: &str,
+    input: R,
+    kills: &[(u64, u64)],
+    top: usize,
+) -> Result<Vec<OomGrowth>, ReportError> {
+    struct Seen {
+        region: Region,
+        size: u64,
+        gained: u64,
+    }
+    #[derive(Default)]
+    struct Acc {
+        regions: std::collections::HashMap<u64, Seen>,
+        /// The gain of a region that died merged before its survivor's
+        /// merge record came.
+        merged: u64,
+        /// The last merge record: (t_ns, the survivor), for the death of
+        /// the region it absorbed when that comes after it.
+        last_merge: Option<(u64, u64)>,
+        out: OomGrowth,
+    }
+    let mut accs: Vec<Acc> = kills
+        .iter()
+        .map(|&(_, kill_ns)| Acc {
+            out: OomGrowth {
+                kill_ns,
+                ..OomGrowth::default()
+            },
+            ..Acc::default()
+        })
+        .collect();
+    let index: std::collections::HashMap<u64, usize> = kills
+        .iter()
+        .enumerate()
+        .map(|(i, &(proc, _))| (proc, i))
+        .collect();
+    let mut r = v2::Reader::new(input);
+    loop {
+        let rec = match r.next_record() {
+            Ok(Some(rec)) => rec,
+            Ok(None) => break,
+            // The first pass read it all: only a file changed since fails.
+            Err(e) => {
+                return Err(ReportError::ShapeV2 {
+                    path: name.to_string(),
+                    detail: e.to_string(),
+                })
+            }
+        };
+        match rec {
+            Record::Counters(c) => {
+                if let Some(a) = index.get(&c.proc).map(|&i| &mut accs[i]) {
+                    if c.t_ns <= a.out.kill_ns {
+                        a.out.sample = Some((c.t_ns, c.mapped, c.rss));
+                    }
+                }
+            }
+            Record::Region(rr) => {
+                let Some(a) = index.get(&rr.proc).map(|&i| &mut accs[i]) else {
+                    continue;
+                };
+                if rr.t_ns > a.out.kill_ns {
+                    continue;
+                }
+                let window = rr.t_ns.saturating_add(OOM_WINDOW_NS) >= a.out.kill_ns;
+                let size = addr(&rr.end).saturating_sub(addr(&rr.start));
+                if rr.op == v2::RegionOp::Born {
+                    let b = rr.born.clone().unwrap_or(v2::Birth {
+                        kind: "anon".to_string(),
+                        path: None,
+                        offset: 0,
+                        dev: None,
+                        inode: None,
+                        parent: None,
+                    });
+                    a.regions.insert(
+                        rr.region,
+                        Seen {
+                            region: Region {
+                                id: rr.region,
+                                start: String::new(),
+                                end: String::new(),
+                                perms: String::new(),
+                                kind: b.kind,
+                                path: b.path,
+                                offset: b.offset,
+                                dev: b.dev,
+                                inode: b.inode,
+                                born_ns: rr.t_ns,
+                                born_by: rr.cause.unwrap_or(Cause::Proc),
+                                parent: b.parent,
+                                died_ns: None,
+                                died_by: None,
+                                history: Vec::new(),
+                                faults: timeline::Faults::default(),
+                            },
+                            size: 0,
+                            gained: 0,
+                        },
+                    );
+                }
+                let Some(seen) = a.regions.get_mut(&rr.region) else {
+                    continue;
+                };
+                let added = size.saturating_sub(seen.size);
+                let (op, cause) = (rr.op, rr.cause);
+                seen.size = size;
+                seen.region.start = rr.start;
+                seen.region.end = rr.end;
+                seen.region.perms = rr.perms;
+                match op {
+                    v2::RegionOp::Born | v2::RegionOp::Grow if window && added > 0 => {
+                        seen.gained = seen.gained.saturating_add(added);
+                        let kind = seen.region.kind.clone();
+                        let k = a.out.by_kind.entry(kind).or_default();
+                        *k = k.saturating_add(added);
+                        a.out.total = a.out.total.saturating_add(added);
+                    }
+                    v2::RegionOp::Merge => {
+                        seen.gained = seen.gained.saturating_add(std::mem::take(&mut a.merged));
+                        a.last_merge = Some((rr.t_ns, rr.region));
+                    }
+                    v2::RegionOp::Died | v2::RegionOp::End => {
+                        if let Some(gone) = a.regions.remove(&rr.region) {
+                            if op == v2::RegionOp::Died && cause == Some(Cause::Merge) {
+                                // Its gain goes to the region that absorbed it.
+                                let survivor = a
+                                    .last_merge
+                                    .filter(|m| m.0 == rr.t_ns)
+                                    .and_then(|m| a.regions.get_mut(&m.1));
+                                match survivor {
+                                    Some(s) => s.gained = s.gained.saturating_add(gone.gained),
+                                    None => a.merged = a.merged.saturating_add(gone.gained),
+                                }
+                            } else if gone.gained > 0 {
+                                // Gone before the kill: shown as it died.
+                                let mut region = gone.region;
+                                region.died_ns = Some(rr.t_ns);
+                                region.died_by = cause;
+                                offer_grown(&mut a.out.regions, gone.gained, region, top);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(accs
+        .into_iter()
+        .map(|mut a| {
+            for seen in a.regions.into_values() {
+                if seen.gained > 0 {
+                    offer_grown(&mut a.out.regions, seen.gained, seen.region, top);
+                }
+            }
+            a.out
+                .regions
+                .sort_by(|x, y| y.0.cmp(&x.0).then(x.1.id.cmp(&y.1.id)));
+            a.out.regions.truncate(top);
+            a.out
+        })
+        .collect())
+}
+
+/// Keeps the `top` regions that gained most, in bounded memory.
+fn offer_grown(v: &mut Vec<(u64, Region)>, gained: u64, r: Region, top: usize) {
+    v.push((gained, r));
+    if v.len() >= 2 * top + 16 {
+        v.sort_by(|x, y| y.0.cmp(&x.0).then(x.1.id.cmp(&y.1.id)));
+        v.truncate(top);
+    }
+}
+
+/// The section of an OOM-killed process: the kill, its memory at the last
+/// sample, and what grew in the minute before.
+fn oom_section(s: &mut String, sum: &Summary, g: &OomGrowth) {
+    let p = &sum.p;
+    let title = format!("OOM kill: process {} ({})", p.pid, esc(&p.comm));
+    let title = fit_right(&title, WIDTH);
+    ln!(s, "{title}");
+    ln!(s, "{}", "-".repeat(title.chars().count()));
+    let mut when = format!("{} (chosen by the kernel's OOM killer)", at(g.kill_ns));
+    if let Some(exit) = p.exit_at_ns {
+        let _ = write!(
+            when,
+            "; exit {} later",
+            duration(exit.saturating_sub(g.kill_ns))
+        );
+    }
+    field(s, "Killed at", &when);
+    match g.sample {
+        Some((t, mapped, rss)) => {
+            let rss = rss.map_or("unknown".to_string(), human_size);
+            field(
+                s,
+                "Memory",
+                &format!(
+                    "{} mapped, {rss} resident (last sample, at {})",
+                    human_size(mapped),
+                    at(t)
+                ),
+            );
+        }
+        None => field(s, "Memory", "no counters sample before the kill"),
+    }
+    let from = g.kill_ns.saturating_sub(OOM_WINDOW_NS);
+    if g.total == 0 {
+        field(
+            s,
+            "Grew",
+            &format!(
+                "nothing mapped in the last minute ({} to the kill)",
+                at(from)
+            ),
+        );
+        return;
+    }
+    let mut kinds: Vec<(&String, &u64)> = g.by_kind.iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    // The four that grew most (a line's worth), and how many others.
+    let more = kinds.len().saturating_sub(4);
+    let mut kinds = kinds
+        .iter()
+        .take(4)
+        .map(|(k, n)| format!("{} {}", esc(k), human_size(**n)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if more > 0 {
+        let _ = write!(kinds, " and {}", plural(more as u64, "other", "others"));
+    }
+    field(
+        s,
+        "Grew",
+        &format!(
+            "{} mapped in the last minute ({} to the kill)",
+            human_size(g.total),
+            at(from)
+        ),
+    );
+    field_more(s, &format!("by kind: {kinds}"));
+    ln!(s);
+    ln!(
+        s,
+        "  Regions that grew most before the kill (by bytes added)"
+    );
+    let rows = g
+        .regions
+        .iter()
+        .map(|(gained, r)| {
+            let note = match (&r.died_by, r.died_ns) {
+                (Some(by), Some(ns)) => format!("  (gone at {}: {})", at(ns), by),
+                _ => String::new(),
+            };
+            Row {
+                cells: vec![
+                    format!("+{}", human_size(*gained)),
+                    range(r),
+                    human_size(region_size(r)),
+                ],
+                tail: Tail::new("", mapping(r), note),
+            }
+        })
+        .collect();
+    table(
+        s,
+        &[
+            ("ADDED", Align::Right),
+            ("ADDRESS RANGE", Align::Left),
+            ("SIZE", Align::Right),
+            ("MAPPING", Align::Left),
+        ],
+        rows,
+    );
 }
 
 /// What the report's header says of a recording.
@@ -996,6 +1333,8 @@ pub struct Summary {
     checks_with_drift: u64,
     pub drift: Vec<timeline::Drift>,
     pub uncertain: Vec<timeline::Interval>,
+    /// A v2 recording's OOM kill of the process (`oom_kill_ns`).
+    pub oom_kill_ns: Option<u64>,
 }
 
 impl Summary {
@@ -1035,6 +1374,7 @@ impl Summary {
             checks_with_drift: 0,
             drift: Vec::new(),
             uncertain: Vec::new(),
+            oom_kill_ns: None,
         }
     }
 
@@ -1314,6 +1654,10 @@ fn process(s: &mut String, t: &Meta, sum: &Summary) {
         (_, Some(code), None) => format!("exited with code {code}"),
         (Some(_), None, None) => "exited (status unknown)".to_string(),
         (None, None, None) => "still running when the recording ended".to_string(),
+    };
+    let exit = match sum.oom_kill_ns {
+        Some(ns) => format!("{exit}: chosen by the OOM killer at {} (see above)", at(ns)),
+        None => exit,
     };
     field(s, "Exit", &exit);
 

@@ -351,6 +351,10 @@ impl DaemonOut {
     /// Why `p`'s timeline is kept (None: it is not).
     fn keep_reason(&self, p: &Proc, last: &v2::ProcessRecord) -> Option<String> {
         let k: &Keep = &self.config.keep;
+        // Always: what grew before an OOM kill is what the daemon is for.
+        if last.oom_kill_ns.is_some() {
+            return Some("oom-killed".into());
+        }
         if last.event == ProcessEvent::End {
             return Some("running at the daemon's stop".into());
         }
@@ -911,6 +915,7 @@ mod tests {
             start_time: None,
             exit_code: (event == ProcessEvent::Exit).then_some(0),
             exit_signal: None,
+            oom_kill_ns: None,
         })
     }
 
@@ -996,6 +1001,120 @@ mod tests {
         assert_eq!(o.stats.skipped, 1);
         assert_eq!(o.stats.skipped_by_comm.get("c2"), Some(&1));
         assert_eq!(o.live(), 0);
+        let _ = std::fs::remove_dir_all(&data);
+    }
+
+    /// An OOM-killed process is kept whatever the rest of the policy says,
+    /// and its report opens with what grew in the minute before the kill.
+    #[test]
+    fn oom_killed_is_always_kept_and_explained() {
+        let (data, mut o) = out("oom", |c| c.keep.killed_by_signal = false);
+        let s = 1_000_000_000u64;
+        o.put(&process(0, 1, ProcessEvent::Start));
+        // Region 1 is born long before the window; 2 grows in it by 1 MiB;
+        // 3 (1 MiB) is born in it and merged into 2 (its death first).
+        o.put(&born(0, 1, 1));
+        let region = |t_ns, id, op, start: u64, end: u64| {
+            let Record::Region(mut r) = born(t_ns, 1, id) else {
+                unreachable!()
+            };
+            (r.op, r.start, r.end) = (op, format!("{start:#x}"), format!("{end:#x}"));
+            if op != v2::RegionOp::Born {
+                r.born = None;
+            }
+            if op == v2::RegionOp::Died {
+                r.cause = Some(crate::model::Cause::Merge);
+            }
+            Record::Region(r)
+        };
+        o.put(&region(
+            10 * s,
+            2,
+            v2::RegionOp::Born,
+            0x7000_0000,
+            0x7000_1000,
+        ));
+        o.put(&region(
+            80 * s,
+            2,
+            v2::RegionOp::Grow,
+            0x7000_0000,
+            0x7010_1000,
+        ));
+        o.put(&region(
+            85 * s,
+            3,
+            v2::RegionOp::Born,
+            0x7010_1000,
+            0x7020_1000,
+        ));
+        o.put(&region(
+            85 * s,
+            3,
+            v2::RegionOp::Died,
+            0x7010_1000,
+            0x7020_1000,
+        ));
+        o.put(&region(
+            85 * s,
+            2,
+            v2::RegionOp::Merge,
+            0x7000_0000,
+            0x7020_1000,
+        ));
+        // 4 (1 MiB) is born below 2 and absorbs it: the merge record comes
+        // before the death (as the model writes them).
+        o.put(&region(
+            86 * s,
+            4,
+            v2::RegionOp::Born,
+            0x6ff0_0000,
+            0x7000_0000,
+        ));
+        o.put(&region(
+            86 * s,
+            4,
+            v2::RegionOp::Merge,
+            0x6ff0_0000,
+            0x7020_1000,
+        ));
+        o.put(&region(
+            86 * s,
+            2,
+            v2::RegionOp::Died,
+            0x7000_0000,
+            0x7020_1000,
+        ));
+        o.put(&Record::Counters(v2::Counters {
+            t_ns: 89 * s,
+            proc: 1,
+            pid: 101,
+            mapped: 3 << 20,
+            heap: 0,
+            stack: 0,
+            rss: Some(2 << 20),
+            faults: 0,
+        }));
+        let Record::Process(mut exit) = process(90 * s + 5, 1, ProcessEvent::Exit) else {
+            unreachable!()
+        };
+        (exit.exit_code, exit.exit_signal) = (None, Some("SIGKILL".into()));
+        exit.oom_kill_ns = Some(90 * s);
+        o.put(&Record::Process(exit));
+        let f = files(&data);
+        assert_eq!(f.len(), 1);
+        assert_eq!(o.stats.skipped, 0);
+        let text = report_of(&f[0]);
+        let oom = text.find("OOM kill: process 101 (c1)").expect(&text);
+        assert!(oom < text.find("Process 101 (c1)").unwrap(), "{text}");
+        assert!(text.contains("Killed at     90.000000 s"), "{text}");
+        assert!(text.contains("3.0 MiB mapped, 2.0 MiB resident"), "{text}");
+        assert!(text.contains("3.0 MiB mapped in the last minute"), "{text}");
+        assert!(text.contains("by kind: anon 3.0 MiB"), "{text}");
+        // Region 4 with what 2 and 3 brought it, and nothing else.
+        assert!(text.contains("+3.0 MiB  0x6ff00000-0x70201000"), "{text}");
+        let section = &text[oom..text.find("Process 101 (c1)").unwrap()];
+        assert!(!section.contains("0x10001000-"), "{text}");
         let _ = std::fs::remove_dir_all(&data);
     }
 

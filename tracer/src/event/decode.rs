@@ -4,8 +4,8 @@ use std::mem::size_of;
 
 use tracer_common::{
     EventHeader, EventKind, ExecEvent, ExitEvent, FaultEvent, FileInfo, ForkEvent, MmapFileEvent,
-    StackEvent, SyscallEvent, Wire, FILE_ANON_INODE, FILE_PATH_TRUNCATED, FILE_PSEUDO,
-    FILE_UNRESOLVED, STACK_SOURCE_FEXIT,
+    OomKillEvent, StackEvent, SyscallEvent, Wire, FILE_ANON_INODE, FILE_PATH_TRUNCATED,
+    FILE_PSEUDO, FILE_UNRESOLVED, STACK_SOURCE_FEXIT,
 };
 
 use crate::event::{Access, Body, Counters, Event, MappedFile, StackSource, SysResult};
@@ -281,6 +281,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             Body::Exit {
                 status: e.exit_code,
                 start_time: e.start_time,
+            }
+        }
+        EventKind::OomKill => {
+            let e: OomKillEvent = read(bytes, kind)?;
+            Body::OomKill {
+                victim_pid: e.victim_pid,
             }
         }
     };

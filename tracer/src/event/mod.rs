@@ -397,6 +397,12 @@ pub enum Body {
         /// task->start_time, ns since boot.
         start_time: u64,
     },
+    /// The OOM killer chose this process (tgid) as its victim: a SIGKILL
+    /// and its exit follow. The event's own pid, tid and comm are the task
+    /// that ran the OOM killer, which may be any process.
+    OomKill {
+        victim_pid: u32,
+    },
     /// Made in userspace: the kernel could not reserve ring buffer space for
     /// `count` events (of `kind`, where known).
     Lost {
@@ -440,6 +446,7 @@ impl Body {
             Body::Exec { .. } => EventKind::Exec,
             Body::Fork { .. } => EventKind::Fork,
             Body::Exit { .. } => EventKind::Exit,
+            Body::OomKill { .. } => EventKind::OomKill,
             Body::Lost { .. } | Body::FaultSummary { .. } => return None,
         })
     }
@@ -470,6 +477,7 @@ impl Body {
             | Body::Exit { .. } => true,
             Body::Fault { .. }
             | Body::Fork { .. }
+            | Body::OomKill { .. }
             | Body::Lost { .. }
             | Body::FaultSummary { .. } => false,
         }
@@ -500,6 +508,7 @@ impl Body {
             Body::Exec { .. } => "exec",
             Body::Fork { .. } => "fork",
             Body::Exit { .. } => "exit",
+            Body::OomKill { .. } => "oom_kill",
             Body::Lost { .. } => "lost",
             Body::FaultSummary { .. } => "fault_summary",
         }

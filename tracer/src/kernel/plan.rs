@@ -168,6 +168,7 @@ mod tests {
                 "sys_exit_remap_file_pages",
                 "sys_enter_ioctl",
                 "sys_exit_ioctl",
+                "mark_victim",
             ]
         );
         assert!(p.skipped.is_empty());

@@ -285,6 +285,7 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
         Body::Exec { .. }
         | Body::Fork { .. }
         | Body::Exit { .. }
+        | Body::OomKill { .. }
         | Body::Lost { .. }
         | Body::FaultSummary { .. } => {}
     }

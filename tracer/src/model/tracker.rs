@@ -106,6 +106,9 @@ pub struct Process {
     pub exec_at: Option<u64>,
     pub exit_at: Option<u64>,
     pub exit_status: Option<i32>,
+    /// The OOM killer chose it as its victim at this moment (model time);
+    /// its exit (by SIGKILL) follows.
+    pub oom_killed_at: Option<u64>,
     pub space: AddressSpace,
     /// Events stamped before this (CLOCK_MONOTONIC) are already in the
     /// snapshot the process was seeded from.
@@ -170,6 +173,7 @@ impl Process {
             exec_at: None,
             exit_at: None,
             exit_status: None,
+            oom_killed_at: None,
             space: AddressSpace::new(bucket_ns).with_kernel(kernel),
             seeded_until: 0,
             seeded_from: 0,
@@ -741,6 +745,15 @@ impl Tracker {
                     self.ended.push(p);
                 }
             }
+            Body::OomKill { victim_pid } => {
+                // The killer's context: the event belongs to the victim,
+                // when it is one of the traced processes (a victim never
+                // seen is not read from /proc now: it is being killed).
+                if let Some(p) = self.live.get_mut(victim_pid) {
+                    p.oom_killed_at.get_or_insert(t);
+                    p.dirty = true;
+                }
+            }
             Body::FaultSummary { .. } | Body::Lost { .. } => {}
             Body::Fault { .. } => {
                 // A fault changes no region: no need to look for changes
@@ -1211,6 +1224,31 @@ mod tests {
         assert_eq!(ended[0].exit_status, Some(3 << 8));
         assert!(t.get(8).is_none());
         assert!(t.get(7).is_some());
+    }
+
+    /// The OOM kill comes in the killer's context: it marks the victim,
+    /// whose exit carries it; a victim never seen is not read from /proc.
+    #[test]
+    fn an_oom_kill_marks_its_victim() {
+        let mut t = tracker(false, &[(7, vec![seed(0x10000, 1)])]);
+        t.apply(&ev(5000, 7, mmap(0x20000, 1)));
+        t.end_event();
+        // Killer 9 (never seen), victims 7 and 11 (never seen).
+        t.apply(&ev(6000, 9, Body::OomKill { victim_pid: 7 }));
+        t.apply(&ev(6100, 9, Body::OomKill { victim_pid: 11 }));
+        t.end_event();
+        assert!(t.get(9).is_none() && t.get(11).is_none());
+        assert_eq!(t.get(7).unwrap().oom_killed_at, Some(6000));
+        t.apply(&ev(
+            7000,
+            7,
+            Body::Exit {
+                status: 9,
+                start_time: 42,
+            },
+        ));
+        let ended = t.end_event();
+        assert_eq!(ended[0].oom_killed_at, Some(6000));
     }
 
     /// A CLONE_VM child (vfork, posix_spawn) changes its parent's model;

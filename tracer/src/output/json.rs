@@ -485,6 +485,7 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64, names: 
             }
         }
         Body::Fork { child_pid, .. } => l.u64("child_pid", u64::from(*child_pid)),
+        Body::OomKill { victim_pid } => l.u64("victim_pid", u64::from(*victim_pid)),
         Body::Exit { status, .. } => {
             let (code, signal) = split_status(*status);
             match code {
@@ -766,6 +767,11 @@ mod serde_form {
     #[derive(Serialize)]
     struct Fork {
         child_pid: u32,
+    }
+
+    #[derive(Serialize)]
+    struct OomKill {
+        victim_pid: u32,
     }
 
     #[derive(Serialize)]
@@ -1082,6 +1088,12 @@ mod serde_form {
                     child_pid: *child_pid,
                 },
             ),
+            Body::OomKill { victim_pid } => head.write(
+                out,
+                OomKill {
+                    victim_pid: *victim_pid,
+                },
+            ),
             Body::Exit { status, .. } => {
                 let (code, signal) = split_status(*status);
                 head.write(
@@ -1312,6 +1324,9 @@ pub(super) fn sample_events() -> Vec<Event> {
             Body::Fork {
                 child_pid: v as u32,
                 clone_flags: 0,
+            },
+            Body::OomKill {
+                victim_pid: w as u32,
             },
             Body::Exit {
                 status: v as i32,
@@ -1706,6 +1721,10 @@ mod tests {
                 start_time: 0,
             },
             r#""event":"exit","code":null,"signal":"SIGKILL""#,
+        );
+        check(
+            Body::OomKill { victim_pid: 4321 },
+            r#""event":"oom_kill","victim_pid":4321"#,
         );
         check(
             Body::Lost {

@@ -282,6 +282,7 @@ mod tests {
                 status: 9,
                 start_time: 0,
             },
+            Body::OomKill { victim_pid: 7 },
             Body::Lost {
                 count: 3,
                 kind: Some(EventKind::Fault),

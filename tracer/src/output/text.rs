@@ -77,6 +77,7 @@ fn family_style(body: &Body) -> Style {
         | Body::Userfaultfd { .. } => PALETTE.syscall,
         Body::Fault { .. } | Body::FaultSummary { .. } | Body::Stack { .. } => PALETTE.fault,
         Body::Exec { .. } | Body::Fork { .. } | Body::Exit { .. } => PALETTE.process,
+        Body::OomKill { .. } => PALETTE.error,
         Body::Lost { .. } => PALETTE.lost,
     }
 }
@@ -534,6 +535,10 @@ fn details(out: &mut String, ev: &Event, color: bool, names: &mut Names) {
                 out.push_str(" (thread)");
             }
         }
+        Body::OomKill { victim_pid } => {
+            let s = format!("victim {victim_pid} (chosen by the OOM killer)");
+            styled(out, color, PALETTE.error, &s);
+        }
         Body::Exit { status, .. } => match split_status(*status) {
             (Some(code), _) => {
                 let _ = write!(out, "code {code}");
@@ -915,6 +920,10 @@ mod old_form {
                 if clone_flags & libc::CLONE_THREAD as u64 != 0 {
                     out.push_str(" (thread)");
                 }
+            }
+            Body::OomKill { victim_pid } => {
+                let s = format!("victim {victim_pid} (chosen by the OOM killer)");
+                styled(out, color, PALETTE.error, &s);
             }
             Body::Exit { status, .. } => match split_status(*status) {
                 (Some(code), _) => {

@@ -140,6 +140,10 @@ pub struct ProcessRecord {
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_signal: Option<String>,
+    /// `exit` (or `end`): the OOM killer chose it as its victim at this
+    /// moment (the timeline's time, as `t_ns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_kill_ns: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -471,6 +475,10 @@ impl ProcessRecord {
             start_time: p.start_time,
             exit_code,
             exit_signal,
+            oom_kill_ns: match event {
+                ProcessEvent::Exit | ProcessEvent::End => p.oom_killed_at,
+                ProcessEvent::Start | ProcessEvent::Exec => None,
+            },
         }
     }
 }

@@ -453,7 +453,8 @@ impl Core {
     /// running one, at its exec or at first sight.
     fn check_abi(&mut self, ev: &mut Event) {
         match &ev.body {
-            Body::Lost { .. } | Body::FaultSummary { .. } => return,
+            // An OOM kill's pid is the killer's, which may be untraced.
+            Body::Lost { .. } | Body::FaultSummary { .. } | Body::OomKill { .. } => return,
             Body::Exit { .. } => {
                 self.abi_seen.remove(&ev.pid);
                 self.abi_last = None;
