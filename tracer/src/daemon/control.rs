@@ -69,7 +69,7 @@ impl SortKey {
 }
 
 /// A request.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Request {
     Status,
     Ps { sort: SortKey },
@@ -443,7 +443,7 @@ async fn read_request(s: &mut tokio::net::UnixStream) -> Result<Vec<u8>, String>
 // ---------------------------------------------------------------------------
 
 /// Connects to the daemon at `socket` and sends `req`.
-fn connect(socket: &Path, req: &Request) -> Result<BufReader<UnixStream>> {
+fn connect(socket: &Path, req: Request) -> Result<BufReader<UnixStream>> {
     let s = UnixStream::connect(socket).map_err(|e| {
         Error::Usage(if e.kind() == io::ErrorKind::PermissionDenied {
             format!(
@@ -456,10 +456,11 @@ fn connect(socket: &Path, req: &Request) -> Result<BufReader<UnixStream>> {
     })?;
     let lost =
         |e: io::Error| Error::Usage(format!("the mmtrace daemon at {}: {e}", socket.display()));
-    s.set_read_timeout(Some(Duration::from_secs(60)))
+    s.set_read_timeout(Some(Duration::from_mins(1)))
         .map_err(lost)?;
     s.set_write_timeout(Some(IO_TIMEOUT)).map_err(lost)?;
-    (&s).write_all(request_line(req).as_bytes()).map_err(lost)?;
+    (&s).write_all(request_line(&req).as_bytes())
+        .map_err(lost)?;
     Ok(BufReader::new(s))
 }
 
@@ -490,7 +491,7 @@ fn answer(r: &mut BufReader<UnixStream>, socket: &Path) -> Result<Value> {
 
 /// `mmtrace status`.
 pub fn status(socket: &Path, raw: bool, out: &mut dyn Write) -> Result<i32> {
-    let mut r = connect(socket, &Request::Status)?;
+    let mut r = connect(socket, Request::Status)?;
     let v = answer(&mut r, socket)?;
     if raw {
         let _ = writeln!(out, "{v}");
@@ -534,7 +535,8 @@ pub fn status(socket: &Path, raw: bool, out: &mut dyn Write) -> Result<i32> {
 
 /// `mmtrace ps`.
 pub fn ps(socket: &Path, sort: SortKey, raw: bool, out: &mut dyn Write) -> Result<i32> {
-    let mut r = connect(socket, &Request::Ps { sort })?;
+    use std::fmt::Write as _;
+    let mut r = connect(socket, Request::Ps { sort })?;
     let v = answer(&mut r, socket)?;
     if raw {
         let _ = writeln!(out, "{v}");
@@ -553,8 +555,9 @@ pub fn ps(socket: &Path, sort: SortKey, raw: bool, out: &mut dyn Write) -> Resul
         } else {
             size("rss")
         };
-        text.push_str(&format!(
-            "{:>8} {:<16} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10.0}\n",
+        let _ = writeln!(
+            text,
+            "{:>8} {:<16} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10.0}",
             n("pid"),
             escape_text(p["comm"].as_str().unwrap_or("").as_bytes()),
             size("mapped"),
@@ -563,7 +566,7 @@ pub fn ps(socket: &Path, sort: SortKey, raw: bool, out: &mut dyn Write) -> Resul
             rss,
             n("regions"),
             p["faults_per_sec"].as_f64().unwrap_or(0.0),
-        ));
+        );
     }
     let _ = out.write_all(text.as_bytes());
     Ok(0)
@@ -575,7 +578,7 @@ pub fn dump(socket: &Path, pid: u32, output: &Path) -> Result<i32> {
     if std::fs::symlink_metadata(output).is_ok() {
         return Err(usage("exists; mmtrace never overwrites a dump".into()));
     }
-    let mut r = connect(socket, &Request::Dump { pid })?;
+    let mut r = connect(socket, Request::Dump { pid })?;
     answer(&mut r, socket)?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -1299,6 +1299,74 @@ mod tests {
     }
 
     #[test]
+    fn answers_status_ps_and_dump() {
+        let (data, mut daemon) = out("answers", |_| {});
+        daemon.put(&process(0, 1, ProcessEvent::Start));
+        let mut n = 0;
+        // Past SPILL: the dump is spool and buffer.
+        while !data.join("spool/1.jsonl").exists() {
+            n += 1;
+            daemon.put(&born(0, 1, n));
+        }
+        daemon.put(&born(0, 1, n + 1));
+        daemon.put(&Record::Counters(v2::Counters {
+            t_ns: 1,
+            proc: 1,
+            pid: 101,
+            mapped: 8192,
+            heap: 0,
+            stack: 4096,
+            rss: Some(4096),
+            faults: 3,
+        }));
+        let Reply::Line(status) = daemon.answer(Request::Status) else {
+            panic!("a line");
+        };
+        let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(v["status"]["processes"], 1);
+        assert_eq!(v["status"]["regions"], n + 1);
+        let Reply::Line(ps) = daemon.answer(Request::Ps { sort: SortKey::Rss }) else {
+            panic!("a line");
+        };
+        let v: serde_json::Value = serde_json::from_str(&ps).unwrap();
+        assert_eq!(v["ps"][0]["pid"], 101);
+        assert_eq!(v["ps"][0]["comm"], "c1");
+        assert_eq!(v["ps"][0]["rss"], 4096);
+        let Reply::Line(error) = daemon.answer(Request::Dump { pid: 9 }) else {
+            panic!("an error line");
+        };
+        assert!(error.contains("not traced"), "{error}");
+        let Reply::Dump { head, spool, rest } = daemon.answer(Request::Dump { pid: 101 }) else {
+            panic!("a dump");
+        };
+        let mut text = head;
+        let (mut f, len) = spool.expect("spooled");
+        let mut spooled = Vec::new();
+        io::Read::read_to_end(&mut f, &mut spooled).unwrap();
+        assert_eq!(spooled.len() as u64, len);
+        text.extend_from_slice(&spooled);
+        text.extend_from_slice(&rest);
+        let text = String::from_utf8(text).unwrap();
+        let (answer, timeline) = text.split_once('\n').unwrap();
+        assert!(answer.contains("\"dump\""), "{answer}");
+        let path = data.join("dump.jsonl");
+        std::fs::write(&path, timeline).unwrap();
+        let report = report_of(&path);
+        assert!(report.contains("Process 101 (c1)"), "{report}");
+        assert!(
+            timeline.ends_with("}\n")
+                && timeline
+                    .lines()
+                    .last()
+                    .unwrap()
+                    .starts_with("{\"type\":\"end\"")
+        );
+        // The process goes on.
+        assert_eq!(daemon.live(), 1);
+        let _ = std::fs::remove_dir_all(&data);
+    }
+
+    #[test]
     fn notify_reaches_a_path_and_an_abstract_socket() {
         let path = scratch("notify.sock");
         let s = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
