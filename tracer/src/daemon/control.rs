@@ -182,19 +182,34 @@ pub struct Listener {
 
 impl Listener {
     /// Binds `path` with mode 0600 (umask), then gives it to `group` and
-    /// sets 0660: it is never wider than that. A stale socket (nothing
+    /// sets 0660: it is never wider than that. Its directory is created
+    /// 0755 when missing; one that others may write (but sticky ones, like
+    /// /tmp) is refused. A stale socket (nothing
     /// listens) is replaced; a live one means another daemon: refused.
     pub fn bind(path: &Path, group: &str) -> Result<Listener> {
         let refuse =
             |what: String| Error::Usage(format!("daemon: socket {}: {what}", path.display()));
         if let Some(dir) = path.parent() {
             if !dir.exists() {
-                use std::os::unix::fs::DirBuilderExt;
+                use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
                 std::fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o755)
                     .create(dir)
+                    .and_then(|()| {
+                        // Whatever the umask: the group must reach the socket.
+                        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                    })
                     .map_err(|e| refuse(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            let m =
+                std::fs::metadata(dir).map_err(|e| refuse(format!("{}: {e}", dir.display())))?;
+            // Anyone who may write there could swap the socket for theirs.
+            if m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0 {
+                return Err(refuse(format!(
+                    "its directory {} is writable by others: refused",
+                    dir.display()
+                )));
             }
         }
         match std::fs::symlink_metadata(path) {
@@ -239,7 +254,7 @@ impl Listener {
             ino: (0, 0),
         };
         if let Some(gid) = gid {
-            std::os::unix::fs::chown(path, Some(0), Some(gid))
+            std::os::unix::fs::chown(path, None, Some(gid))
                 .and_then(|()| {
                     use std::os::unix::fs::PermissionsExt;
                     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
@@ -332,7 +347,7 @@ pub async fn serve(
     };
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
-        let mut stream = match listener.accept().await {
+        let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
                 warn!("control socket: accept: {e}");
@@ -341,10 +356,9 @@ pub async fn serve(
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let line = error_line(&format!("too many clients (at most {MAX_CLIENTS})"));
-                let _ = tokio::time::timeout(IO_TIMEOUT, stream.write_all(line.as_bytes())).await;
-            });
+            // One try, no task: a flood of clients costs nothing to keep.
+            let line = error_line(&format!("too many clients (at most {MAX_CLIENTS})"));
+            let _ = stream.try_write(line.as_bytes());
             continue;
         };
         let asks = asks.clone();
@@ -685,6 +699,46 @@ mod tests {
         assert!(!allowed(1000, 1000, None, None));
         assert!(allowed(1000, 50, None, Some(50)));
         assert!(!allowed(1000, 1000, None, Some(50)));
+    }
+
+    #[test]
+    fn stale_sockets_are_replaced_live_ones_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("mmtrace-control-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("run").join("m.sock");
+        // Created 0600 (no group), its directory 0755.
+        let mut l = Listener::bind(&path, "").unwrap();
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.join("run")), 0o755);
+        // Live: refused.
+        let live = l.take().unwrap();
+        let e = Listener::bind(&path, "")
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("another mmtrace daemon"), "{e}");
+        // A crash: the file stays, nothing listens: replaced.
+        drop(live);
+        std::mem::forget(l);
+        assert!(path.exists());
+        let l = Listener::bind(&path, "").unwrap();
+        drop(l);
+        assert!(!path.exists(), "removed at the stop");
+        // Not a socket: refused, untouched.
+        std::fs::write(&path, "x").unwrap();
+        assert!(Listener::bind(&path, "").is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"x");
+        // A directory others may write: refused.
+        let open = dir.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Listener::bind(&open.join("m.sock"), "")
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("writable by others"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
