@@ -609,6 +609,7 @@ fn control_socket_answers_status_ps_dump() {
     assert!(num(&s["processes"]) >= 1, "{s}");
     assert!(num(&s["regions"]) >= 1, "{s}");
     assert!(num(&s["records"]) > 0, "{s}");
+    assert!(num(&s["events"]) > 0, "{s}");
     assert!(num(&s["rss_bytes"]) > 1 << 20, "{s}");
     assert_eq!(num(&s["memory_cap_bytes"]), 512 << 20, "{s}");
     let o = client(&[], &["status"], &socket);

@@ -516,6 +516,7 @@ pub fn status(socket: &Path, raw: bool, out: &mut dyn Write) -> Result<i32> {
     let size = |k: &str| crate::output::names::human_size(n(k));
     let text = format!(
         "uptime:      {} s\n\
+         events:      {} ({:.0}/s)\n\
          records:     {} ({:.0}/s)\n\
          lost events: {}\n\
          checks:      {} ({} drift)\n\
@@ -523,6 +524,8 @@ pub fn status(socket: &Path, raw: bool, out: &mut dyn Write) -> Result<i32> {
          memory:      {} resident of a {} cap{}\n\
          timelines:   {} written ({}), {} failed, {} exits skipped, {} deleted by retention\n",
         n("uptime_secs"),
+        n("events"),
+        s["events_per_sec"].as_f64().unwrap_or(0.0),
         n("records"),
         s["records_per_sec"].as_f64().unwrap_or(0.0),
         n("lost_events"),

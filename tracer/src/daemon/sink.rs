@@ -213,6 +213,8 @@ pub struct Stats {
     pub over_cap: u64,
     /// Records rendered (every process's lines).
     pub records: u64,
+    /// Events handled (as `record`'s end line counts them).
+    pub events: u64,
     pub checks: u64,
     pub drift: u64,
 }
@@ -240,8 +242,9 @@ pub struct DaemonOut {
     asks: Option<tokio::sync::mpsc::Receiver<Ask>>,
     started: Instant,
     /// Records per second, measured about every second.
-    rate_at: (Instant, u64),
+    rate_at: (Instant, u64, u64),
     records_per_sec: f64,
+    events_per_sec: f64,
 }
 
 impl DaemonOut {
@@ -264,8 +267,9 @@ impl DaemonOut {
             spool_failed: false,
             asks: None,
             started: Instant::now(),
-            rate_at: (Instant::now(), 0),
+            rate_at: (Instant::now(), 0, 0),
             records_per_sec: 0.0,
+            events_per_sec: 0.0,
         };
         out.load_index()?;
         out.retention();
@@ -581,6 +585,8 @@ impl DaemonOut {
             "v": control::VERSION,
             "status": {
                 "uptime_secs": self.started.elapsed().as_secs(),
+                "events": s.events,
+                "events_per_sec": (self.events_per_sec * 10.0).round() / 10.0,
                 "records": s.records,
                 "records_per_sec": (self.records_per_sec * 10.0).round() / 10.0,
                 "lost_events": s.lost_events,
@@ -926,11 +932,12 @@ impl V2Out for DaemonOut {
             self.last_memory = Instant::now();
             self.watch_memory();
         }
-        let (at, records) = self.rate_at;
+        let (at, records, events) = self.rate_at;
         let dt = at.elapsed().as_secs_f64();
         if dt >= 1.0 {
-            self.records_per_sec = (self.stats.records - records) as f64 / dt;
-            self.rate_at = (Instant::now(), self.stats.records);
+            self.records_per_sec = self.stats.records.saturating_sub(records) as f64 / dt;
+            self.events_per_sec = self.stats.events.saturating_sub(events) as f64 / dt;
+            self.rate_at = (Instant::now(), self.stats.records, self.stats.events);
         }
         if let Some(mut asks) = self.asks.take() {
             for _ in 0..control::MAX_CLIENTS {
@@ -942,6 +949,10 @@ impl V2Out for DaemonOut {
             self.asks = Some(asks);
         }
         true
+    }
+
+    fn events(&mut self, total: u64) {
+        self.stats.events = total;
     }
 
     fn attached(&mut self, stack: StackPath) {
