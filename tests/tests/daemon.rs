@@ -266,9 +266,14 @@ fn start_daemon(dir: &Path, config: &Path) -> Running {
         stderr,
     };
     let mut buf = [0u8; 256];
-    let n = notify
-        .recv(&mut buf)
-        .unwrap_or_else(|e| panic!("no READY=1 ({e}): {}", daemon.stderr()));
+    // A signal to the test process (another test's child ending) may
+    // interrupt the wait: it goes on.
+    let n = loop {
+        match notify.recv(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r.unwrap_or_else(|e| panic!("no READY=1 ({e}): {}", daemon.stderr())),
+        }
+    };
     let msg = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(msg.contains("READY=1"), "{msg:?}");
     daemon
