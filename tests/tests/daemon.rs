@@ -675,6 +675,25 @@ fn control_socket_answers_status_ps_dump() {
     );
     assert!(!dir.join("d1").exists());
 
+    // Bad requests get one JSON error line.
+    for (req, want) in [
+        (b"{\"v\":1,\"cmd\":\"reboot\"}\n".to_vec(), "unknown cmd"),
+        (b"not json\n".to_vec(), "bad request"),
+        ([b'x'; 5000].to_vec(), "longer than"),
+    ] {
+        use std::io::{Read, Write};
+        let mut c = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let _ = c.write_all(&req);
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        let v: Value =
+            serde_json::from_str(answer.trim_end()).unwrap_or_else(|e| panic!("{answer:?}: {e}"));
+        assert_eq!(v["v"], 1, "{answer}");
+        assert!(v["error"].as_str().unwrap_or("").contains(want), "{answer}");
+        assert_eq!(answer.matches('\n').count(), 1, "{answer:?}");
+    }
+
     // Neither root nor in the group: refused. In the group: served.
     let nobody = ["--reuid=65534", "--regid=65533", "--clear-groups"];
     let o = client(&nobody, &["status"], &socket);

@@ -375,6 +375,26 @@ async fn write_timed(s: &mut tokio::net::UnixStream, bytes: &[u8]) -> io::Result
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
 }
 
+/// Sends an error line and closes, reading what the client still sends
+/// (at most 64 KiB, for a second): closing a Unix socket with unread data
+/// would reset the connection, and the client would not see the line.
+async fn refuse(s: &mut tokio::net::UnixStream, msg: &str) -> io::Result<()> {
+    write_timed(s, error_line(msg).as_bytes()).await?;
+    s.shutdown().await?;
+    let mut buf = [0u8; 4096];
+    let mut left = 64usize << 10;
+    let drain = async {
+        while left > 0 {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    Ok(())
+}
+
 async fn serve_one(
     mut s: tokio::net::UnixStream,
     gid: Option<u32>,
@@ -382,23 +402,23 @@ async fn serve_one(
 ) -> io::Result<()> {
     let cred = s.peer_cred()?;
     if !allowed(cred.uid(), cred.gid(), cred.pid(), gid) {
-        let line = error_line(&format!(
+        let msg = format!(
             "not allowed: uid {} is neither root nor in the daemon's group",
             cred.uid()
-        ));
-        return write_timed(&mut s, line.as_bytes()).await;
+        );
+        return refuse(&mut s, &msg).await;
     }
     let line = match tokio::time::timeout(IO_TIMEOUT, read_request(&mut s)).await {
         Ok(Ok(line)) => line,
-        Ok(Err(e)) => return write_timed(&mut s, error_line(&e).as_bytes()).await,
+        Ok(Err(e)) => return refuse(&mut s, &e).await,
         Err(_) => {
             let msg = format!("no request within {} s", IO_TIMEOUT.as_secs());
-            return write_timed(&mut s, error_line(&msg).as_bytes()).await;
+            return refuse(&mut s, &msg).await;
         }
     };
     let req = match parse_request(&line) {
         Ok(r) => r,
-        Err(e) => return write_timed(&mut s, error_line(&e).as_bytes()).await,
+        Err(e) => return refuse(&mut s, &e).await,
     };
     let (tx, rx) = oneshot::channel();
     if asks.send(Ask { req, reply: tx }).await.is_err() {
