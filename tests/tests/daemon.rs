@@ -252,6 +252,44 @@ fn alive_at(lines: &[Value], proc: u64, t: u64) -> BTreeMap<u64, (u64, String)> 
     live.into_values().collect()
 }
 
+/// Starts `mmtrace daemon --config CONFIG` and waits for its READY=1 on a
+/// notification socket in `dir` (sd-notify); its stderr goes to
+/// `dir/daemon.stderr`.
+fn start_daemon(dir: &Path, config: &Path) -> Running {
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let stderr = dir.join("daemon.stderr");
+    let child = Command::new(mmtrace_bin().unwrap_or_else(|e| panic!("{e}")))
+        .arg("daemon")
+        .arg("--config")
+        .arg(config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("start mmtrace daemon");
+    let daemon = Running {
+        child: Some(child),
+        stderr,
+    };
+    let mut buf = [0u8; 256];
+    // A signal to the test process (another test's child ending) may
+    // interrupt the wait: it goes on.
+    let n = loop {
+        match notify.recv(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r.unwrap_or_else(|e| panic!("no READY=1 ({e}): {}", daemon.stderr())),
+        }
+    };
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(msg.contains("READY=1"), "{msg:?}");
+    daemon
+}
+
 /// The daemon records: it says it is ready on $NOTIFY_SOCKET (sd-notify);
 /// a workload's exit gives one timeline file that `mmtrace report` reads
 /// and whose regions replay to the workload's own maps at each pause; a
@@ -276,38 +314,15 @@ fn records_keeps_counts_and_stops() {
         &config,
         format!(
             "data_dir = \"{}\"\nreconcile_secs = 1\nfaults = \"all\"\n\
+             [socket]\npath = \"{}\"\n\
              [select]\ncomm = [\"workload\", \"true\", \"sleep\", \"heir\"]\n\
              [keep]\nmin_lifetime_secs = 0.5\ndrift = false\n",
-            data.display()
+            data.display(),
+            dir.join("mmtrace.sock").display()
         ),
     )
     .unwrap();
-    let notify_path = dir.join("notify.sock");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let stderr = dir.join("daemon.stderr");
-    let child = Command::new(mmtrace_bin().unwrap_or_else(|e| panic!("{e}")))
-        .arg("daemon")
-        .arg("--config")
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .expect("start mmtrace daemon");
-    let mut daemon = Running {
-        child: Some(child),
-        stderr,
-    };
-    let mut buf = [0u8; 256];
-    let n = notify
-        .recv(&mut buf)
-        .unwrap_or_else(|e| panic!("no READY=1 ({e}): {}", daemon.stderr()));
-    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
-    assert!(msg.contains("READY=1"), "{msg:?}");
+    let mut daemon = start_daemon(&dir, &config);
     assert!(daemon.stderr().contains("ready"), "{}", daemon.stderr());
     assert_eq!(mode_of(&data), 0o700);
     let timelines = data.join("timelines");
@@ -502,5 +517,224 @@ fn records_keeps_counts_and_stops() {
         assert!(!e.file_name().to_string_lossy().starts_with('.'));
         assert_eq!(mode_of(&e.path()), 0o600);
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `mmtrace CMD ARGS... --socket SOCKET` run as `as_user` (setpriv
+/// arguments; empty: root).
+fn client(as_user: &[&str], cmd: &[&str], socket: &Path) -> Output {
+    let bin = mmtrace_bin().unwrap_or_else(|e| panic!("{e}"));
+    let mut c = if as_user.is_empty() {
+        Command::new(bin)
+    } else {
+        let mut c = Command::new("setpriv");
+        c.args(as_user).arg(bin);
+        c
+    };
+    c.args(cmd)
+        .arg("--socket")
+        .arg(socket)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run an mmtrace client")
+}
+
+/// The control socket (root, real kernel): 0660 root:group from the start;
+/// `status` answers with plausible numbers, `ps` lists a running spinner
+/// with its pid, `dump PID` writes a private v2 file that `mmtrace report`
+/// reads (never over an existing file); a client that is neither root nor
+/// in the group is refused (exit 2), one in the group is served; a second
+/// daemon on the same socket is refused; after the stop the socket is gone
+/// and `status` says there is no daemon (exit 2).
+#[test]
+fn control_socket_answers_status_ps_dump() {
+    tests::needs_root!();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mmtrace-daemon-socket-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // The client running as nobody must reach the socket's directory.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.join("run").join("mmtrace.sock");
+    let config = dir.join("mmtrace.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\nreconcile_secs = 1\n\
+             [socket]\npath = \"{}\"\ngroup = \"nogroup\"\n\
+             [select]\ncomm = [\"spinner\"]\n",
+            dir.join("data").display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let mut running = start_daemon(&dir, &config);
+    {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let m = std::fs::symlink_metadata(&socket).unwrap();
+        assert!(m.file_type().is_socket());
+        assert_eq!(m.mode() & 0o7777, 0o660);
+        assert_eq!((m.uid(), m.gid()), (0, 65534));
+    }
+    let mut spinner = Command::new(env!("CARGO_BIN_EXE_spinner"))
+        .arg("120")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start the spinner");
+    let pid = spinner.id();
+
+    // ps lists it (once the daemon saw its exec).
+    let ps = wait_for("the spinner in ps", Duration::from_secs(60), || {
+        let o = client(&[], &["ps", "--json", "--sort", "pid"], &socket);
+        assert_eq!(o.status.code(), Some(0), "{o:?}");
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let row = v["ps"]
+            .as_array()?
+            .iter()
+            .find(|p| num(&p["pid"]) == u64::from(pid) && p["comm"] == "spinner")?
+            .clone();
+        (num(&row["mapped"]) > 0 && num(&row["regions"]) > 0).then_some(row)
+    });
+    assert!(num(&ps["rss"]) > 0, "{ps}");
+    let text = client(&[], &["ps"], &socket);
+    assert_eq!(text.status.code(), Some(0), "{text:?}");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.starts_with("     PID COMM"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with(&format!("{pid} spinner"))),
+        "{text}"
+    );
+
+    // status: plausible numbers.
+    let o = client(&[], &["status", "--json"], &socket);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let s = &v["status"];
+    assert_eq!(v["v"], 1);
+    assert!(num(&s["processes"]) >= 1, "{s}");
+    assert!(num(&s["regions"]) >= 1, "{s}");
+    assert!(num(&s["records"]) > 0, "{s}");
+    assert!(num(&s["events"]) > 0, "{s}");
+    assert!(num(&s["rss_bytes"]) > 1 << 20, "{s}");
+    assert_eq!(num(&s["memory_cap_bytes"]), 512 << 20, "{s}");
+    let o = client(&[], &["status"], &socket);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("processes:") && text.contains("timelines:"),
+        "{text}"
+    );
+
+    // dump: a private v2 file report reads, with the spinner's pid.
+    let out = dir.join("dump.jsonl");
+    let o = client(
+        &[],
+        &["dump", &pid.to_string(), "-o", out.to_str().unwrap()],
+        &socket,
+    );
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(mode_of(&out), 0o600);
+    let lines = parse_jsonl(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(lines[0]["schema"], tests::TIMELINE_V2);
+    assert_eq!(lines.last().unwrap()["type"], "end");
+    assert!(lines
+        .iter()
+        .any(|l| l["type"] == "process" && num(&l["pid"]) == u64::from(pid)));
+    let errors = schema_errors(&lines);
+    assert!(errors.is_empty(), "{errors:?}");
+    let r = Command::new(mmtrace_bin().unwrap())
+        .arg("report")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{r:?}");
+    let report = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        report.contains(&format!("Process {pid} (spinner)")),
+        "{report}"
+    );
+    // Never over an existing file.
+    let before = std::fs::read(&out).unwrap();
+    let o = client(
+        &[],
+        &["dump", &pid.to_string(), "-o", out.to_str().unwrap()],
+        &socket,
+    );
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+    // A pid it does not trace: one line, exit 2.
+    let o = client(
+        &[],
+        &["dump", "1", "-o", dir.join("d1").to_str().unwrap()],
+        &socket,
+    );
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).lines().count(),
+        1,
+        "{o:?}"
+    );
+    assert!(!dir.join("d1").exists());
+
+    // Bad requests get one JSON error line.
+    for (req, want) in [
+        (b"{\"v\":1,\"cmd\":\"reboot\"}\n".to_vec(), "unknown cmd"),
+        (b"not json\n".to_vec(), "bad request"),
+        ([b'x'; 5000].to_vec(), "longer than"),
+    ] {
+        use std::io::{Read, Write};
+        let mut c = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let _ = c.write_all(&req);
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        let v: Value =
+            serde_json::from_str(answer.trim_end()).unwrap_or_else(|e| panic!("{answer:?}: {e}"));
+        assert_eq!(v["v"], 1, "{answer}");
+        assert!(v["error"].as_str().unwrap_or("").contains(want), "{answer}");
+        assert_eq!(answer.matches('\n').count(), 1, "{answer:?}");
+    }
+
+    // Neither root nor in the group: refused. In the group: served.
+    let nobody = ["--reuid=65534", "--regid=65533", "--clear-groups"];
+    let o = client(&nobody, &["status"], &socket);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(err.contains("not allowed"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let member = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    let o = client(&member, &["status", "--json"], &socket);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+
+    // A second daemon on the same socket: refused, and the first goes on.
+    let data2 = dir.join("data2");
+    let config2 = scratch(
+        "socket2",
+        &format!(
+            "data_dir = \"{}\"\n[socket]\npath = \"{}\"\n",
+            data2.display(),
+            socket.display()
+        ),
+    );
+    let o = daemon(&config2, &[]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("another mmtrace daemon listens"),
+        "{o:?}"
+    );
+    let _ = std::fs::remove_file(&config2);
+    let o = client(&[], &["status"], &socket);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+
+    let _ = spinner.kill();
+    let _ = spinner.wait();
+    let (code, err) = running.stop();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!socket.exists(), "the socket outlived the daemon");
+    let o = client(&[], &["status"], &socket);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no mmtrace daemon at"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

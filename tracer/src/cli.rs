@@ -32,6 +32,12 @@ pub enum Command {
     Record(RecordArgs),
     /// The always-on recorder: one timeline per process, kept by policy.
     Daemon(DaemonArgs),
+    /// Ask the running daemon how it is (its control socket).
+    Status(StatusArgs),
+    /// The processes the running daemon traces, with their memory.
+    Ps(PsArgs),
+    /// The live timeline of a process the running daemon traces.
+    Dump(DumpArgs),
     /// Summarise a timeline written by `mmtrace record`.
     Report(ReportArgs),
     /// Convert a v2 timeline to another tool's format (Perfetto).
@@ -184,6 +190,54 @@ pub struct DaemonArgs {
     /// Check the configuration, print it and exit (0 if valid, 2 if not).
     #[arg(long)]
     pub check_config: bool,
+}
+
+/// The default control socket of the daemon.
+pub const DEFAULT_SOCKET: &str = "/run/mmtrace/mmtrace.sock";
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The daemon's control socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Print the daemon's JSON answer as it is.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `mmtrace ps` sorts by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PsSort {
+    Rss,
+    Mapped,
+    Regions,
+    Faults,
+    Pid,
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// The daemon's control socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Sort by this (largest first; pid: ascending).
+    #[arg(long, value_enum, default_value = "rss")]
+    pub sort: PsSort,
+    /// Print the daemon's JSON answer as it is.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// The process.
+    pub pid: u32,
+    /// Where to write its timeline (v2; a new file, mode 0600).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// The daemon's control socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
 }
 
 #[derive(Args, Debug)]

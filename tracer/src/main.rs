@@ -6,6 +6,7 @@ use clap::Parser;
 use tracer::{
     cli::{Cli, Command},
     commands::{record, report, stream},
+    daemon::control::{self, SortKey},
     error::Error,
     session::signals,
 };
@@ -84,6 +85,21 @@ fn run(cli: Cli) -> Result<i32, Error> {
             }
             tracer::daemon::run(&args.config, config)
         }
+        Command::Status(args) => {
+            control::status(&args.socket, args.json, &mut std::io::stdout().lock())
+        }
+        Command::Ps(args) => {
+            use tracer::cli::PsSort;
+            let sort = match args.sort {
+                PsSort::Rss => SortKey::Rss,
+                PsSort::Mapped => SortKey::Mapped,
+                PsSort::Regions => SortKey::Regions,
+                PsSort::Faults => SortKey::Faults,
+                PsSort::Pid => SortKey::Pid,
+            };
+            control::ps(&args.socket, sort, args.json, &mut std::io::stdout().lock())
+        }
+        Command::Dump(args) => control::dump(&args.socket, args.pid, &args.output),
         Command::Report(args) => {
             let opts = report::ReportOptions {
                 short_lived_ns: args.short_lived_ms * 1_000_000,

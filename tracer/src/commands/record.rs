@@ -192,6 +192,9 @@ pub trait V2Out {
     /// The session received this signal (SIGHUP; or a stop signal, just
     /// before it stops).
     fn signal(&mut self, _name: &'static str) {}
+    /// The events handled so far (the end line's `events`), before each
+    /// flush.
+    fn events(&mut self, _total: u64) {}
 }
 
 /// `record`'s output: the whole recording in one file.
@@ -524,6 +527,7 @@ impl<O: V2Out> Sink for V2Sink<O> {
     }
 
     fn flush(&mut self) -> bool {
+        self.out.events(self.totals.events);
         self.out.flush()
     }
 

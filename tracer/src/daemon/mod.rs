@@ -14,6 +14,7 @@ use crate::{
 };
 
 pub mod config;
+pub mod control;
 pub mod files;
 pub mod sink;
 
@@ -54,6 +55,7 @@ pub fn run(config_path: &Path, config: Config) -> Result<i32> {
             config.data_dir.display()
         ))
     })?;
+    let mut listener = control::Listener::bind(&config.socket.path, &config.socket.group)?;
     let reconcile = config.reconcile_secs;
     let plan = Plan {
         events: kind_mask(&[], faults),
@@ -95,7 +97,17 @@ pub fn run(config_path: &Path, config: Config) -> Result<i32> {
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)?;
-    let outcome = rt.block_on(session::run(&mut target, &plan, &mut sink))?;
+    let (asks, answered) = tokio::sync::mpsc::channel(control::MAX_CLIENTS);
+    sink.out.serve(answered);
+    let (socket, gid) = (listener.take(), listener.gid);
+    let outcome = rt.block_on(async {
+        if let Some(socket) = socket {
+            tokio::spawn(control::serve(socket, gid, asks));
+        }
+        session::run(&mut target, &plan, &mut sink).await
+    })?;
+    // The socket goes at the clean stop.
+    drop(listener);
     sink.out.log_stats();
     session::finish(&outcome, &target);
     Ok(0)

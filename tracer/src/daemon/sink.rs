@@ -29,6 +29,7 @@ use log::{info, warn};
 
 use super::{
     config::{Config, Keep, Retention},
+    control::{self, Ask, Reply, Request, SortKey},
     files,
 };
 use crate::{
@@ -183,6 +184,14 @@ struct Proc {
     drift: u64,
     /// The daemon's lost-event counts at its first sight.
     lost_at_start: BTreeMap<String, u64>,
+    /// Its last process record (comm, for `ps`; its end for a dump).
+    last: v2::ProcessRecord,
+    /// Its last counters, when they came, and its faults per second then.
+    counters: Option<v2::Counters>,
+    counters_at: Option<Instant>,
+    faults_per_sec: f64,
+    /// Regions born minus regions dead.
+    live_regions: u64,
 }
 
 /// The daemon's statistics.
@@ -202,6 +211,12 @@ pub struct Stats {
     pub lost_events: u64,
     /// Times the daemon's resident memory went over its cap.
     pub over_cap: u64,
+    /// Records rendered (every process's lines).
+    pub records: u64,
+    /// Events handled (as `record`'s end line counts them).
+    pub events: u64,
+    pub checks: u64,
+    pub drift: u64,
 }
 
 /// Routes the v2 records to per-process timelines.
@@ -223,6 +238,13 @@ pub struct DaemonOut {
     /// The daemon's resident memory is over `memory_cap_mib`.
     over_cap: bool,
     spool_failed: bool,
+    /// The control socket's requests (None: no socket).
+    asks: Option<tokio::sync::mpsc::Receiver<Ask>>,
+    started: Instant,
+    /// Records per second, measured about every second.
+    rate_at: (Instant, u64, u64),
+    records_per_sec: f64,
+    events_per_sec: f64,
 }
 
 impl DaemonOut {
@@ -243,6 +265,11 @@ impl DaemonOut {
             last_memory: Instant::now(),
             over_cap: false,
             spool_failed: false,
+            asks: None,
+            started: Instant::now(),
+            rate_at: (Instant::now(), 0, 0),
+            records_per_sec: 0.0,
+            events_per_sec: 0.0,
         };
         out.load_index()?;
         out.retention();
@@ -345,6 +372,11 @@ impl DaemonOut {
             checks: 0,
             drift: 0,
             lost_at_start,
+            last: rec.clone(),
+            counters: None,
+            counters_at: None,
+            faults_per_sec: 0.0,
+            live_regions: 0,
         });
     }
 
@@ -535,6 +567,147 @@ impl DaemonOut {
         written
     }
 
+    /// Answers the control socket's requests from now on (at each tick).
+    pub fn serve(&mut self, asks: tokio::sync::mpsc::Receiver<Ask>) {
+        self.asks = Some(asks);
+    }
+
+    /// The answer to a control request.
+    pub fn answer(&mut self, req: Request) -> Reply {
+        match req {
+            Request::Status => Reply::Line(self.status_line()),
+            Request::Ps { sort } => Reply::Line(self.ps_line(sort)),
+            Request::Dump { pid } => self.dump(pid),
+        }
+    }
+
+    fn status_line(&self) -> String {
+        let s = &self.stats;
+        let rss = crate::kernel::proc::statm_rss(std::process::id()).unwrap_or(0);
+        let regions: u64 = self.procs.values().map(|p| p.live_regions).sum();
+        let v = serde_json::json!({
+            "v": control::VERSION,
+            "status": {
+                "uptime_secs": self.started.elapsed().as_secs(),
+                "events": s.events,
+                "events_per_sec": (self.events_per_sec * 10.0).round() / 10.0,
+                "records": s.records,
+                "records_per_sec": (self.records_per_sec * 10.0).round() / 10.0,
+                "lost_events": s.lost_events,
+                "checks": s.checks,
+                "drift": s.drift,
+                "processes": self.procs.len(),
+                "regions": regions,
+                "rss_bytes": rss,
+                "memory_cap_bytes": self.config.memory_cap_mib << 20,
+                "over_cap": self.over_cap,
+                "timelines_written": s.written,
+                "timelines_written_bytes": s.written_bytes,
+                "write_failures": s.write_failures,
+                "exits_skipped": s.skipped,
+                "timelines_deleted": s.deleted,
+                "records_capped": s.capped_records,
+            }
+        });
+        format!("{v}\n")
+    }
+
+    fn ps_line(&self, sort: SortKey) -> String {
+        let stale = Duration::from_secs(2);
+        let mut rows: Vec<&Proc> = self.procs.values().collect();
+        let key = |p: &Proc| -> u64 {
+            let c = p.counters.as_ref();
+            match sort {
+                SortKey::Rss => c.and_then(|c| c.rss).unwrap_or(0),
+                SortKey::Mapped => c.map_or(0, |c| c.mapped),
+                SortKey::Regions => p.live_regions,
+                SortKey::Faults => p.faults_per_sec as u64,
+                SortKey::Pid => 0,
+            }
+        };
+        rows.sort_by(|a, b| key(b).cmp(&key(a)).then(a.pid.cmp(&b.pid)));
+        let ps: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|p| {
+                let c = p.counters.as_ref();
+                let fresh = p.counters_at.is_some_and(|t| t.elapsed() < stale);
+                serde_json::json!({
+                    "pid": p.pid,
+                    "proc": p.seq,
+                    "comm": p.last.comm,
+                    "mapped": c.map_or(0, |c| c.mapped),
+                    "heap": c.map_or(0, |c| c.heap),
+                    "stack": c.map_or(0, |c| c.stack),
+                    "rss": c.and_then(|c| c.rss),
+                    "regions": p.live_regions,
+                    "faults": c.map_or(0, |c| c.faults),
+                    "faults_per_sec": if fresh { (p.faults_per_sec * 10.0).round() / 10.0 } else { 0.0 },
+                })
+            })
+            .collect();
+        format!("{}\n", serde_json::json!({"v": control::VERSION, "ps": ps}))
+    }
+
+    /// `pid`'s timeline so far: header, spool, buffer, its `end` process
+    /// record (still running), lost records, end line.
+    fn dump(&mut self, pid: u32) -> Reply {
+        let Some(seq) = self
+            .procs
+            .values()
+            .filter(|p| p.pid == pid)
+            .map(|p| p.seq)
+            .max()
+        else {
+            return Reply::Line(control::error_line(&format!(
+                "pid {pid} is not traced by this daemon"
+            )));
+        };
+        let Some(header) = self.header.clone() else {
+            return Reply::Line(control::error_line("not attached yet"));
+        };
+        let Some(mut p) = self.procs.remove(&seq) else {
+            return Reply::Line(control::error_line("gone"));
+        };
+        let spool = if p.spooled > 0 {
+            let path = self.spool_path(seq);
+            match OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)
+            {
+                Ok(f) => Some((f, p.spooled)),
+                Err(e) => {
+                    self.procs.insert(seq, p);
+                    return Reply::Line(control::error_line(&format!(
+                        "cannot read its spool {}: {e}",
+                        path.display()
+                    )));
+                }
+            }
+        } else {
+            None
+        };
+        let mut head = format!(
+            "{}\n",
+            serde_json::json!({"v": control::VERSION, "dump": {"pid": pid, "proc": seq}})
+        )
+        .into_bytes();
+        v2::write_record(&mut head, &Record::Header(header.clone()));
+        let now = crate::kernel::clock::monotonic_ns().saturating_sub(header.monotonic_start_ns);
+        let mut last = p.last.clone();
+        last.event = ProcessEvent::End;
+        last.t_ns = now.max(last.t_ns);
+        last.exit_code = None;
+        last.exit_signal = None;
+        let mut rest = p.buf.clone();
+        v2::write_record(&mut rest, &Record::Process(last.clone()));
+        p.records += 1;
+        rest.extend_from_slice(&self.tail(&mut p, &last));
+        p.records -= 1;
+        self.procs.insert(seq, p);
+        Reply::Dump { head, spool, rest }
+    }
+
     /// Deletes the oldest timelines while there are more bytes than the
     /// retention allows, or older than its age (the newest is kept).
     fn retention(&mut self) {
@@ -693,20 +866,32 @@ impl V2Out for DaemonOut {
                     if p.start_time.is_some() {
                         known.start_time = p.start_time;
                     }
+                    known.last = p.clone();
                 }
             }
             Record::Counters(c) => {
                 if let Some(p) = self.procs.get_mut(&c.proc) {
                     p.peak_mapped = p.peak_mapped.max(c.mapped);
                     p.peak_rss = p.peak_rss.max(c.rss.unwrap_or(0));
+                    if let Some(prev) = &p.counters {
+                        let dt = c.t_ns.saturating_sub(prev.t_ns);
+                        if dt > 0 {
+                            p.faults_per_sec =
+                                c.faults.saturating_sub(prev.faults) as f64 * 1e9 / dt as f64;
+                        }
+                    }
+                    p.counters = Some(c.clone());
+                    p.counters_at = Some(Instant::now());
                 }
             }
             Record::Check(c) => {
+                self.stats.checks += 1;
                 if let Some(p) = self.procs.get_mut(&c.proc) {
                     p.checks += 1;
                 }
             }
             Record::Drift(d) => {
+                self.stats.drift += 1;
                 if let Some(p) = self.procs.get_mut(&d.proc) {
                     p.drift += 1;
                 }
@@ -716,6 +901,9 @@ impl V2Out for DaemonOut {
                     p.region_records += 1;
                     if r.op == v2::RegionOp::Born {
                         p.regions += 1;
+                        p.live_regions += 1;
+                    } else if r.op == v2::RegionOp::Died {
+                        p.live_regions = p.live_regions.saturating_sub(1);
                     }
                 }
             }
@@ -724,6 +912,7 @@ impl V2Out for DaemonOut {
         let Some(seq) = proc_of(rec) else {
             return;
         };
+        self.stats.records += 1;
         self.line.clear();
         v2::write_record(&mut self.line, rec);
         let is_process = matches!(rec, Record::Process(_));
@@ -747,7 +936,27 @@ impl V2Out for DaemonOut {
             self.last_memory = Instant::now();
             self.watch_memory();
         }
+        let (at, records, events) = self.rate_at;
+        let dt = at.elapsed().as_secs_f64();
+        if dt >= 1.0 {
+            self.records_per_sec = self.stats.records.saturating_sub(records) as f64 / dt;
+            self.events_per_sec = self.stats.events.saturating_sub(events) as f64 / dt;
+            self.rate_at = (Instant::now(), self.stats.records, self.stats.events);
+        }
+        if let Some(mut asks) = self.asks.take() {
+            for _ in 0..control::MAX_CLIENTS {
+                let Ok(Ask { req, reply }) = asks.try_recv() else {
+                    break;
+                };
+                let _ = reply.send(self.answer(req));
+            }
+            self.asks = Some(asks);
+        }
         true
+    }
+
+    fn events(&mut self, total: u64) {
+        self.stats.events = total;
     }
 
     fn attached(&mut self, stack: StackPath) {
@@ -1216,6 +1425,74 @@ mod tests {
         assert_eq!(o.stats.skipped, 5);
         assert_eq!(o.stats.skipped_by_comm.len(), 3);
         assert_eq!(o.stats.skipped_by_comm.get("other"), Some(&3));
+        let _ = std::fs::remove_dir_all(&data);
+    }
+
+    #[test]
+    fn answers_status_ps_and_dump() {
+        let (data, mut daemon) = out("answers", |_| {});
+        daemon.put(&process(0, 1, ProcessEvent::Start));
+        let mut n = 0;
+        // Past SPILL: the dump is spool and buffer.
+        while !data.join("spool/1.jsonl").exists() {
+            n += 1;
+            daemon.put(&born(0, 1, n));
+        }
+        daemon.put(&born(0, 1, n + 1));
+        daemon.put(&Record::Counters(v2::Counters {
+            t_ns: 1,
+            proc: 1,
+            pid: 101,
+            mapped: 8192,
+            heap: 0,
+            stack: 4096,
+            rss: Some(4096),
+            faults: 3,
+        }));
+        let Reply::Line(status) = daemon.answer(Request::Status) else {
+            panic!("a line");
+        };
+        let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(v["status"]["processes"], 1);
+        assert_eq!(v["status"]["regions"], n + 1);
+        let Reply::Line(ps) = daemon.answer(Request::Ps { sort: SortKey::Rss }) else {
+            panic!("a line");
+        };
+        let v: serde_json::Value = serde_json::from_str(&ps).unwrap();
+        assert_eq!(v["ps"][0]["pid"], 101);
+        assert_eq!(v["ps"][0]["comm"], "c1");
+        assert_eq!(v["ps"][0]["rss"], 4096);
+        let Reply::Line(error) = daemon.answer(Request::Dump { pid: 9 }) else {
+            panic!("an error line");
+        };
+        assert!(error.contains("not traced"), "{error}");
+        let Reply::Dump { head, spool, rest } = daemon.answer(Request::Dump { pid: 101 }) else {
+            panic!("a dump");
+        };
+        let mut text = head;
+        let (mut f, len) = spool.expect("spooled");
+        let mut spooled = Vec::new();
+        io::Read::read_to_end(&mut f, &mut spooled).unwrap();
+        assert_eq!(spooled.len() as u64, len);
+        text.extend_from_slice(&spooled);
+        text.extend_from_slice(&rest);
+        let text = String::from_utf8(text).unwrap();
+        let (answer, timeline) = text.split_once('\n').unwrap();
+        assert!(answer.contains("\"dump\""), "{answer}");
+        let path = data.join("dump.jsonl");
+        std::fs::write(&path, timeline).unwrap();
+        let report = report_of(&path);
+        assert!(report.contains("Process 101 (c1)"), "{report}");
+        assert!(
+            timeline.ends_with("}\n")
+                && timeline
+                    .lines()
+                    .last()
+                    .unwrap()
+                    .starts_with("{\"type\":\"end\"")
+        );
+        // The process goes on.
+        assert_eq!(daemon.live(), 1);
         let _ = std::fs::remove_dir_all(&data);
     }
 
