@@ -9,6 +9,7 @@
 mod compare;
 mod ebpf_toolchain;
 mod fuzz;
+mod install;
 mod kernels;
 mod record_bench;
 mod screenshot;
@@ -109,6 +110,19 @@ enum Task {
         #[arg(long, value_enum)]
         only: Option<compare::Only>,
     },
+    /// Build the release binary and install the daemon as a system service
+    /// (as root): PREFIX/bin/mmtrace, /etc/systemd/system/mmtrace.service,
+    /// /etc/mmtrace/mmtrace.toml (an existing one is kept), and the
+    /// `mmtrace` group of the control socket. Enables nothing.
+    Install {
+        /// Where the binary goes (PREFIX/bin).
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// Stage everything under this directory instead (for a package):
+        /// no group is made, systemd is not told.
+        #[arg(long, value_name = "DIR")]
+        destdir: Option<PathBuf>,
+    },
     /// Record the test workload (root), write its HTML report and draw it
     /// with headless Chromium into docs/report-html.png (the README's
     /// picture).
@@ -206,6 +220,7 @@ fn run_task(task: Task) -> Result<()> {
             };
             model.and(record.map(|_| ())).and(compared)
         }
+        Task::Install { prefix, destdir } => install::install(&prefix, destdir.as_deref()),
         Task::Screenshot => screenshot::screenshot(),
         Task::Fuzz {
             seconds,
