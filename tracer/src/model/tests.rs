@@ -483,6 +483,32 @@ fn the_kernel_s_edges_split_a_merge_it_did_not_make() {
     assert_eq!(a.regions.len(), n);
 }
 
+/// A merge the kernel's edges undo within the same event is recorded
+/// before the split that undoes it: each region's last change is its
+/// extent (5.10 keeps a part unregistered from a userfaultfd apart from an
+/// unregistered neighbour, which the rules merge).
+#[test]
+fn a_merge_undone_by_the_kernel_s_edges_is_recorded_in_order() {
+    let mut a = AddressSpace::new(1);
+    a.keep_journal();
+    a.mmap(1, 0x10000, 4 * P, RW, ANON, 0, None);
+    a.userfaultfd(2, 0x10000, 0x12000, 1);
+    let mark = a.journal().len();
+    a.userfaultfd(3, 0x11000, 0x12000, 0);
+    assert!(a.follow_kernel(3, &mapped(0x11000, 0x11000, 0x12000)));
+    let changes = tracker::journal_changes(1, &a, mark);
+    for r in a.live() {
+        let last = changes
+            .iter()
+            .rfind(|c| std::ptr::eq(c.region, r))
+            .map(|c| (c.start, c.end));
+        if let Some(last) = last {
+            assert_eq!(last, (r.start, r.end), "region {}: {changes:?}", r.id);
+        }
+    }
+    assert_eq!(a.live_count(), 3);
+}
+
 /// The kernel merged what the rules keep apart (an anon_vma shared at a
 /// first fault): the model joins the regions inside the kernel's VMA.
 #[test]

@@ -877,7 +877,10 @@ impl Tracker {
 
     /// What the current event changed, in print order: births, deaths and
     /// changes first, then merges (which the kernel makes last) and the
-    /// regions they absorbed. Empty when the tracker keeps history (no
+    /// regions they absorbed; but a merge that a later change of the same
+    /// region follows (the kernel's edges undoing a merge the rules made)
+    /// is printed before that change, so each region's last record is its
+    /// extent. Empty when the tracker keeps history (no
     /// journal is kept then).
     pub fn changes(&self) -> Vec<RegionChange<'_>> {
         let mut out = Vec::new();
@@ -1050,6 +1053,12 @@ fn changes_since<'a>(
                 if c.op == Op::Merge {
                     merges.push(change);
                 } else {
+                    // A merge the kernel's edges then undid (the rules
+                    // merged, the kernel did not): in the order made.
+                    if merges.iter().any(|m| std::ptr::eq(m.region, r)) {
+                        out.append(&mut merges);
+                        out.append(&mut merged);
+                    }
                     out.push(change);
                 }
             }
