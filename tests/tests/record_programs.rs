@@ -289,6 +289,44 @@ fn userfaultfd_registrations_are_followed() {
     assert!(changes >= 5, "{changes} userfaultfd changes");
 }
 
+/// A MAP_GROWSDOWN mapping away from the stack grows when the program
+/// touches the pages below it: each growth is a `grow` change of that
+/// region (seen from the fault where fexit is refused, from
+/// expand_downwards' fexit elsewhere), with no drift and no doubt.
+#[test]
+fn map_growsdown_growth_is_followed() {
+    tests::needs_root!();
+    let doc = record_and_check("growsdown", &[env!("CARGO_BIN_EXE_vmaflags"), "growsdown"]);
+    let p = &doc["processes"][0];
+    let hex = |v: &Value| u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16);
+    // The region that grew: born 4 pages long, grown to 13 (1, 8 and 9
+    // pages below its first start), then unmapped whole.
+    let grown: Vec<&Value> = p["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["op"] == "grow")
+                && r["died_by"] == "munmap"
+        })
+        .collect();
+    assert_eq!(
+        grown.len(),
+        1,
+        "regions that grew and were unmapped: {grown:?}"
+    );
+    let h = grown[0]["history"].as_array().unwrap();
+    let sizes: Vec<u64> = h
+        .iter()
+        .map(|c| (hex(&c["end"]).unwrap() - hex(&c["start"]).unwrap()) / 4096)
+        .collect();
+    assert_eq!(sizes, [4, 5, 12, 13], "pages after each change: {h:?}");
+}
+
 #[test]
 fn git() {
     tests::needs_root!();

@@ -39,7 +39,8 @@ pub const MAP_PID_FILTER: &str = "PID_FILTER";
 pub const MAP_COMM_FILTER: &str = "COMM_FILTER";
 pub const MAP_FAULT_COUNTS: &str = "FAULT_COUNTS";
 pub const MAP_RSS: &str = "RSS";
-/// Slot 0: the active STACK_SOURCE_*, set by the loader.
+/// Slot 0: the active STACK_SOURCE_*, set by the loader; slot 1: a
+/// MAP_GROWSDOWN mapping was seen (set by the programs).
 pub const MAP_RUNTIME: &str = "RUNTIME";
 /// Syscalls in progress, by thread.
 pub const MAP_PENDING: &str = "PENDING";
@@ -47,6 +48,8 @@ pub const MAP_PENDING: &str = "PENDING";
 pub const MAP_STACK_PENDING: &str = "STACK_PENDING";
 /// The stack's start at fentry of the stack expansion, by thread.
 pub const MAP_STACK_FENTRY: &str = "STACK_FENTRY";
+/// Processes that may have a MAP_GROWSDOWN region besides their stack.
+pub const MAP_GROWSDOWN: &str = "GROWSDOWN";
 /// Memory syscalls in flight and finished, per address space (see
 /// [`MmCounters`]).
 pub const MAP_MM_SEQ: &str = "MM_SEQ";

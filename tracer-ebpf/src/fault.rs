@@ -35,7 +35,7 @@ fn try_page_fault_user(ctx: &TracePointContext) -> Result<u32, Fail> {
     let (addr, ip, error_code) = (rec.address, rec.ip, rec.error_code);
 
     if kind_enabled(&cfg, EventKind::Stack) {
-        stack::on_fault(&cfg, tid, addr);
+        stack::on_fault(&cfg, tgid, tid, addr);
     }
     if !kind_enabled(&cfg, EventKind::Fault) {
         return Ok(0);

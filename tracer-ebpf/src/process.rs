@@ -33,6 +33,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 fn try_exec(ctx: &TracePointContext) -> Result<u32, Fail> {
     let cfg = config();
     let (tgid, _) = current_ids();
+    stack::growsdown_exec(tgid);
     if !kind_enabled(&cfg, EventKind::Exec) || !traced(&cfg, tgid) {
         return Ok(0);
     }
@@ -113,6 +114,7 @@ fn try_newtask(ctx: &TracePointContext) -> Result<u32, Fail> {
     if !traced(&cfg, tgid) {
         return Ok(0);
     }
+    stack::growsdown_forked(tgid, child);
     if cfg.filter & FILTER_FOLLOW != 0 && cfg.filter & FILTER_PID != 0 {
         if PID_FILTER.insert(child, 1, 0).is_err() {
             // The child will not be traced: say so through the lost count.

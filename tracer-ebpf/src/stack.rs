@@ -9,6 +9,11 @@
 //! the stack grew, and by how much. The kernel moves the stack's start to
 //! the faulting address rounded down to its page, so the new start is
 //! exact.
+//!
+//! Other regions mapped with MAP_GROWSDOWN grow the same way (and count in
+//! the same stack size), wherever they are. Their faults are candidates in
+//! the processes that made one (or descend from one that did), which the
+//! mmap exit marks in `GROWSDOWN`; nothing is paid elsewhere.
 
 use aya_ebpf::{
     macros::{fentry, fexit, map, tracepoint},
@@ -49,9 +54,59 @@ static STACK_PENDING: LruHashMap<u32, StackPending> = LruHashMap::with_max_entri
 static STACK_FENTRY: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192, 0);
 
 /// Slot 0: the active STACK_SOURCE_*, set by the loader once it knows
-/// whether the fexit programs could be attached.
+/// whether the fexit programs could be attached. Slot 1: non-zero once a
+/// MAP_GROWSDOWN mapping was seen (until then no fault looks at
+/// `GROWSDOWN`).
 #[map(name = "RUNTIME")]
-static RUNTIME: Array<u32> = Array::with_max_entries(1, 0);
+static RUNTIME: Array<u32> = Array::with_max_entries(2, 0);
+
+/// Processes (tgid) that mapped a MAP_GROWSDOWN region, or were forked by
+/// one that had: any of their faults may grow such a region. An entry
+/// left behind (an exec, an exit) costs only a confirmation read.
+#[map(name = "GROWSDOWN")]
+static GROWSDOWN: LruHashMap<u32, u8> = LruHashMap::with_max_entries(4096, 0);
+
+const RUNTIME_GROWSDOWN: u32 = 1;
+
+/// A successful mmap with MAP_GROWSDOWN by process `tgid`.
+#[inline(always)]
+pub fn growsdown_mapped(tgid: u32) {
+    count(
+        GROWSDOWN
+            .insert(tgid, 1, 0)
+            .or_fail("GROWSDOWN insert")
+            .and_then(|()| {
+                if let Some(seen) = RUNTIME.get_ptr_mut(RUNTIME_GROWSDOWN) {
+                    // SAFETY: one u32 of the array, only ever set to 1.
+                    unsafe { *seen = 1 };
+                }
+                Ok(())
+            }),
+    );
+}
+
+/// Process `parent` made process `child` (a copy of its address space, or
+/// a share of it): the child has the parent's MAP_GROWSDOWN regions.
+#[inline(always)]
+pub fn growsdown_forked(parent: u32, child: u32) {
+    if !growsdown_seen() || GROWSDOWN.get_ptr(parent).is_none() {
+        return;
+    }
+    count(GROWSDOWN.insert(child, 1, 0).or_fail("GROWSDOWN insert"));
+}
+
+/// Process `tgid` has a new program: none of its old regions is left.
+#[inline(always)]
+pub fn growsdown_exec(tgid: u32) {
+    if growsdown_seen() {
+        let _ = GROWSDOWN.remove(tgid);
+    }
+}
+
+#[inline(always)]
+fn growsdown_seen() -> bool {
+    RUNTIME.get(RUNTIME_GROWSDOWN).is_some_and(|v| *v != 0)
+}
 
 /// A failure of stack tracking: a growth may go unseen.
 #[inline(always)]
@@ -63,22 +118,24 @@ fn count(r: Result<(), Fail>) {
 
 /// Called from the user fault hook (the fault is not handled yet).
 #[inline(always)]
-pub fn on_fault(cfg: &Config, tid: u32, addr: u64) {
+pub fn on_fault(cfg: &Config, tgid: u32, tid: u32, addr: u64) {
     if RUNTIME.get(0).copied() != Some(STACK_SOURCE_FAULT) {
         return;
     }
     // A previous candidate of this thread not confirmed yet.
     confirm(cfg, tid);
-    count(candidate(tid, addr));
+    count(candidate(tgid, tid, addr));
 }
 
-/// Remembers the fault at `addr` if it is below the stack.
+/// Remembers the fault at `addr` if it is below the stack, or if the
+/// process may have another region that grows down.
 #[inline(always)]
-fn candidate(tid: u32, addr: u64) -> Result<(), Fail> {
+fn candidate(tgid: u32, tid: u32, addr: u64) -> Result<(), Fail> {
     let off = offsets();
     let mm = current_mm(off.task_mm).or_fail("current->mm")?;
     let start_stack = read::<u64>(mm, off.mm_start_stack).or_fail("mm->start_stack")?;
-    if addr >= start_stack || start_stack - addr > STACK_WINDOW {
+    let under_stack = addr < start_stack && start_stack - addr <= STACK_WINDOW;
+    if !under_stack && !(growsdown_seen() && GROWSDOWN.get_ptr(tgid).is_some()) {
         return Ok(());
     }
     let stack_vm = read::<u64>(mm, off.mm_stack_vm).or_fail("mm->stack_vm")?;

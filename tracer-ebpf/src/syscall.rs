@@ -24,6 +24,7 @@ use crate::{
         offsets, or_zero, submit_flags, traced, Fail, MmRecord, OrFail, EVENTS,
     },
     kernel::{current_mm, current_task, read},
+    stack,
     vmas::probe_change,
 };
 
@@ -45,6 +46,7 @@ pub struct Pending {
 static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(16384, 0);
 
 const MAP_ANONYMOUS: u64 = 0x20;
+const MAP_GROWSDOWN: u64 = 0x100;
 /// The first argument in a sys_enter record (`tp::SysEnter`, whose layout
 /// the loader checked).
 const ARGS_OFFSET: usize = core::mem::offset_of!(SysEnter, args);
@@ -138,6 +140,9 @@ fn emit(
         .or_fail("sys_exit record")?
         .ret;
     let cfg = config();
+    if kind == EventKind::Mmap && ret >= 0 && p.args[3] & MAP_GROWSDOWN != 0 {
+        stack::growsdown_mapped(current_ids().0);
+    }
     // A successful mmap returns a user address (positive), a failed one -errno.
     if kind == EventKind::Mmap && ret >= 0 && p.args[3] & MAP_ANONYMOUS == 0 {
         emit_mmap_file(&cfg, p, ret, call);

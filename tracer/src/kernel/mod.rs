@@ -727,7 +727,9 @@ fn exit_group_dead_offset() -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracer_common::{MAP_PENDING, MAP_STACK_FENTRY, MAP_STACK_PENDING, MAP_VMA_PIVOTS};
+    use tracer_common::{
+        MAP_GROWSDOWN, MAP_PENDING, MAP_STACK_FENTRY, MAP_STACK_PENDING, MAP_VMA_PIVOTS,
+    };
 
     /// The embedded object's maps are the ones tracer-common names (the
     /// eBPF side spells them as literals in `#[map(name = ...)]`), and its
@@ -755,6 +757,7 @@ mod tests {
             MAP_PENDING,
             MAP_STACK_PENDING,
             MAP_STACK_FENTRY,
+            MAP_GROWSDOWN,
             MAP_MM_SEQ,
             MAP_VMA_PIVOTS,
             AYA_LOGS,
