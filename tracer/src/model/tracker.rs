@@ -258,10 +258,15 @@ impl Process {
     }
 
     /// Whether `ev` is already in the snapshot the process was seeded
-    /// from. Calls are ordered against the read by their stamps (settled
-    /// seeds have none stamped during the read); a stack growth stamped
-    /// during the read is in it when the stack already starts where the
-    /// growth took it.
+    /// from. Calls are ordered against the read by their stamps: those
+    /// ended before it are in it. Settled seeds have none stamped during
+    /// the read; an unsettled one (a call ran during every read) may hold
+    /// any part of those that were, so they are applied again: a mapping,
+    /// unmapping or protection change sets its range whatever was there,
+    /// and the kernel's probes at its end correct the edges. Not so a
+    /// move or a growth: an mremap stamped during the read is in it when
+    /// its result already is (and its source is gone), a stack growth when
+    /// the stack already starts where the growth took it.
     fn in_seed(&self, ev: &Event) -> bool {
         if ev.ts_ns < self.seeded_from {
             return true;
@@ -271,7 +276,18 @@ impl Process {
         }
         match ev.body {
             Body::Stack { new_start, .. } => self.space.live().any(|r| r.start == new_start),
-            _ => true,
+            Body::Mremap {
+                old_addr,
+                new_len,
+                ret: SysResult::Ok(to),
+                ..
+            } => {
+                let end = to + crate::model::page_up(new_len);
+                let result = self.space.live().any(|r| r.start == to && r.end == end);
+                let source_gone = to == old_addr || self.space.find(old_addr).is_none();
+                result && source_gone
+            }
+            _ => false,
         }
     }
 
@@ -541,30 +557,14 @@ impl Tracker {
             ..
         } = self;
         live.entry(pid).or_insert_with(|| {
-            let now = source.now();
-            let t = now.saturating_sub(*start_ns);
-            let mut p = new_process(
+            let p = new_process(
                 pid,
                 SeededBy::Proc,
                 next_seq,
                 (*bucket_ns, *kernel),
                 *keep_history,
             );
-            p.comm = comm.to_vec();
-            (p.ppid, p.exe) = source.describe(pid);
-            p.abi = source.abi(pid);
-            p.note_untraced(t);
-            let from = source.now();
-            match source.maps(pid) {
-                Ok(seeds) => {
-                    p.space.seed(t, &seeds, Cause::Proc);
-                    p.seeded_from = from;
-                    p.seeded_until = source.now();
-                }
-                // Gone already, or not readable: what we know is uncertain.
-                Err(_) => p.doubt(t, CheckReason::Lost),
-            }
-            p
+            read_from_proc(p, source.as_mut(), *start_ns, comm)
         })
     }
 
@@ -605,22 +605,40 @@ impl Tracker {
                 let parent = self.ensure_touched(ev.pid, &ev.comm);
                 let (exe, abi) = (parent.exe.clone(), parent.abi);
                 let owner = self.owner_of(ev.pid);
+                let shared = clone_flags & CLONE_VM != 0;
+                // The parent's model was read from /proc after the fork (its
+                // exec was handled late: it may hold the parent's changes
+                // made since, which the child does not have), or is in
+                // doubt, or was never read: the child is read from /proc
+                // itself rather than copied (but for a program whose calls
+                // are not traced, in doubt for good: its copy is as good).
+                let read_later = !shared
+                    && self.live.get(&owner).is_some_and(|o| {
+                        o.seeded_from > ev.ts_ns
+                            || o.unseeded
+                            || (o.uncertain_since.is_some() && !o.untraced())
+                    });
                 // CLONE_VM: the child runs in the parent's address space
                 // (vfork, posix_spawn): no copy, one model.
-                let space = if clone_flags & CLONE_VM == 0 {
-                    self.live.get(&owner).map(|o| o.space.fork_copy(t))
-                } else {
+                let space = if shared || read_later {
                     None
+                } else {
+                    self.live.get(&owner).map(|o| o.space.fork_copy(t))
                 };
                 if let Some(mut old) = self.live.remove(child_pid) {
                     // A pid still held: that process is gone unseen.
                     old.doubt(t, CheckReason::Lost);
                     self.ended.push(old);
                 }
-                let mut child = self.new_process(*child_pid, SeededBy::Fork);
+                let mut child = if read_later {
+                    let p = self.new_process(*child_pid, SeededBy::Proc);
+                    read_from_proc(p, self.source.as_mut(), self.start_ns, &ev.comm)
+                } else {
+                    self.new_process(*child_pid, SeededBy::Fork)
+                };
                 if let Some(space) = space {
                     child.space = space;
-                } else {
+                } else if shared {
                     child.shares = Some(owner);
                     child.shared_with = Some(owner);
                 }
@@ -988,6 +1006,37 @@ fn keep_last_uncertain(p: &mut Process) {
     if p.uncertain.len() > 1 {
         p.uncertain.drain(..p.uncertain.len() - 1);
     }
+}
+
+/// Process `p` (new) as /proc shows it: its address space as read now.
+/// One whose maps cannot be read, or are empty (it is exiting: its address
+/// space is gone), is in doubt from now on and unseeded (its exit is not
+/// compared with a model that never held anything).
+fn read_from_proc(
+    mut p: Process,
+    source: &mut dyn ProcSource,
+    start_ns: u64,
+    comm: &[u8],
+) -> Process {
+    let t = source.now().saturating_sub(start_ns);
+    p.comm = comm.to_vec();
+    (p.ppid, p.exe) = source.describe(p.pid);
+    p.abi = source.abi(p.pid);
+    p.note_untraced(t);
+    let from = source.now();
+    match source.maps(p.pid) {
+        Ok(seeds) if !seeds.is_empty() => {
+            p.space.seed(t, &seeds, Cause::Proc);
+            p.seeded_from = from;
+            p.seeded_until = source.now();
+        }
+        // Gone already, or not readable: what we know is uncertain.
+        _ => {
+            p.unseeded = true;
+            p.doubt(t, CheckReason::Lost);
+        }
+    }
+    p
 }
 
 /// A process not seen before, numbered in order of first sight.
@@ -1510,6 +1559,115 @@ mod tests {
                 to_ns: Some(9000)
             }]
         );
+    }
+
+    /// A call ran during every read of the exec seed: the calls stamped
+    /// during the read are applied over it (the read may hold any part of
+    /// them), so what it missed is not lost.
+    #[test]
+    fn calls_during_an_unsettled_exec_seed_are_applied() {
+        let mut t = tracker(true, &[]);
+        t.expect_exec(7);
+        // Read from 6100 to 6200: it saw 0x50000 (unmapped at 6160) and
+        // missed 0x20000 (mapped at 6150).
+        t.set_exec_seed(exec_seed(
+            7,
+            vec![seed(0x50000, 1), seed(0x70000, 2)],
+            6100,
+            6200,
+            false,
+        ));
+        t.apply(&exec(6000, 7));
+        t.end_event();
+        t.apply(&ev(6150, 7, mmap(0x20000, 1)));
+        t.end_event();
+        t.apply(&ev(
+            6160,
+            7,
+            Body::Munmap {
+                addr: 0x50000,
+                len: PAGE,
+                ret: SysResult::Ok(0),
+            },
+        ));
+        t.end_event();
+        // A move already in the read is not made again.
+        t.apply(&ev(
+            6170,
+            7,
+            Body::Mremap {
+                old_addr: 0x60000,
+                old_len: PAGE,
+                new_len: 2 * PAGE,
+                flags: 1,
+                new_addr: 0,
+                ret: SysResult::Ok(0x70000),
+            },
+        ));
+        t.end_event();
+        let p = t.get(7).unwrap();
+        let live: Vec<(u64, u64)> = p.space.live().map(|r| (r.start, r.end)).collect();
+        assert_eq!(live, [(0x20000, 0x21000), (0x70000, 0x72000)]);
+        assert_eq!(p.recheck, Some(CheckReason::Seed));
+    }
+
+    /// The parent's exec was handled (and its address space read) after
+    /// it forked: its model may hold what it did since, which the child
+    /// does not have. The child is read from /proc, not copied.
+    #[test]
+    fn a_child_forked_before_its_parent_s_seed_is_read_from_proc() {
+        let mut t = tracker(true, &[(8, vec![seed(0x50000, 1)])]);
+        t.expect_exec(7);
+        // 0x60000 was mapped at 6080, after the fork at 6050.
+        t.set_exec_seed(exec_seed(
+            7,
+            vec![seed(0x50000, 1), seed(0x60000, 1)],
+            6100,
+            6200,
+            true,
+        ));
+        t.apply(&exec(6000, 7));
+        t.end_event();
+        t.apply(&ev(
+            6050,
+            7,
+            Body::Fork {
+                child_pid: 8,
+                clone_flags: 0,
+            },
+        ));
+        t.end_event();
+        let child = t.get(8).unwrap();
+        assert_eq!(child.seeded_by, SeededBy::Proc);
+        assert_eq!(child.ppid, Some(7));
+        let live: Vec<u64> = child.space.live().map(|r| r.start).collect();
+        assert_eq!(live, [0x50000]);
+        assert_eq!(child.space.regions[0].born_by, Cause::Proc);
+    }
+
+    /// First seen at its exit: /proc shows nothing (its address space is
+    /// gone), so there is no model to compare, and the check says so
+    /// rather than finding every VMA missing.
+    #[test]
+    fn a_process_first_seen_at_its_exit_is_not_compared() {
+        let mut t = tracker(true, &[(9, Vec::new())]);
+        let exit = counted(
+            ev(
+                7000,
+                9,
+                Body::Exit {
+                    status: 0,
+                    start_time: 42,
+                },
+            ),
+            36,
+            700,
+        );
+        t.apply(&exit);
+        let p = t.end_event().pop().unwrap();
+        let c = p.exit_check.unwrap();
+        assert_eq!(c.void, Some(VoidReason::Unseeded));
+        assert!(c.differences.is_empty());
     }
 
     #[test]
