@@ -75,6 +75,17 @@ pub fn comm(pid: u32) -> Vec<u8> {
     comm
 }
 
+/// Whether `pid` still has its address space (/proc/PID/statm counts
+/// pages): false once it has left it at its exit. A read of its maps that
+/// this follows may have ended early (the kernel stops listing VMAs when
+/// the address space goes away), which nothing in the text shows.
+pub fn has_address_space(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .is_some_and(|pages| pages > 0)
+}
+
 /// Resident bytes of `pid` from /proc/PID/statm.
 pub fn statm_rss(pid: u32) -> Option<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
@@ -154,6 +165,8 @@ mod tests {
         assert!(ppid(me).is_some());
         assert!(!comm(me).is_empty());
         assert!(statm_rss(me).unwrap() > 0);
+        assert!(has_address_space(me));
+        assert!(!has_address_space(u32::MAX));
         assert!(exe(me).is_some());
         // This thread is running.
         assert!(!idle(me, &[]));

@@ -4,8 +4,15 @@
 use super::{Backing, Perms, Seed};
 
 /// The mappings of `pid` now.
+///
+/// A process that left its address space during the read (its exit) may
+/// have had only the first part of its VMAs listed: that read is taken for
+/// none (NotFound, as for a process gone).
 pub fn read(pid: u32) -> std::io::Result<Vec<Seed>> {
     let text = std::fs::read(format!("/proc/{pid}/maps"))?;
+    if !crate::kernel::proc::has_address_space(pid) {
+        return Err(std::io::ErrorKind::NotFound.into());
+    }
     parse(&text).map_err(|line| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,

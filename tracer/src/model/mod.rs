@@ -574,7 +574,7 @@ impl AddressSpace {
     }
 
     /// Live regions overlapping [lo, hi), in address order.
-    fn overlapping(&self, lo: u64, hi: u64) -> Vec<usize> {
+    pub fn overlapping(&self, lo: u64, hi: u64) -> Vec<usize> {
         let mut out = Vec::new();
         if let Some(i) = self.find(lo) {
             out.push(i);

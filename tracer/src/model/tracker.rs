@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use super::{
     apply::{apply_event, apply_shmat, Applied},
     counters::{CounterCheck, Verdict},
-    maps, seed_of, AddressSpace, Backing, Cause, CheckBasis, CheckReason, Journal, KernelBehaviour,
-    Op, Perms, Region, Seed, SeededBy, VoidReason,
+    maps, page_up, seed_of, AddressSpace, Backing, Cause, CheckBasis, CheckReason, Journal,
+    KernelBehaviour, Op, Perms, Region, Seed, SeededBy, VoidReason,
 };
 use crate::{
     event::{Abi, Body, Counters, Event, SysResult},
@@ -265,7 +265,8 @@ impl Process {
     /// unmapping or protection change sets its range whatever was there,
     /// and the kernel's probes at its end correct the edges. Not so a
     /// move or a growth: an mremap stamped during the read is in it when
-    /// its result already is (and its source is gone), a stack growth when
+    /// its result already is (and its source is gone), a break moved when
+    /// the heap already ends where the call left it, a stack growth when
     /// the stack already starts where the growth took it.
     fn in_seed(&self, ev: &Event) -> bool {
         if ev.ts_ns < self.seeded_from {
@@ -282,10 +283,24 @@ impl Process {
                 ret: SysResult::Ok(to),
                 ..
             } => {
-                let end = to + crate::model::page_up(new_len);
+                let end = to + page_up(new_len);
                 let result = self.space.live().any(|r| r.start == to && r.end == end);
                 let source_gone = to == old_addr || self.space.find(old_addr).is_none();
                 result && source_gone
+            }
+            // The break moves from where the call found it: already in
+            // the read when the heap there is as the call left it.
+            Body::Brk {
+                old_brk, new_brk, ..
+            } => {
+                let (old, new) = (page_up(old_brk), page_up(new_brk));
+                if new > old {
+                    self.space
+                        .find(new - 1)
+                        .is_some_and(|i| self.space.regions[i].start <= old)
+                } else {
+                    new == old || self.space.overlapping(new, old).is_empty()
+                }
             }
             _ => false,
         }
@@ -1572,7 +1587,14 @@ mod tests {
         // missed 0x20000 (mapped at 6150).
         t.set_exec_seed(exec_seed(
             7,
-            vec![seed(0x50000, 1), seed(0x70000, 2)],
+            vec![
+                seed(0x50000, 1),
+                seed(0x70000, 2),
+                Seed {
+                    backing: Backing::Heap,
+                    ..seed(0x80000, 3)
+                },
+            ],
             6100,
             6200,
             false,
@@ -1605,9 +1627,29 @@ mod tests {
             },
         ));
         t.end_event();
+        // Nor the break's moves: the heap already ends where they left it.
+        for (i, (old, new)) in [(0x80000, 0x80000), (0x80000, 0x81000), (0x81000, 0x83000)]
+            .into_iter()
+            .enumerate()
+        {
+            t.apply(&ev(
+                6180 + i as u64,
+                7,
+                Body::Brk {
+                    requested: new,
+                    old_brk: old,
+                    new_brk: new,
+                    start_brk: 0x80000,
+                },
+            ));
+            t.end_event();
+        }
         let p = t.get(7).unwrap();
         let live: Vec<(u64, u64)> = p.space.live().map(|r| (r.start, r.end)).collect();
-        assert_eq!(live, [(0x20000, 0x21000), (0x70000, 0x72000)]);
+        assert_eq!(
+            live,
+            [(0x20000, 0x21000), (0x70000, 0x72000), (0x80000, 0x83000)]
+        );
         assert_eq!(p.recheck, Some(CheckReason::Seed));
     }
 

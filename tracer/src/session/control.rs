@@ -161,6 +161,10 @@ fn read_maps_text(pid: u32) -> std::io::Result<Vec<u8>> {
     let mut f = std::fs::File::open(format!("/proc/{pid}/maps"))?;
     let mut text = Vec::with_capacity(256 * 1024);
     f.read_to_end(&mut text)?;
+    // Gone during the read: the text may stop short (see maps::read).
+    if !proc::has_address_space(pid) {
+        return Err(std::io::ErrorKind::NotFound.into());
+    }
     Ok(text)
 }
 
