@@ -702,6 +702,7 @@ impl Live {
         for r in &open {
             self.sum.region(r);
         }
+        self.sum.settle();
         self.sum
     }
 }
@@ -1267,7 +1268,30 @@ impl<K: Ord> Top<K> {
     }
 
     fn offer(&mut self, key: K, r: &Region) {
-        self.items.push((key, r.clone()));
+        // What the tables show: no history, no fault buckets (a report of
+        // many processes keeps a few regions of each until its end).
+        let light = Region {
+            id: r.id,
+            start: r.start.clone(),
+            end: r.end.clone(),
+            perms: r.perms.clone(),
+            kind: r.kind.clone(),
+            path: r.path.clone(),
+            offset: r.offset,
+            dev: r.dev.clone(),
+            inode: r.inode,
+            born_ns: r.born_ns,
+            born_by: r.born_by,
+            parent: r.parent,
+            died_ns: r.died_ns,
+            died_by: r.died_by,
+            history: Vec::new(),
+            faults: timeline::Faults {
+                buckets: Vec::new(),
+                ..r.faults.clone()
+            },
+        };
+        self.items.push((key, light));
         if self.items.len() >= 2 * self.n + 16 {
             self.trim();
         }
@@ -1276,6 +1300,12 @@ impl<K: Ord> Top<K> {
     fn trim(&mut self) {
         self.items.sort_by(|a, b| a.0.cmp(&b.0));
         self.items.truncate(self.n);
+    }
+
+    /// Nothing more will be offered: only the `n` kept take memory.
+    fn settle(&mut self) {
+        self.trim();
+        self.items.shrink_to_fit();
     }
 
     fn sorted(&self) -> Vec<&Region> {
@@ -1384,6 +1414,14 @@ impl Summary {
     }
 
     /// One region, whole (its last state, its death if it died).
+    /// The process ended: its tables keep only what they show.
+    fn settle(&mut self) {
+        self.biggest.settle();
+        self.faulty.settle();
+        self.short.settle();
+        self.untouched.settle();
+    }
+
     pub fn region(&mut self, r: &Region) {
         let (start, size) = (addr(&r.start), region_size(r));
         self.regions += 1;
