@@ -327,6 +327,35 @@ fn map_growsdown_growth_is_followed() {
     assert_eq!(sizes, [4, 5, 12, 13], "pages after each change: {h:?}");
 }
 
+/// A process that never blocks (it spins between its calls) is still
+/// compared with /proc/PID/maps: read between two counts of its calls.
+#[test]
+fn a_process_that_never_blocks_is_checked() {
+    tests::needs_root!();
+    let dir = scratch("busy");
+    let out = dir.join("timeline.jsonl");
+    let run = run_record(
+        &out,
+        &["--reconcile-interval", "0.2"],
+        &[env!("CARGO_BIN_EXE_spinner"), "2", "--busy"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(run.status.success(), "{}: {}", run.command, run.stderr);
+    let doc = read_timeline(&out).unwrap_or_else(|e| panic!("{e}"));
+    let p = &doc["processes"][0];
+    let checks = p["checks"].as_array().unwrap();
+    let compared: Vec<&Value> = checks
+        .iter()
+        .filter(|c| c["reason"] == "interval" && c["void"] != true && c["against"] == "maps")
+        .collect();
+    assert!(
+        !compared.is_empty(),
+        "no interval check compared with the maps: {checks:?}"
+    );
+    assert!(checks.iter().all(|c| c["drift"] == 0), "{checks:?}");
+    assert_eq!(p["drift"].as_array().unwrap().len(), 0, "{}", p["drift"]);
+}
+
 #[test]
 fn git() {
     tests::needs_root!();

@@ -192,6 +192,9 @@ pub struct MmCounters {
     pub exec_vm: u64,
     /// `mm->stack_vm`: pages of the grows-down VMAs.
     pub stack_vm: u64,
+    /// The address space's `mm_struct` (its key in `MM_SEQ`), when the
+    /// counters were read; 0 otherwise.
+    pub mm: u64,
 }
 
 impl MmCounters {
@@ -203,6 +206,7 @@ impl MmCounters {
         data_vm: 0,
         exec_vm: 0,
         stack_vm: 0,
+        mm: 0,
     };
 }
 

@@ -339,6 +339,7 @@ impl MmRecord {
             return MmCounters::ZERO;
         }
         let mut c = read_counters(self.mm, off);
+        c.mm = self.mm;
         let (in_flight, exited) = match (!self.seq.is_null()).then_some(self.seq) {
             // SAFETY: a value of MM_SEQ.
             Some(s) => unsafe {

@@ -1,11 +1,14 @@
 //! Maps, touches and unmaps one page every 5 ms for the number of seconds
 //! given (default 30), so tests can trace a process that already runs.
+//! With `--busy` it spins between the pages instead of sleeping: a process
+//! that never blocks.
 
 fn main() {
     let secs: f64 = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(30.0);
+    let busy = std::env::args().any(|a| a == "--busy");
     let end = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
     while std::time::Instant::now() < end {
         // SAFETY: an anonymous private mapping, written then unmapped.
@@ -23,6 +26,13 @@ fn main() {
                 libc::munmap(p, 4096);
             }
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        let next = std::time::Instant::now() + std::time::Duration::from_millis(5);
+        if busy {
+            while std::time::Instant::now() < next {
+                std::hint::spin_loop();
+            }
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }

@@ -463,6 +463,7 @@ mod tests {
                 data_vm: 0,
                 exec_vm: 0,
                 stack_vm: 33,
+                mm: 0xffff_8880_0000_1000,
             },
             vmas: VmaProbes {
                 state: [VMA_MAPPED, VMA_GAP, VMA_UNREAD],

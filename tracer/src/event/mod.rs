@@ -47,6 +47,8 @@ pub struct Counters {
     pub exec_vm: Option<u64>,
     /// `stack_vm`: pages of grows-down VMAs.
     pub stack_vm: Option<u64>,
+    /// The address space's `mm_struct` address (its key in `MM_SEQ`).
+    pub mm: Option<u64>,
     /// The kernel's VMA tree at the change's edges, read with the
     /// counters (and settled with them).
     pub vmas: [Probe; VMA_PROBES],
@@ -107,6 +109,7 @@ impl Counters {
             data_vm: field(MM_DATA_VM, c.data_vm),
             exec_vm: field(MM_EXEC_VM, c.exec_vm),
             stack_vm: field(MM_STACK_VM, c.stack_vm),
+            mm: (c.mm != 0).then_some(c.mm),
             vmas: [Probe::None; VMA_PROBES],
         })
     }

@@ -103,6 +103,23 @@ fn state_of(stat: &[u8]) -> Option<u8> {
         .find(|b| !b.is_ascii_whitespace())
 }
 
+/// `mm->start_stack` of `pid` (/proc/PID/stat's 28th field; root reads
+/// it). An exec gives the process a new one.
+pub fn start_stack(pid: u32) -> Option<u64> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    start_stack_of(&stat)
+}
+
+fn start_stack_of(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    // Fields from the state on (the 3rd); startstack is the 28th.
+    let field = stat[close + 1..]
+        .split(u8::is_ascii_whitespace)
+        .filter(|f| !f.is_empty())
+        .nth(28 - 3)?;
+    std::str::from_utf8(field).ok()?.parse().ok()
+}
+
 /// The syscall number in a /proc/PID/task/TID/syscall line ("running" or
 /// "-1 ..." when in none).
 fn syscall_of(line: &[u8]) -> Option<i64> {
@@ -166,6 +183,16 @@ mod tests {
         assert!(!comm(me).is_empty());
         assert!(statm_rss(me).unwrap() > 0);
         assert!(has_address_space(me));
+        // This thread's stack is under the process's stack start.
+        let here = &me as *const u32 as u64;
+        let start = start_stack(me).unwrap();
+        assert!(start > 0 && start >= here - (64 << 20));
+        assert_eq!(
+            start_stack_of(
+                b"7 (a) b) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 20 0 1 0 9 9 9 9 9 9 9 140737488347136 0"
+            ),
+            Some(140737488347136)
+        );
         assert!(!has_address_space(u32::MAX));
         assert!(exe(me).is_some());
         // This thread is running.

@@ -533,6 +533,13 @@ impl AddressSpace {
         }
     }
 
+    /// The extent of the main stack (`[stack]`), when the model has one.
+    pub fn main_stack(&self) -> Option<(u64, u64)> {
+        self.live()
+            .find(|r| r.backing == Backing::Stack)
+            .map(|r| (r.start, r.end))
+    }
+
     /// Keeps a journal of changes from now on (for a consumer that shows
     /// each event's effect).
     pub fn keep_journal(&mut self) {

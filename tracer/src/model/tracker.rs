@@ -151,6 +151,10 @@ pub struct Process {
     /// kept after its exec or exit: its calls until then are in that
     /// process's model.
     pub shared_with: Option<u32>,
+    /// Its address space's `mm_struct` address (the kernel's key of its
+    /// count of memory calls, `MM_SEQ`), from its last event that carried
+    /// the counters; None before any, and after its exec until the next.
+    pub mm: Option<u64>,
 }
 
 impl Process {
@@ -190,6 +194,7 @@ impl Process {
             rss: None,
             shares: None,
             shared_with: None,
+            mm: None,
         }
     }
 
@@ -517,7 +522,7 @@ impl Tracker {
         let p = self.live.get_mut(&pid)?;
         let space = std::mem::replace(&mut p.space, AddressSpace::new(self.bucket_ns));
         let counters = std::mem::take(&mut p.counters);
-        let (last_change, seeded_until) = (p.last_change, p.seeded_until);
+        let (last_change, seeded_until, mm) = (p.last_change, p.seeded_until, p.mm);
         let (uncertain_since, recheck) = (p.uncertain_since.take(), p.recheck.take());
         if !self.keep_history {
             p.space.keep_journal();
@@ -536,6 +541,7 @@ impl Tracker {
             h.counters = counters;
             h.last_change = last_change;
             h.seeded_until = seeded_until;
+            h.mm = mm;
             h.uncertain_since = uncertain_since;
             h.recheck = recheck;
             h.dirty = true;
@@ -705,6 +711,7 @@ impl Tracker {
                 };
                 p.space.end_all(t, Cause::Exec);
                 p.space.new_mm();
+                p.mm = ev.counters.and_then(|c| c.mm);
                 p.exec_at = Some(t);
                 p.exe = Some(path.clone());
                 p.comm.clone_from(&ev.comm);
@@ -838,6 +845,9 @@ impl Tracker {
                 let p = self.ensure(pid, &ev.comm);
                 p.dirty = true;
                 p.last_change = p.last_change.max(ev.ts_ns);
+                if let Some(mm) = ev.counters.and_then(|c| c.mm) {
+                    p.mm = Some(mm);
+                }
                 let applied = match segment {
                     Some(seg) => apply_shmat(&mut p.space, ev, t, seg),
                     None => apply_event(&mut p.space, ev, t, before_seed),
@@ -1890,6 +1900,7 @@ mod tests {
             data_vm: Some(pages),
             exec_vm: Some(0),
             stack_vm: Some(0),
+            mm: None,
             vmas: Default::default(),
         });
         e

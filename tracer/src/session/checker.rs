@@ -3,7 +3,10 @@
 //!
 //! A comparison needs a consistent cut. /proc/PID/maps is read while every
 //! thread of the process is blocked outside a memory syscall (idle before
-//! and after the read); the read is then *pending*. The first event after
+//! and after the read), or, for a process that never blocks, between two
+//! reads of the kernel's count of its address space's memory calls that
+//! show none in flight and none ended in between (*bracketed*); the read
+//! is then *pending*. The first event after
 //! it that changes the process's mappings settles it: stamped well after
 //! the read, the model before that event is the state the read saw
 //! (compare); stamped during the read or too close to it to tell, the
@@ -29,6 +32,34 @@ pub trait Probe {
     fn maps(&mut self, pid: u32) -> std::io::Result<Vec<Seed>>;
     /// CLOCK_MONOTONIC now, ns.
     fn now(&mut self) -> u64;
+    /// The kernel's count of memory calls of address space `mm` (`MM_SEQ`):
+    /// (in flight, ended); None when it cannot be read.
+    fn calls(&mut self, mm: u64) -> Option<(u64, u64)>;
+    /// The start of `pid`'s stack as its address space records it
+    /// (`mm->start_stack`, /proc/PID/stat), which an exec moves.
+    fn start_stack(&mut self, pid: u32) -> Option<u64>;
+}
+
+/// What a process that is not idle needs for a bracketed read: its
+/// address space as the model knows it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bracket {
+    /// The `mm_struct` its last calls were counted in.
+    pub mm: u64,
+    /// The model's main stack region: the address space read must be the
+    /// one modelled (an exec under way has a new one, its stack elsewhere).
+    pub stack: (u64, u64),
+}
+
+/// What settles a pending check (see [`Checker::on_change`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Change {
+    /// A memory syscall (counted in `MM_SEQ`).
+    Call,
+    /// An exec: a new address space.
+    Exec,
+    /// Anything else that changes mappings (a stack growth).
+    Other,
 }
 
 /// A maps read waiting for the events before it.
@@ -39,6 +70,9 @@ pub struct PendingCheck {
     pub t1: u64,
     pub snapshot: Vec<Seed>,
     pub reason: CheckReason,
+    /// Read between two counts of the address space's calls, not while
+    /// the process was idle.
+    pub bracketed: bool,
 }
 
 /// What a change did to a pending check.
@@ -140,12 +174,31 @@ impl Checker {
     }
 
     /// Reads `pid`'s maps for a check if it is idle before and after the
-    /// read; the check is then pending. A failed read is a void check,
-    /// not tried again for an interval.
-    pub fn start(&mut self, pid: u32, reason: CheckReason, probe: &mut dyn Probe) -> Start {
-        if !probe.idle(pid) {
-            return Start::Busy;
-        }
+    /// read, or else, with `bracket`, if no call of its address space was
+    /// in flight or ended across the read (and the address space is still
+    /// the modelled one); the check is then pending. A failed read is a
+    /// void check, not tried again for an interval.
+    pub fn start(
+        &mut self,
+        pid: u32,
+        reason: CheckReason,
+        bracket: Option<Bracket>,
+        probe: &mut dyn Probe,
+    ) -> Start {
+        let idle = probe.idle(pid);
+        let modelled = |probe: &mut dyn Probe, b: &Bracket| {
+            probe
+                .start_stack(pid)
+                .is_some_and(|s| b.stack.0 <= s && s <= b.stack.1)
+        };
+        let before = match (idle, &bracket) {
+            (true, _) => None,
+            (false, Some(b)) if modelled(probe, b) => match probe.calls(b.mm) {
+                Some((0, ended)) => Some((b, ended)),
+                _ => return Start::Busy,
+            },
+            (false, _) => return Start::Busy,
+        };
         let t0 = probe.now();
         let snapshot = match probe.maps(pid) {
             Ok(s) if s.is_empty() => Err(VoidReason::Gone),
@@ -169,7 +222,11 @@ impl Checker {
             }
         };
         let t1 = probe.now();
-        if !probe.idle(pid) {
+        let cut = match before {
+            None => probe.idle(pid),
+            Some((b, ended)) => probe.calls(b.mm) == Some((0, ended)) && modelled(probe, b),
+        };
+        if !cut {
             return Start::Busy;
         }
         let s = self.state(pid, t0);
@@ -179,19 +236,29 @@ impl Checker {
             t1,
             snapshot,
             reason,
+            bracketed: before.is_some(),
         });
         Start::Pending
     }
 
     /// An event stamped `ts_ns` changes `pid`'s mappings; call before the
-    /// model applies it.
-    pub fn on_change(&mut self, pid: u32, ts_ns: u64) -> Settle {
+    /// model applies it. Events of a process may arrive out of their time
+    /// order by [`ORDER_MARGIN_NS`], so one that close after the read
+    /// voids it; but not a call after a bracketed read (no call ended
+    /// across it: every call stamped after it ended after it), and an exec
+    /// always does (the read may have seen its new address space).
+    pub fn on_change(&mut self, pid: u32, ts_ns: u64, change: Change) -> Settle {
         let Some(s) = self.states.get_mut(&pid) else {
             return Settle::Nothing;
         };
         match s.pending.take() {
             Some(pc) if ts_ns >= pc.t0 => {
-                if ts_ns > pc.t1 + ORDER_MARGIN_NS {
+                let margin = if pc.bracketed && change == Change::Call {
+                    0
+                } else {
+                    ORDER_MARGIN_NS
+                };
+                if ts_ns > pc.t1 + margin && !(pc.bracketed && change == Change::Exec) {
                     Settle::Compare(pc)
                 } else {
                     Settle::Void(pc.reason)
@@ -242,6 +309,11 @@ mod tests {
         reads: u32,
         /// The read fails with this error kind.
         fails: Option<std::io::ErrorKind>,
+        /// The count of calls (in flight, ended), and what it becomes
+        /// during the read.
+        calls: Option<(u64, u64)>,
+        calls_after_read: Option<(u64, u64)>,
+        start_stack: Option<u64>,
     }
 
     impl Probe for Fake {
@@ -252,6 +324,9 @@ mod tests {
         fn maps(&mut self, _pid: u32) -> std::io::Result<Vec<Seed>> {
             self.reads += 1;
             self.now += self.read_takes;
+            if let Some(c) = self.calls_after_read {
+                self.calls = Some(c);
+            }
             if let Some(kind) = self.fails {
                 return Err(kind.into());
             }
@@ -267,6 +342,14 @@ mod tests {
         fn now(&mut self) -> u64 {
             self.now
         }
+
+        fn calls(&mut self, _mm: u64) -> Option<(u64, u64)> {
+            self.calls
+        }
+
+        fn start_stack(&mut self, _pid: u32) -> Option<u64> {
+            self.start_stack
+        }
     }
 
     fn fake() -> Fake {
@@ -276,7 +359,79 @@ mod tests {
             read_takes: 100_000,
             reads: 0,
             fails: None,
+            calls: Some((0, 5)),
+            calls_after_read: None,
+            start_stack: Some(0x7fff_0000),
         }
+    }
+
+    const BRACKET: Option<Bracket> = Some(Bracket {
+        mm: 0xffff_8880_1234_0000,
+        stack: (0x7ffe_0000, 0x7fff_1000),
+    });
+
+    /// A process that never blocks is read between two counts of its
+    /// calls: none in flight, none ended in between.
+    #[test]
+    fn a_busy_process_is_read_between_two_counts_of_its_calls() {
+        let mut c = Checker::new(0);
+        c.track(7, 0);
+        let mut p = fake();
+        p.idle = false;
+        // Without its address space known: not read.
+        assert_eq!(c.start(7, CheckReason::Interval, None, &mut p), Start::Busy);
+        assert_eq!(p.reads, 0);
+        // A call in flight: not read.
+        p.calls = Some((1, 5));
+        assert_eq!(
+            c.start(7, CheckReason::Interval, BRACKET, &mut p),
+            Start::Busy
+        );
+        assert_eq!(p.reads, 0);
+        // A call ended during the read: not kept.
+        p.calls = Some((0, 5));
+        p.calls_after_read = Some((0, 6));
+        assert_eq!(
+            c.start(7, CheckReason::Interval, BRACKET, &mut p),
+            Start::Busy
+        );
+        assert_eq!(c.pending_reason(7), None);
+        // An exec under way: the stack is not the modelled one.
+        p.calls_after_read = None;
+        p.start_stack = Some(0x5555_0000);
+        assert_eq!(
+            c.start(7, CheckReason::Interval, BRACKET, &mut p),
+            Start::Busy
+        );
+        // A cut: pending; the next call, however soon, settles it.
+        p.start_stack = Some(0x7fff_0000);
+        assert_eq!(
+            c.start(7, CheckReason::Interval, BRACKET, &mut p),
+            Start::Pending
+        );
+        let t1 = p.now;
+        assert!(matches!(
+            c.on_change(7, t1 + 1, Change::Call),
+            Settle::Compare(pc) if pc.bracketed
+        ));
+        // A stack growth so soon may be out of order: void.
+        assert_eq!(
+            c.start(7, CheckReason::Interval, BRACKET, &mut p),
+            Start::Pending
+        );
+        assert!(matches!(
+            c.on_change(7, p.now + 1, Change::Other),
+            Settle::Void(_)
+        ));
+        // An exec after a bracketed read voids it, whenever it comes.
+        assert_eq!(
+            c.start(7, CheckReason::Interval, BRACKET, &mut p),
+            Start::Pending
+        );
+        assert!(matches!(
+            c.on_change(7, p.now + 10 * MS, Change::Exec),
+            Settle::Void(_)
+        ));
     }
 
     const MS: u64 = 1_000_000;
@@ -305,7 +460,7 @@ mod tests {
         let mut p = fake();
         p.idle = false;
         c.track(7, 0);
-        assert_eq!(c.start(7, CheckReason::Interval, &mut p), Start::Busy);
+        assert_eq!(c.start(7, CheckReason::Interval, None, &mut p), Start::Busy);
         assert_eq!(p.reads, 0);
         assert_eq!(c.pending_reason(7), None);
     }
@@ -315,11 +470,17 @@ mod tests {
         let mut c = Checker::new(0);
         let mut p = fake();
         c.track(7, 0);
-        assert_eq!(c.start(7, CheckReason::Interval, &mut p), Start::Pending);
+        assert_eq!(
+            c.start(7, CheckReason::Interval, None, &mut p),
+            Start::Pending
+        );
         // Before the read: nothing settles.
-        assert_eq!(c.on_change(7, p.now - 200_000), Settle::Nothing);
+        assert_eq!(
+            c.on_change(7, p.now - 200_000, Change::Other),
+            Settle::Nothing
+        );
         let t1 = p.now;
-        match c.on_change(7, t1 + 2 * MS) {
+        match c.on_change(7, t1 + 2 * MS, Change::Other) {
             Settle::Compare(pc) => {
                 assert_eq!(pc.reason, CheckReason::Interval);
                 assert_eq!(pc.t1, t1);
@@ -336,7 +497,10 @@ mod tests {
         let mut p = fake();
         c.track(7, 0);
         let before = p.now - 1;
-        assert_eq!(c.start(7, CheckReason::Interval, &mut p), Start::Pending);
+        assert_eq!(
+            c.start(7, CheckReason::Interval, None, &mut p),
+            Start::Pending
+        );
         assert!(c.quiet(7, before).is_some());
         assert!(c.quiet(7, before).is_none(), "taken once");
     }
@@ -349,17 +513,23 @@ mod tests {
         c.request(&[7], p.now);
         let reason = c.due(7, p.now, None).expect("requested");
         assert_eq!(reason, CheckReason::Request);
-        assert_eq!(c.start(7, reason, &mut p), Start::Pending);
+        assert_eq!(c.start(7, reason, None, &mut p), Start::Pending);
         // The next change comes right after the read: void.
         assert_eq!(
-            c.on_change(7, p.now + 10),
+            c.on_change(7, p.now + 10, Change::Other),
             Settle::Void(CheckReason::Request)
         );
         // The request still stands.
         assert_eq!(c.due(7, p.now, None), Some(CheckReason::Request));
-        assert_eq!(c.start(7, CheckReason::Request, &mut p), Start::Pending);
+        assert_eq!(
+            c.start(7, CheckReason::Request, None, &mut p),
+            Start::Pending
+        );
         let t1 = p.now;
-        assert!(matches!(c.on_change(7, t1 + 5 * MS), Settle::Compare(_)));
+        assert!(matches!(
+            c.on_change(7, t1 + 5 * MS, Change::Other),
+            Settle::Compare(_)
+        ));
         c.compared(7, t1 + 5 * MS);
         // Answered: not due until the interval has passed.
         assert_eq!(c.due(7, t1 + 6 * MS, None), None);
@@ -371,8 +541,14 @@ mod tests {
         let mut p = fake();
         c.track(7, 0);
         assert_eq!(c.due(7, p.now, None), Some(CheckReason::Interval));
-        assert_eq!(c.start(7, CheckReason::Interval, &mut p), Start::Pending);
-        assert!(matches!(c.on_change(7, p.now), Settle::Void(_)));
+        assert_eq!(
+            c.start(7, CheckReason::Interval, None, &mut p),
+            Start::Pending
+        );
+        assert!(matches!(
+            c.on_change(7, p.now, Change::Other),
+            Settle::Void(_)
+        ));
         assert_eq!(c.due(7, p.now, None), Some(CheckReason::Interval));
     }
 
@@ -381,11 +557,14 @@ mod tests {
         let mut c = Checker::new(0);
         let mut p = fake();
         c.track(7, 0);
-        assert_eq!(c.start(7, CheckReason::Interval, &mut p), Start::Pending);
+        assert_eq!(
+            c.start(7, CheckReason::Interval, None, &mut p),
+            Start::Pending
+        );
         assert_eq!(c.due(7, u64::MAX, Some(CheckReason::Lost)), None);
         c.forget(7);
         assert_eq!(c.pending_reason(7), None);
-        assert_eq!(c.on_change(7, u64::MAX), Settle::Nothing);
+        assert_eq!(c.on_change(7, u64::MAX, Change::Other), Settle::Nothing);
     }
 
     #[test]
@@ -395,7 +574,7 @@ mod tests {
         c.track(7, 0);
         p.fails = Some(std::io::ErrorKind::NotFound);
         assert_eq!(
-            c.start(7, CheckReason::Interval, &mut p),
+            c.start(7, CheckReason::Interval, None, &mut p),
             Start::Failed(VoidReason::Gone)
         );
         // Not even a doubt asks again at once.
@@ -404,11 +583,14 @@ mod tests {
         assert_eq!(c.due(7, p.now, None), Some(CheckReason::Interval));
         p.fails = Some(std::io::ErrorKind::PermissionDenied);
         assert_eq!(
-            c.start(7, CheckReason::Interval, &mut p),
+            c.start(7, CheckReason::Interval, None, &mut p),
             Start::Failed(VoidReason::ReadFailed)
         );
         p.fails = None;
         p.now += 10 * MS;
-        assert_eq!(c.start(7, CheckReason::Interval, &mut p), Start::Pending);
+        assert_eq!(
+            c.start(7, CheckReason::Interval, None, &mut p),
+            Start::Pending
+        );
     }
 }

@@ -247,9 +247,26 @@ pub fn exec_seed(hooks: &Hooks, pid: u32, mm: Option<u64>, exec_ns: u64) -> Exec
 }
 
 /// The running system, for the checker.
-pub struct LiveProbe;
+pub struct LiveProbe<'a> {
+    pub hooks: &'a Hooks,
+}
 
-impl Probe for LiveProbe {
+impl Probe for LiveProbe<'_> {
+    fn calls(&mut self, mm: u64) -> Option<(u64, u64)> {
+        match self.hooks.mm_seq(mm) {
+            // No call ever entered: none in flight, none ended.
+            Ok(s) => Some(s.map_or((0, 0), |s| (s.in_flight, s.exited))),
+            Err(e) => {
+                log::debug!("cannot read MM_SEQ: {e:#}");
+                None
+            }
+        }
+    }
+
+    fn start_stack(&mut self, pid: u32) -> Option<u64> {
+        proc::start_stack(pid)
+    }
+
     fn idle(&mut self, pid: u32) -> bool {
         proc::idle(pid, MEMORY_SYSCALLS)
     }

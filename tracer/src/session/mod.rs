@@ -29,7 +29,7 @@ use crate::{
 };
 
 use self::{
-    checker::{Checker, PendingCheck, Settle, Start},
+    checker::{Bracket, Change, Checker, PendingCheck, Settle, Start},
     command as spawn,
     control::{FaultSummaries, LiveProbe},
     signals::StopSignals,
@@ -521,7 +521,12 @@ impl Core {
             if ev.body.changes_mappings() {
                 // A change settles the checks of the address space it made.
                 let pid = tracker.owner_of(ev.pid);
-                match checker.on_change(pid, ev.ts_ns) {
+                let change = match ev.body {
+                    Body::Exec { .. } => Change::Exec,
+                    Body::Stack { .. } => Change::Other,
+                    _ => Change::Call,
+                };
+                match checker.on_change(pid, ev.ts_ns, change) {
                     Settle::Compare(pending) => {
                         compare(tracker, checker, sink, pid, &pending, ev.ts_ns);
                     }
@@ -598,7 +603,11 @@ impl Core {
             if let Some(checker) = self.checker.as_mut() {
                 checker.track(pid, now);
                 if let Some(reason) = checker.due(pid, now, p.recheck) {
-                    if let Start::Failed(why) = checker.start(pid, reason, &mut LiveProbe) {
+                    let bracket =
+                        p.mm.zip(p.space.main_stack())
+                            .map(|(mm, stack)| Bracket { mm, stack });
+                    let probe = &mut LiveProbe { hooks: &self.hooks };
+                    if let Start::Failed(why) = checker.start(pid, reason, bracket, probe) {
                         sink.void_check(pid, reason, now, Some(why));
                     }
                 }
