@@ -30,6 +30,7 @@ use tokio::{
     sync::{mpsc, oneshot, Semaphore},
 };
 
+use super::live::{self, StreamRequest, Subscription};
 use crate::{
     error::{Error, Result},
     output::{file::MODE, names::escape_text},
@@ -69,11 +70,17 @@ impl SortKey {
 }
 
 /// A request.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Request {
     Status,
-    Ps { sort: SortKey },
-    Dump { pid: u32 },
+    Ps {
+        sort: SortKey,
+    },
+    Dump {
+        pid: u32,
+    },
+    /// `mmtrace stream --connect`: the live events ([`super::live`]).
+    Stream(StreamRequest),
 }
 
 #[derive(Deserialize)]
@@ -85,6 +92,19 @@ struct RawRequest {
     sort: Option<String>,
     #[serde(default)]
     pid: Option<u32>,
+    // `stream`'s fields.
+    #[serde(default)]
+    pids: Option<Vec<u32>>,
+    #[serde(default)]
+    comms: Option<Vec<String>>,
+    #[serde(default)]
+    follow: Option<bool>,
+    #[serde(default)]
+    events: Option<Vec<String>>,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    color: Option<bool>,
 }
 
 /// Parses one request line (without its newline).
@@ -113,13 +133,30 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
         "dump" => Request::Dump {
             pid: raw.pid.ok_or("dump needs a pid")?,
         },
-        other => return Err(format!("unknown cmd {other:?} (status, ps, dump)")),
+        "stream" => {
+            if raw.sort.is_some() || raw.pid.is_some() {
+                return Err(format!("cmd {:?} takes no such field", raw.cmd));
+            }
+            return live::parse_request(
+                raw.pids, raw.comms, raw.follow, raw.events, raw.format, raw.color,
+            )
+            .map(Request::Stream);
+        }
+        other => return Err(format!("unknown cmd {other:?} (status, ps, dump, stream)")),
     };
-    let extra = match req {
-        Request::Status => raw.sort.is_some() || raw.pid.is_some(),
-        Request::Ps { .. } => raw.pid.is_some(),
-        Request::Dump { .. } => raw.sort.is_some(),
-    };
+    let stream_fields = raw.pids.is_some()
+        || raw.comms.is_some()
+        || raw.follow.is_some()
+        || raw.events.is_some()
+        || raw.format.is_some()
+        || raw.color.is_some();
+    let extra = stream_fields
+        || match req {
+            Request::Status => raw.sort.is_some() || raw.pid.is_some(),
+            Request::Ps { .. } => raw.pid.is_some(),
+            Request::Dump { .. } => raw.sort.is_some(),
+            Request::Stream(_) => false,
+        };
     if extra {
         return Err(format!("cmd {:?} takes no such field", raw.cmd));
     }
@@ -141,6 +178,7 @@ pub fn request_line(req: &Request) -> String {
             json!({"v": VERSION, "cmd": "ps", "sort": sort})
         }
         Request::Dump { pid } => json!({"v": VERSION, "cmd": "dump", "pid": pid}),
+        Request::Stream(r) => r.to_json(),
     };
     format!("{v}\n")
 }
@@ -162,6 +200,8 @@ pub enum Reply {
         spool: Option<(File, u64)>,
         rest: Vec<u8>,
     },
+    /// A subscription to the live events.
+    Stream(Subscription),
 }
 
 /// A request for the sink, answered at its next tick.
@@ -443,6 +483,7 @@ async fn serve_one(
             }
             write_timed(&mut s, &rest).await
         }
+        Ok(Reply::Stream(sub)) => live::pump(&mut s, sub).await,
         Err(_) => write_timed(&mut s, error_line("the daemon is stopping").as_bytes()).await,
     }
 }
@@ -499,7 +540,7 @@ fn connect(socket: &Path, req: Request) -> Result<BufReader<UnixStream>> {
 }
 
 /// The first answer line: its JSON, or the daemon's error.
-fn answer(r: &mut BufReader<UnixStream>, socket: &Path) -> Result<Value> {
+fn answer<R: Read>(r: &mut BufReader<R>, socket: &Path) -> Result<Value> {
     let mut line = Vec::new();
     r.by_ref()
         .take(256 << 20)
@@ -521,6 +562,34 @@ fn answer(r: &mut BufReader<UnixStream>, socket: &Path) -> Result<Value> {
         return Err(Error::Usage(format!("daemon at {}: {e}", socket.display())));
     }
     Ok(v)
+}
+
+/// Subscribes to the daemon's live events: the connection (its answer
+/// line read, nothing more) and that answer.
+pub fn subscribe(socket: &Path, req: &StreamRequest) -> Result<(UnixStream, Value)> {
+    let r = connect(socket, Request::Stream(req.clone()))?;
+    let mut s = r.into_inner();
+    let lost =
+        |e: io::Error| Error::Usage(format!("the mmtrace daemon at {}: {e}", socket.display()));
+    // Byte by byte: the events that follow stay in the socket.
+    let mut line = Vec::with_capacity(256);
+    let mut b = [0u8; 1];
+    while line.len() < MAX_REQUEST * 4 {
+        match s.read(&mut b) {
+            Ok(0) => break,
+            Ok(_) => {
+                line.push(b[0]);
+                if b[0] == b'\n' {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(lost(e)),
+        }
+    }
+    let v = answer(&mut BufReader::new(&line[..]), socket)?;
+    s.set_read_timeout(None).map_err(lost)?;
+    Ok((s, v))
 }
 
 /// `mmtrace status`.
@@ -616,7 +685,9 @@ pub fn dump(socket: &Path, pid: u32, output: &Path) -> Result<i32> {
         return Err(usage("exists; mmtrace never overwrites a dump".into()));
     }
     let mut r = connect(socket, Request::Dump { pid })?;
-    answer(&mut r, socket)?;
+    let head = answer(&mut r, socket)?;
+    let check = head["dump"]["check"].as_str().unwrap_or("").to_string();
+    let mut drift = None;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -634,6 +705,10 @@ pub fn dump(socket: &Path, pid: u32, output: &Path) -> Result<i32> {
                 break;
             }
             last_is_end = line.starts_with(b"{\"type\":\"end\"") && line.ends_with(b"\n");
+            if line.starts_with(b"{\"type\":\"check\"") {
+                let c: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
+                drift = c["drift"].as_u64().filter(|_| c["void"] != true);
+            }
             w.write_all(&line)?;
         }
         w.flush()?;
@@ -643,7 +718,18 @@ pub fn dump(socket: &Path, pid: u32, output: &Path) -> Result<i32> {
     })();
     match copied {
         Ok(true) => {
-            eprintln!("mmtrace: dump of pid {pid} written to {}", output.display());
+            let checked = match (check.as_str(), drift) {
+                ("made", Some(0)) => "checked against /proc at the dump: no drift".to_string(),
+                ("made", Some(n)) => {
+                    format!("checked against /proc at the dump: {n} drift (see its drift records)")
+                }
+                ("off", _) => "not checked at the dump (the daemon makes no checks)".to_string(),
+                (how, _) => format!("its check at the dump: {how}"),
+            };
+            eprintln!(
+                "mmtrace: dump of pid {pid} written to {} ({checked})",
+                output.display()
+            );
             Ok(0)
         }
         Ok(false) => {

@@ -16,6 +16,7 @@ use crate::{
 pub mod config;
 pub mod control;
 pub mod files;
+pub mod live;
 pub mod sink;
 
 use config::Config;
@@ -92,23 +93,28 @@ pub fn run(config_path: &Path, config: Config) -> Result<i32> {
     let out = sink::DaemonOut::new(config_path.to_path_buf(), config, dirs)
         .map_err(|e| Error::Usage(format!("daemon: cannot read its timelines directory: {e}")))?;
     let mut target = session::start(trace, pids)?;
-    let mut sink = V2Sink::new(header, out);
+    let mut sink = live::LiveSink {
+        v2: V2Sink::new(header, out),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)?;
     let (asks, answered) = tokio::sync::mpsc::channel(control::MAX_CLIENTS);
-    sink.out.serve(answered);
+    sink.v2.out.serve(answered);
     let (socket, gid) = (listener.take(), listener.gid);
     let outcome = rt.block_on(async {
         if let Some(socket) = socket {
             tokio::spawn(control::serve(socket, gid, asks));
         }
-        session::run(&mut target, &plan, &mut sink).await
+        let outcome = session::run(&mut target, &plan, &mut sink).await;
+        // The subscribers' streams end with the daemon.
+        sink.v2.out.live.stop().await;
+        outcome
     })?;
     // The socket goes at the clean stop.
     drop(listener);
-    sink.out.log_stats();
+    sink.v2.out.log_stats();
     session::finish(&outcome, &target);
     Ok(0)
 }

@@ -30,7 +30,7 @@ use log::{info, warn};
 use super::{
     config::{Config, Keep, Retention},
     control::{self, Ask, Reply, Request, SortKey},
-    files,
+    files, live,
 };
 use crate::{
     commands::record::V2Out,
@@ -245,7 +245,30 @@ pub struct DaemonOut {
     rate_at: (Instant, u64, u64),
     records_per_sec: f64,
     events_per_sec: f64,
+    /// The subscribers to the live events (`stream --connect`).
+    pub live: live::Feed,
+    /// Dumps waiting for their process's check.
+    dumps: Vec<PendingDump>,
+    /// Processes to check now (for those dumps), not yet asked for.
+    want_checks: Vec<u32>,
 }
+
+/// A dump waits for a comparison of its process with /proc/PID/maps.
+struct PendingDump {
+    pid: u32,
+    seq: u64,
+    reply: tokio::sync::oneshot::Sender<Reply>,
+    /// Void checks seen since the ask.
+    voids: u32,
+    /// A check was made (void or not) and the dump can go.
+    outcome: Option<&'static str>,
+    deadline: Instant,
+}
+
+/// How long a dump waits for its check at most (then it goes without).
+const DUMP_CHECK_WAIT: Duration = Duration::from_secs(5);
+/// Void checks (changes too close to the read) a dump waits through.
+const DUMP_CHECK_VOIDS: u32 = 3;
 
 impl DaemonOut {
     pub fn new(config_path: PathBuf, config: Config, dirs: Dirs) -> io::Result<DaemonOut> {
@@ -270,6 +293,9 @@ impl DaemonOut {
             rate_at: (Instant::now(), 0, 0),
             records_per_sec: 0.0,
             events_per_sec: 0.0,
+            live: live::Feed::default(),
+            dumps: Vec::new(),
+            want_checks: Vec::new(),
         };
         out.load_index()?;
         out.retention();
@@ -577,7 +603,14 @@ impl DaemonOut {
         match req {
             Request::Status => Reply::Line(self.status_line()),
             Request::Ps { sort } => Reply::Line(self.ps_line(sort)),
-            Request::Dump { pid } => self.dump(pid),
+            Request::Dump { pid } => self.dump(pid, "not asked"),
+            Request::Stream(r) => match self.live.subscribe(&r, &self.config.faults) {
+                Some(sub) => Reply::Stream(sub),
+                None => Reply::Line(control::error_line(&format!(
+                    "too many subscribers (at most {})",
+                    live::MAX_SUBSCRIBERS
+                ))),
+            },
         }
     }
 
@@ -607,6 +640,8 @@ impl DaemonOut {
                 "exits_skipped": s.skipped,
                 "timelines_deleted": s.deleted,
                 "records_capped": s.capped_records,
+                "subscribers": self.live.len(),
+                "subscriber_drops": self.live.dropped(),
             }
         });
         format!("{v}\n")
@@ -649,8 +684,9 @@ impl DaemonOut {
     }
 
     /// `pid`'s timeline so far: header, spool, buffer, its `end` process
-    /// record (still running), lost records, end line.
-    fn dump(&mut self, pid: u32) -> Reply {
+    /// record (still running), lost records, end line; `check`: how its
+    /// check at the dump went (said in the answer line).
+    fn dump(&mut self, pid: u32, check: &str) -> Reply {
         let Some(seq) = self
             .procs
             .values()
@@ -689,7 +725,8 @@ impl DaemonOut {
         };
         let mut head = format!(
             "{}\n",
-            serde_json::json!({"v": control::VERSION, "dump": {"pid": pid, "proc": seq}})
+            serde_json::json!({"v": control::VERSION, "dump": {"pid": pid, "proc": seq,
+                "check": check}})
         )
         .into_bytes();
         v2::write_record(&mut head, &Record::Header(header.clone()));
@@ -706,6 +743,75 @@ impl DaemonOut {
         p.records -= 1;
         self.procs.insert(seq, p);
         Reply::Dump { head, spool, rest }
+    }
+
+    /// A dump of `pid`, once its process is compared with /proc/PID/maps
+    /// (the check and any drift records end the dumped timeline): the
+    /// check is asked for at the next tick and the dump answered once it
+    /// is made, or after [`DUMP_CHECK_WAIT`]. Without periodic checks
+    /// (`reconcile_secs = 0`) the dump goes at once.
+    fn dump_after_check(&mut self, pid: u32, reply: tokio::sync::oneshot::Sender<Reply>) {
+        let seq = self
+            .procs
+            .values()
+            .filter(|p| p.pid == pid)
+            .map(|p| p.seq)
+            .max();
+        let Some(seq) = seq.filter(|_| self.config.reconcile_secs > 0) else {
+            let _ = reply.send(self.dump(pid, "off"));
+            return;
+        };
+        if !self.want_checks.contains(&pid) {
+            self.want_checks.push(pid);
+        }
+        self.dumps.push(PendingDump {
+            pid,
+            seq,
+            reply,
+            voids: 0,
+            outcome: None,
+            deadline: Instant::now() + DUMP_CHECK_WAIT,
+        });
+    }
+
+    /// A check record: the dumps waiting for it may go.
+    fn dump_checked(&mut self, c: &v2::Check) {
+        for d in self.dumps.iter_mut().filter(|d| d.seq == c.proc) {
+            if !c.void {
+                d.outcome = Some("made");
+            } else {
+                d.voids += 1;
+                if d.voids >= DUMP_CHECK_VOIDS {
+                    d.outcome = Some("void");
+                } else if !self.want_checks.contains(&d.pid) {
+                    // Asked again: a void check is not made again by itself.
+                    self.want_checks.push(d.pid);
+                }
+            }
+        }
+    }
+
+    /// Answers the dumps whose check is made (or waited for too long).
+    fn answer_dumps(&mut self) {
+        if self.dumps.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let (ready, waiting): (Vec<PendingDump>, Vec<PendingDump>) =
+            std::mem::take(&mut self.dumps)
+                .into_iter()
+                .partition(|d| d.outcome.is_some() || now >= d.deadline || d.reply.is_closed());
+        self.dumps = waiting;
+        for d in ready {
+            let outcome = d.outcome.unwrap_or("timed out");
+            let _ = d.reply.send(self.dump(d.pid, outcome));
+        }
+    }
+
+    /// The processes whose check a dump waits for (the session asks the
+    /// checker at its next tick).
+    pub fn wanted_checks(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.want_checks)
     }
 
     /// Deletes the oldest timelines while there are more bytes than the
@@ -886,6 +992,7 @@ impl V2Out for DaemonOut {
             }
             Record::Check(c) => {
                 self.stats.checks += 1;
+                self.dump_checked(c);
                 if let Some(p) = self.procs.get_mut(&c.proc) {
                     p.checks += 1;
                 }
@@ -948,10 +1055,16 @@ impl V2Out for DaemonOut {
                 let Ok(Ask { req, reply }) = asks.try_recv() else {
                     break;
                 };
-                let _ = reply.send(self.answer(req));
+                match req {
+                    Request::Dump { pid } => self.dump_after_check(pid, reply),
+                    req => {
+                        let _ = reply.send(self.answer(req));
+                    }
+                }
             }
             self.asks = Some(asks);
         }
+        self.answer_dumps();
         true
     }
 

@@ -86,6 +86,11 @@ pub trait Sink {
     /// `p` left the model: it exited, its pid was reused unseen, or the
     /// session ended.
     fn ended(&mut self, _p: Process) {}
+    /// Processes (pids) the sink wants compared with /proc/PID/maps as
+    /// soon as can be (the daemon's `dump`); asked at each tick.
+    fn wanted_checks(&mut self) -> Vec<u32> {
+        Vec::new()
+    }
     /// Flushes output; false once the output is gone (a closed pipe).
     fn flush(&mut self) -> bool;
 }
@@ -606,6 +611,22 @@ impl Core {
         }
     }
 
+    /// A check of each of `pids` that the model knows, as soon as each can
+    /// be made.
+    fn request_checks(&mut self, pids: &[u32]) {
+        if pids.is_empty() {
+            return;
+        }
+        if let (Some(tracker), Some(checker)) = (self.tracker.as_ref(), self.checker.as_mut()) {
+            let known: Vec<u32> = pids
+                .iter()
+                .copied()
+                .filter(|&p| tracker.get(p).is_some())
+                .collect();
+            checker.request(&known, clock::monotonic_ns());
+        }
+    }
+
     /// SIGUSR1: a check of every process, as soon as each can be made.
     fn request(&mut self) {
         if let (Some(tracker), Some(checker)) = (self.tracker.as_ref(), self.checker.as_mut()) {
@@ -774,6 +795,7 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
             _ = ticks.tick() => {
                 core.drain(&mut reader, sink);
                 core.lost(sink);
+                core.request_checks(&sink.wanted_checks());
                 core.tick(sink);
             }
             status = async {
