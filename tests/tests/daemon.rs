@@ -1082,3 +1082,91 @@ fn dump_is_checked_at_the_dump() {
     assert_eq!(code, Some(0), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The memory cap degrades (root, real kernel): a daemon over its cap (a
+/// test-only cap of 1 MiB) counts faults per region only (step 1, said in
+/// the timelines as `lost` records of kind `fault_detail`), then tracks
+/// no new process (step 2, counted per comm), each step warned once; it
+/// keeps running and answering, and `status` shows the level and counts.
+#[test]
+fn memory_cap_degrades_in_order() {
+    tests::needs_root!();
+    // Tracked from the start: a process that faults all the time.
+    let mut spinner = Command::new(env!("CARGO_BIN_EXE_spinner"))
+        .arg("120")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start the spinner");
+    let spid = spinner.id();
+    exec_done(spid, "spinner");
+    std::env::set_var("MMTRACE_TEST_MEMORY_CAP_KIB", "1024");
+    let (dir, socket, mut running) = live_daemon(
+        "memcap",
+        &["spinner", "workload"],
+        "faults = \"all\"\nmemory_cap_mib = 16\n",
+    );
+    std::env::remove_var("MMTRACE_TEST_MEMORY_CAP_KIB");
+    let s = wait_for("step 2", Duration::from_secs(60), || {
+        let s = status_of(&socket);
+        (num(&s["degrade_level"]) == 2 && num(&s["fault_detail_dropped"]) > 0).then_some(s)
+    });
+    assert_eq!(s["degrade_steps"], serde_json::json!([1, 1]), "{s}");
+    assert_eq!(num(&s["memory_cap_bytes"]), 1 << 20, "{s}");
+    // A new process: not tracked, counted by its comm.
+    let report_path = dir.join("report.json");
+    let w = Command::new(env!("CARGO_BIN_EXE_workload"))
+        .arg("--report")
+        .arg(&report_path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the workload");
+    assert!(w.status.success(), "{w:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let s = loop {
+        let s = status_of(&socket);
+        // Its exec and its child's fork.
+        if num(&s["untracked_by_comm"]["workload"]) >= 2 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the workload is not counted: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The spinner is still tracked; the workload never was.
+    let o = client(&[], &["ps", "--json"], &socket);
+    let ps: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let pids: Vec<u64> = ps["ps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| num(&p["pid"]))
+        .collect();
+    assert!(pids.contains(&u64::from(spid)), "{ps}");
+    assert_eq!(num(&s["degrade_level"]), 2, "{s}");
+    let _ = spinner.kill();
+    let _ = spinner.wait();
+    let (code, err) = running.stop();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(err.matches("degrading, step 1").count(), 1, "{err}");
+    assert_eq!(err.matches("degrading, step 2").count(), 1, "{err}");
+    let stats = err.lines().rfind(|l| l.contains("stats:")).unwrap();
+    assert!(stats.contains("memory degradation level 2"), "{stats}");
+    assert!(stats.contains("\"workload\" "), "{stats}");
+    // The spinner's timeline says its faults lost their page detail.
+    let timelines = dir.join("data").join("timelines");
+    let file = timelines_of(&timelines, spid, "spinner")
+        .pop()
+        .expect("the spinner's timeline");
+    let lines = parse_jsonl(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let lost = lines
+        .iter()
+        .find(|l| l["type"] == "lost" && l["kind"] == "fault_detail")
+        .unwrap_or_else(|| panic!("no fault_detail lost record: {}", file.display()));
+    assert!(num(&lost["count"]) > 0, "{lost}");
+    let report: Report =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert!(timelines_of(&timelines, report.pid as u32, "workload").is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -40,11 +40,15 @@ use crate::{
     event::{Body, Event},
     kernel::{clock, StackPath},
     model::{CheckReason, Comparison, Process, RegionChange, VoidReason},
-    output::Printer,
+    output::{
+        timeline2::{self as v2, Record},
+        Printer,
+    },
     session::Sink,
 };
 
 use super::sink::DaemonOut;
+use crate::commands::record::V2Out;
 
 /// Subscribers at once (each also holds one of the socket's client slots).
 pub const MAX_SUBSCRIBERS: usize = 4;
@@ -478,9 +482,51 @@ async fn pump_queue(
 }
 
 /// The daemon's session sink: the v2 sink's records, and the live events
-/// for the subscribers (in `out.live`).
+/// for the subscribers (in `out.live`); it also tells the session how to
+/// degrade over the memory cap, and counts what that costs.
 pub struct LiveSink {
     pub v2: V2Sink<DaemonOut>,
+    /// The degradation level the session applies (set at each tick).
+    pub applied: u8,
+    /// Faults handled without their page since the last flush.
+    pub coarse_faults: u64,
+    /// Processes not tracked (level 2) already counted (bounded).
+    pub untracked: HashSet<u32>,
+}
+
+/// Untracked processes remembered, at most (others may be counted twice:
+/// at their fork and at their exec).
+const MAX_UNTRACKED: usize = 65536;
+
+impl LiveSink {
+    /// What degrading costs: the faults of tracked processes counted
+    /// without their page; the new processes not tracked (a fork's child,
+    /// or a process first seen at its exec), once each, by comm.
+    fn count_degraded(&mut self, ev: &Event) {
+        match ev.body {
+            Body::Fault { .. } if self.v2.knows(ev.pid) => self.coarse_faults += 1,
+            Body::Fork { child_pid, .. } if self.applied > 1 => {
+                self.v2.out.memory.untracked(&ev.comm);
+                if self.untracked.len() < MAX_UNTRACKED {
+                    self.untracked.insert(child_pid);
+                }
+            }
+            Body::Exec { .. }
+                if self.applied > 1
+                    && !self.v2.knows(ev.pid)
+                    && !self.untracked.contains(&ev.pid) =>
+            {
+                self.v2.out.memory.untracked(&ev.comm);
+                if self.untracked.len() < MAX_UNTRACKED {
+                    self.untracked.insert(ev.pid);
+                }
+            }
+            Body::Exit { .. } => {
+                self.untracked.remove(&ev.pid);
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Sink for LiveSink {
@@ -500,6 +546,9 @@ impl Sink for LiveSink {
     fn event(&mut self, ev: &Event, changes: &[RegionChange]) {
         if !self.v2.out.live.is_empty() {
             self.v2.out.live.event(ev);
+        }
+        if self.applied > 0 {
+            self.count_degraded(ev);
         }
         self.v2.event(ev, changes);
     }
@@ -533,7 +582,25 @@ impl Sink for LiveSink {
         self.v2.out.wanted_checks()
     }
 
+    fn degrade(&mut self) -> (bool, bool) {
+        self.applied = self.v2.out.memory.level();
+        self.v2.out.memory.applied = self.applied;
+        (self.applied >= 1, self.applied >= 2)
+    }
+
     fn flush(&mut self) -> bool {
+        if self.coarse_faults > 0 {
+            // Said in the timelines of the processes alive, as the ring
+            // buffer's losses are.
+            let n = std::mem::take(&mut self.coarse_faults);
+            self.v2.out.memory.fault_detail_dropped += n;
+            let t_ns = clock::monotonic_ns().saturating_sub(self.v2.start_ns());
+            self.v2.out.put(&Record::Lost(v2::Lost {
+                t_ns,
+                kind: super::memory::FAULT_DETAIL.to_string(),
+                count: n,
+            }));
+        }
         let going = self.v2.flush();
         self.v2.out.live.flush();
         going

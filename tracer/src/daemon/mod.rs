@@ -17,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod files;
 pub mod live;
+pub mod memory;
 pub mod sink;
 
 use config::Config;
@@ -95,6 +96,9 @@ pub fn run(config_path: &Path, config: Config) -> Result<i32> {
     let mut target = session::start(trace, pids)?;
     let mut sink = live::LiveSink {
         v2: V2Sink::new(header, out),
+        applied: 0,
+        coarse_faults: 0,
+        untracked: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -30,7 +30,7 @@ use log::{info, warn};
 use super::{
     config::{Config, Keep, Retention},
     control::{self, Ask, Reply, Request, SortKey},
-    files, live,
+    files, live, memory,
 };
 use crate::{
     commands::record::V2Out,
@@ -247,6 +247,8 @@ pub struct DaemonOut {
     events_per_sec: f64,
     /// The subscribers to the live events (`stream --connect`).
     pub live: live::Feed,
+    /// The memory cap's degradation (see [`memory`]).
+    pub memory: memory::Guard,
     /// Dumps waiting for their process's check.
     dumps: Vec<PendingDump>,
     /// Processes to check now (for those dumps), not yet asked for.
@@ -294,9 +296,14 @@ impl DaemonOut {
             records_per_sec: 0.0,
             events_per_sec: 0.0,
             live: live::Feed::default(),
+            memory: memory::Guard::new(0, 1),
             dumps: Vec::new(),
             want_checks: Vec::new(),
         };
+        out.memory = memory::Guard::new(
+            memory_cap_bytes(out.config.memory_cap_mib),
+            out.config.keep.skipped_comms,
+        );
         out.load_index()?;
         out.retention();
         Ok(out)
@@ -632,7 +639,12 @@ impl DaemonOut {
                 "processes": self.procs.len(),
                 "regions": regions,
                 "rss_bytes": rss,
-                "memory_cap_bytes": self.config.memory_cap_mib << 20,
+                "memory_cap_bytes": memory_cap_bytes(self.config.memory_cap_mib),
+                "degrade_level": self.memory.applied,
+                "degrade_steps": self.memory.entered,
+                "fault_detail_dropped": self.memory.fault_detail_dropped,
+                "untracked_processes": self.memory.untracked,
+                "untracked_by_comm": self.memory.untracked_by_comm,
                 "over_cap": self.over_cap,
                 "timelines_written": s.written,
                 "timelines_written_bytes": s.written_bytes,
@@ -838,31 +850,25 @@ impl DaemonOut {
     }
 
     /// Compares the daemon's resident memory with its cap: a warning when
-    /// it goes over (and a line when it is back under), counted. Nothing
-    /// degrades yet (coarser faults, then no new processes: not built).
+    /// it goes over (and a line when it is back under), counted; the
+    /// degradation follows it ([`memory::Guard`]).
     fn watch_memory(&mut self) {
         let Some(rss) = crate::kernel::proc::statm_rss(std::process::id()) else {
             return;
         };
-        let cap = self.config.memory_cap_mib << 20;
+        let cap = memory_cap_bytes(self.config.memory_cap_mib);
         let over = rss > cap;
         if over && !self.over_cap {
             self.stats.over_cap += 1;
-            warn!(
-                "resident memory {} MiB is over memory_cap_mib {} ({} live processes); \
-                 nothing is degraded yet (not built)",
-                rss >> 20,
-                self.config.memory_cap_mib,
-                self.procs.len()
-            );
         } else if !over && self.over_cap {
             info!(
                 "resident memory {} MiB is back under memory_cap_mib {}",
                 rss >> 20,
-                self.config.memory_cap_mib
+                cap >> 20
             );
         }
         self.over_cap = over;
+        self.memory.observe(rss, Instant::now(), self.procs.len());
     }
 
     /// The statistics line.
@@ -884,7 +890,7 @@ impl DaemonOut {
             "stats: {} processes live; {} timelines written ({} bytes), {} failed; \
              {} exits skipped by the keep policy [{}]; {} timelines deleted by retention; \
              {} records dropped past a cap; {} records of no known process; {} events lost; \
-             {} times over the memory cap",
+             {} times over the memory cap; {}",
             self.procs.len(),
             s.written,
             s.written_bytes,
@@ -896,6 +902,7 @@ impl DaemonOut {
             s.orphan_records,
             s.lost_events,
             s.over_cap,
+            self.memory.describe(),
         );
     }
 
@@ -961,7 +968,10 @@ impl V2Out for DaemonOut {
                 return;
             }
             Record::Lost(l) => {
-                self.stats.lost_events += l.count;
+                // Faults without their page were handled: not lost events.
+                if l.kind != memory::FAULT_DETAIL {
+                    self.stats.lost_events += l.count;
+                }
                 *self.lost_by_kind.entry(l.kind.clone()).or_default() += l.count;
                 return;
             }
@@ -1088,6 +1098,16 @@ impl V2Out for DaemonOut {
         info!("{name}: stopping: writing the timelines of the live processes, detaching");
         let _ = notify("STOPPING=1\n");
     }
+}
+
+/// The memory cap in bytes: `memory_cap_mib`, or, for tests only, the
+/// KiB in `MMTRACE_TEST_MEMORY_CAP_KIB` (below the configuration's
+/// minimum).
+fn memory_cap_bytes(mib: u64) -> u64 {
+    std::env::var("MMTRACE_TEST_MEMORY_CAP_KIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(mib << 20, |kib| kib << 10)
 }
 
 /// The process a record belongs to.

@@ -405,6 +405,11 @@ pub struct Tracker {
     source: Box<dyn ProcSource>,
     /// Where kernels differ, how this one changes mappings.
     kernel: KernelBehaviour,
+    /// Faults counted per region only ([`AddressSpace::coarse_faults`]).
+    coarse_faults: bool,
+    /// No new process is modelled: the events of a process not known
+    /// are ignored, a fork makes no child.
+    refuse_new: bool,
 }
 
 impl Tracker {
@@ -421,7 +426,29 @@ impl Tracker {
             next_seq: 0,
             source,
             kernel: KernelBehaviour::default(),
+            coarse_faults: false,
+            refuse_new: false,
         }
+    }
+
+    /// Degrades the model to spare memory (the daemon over its cap):
+    /// `coarse_faults`, faults counted per region only (no page sets, no
+    /// time buckets) from now on; `refuse_new`, no new process modelled
+    /// (the processes known go on).
+    pub fn degrade(&mut self, coarse_faults: bool, refuse_new: bool) {
+        self.coarse_faults = coarse_faults;
+        self.refuse_new = refuse_new;
+    }
+
+    /// Whether `ev` is of a process the model does not know while new
+    /// processes are refused: then it is not applied.
+    pub fn refuses(&self, ev: &Event) -> bool {
+        self.refuse_new
+            && !self.live.contains_key(&ev.pid)
+            && !matches!(
+                ev.body,
+                Body::OomKill { .. } | Body::Lost { .. } | Body::FaultSummary { .. }
+            )
     }
 
     /// The seed of the exec event applied next (of `seed.pid`). Without
@@ -588,6 +615,9 @@ impl Tracker {
     /// Applies one event. Events of processes not seen before seed them
     /// from /proc first.
     pub fn apply(&mut self, ev: &Event) {
+        if self.refuses(ev) {
+            return;
+        }
         let t = self.rel(ev.ts_ns);
         if let Some(p) = self.live.get_mut(&ev.pid) {
             if let Some(at) = p.stack_mismatch.take() {
@@ -598,6 +628,14 @@ impl Tracker {
         }
         match &ev.body {
             // The child's own events come after the parent's fork.
+            Body::Fork { child_pid, .. } if self.refuse_new => {
+                // The parent goes on; its child is not modelled.
+                if let Some(mut old) = self.live.remove(child_pid) {
+                    // A pid still held: that process is gone unseen.
+                    old.doubt(t, CheckReason::Lost);
+                    self.ended.push(old);
+                }
+            }
             Body::Fork {
                 child_pid,
                 clone_flags,
@@ -759,11 +797,13 @@ impl Tracker {
                 // A fault changes no region: no need to look for changes
                 // (there are many), except of a process seen first.
                 let pid = self.owner_of(ev.pid);
+                let coarse = self.coarse_faults;
                 let p = if self.live.contains_key(&pid) {
                     self.ensure(pid, &ev.comm)
                 } else {
                     self.ensure_touched(pid, &ev.comm)
                 };
+                p.space.coarse_faults = coarse;
                 p.dirty = true;
                 p.faults_since_sample += 1;
                 // A fault only counts: it always applies.

@@ -91,6 +91,12 @@ pub trait Sink {
     fn wanted_checks(&mut self) -> Vec<u32> {
         Vec::new()
     }
+    /// How the model should spare memory (the daemon over its cap),
+    /// asked at each tick: (faults counted per region only, no new
+    /// processes modelled); see [`Tracker::degrade`].
+    fn degrade(&mut self) -> (bool, bool) {
+        (false, false)
+    }
     /// Flushes output; false once the output is gone (a closed pipe).
     fn flush(&mut self) -> bool;
 }
@@ -796,6 +802,10 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
                 core.drain(&mut reader, sink);
                 core.lost(sink);
                 core.request_checks(&sink.wanted_checks());
+                if let Some(tracker) = core.tracker.as_mut() {
+                    let (coarse, refuse_new) = sink.degrade();
+                    tracker.degrade(coarse, refuse_new);
+                }
                 core.tick(sink);
             }
             status = async {
