@@ -256,6 +256,11 @@ fn alive_at(lines: &[Value], proc: u64, t: u64) -> BTreeMap<u64, (u64, String)> 
 /// notification socket in `dir` (sd-notify); its stderr goes to
 /// `dir/daemon.stderr`.
 fn start_daemon(dir: &Path, config: &Path) -> Running {
+    start_daemon_with(dir, config, &[])
+}
+
+/// [`start_daemon`] with `env` added to the daemon's environment.
+fn start_daemon_with(dir: &Path, config: &Path, env: &[(&str, &str)]) -> Running {
     let notify_path = dir.join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify
@@ -267,6 +272,7 @@ fn start_daemon(dir: &Path, config: &Path) -> Running {
         .arg("--config")
         .arg(config)
         .env("NOTIFY_SOCKET", &notify_path)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap())
@@ -749,7 +755,12 @@ fn control_socket_answers_status_ps_dump() {
 
 /// A daemon for the live tests: comms `comms`, its socket in `dir/run`
 /// (0660 root:nogroup), checks every second.
-fn live_daemon(name: &str, comms: &[&str], extra: &str) -> (PathBuf, PathBuf, Running) {
+fn live_daemon(
+    name: &str,
+    comms: &[&str],
+    extra: &str,
+    env: &[(&str, &str)],
+) -> (PathBuf, PathBuf, Running) {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("mmtrace-daemon-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -771,7 +782,7 @@ fn live_daemon(name: &str, comms: &[&str], extra: &str) -> (PathBuf, PathBuf, Ru
         ),
     )
     .unwrap();
-    let running = start_daemon(&dir, &config);
+    let running = start_daemon_with(&dir, &config, env);
     (dir, socket, running)
 }
 
@@ -815,7 +826,7 @@ fn interrupt(mut c: std::process::Child) -> Option<i32> {
 #[test]
 fn stream_connect_shows_live_events() {
     tests::needs_root!();
-    let (dir, socket, mut running) = live_daemon("live", &["workload", "mmaploop"], "");
+    let (dir, socket, mut running) = live_daemon("live", &["workload", "mmaploop"], "", &[]);
     let jsonl = dir.join("live.jsonl");
     let text = dir.join("live.txt");
     let c1 = connect(
@@ -1033,7 +1044,7 @@ fn stream_connect_shows_live_events() {
 #[test]
 fn dump_is_checked_at_the_dump() {
     tests::needs_root!();
-    let (dir, socket, mut running) = live_daemon("dumpcheck", &["sleep"], "");
+    let (dir, socket, mut running) = live_daemon("dumpcheck", &["sleep"], "", &[]);
     let mut sleeper = Command::new("sleep")
         .arg("1000")
         .stdin(Stdio::null())
@@ -1099,13 +1110,12 @@ fn memory_cap_degrades_in_order() {
         .expect("start the spinner");
     let spid = spinner.id();
     exec_done(spid, "spinner");
-    std::env::set_var("MMTRACE_TEST_MEMORY_CAP_KIB", "1024");
     let (dir, socket, mut running) = live_daemon(
         "memcap",
         &["spinner", "workload"],
         "faults = \"all\"\nmemory_cap_mib = 16\n",
+        &[("MMTRACE_TEST_MEMORY_CAP_KIB", "1024")],
     );
-    std::env::remove_var("MMTRACE_TEST_MEMORY_CAP_KIB");
     let s = wait_for("step 2", Duration::from_secs(60), || {
         let s = status_of(&socket);
         (num(&s["degrade_level"]) == 2 && num(&s["fault_detail_dropped"]) > 0).then_some(s)

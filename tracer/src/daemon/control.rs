@@ -138,7 +138,12 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
                 return Err(format!("cmd {:?} takes no such field", raw.cmd));
             }
             return live::parse_request(
-                raw.pids, raw.comms, raw.follow, raw.events, raw.format, raw.color,
+                raw.pids,
+                raw.comms,
+                raw.follow,
+                raw.events,
+                raw.format.as_deref(),
+                raw.color,
             )
             .map(Request::Stream);
         }
@@ -518,7 +523,7 @@ async fn read_request(s: &mut tokio::net::UnixStream) -> Result<Vec<u8>, String>
 // ---------------------------------------------------------------------------
 
 /// Connects to the daemon at `socket` and sends `req`.
-fn connect(socket: &Path, req: Request) -> Result<BufReader<UnixStream>> {
+fn connect(socket: &Path, req: &Request) -> Result<BufReader<UnixStream>> {
     let s = UnixStream::connect(socket).map_err(|e| {
         Error::Usage(if e.kind() == io::ErrorKind::PermissionDenied {
             format!(
@@ -534,8 +539,7 @@ fn connect(socket: &Path, req: Request) -> Result<BufReader<UnixStream>> {
     s.set_read_timeout(Some(Duration::from_mins(1)))
         .map_err(lost)?;
     s.set_write_timeout(Some(IO_TIMEOUT)).map_err(lost)?;
-    (&s).write_all(request_line(&req).as_bytes())
-        .map_err(lost)?;
+    (&s).write_all(request_line(req).as_bytes()).map_err(lost)?;
     Ok(BufReader::new(s))
 }
 
@@ -567,7 +571,7 @@ fn answer<R: Read>(r: &mut BufReader<R>, socket: &Path) -> Result<Value> {
 /// Subscribes to the daemon's live events: the connection (its answer
 /// line read, nothing more) and that answer.
 pub fn subscribe(socket: &Path, req: &StreamRequest) -> Result<(UnixStream, Value)> {
-    let r = connect(socket, Request::Stream(req.clone()))?;
+    let r = connect(socket, &Request::Stream(req.clone()))?;
     let mut s = r.into_inner();
     let lost =
         |e: io::Error| Error::Usage(format!("the mmtrace daemon at {}: {e}", socket.display()));
@@ -594,7 +598,7 @@ pub fn subscribe(socket: &Path, req: &StreamRequest) -> Result<(UnixStream, Valu
 
 /// `mmtrace status`.
 pub fn status(socket: &Path, raw: bool, out: &mut dyn Write) -> Result<i32> {
-    let mut r = connect(socket, Request::Status)?;
+    let mut r = connect(socket, &Request::Status)?;
     let v = answer(&mut r, socket)?;
     if raw {
         let _ = writeln!(out, "{v}");
@@ -642,7 +646,7 @@ pub fn status(socket: &Path, raw: bool, out: &mut dyn Write) -> Result<i32> {
 /// `mmtrace ps`.
 pub fn ps(socket: &Path, sort: SortKey, raw: bool, out: &mut dyn Write) -> Result<i32> {
     use std::fmt::Write as _;
-    let mut r = connect(socket, Request::Ps { sort })?;
+    let mut r = connect(socket, &Request::Ps { sort })?;
     let v = answer(&mut r, socket)?;
     if raw {
         let _ = writeln!(out, "{v}");
@@ -684,7 +688,7 @@ pub fn dump(socket: &Path, pid: u32, output: &Path) -> Result<i32> {
     if std::fs::symlink_metadata(output).is_ok() {
         return Err(usage("exists; mmtrace never overwrites a dump".into()));
     }
-    let mut r = connect(socket, Request::Dump { pid })?;
+    let mut r = connect(socket, &Request::Dump { pid })?;
     let head = answer(&mut r, socket)?;
     let check = head["dump"]["check"].as_str().unwrap_or("").to_string();
     let mut drift = None;

@@ -236,7 +236,9 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         // A panic while holding it cannot leave the bytes inconsistent.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -790,14 +792,14 @@ pub fn parse_request(
     comms: Option<Vec<String>>,
     follow: Option<bool>,
     events: Option<Vec<String>>,
-    format: Option<String>,
+    format: Option<&str>,
     color: Option<bool>,
 ) -> std::result::Result<StreamRequest, String> {
     let kinds = match events {
         None => kind_mask(&[], FaultMode::Summary),
         Some(e) => kinds_of(&e)?,
     };
-    let jsonl = match format.as_deref() {
+    let jsonl = match format {
         None | Some("text") => false,
         Some("jsonl") => true,
         Some(f) => return Err(format!("unknown format {f:?} (text, jsonl)")),

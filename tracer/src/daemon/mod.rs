@@ -98,7 +98,7 @@ pub fn run(config_path: &Path, config: Config) -> Result<i32> {
         v2: V2Sink::new(header, out),
         applied: 0,
         coarse_faults: 0,
-        untracked: Default::default(),
+        untracked: std::collections::HashSet::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

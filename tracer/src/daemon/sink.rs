@@ -789,9 +789,7 @@ impl DaemonOut {
     /// A check record: the dumps waiting for it may go.
     fn dump_checked(&mut self, c: &v2::Check) {
         for d in self.dumps.iter_mut().filter(|d| d.seq == c.proc) {
-            if !c.void {
-                d.outcome = Some("made");
-            } else {
+            if c.void {
                 d.voids += 1;
                 if d.voids >= DUMP_CHECK_VOIDS {
                     d.outcome = Some("void");
@@ -799,6 +797,8 @@ impl DaemonOut {
                     // Asked again: a void check is not made again by itself.
                     self.want_checks.push(d.pid);
                 }
+            } else {
+                d.outcome = Some("made");
             }
         }
     }
