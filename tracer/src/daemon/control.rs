@@ -488,7 +488,7 @@ async fn serve_one(
             }
             write_timed(&mut s, &rest).await
         }
-        Ok(Reply::Stream(sub)) => live::pump(&mut s, sub).await,
+        Ok(Reply::Stream(sub)) => live::pump(s, sub).await,
         Err(_) => write_timed(&mut s, error_line("the daemon is stopping").as_bytes()).await,
     }
 }

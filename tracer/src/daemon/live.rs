@@ -21,15 +21,12 @@ use std::{
     collections::{BTreeMap, HashSet},
     io::{self, Write},
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{Arc, Condvar, Mutex},
     time::{Duration, Instant},
 };
 
 use serde_json::{json, Value};
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt},
-    sync::Notify,
-};
+use tokio::io::AsyncBufReadExt;
 use tracer_common::EventKind;
 
 use super::control::{self, VERSION};
@@ -54,6 +51,10 @@ use crate::commands::record::V2Out;
 pub const MAX_SUBSCRIBERS: usize = 4;
 /// Bytes waiting for one subscriber, at most.
 pub const QUEUE_BYTES: usize = 1 << 20;
+/// The writer is woken each time this many more bytes wait.
+const WAKE_BYTES: usize = 64 << 10;
+/// How often an idle writer looks whether its client left.
+const IDLE_LOOK: Duration = Duration::from_millis(250);
 /// Pids a subscriber's `follow` adds, at most (then children are not
 /// followed, and the client is told once).
 const MAX_FOLLOWED: usize = 65536;
@@ -108,6 +109,12 @@ pub fn kinds_of(names: &[String]) -> std::result::Result<u32, String> {
         mask |= k.bit();
     }
     Ok(mask)
+}
+
+/// A protocol message of the stream: `{"v":1,"KEY":BODY}` and a newline,
+/// `v` first, so that it is told from an event line by its start.
+fn message(key: &str, body: &Value) -> String {
+    format!("{{\"v\":{VERSION},\"{key}\":{body}}}\n")
 }
 
 /// Which events a subscriber takes: stream's selection (pids, comms,
@@ -201,14 +208,12 @@ impl Queue {
         }
         let now = clock::monotonic_ns();
         for (kind, count) in &self.kernel_lost {
-            let m = json!({"v": VERSION, "lost": {"source": "kernel", "kind": kind,
-                "count": count, "ts_ns": now}});
-            msgs.extend_from_slice(format!("{m}\n").as_bytes());
+            let m = json!({"source": "kernel", "kind": kind, "count": count, "ts_ns": now});
+            msgs.extend_from_slice(message("lost", &m).as_bytes());
         }
         if self.dropped > 0 {
-            let m = json!({"v": VERSION, "lost": {"source": "subscriber",
-                "count": self.dropped, "ts_ns": now}});
-            msgs.extend_from_slice(format!("{m}\n").as_bytes());
+            let m = json!({"source": "subscriber", "count": self.dropped, "ts_ns": now});
+            msgs.extend_from_slice(message("lost", &m).as_bytes());
         }
         msgs
     }
@@ -230,7 +235,8 @@ impl Queue {
 
 struct Shared {
     queue: Mutex<Queue>,
-    notify: Notify,
+    /// The writer thread waits on it for bytes.
+    ready: Condvar,
 }
 
 impl Shared {
@@ -253,7 +259,15 @@ impl Write for QueueWriter {
             return Ok(line.len());
         }
         if q.tell(line.len(), false) {
+            let before = q.buf.len();
             q.buf.extend_from_slice(line);
+            // The writer runs beside the event loop: woken every so many
+            // bytes while a batch of events is handled, not per event.
+            if before / WAKE_BYTES != q.buf.len() / WAKE_BYTES {
+                drop(q);
+                self.0.ready.notify_one();
+                return Ok(line.len());
+            }
         } else {
             q.dropped += 1;
             q.dropped_total += 1;
@@ -311,7 +325,7 @@ impl Feed {
         let start_ns = clock::monotonic_ns();
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
-            notify: Notify::new(),
+            ready: Condvar::new(),
         });
         let format = if r.jsonl { Format::Jsonl } else { Format::Text };
         let printer = Printer::new(QueueWriter(shared.clone()), format, r.color, start_ns);
@@ -322,10 +336,9 @@ impl Feed {
             sent: 0,
         });
         self.served += 1;
-        let answer = json!({"v": VERSION, "stream": {"start_ns": start_ns, "faults": faults,
-            "queue_bytes": QUEUE_BYTES}});
+        let answer = json!({"start_ns": start_ns, "faults": faults, "queue_bytes": QUEUE_BYTES});
         Some(Subscription {
-            answer: format!("{answer}\n"),
+            answer: message("stream", &answer),
             shared,
         })
     }
@@ -361,7 +374,7 @@ impl Feed {
             q.tell(0, false);
             if !q.buf.is_empty() {
                 drop(q);
-                s.shared.notify.notify_one();
+                s.shared.ready.notify_one();
             }
         }
     }
@@ -417,12 +430,11 @@ impl Feed {
             let mut q = s.shared.lock();
             // What waits to be told goes first, whatever the room.
             q.tell(0, true);
-            let end = json!({"v": VERSION, "end": {"reason": why, "events": s.sent,
-                "dropped": q.dropped_total}});
-            q.buf.extend_from_slice(format!("{end}\n").as_bytes());
+            let end = json!({"reason": why, "events": s.sent, "dropped": q.dropped_total});
+            q.buf.extend_from_slice(message("end", &end).as_bytes());
             q.closed = true;
             drop(q);
-            s.shared.notify.notify_one();
+            s.shared.ready.notify_one();
         }
         let deadline = Instant::now() + DRAIN_AT_STOP;
         while Instant::now() < deadline && self.subs.iter().any(|s| !s.shared.lock().done) {
@@ -432,55 +444,74 @@ impl Feed {
 }
 
 /// Writes a subscription's answer line, then its queue as it fills, until
-/// the end message is written or the client leaves.
-pub async fn pump(s: &mut tokio::net::UnixStream, sub: Subscription) -> io::Result<()> {
-    let shared = sub.shared;
-    let result = pump_queue(s, &shared, sub.answer.as_bytes()).await;
-    shared.lock().done = true;
-    result
+/// the end message is written or the client leaves: on a thread of its own
+/// (at most [`MAX_SUBSCRIBERS`]), beside the event loop, which only ever
+/// appends to the queue. The task that served the request waits for it,
+/// holding its client slot.
+pub async fn pump(s: tokio::net::UnixStream, sub: Subscription) -> io::Result<()> {
+    let s = s.into_std()?;
+    s.set_nonblocking(false)?;
+    let (done, ended) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("mmtrace-live".into())
+        .spawn(move || {
+            let shared = sub.shared;
+            let r = pump_queue(&s, &shared, sub.answer.as_bytes());
+            shared.lock().done = true;
+            let _ = done.send(r);
+        })?;
+    ended.await.unwrap_or(Ok(()))
 }
 
-async fn pump_queue(
-    s: &mut tokio::net::UnixStream,
+fn pump_queue(
+    mut s: &std::os::unix::net::UnixStream,
     shared: &Shared,
     answer: &[u8],
 ) -> io::Result<()> {
-    let (mut rd, mut wr) = s.split();
-    wr.write_all(answer).await?;
-    let mut scrap = [0u8; 512];
+    s.write_all(answer)?;
     loop {
         let (chunk, last) = {
             let mut q = shared.lock();
+            if q.buf.is_empty() && !q.closed {
+                q = shared
+                    .ready
+                    .wait_timeout(q, IDLE_LOOK)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0;
+            }
             let chunk = std::mem::take(&mut q.buf);
             q.writing = chunk.len();
             (chunk, q.closed)
         };
-        if !chunk.is_empty() {
-            // No timeout: a client that does not read only holds its own
-            // queue, full, and its events are dropped and counted.
-            let written = wr.write_all(&chunk).await;
-            shared.lock().writing = 0;
-            written?;
-        }
-        if last {
-            wr.flush().await?;
-            return Ok(());
-        }
-        if !chunk.is_empty() {
+        if chunk.is_empty() && !last {
+            if left(s) {
+                return Ok(());
+            }
             continue;
         }
-        tokio::select! {
-            () = shared.notify.notified() => {}
-            r = rd.read(&mut scrap) => {
-                // The client sends nothing after its request: a read
-                // that ends means it left.
-                match r {
-                    Ok(0) | Err(_) => return Ok(()),
-                    Ok(_) => {}
-                }
-            }
+        // Blocking, without a timeout: a client that does not read only
+        // holds its own queue, full, and its events are dropped and
+        // counted.
+        let written = s.write_all(&chunk);
+        shared.lock().writing = 0;
+        written?;
+        if last {
+            return Ok(());
         }
     }
+}
+
+/// The client closed its side (it sends nothing after its request).
+fn left(s: &std::os::unix::net::UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; no wait.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// The daemon's session sink: the v2 sink's records, and the live events
