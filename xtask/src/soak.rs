@@ -96,7 +96,9 @@ pub fn soak(minutes: u64, debug: bool, write: bool) -> Result<()> {
         .args(["build", "-p", "tracer", "--bin", "mmtrace"])
         .args(profile))?;
     run(cargo()
-        .args(["build", "-p", "tests", "--bin", "spinner", "--bin", "mmaploop"])
+        .args([
+            "build", "-p", "tests", "--bin", "spinner", "--bin", "mmaploop",
+        ])
         .args(profile))?;
     let bins = workspace_root()
         .join("target")
@@ -132,7 +134,7 @@ pub fn soak(minutes: u64, debug: bool, write: bool) -> Result<()> {
         .spawn()
         .context("start the daemon")?;
     let dpid = daemon.id();
-    let ready = Instant::now() + Duration::from_secs(120);
+    let ready = Instant::now() + Duration::from_mins(2);
     while status(&mmtrace, &socket).is_null() {
         if Instant::now() > ready || daemon.try_wait()?.is_some() {
             let _ = daemon.kill();
@@ -175,7 +177,7 @@ pub fn soak(minutes: u64, debug: bool, write: bool) -> Result<()> {
     loop {
         let now = Instant::now();
         if now >= next_burst {
-            next_burst += Duration::from_secs(60);
+            next_burst += Duration::from_mins(1);
             Command::new(bins.join("mmaploop"))
                 .arg("2")
                 .stdin(Stdio::null())

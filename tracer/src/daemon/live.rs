@@ -303,8 +303,6 @@ pub struct Feed {
     stopping: Option<&'static str>,
     /// Events dropped for the subscribers gone.
     dropped_gone: u64,
-    /// Subscriptions served, in all.
-    pub served: u64,
 }
 
 impl Feed {
@@ -335,7 +333,6 @@ impl Feed {
             shared: shared.clone(),
             sent: 0,
         });
-        self.served += 1;
         let answer = json!({"start_ns": start_ns, "faults": faults, "queue_bytes": QUEUE_BYTES});
         Some(Subscription {
             answer: message("stream", &answer),
@@ -399,18 +396,6 @@ impl Feed {
                 .iter()
                 .map(|s| s.shared.lock().dropped_total)
                 .sum::<u64>()
-    }
-
-    /// The subscribers, for `status`: (events queued, dropped, bytes
-    /// waiting) each.
-    pub fn stats(&self) -> Vec<(u64, u64, usize)> {
-        self.subs
-            .iter()
-            .map(|s| {
-                let q = s.shared.lock();
-                (s.sent, q.dropped_total, q.buf.len() + q.writing)
-            })
-            .collect()
     }
 
     pub fn signal(&mut self, name: &'static str) {
