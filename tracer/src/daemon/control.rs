@@ -785,6 +785,34 @@ mod tests {
     }
 
     #[test]
+    fn stream_requests_parse_and_round_trip() {
+        let Ok(Request::Stream(r)) = parse_request(br#"{"v":1,"cmd":"stream"}"#) else {
+            panic!("a stream request");
+        };
+        assert!(r.pids.is_empty() && r.comms.is_empty() && !r.jsonl && !r.follow);
+        assert_ne!(r.kinds, 0, "every kind by default");
+        let want = StreamRequest {
+            pids: vec![4, 5],
+            comms: vec!["python3".into()],
+            follow: true,
+            kinds: live::kinds_of(&["mmap".into(), "exit".into()]).unwrap(),
+            jsonl: true,
+            color: false,
+        };
+        let line = request_line(&Request::Stream(want.clone()));
+        assert_eq!(
+            parse_request(line.trim_end().as_bytes()),
+            Ok(Request::Stream(want))
+        );
+        let err = |l: &[u8]| parse_request(l).unwrap_err();
+        assert!(err(br#"{"v":1,"cmd":"stream","events":["nope"]}"#).contains("unknown event"));
+        assert!(err(br#"{"v":1,"cmd":"stream","format":"xml"}"#).contains("unknown format"));
+        assert!(err(br#"{"v":1,"cmd":"stream","pid":3}"#).contains("no such field"));
+        assert!(err(br#"{"v":1,"cmd":"status","follow":true}"#).contains("no such field"));
+        assert!(err(br#"{"v":1,"cmd":"stream","comms":[""]}"#).contains("1 to 15"));
+    }
+
+    #[test]
     fn bad_requests_are_refused() {
         let err = |l: &[u8]| parse_request(l).unwrap_err();
         assert!(err(b"{not json").starts_with("bad request"));

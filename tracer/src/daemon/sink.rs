@@ -251,6 +251,8 @@ pub struct DaemonOut {
     pub memory: memory::Guard,
     /// Dumps waiting for their process's check.
     dumps: Vec<PendingDump>,
+    /// A stop signal came: the processes still live end with the daemon.
+    stopping: bool,
     /// Processes to check now (for those dumps), not yet asked for.
     want_checks: Vec<u32>,
 }
@@ -299,6 +301,7 @@ impl DaemonOut {
             memory: memory::Guard::new(0, 1),
             dumps: Vec::new(),
             want_checks: Vec::new(),
+            stopping: false,
         };
         out.memory = memory::Guard::new(
             memory_cap_bytes(out.config.memory_cap_mib),
@@ -421,7 +424,12 @@ impl DaemonOut {
             return Some("oom-killed".into());
         }
         if last.event == ProcessEvent::End {
-            return Some("running at the daemon's stop".into());
+            return Some(if self.stopping {
+                "running at the daemon's stop".into()
+            } else {
+                // Gone unseen (a lost exit, a pid reused): an anomaly.
+                "its exit was not seen".into()
+            });
         }
         if k.killed_by_signal {
             if let Some(sig) = &last.exit_signal {
@@ -475,7 +483,10 @@ impl DaemonOut {
                 self.stats.written += 1;
                 self.stats.written_bytes += bytes;
                 let how = match (last.event, &last.exit_signal, last.exit_code) {
-                    (ProcessEvent::End, _, _) => "cut by the daemon's stop".to_string(),
+                    (ProcessEvent::End, _, _) if self.stopping => {
+                        "cut by the daemon's stop".to_string()
+                    }
+                    (ProcessEvent::End, _, _) => "gone without its exit seen".to_string(),
                     (_, Some(sig), _) => format!("killed by {sig}"),
                     (_, None, Some(code)) => format!("exit {code}"),
                     _ => "exit".to_string(),
@@ -1095,6 +1106,7 @@ impl V2Out for DaemonOut {
             self.reload();
             return;
         }
+        self.stopping = true;
         info!("{name}: stopping: writing the timelines of the live processes, detaching");
         let _ = notify("STOPPING=1\n");
     }

@@ -440,6 +440,17 @@ impl Tracker {
         self.refuse_new = refuse_new;
     }
 
+    /// `pid` is gone without its exit having been seen (lost events): it
+    /// leaves the model (see [`Tracker::end_event`]), its end in doubt.
+    pub fn retire(&mut self, pid: u32, now_ns: u64) {
+        let t = self.rel(now_ns);
+        let _ = self.hand_over_space(pid);
+        if let Some(mut p) = self.live.remove(&pid) {
+            p.doubt(t, CheckReason::Lost);
+            self.ended.push(p);
+        }
+    }
+
     /// Whether `ev` is of a process the model does not know while new
     /// processes are refused: then it is not applied.
     pub fn refuses(&self, ev: &Event) -> bool {
@@ -1228,6 +1239,58 @@ mod tests {
         let p = t.get(7).unwrap();
         assert_eq!(p.space.live_count(), 1);
         assert_eq!(p.space.regions[0].born_by, Cause::Mmap);
+    }
+
+    /// A process gone unseen is retired in doubt; while new processes are
+    /// refused, a fork makes no child and the events of unknown processes
+    /// change nothing.
+    #[test]
+    fn retired_and_refused_processes() {
+        let mut t = tracker(false, &[(7, vec![seed(0x10000, 2)])]);
+        t.apply(&ev(
+            5000,
+            7,
+            Body::Fork {
+                child_pid: 8,
+                clone_flags: 0,
+            },
+        ));
+        let _ = t.end_event();
+        t.retire(8, 6000);
+        let ended = t.end_event();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].pid, 8);
+        assert!(ended[0].uncertain_since.is_some(), "its end is in doubt");
+        assert!(ended[0].exit_at.is_none());
+        assert!(t.get(8).is_none());
+        t.degrade(true, true);
+        t.apply(&ev(
+            7000,
+            7,
+            Body::Fork {
+                child_pid: 9,
+                clone_flags: 0,
+            },
+        ));
+        assert!(t.get(9).is_none(), "no child while refusing");
+        assert!(t.refuses(&ev(
+            8000,
+            9,
+            Body::Exit {
+                status: 0,
+                start_time: 1
+            }
+        )));
+        t.apply(&ev(
+            8000,
+            9,
+            Body::Exit {
+                status: 0,
+                start_time: 1,
+            },
+        ));
+        assert!(t.end_event().is_empty());
+        assert!(t.get(7).is_some(), "the known process goes on");
     }
 
     #[test]

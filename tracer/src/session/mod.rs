@@ -338,7 +338,14 @@ struct Core {
     abi_seen: std::collections::HashMap<u32, Option<crate::event::Abi>>,
     /// A process in `abi_seen`, the last one looked up.
     abi_last: Option<u32>,
+    /// Processes found gone (no /proc/PID) at a due check, and since when:
+    /// retired once gone for [`GONE_GRACE_NS`] (their exit was lost).
+    gone: std::collections::HashMap<u32, u64>,
 }
+
+/// How long a process is seen gone before it is retired: its exit record,
+/// if still on its way, is handled by then.
+const GONE_GRACE_NS: u64 = 1_000_000_000;
 
 impl Core {
     fn record<S: Sink>(&mut self, bytes: &[u8], sink: &mut S) {
@@ -592,6 +599,7 @@ impl Core {
             return;
         };
         let now = clock::monotonic_ns();
+        let mut retire = Vec::new();
         for pid in tracker.pids() {
             if let Some(checker) = self.checker.as_mut() {
                 let last_change = tracker.get(pid).map_or(0, |p| p.last_change);
@@ -609,11 +617,41 @@ impl Core {
             if let Some(checker) = self.checker.as_mut() {
                 checker.track(pid, now);
                 if let Some(reason) = checker.due(pid, now, p.recheck) {
-                    if let Start::Failed(why) = checker.start(pid, reason, &mut LiveProbe) {
-                        sink.void_check(pid, reason, now, Some(why));
+                    match checker.start(pid, reason, &mut LiveProbe) {
+                        Start::Failed(why) => sink.void_check(pid, reason, now, Some(why)),
+                        // Never idle because it is gone: its exit was lost.
+                        Start::Busy if !proc::exists(pid) => {
+                            let since = *self.gone.entry(pid).or_insert(now);
+                            if now.saturating_sub(since) >= GONE_GRACE_NS {
+                                retire.push(pid);
+                            }
+                        }
+                        _ => {
+                            self.gone.remove(&pid);
+                        }
                     }
                 }
             }
+        }
+        self.retire(&retire, sink, now);
+    }
+
+    /// Processes gone without their exit seen (lost events) leave the
+    /// model: otherwise they would stay, never checked, for ever.
+    fn retire<S: Sink>(&mut self, pids: &[u32], sink: &mut S, now: u64) {
+        let Some(tracker) = self.tracker.as_mut() else {
+            return;
+        };
+        for &pid in pids {
+            self.gone.remove(&pid);
+            tracker.retire(pid, now);
+            log::debug!("pid {pid} is gone and its exit was not seen (lost events): retired");
+        }
+        for p in tracker.end_event() {
+            if let Some(checker) = self.checker.as_mut() {
+                checker.forget(p.pid);
+            }
+            sink.ended(p);
         }
     }
 
@@ -729,6 +767,7 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
         malformed_logged: false,
         abi_seen: std::collections::HashMap::new(),
         abi_last: None,
+        gone: std::collections::HashMap::new(),
     };
     sink.started(start_ns);
     sink.attached(core.stack_path);
