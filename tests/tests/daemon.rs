@@ -1185,3 +1185,26 @@ fn memory_cap_degrades_in_order() {
     assert!(timelines_of(&timelines, report.pid as u32, "workload").is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `stream --connect` refuses what only a local session can do (a command,
+/// --regions, --kill-on-stop) with one line and exit 2, before connecting.
+#[test]
+fn stream_connect_refuses_local_only_options() {
+    let bin = mmtrace_bin().unwrap_or_else(|e| panic!("{e}"));
+    for (args, want) in [
+        (&["--regions"][..], "--regions"),
+        (&["--", "true"][..], "-- CMD"),
+        (&["--kill-on-stop"][..], "--kill-on-stop"),
+    ] {
+        let o = Command::new(&bin)
+            .args(["stream", "--connect", "/nonexistent/mmtrace.sock"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {o:?}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+}
