@@ -256,6 +256,11 @@ fn alive_at(lines: &[Value], proc: u64, t: u64) -> BTreeMap<u64, (u64, String)> 
 /// notification socket in `dir` (sd-notify); its stderr goes to
 /// `dir/daemon.stderr`.
 fn start_daemon(dir: &Path, config: &Path) -> Running {
+    start_daemon_with(dir, config, &[])
+}
+
+/// [`start_daemon`] with `env` added to the daemon's environment.
+fn start_daemon_with(dir: &Path, config: &Path, env: &[(&str, &str)]) -> Running {
     let notify_path = dir.join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify
@@ -267,6 +272,7 @@ fn start_daemon(dir: &Path, config: &Path) -> Running {
         .arg("--config")
         .arg(config)
         .env("NOTIFY_SOCKET", &notify_path)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap())
@@ -741,4 +747,464 @@ fn control_socket_answers_status_ps_dump() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("no mmtrace daemon at"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------
+// Live events (`stream --connect`), the dump's check
+// ---------------------------------------------------------------------------
+
+/// A daemon for the live tests: comms `comms`, its socket in `dir/run`
+/// (0660 root:nogroup), checks every second.
+fn live_daemon(
+    name: &str,
+    comms: &[&str],
+    extra: &str,
+    env: &[(&str, &str)],
+) -> (PathBuf, PathBuf, Running) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mmtrace-daemon-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.join("run").join("mmtrace.sock");
+    let config = dir.join("mmtrace.toml");
+    let comms: Vec<String> = comms.iter().map(|c| format!("{c:?}")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\nreconcile_secs = 1\n{extra}\
+             [socket]\npath = \"{}\"\ngroup = \"nogroup\"\n\
+             [select]\ncomm = [{}]\n",
+            dir.join("data").display(),
+            socket.display(),
+            comms.join(", ")
+        ),
+    )
+    .unwrap();
+    let running = start_daemon_with(&dir, &config, env);
+    (dir, socket, running)
+}
+
+/// The daemon's `status --json` answer's `status` object.
+fn status_of(socket: &Path) -> Value {
+    let o = client(&[], &["status", "--json"], socket);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["status"].clone()
+}
+
+/// `mmtrace stream --connect SOCKET ARGS` started in the background, its
+/// stdout and stderr into files.
+fn connect(socket: &Path, args: &[&str], out: &Path) -> std::process::Child {
+    Command::new(mmtrace_bin().unwrap_or_else(|e| panic!("{e}")))
+        .arg("stream")
+        .arg("--connect")
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(std::fs::File::create(out.with_extension("stderr")).unwrap())
+        .spawn()
+        .expect("start mmtrace stream --connect")
+}
+
+/// SIGINT, then its exit code.
+fn interrupt(mut c: std::process::Child) -> Option<i32> {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+    c.wait().expect("wait for the client").code()
+}
+
+/// `stream --connect` (root, real kernel): a subscriber sees a workload's
+/// mmap and munmap calls with its pid and the fields the workload says it
+/// used, in JSON lines and in text; a client neither root nor in the group
+/// gets one line and exit 2; a subscriber that never reads neither slows
+/// nor stops the daemon: its drops are counted (status) and told to it in
+/// order (`lost`), and the end line at the daemon's stop gives the total;
+/// a client still connected at the stop exits 0 saying why; with no
+/// daemon, one line and exit 2.
+#[test]
+fn stream_connect_shows_live_events() {
+    tests::needs_root!();
+    let (dir, socket, mut running) = live_daemon("live", &["workload", "mmaploop"], "", &[]);
+    let jsonl = dir.join("live.jsonl");
+    let text = dir.join("live.txt");
+    let c1 = connect(
+        &socket,
+        &[
+            "--format",
+            "jsonl",
+            "-c",
+            "workload",
+            "-e",
+            "mmap,munmap,process",
+        ],
+        &jsonl,
+    );
+    let c2 = connect(&socket, &["-c", "workload"], &text);
+    wait_for("two subscribers", Duration::from_secs(30), || {
+        (num(&status_of(&socket)["subscribers"]) == 2).then_some(())
+    });
+
+    let report_path = dir.join("report.json");
+    let w = Command::new(env!("CARGO_BIN_EXE_workload"))
+        .arg("--report")
+        .arg(&report_path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the workload");
+    assert!(w.status.success(), "{w:?}");
+    let report: Report =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let pid = u64::try_from(report.pid).unwrap();
+    let exited = |l: &Value| l["event"] == "exit" && num(&l["pid"]) == pid;
+    let lines = wait_for("the workload's exit", Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(&jsonl).ok()?;
+        let lines = parse_jsonl(
+            text.lines()
+                .filter(|l| l.ends_with('}'))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .as_str(),
+        )
+        .ok()?;
+        lines.iter().any(exited).then_some(lines)
+    });
+    // Only what was asked for: mmap (remap_file_pages with it), munmap,
+    // exec/fork/exit of workloads.
+    for l in &lines {
+        let e = l["event"].as_str().unwrap_or("");
+        assert!(
+            [
+                "mmap",
+                "remap_file_pages",
+                "munmap",
+                "exec",
+                "fork",
+                "exit",
+                "lost"
+            ]
+            .contains(&e),
+            "{l}"
+        );
+        if e != "lost" {
+            assert_eq!(l["comm"], "workload", "{l}");
+        }
+    }
+    let m = &report.mmap_anon;
+    let mmap = lines
+        .iter()
+        .find(|l| l["event"] == "mmap" && l["ret"] == m.result.as_str())
+        .unwrap_or_else(|| panic!("no mmap returning {}: {lines:?}", m.result));
+    assert_eq!(num(&mmap["pid"]), pid, "{mmap}");
+    assert_eq!(num(&mmap["len"]), m.len, "{mmap}");
+    assert_eq!(mmap["prot"], "rw-", "{mmap}");
+    assert_eq!(mmap["fd"], -1, "{mmap}");
+    let f = &report.mmap_file;
+    let file = lines
+        .iter()
+        .find(|l| l["event"] == "mmap" && l["ret"] == f.mmap.result.as_str())
+        .unwrap_or_else(|| panic!("no file mmap: {lines:?}"));
+    assert_eq!(file["path"], f.path.as_str(), "{file}");
+    assert_eq!(num(&file["ino"]), f.ino, "{file}");
+    let u = &report.munmap_partial.munmap;
+    let munmap = lines
+        .iter()
+        .find(|l| l["event"] == "munmap" && l["addr"] == u.addr.as_str())
+        .unwrap_or_else(|| panic!("no munmap of {}: {lines:?}", u.addr));
+    assert_eq!(num(&munmap["pid"]), pid);
+    assert_eq!(num(&munmap["len"]), u.len);
+    assert_eq!(munmap["ret"], 0);
+    // Text: the same events, as stream prints them.
+    let ret = m.result.clone();
+    wait_for("the mmap in text", Duration::from_secs(30), || {
+        let t = std::fs::read_to_string(&text).ok()?;
+        t.lines()
+            .any(|l| {
+                l.contains(&format!(" {pid}/{pid} "))
+                    && l.contains(" mmap ")
+                    && l.ends_with(&format!("= {ret}"))
+            })
+            .then_some(())
+    });
+    assert_eq!(interrupt(c1), Some(0));
+    let err = std::fs::read_to_string(jsonl.with_extension("stderr")).unwrap();
+    assert!(err.contains("stopped by SIGINT"), "{err}");
+
+    // Neither root nor in the group: one line, exit 2.
+    let nobody = ["--reuid=65534", "--regid=65533", "--clear-groups"];
+    let bin = mmtrace_bin().unwrap();
+    let o = Command::new("setpriv")
+        .args(nobody)
+        .arg(&bin)
+        .args(["stream", "--connect"])
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(err.contains("not allowed"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // A subscriber that never reads.
+    use std::io::{BufRead, Write};
+    let mut slow = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    slow.write_all(b"{\"v\":1,\"cmd\":\"stream\",\"comms\":[\"mmaploop\"],\"format\":\"jsonl\"}\n")
+        .unwrap();
+    wait_for("the slow subscriber", Duration::from_secs(30), || {
+        (num(&status_of(&socket)["subscribers"]) == 2).then_some(())
+    });
+    let before = status_of(&socket);
+    let l = Command::new(env!("CARGO_BIN_EXE_mmaploop"))
+        .arg("1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mmaploop");
+    assert!(l.status.success(), "{l:?}");
+    let rounds: u64 = String::from_utf8_lossy(&l.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The daemon goes on: it handles the loop's events (or counts them
+    // lost) and answers, while the slow queue is full.
+    let after = wait_for(
+        "the loop's events handled",
+        Duration::from_secs(120),
+        || {
+            let s = status_of(&socket);
+            let handled = num(&s["events"]) - num(&before["events"]);
+            let lost = num(&s["lost_events"]) - num(&before["lost_events"]);
+            (handled + lost >= 2 * rounds && num(&s["subscriber_drops"]) > 0).then_some(s)
+        },
+    );
+    let drops = num(&after["subscriber_drops"]);
+    // It reads at last: events, then what it missed, in order.
+    slow.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut r = std::io::BufReader::new(slow.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("\"stream\""), "{line}");
+    let (mut events, mut told) = (0u64, 0u64);
+    while told < drops {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "cut");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v["lost"]["source"] == "subscriber" {
+            told += num(&v["lost"]["count"]);
+        } else if v.get("lost").is_none() {
+            assert_eq!(v["comm"], "mmaploop", "{line}");
+            events += 1;
+        }
+    }
+    assert_eq!(told, drops);
+    assert!(events > 0);
+    // At the stop: an end line with the total.
+    let (code, err) = running.stop();
+    assert_eq!(code, Some(0), "{err}");
+    let mut end = None;
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v.get("end").is_some() {
+            end = Some(v);
+        }
+    }
+    let end = end.expect("an end line");
+    assert_eq!(num(&end["end"]["dropped"]), drops, "{end}");
+    assert!(
+        end["end"]["reason"].as_str().unwrap().contains("SIGTERM"),
+        "{end}"
+    );
+    // The text client ends with the daemon: exit 0, the reason said.
+    let mut c2 = c2;
+    assert_eq!(c2.wait().unwrap().code(), Some(0));
+    let err = std::fs::read_to_string(text.with_extension("stderr")).unwrap();
+    assert!(err.contains("the daemon stopped (SIGTERM)"), "{err}");
+
+    // No daemon: one line, exit 2.
+    let o = Command::new(&bin)
+        .args(["stream", "--connect"])
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(err.contains("no mmtrace daemon at"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `dump PID` is checked against /proc at the dump (root, real kernel): a
+/// quiet process's dumped timeline ends with a requested check that found
+/// no drift, before its end records.
+#[test]
+fn dump_is_checked_at_the_dump() {
+    tests::needs_root!();
+    let (dir, socket, mut running) = live_daemon("dumpcheck", &["sleep"], "", &[]);
+    let mut sleeper = Command::new("sleep")
+        .arg("1000")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start sleep");
+    let pid = sleeper.id();
+    exec_done(pid, "sleep");
+    let out = dir.join("dump.jsonl");
+    let o = wait_for("a dump of the sleep", Duration::from_secs(60), || {
+        let o = client(
+            &[],
+            &["dump", &pid.to_string(), "-o", out.to_str().unwrap()],
+            &socket,
+        );
+        (o.status.code() == Some(0)).then_some(o)
+    });
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("checked against /proc at the dump: no drift"),
+        "{err}"
+    );
+    let lines = parse_jsonl(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let bad = schema_errors(&lines);
+    assert!(bad.is_empty(), "{bad:?}");
+    let check = lines
+        .iter()
+        .rposition(|l| l["type"] == "check")
+        .expect("a check");
+    let c = &lines[check];
+    assert_eq!(c["reason"], "request", "{c}");
+    assert_eq!(c["void"], false, "{c}");
+    assert_eq!(num(&c["drift"]), 0, "{c}");
+    assert!(num(&c["regions"]) > 0, "{c}");
+    assert!(!lines.iter().any(|l| l["type"] == "drift"));
+    // After it: only its end records.
+    for l in &lines[check + 1..] {
+        let t = l["type"].as_str().unwrap_or("");
+        assert!(
+            t == "end" || t == "lost" || (t == "process" && l["event"] == "end"),
+            "{l}"
+        );
+    }
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let (code, err) = running.stop();
+    assert_eq!(code, Some(0), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The memory cap degrades (root, real kernel): a daemon over its cap (a
+/// test-only cap of 1 MiB) counts faults per region only (step 1, said in
+/// the timelines as `lost` records of kind `fault_detail`), then tracks
+/// no new process (step 2, counted per comm), each step warned once; it
+/// keeps running and answering, and `status` shows the level and counts.
+#[test]
+fn memory_cap_degrades_in_order() {
+    tests::needs_root!();
+    // Tracked from the start: a process that faults all the time.
+    let mut spinner = Command::new(env!("CARGO_BIN_EXE_spinner"))
+        .arg("120")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start the spinner");
+    let spid = spinner.id();
+    exec_done(spid, "spinner");
+    let (dir, socket, mut running) = live_daemon(
+        "memcap",
+        &["spinner", "workload"],
+        "faults = \"all\"\nmemory_cap_mib = 16\n",
+        &[("MMTRACE_TEST_MEMORY_CAP_KIB", "1024")],
+    );
+    let s = wait_for("step 2", Duration::from_secs(60), || {
+        let s = status_of(&socket);
+        (num(&s["degrade_level"]) == 2 && num(&s["fault_detail_dropped"]) > 0).then_some(s)
+    });
+    assert_eq!(s["degrade_steps"], serde_json::json!([1, 1]), "{s}");
+    assert_eq!(num(&s["memory_cap_bytes"]), 1 << 20, "{s}");
+    // A new process: not tracked, counted by its comm.
+    let report_path = dir.join("report.json");
+    let w = Command::new(env!("CARGO_BIN_EXE_workload"))
+        .arg("--report")
+        .arg(&report_path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the workload");
+    assert!(w.status.success(), "{w:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let s = loop {
+        let s = status_of(&socket);
+        // Its exec and its child's fork.
+        if num(&s["untracked_by_comm"]["workload"]) >= 2 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the workload is not counted: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The spinner is still tracked; the workload never was.
+    let o = client(&[], &["ps", "--json"], &socket);
+    let ps: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let pids: Vec<u64> = ps["ps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| num(&p["pid"]))
+        .collect();
+    assert!(pids.contains(&u64::from(spid)), "{ps}");
+    assert_eq!(num(&s["degrade_level"]), 2, "{s}");
+    let _ = spinner.kill();
+    let _ = spinner.wait();
+    let (code, err) = running.stop();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(err.matches("degrading, step 1").count(), 1, "{err}");
+    assert_eq!(err.matches("degrading, step 2").count(), 1, "{err}");
+    let stats = err.lines().rfind(|l| l.contains("stats:")).unwrap();
+    assert!(stats.contains("memory degradation level 2"), "{stats}");
+    assert!(stats.contains("\"workload\" "), "{stats}");
+    // The spinner's timeline says its faults lost their page detail.
+    let timelines = dir.join("data").join("timelines");
+    let file = timelines_of(&timelines, spid, "spinner")
+        .pop()
+        .expect("the spinner's timeline");
+    let lines = parse_jsonl(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let lost = lines
+        .iter()
+        .find(|l| l["type"] == "lost" && l["kind"] == "fault_detail")
+        .unwrap_or_else(|| panic!("no fault_detail lost record: {}", file.display()));
+    assert!(num(&lost["count"]) > 0, "{lost}");
+    let report: Report =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert!(timelines_of(&timelines, report.pid as u32, "workload").is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `stream --connect` refuses what only a local session can do (a command,
+/// --regions, --kill-on-stop) with one line and exit 2, before connecting.
+#[test]
+fn stream_connect_refuses_local_only_options() {
+    let bin = mmtrace_bin().unwrap_or_else(|e| panic!("{e}"));
+    for (args, want) in [
+        (&["--regions"][..], "--regions"),
+        (&["--", "true"][..], "-- CMD"),
+        (&["--kill-on-stop"][..], "--kill-on-stop"),
+    ] {
+        let o = Command::new(&bin)
+            .args(["stream", "--connect", "/nonexistent/mmtrace.sock"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {o:?}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
 }

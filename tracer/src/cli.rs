@@ -140,6 +140,19 @@ pub struct StreamArgs {
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_interval)]
     pub summary_interval: f64,
 
+    /// Stream the running daemon's live events (its control socket,
+    /// default /run/mmtrace/mmtrace.sock) instead of loading the programs:
+    /// the same filters (--pid, --comm, --follow, --events, --faults off)
+    /// and formats.
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        num_args = 0..=1,
+        default_missing_value = DEFAULT_SOCKET,
+        require_equals = false
+    )]
+    pub connect: Option<PathBuf>,
+
     #[command(flatten)]
     pub trace: TraceArgs,
 }

@@ -53,6 +53,10 @@ fn error_line(e: &Error) -> String {
 
 fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
+        Command::Stream(mut args) if args.connect.is_some() => {
+            let socket = args.connect.take().unwrap_or_default();
+            tracer::daemon::live::client(args, &socket)
+        }
         Command::Stream(args) => {
             // Forking the command happens before the runtime starts threads.
             let prepared = stream::prepare(args)?;

@@ -1,5 +1,5 @@
 //! mmtrace's developer tasks: `cargo xtask setup | build | run | test | bench
-//! | screenshot | fuzz`.
+//! | install | soak | screenshot | fuzz`.
 //!
 //! Every step is printed as `==> ...`; `setup` only installs what is missing,
 //! so running it again (as `run` and `test` do) costs nothing. `build`,
@@ -14,6 +14,7 @@ mod kernels;
 mod record_bench;
 mod screenshot;
 mod setup;
+mod soak;
 
 use std::{
     env,
@@ -123,6 +124,20 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         destdir: Option<PathBuf>,
     },
+    /// Run the daemon under constant process churn for N minutes (root):
+    /// print its resident memory and status every 30 s, then a table,
+    /// written to docs/SOAK.md with the command, machine and date.
+    Soak {
+        /// How long, in minutes.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Use the debug build (no release build; slower, bigger).
+        #[arg(long)]
+        debug: bool,
+        /// Print the table only; leave docs/SOAK.md alone.
+        #[arg(long)]
+        no_write: bool,
+    },
     /// Record the test workload (root), write its HTML report and draw it
     /// with headless Chromium into docs/report-html.png (the README's
     /// picture).
@@ -222,6 +237,11 @@ fn run_task(task: Task) -> Result<()> {
         }
         Task::Install { prefix, destdir } => install::install(&prefix, destdir.as_deref()),
         Task::Screenshot => screenshot::screenshot(),
+        Task::Soak {
+            minutes,
+            debug,
+            no_write,
+        } => soak::soak(minutes, debug, !no_write),
         Task::Fuzz {
             seconds,
             minimise,

@@ -283,6 +283,16 @@ impl<O: V2Out> V2Sink<O> {
         mono.saturating_sub(self.start_ns)
     }
 
+    /// CLOCK_MONOTONIC ns where the records' times start.
+    pub fn start_ns(&self) -> u64 {
+        self.start_ns
+    }
+
+    /// Whether process `pid` has records (it is modelled).
+    pub fn knows(&self, pid: u32) -> bool {
+        self.seq_of.contains_key(&pid)
+    }
+
     fn put(&mut self, rec: &Record) {
         self.out.put(rec);
     }

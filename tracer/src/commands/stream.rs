@@ -47,7 +47,21 @@ pub fn prepare(mut args: StreamArgs) -> Result<Prepared> {
     if let Some(program) = args.trace.command.first() {
         command::resolve_program(program)?;
     }
-    let (out, color): (Box<dyn Write>, bool) = if let Some(path) = &args.output {
+    let (out, color) = open_output(&args)?;
+    let trace = std::mem::take(&mut args.trace);
+    let target = session::start(trace, pids)?;
+    Ok(Prepared {
+        args,
+        out,
+        color,
+        target,
+    })
+}
+
+/// Opens `--output` (private, see [`file::create`]) or standard output;
+/// and whether to colour (text on a terminal, without NO_COLOR).
+pub fn open_output(args: &StreamArgs) -> Result<(Box<dyn Write>, bool)> {
+    Ok(if let Some(path) = &args.output {
         let access = file::Access {
             group: args.output_group,
         };
@@ -59,14 +73,6 @@ pub fn prepare(mut args: StreamArgs) -> Result<Prepared> {
             Box::new(BufWriter::new(io::stdout())),
             color && args.format == Format::Text,
         )
-    };
-    let trace = std::mem::take(&mut args.trace);
-    let target = session::start(trace, pids)?;
-    Ok(Prepared {
-        args,
-        out,
-        color,
-        target,
     })
 }
 

@@ -30,6 +30,7 @@ use tokio::{
     sync::{mpsc, oneshot, Semaphore},
 };
 
+use super::live::{self, StreamRequest, Subscription};
 use crate::{
     error::{Error, Result},
     output::{file::MODE, names::escape_text},
@@ -69,11 +70,17 @@ impl SortKey {
 }
 
 /// A request.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Request {
     Status,
-    Ps { sort: SortKey },
-    Dump { pid: u32 },
+    Ps {
+        sort: SortKey,
+    },
+    Dump {
+        pid: u32,
+    },
+    /// `mmtrace stream --connect`: the live events ([`super::live`]).
+    Stream(StreamRequest),
 }
 
 #[derive(Deserialize)]
@@ -85,6 +92,19 @@ struct RawRequest {
     sort: Option<String>,
     #[serde(default)]
     pid: Option<u32>,
+    // `stream`'s fields.
+    #[serde(default)]
+    pids: Option<Vec<u32>>,
+    #[serde(default)]
+    comms: Option<Vec<String>>,
+    #[serde(default)]
+    follow: Option<bool>,
+    #[serde(default)]
+    events: Option<Vec<String>>,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    color: Option<bool>,
 }
 
 /// Parses one request line (without its newline).
@@ -113,13 +133,35 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
         "dump" => Request::Dump {
             pid: raw.pid.ok_or("dump needs a pid")?,
         },
-        other => return Err(format!("unknown cmd {other:?} (status, ps, dump)")),
+        "stream" => {
+            if raw.sort.is_some() || raw.pid.is_some() {
+                return Err(format!("cmd {:?} takes no such field", raw.cmd));
+            }
+            return live::parse_request(
+                raw.pids,
+                raw.comms,
+                raw.follow,
+                raw.events,
+                raw.format.as_deref(),
+                raw.color,
+            )
+            .map(Request::Stream);
+        }
+        other => return Err(format!("unknown cmd {other:?} (status, ps, dump, stream)")),
     };
-    let extra = match req {
-        Request::Status => raw.sort.is_some() || raw.pid.is_some(),
-        Request::Ps { .. } => raw.pid.is_some(),
-        Request::Dump { .. } => raw.sort.is_some(),
-    };
+    let stream_fields = raw.pids.is_some()
+        || raw.comms.is_some()
+        || raw.follow.is_some()
+        || raw.events.is_some()
+        || raw.format.is_some()
+        || raw.color.is_some();
+    let extra = stream_fields
+        || match req {
+            Request::Status => raw.sort.is_some() || raw.pid.is_some(),
+            Request::Ps { .. } => raw.pid.is_some(),
+            Request::Dump { .. } => raw.sort.is_some(),
+            Request::Stream(_) => false,
+        };
     if extra {
         return Err(format!("cmd {:?} takes no such field", raw.cmd));
     }
@@ -141,6 +183,7 @@ pub fn request_line(req: &Request) -> String {
             json!({"v": VERSION, "cmd": "ps", "sort": sort})
         }
         Request::Dump { pid } => json!({"v": VERSION, "cmd": "dump", "pid": pid}),
+        Request::Stream(r) => r.to_json(),
     };
     format!("{v}\n")
 }
@@ -162,6 +205,8 @@ pub enum Reply {
         spool: Option<(File, u64)>,
         rest: Vec<u8>,
     },
+    /// A subscription to the live events.
+    Stream(Subscription),
 }
 
 /// A request for the sink, answered at its next tick.
@@ -443,6 +488,7 @@ async fn serve_one(
             }
             write_timed(&mut s, &rest).await
         }
+        Ok(Reply::Stream(sub)) => live::pump(s, sub).await,
         Err(_) => write_timed(&mut s, error_line("the daemon is stopping").as_bytes()).await,
     }
 }
@@ -477,7 +523,7 @@ async fn read_request(s: &mut tokio::net::UnixStream) -> Result<Vec<u8>, String>
 // ---------------------------------------------------------------------------
 
 /// Connects to the daemon at `socket` and sends `req`.
-fn connect(socket: &Path, req: Request) -> Result<BufReader<UnixStream>> {
+fn connect(socket: &Path, req: &Request) -> Result<BufReader<UnixStream>> {
     let s = UnixStream::connect(socket).map_err(|e| {
         Error::Usage(if e.kind() == io::ErrorKind::PermissionDenied {
             format!(
@@ -493,13 +539,12 @@ fn connect(socket: &Path, req: Request) -> Result<BufReader<UnixStream>> {
     s.set_read_timeout(Some(Duration::from_mins(1)))
         .map_err(lost)?;
     s.set_write_timeout(Some(IO_TIMEOUT)).map_err(lost)?;
-    (&s).write_all(request_line(&req).as_bytes())
-        .map_err(lost)?;
+    (&s).write_all(request_line(req).as_bytes()).map_err(lost)?;
     Ok(BufReader::new(s))
 }
 
 /// The first answer line: its JSON, or the daemon's error.
-fn answer(r: &mut BufReader<UnixStream>, socket: &Path) -> Result<Value> {
+fn answer<R: Read>(r: &mut BufReader<R>, socket: &Path) -> Result<Value> {
     let mut line = Vec::new();
     r.by_ref()
         .take(256 << 20)
@@ -523,9 +568,37 @@ fn answer(r: &mut BufReader<UnixStream>, socket: &Path) -> Result<Value> {
     Ok(v)
 }
 
+/// Subscribes to the daemon's live events: the connection (its answer
+/// line read, nothing more) and that answer.
+pub fn subscribe(socket: &Path, req: &StreamRequest) -> Result<(UnixStream, Value)> {
+    let r = connect(socket, &Request::Stream(req.clone()))?;
+    let mut s = r.into_inner();
+    let lost =
+        |e: io::Error| Error::Usage(format!("the mmtrace daemon at {}: {e}", socket.display()));
+    // Byte by byte: the events that follow stay in the socket.
+    let mut line = Vec::with_capacity(256);
+    let mut b = [0u8; 1];
+    while line.len() < MAX_REQUEST * 4 {
+        match s.read(&mut b) {
+            Ok(0) => break,
+            Ok(_) => {
+                line.push(b[0]);
+                if b[0] == b'\n' {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(lost(e)),
+        }
+    }
+    let v = answer(&mut BufReader::new(&line[..]), socket)?;
+    s.set_read_timeout(None).map_err(lost)?;
+    Ok((s, v))
+}
+
 /// `mmtrace status`.
 pub fn status(socket: &Path, raw: bool, out: &mut dyn Write) -> Result<i32> {
-    let mut r = connect(socket, Request::Status)?;
+    let mut r = connect(socket, &Request::Status)?;
     let v = answer(&mut r, socket)?;
     if raw {
         let _ = writeln!(out, "{v}");
@@ -573,7 +646,7 @@ pub fn status(socket: &Path, raw: bool, out: &mut dyn Write) -> Result<i32> {
 /// `mmtrace ps`.
 pub fn ps(socket: &Path, sort: SortKey, raw: bool, out: &mut dyn Write) -> Result<i32> {
     use std::fmt::Write as _;
-    let mut r = connect(socket, Request::Ps { sort })?;
+    let mut r = connect(socket, &Request::Ps { sort })?;
     let v = answer(&mut r, socket)?;
     if raw {
         let _ = writeln!(out, "{v}");
@@ -615,8 +688,10 @@ pub fn dump(socket: &Path, pid: u32, output: &Path) -> Result<i32> {
     if std::fs::symlink_metadata(output).is_ok() {
         return Err(usage("exists; mmtrace never overwrites a dump".into()));
     }
-    let mut r = connect(socket, Request::Dump { pid })?;
-    answer(&mut r, socket)?;
+    let mut r = connect(socket, &Request::Dump { pid })?;
+    let head = answer(&mut r, socket)?;
+    let check = head["dump"]["check"].as_str().unwrap_or("").to_string();
+    let mut drift = None;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -634,6 +709,10 @@ pub fn dump(socket: &Path, pid: u32, output: &Path) -> Result<i32> {
                 break;
             }
             last_is_end = line.starts_with(b"{\"type\":\"end\"") && line.ends_with(b"\n");
+            if line.starts_with(b"{\"type\":\"check\"") {
+                let c: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
+                drift = c["drift"].as_u64().filter(|_| c["void"] != true);
+            }
             w.write_all(&line)?;
         }
         w.flush()?;
@@ -643,7 +722,18 @@ pub fn dump(socket: &Path, pid: u32, output: &Path) -> Result<i32> {
     })();
     match copied {
         Ok(true) => {
-            eprintln!("mmtrace: dump of pid {pid} written to {}", output.display());
+            let checked = match (check.as_str(), drift) {
+                ("made", Some(0)) => "checked against /proc at the dump: no drift".to_string(),
+                ("made", Some(n)) => {
+                    format!("checked against /proc at the dump: {n} drift (see its drift records)")
+                }
+                ("off", _) => "not checked at the dump (the daemon makes no checks)".to_string(),
+                (how, _) => format!("its check at the dump: {how}"),
+            };
+            eprintln!(
+                "mmtrace: dump of pid {pid} written to {} ({checked})",
+                output.display()
+            );
             Ok(0)
         }
         Ok(false) => {
@@ -692,6 +782,34 @@ mod tests {
             assert!(line.ends_with('\n'));
             assert_eq!(parse_request(line.trim_end().as_bytes()), Ok(req));
         }
+    }
+
+    #[test]
+    fn stream_requests_parse_and_round_trip() {
+        let Ok(Request::Stream(r)) = parse_request(br#"{"v":1,"cmd":"stream"}"#) else {
+            panic!("a stream request");
+        };
+        assert!(r.pids.is_empty() && r.comms.is_empty() && !r.jsonl && !r.follow);
+        assert_ne!(r.kinds, 0, "every kind by default");
+        let want = StreamRequest {
+            pids: vec![4, 5],
+            comms: vec!["python3".into()],
+            follow: true,
+            kinds: live::kinds_of(&["mmap".into(), "exit".into()]).unwrap(),
+            jsonl: true,
+            color: false,
+        };
+        let line = request_line(&Request::Stream(want.clone()));
+        assert_eq!(
+            parse_request(line.trim_end().as_bytes()),
+            Ok(Request::Stream(want))
+        );
+        let err = |l: &[u8]| parse_request(l).unwrap_err();
+        assert!(err(br#"{"v":1,"cmd":"stream","events":["nope"]}"#).contains("unknown event"));
+        assert!(err(br#"{"v":1,"cmd":"stream","format":"xml"}"#).contains("unknown format"));
+        assert!(err(br#"{"v":1,"cmd":"stream","pid":3}"#).contains("no such field"));
+        assert!(err(br#"{"v":1,"cmd":"status","follow":true}"#).contains("no such field"));
+        assert!(err(br#"{"v":1,"cmd":"stream","comms":[""]}"#).contains("1 to 15"));
     }
 
     #[test]

@@ -16,6 +16,8 @@ use crate::{
 pub mod config;
 pub mod control;
 pub mod files;
+pub mod live;
+pub mod memory;
 pub mod sink;
 
 use config::Config;
@@ -92,23 +94,31 @@ pub fn run(config_path: &Path, config: Config) -> Result<i32> {
     let out = sink::DaemonOut::new(config_path.to_path_buf(), config, dirs)
         .map_err(|e| Error::Usage(format!("daemon: cannot read its timelines directory: {e}")))?;
     let mut target = session::start(trace, pids)?;
-    let mut sink = V2Sink::new(header, out);
+    let mut sink = live::LiveSink {
+        v2: V2Sink::new(header, out),
+        applied: 0,
+        coarse_faults: 0,
+        untracked: std::collections::HashSet::default(),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)?;
     let (asks, answered) = tokio::sync::mpsc::channel(control::MAX_CLIENTS);
-    sink.out.serve(answered);
+    sink.v2.out.serve(answered);
     let (socket, gid) = (listener.take(), listener.gid);
     let outcome = rt.block_on(async {
         if let Some(socket) = socket {
             tokio::spawn(control::serve(socket, gid, asks));
         }
-        session::run(&mut target, &plan, &mut sink).await
+        let outcome = session::run(&mut target, &plan, &mut sink).await;
+        // The subscribers' streams end with the daemon.
+        sink.v2.out.live.stop().await;
+        outcome
     })?;
     // The socket goes at the clean stop.
     drop(listener);
-    sink.out.log_stats();
+    sink.v2.out.log_stats();
     session::finish(&outcome, &target);
     Ok(0)
 }

@@ -30,7 +30,7 @@ use log::{info, warn};
 use super::{
     config::{Config, Keep, Retention},
     control::{self, Ask, Reply, Request, SortKey},
-    files,
+    files, live, memory,
 };
 use crate::{
     commands::record::V2Out,
@@ -245,7 +245,34 @@ pub struct DaemonOut {
     rate_at: (Instant, u64, u64),
     records_per_sec: f64,
     events_per_sec: f64,
+    /// The subscribers to the live events (`stream --connect`).
+    pub live: live::Feed,
+    /// The memory cap's degradation (see [`memory`]).
+    pub memory: memory::Guard,
+    /// Dumps waiting for their process's check.
+    dumps: Vec<PendingDump>,
+    /// A stop signal came: the processes still live end with the daemon.
+    stopping: bool,
+    /// Processes to check now (for those dumps), not yet asked for.
+    want_checks: Vec<u32>,
 }
+
+/// A dump waits for a comparison of its process with /proc/PID/maps.
+struct PendingDump {
+    pid: u32,
+    seq: u64,
+    reply: tokio::sync::oneshot::Sender<Reply>,
+    /// Void checks seen since the ask.
+    voids: u32,
+    /// A check was made (void or not) and the dump can go.
+    outcome: Option<&'static str>,
+    deadline: Instant,
+}
+
+/// How long a dump waits for its check at most (then it goes without).
+const DUMP_CHECK_WAIT: Duration = Duration::from_secs(5);
+/// Void checks (changes too close to the read) a dump waits through.
+const DUMP_CHECK_VOIDS: u32 = 3;
 
 impl DaemonOut {
     pub fn new(config_path: PathBuf, config: Config, dirs: Dirs) -> io::Result<DaemonOut> {
@@ -270,7 +297,16 @@ impl DaemonOut {
             rate_at: (Instant::now(), 0, 0),
             records_per_sec: 0.0,
             events_per_sec: 0.0,
+            live: live::Feed::default(),
+            memory: memory::Guard::new(0, 1),
+            dumps: Vec::new(),
+            want_checks: Vec::new(),
+            stopping: false,
         };
+        out.memory = memory::Guard::new(
+            memory_cap_bytes(out.config.memory_cap_mib),
+            out.config.keep.skipped_comms,
+        );
         out.load_index()?;
         out.retention();
         Ok(out)
@@ -388,7 +424,12 @@ impl DaemonOut {
             return Some("oom-killed".into());
         }
         if last.event == ProcessEvent::End {
-            return Some("running at the daemon's stop".into());
+            return Some(if self.stopping {
+                "running at the daemon's stop".into()
+            } else {
+                // Gone unseen (a lost exit, a pid reused): an anomaly.
+                "its exit was not seen".into()
+            });
         }
         if k.killed_by_signal {
             if let Some(sig) = &last.exit_signal {
@@ -442,7 +483,10 @@ impl DaemonOut {
                 self.stats.written += 1;
                 self.stats.written_bytes += bytes;
                 let how = match (last.event, &last.exit_signal, last.exit_code) {
-                    (ProcessEvent::End, _, _) => "cut by the daemon's stop".to_string(),
+                    (ProcessEvent::End, _, _) if self.stopping => {
+                        "cut by the daemon's stop".to_string()
+                    }
+                    (ProcessEvent::End, _, _) => "gone without its exit seen".to_string(),
                     (_, Some(sig), _) => format!("killed by {sig}"),
                     (_, None, Some(code)) => format!("exit {code}"),
                     _ => "exit".to_string(),
@@ -577,7 +621,14 @@ impl DaemonOut {
         match req {
             Request::Status => Reply::Line(self.status_line()),
             Request::Ps { sort } => Reply::Line(self.ps_line(sort)),
-            Request::Dump { pid } => self.dump(pid),
+            Request::Dump { pid } => self.dump(pid, "not asked"),
+            Request::Stream(r) => match self.live.subscribe(&r, &self.config.faults) {
+                Some(sub) => Reply::Stream(sub),
+                None => Reply::Line(control::error_line(&format!(
+                    "too many subscribers (at most {})",
+                    live::MAX_SUBSCRIBERS
+                ))),
+            },
         }
     }
 
@@ -599,7 +650,12 @@ impl DaemonOut {
                 "processes": self.procs.len(),
                 "regions": regions,
                 "rss_bytes": rss,
-                "memory_cap_bytes": self.config.memory_cap_mib << 20,
+                "memory_cap_bytes": memory_cap_bytes(self.config.memory_cap_mib),
+                "degrade_level": self.memory.applied,
+                "degrade_steps": self.memory.entered,
+                "fault_detail_dropped": self.memory.fault_detail_dropped,
+                "untracked_processes": self.memory.untracked,
+                "untracked_by_comm": self.memory.untracked_by_comm,
                 "over_cap": self.over_cap,
                 "timelines_written": s.written,
                 "timelines_written_bytes": s.written_bytes,
@@ -607,6 +663,8 @@ impl DaemonOut {
                 "exits_skipped": s.skipped,
                 "timelines_deleted": s.deleted,
                 "records_capped": s.capped_records,
+                "subscribers": self.live.len(),
+                "subscriber_drops": self.live.dropped(),
             }
         });
         format!("{v}\n")
@@ -649,8 +707,9 @@ impl DaemonOut {
     }
 
     /// `pid`'s timeline so far: header, spool, buffer, its `end` process
-    /// record (still running), lost records, end line.
-    fn dump(&mut self, pid: u32) -> Reply {
+    /// record (still running), lost records, end line; `check`: how its
+    /// check at the dump went (said in the answer line).
+    fn dump(&mut self, pid: u32, check: &str) -> Reply {
         let Some(seq) = self
             .procs
             .values()
@@ -689,7 +748,8 @@ impl DaemonOut {
         };
         let mut head = format!(
             "{}\n",
-            serde_json::json!({"v": control::VERSION, "dump": {"pid": pid, "proc": seq}})
+            serde_json::json!({"v": control::VERSION, "dump": {"pid": pid, "proc": seq,
+                "check": check}})
         )
         .into_bytes();
         v2::write_record(&mut head, &Record::Header(header.clone()));
@@ -706,6 +766,75 @@ impl DaemonOut {
         p.records -= 1;
         self.procs.insert(seq, p);
         Reply::Dump { head, spool, rest }
+    }
+
+    /// A dump of `pid`, once its process is compared with /proc/PID/maps
+    /// (the check and any drift records end the dumped timeline): the
+    /// check is asked for at the next tick and the dump answered once it
+    /// is made, or after [`DUMP_CHECK_WAIT`]. Without periodic checks
+    /// (`reconcile_secs = 0`) the dump goes at once.
+    fn dump_after_check(&mut self, pid: u32, reply: tokio::sync::oneshot::Sender<Reply>) {
+        let seq = self
+            .procs
+            .values()
+            .filter(|p| p.pid == pid)
+            .map(|p| p.seq)
+            .max();
+        let Some(seq) = seq.filter(|_| self.config.reconcile_secs > 0) else {
+            let _ = reply.send(self.dump(pid, "off"));
+            return;
+        };
+        if !self.want_checks.contains(&pid) {
+            self.want_checks.push(pid);
+        }
+        self.dumps.push(PendingDump {
+            pid,
+            seq,
+            reply,
+            voids: 0,
+            outcome: None,
+            deadline: Instant::now() + DUMP_CHECK_WAIT,
+        });
+    }
+
+    /// A check record: the dumps waiting for it may go.
+    fn dump_checked(&mut self, c: &v2::Check) {
+        for d in self.dumps.iter_mut().filter(|d| d.seq == c.proc) {
+            if c.void {
+                d.voids += 1;
+                if d.voids >= DUMP_CHECK_VOIDS {
+                    d.outcome = Some("void");
+                } else if !self.want_checks.contains(&d.pid) {
+                    // Asked again: a void check is not made again by itself.
+                    self.want_checks.push(d.pid);
+                }
+            } else {
+                d.outcome = Some("made");
+            }
+        }
+    }
+
+    /// Answers the dumps whose check is made (or waited for too long).
+    fn answer_dumps(&mut self) {
+        if self.dumps.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let (ready, waiting): (Vec<PendingDump>, Vec<PendingDump>) =
+            std::mem::take(&mut self.dumps)
+                .into_iter()
+                .partition(|d| d.outcome.is_some() || now >= d.deadline || d.reply.is_closed());
+        self.dumps = waiting;
+        for d in ready {
+            let outcome = d.outcome.unwrap_or("timed out");
+            let _ = d.reply.send(self.dump(d.pid, outcome));
+        }
+    }
+
+    /// The processes whose check a dump waits for (the session asks the
+    /// checker at its next tick).
+    pub fn wanted_checks(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.want_checks)
     }
 
     /// Deletes the oldest timelines while there are more bytes than the
@@ -732,31 +861,25 @@ impl DaemonOut {
     }
 
     /// Compares the daemon's resident memory with its cap: a warning when
-    /// it goes over (and a line when it is back under), counted. Nothing
-    /// degrades yet (coarser faults, then no new processes: not built).
+    /// it goes over (and a line when it is back under), counted; the
+    /// degradation follows it ([`memory::Guard`]).
     fn watch_memory(&mut self) {
         let Some(rss) = crate::kernel::proc::statm_rss(std::process::id()) else {
             return;
         };
-        let cap = self.config.memory_cap_mib << 20;
+        let cap = memory_cap_bytes(self.config.memory_cap_mib);
         let over = rss > cap;
         if over && !self.over_cap {
             self.stats.over_cap += 1;
-            warn!(
-                "resident memory {} MiB is over memory_cap_mib {} ({} live processes); \
-                 nothing is degraded yet (not built)",
-                rss >> 20,
-                self.config.memory_cap_mib,
-                self.procs.len()
-            );
         } else if !over && self.over_cap {
             info!(
                 "resident memory {} MiB is back under memory_cap_mib {}",
                 rss >> 20,
-                self.config.memory_cap_mib
+                cap >> 20
             );
         }
         self.over_cap = over;
+        self.memory.observe(rss, Instant::now(), self.procs.len());
     }
 
     /// The statistics line.
@@ -778,7 +901,7 @@ impl DaemonOut {
             "stats: {} processes live; {} timelines written ({} bytes), {} failed; \
              {} exits skipped by the keep policy [{}]; {} timelines deleted by retention; \
              {} records dropped past a cap; {} records of no known process; {} events lost; \
-             {} times over the memory cap",
+             {} times over the memory cap; {}",
             self.procs.len(),
             s.written,
             s.written_bytes,
@@ -790,6 +913,7 @@ impl DaemonOut {
             s.orphan_records,
             s.lost_events,
             s.over_cap,
+            self.memory.describe(),
         );
     }
 
@@ -855,7 +979,10 @@ impl V2Out for DaemonOut {
                 return;
             }
             Record::Lost(l) => {
-                self.stats.lost_events += l.count;
+                // Faults without their page were handled: not lost events.
+                if l.kind != memory::FAULT_DETAIL {
+                    self.stats.lost_events += l.count;
+                }
                 *self.lost_by_kind.entry(l.kind.clone()).or_default() += l.count;
                 return;
             }
@@ -886,6 +1013,7 @@ impl V2Out for DaemonOut {
             }
             Record::Check(c) => {
                 self.stats.checks += 1;
+                self.dump_checked(c);
                 if let Some(p) = self.procs.get_mut(&c.proc) {
                     p.checks += 1;
                 }
@@ -948,10 +1076,16 @@ impl V2Out for DaemonOut {
                 let Ok(Ask { req, reply }) = asks.try_recv() else {
                     break;
                 };
-                let _ = reply.send(self.answer(req));
+                match req {
+                    Request::Dump { pid } => self.dump_after_check(pid, reply),
+                    req => {
+                        let _ = reply.send(self.answer(req));
+                    }
+                }
             }
             self.asks = Some(asks);
         }
+        self.answer_dumps();
         true
     }
 
@@ -972,9 +1106,20 @@ impl V2Out for DaemonOut {
             self.reload();
             return;
         }
+        self.stopping = true;
         info!("{name}: stopping: writing the timelines of the live processes, detaching");
         let _ = notify("STOPPING=1\n");
     }
+}
+
+/// The memory cap in bytes: `memory_cap_mib`, or, for tests only, the
+/// KiB in `MMTRACE_TEST_MEMORY_CAP_KIB` (below the configuration's
+/// minimum).
+fn memory_cap_bytes(mib: u64) -> u64 {
+    std::env::var("MMTRACE_TEST_MEMORY_CAP_KIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(mib << 20, |kib| kib << 10)
 }
 
 /// The process a record belongs to.

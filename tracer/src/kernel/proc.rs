@@ -127,6 +127,11 @@ fn syscall_of(line: &[u8]) -> Option<i64> {
     std::str::from_utf8(first).ok()?.parse().ok()
 }
 
+/// Whether /proc/PID exists (a zombie's does).
+pub fn exists(pid: u32) -> bool {
+    std::fs::symlink_metadata(format!("/proc/{pid}")).is_ok()
+}
+
 /// All threads of `pid` are blocked (not running) and none is inside one
 /// of `busy_syscalls`: its mappings cannot change while it stays so.
 pub fn idle(pid: u32, busy_syscalls: &[i64]) -> bool {

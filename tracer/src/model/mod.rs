@@ -412,6 +412,9 @@ pub struct AddressSpace {
     def_sig: u32,
     /// How the running kernel changes mappings where kernels differ.
     kernel: KernelBehaviour,
+    /// Faults are counted per region only: no fault-time buckets, no set
+    /// of the pages touched (the daemon over its memory cap).
+    pub coarse_faults: bool,
 }
 
 /// One change to the regions, for `AddressSpace::journal`.
@@ -1502,7 +1505,7 @@ impl AddressSpace {
             self.unattributed_faults += 1;
             return;
         };
-        let keep_buckets = self.journal.is_none();
+        let keep_buckets = self.journal.is_none() && !self.coarse_faults;
         let bucket = (t_ns / self.bucket_ns) as usize;
         let r = &mut self.regions[idx];
         if keep_buckets {
@@ -1511,7 +1514,9 @@ impl AddressSpace {
             }
             r.buckets[bucket] += 1;
         }
-        r.pages.insert(addr / PAGE);
+        if !self.coarse_faults {
+            r.pages.insert(addr / PAGE);
+        }
         let f = &mut r.faults;
         f.first_ns.get_or_insert(t_ns);
         f.last_ns = Some(t_ns);

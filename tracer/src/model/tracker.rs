@@ -441,6 +441,11 @@ pub struct Tracker {
     source: Box<dyn ProcSource>,
     /// Where kernels differ, how this one changes mappings.
     kernel: KernelBehaviour,
+    /// Faults counted per region only ([`AddressSpace::coarse_faults`]).
+    coarse_faults: bool,
+    /// No new process is modelled: the events of a process not known
+    /// are ignored, a fork makes no child.
+    refuse_new: bool,
 }
 
 impl Tracker {
@@ -457,7 +462,40 @@ impl Tracker {
             next_seq: 0,
             source,
             kernel: KernelBehaviour::default(),
+            coarse_faults: false,
+            refuse_new: false,
         }
+    }
+
+    /// Degrades the model to spare memory (the daemon over its cap):
+    /// `coarse_faults`, faults counted per region only (no page sets, no
+    /// time buckets) from now on; `refuse_new`, no new process modelled
+    /// (the processes known go on).
+    pub fn degrade(&mut self, coarse_faults: bool, refuse_new: bool) {
+        self.coarse_faults = coarse_faults;
+        self.refuse_new = refuse_new;
+    }
+
+    /// `pid` is gone without its exit having been seen (lost events): it
+    /// leaves the model (see [`Tracker::end_event`]), its end in doubt.
+    pub fn retire(&mut self, pid: u32, now_ns: u64) {
+        let t = self.rel(now_ns);
+        let _ = self.hand_over_space(pid);
+        if let Some(mut p) = self.live.remove(&pid) {
+            p.doubt(t, CheckReason::Lost);
+            self.ended.push(p);
+        }
+    }
+
+    /// Whether `ev` is of a process the model does not know while new
+    /// processes are refused: then it is not applied.
+    pub fn refuses(&self, ev: &Event) -> bool {
+        self.refuse_new
+            && !self.live.contains_key(&ev.pid)
+            && !matches!(
+                ev.body,
+                Body::OomKill { .. } | Body::Lost { .. } | Body::FaultSummary { .. }
+            )
     }
 
     /// The seed of the exec event applied next (of `seed.pid`). Without
@@ -609,6 +647,9 @@ impl Tracker {
     /// Applies one event. Events of processes not seen before seed them
     /// from /proc first.
     pub fn apply(&mut self, ev: &Event) {
+        if self.refuses(ev) {
+            return;
+        }
         let t = self.rel(ev.ts_ns);
         if let Some(p) = self.live.get_mut(&ev.pid) {
             if let Some(at) = p.stack_mismatch.take() {
@@ -619,6 +660,14 @@ impl Tracker {
         }
         match &ev.body {
             // The child's own events come after the parent's fork.
+            Body::Fork { child_pid, .. } if self.refuse_new => {
+                // The parent goes on; its child is not modelled.
+                if let Some(mut old) = self.live.remove(child_pid) {
+                    // A pid still held: that process is gone unseen.
+                    old.doubt(t, CheckReason::Lost);
+                    self.ended.push(old);
+                }
+            }
             Body::Fork {
                 child_pid,
                 clone_flags,
@@ -799,11 +848,13 @@ impl Tracker {
                 // A fault changes no region: no need to look for changes
                 // (there are many), except of a process seen first.
                 let pid = self.owner_of(ev.pid);
+                let coarse = self.coarse_faults;
                 let p = if self.live.contains_key(&pid) {
                     self.ensure(pid, &ev.comm)
                 } else {
                     self.ensure_touched(pid, &ev.comm)
                 };
+                p.space.coarse_faults = coarse;
                 p.dirty = true;
                 p.faults_since_sample += 1;
                 // A fault only counts: it always applies.
@@ -1271,6 +1322,58 @@ mod tests {
         let p = t.get(7).unwrap();
         assert_eq!(p.space.live_count(), 1);
         assert_eq!(p.space.regions[0].born_by, Cause::Mmap);
+    }
+
+    /// A process gone unseen is retired in doubt; while new processes are
+    /// refused, a fork makes no child and the events of unknown processes
+    /// change nothing.
+    #[test]
+    fn retired_and_refused_processes() {
+        let mut t = tracker(false, &[(7, vec![seed(0x10000, 2)])]);
+        t.apply(&ev(
+            5000,
+            7,
+            Body::Fork {
+                child_pid: 8,
+                clone_flags: 0,
+            },
+        ));
+        let _ = t.end_event();
+        t.retire(8, 6000);
+        let ended = t.end_event();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].pid, 8);
+        assert!(ended[0].uncertain_since.is_some(), "its end is in doubt");
+        assert!(ended[0].exit_at.is_none());
+        assert!(t.get(8).is_none());
+        t.degrade(true, true);
+        t.apply(&ev(
+            7000,
+            7,
+            Body::Fork {
+                child_pid: 9,
+                clone_flags: 0,
+            },
+        ));
+        assert!(t.get(9).is_none(), "no child while refusing");
+        assert!(t.refuses(&ev(
+            8000,
+            9,
+            Body::Exit {
+                status: 0,
+                start_time: 1
+            }
+        )));
+        t.apply(&ev(
+            8000,
+            9,
+            Body::Exit {
+                status: 0,
+                start_time: 1,
+            },
+        ));
+        assert!(t.end_event().is_empty());
+        assert!(t.get(7).is_some(), "the known process goes on");
     }
 
     #[test]

@@ -142,6 +142,17 @@ impl<W: Write> Printer<W> {
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+
+    /// Writes a line already rendered by a printer like this one (the
+    /// daemon's, for `stream --connect`).
+    pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        self.out.write_all(line)
+    }
+
+    /// CLOCK_MONOTONIC ns where its times start.
+    pub fn start_ns(&self) -> u64 {
+        self.start_ns
+    }
 }
 
 #[cfg(test)]

@@ -86,6 +86,17 @@ pub trait Sink {
     /// `p` left the model: it exited, its pid was reused unseen, or the
     /// session ended.
     fn ended(&mut self, _p: Process) {}
+    /// Processes (pids) the sink wants compared with /proc/PID/maps as
+    /// soon as can be (the daemon's `dump`); asked at each tick.
+    fn wanted_checks(&mut self) -> Vec<u32> {
+        Vec::new()
+    }
+    /// How the model should spare memory (the daemon over its cap),
+    /// asked at each tick: (faults counted per region only, no new
+    /// processes modelled); see [`Tracker::degrade`].
+    fn degrade(&mut self) -> (bool, bool) {
+        (false, false)
+    }
     /// Flushes output; false once the output is gone (a closed pipe).
     fn flush(&mut self) -> bool;
 }
@@ -327,7 +338,14 @@ struct Core {
     abi_seen: std::collections::HashMap<u32, Option<crate::event::Abi>>,
     /// A process in `abi_seen`, the last one looked up.
     abi_last: Option<u32>,
+    /// Processes found gone (no /proc/PID) at a due check, and since when:
+    /// retired once gone for [`GONE_GRACE_NS`] (their exit was lost).
+    gone: std::collections::HashMap<u32, u64>,
 }
+
+/// How long a process is seen gone before it is retired: its exit record,
+/// if still on its way, is handled by then.
+const GONE_GRACE_NS: u64 = 1_000_000_000;
 
 impl Core {
     fn record<S: Sink>(&mut self, bytes: &[u8], sink: &mut S) {
@@ -586,6 +604,7 @@ impl Core {
             return;
         };
         let now = clock::monotonic_ns();
+        let mut retire = Vec::new();
         for pid in tracker.pids() {
             if let Some(checker) = self.checker.as_mut() {
                 let last_change = tracker.get(pid).map_or(0, |p| p.last_change);
@@ -607,11 +626,57 @@ impl Core {
                         p.mm.zip(p.space.main_stack())
                             .map(|(mm, stack)| Bracket { mm, stack });
                     let probe = &mut LiveProbe { hooks: &self.hooks };
-                    if let Start::Failed(why) = checker.start(pid, reason, bracket, probe) {
-                        sink.void_check(pid, reason, now, Some(why));
+                    match checker.start(pid, reason, bracket, probe) {
+                        Start::Failed(why) => sink.void_check(pid, reason, now, Some(why)),
+                        // Never idle because it is gone: its exit was lost.
+                        Start::Busy if !proc::exists(pid) => {
+                            let since = *self.gone.entry(pid).or_insert(now);
+                            if now.saturating_sub(since) >= GONE_GRACE_NS {
+                                retire.push(pid);
+                            }
+                        }
+                        _ => {
+                            self.gone.remove(&pid);
+                        }
                     }
                 }
             }
+        }
+        self.retire(&retire, sink, now);
+    }
+
+    /// Processes gone without their exit seen (lost events) leave the
+    /// model: otherwise they would stay, never checked, for ever.
+    fn retire<S: Sink>(&mut self, pids: &[u32], sink: &mut S, now: u64) {
+        let Some(tracker) = self.tracker.as_mut() else {
+            return;
+        };
+        for &pid in pids {
+            self.gone.remove(&pid);
+            tracker.retire(pid, now);
+            log::debug!("pid {pid} is gone and its exit was not seen (lost events): retired");
+        }
+        for p in tracker.end_event() {
+            if let Some(checker) = self.checker.as_mut() {
+                checker.forget(p.pid);
+            }
+            sink.ended(p);
+        }
+    }
+
+    /// A check of each of `pids` that the model knows, as soon as each can
+    /// be made.
+    fn request_checks(&mut self, pids: &[u32]) {
+        if pids.is_empty() {
+            return;
+        }
+        if let (Some(tracker), Some(checker)) = (self.tracker.as_ref(), self.checker.as_mut()) {
+            let known: Vec<u32> = pids
+                .iter()
+                .copied()
+                .filter(|&p| tracker.get(p).is_some())
+                .collect();
+            checker.request(&known, clock::monotonic_ns());
         }
     }
 
@@ -711,6 +776,7 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
         malformed_logged: false,
         abi_seen: std::collections::HashMap::new(),
         abi_last: None,
+        gone: std::collections::HashMap::new(),
     };
     sink.started(start_ns);
     sink.attached(core.stack_path);
@@ -783,6 +849,11 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
             _ = ticks.tick() => {
                 core.drain(&mut reader, sink);
                 core.lost(sink);
+                core.request_checks(&sink.wanted_checks());
+                if let Some(tracker) = core.tracker.as_mut() {
+                    let (coarse, refuse_new) = sink.degrade();
+                    tracker.degrade(coarse, refuse_new);
+                }
                 core.tick(sink);
             }
             status = async {
