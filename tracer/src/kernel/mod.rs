@@ -10,7 +10,11 @@ pub mod proc;
 pub mod ring;
 pub mod tracefs;
 
-use std::{collections::BTreeMap, time::Instant};
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd, AsRawFd},
+    time::Instant,
+};
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
@@ -121,6 +125,8 @@ pub struct Hooks {
     errors_seen: [u64; KIND_SLOTS],
     /// The tracepoint links, to detach them all at once on drop.
     tp_links: Vec<(&'static str, TracePointLinkId)>,
+    /// Runs the kernel skipped already reported, per program.
+    misses_seen: BTreeMap<&'static str, u64>,
 }
 
 /// Detaching a tracepoint waits for an RCU grace period: 3.1 s for all of
@@ -248,6 +254,7 @@ impl Hooks {
             stack_path: StackPath::Off,
             attached_ns: 0,
             lost_seen: [0; KIND_SLOTS],
+            misses_seen: BTreeMap::new(),
             errors_seen: [0; KIND_SLOTS],
             tp_links: Vec::new(),
         };
@@ -526,6 +533,43 @@ impl Hooks {
             .collect())
     }
 
+    /// Runs of the attached programs that the kernel skipped since the
+    /// last call, per kind of event they make: a tracepoint program does
+    /// not run while another BPF program runs on the same CPU
+    /// (`trace_call_bpf`), and the kernel counts each such miss
+    /// (`recursion_misses` in the program's fdinfo, 5.12+). Each may be an
+    /// event lost, so it is reported as one.
+    pub fn new_misses(&mut self) -> Vec<(EventKind, u64)> {
+        let mut out: Vec<(EventKind, u64)> = Vec::new();
+        for &(prog, _) in &self.tp_links {
+            let Some(misses) = self
+                .ebpf
+                .program(prog)
+                .and_then(|p| p.fd().ok())
+                .and_then(|fd| recursion_misses(fd.as_fd().as_raw_fd()))
+            else {
+                continue;
+            };
+            let seen = self.misses_seen.entry(prog).or_insert(0);
+            let new = misses.saturating_sub(*seen);
+            *seen = misses;
+            if new == 0 {
+                continue;
+            }
+            let Some(kind) = kind_of_program(prog) else {
+                continue;
+            };
+            debug!(
+                "the kernel skipped {new} run(s) of {prog} (another BPF program ran on its CPU)"
+            );
+            match out.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, n)) => *n += new,
+                None => out.push((kind, new)),
+            }
+        }
+        out
+    }
+
     /// New failures of the kernel programs per kind since the last call
     /// (None: of no kind): events dropped, or made without a field, because
     /// a read or a map update failed.
@@ -724,6 +768,31 @@ fn exit_group_dead_offset() -> Option<u32> {
     off
 }
 
+/// The kind of event program `prog` makes (the first, for a program that
+/// serves several).
+fn kind_of_program(prog: &str) -> Option<EventKind> {
+    EventKind::ALL
+        .into_iter()
+        .find(|kind| match kind.info().source {
+            Source::Syscall(s) => s.enter.prog == prog || s.exit.prog == prog,
+            Source::Tracepoints(tps) => tps.iter().any(|tp| tp.prog == prog),
+            Source::Fexit(f) => {
+                f.entry_prog == prog
+                    || f.exit_prog == prog
+                    || f.fallback.iter().any(|tp| tp.prog == prog)
+            }
+        })
+}
+
+/// `recursion_misses` of the BPF program behind this process's fd `fd`
+/// (/proc/self/fdinfo); None where the kernel does not show it.
+fn recursion_misses(fd: i32) -> Option<u64> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("recursion_misses:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -776,6 +845,13 @@ mod tests {
                 }
             }
         }
+        // Every program's misses are told as events of a kind it makes.
+        for &prog in &progs {
+            assert!(kind_of_program(prog).is_some(), "{prog}");
+        }
+        assert_eq!(kind_of_program("no_such_program"), None);
+        // Not a BPF program: no count.
+        assert_eq!(recursion_misses(0), None);
         progs.extend(Duty::ALL.iter().map(|d| d.tracepoint().prog));
         progs.sort_unstable();
         progs.dedup();

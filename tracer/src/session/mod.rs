@@ -574,7 +574,10 @@ impl Core {
     }
 
     fn lost<S: Sink>(&mut self, sink: &mut S) {
-        match self.hooks.new_lost() {
+        match self.hooks.new_lost().map(|mut lost| {
+            lost.extend(self.hooks.new_misses());
+            lost
+        }) {
             Ok(lost) => {
                 let now = clock::monotonic_ns();
                 for (kind, count) in lost {
