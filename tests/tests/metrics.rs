@@ -296,7 +296,7 @@ fn prometheus_scrapes_the_daemon() {
         .stderr(std::fs::File::create(&prom_log).unwrap())
         .spawn()
         .expect("start prometheus");
-    let mut prom = Guard(Some(prom));
+    let prom = Guard(Some(prom));
     let log = || std::fs::read_to_string(&prom_log).unwrap_or_default();
 
     // The target is up (Prometheus parsed a scrape).
@@ -408,7 +408,7 @@ fn prometheus_scrapes_the_daemon() {
     .unwrap()
     .is_empty());
 
-    drop(prom.0.take());
+    drop(prom);
     let mut d = daemon.0.take().unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
