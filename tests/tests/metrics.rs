@@ -212,6 +212,47 @@ fn remote_metrics_need_an_explicit_key() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An address already taken is refused at the start (exit 2), before
+/// anything is attached.
+#[test]
+fn a_taken_address_is_refused_at_start() {
+    tests::needs_root!();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mmtrace-metrics-taken-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = dir.join("mmtrace.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:{port}\"\n\
+             [socket]\npath = \"{}\"\n",
+            dir.join("data").display(),
+            dir.join("mmtrace.sock").display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(mmtrace_bin().unwrap_or_else(|e| panic!("{e}")))
+        .arg("daemon")
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mmtrace daemon");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("metrics_listen 127.0.0.1:{port}: cannot listen")),
+        "{err}"
+    );
+    assert!(!err.contains("recording into"), "{err}");
+    assert!(!dir.join("mmtrace.sock").exists(), "the socket is removed");
+    drop(taken);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A real Prometheus scrapes the daemon every second; PromQL through its
 /// HTTP API finds the workload's series (resident bytes within 10 % of its
 /// VmRSS; anonymous mapped bytes, faults and system calls plausible) and
@@ -409,6 +450,29 @@ fn prometheus_scrapes_the_daemon() {
     .is_empty());
 
     drop(prom);
+    // SIGHUP: another address needs a restart (the running one stays).
+    let text = std::fs::read_to_string(&config).unwrap();
+    let other = free_port();
+    std::fs::write(
+        &config,
+        text.replace(&format!(":{metrics_port}\""), &format!(":{other}\"")),
+    )
+    .unwrap();
+    let dpid = daemon.0.as_ref().unwrap().id() as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(dpid, libc::SIGHUP) };
+    wait_for(
+        "the SIGHUP's restart notice",
+        Duration::from_secs(30),
+        || {
+            let err = std::fs::read_to_string(&daemon_stderr).unwrap_or_default();
+            err.lines()
+                .any(|l| l.contains("metrics_listen") && l.contains("needs a restart"))
+                .then_some(())
+                .ok_or(err)
+        },
+    );
+    assert_eq!(http_get(metrics_port, "/metrics").unwrap().0, 200);
     let mut d = daemon.0.take().unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
