@@ -137,6 +137,25 @@ fn vm_rss(pid: u32) -> Option<f64> {
     Some(kb * 1024.0)
 }
 
+/// Starts `metricsload ARGS` and waits for its `ready PID`.
+fn workload(args: &[&str]) -> (Guard, BufReader<std::process::ChildStdout>, u32) {
+    let mut w = Command::new(env!("CARGO_BIN_EXE_metricsload"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start metricsload");
+    let mut out = BufReader::new(w.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let pid = line
+        .trim()
+        .strip_prefix("ready ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{line:?}"));
+    (Guard(Some(w)), out, pid)
+}
+
 /// Starts the daemon and waits for its READY=1 (sd-notify).
 fn start_daemon(dir: &Path, config: &Path) -> (Guard, PathBuf) {
     let notify_path = dir.join("notify.sock");
@@ -271,13 +290,20 @@ fn prometheus_scrapes_the_daemon() {
         .join(format!("mmtrace-metrics-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    // A workload already running at the daemon's start (seeded from /proc),
+    // renamed "mmseeded": 16 MiB of anonymous memory and 16 MiB of a file
+    // it read.
+    let data_file = dir.join("file-pages");
+    std::fs::write(&data_file, vec![7u8; 16 << 20]).unwrap();
+    let (mut seeded, mut seeded_out, seeded_pid) =
+        workload(&["16", "mmseeded", data_file.to_str().unwrap()]);
     let metrics_port = free_port();
     let config = dir.join("mmtrace.toml");
     std::fs::write(
         &config,
         format!(
             "data_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
-             [socket]\npath = \"{}\"\n[select]\ncomm = [\"metricsload\"]\n",
+             [socket]\npath = \"{}\"\n[select]\ncomm = [\"metricsload\", \"mmseeded\"]\n",
             dir.join("data").display(),
             dir.join("mmtrace.sock").display()
         ),
@@ -294,23 +320,16 @@ fn prometheus_scrapes_the_daemon() {
     );
     assert_eq!(http_get(metrics_port, "/").unwrap().0, 404);
 
-    // The workload: 64 MiB touched, then it waits on its stdin.
-    let mut w = Command::new(env!("CARGO_BIN_EXE_metricsload"))
-        .arg("64")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start metricsload");
+    // The seeded workload's anonymous pages change (1 MiB more), its file
+    // pages do not: the kernel tells the daemon its new anonymous count
+    // only; the file pages it had before must still count.
+    writeln!(seeded.0.as_mut().unwrap().stdin.as_mut().unwrap(), "touch").unwrap();
     let mut line = String::new();
-    BufReader::new(w.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let mut workload = Guard(Some(w));
-    let pid: u32 = line
-        .trim()
-        .strip_prefix("ready ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("{line:?}"));
+    seeded_out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "touched");
+
+    // The workload: 64 MiB touched, then it waits on its stdin.
+    let (mut workload, _, pid) = workload(&["64"]);
 
     // Prometheus, scraping the daemon every second.
     let prom_port = free_port();
@@ -369,6 +388,27 @@ fn prometheus_scrapes_the_daemon() {
         },
     );
     eprintln!("metrics: resident {resident} B, VmRSS {rss} B");
+    // The same for the one seeded from /proc: its resident bytes count the
+    // file pages it had before the daemon started.
+    let (seeded_resident, seeded_rss) = wait_for(
+        "the seeded workload's resident bytes within 10 % of its VmRSS",
+        Duration::from_secs(90),
+        || {
+            let resident = one(
+                prom_port,
+                "mmtrace_process_resident_bytes{comm=\"mmseeded\"}",
+            )?;
+            let rss = vm_rss(seeded_pid).ok_or("no VmRSS")?;
+            if (resident - rss).abs() <= rss * 0.10 {
+                Ok((resident, rss))
+            } else {
+                Err(format!("resident {resident}, VmRSS {rss}"))
+            }
+        },
+    );
+    eprintln!("metrics: seeded: resident {seeded_resident} B, VmRSS {seeded_rss} B");
+    assert!(seeded_rss >= (32 << 20) as f64, "{seeded_rss}");
+    drop(seeded.0.as_mut().unwrap().stdin.take());
     assert!(rss >= (64 << 20) as f64, "{rss}");
     assert_eq!(
         one(prom_port, &format!("mmtrace_processes{{{sel}}}")).unwrap(),

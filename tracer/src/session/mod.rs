@@ -711,6 +711,9 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
         // event of theirs (which reports only what it changes).
         let now = clock::monotonic_ns();
         for pid in tracker.pids() {
+            if core.counters {
+                core.hooks.seed_rss(pid);
+            }
             if let Some(p) = tracker.get_mut(pid) {
                 sample(&core.hooks, core.counters, sink, p, now);
             }
