@@ -377,7 +377,7 @@ fn prometheus_scrapes_the_daemon() {
         || {
             let resident = one(
                 prom_port,
-                &format!("mmtrace_process_resident_bytes{{{sel}}}"),
+                &format!("sum(mmtrace_process_resident_bytes{{{sel}}})"),
             )?;
             let rss = vm_rss(pid).ok_or("no VmRSS")?;
             if (resident - rss).abs() <= rss * 0.10 {
@@ -396,7 +396,7 @@ fn prometheus_scrapes_the_daemon() {
         || {
             let resident = one(
                 prom_port,
-                "mmtrace_process_resident_bytes{comm=\"mmseeded\"}",
+                "sum(mmtrace_process_resident_bytes{comm=\"mmseeded\"})",
             )?;
             let rss = vm_rss(seeded_pid).ok_or("no VmRSS")?;
             if (resident - rss).abs() <= rss * 0.10 {
@@ -408,6 +408,18 @@ fn prometheus_scrapes_the_daemon() {
     );
     eprintln!("metrics: seeded: resident {seeded_resident} B, VmRSS {seeded_rss} B");
     assert!(seeded_rss >= (32 << 20) as f64, "{seeded_rss}");
+    // By kind: its 16 MiB read from the file, its 17 MiB written.
+    let kind = |comm: &str, kind: &str| {
+        one(
+            prom_port,
+            &format!("mmtrace_process_resident_bytes{{comm=\"{comm}\",kind=\"{kind}\"}}"),
+        )
+        .unwrap()
+    };
+    assert!(kind("mmseeded", "file") >= (16 << 20) as f64);
+    assert!(kind("mmseeded", "anon") >= (17 << 20) as f64);
+    assert_eq!(kind("mmseeded", "shm"), 0.0);
+    assert!(kind("metricsload", "anon") >= (64 << 20) as f64);
     drop(seeded.0.as_mut().unwrap().stdin.take());
     assert!(rss >= (64 << 20) as f64, "{rss}");
     assert_eq!(

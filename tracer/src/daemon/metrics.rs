@@ -72,6 +72,9 @@ pub const SYSCALLS: [&str; 17] = [
 ];
 /// Kinds of mapped memory, as the model knows each region's backing.
 pub const KINDS: [&str; 6] = ["heap", "stack", "anon", "file", "shm", "special"];
+/// Kinds of resident memory, as the kernel counts pages (MM_FILEPAGES,
+/// MM_ANONPAGES, MM_SHMEMPAGES).
+pub const RESIDENT_KINDS: [&str; 3] = ["file", "anon", "shm"];
 /// Fault accesses.
 pub const ACCESSES: [&str; 3] = ["read", "write", "exec"];
 /// The group of the processes past the cap.
@@ -109,7 +112,8 @@ struct Member {
     /// Its group (None: `other`).
     group: Option<String>,
     mapped: [u64; KINDS.len()],
-    rss: Option<u64>,
+    /// Resident bytes by [`RESIDENT_KINDS`], when known.
+    rss: Option<[u64; 3]>,
 }
 
 /// One group's line of a [`Snapshot`].
@@ -118,7 +122,8 @@ pub struct GroupValues {
     pub comm: String,
     pub processes: u64,
     pub mapped: [u64; KINDS.len()],
-    pub resident: u64,
+    /// By [`RESIDENT_KINDS`].
+    pub resident: [u64; 3],
     pub counts: Counts,
 }
 
@@ -230,8 +235,8 @@ impl Groups {
         }
     }
 
-    /// `pid`'s sizes now: mapped bytes by kind, resident bytes.
-    pub fn sample(&mut self, pid: u32, mapped: [u64; KINDS.len()], rss: Option<u64>) {
+    /// `pid`'s sizes now: mapped bytes by kind, resident bytes by kind.
+    pub fn sample(&mut self, pid: u32, mapped: [u64; KINDS.len()], rss: Option<[u64; 3]>) {
         if let Some(m) = self.members.get_mut(&pid) {
             m.mapped = mapped;
             m.rss = rss;
@@ -309,7 +314,9 @@ impl Groups {
             for (a, b) in v.mapped.iter_mut().zip(m.mapped) {
                 *a += b;
             }
-            v.resident += m.rss.unwrap_or(0);
+            for (a, b) in v.resident.iter_mut().zip(m.rss.unwrap_or_default()) {
+                *a += b;
+            }
         }
         if !out.contains_key(&None) && self.other.counts != Counts::default() {
             out.insert(
@@ -426,7 +433,7 @@ impl Sink for MetricsSink {
     fn sample(&mut self, now_ns: u64, p: &Process) {
         if let Some(g) = self.groups.as_mut() {
             g.know(p.pid, p.seq, &p.comm);
-            g.sample(p.pid, mapped_by_kind(p), p.rss);
+            g.sample(p.pid, mapped_by_kind(p), p.rss_kinds);
         }
         self.inner.sample(now_ns, p);
     }
@@ -575,9 +582,9 @@ pub fn encode(snap: &Snapshot) -> String {
     let resident = family(
         &mut reg,
         "mmtrace_process_resident_bytes",
-        "Resident bytes of the group's live processes, from the kernel's rss counters \
-         (kmem:rss_stat: file, anon and shmem pages) or /proc/PID/statm; per kind not known: \
-         kind is \"all\"",
+        "Resident bytes of the group's live processes by kind as the kernel counts pages \
+         (file; anon, which holds heap and stack; shm), from kmem:rss_stat or \
+         /proc/PID/status at their last sample",
     );
     let mapped = family(
         &mut reg,
@@ -607,9 +614,11 @@ pub fn encode(snap: &Snapshot) -> String {
         let comm = || ("comm", g.comm.clone());
         processes.get_or_create(&vec![comm()]).set(g.processes);
         if g.processes > 0 {
-            resident
-                .get_or_create(&vec![comm(), ("kind", "all".into())])
-                .set(g.resident);
+            for (kind, bytes) in RESIDENT_KINDS.iter().zip(g.resident) {
+                resident
+                    .get_or_create(&vec![comm(), ("kind", (*kind).into())])
+                    .set(bytes);
+            }
             for (kind, bytes) in KINDS.iter().zip(g.mapped) {
                 mapped
                     .get_or_create(&vec![comm(), ("kind", (*kind).into())])
@@ -883,8 +892,8 @@ mod tests {
         g.know(10, 1, b"web");
         g.know(11, 2, b"web");
         g.know(12, 3, b"db");
-        g.sample(10, [1, 2, 3, 4, 5, 6], Some(100));
-        g.sample(11, [10, 20, 30, 40, 50, 60], Some(1000));
+        g.sample(10, [1, 2, 3, 4, 5, 6], Some([100, 0, 1]));
+        g.sample(11, [10, 20, 30, 40, 50, 60], Some([1000, 7, 0]));
         g.sample(12, [0, 0, 7, 0, 0, 0], None);
         g.event(&ev(10, "web", fault(Access::Write)));
         g.event(&ev(11, "web", summary(3, 4)));
@@ -901,17 +910,20 @@ mod tests {
         let web = find(&v, "web");
         assert_eq!(web.processes, 2);
         assert_eq!(web.mapped, [11, 22, 33, 44, 55, 66]);
-        assert_eq!(web.resident, 1100);
+        assert_eq!(web.resident, [1100, 7, 1]);
         assert_eq!(web.counts.faults, [3, 5, 0]);
         let db = find(&v, "db");
-        assert_eq!(db.resident, 0);
+        assert_eq!(db.resident, [0; 3]);
         assert_eq!(db.counts.syscalls[2], 1);
         // Exits: the sizes go, the counts stay.
         g.ended(10, 1);
         g.ended(11, 2);
         let v = g.values();
         let web = find(&v, "web");
-        assert_eq!((web.processes, web.resident, web.mapped), (0, 0, [0; 6]));
+        assert_eq!(
+            (web.processes, web.resident, web.mapped),
+            (0, [0; 3], [0; 6])
+        );
         assert_eq!(web.counts.faults, [3, 5, 0]);
         // A stale end (another process on the pid) changes nothing.
         g.ended(12, 99);
@@ -993,7 +1005,7 @@ mod tests {
                 comm: "web".into(),
                 processes: 2,
                 mapped: [1, 2, 3, 4, 5, 6],
-                resident: 4096,
+                resident: [4096, 8192, 0],
                 counts: Counts {
                     faults: [1, 2, 0],
                     syscalls: {
@@ -1010,7 +1022,9 @@ mod tests {
         let text = encode(&snap);
         for want in [
             "# TYPE mmtrace_process_resident_bytes gauge",
-            "mmtrace_process_resident_bytes{comm=\"web\",kind=\"all\"} 4096",
+            "mmtrace_process_resident_bytes{comm=\"web\",kind=\"file\"} 4096",
+            "mmtrace_process_resident_bytes{comm=\"web\",kind=\"anon\"} 8192",
+            "mmtrace_process_resident_bytes{comm=\"web\",kind=\"shm\"} 0",
             "mmtrace_process_mapped_bytes{comm=\"web\",kind=\"heap\"} 1",
             "mmtrace_process_mapped_bytes{comm=\"web\",kind=\"special\"} 6",
             "mmtrace_processes{comm=\"web\"} 2",
@@ -1103,7 +1117,7 @@ mod tests {
             while let Some(reply) = rx.recv().await {
                 let mut g = Groups::new(4);
                 g.know(1, 1, b"web");
-                g.sample(1, [0, 0, 8192, 0, 0, 0], Some(4096));
+                g.sample(1, [0, 0, 8192, 0, 0, 0], Some([0, 4096, 0]));
                 let _ = reply.send(Snapshot {
                     groups: g.values(),
                     health: serde_json::json!({"events": 3}),
@@ -1123,7 +1137,7 @@ mod tests {
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(ok.contains("text/plain; version=0.0.4"), "{ok}");
         assert!(
-            ok.contains("mmtrace_process_resident_bytes{comm=\"web\",kind=\"all\"} 4096"),
+            ok.contains("mmtrace_process_resident_bytes{comm=\"web\",kind=\"anon\"} 4096"),
             "{ok}"
         );
         let (head, body) = ok.split_once("\r\n\r\n").unwrap();

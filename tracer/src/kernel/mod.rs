@@ -610,11 +610,16 @@ impl Hooks {
     /// The resident set of `tgid` in bytes, from the kernel's counters
     /// (file, anonymous and shared memory pages), if it has been seen.
     pub fn rss(&self, tgid: u32) -> Option<u64> {
+        self.rss_kinds(tgid).map(|k| k.iter().sum())
+    }
+
+    /// The same by kind: file, anonymous and shared memory pages.
+    pub fn rss_kinds(&self, tgid: u32) -> Option<[u64; 3]> {
         let map: HashMap<_, u32, [i64; RSS_MEMBERS]> =
             HashMap::try_from(self.ebpf.map(MAP_RSS)?).ok()?;
         let v = map.get(&tgid, 0).ok()?;
         // MM_FILEPAGES, MM_ANONPAGES, (MM_SWAPENTS), MM_SHMEMPAGES
-        Some((v[0] + v[1] + v[3]).max(0) as u64)
+        Some([v[0], v[1], v[3]].map(|n| n.max(0) as u64))
     }
 
     /// Seeds `tgid`'s RSS counters from /proc/PID/status: the kernel's

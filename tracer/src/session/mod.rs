@@ -633,13 +633,16 @@ fn compare<S: Sink>(
 }
 
 /// Hands a process's counters to the sinks. Resident memory comes from
-/// the kernel's kmem:rss_stat counters, else /proc/PID/statm.
+/// the kernel's kmem:rss_stat counters, else /proc/PID/status.
 fn sample<S: Sink>(hooks: &Hooks, counters: bool, sink: &mut S, p: &mut Process, now: u64) {
-    p.rss = if counters {
-        hooks.rss(p.pid).or_else(|| proc::statm_rss(p.pid))
+    p.rss_kinds = if counters {
+        hooks.rss_kinds(p.pid).or_else(|| {
+            proc::rss_counters(p.pid).map(|c| [c[0], c[1], c[3]].map(|n| n.max(0) as u64))
+        })
     } else {
         None
     };
+    p.rss = p.rss_kinds.map(|k| k.iter().sum());
     sink.sample(now, p);
     p.dirty = false;
     p.faults_since_sample = 0;
