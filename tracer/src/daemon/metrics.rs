@@ -607,7 +607,8 @@ pub fn encode(snap: &Snapshot) -> String {
     let syscalls = Family::<Labels, Counter>::default();
     reg.register(
         "mmtrace_syscalls",
-        "Memory system calls of the group's processes by name",
+        "Memory system calls of the group's processes by name, failed ones too \
+         (events the kernel lost are not counted: see mmtrace_daemon_lost_events_total)",
         syscalls.clone(),
     );
     for g in &snap.groups {
