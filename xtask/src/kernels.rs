@@ -717,6 +717,9 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 say() {{ echo "mmtrace-guest: $*"; }}
+# The loopback interface (down at boot): the metrics test serves and
+# scrapes on 127.0.0.1.
+ip link set lo up || say "cannot bring the loopback interface up"
 for m in {modules}; do insmod /modules/$m || say "insmod $m failed"; done
 opts=trans=virtio,version=9p2000.L,msize=262144
 if mount -t 9p -o ro,$opts,cache=loose hostroot /newroot; then

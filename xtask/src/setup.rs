@@ -43,6 +43,9 @@ const PERFETTO_IMPORT_CHECK: &str =
     "from perfetto.protos.perfetto.trace import perfetto_trace_pb2; \
      from google.protobuf.unknown_fields import UnknownFieldSet";
 
+/// Marks the policy-rc.d that `setup` writes while it installs prometheus.
+const POLICY_MARK: &str = "# mmtrace xtask setup: no service starts while prometheus installs";
+
 /// `fuzzing`: also install cargo-fuzz, for `cargo xtask fuzz` (the `setup`
 /// task does; `run` and `test`, which set up what they need, do not).
 pub fn setup(dry_run: bool, fuzzing: bool) -> Result<()> {
@@ -57,6 +60,7 @@ pub fn setup(dry_run: bool, fuzzing: bool) -> Result<()> {
     setup.multilib()?;
     setup.perfetto_python()?;
     setup.chromium()?;
+    setup.prometheus()?;
     setup.bpf_linker(llvm)?;
     setup.tracefs()?;
     setup.qemu()?;
@@ -270,6 +274,52 @@ impl Setup {
         }
         step("chromium: not installed (the HTML report's test renders the page in it)");
         self.apt_install(&["chromium"])
+    }
+
+    /// Prometheus's server (Debian's `prometheus`): the daemon's metrics
+    /// test starts one on a loopback port to scrape the daemon
+    /// (tests/tests/metrics.rs). Only the program is wanted: no
+    /// recommended packages (node exporter...), and the package's own
+    /// service is neither started (a temporary policy-rc.d denies it, as in
+    /// a container) nor left enabled where systemd runs.
+    fn prometheus(&mut self) -> Result<()> {
+        if deb_installed("prometheus") || which("prometheus").is_some() {
+            step("prometheus: installed");
+            return Ok(());
+        }
+        step("prometheus: not installed (the daemon's metrics test scrapes it with a real Prometheus)");
+        if which("apt-get").is_none() {
+            bail!("apt-get not found: this setup knows Debian 12 only; install prometheus by hand");
+        }
+        self.apt_update()?;
+        let policy = "/usr/sbin/policy-rc.d";
+        // Ours (marked), left by an interrupted setup, or none: ours for
+        // the install; someone else's (a container's): theirs, kept.
+        let ours = fs::read_to_string(policy).map_or(true, |text| text.contains(POLICY_MARK));
+        if ours {
+            let script = format!("#!/bin/sh\n{POLICY_MARK}\nexit 101\n");
+            self.privileged(&[
+                "sh",
+                "-c",
+                &format!("printf '%s' '{script}' > {policy} && chmod 755 {policy}"),
+            ])?;
+        }
+        let installed = self.privileged(&[
+            "apt-get",
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "prometheus",
+        ]);
+        if ours {
+            self.privileged(&["rm", "-f", policy])?;
+        }
+        installed?;
+        if Path::new("/run/systemd/system").is_dir() {
+            // Enabled by its postinst: the tests start their own.
+            self.privileged(&["systemctl", "disable", "--now", "prometheus.service"])?;
+        }
+        Ok(())
     }
 
     /// Perfetto's own Python package (its generated `perfetto_trace_pb2`

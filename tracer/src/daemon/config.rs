@@ -31,6 +31,12 @@ pub struct Config {
     pub socket: Socket,
     /// Prometheus listen address ("" : off).
     pub metrics_listen: String,
+    /// `metrics_listen` may be an address other than loopback (the metrics
+    /// reveal process names and sizes).
+    pub metrics_allow_remote: bool,
+    /// At most this many process groups (comms) in the metrics; the rest
+    /// are summed as comm "other".
+    pub metrics_groups: usize,
     /// The daemon's memory cap in MiB.
     pub memory_cap_mib: u64,
 }
@@ -93,6 +99,8 @@ impl Default for Config {
             reconcile_secs: 60,
             socket: Socket::default(),
             metrics_listen: String::new(),
+            metrics_allow_remote: false,
+            metrics_groups: 200,
             memory_cap_mib: 512,
         }
     }
@@ -224,13 +232,25 @@ impl Config {
                 return Err(("comm", format!("{c:?}: a comm has 1 to 15 bytes")));
             }
         }
-        if !self.metrics_listen.is_empty()
-            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
-        {
-            return Err((
-                "metrics_listen",
-                format!("{:?} is not an address:port", self.metrics_listen),
-            ));
+        if !self.metrics_listen.is_empty() {
+            let Ok(addr) = self.metrics_listen.parse::<std::net::SocketAddr>() else {
+                return Err((
+                    "metrics_listen",
+                    format!("{:?} is not an address:port", self.metrics_listen),
+                ));
+            };
+            if !addr.ip().is_loopback() && !self.metrics_allow_remote {
+                return Err((
+                    "metrics_listen",
+                    format!(
+                        "{addr} is not a loopback address: the metrics reveal process names \
+                         and sizes; set metrics_allow_remote = true to serve them there"
+                    ),
+                ));
+            }
+        }
+        if self.metrics_groups == 0 || self.metrics_groups > 10_000 {
+            return Err(("metrics_groups", "must be 1 to 10000".into()));
         }
         Ok(())
     }
@@ -279,6 +299,25 @@ mod tests {
         let e = parse("[keep]\nmin_lifetime_secs = -1.0\n").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
         let e = parse("data_dir = \"rel\"\n").unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn metrics_listen_is_loopback_unless_allowed() {
+        let c = parse("metrics_listen = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(c.metrics_listen, "127.0.0.1:9464");
+        parse("metrics_listen = \"[::1]:9464\"\n").unwrap();
+        let e = parse("\nmetrics_listen = \"0.0.0.0:9464\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.reason.contains("not a loopback address"), "{e}");
+        assert!(e.reason.contains("metrics_allow_remote"), "{e}");
+        let e = parse("metrics_listen = \"10.1.2.3:9464\"\n").unwrap_err();
+        assert!(e.reason.contains("loopback"), "{e}");
+        let c = parse("metrics_listen = \"0.0.0.0:9464\"\nmetrics_allow_remote = true\n").unwrap();
+        assert!(c.metrics_allow_remote);
+        let e = parse("metrics_listen = \"localhost:9464\"\n").unwrap_err();
+        assert!(e.reason.contains("not an address:port"), "{e}");
+        let e = parse("metrics_groups = 0\n").unwrap_err();
         assert_eq!(e.line, Some(1), "{e}");
     }
 

@@ -18,6 +18,7 @@ pub mod control;
 pub mod files;
 pub mod live;
 pub mod memory;
+pub mod metrics;
 pub mod sink;
 
 use config::Config;
@@ -58,6 +59,19 @@ pub fn run(config_path: &Path, config: Config) -> Result<i32> {
         ))
     })?;
     let mut listener = control::Listener::bind(&config.socket.path, &config.socket.group)?;
+    let scrapes = if config.metrics_listen.is_empty() {
+        None
+    } else {
+        Some(metrics::bind(&config.metrics_listen).map_err(|e| {
+            Error::Usage(format!(
+                "daemon: metrics_listen {}: cannot listen: {e}",
+                config.metrics_listen
+            ))
+        })?)
+    };
+    let groups = scrapes
+        .as_ref()
+        .map(|_| metrics::Groups::new(config.metrics_groups));
     let reconcile = config.reconcile_secs;
     let plan = Plan {
         events: kind_mask(&[], faults),
@@ -94,31 +108,40 @@ pub fn run(config_path: &Path, config: Config) -> Result<i32> {
     let out = sink::DaemonOut::new(config_path.to_path_buf(), config, dirs)
         .map_err(|e| Error::Usage(format!("daemon: cannot read its timelines directory: {e}")))?;
     let mut target = session::start(trace, pids)?;
-    let mut sink = live::LiveSink {
+    let live = live::LiveSink {
         v2: V2Sink::new(header, out),
         applied: 0,
         coarse_faults: 0,
         untracked: std::collections::HashSet::default(),
     };
+    let mut sink = metrics::MetricsSink::new(live, groups);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)?;
     let (asks, answered) = tokio::sync::mpsc::channel(control::MAX_CLIENTS);
-    sink.v2.out.serve(answered);
+    sink.inner.v2.out.serve(answered);
+    let (scrape_asks, scrapes_answered) = tokio::sync::mpsc::channel(metrics::MAX_CLIENTS);
+    sink.serve(scrapes_answered);
     let (socket, gid) = (listener.take(), listener.gid);
     let outcome = rt.block_on(async {
         if let Some(socket) = socket {
             tokio::spawn(control::serve(socket, gid, asks));
         }
+        if let Some(tcp) = scrapes {
+            if let Ok(addr) = tcp.local_addr() {
+                log::info!("metrics: serving http://{addr}/metrics");
+            }
+            tokio::spawn(metrics::serve(tcp, scrape_asks));
+        }
         let outcome = session::run(&mut target, &plan, &mut sink).await;
         // The subscribers' streams end with the daemon.
-        sink.v2.out.live.stop().await;
+        sink.inner.v2.out.live.stop().await;
         outcome
     })?;
     // The socket goes at the clean stop.
     drop(listener);
-    sink.v2.out.log_stats();
+    sink.inner.v2.out.log_stats();
     session::finish(&outcome, &target);
     Ok(0)
 }

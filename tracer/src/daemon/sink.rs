@@ -633,12 +633,16 @@ impl DaemonOut {
     }
 
     fn status_line(&self) -> String {
+        let v = serde_json::json!({"v": control::VERSION, "status": self.status()});
+        format!("{v}\n")
+    }
+
+    /// What `mmtrace status` reports (and the metrics' daemon health).
+    pub fn status(&self) -> serde_json::Value {
         let s = &self.stats;
         let rss = crate::kernel::proc::statm_rss(std::process::id()).unwrap_or(0);
         let regions: u64 = self.procs.values().map(|p| p.live_regions).sum();
-        let v = serde_json::json!({
-            "v": control::VERSION,
-            "status": {
+        serde_json::json!({
                 "uptime_secs": self.started.elapsed().as_secs(),
                 "events": s.events,
                 "events_per_sec": (self.events_per_sec * 10.0).round() / 10.0,
@@ -665,9 +669,7 @@ impl DaemonOut {
                 "records_capped": s.capped_records,
                 "subscribers": self.live.len(),
                 "subscriber_drops": self.live.dropped(),
-            }
-        });
-        format!("{v}\n")
+        })
     }
 
     fn ps_line(&self, sort: SortKey) -> String {
@@ -949,6 +951,12 @@ impl DaemonOut {
         }
         if new.metrics_listen != old.metrics_listen {
             restart.push("metrics_listen");
+        }
+        if new.metrics_allow_remote != old.metrics_allow_remote {
+            restart.push("metrics_allow_remote");
+        }
+        if new.metrics_groups != old.metrics_groups {
+            restart.push("metrics_groups");
         }
         if new.memory_cap_mib != old.memory_cap_mib {
             restart.push("memory_cap_mib");

@@ -654,11 +654,51 @@ impl Hooks {
     /// The resident set of `tgid` in bytes, from the kernel's counters
     /// (file, anonymous and shared memory pages), if it has been seen.
     pub fn rss(&self, tgid: u32) -> Option<u64> {
+        self.rss_kinds(tgid).map(|k| k.iter().sum())
+    }
+
+    /// The same by kind: file, anonymous and shared memory pages.
+    pub fn rss_kinds(&self, tgid: u32) -> Option<[u64; 3]> {
         let map: HashMap<_, u32, [i64; RSS_MEMBERS]> =
             HashMap::try_from(self.ebpf.map(MAP_RSS)?).ok()?;
         let v = map.get(&tgid, 0).ok()?;
         // MM_FILEPAGES, MM_ANONPAGES, (MM_SWAPENTS), MM_SHMEMPAGES
-        Some((v[0] + v[1] + v[3]).max(0) as u64)
+        Some([v[0], v[1], v[3]].map(|n| n.max(0) as u64))
+    }
+
+    /// Seeds `tgid`'s RSS counters from /proc/PID/status: the kernel's
+    /// `kmem:rss_stat` tells one counter when it changes, so a process
+    /// already running when the programs were attached would otherwise
+    /// show only the counters that changed since (e.g. its anonymous pages
+    /// without its file pages). Counters the kernel has already told are
+    /// kept; the others (zero in the entry) are filled in. A change that
+    /// races with this is corrected at that counter's next change.
+    pub fn seed_rss(&mut self, tgid: u32) {
+        let Some(now) = proc::rss_counters(tgid) else {
+            return;
+        };
+        let Some(m) = self.ebpf.map_mut(MAP_RSS) else {
+            return;
+        };
+        let Ok(mut map) = HashMap::<_, u32, [i64; RSS_MEMBERS]>::try_from(m) else {
+            return;
+        };
+        // BPF_NOEXIST, then BPF_EXIST: never over an entry made meanwhile.
+        const NOEXIST: u64 = 1;
+        const EXIST: u64 = 2;
+        match map.get(&tgid, 0) {
+            Ok(mut v) => {
+                for (told, seen) in v.iter_mut().zip(now) {
+                    if *told == 0 {
+                        *told = seen;
+                    }
+                }
+                let _ = map.insert(tgid, v, EXIST);
+            }
+            Err(_) => {
+                let _ = map.insert(tgid, now, NOEXIST);
+            }
+        }
     }
 
     /// Forgets an exited process's RSS counters.

@@ -86,6 +86,30 @@ pub fn has_address_space(pid: u32) -> bool {
         .is_some_and(|pages| pages > 0)
 }
 
+/// The kernel's RSS counters of `pid` from /proc/PID/status, in bytes, in
+/// the order of its `mm->rss_stat` (and the RSS map's members):
+/// MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES.
+pub fn rss_counters(pid: u32) -> Option<[i64; 4]> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let mut v = [None; 4];
+    for line in status.lines() {
+        let Some((key, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let i = match key {
+            "RssFile" => 0,
+            "RssAnon" => 1,
+            "VmSwap" => 2,
+            "RssShmem" => 3,
+            _ => continue,
+        };
+        let kb: i64 = rest.split_whitespace().next()?.parse().ok()?;
+        v[i] = Some(kb * 1024);
+    }
+    // A kernel thread or a zombie has none.
+    Some([v[0]?, v[1]?, v[2].unwrap_or(0), v[3]?])
+}
+
 /// Resident bytes of `pid` from /proc/PID/statm.
 pub fn statm_rss(pid: u32) -> Option<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
@@ -157,6 +181,19 @@ pub fn idle(pid: u32, busy_syscalls: &[i64]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Our own counters: file and anonymous pages, and their sum is about
+    /// statm's resident size (read a moment apart).
+    #[test]
+    fn rss_counters_of_this_process() {
+        let me = std::process::id();
+        let [file, anon, swap, shmem] = rss_counters(me).expect("our status");
+        assert!(file > 0 && anon > 0 && swap >= 0 && shmem >= 0);
+        let total = (file + anon + shmem) as f64;
+        let statm = statm_rss(me).unwrap() as f64;
+        assert!((total - statm).abs() < statm * 0.2, "{total} vs {statm}");
+        assert_eq!(rss_counters(u32::MAX), None);
+    }
 
     #[test]
     fn status_fields() {

@@ -142,6 +142,9 @@ pub struct Process {
     pub faults_since_sample: u64,
     /// Resident bytes, when the session could read them for this sample.
     pub rss: Option<u64>,
+    /// The same by kind: file, anonymous and shared memory pages (the
+    /// kernel's MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES), in bytes.
+    pub rss_kinds: Option<[u64; 3]>,
     /// The process whose address space this one shares (a child made with
     /// CLONE_VM, as vfork and posix_spawn make them), until its exec or
     /// exit: its calls change that process's model, and its own stays
@@ -192,6 +195,7 @@ impl Process {
             dirty: true,
             faults_since_sample: 0,
             rss: None,
+            rss_kinds: None,
             shares: None,
             shared_with: None,
             mm: None,

@@ -710,13 +710,16 @@ fn compare<S: Sink>(
 }
 
 /// Hands a process's counters to the sinks. Resident memory comes from
-/// the kernel's kmem:rss_stat counters, else /proc/PID/statm.
+/// the kernel's kmem:rss_stat counters, else /proc/PID/status.
 fn sample<S: Sink>(hooks: &Hooks, counters: bool, sink: &mut S, p: &mut Process, now: u64) {
-    p.rss = if counters {
-        hooks.rss(p.pid).or_else(|| proc::statm_rss(p.pid))
+    p.rss_kinds = if counters {
+        hooks.rss_kinds(p.pid).or_else(|| {
+            proc::rss_counters(p.pid).map(|c| [c[0], c[1], c[3]].map(|n| n.max(0) as u64))
+        })
     } else {
         None
     };
+    p.rss = p.rss_kinds.map(|k| k.iter().sum());
     sink.sample(now, p);
     p.dirty = false;
     p.faults_since_sample = 0;
@@ -789,6 +792,9 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
         // event of theirs (which reports only what it changes).
         let now = clock::monotonic_ns();
         for pid in tracker.pids() {
+            if core.counters {
+                core.hooks.seed_rss(pid);
+            }
             if let Some(p) = tracker.get_mut(pid) {
                 sample(&core.hooks, core.counters, sink, p, now);
             }
