@@ -133,9 +133,9 @@ fn open_v2(path: &Path) -> Result<Option<io::BufReader<std::fs::File>>, ReportEr
 
 /// Reads a v2 recording from `input` in one pass and renders its report.
 /// Memory follows what is alive at each line (open regions, live
-/// processes), plus each finished process's summary (its top lists) and
-/// drift, kept for the end: the header, first in the report, needs the
-/// totals.
+/// processes), plus each finished process's summary (its section, written
+/// at its exit, and its drift), kept for the end: the header, first in the
+/// report, needs the totals.
 ///
 /// When a process was OOM-killed, `again` gives the recording once more:
 /// a second pass gathers what grew before each kill (see [`oom_kills`]),
@@ -163,7 +163,7 @@ pub fn render_v2<R: io::BufRead, A: io::BufRead>(
             oom_section(&mut oom, &summaries[k.2], g);
         }
     }
-    Ok(render_summaries_with(&meta, &summaries, &oom))
+    Ok(render_summaries_with(&meta, summaries, &oom))
 }
 
 /// Reads a v2 recording in one pass (see [`render_v2`]), showing each
@@ -246,7 +246,9 @@ fn read_v2<R: io::BufRead>(
                 l.process(&p);
                 if matches!(p.event, v2::ProcessEvent::Exit | v2::ProcessEvent::End) {
                     if let Some(l) = live.remove(&p.proc) {
-                        done.insert(p.proc, l.finish());
+                        let mut sum = l.finish();
+                        sum.render_early(&meta);
+                        done.insert(p.proc, sum);
                     }
                 }
             }
@@ -900,23 +902,35 @@ pub fn render(t: &Timeline, opts: &ReportOptions) -> String {
             sum
         })
         .collect();
-    render_summaries(&meta, &summaries)
+    render_summaries(&meta, summaries)
 }
 
 /// The report of a recording's header and its processes' summaries.
-fn render_summaries(meta: &Meta, summaries: &[Summary]) -> String {
+fn render_summaries(meta: &Meta, summaries: Vec<Summary>) -> String {
     render_summaries_with(meta, summaries, "")
 }
 
 /// [`render_summaries`], with `first` (sections that open the report,
-/// each starting with an empty line) after the header.
-fn render_summaries_with(meta: &Meta, summaries: &[Summary], first: &str) -> String {
-    let mut s = String::new();
-    header(&mut s, meta, summaries);
-    s.push_str(first);
-    for p in summaries {
+/// each starting with an empty line) after the header. The sections
+/// written at the processes' exits move into the report (sized for them
+/// first): they are not held twice.
+fn render_summaries_with(meta: &Meta, mut summaries: Vec<Summary>, first: &str) -> String {
+    let mut head = String::new();
+    header(&mut head, meta, &summaries);
+    head.push_str(first);
+    let written: usize = summaries
+        .iter()
+        .map(|p| p.section.as_ref().map_or(0, |s| s.len() + 1))
+        .sum();
+    let mut s = String::with_capacity(head.len() + written);
+    s.push_str(&head);
+    drop(head);
+    for p in &mut summaries {
         ln!(s);
-        process(&mut s, meta, p);
+        match p.section.take() {
+            Some(section) => s.push_str(&section),
+            None => process(&mut s, meta, p),
+        }
     }
     s
 }
@@ -1365,6 +1379,8 @@ pub struct Summary {
     pub uncertain: Vec<timeline::Interval>,
     /// A v2 recording's OOM kill of the process (`oom_kill_ns`).
     pub oom_kill_ns: Option<u64>,
+    /// Its section, written at its exit (see `render_early`).
+    section: Option<String>,
 }
 
 impl Summary {
@@ -1405,6 +1421,7 @@ impl Summary {
             drift: Vec::new(),
             uncertain: Vec::new(),
             oom_kill_ns: None,
+            section: None,
         }
     }
 
@@ -1413,7 +1430,6 @@ impl Summary {
         self.p = p.clone_meta();
     }
 
-    /// One region, whole (its last state, its death if it died).
     /// The process ended: its tables keep only what they show.
     fn settle(&mut self) {
         self.biggest.settle();
@@ -1422,6 +1438,28 @@ impl Summary {
         self.untouched.settle();
     }
 
+    /// The process exited: its section is written now (it depends on
+    /// nothing the recording says later), and its tables are let go. A
+    /// recording of many thousands of processes keeps a few KB of text for
+    /// each, not their regions.
+    fn render_early(&mut self, meta: &Meta) {
+        if self.p.exit_at_ns.is_none() {
+            return;
+        }
+        let mut s = String::new();
+        process(&mut s, meta, self);
+        self.section = Some(s);
+        for items in [
+            &mut self.biggest.items,
+            &mut self.faulty.items,
+            &mut self.untouched.items,
+        ] {
+            *items = Vec::new();
+        }
+        self.short.items = Vec::new();
+    }
+
+    /// One region, whole (its last state, its death if it died).
     pub fn region(&mut self, r: &Region) {
         let (start, size) = (addr(&r.start), region_size(r));
         self.regions += 1;
@@ -1630,6 +1668,10 @@ fn shell_quote(s: &str) -> String {
 }
 
 fn process(s: &mut String, t: &Meta, sum: &Summary) {
+    if let Some(section) = &sum.section {
+        s.push_str(section);
+        return;
+    }
     let p = &sum.p;
     let title = format!("Process {} ({})", p.pid, esc(&p.comm));
     let title = fit_right(&title, WIDTH);
