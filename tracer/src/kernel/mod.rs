@@ -127,7 +127,13 @@ pub struct Hooks {
     tp_links: Vec<(&'static str, TracePointLinkId)>,
     /// Runs the kernel skipped already reported, per program.
     misses_seen: BTreeMap<&'static str, u64>,
+    /// When the programs' fdinfo was last read for them.
+    misses_read: Option<Instant>,
 }
+
+/// The skipped runs are read this often at most: a read is one small file
+/// per program (about 40), too many for every tick.
+const MISSES_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Detaching a tracepoint waits for an RCU grace period: 3.1 s for all of
 /// them one by one on the development machine. The links are closed at
@@ -255,6 +261,7 @@ impl Hooks {
             attached_ns: 0,
             lost_seen: [0; KIND_SLOTS],
             misses_seen: BTreeMap::new(),
+            misses_read: None,
             errors_seen: [0; KIND_SLOTS],
             tp_links: Vec::new(),
         };
@@ -539,8 +546,13 @@ impl Hooks {
     /// (`trace_call_bpf`), and the kernel counts each such miss
     /// (`recursion_misses` in the program's fdinfo, 5.12+). Each may be an
     /// event lost, so it is reported as one.
-    pub fn new_misses(&mut self) -> Vec<(EventKind, u64)> {
+    /// Read at most every [`MISSES_EVERY`], unless `now` (the end).
+    pub fn new_misses(&mut self, now: bool) -> Vec<(EventKind, u64)> {
         let mut out: Vec<(EventKind, u64)> = Vec::new();
+        if !now && self.misses_read.is_some_and(|t| t.elapsed() < MISSES_EVERY) {
+            return out;
+        }
+        self.misses_read = Some(Instant::now());
         for &(prog, _) in &self.tp_links {
             let Some(misses) = self
                 .ebpf

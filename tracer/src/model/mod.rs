@@ -1262,6 +1262,21 @@ impl AddressSpace {
         self.insert(r);
     }
 
+    /// Before a brk from `old` to `new` is applied again over a snapshot
+    /// read while it ran: the heap is made to end at `old`, where the call
+    /// found it (the snapshot may show it ending anywhere), and the room a
+    /// growth takes is cleared. The brk then applies as it did.
+    pub fn reset_break(&mut self, t_ns: u64, start_brk: u64, old: u64, new: u64) {
+        let old_end = page_up(old.max(start_brk));
+        let mut to = page_up(new.max(start_brk)).max(old_end);
+        if let Some(i) = old_end.checked_sub(1).and_then(|a| self.find(a)) {
+            if self.regions[i].backing == Backing::Heap {
+                to = to.max(self.regions[i].end);
+            }
+        }
+        self.carve(old_end, to, t_ns, Cause::Brk);
+    }
+
     /// The grows-down stack moved its start from `old_start` to `new_start`.
     /// Returns false when no region started at `old_start`.
     pub fn grow_stack(&mut self, t_ns: u64, old_start: u64, new_start: u64) -> bool {

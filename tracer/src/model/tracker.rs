@@ -903,6 +903,20 @@ impl Tracker {
                 if let Some(mm) = ev.counters.and_then(|c| c.mm) {
                     p.mm = Some(mm);
                 }
+                // A break moved during the seed's read, not already in it:
+                // the read may have seen the heap end anywhere, so it is
+                // made to end where the call found it first.
+                if let Body::Brk {
+                    old_brk,
+                    new_brk,
+                    start_brk,
+                    ..
+                } = ev.body
+                {
+                    if !before_seed && ev.ts_ns < p.seeded_until {
+                        p.space.reset_break(t, start_brk, old_brk, new_brk);
+                    }
+                }
                 let applied = match segment {
                     Some(seg) => apply_shmat(&mut p.space, ev, t, seg),
                     None => apply_event(&mut p.space, ev, t, before_seed),
@@ -1744,7 +1758,8 @@ mod tests {
             },
         ));
         t.end_event();
-        // Nor the break's moves: the heap already ends where they left it.
+        // Nor the break's moves the read already holds; those it does not
+        // hold set the heap's end where they left it.
         for (i, (old, new)) in [(0x80000, 0x80000), (0x80000, 0x81000), (0x81000, 0x83000)]
             .into_iter()
             .enumerate()
@@ -1768,6 +1783,46 @@ mod tests {
             [(0x20000, 0x21000), (0x70000, 0x72000), (0x80000, 0x83000)]
         );
         assert_eq!(p.recheck, Some(CheckReason::Seed));
+    }
+
+    /// Calls to brk during an unsettled seed's read: the read saw the heap
+    /// end further on (it grew later); shrinking from where each call found
+    /// it and growing again leave one heap ending at the last break.
+    #[test]
+    fn breaks_during_an_unsettled_seed_leave_one_heap() {
+        let mut t = tracker(true, &[]);
+        t.expect_exec(7);
+        t.set_exec_seed(exec_seed(
+            7,
+            vec![Seed {
+                backing: Backing::Heap,
+                ..seed(0x80000, 16)
+            }],
+            6100,
+            6200,
+            false,
+        ));
+        t.apply(&exec(6000, 7));
+        t.end_event();
+        for (i, (old, new)) in [(0x83000, 0x82000), (0x82000, 0x81000), (0x81000, 0x85000)]
+            .into_iter()
+            .enumerate()
+        {
+            t.apply(&ev(
+                6150 + i as u64,
+                7,
+                Body::Brk {
+                    requested: new,
+                    old_brk: old,
+                    new_brk: new,
+                    start_brk: 0x80000,
+                },
+            ));
+            t.end_event();
+        }
+        let p = t.get(7).unwrap();
+        let live: Vec<(u64, u64)> = p.space.live().map(|r| (r.start, r.end)).collect();
+        assert_eq!(live, [(0x80000, 0x85000)]);
     }
 
     /// The parent's exec was handled (and its address space read) after

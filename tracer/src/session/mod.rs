@@ -573,9 +573,10 @@ impl Core {
         }
     }
 
-    fn lost<S: Sink>(&mut self, sink: &mut S) {
+    /// New lost events; `last`: the final count, at the end.
+    fn lost<S: Sink>(&mut self, sink: &mut S, last: bool) {
         match self.hooks.new_lost().map(|mut lost| {
-            lost.extend(self.hooks.new_misses());
+            lost.extend(self.hooks.new_misses(last));
             lost
         }) {
             Ok(lost) => {
@@ -857,7 +858,7 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
             }
             _ = ticks.tick() => {
                 core.drain(&mut reader, sink);
-                core.lost(sink);
+                core.lost(sink, false);
                 core.request_checks(&sink.wanted_checks());
                 if let Some(tracker) = core.tracker.as_mut() {
                     let (coarse, refuse_new) = sink.degrade();
@@ -906,7 +907,7 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
 
     // Everything submitted before the end is still in the buffer.
     core.drain(&mut reader, sink);
-    core.lost(sink);
+    core.lost(sink, true);
     match core.hooks.new_errors() {
         Ok(errors) => core.tally.kernel_errors = errors.iter().map(|(_, n)| n).sum(),
         Err(e) => log::warn!("cannot read the kernel error counters: {e:#}"),
