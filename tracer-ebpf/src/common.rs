@@ -7,7 +7,7 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
     },
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{ring_buf::RingBufEntry, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     Global,
 };
 use tracer_common::{
@@ -220,15 +220,24 @@ pub fn or_zero<T: Default>(kind: EventKind, r: Result<T, i64>, what: &'static st
     }
 }
 
-/// Submit flags: wake the reader only once enough data is waiting; below
-/// that it polls (a wakeup per event costs microseconds per event).
+/// Submits a record, waking the reader only with the record that brings
+/// the waiting data up to `wakeup_bytes`. Below that the reader polls on
+/// its timer; above it the reader has been woken already and is draining
+/// (waking it at every record, as when it lags, costs an interrupt per
+/// event to the traced program). A crossing missed because another CPU
+/// reserved meanwhile is caught by the reader's timer.
 #[inline(always)]
-pub fn submit_flags(cfg: &Config) -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= cfg.wakeup_bytes {
-        BPF_RB_FORCE_WAKEUP as u64
+pub fn submit<T>(entry: RingBufEntry<T>, cfg: &Config) {
+    // What the record took: an 8-byte header and the record, rounded up
+    // to 8.
+    let took = (core::mem::size_of::<T>() as u64 + 8 + 7) & !7;
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let flags = if avail >= cfg.wakeup_bytes && avail - took < cfg.wakeup_bytes {
+        BPF_RB_FORCE_WAKEUP
     } else {
-        BPF_RB_NO_WAKEUP as u64
-    }
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags as u64);
 }
 
 /// Adds `v` (wrapping) to a shared counter of `MM_SEQ` in one atomic

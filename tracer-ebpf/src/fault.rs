@@ -8,8 +8,8 @@ use tracer_common::{
 
 use crate::{
     common::{
-        config, count_lost, current_ids, done, fill_header, kind_enabled, submit_flags, traced,
-        Fail, OrFail, EVENTS, FAULT_COUNTS,
+        config, count_lost, current_ids, done, fill_header, kind_enabled, submit, traced, Fail,
+        OrFail, EVENTS, FAULT_COUNTS,
     },
     stack,
 };
@@ -51,7 +51,7 @@ fn try_page_fault_user(ctx: &TracePointContext) -> Result<u32, Fail> {
                     (*e).ip = ip;
                     (*e).error_code = error_code;
                 }
-                entry.submit(submit_flags(&cfg));
+                submit(entry, &cfg);
             }
             None => count_lost(EventKind::Fault),
         }

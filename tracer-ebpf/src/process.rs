@@ -15,7 +15,7 @@ use tracer_common::{
 use crate::{
     common::{
         config, count_lost, current_ids, done, failed, fill_header, kind_enabled, mm_change,
-        mm_forget, offsets, or_zero, submit_flags, traced, Fail, OrFail, EVENTS, PID_FILTER,
+        mm_forget, offsets, or_zero, submit, traced, Fail, OrFail, EVENTS, PID_FILTER,
     },
     kernel::{current_mm, current_task, read},
     stack,
@@ -90,7 +90,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<u32, Fail> {
         // can: wake the reader now rather than at its next poll.
         entry.submit(BPF_RB_FORCE_WAKEUP as u64);
     } else {
-        entry.submit(submit_flags(&cfg));
+        submit(entry, &cfg);
     }
     Ok(0)
 }
@@ -134,7 +134,7 @@ fn try_newtask(ctx: &TracePointContext) -> Result<u32, Fail> {
                 (*e)._pad = 0;
                 (*e).clone_flags = clone_flags;
             }
-            entry.submit(submit_flags(&cfg));
+            submit(entry, &cfg);
         }
         None => count_lost(EventKind::Fork),
     }
@@ -195,7 +195,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<u32, Fail> {
                     (*e)._pad = 0;
                     (*e).mm = exit_counters(&cfg);
                 }
-                entry.submit(submit_flags(&cfg));
+                submit(entry, &cfg);
             }
             None => count_lost(EventKind::Exit),
         }

@@ -27,7 +27,7 @@ use tracer_common::{
 use crate::{
     common::{
         config, count_lost, current_ids, failed, fill_header, kind_enabled, mm_change, offsets,
-        submit_flags, traced, Fail, OrFail, EVENTS, RSS,
+        submit, traced, Fail, OrFail, EVENTS, RSS,
     },
     kernel::{current_mm, read},
 };
@@ -189,7 +189,7 @@ fn emit(cfg: &Config, old_start: u64, new_start: u64, source: u32) {
                 (*e)._pad = 0;
                 (*e).mm = change.counters(&offsets());
             }
-            entry.submit(submit_flags(cfg));
+            submit(entry, cfg);
         }
         None => count_lost(EventKind::Stack),
     }

@@ -21,7 +21,7 @@ use tracer_common::{
 use crate::{
     common::{
         config, count_lost, current_ids, done, failed, fill_header, kind_enabled, mm_call_enter,
-        offsets, or_zero, submit_flags, traced, Fail, MmRecord, OrFail, EVENTS,
+        offsets, or_zero, submit, traced, Fail, MmRecord, OrFail, EVENTS,
     },
     kernel::{current_mm, current_task, read},
     stack,
@@ -166,7 +166,7 @@ fn emit(
                 probe_change(&mut (*e).vmas, kind, &args, ret, call.mm());
                 (*e).mm = call.counters(&off);
             }
-            entry.submit(submit_flags(&cfg));
+            submit(entry, &cfg);
         }
         None => count_lost(kind),
     }
@@ -214,7 +214,7 @@ fn emit_mmap_file(cfg: &tracer_common::Config, p: &Pending, ret: i64, call: &MmR
         (*e).sys.mm = call.counters(&off);
         resolve_file(&mut (*e).file, p.args[4], &off);
     }
-    entry.submit(submit_flags(cfg));
+    submit(entry, cfg);
 }
 
 /// Fills `fi` with the identity and path of the current task's file `fd`.
