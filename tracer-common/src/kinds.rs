@@ -75,6 +75,12 @@ pub struct Syscall {
     pub nargs: usize,
     pub enter: Tracepoint,
     pub exit: Tracepoint,
+    /// A program on the same exit tracepoint that reads the arguments from
+    /// the caller's saved registers (`bpf_task_pt_regs`, x86_64), so that no
+    /// enter program runs: used when no call needs counting in flight (no
+    /// model) and the kernel has the helper. None where the enter must see
+    /// the call first (brk reads the old break; ioctl keeps two commands).
+    pub exit_alone: Option<Tracepoint>,
 }
 
 /// Programs on a kernel function where the kernel allows fentry/fexit, with
@@ -210,8 +216,20 @@ impl KindInfo {
 
 /// `syscall!("name", nr, nargs)`: a [`Source::Syscall`] on
 /// `syscalls:sys_enter_<name>` and `syscalls:sys_exit_<name>`.
+/// `syscall!(paired "name", ..)`: one with no [`Syscall::exit_alone`].
 macro_rules! syscall {
     ($name:literal, $nr:literal, $nargs:literal) => {
+        syscall!(@make $name, $nr, $nargs, Some(Tracepoint {
+            category: "syscalls",
+            name: concat!("sys_exit_", $name),
+            prog: concat!("sys_exit_", $name, "_alone"),
+            layout: Layout::Fields(SysExit::FIELDS),
+        }))
+    };
+    (paired $name:literal, $nr:literal, $nargs:literal) => {
+        syscall!(@make $name, $nr, $nargs, None)
+    };
+    (@make $name:literal, $nr:literal, $nargs:literal, $alone:expr) => {
         Source::Syscall(Syscall {
             nr: $nr,
             nargs: $nargs,
@@ -225,6 +243,7 @@ macro_rules! syscall {
                 concat!("sys_exit_", $name),
                 Layout::Fields(SysExit::FIELDS),
             ),
+            exit_alone: $alone,
         })
     };
 }
@@ -280,7 +299,7 @@ event_kinds! {
     Brk = 1 {
         name: "brk",
         class: Brk,
-        source: syscall!("brk", 12, 1),
+        source: syscall!(paired "brk", 12, 1),
         optional: false,
     }
     Mmap = 2 {
@@ -433,7 +452,7 @@ event_kinds! {
     Userfaultfd = 22 {
         name: "userfaultfd",
         class: Userfaultfd,
-        source: syscall!("ioctl", 16, 3),
+        source: syscall!(paired "ioctl", 16, 3),
         optional: false,
     }
     /// The OOM killer chose a victim (it is killed with SIGKILL: its exit

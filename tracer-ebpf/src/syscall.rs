@@ -6,7 +6,10 @@
 //! the call (`MmCounters`).
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_kernel_str},
+    helpers::{
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{bpf_get_current_task_btf, bpf_probe_read_kernel_str, bpf_task_pt_regs},
+    },
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
@@ -123,6 +126,63 @@ fn on_exit(ctx: &TracePointContext, kind: EventKind) -> Result<u32, Fail> {
     // Counted out whatever happened to the record.
     call.exited();
     r
+}
+
+/// x86_64 `struct pt_regs`: the offset of `r10`, from which the nine
+/// registers `r10, r9, r8, ax, cx, dx, si, di, orig_ax` follow.
+const PT_REGS_R10: u64 = 56;
+
+/// A call traced at its exit alone (`Syscall::exit_alone`): its arguments
+/// are the caller's saved registers, which the memory syscalls leave as
+/// they found them. `orig_ax` must be this record's syscall number, or
+/// nothing is made of them and the failure is counted (error -2).
+#[inline(always)]
+///
+/// (Its `Ok` carries nothing: with a `u32` beside `Fail`'s pointer, LLVM
+/// masked the pointer's halves to tell them apart, which the verifier
+/// refuses.)
+fn on_exit_alone(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Result<(), Fail> {
+    let cfg = config();
+    if !kind_enabled(&cfg, kind) {
+        return Ok(());
+    }
+    let (tgid, _) = current_ids();
+    if !traced(&cfg, tgid) {
+        return Ok(());
+    }
+    // SAFETY: helpers on the current task; the kernel gives its saved user
+    // registers (the loader tried this program before choosing it).
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    // SAFETY: a helper read of kernel memory, which may fail.
+    let w = unsafe { bpf_probe_read_kernel((regs + PT_REGS_R10) as *const [u64; 9]) }
+        .or_fail("saved registers")?;
+    // SAFETY: the tracepoint's record, whose layout the loader checked.
+    let nr = unsafe { ctx.read_at::<SysExit>(0) }.map_or(-1, |e| e.syscall_nr);
+    if w[8] != nr as i64 as u64 {
+        return Err(Fail {
+            what: "saved registers",
+            err: -2,
+        });
+    }
+    // The syscall ABI: di, si, dx, r10, r8, r9.
+    let all = [w[7], w[6], w[5], w[0], w[2], w[1]];
+    let mut args = [0u64; 6];
+    let mut i = 0;
+    while i < nargs && i < 6 {
+        args[i] = all[i];
+        i += 1;
+    }
+    let p = Pending {
+        enter_ns: 0,
+        kind: kind as u32,
+        counted: 0,
+        mm: 0,
+        args,
+    };
+    let call = MmRecord::begin(0, false);
+    let r = emit(ctx, kind, &p, &call);
+    call.exited();
+    r.map(|_| ())
 }
 
 #[inline(always)]
@@ -346,10 +406,11 @@ fn walk_path(fi: &mut FileInfo, mut dentry: u64, vfsmnt: u64, off: &Offsets) -> 
 }
 
 /// One line per syscall kind: its programs, named as the kinds table's
-/// tracepoints (`sys_enter_<name>`, `sys_exit_<name>`); the number of
-/// arguments comes from the table.
+/// tracepoints (`sys_enter_<name>`, `sys_exit_<name>`), and the table's
+/// `exit_alone` program (`sys_exit_<name>_alone`) where it has one; the
+/// number of arguments comes from the table.
 macro_rules! syscall_hooks {
-    ($($kind:ident: $enter:ident, $exit:ident);* $(;)?) => {$(
+    ($($kind:ident: $enter:ident, $exit:ident $(, $alone:ident)?);* $(;)?) => {$(
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
             let kind = EventKind::$kind;
@@ -360,6 +421,17 @@ macro_rules! syscall_hooks {
         pub fn $exit(ctx: TracePointContext) -> u32 {
             done(Some(EventKind::$kind), on_exit(&ctx, EventKind::$kind))
         }
+
+        $(
+            #[tracepoint]
+            pub fn $alone(ctx: TracePointContext) -> u32 {
+                let kind = EventKind::$kind;
+                done(
+                    Some(kind),
+                    on_exit_alone(&ctx, kind, const { EventKind::$kind.nargs() }).map(|()| 0),
+                )
+            }
+        )?
     )*};
 }
 
@@ -393,19 +465,19 @@ pub fn sys_exit_ioctl(ctx: TracePointContext) -> u32 {
 
 syscall_hooks! {
     Brk: sys_enter_brk, sys_exit_brk;
-    Mmap: sys_enter_mmap, sys_exit_mmap;
-    Munmap: sys_enter_munmap, sys_exit_munmap;
-    Mremap: sys_enter_mremap, sys_exit_mremap;
-    Mprotect: sys_enter_mprotect, sys_exit_mprotect;
-    Madvise: sys_enter_madvise, sys_exit_madvise;
-    PkeyMprotect: sys_enter_pkey_mprotect, sys_exit_pkey_mprotect;
-    Mlock: sys_enter_mlock, sys_exit_mlock;
-    Mlock2: sys_enter_mlock2, sys_exit_mlock2;
-    Munlock: sys_enter_munlock, sys_exit_munlock;
-    Mlockall: sys_enter_mlockall, sys_exit_mlockall;
-    Munlockall: sys_enter_munlockall, sys_exit_munlockall;
-    Mseal: sys_enter_mseal, sys_exit_mseal;
-    Shmat: sys_enter_shmat, sys_exit_shmat;
-    Shmdt: sys_enter_shmdt, sys_exit_shmdt;
-    RemapFilePages: sys_enter_remap_file_pages, sys_exit_remap_file_pages;
+    Mmap: sys_enter_mmap, sys_exit_mmap, sys_exit_mmap_alone;
+    Munmap: sys_enter_munmap, sys_exit_munmap, sys_exit_munmap_alone;
+    Mremap: sys_enter_mremap, sys_exit_mremap, sys_exit_mremap_alone;
+    Mprotect: sys_enter_mprotect, sys_exit_mprotect, sys_exit_mprotect_alone;
+    Madvise: sys_enter_madvise, sys_exit_madvise, sys_exit_madvise_alone;
+    PkeyMprotect: sys_enter_pkey_mprotect, sys_exit_pkey_mprotect, sys_exit_pkey_mprotect_alone;
+    Mlock: sys_enter_mlock, sys_exit_mlock, sys_exit_mlock_alone;
+    Mlock2: sys_enter_mlock2, sys_exit_mlock2, sys_exit_mlock2_alone;
+    Munlock: sys_enter_munlock, sys_exit_munlock, sys_exit_munlock_alone;
+    Mlockall: sys_enter_mlockall, sys_exit_mlockall, sys_exit_mlockall_alone;
+    Munlockall: sys_enter_munlockall, sys_exit_munlockall, sys_exit_munlockall_alone;
+    Mseal: sys_enter_mseal, sys_exit_mseal, sys_exit_mseal_alone;
+    Shmat: sys_enter_shmat, sys_exit_shmat, sys_exit_shmat_alone;
+    Shmdt: sys_enter_shmdt, sys_exit_shmdt, sys_exit_shmdt_alone;
+    RemapFilePages: sys_enter_remap_file_pages, sys_exit_remap_file_pages, sys_exit_remap_file_pages_alone;
 }

@@ -939,6 +939,9 @@ smoke report '[ -s /tmp/report.out ]' \
   $M report /tmp/record.json
 smoke regions '[ -s /tmp/regions.out ]' \
   $M stream --regions -- /bin/ls -l /
+# Not a check: how this kernel lets the syscalls be traced.
+RUST_LOG=info $M stream --events mmap -- /bin/true 2>&1 >/dev/null |
+  grep 'syscalls traced' | tee -a $OUT/log
 # Not a check: what the model found out about this kernel's mappings.
 RUST_LOG=debug $M stream --regions -- /bin/true 2>&1 >/dev/null |
   grep 'kernel probe' | tee -a $OUT/log

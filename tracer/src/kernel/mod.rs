@@ -117,6 +117,9 @@ impl StackPath {
 pub struct Hooks {
     ebpf: Ebpf,
     pub stack_path: StackPath,
+    /// Syscalls that can be are traced at their exit alone
+    /// (`Syscall::exit_alone`).
+    pub exit_alone: bool,
     /// CLOCK_MONOTONIC just before the first program was attached.
     pub attached_ns: u64,
     /// Lost counts already reported, per kind.
@@ -258,6 +261,7 @@ impl Hooks {
         let mut hooks = Hooks {
             ebpf,
             stack_path: StackPath::Off,
+            exit_alone: false,
             attached_ns: 0,
             lost_seen: [0; KIND_SLOTS],
             misses_seen: BTreeMap::new(),
@@ -332,42 +336,36 @@ impl Hooks {
         if cfg.track_rss {
             duties.push(Duty::TrackRss);
         }
-        let plan = plan::plan(wanted, &duties, fexit_loaded, |tp| {
-            tracepoint_exists(tp.category, tp.name)
-        })
-        .map_err(|plan::Missing(tp)| {
-            anyhow!(
-                "this kernel has no tracepoint {}:{} (looked in {TRACEFS}/events)",
-                tp.category,
-                tp.name
-            )
-        })?;
-        for (kind, tp) in &plan.skipped {
-            info!(
-                "no {} events: this kernel has no tracepoint {}:{} (nor, then, the syscall)",
-                kind.name(),
-                tp.category,
-                tp.name
-            );
+        // Without counters in flight (no model), a syscall that can be is
+        // traced at its exit alone, its arguments read from the caller's
+        // saved registers: half the programs per call. The helper that
+        // finds the registers came with 5.15; where the kernel refuses those
+        // programs, the pairs are loaded instead.
+        let mut exit_alone = !cfg.mm_counters && cfg!(target_arch = "x86_64");
+        let plan = loop {
+            let plan = Self::plan(wanted, &duties, fexit_loaded, exit_alone)?;
+            let started = Instant::now();
+            match hooks.load_tracepoints(&plan.tracepoints) {
+                Ok(()) => {
+                    debug!(
+                        "start-up: {} programs verified in {} ms",
+                        plan.tracepoints.len(),
+                        started.elapsed().as_millis()
+                    );
+                    break plan;
+                }
+                Err(e) if exit_alone && format!("{e}").ends_with("_alone") => {
+                    info!("syscalls traced at enter and exit ({e})");
+                    debug!("{e:#}");
+                    exit_alone = false;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        hooks.exit_alone = exit_alone;
+        if exit_alone {
+            info!("syscalls traced at their exit alone");
         }
-        // The programs read their records through fixed structs: they must
-        // fit this kernel's formats.
-        for tp in &plan.tracepoints {
-            let format = tracefs::read_format(tp.category, tp.name).with_context(|| {
-                format!(
-                    "cannot read the format of tracepoint {}:{}",
-                    tp.category, tp.name
-                )
-            })?;
-            tracefs::check_layout(tp, &format)?;
-        }
-        let started = Instant::now();
-        hooks.load_tracepoints(&plan.tracepoints)?;
-        debug!(
-            "start-up: {} programs verified in {} ms",
-            plan.tracepoints.len(),
-            started.elapsed().as_millis()
-        );
         let started = Instant::now();
 
         hooks.attached_ns = clock::monotonic_ns();
@@ -398,6 +396,46 @@ impl Hooks {
         Ok(hooks)
     }
 
+    /// The plan, with each tracepoint checked against this kernel's
+    /// format.
+    fn plan(
+        wanted: u32,
+        duties: &[Duty],
+        fexit_loaded: u32,
+        exit_alone: bool,
+    ) -> Result<plan::Plan> {
+        let plan = plan::plan(wanted, duties, fexit_loaded, exit_alone, |tp| {
+            tracepoint_exists(tp.category, tp.name)
+        })
+        .map_err(|plan::Missing(tp)| {
+            anyhow!(
+                "this kernel has no tracepoint {}:{} (looked in {TRACEFS}/events)",
+                tp.category,
+                tp.name
+            )
+        })?;
+        for (kind, tp) in &plan.skipped {
+            info!(
+                "no {} events: this kernel has no tracepoint {}:{} (nor, then, the syscall)",
+                kind.name(),
+                tp.category,
+                tp.name
+            );
+        }
+        // The programs read their records through fixed structs: they must
+        // fit this kernel's formats.
+        for tp in &plan.tracepoints {
+            let format = tracefs::read_format(tp.category, tp.name).with_context(|| {
+                format!(
+                    "cannot read the format of tracepoint {}:{}",
+                    tp.category, tp.name
+                )
+            })?;
+            tracefs::check_layout(tp, &format)?;
+        }
+        Ok(plan)
+    }
+
     fn tracepoint(&mut self, prog: &str) -> Result<&mut TracePoint> {
         Ok(self
             .ebpf
@@ -417,12 +455,21 @@ impl Hooks {
             tps.iter().map(|tp| (tp.prog, None)).collect();
         for (name, prog) in self.ebpf.programs_mut() {
             if let Some(slot) = wanted.get_mut(name) {
-                *slot = Some(prog.try_into()?);
+                let prog: &mut TracePoint = prog.try_into()?;
+                // Loaded by an earlier plan that failed elsewhere.
+                if prog.fd().is_ok() {
+                    wanted.remove(name);
+                } else {
+                    *slot = Some(prog);
+                }
             }
         }
         let mut queue = Vec::with_capacity(tps.len());
         let mut missing = None;
         for tp in tps {
+            if !wanted.contains_key(tp.prog) {
+                continue;
+            }
             match wanted.get_mut(tp.prog).and_then(Option::take) {
                 Some(prog) => queue.push((tp.prog, prog)),
                 // Listed twice, or not in the object.
@@ -826,7 +873,11 @@ fn kind_of_program(prog: &str) -> Option<EventKind> {
     EventKind::ALL
         .into_iter()
         .find(|kind| match kind.info().source {
-            Source::Syscall(s) => s.enter.prog == prog || s.exit.prog == prog,
+            Source::Syscall(s) => {
+                s.enter.prog == prog
+                    || s.exit.prog == prog
+                    || s.exit_alone.is_some_and(|tp| tp.prog == prog)
+            }
             Source::Tracepoints(tps) => tps.iter().any(|tp| tp.prog == prog),
             Source::Fexit(f) => {
                 f.entry_prog == prog
@@ -889,7 +940,10 @@ mod tests {
         let mut progs = Vec::new();
         for kind in EventKind::ALL {
             match kind.info().source {
-                Source::Syscall(s) => progs.extend([s.enter.prog, s.exit.prog]),
+                Source::Syscall(s) => {
+                    progs.extend([s.enter.prog, s.exit.prog]);
+                    progs.extend(s.exit_alone.map(|tp| tp.prog));
+                }
                 Source::Tracepoints(tps) => progs.extend(tps.iter().map(|tp| tp.prog)),
                 Source::Fexit(f) => {
                     progs.extend([f.entry_prog, f.exit_prog]);

@@ -264,7 +264,8 @@ print fmt: \"pid=%d comm=%s clone_flags=%llx oom_score_adj=%hd\", REC->pid, REC-
             return;
         }
         let all = EventKind::ALL.iter().fold(0, |m, k| m | k.bit());
-        let plan = super::super::plan::plan(all, &tracer_common::Duty::ALL, 0, |_| true).unwrap();
+        let plan =
+            super::super::plan::plan(all, &tracer_common::Duty::ALL, 0, false, |_| true).unwrap();
         for tp in plan.tracepoints {
             match read_format(tp.category, tp.name) {
                 Ok(format) => assert_eq!(check_layout(tp, &format), Ok(())),
