@@ -839,7 +839,8 @@ pub fn assemble_v2(records: &[Value]) -> Result<Value, String> {
                 "pid": r["pid"], "start_time": null, "ppid": null, "comm": "", "exe": null,
                 "abi": null, "shared_with": null, "seeded_by": "proc", "exec_at_ns": null,
                 "exit_at_ns": null,
-                "exit_code": null, "exit_signal": null, "regions": [], "counters": [],
+                "exit_code": null, "exit_signal": null, "oom_kill_ns": null,
+                "regions": [], "counters": [],
                 "drift": [], "checks": [], "uncertain": [],
             })
         };
@@ -853,6 +854,9 @@ pub fn assemble_v2(records: &[Value]) -> Result<Value, String> {
                 }
                 if let Some(st) = r.get("start_time") {
                     pv["start_time"] = st.clone();
+                }
+                if let Some(kill) = r.get("oom_kill_ns") {
+                    pv["oom_kill_ns"] = kill.clone();
                 }
                 match r["event"].as_str() {
                     Some("start") => {

@@ -444,6 +444,74 @@ fn check_perfetto(dir: &Path, out: &Path, lines: &[serde_json::Value], pid: u64,
     tests::viewers::check_against_timeline(lines, &doc);
 }
 
+/// `--format v1`: the process of the document carries the kill
+/// (`oom_kill_ns`, valid by docs/timeline-v1.schema.json), and the report
+/// of the document opens with it as for v2.
+#[test]
+fn oom_kill_is_in_the_v1_timeline() {
+    tests::needs_root!();
+    let cg = match Cgroup::make_named("v1") {
+        Ok(cg) => cg,
+        Err(why) => {
+            if !tests::run_unless_emulated(env!("CARGO_CRATE_NAME"), &why) {
+                return;
+            }
+            panic!("cannot make a memory-limited cgroup for the OOM test: {why}");
+        }
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mmtrace-oom-v1-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("timeline.json");
+    let cmd = [
+        env!("CARGO_BIN_EXE_oomer").to_string(),
+        cg.procs().display().to_string(),
+    ];
+    let run = run_record(&out, &["--format", "v1"], &cmd).unwrap_or_else(|e| panic!("{e}"));
+    let doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("{e}\n{}", run.stderr)),
+    )
+    .unwrap();
+    let path = tests::workspace_dir().join("docs/timeline-v1.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let v = jsonschema::draft202012::options()
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("the v1 schema: {e}"));
+    let errs: Vec<String> = v.iter_errors(&doc).map(|e| e.to_string()).collect();
+    assert!(errs.is_empty(), "{errs:?}");
+    let p = doc["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["comm"] == "oomer")
+        .unwrap_or_else(|| panic!("no oomer in the document\n{}", run.stderr));
+    assert_eq!(p["exit_signal"], "SIGKILL", "{}", run.stderr);
+    let kill = p["oom_kill_ns"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no oom_kill_ns: {}\n{}", p["oom_kill_ns"], run.stderr));
+    assert!(kill <= p["exit_at_ns"].as_u64().unwrap());
+    let report = run_mmtrace_raw(
+        [std::ffi::OsStr::new("report"), out.as_os_str()],
+        MMTRACE_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.status.success(), "{}", report.stderr);
+    let text = &report.stdout;
+    let pid = p["pid"].as_u64().unwrap();
+    let section = text
+        .find(&format!("OOM kill: process {pid} (oomer)"))
+        .unwrap_or_else(|| panic!("no OOM section in the report:\n{text}"));
+    assert!(section < text.find(&format!("Process {pid} (oomer)")).unwrap());
+    assert!(text.contains("Regions that grew most"), "{text}");
+    assert!(
+        text.contains("Mapped and resident memory before the kill"),
+        "{text}"
+    );
+    drop(cg);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The stream's `oom_kill` line names the victim (the command) in its body,
 /// and the victim's exit by SIGKILL follows it.
 #[test]

@@ -390,6 +390,11 @@ pub fn html(
             checks: 0,
             drift: 0,
         }));
+        for (i, g) in oom_kills_v1(&t, opts.top) {
+            let mut text = String::new();
+            oom_section(&mut text, &summaries[i], &g);
+            collector.oom_section(i as u64 + 1, text);
+        }
         let mut head = String::new();
         header(&mut head, &meta, &summaries);
         return collector
@@ -466,7 +471,7 @@ fn v1_records(proc: u64, p: &Process) -> Vec<Record> {
             start_time: None,
             exit_code: p.exit_code,
             exit_signal: p.exit_signal.clone(),
-            oom_kill_ns: None,
+            oom_kill_ns: p.oom_kill_ns.filter(|_| event == v2::ProcessEvent::Exit),
         })
     };
     out.push(process(first, v2::ProcessEvent::Start));
@@ -579,6 +584,7 @@ impl Live {
             exit_at_ns: None,
             exit_code: None,
             exit_signal: None,
+            oom_kill_ns: None,
             regions: Vec::new(),
             counters: Vec::new(),
             drift: Vec::new(),
@@ -626,6 +632,7 @@ impl Live {
             v2::ProcessEvent::End => {}
         }
         if rec.oom_kill_ns.is_some() {
+            p.oom_kill_ns = rec.oom_kill_ns;
             self.sum.oom_kill_ns = rec.oom_kill_ns;
         }
         self.sum.set_process(p);
@@ -920,16 +927,17 @@ pub fn render(t: &Timeline, opts: &ReportOptions) -> String {
             sum
         })
         .collect();
-    render_summaries(&meta, summaries)
+    let mut oom = String::new();
+    for (i, g) in oom_kills_v1(t, opts.top) {
+        oom.push('\n');
+        oom_section(&mut oom, &summaries[i], &g);
+    }
+    render_summaries_with(&meta, summaries, &oom)
 }
 
-/// The report of a recording's header and its processes' summaries.
-fn render_summaries(meta: &Meta, summaries: Vec<Summary>) -> String {
-    render_summaries_with(meta, summaries, "")
-}
-
-/// [`render_summaries`], with `first` (sections that open the report,
-/// each starting with an empty line) after the header. The sections
+/// The report of a recording's header and its processes' summaries, with
+/// `first` (sections that open the report, each starting with an empty
+/// line) after the header. The sections
 /// written at the processes' exits move into the report (sized for them
 /// first): they are not held twice.
 fn render_summaries_with(meta: &Meta, mut summaries: Vec<Summary>, first: &str) -> String {
@@ -1345,6 +1353,38 @@ fn oom_kills<R: io::BufRead>(
     Ok(pass.finish())
 }
 
+/// [`oom_kills`] of a v1 document: each killed process's records as a v2
+/// recording of it would hold them, in time order.
+fn oom_kills_v1(t: &Timeline, top: usize) -> Vec<(usize, OomGrowth)> {
+    let killed: Vec<(usize, u64)> = t
+        .processes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| Some((i, p.oom_kill_ns?)))
+        .collect();
+    let kills: Vec<(u64, u64)> = killed.iter().map(|&(i, k)| (i as u64 + 1, k)).collect();
+    let mut pass = OomPass::new(&kills, top);
+    for &(i, _) in &killed {
+        let mut recs = v1_records(i as u64 + 1, &t.processes[i]);
+        recs.sort_by_key(record_time);
+        for rec in recs {
+            pass.observe(rec);
+        }
+    }
+    killed.iter().map(|k| k.0).zip(pass.finish()).collect()
+}
+
+/// A record's time (a v1 document's records sorted into a recording's
+/// order).
+fn record_time(rec: &Record) -> u64 {
+    match rec {
+        Record::Process(p) => p.t_ns,
+        Record::Region(r) => r.t_ns,
+        Record::Counters(c) => c.t_ns,
+        _ => 0,
+    }
+}
+
 /// Keeps the `top` regions that gained most, in bounded memory.
 fn offer_grown(v: &mut Vec<(u64, Region)>, gained: u64, r: Region, top: usize) {
     v.push((gained, r));
@@ -1607,7 +1647,7 @@ pub struct Summary {
     checks_with_drift: u64,
     pub drift: Vec<timeline::Drift>,
     pub uncertain: Vec<timeline::Interval>,
-    /// A v2 recording's OOM kill of the process (`oom_kill_ns`).
+    /// The OOM kill of the process (`oom_kill_ns`).
     pub oom_kill_ns: Option<u64>,
     /// Its section, written at its exit (see `render_early`).
     section: Option<String>,
@@ -1650,7 +1690,7 @@ impl Summary {
             checks_with_drift: 0,
             drift: Vec::new(),
             uncertain: Vec::new(),
-            oom_kill_ns: None,
+            oom_kill_ns: p.oom_kill_ns,
             section: None,
         }
     }
@@ -1768,6 +1808,7 @@ impl Process {
             exit_at_ns: self.exit_at_ns,
             exit_code: self.exit_code,
             exit_signal: self.exit_signal.clone(),
+            oom_kill_ns: self.oom_kill_ns,
             regions: Vec::new(),
             counters: Vec::new(),
             drift: Vec::new(),
@@ -2669,6 +2710,7 @@ mod tests {
             exit_at_ns: Some(900 * MS),
             exit_code: Some(0),
             exit_signal: None,
+            oom_kill_ns: None,
             regions,
             counters: Vec::new(),
             drift: Vec::new(),
@@ -3646,5 +3688,64 @@ mod tests {
         assert!(row("30.000000 s").contains("the kill"), "{oom}");
         assert!(row("30.000000 s").contains("10.0 MiB"), "{oom}");
         assert!(oom.contains("the last of 7 samples"), "{oom}");
+    }
+
+    /// A v1 document carries the kill too (`oom_kill_ns`): its report opens
+    /// with the same section, curves included, and its page has it.
+    #[test]
+    fn a_v1_oom_kill_is_explained() {
+        let anon = 0x7f00_0000_0000;
+        let mut grown = region(2, anon, anon + MIB, "anon", 100 * MS, "mmap");
+        grown.end = hex(anon + 40 * MIB);
+        grown.history.push(Change {
+            t_ns: 500 * MS,
+            op: crate::model::Op::Grow,
+            start: hex(anon),
+            end: hex(anon + 40 * MIB),
+            perms: "rw-p".to_string(),
+        });
+        grown.died_ns = Some(900 * MS);
+        grown.died_by = Some(Cause::Exit);
+        let mut p = process(100, "hog", vec![grown]);
+        (p.exit_code, p.exit_signal) = (None, Some("SIGKILL".to_string()));
+        p.oom_kill_ns = Some(890 * MS);
+        p.counters = vec![
+            sample(200 * MS, MIB, 0, 0, Some(MIB)),
+            sample(600 * MS, 40 * MIB, 0, 0, Some(30 * MIB)),
+            sample(895 * MS, 40 * MIB, 0, 0, Some(39 * MIB)), // after the kill
+        ];
+        let t = timeline(vec![p, sample_process()]);
+        let text = render(&t, &ReportOptions::default());
+        let oom = &text[text.find("OOM kill: process 100 (hog)").expect(&text)
+            ..text.find("Process 100 (hog)").unwrap()];
+        assert!(oom.contains("Killed at     0.890000 s"), "{oom}");
+        assert!(
+            oom.contains("40.0 MiB mapped, 30.0 MiB resident (last sample, at 0.600000 s)"),
+            "{oom}"
+        );
+        assert!(oom.contains("40.0 MiB mapped in the last minute"), "{oom}");
+        assert!(
+            oom.contains("+40.0 MiB  0x7f0000000000-0x7f0002800000"),
+            "{oom}"
+        );
+        // Its life from 0 (its exec) to the kill: 9 steps of 100 ms.
+        assert!(
+            oom.contains("(9 steps of 100.0 ms, from 0.000000 s)"),
+            "{oom}"
+        );
+        assert!(oom.contains("the last of 2 samples"), "{oom}");
+        // One OOM section only: the other process was not killed.
+        assert_eq!(text.matches("OOM kill:").count(), 1, "{text}");
+
+        // Written and read back by serde, the field goes with it; a
+        // document without it (older) reads as not killed.
+        let mut v = serde_json::to_value(&t).unwrap();
+        assert_eq!(v["processes"][0]["oom_kill_ns"], 890 * MS);
+        v["processes"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("oom_kill_ns");
+        let back: Timeline = serde_json::from_value(v).unwrap();
+        assert_eq!(back.processes[0].oom_kill_ns, None);
     }
 }
