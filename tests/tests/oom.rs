@@ -512,6 +512,122 @@ fn oom_kill_is_in_the_v1_timeline() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A quiet victim the recording never saw before its exit (`--comm`
+/// selects it, it was running already and did nothing since; its exit is
+/// its first sight): the tracker remembers the kill until that exit, which
+/// carries `oom_kill_ns`, and the report explains it (nothing grew that the
+/// recording saw, no sample).
+#[test]
+fn a_victim_never_seen_still_has_its_kill() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    tests::needs_root!();
+    let cg = match Cgroup::make_named("unseen") {
+        Ok(cg) => cg,
+        Err(why) => {
+            if !tests::run_unless_emulated(env!("CARGO_CRATE_NAME"), &why) {
+                return;
+            }
+            panic!("cannot make a memory-limited cgroup for the OOM test: {why}");
+        }
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mmtrace-oom-unseen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Its comm is the link's name, selected by --comm alone.
+    let link = dir.join("oomquiet");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_oomer"), &link).unwrap();
+    let procs = cg.procs().display().to_string();
+    let mut quiet = Command::new(&link)
+        .args([procs.as_str(), "40", "hold"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the quiet oomer");
+    let held = BufReader::new(quiet.stdout.take().unwrap())
+        .lines()
+        .next()
+        .and_then(Result::ok);
+    assert_eq!(
+        held.as_deref(),
+        Some("held"),
+        "the quiet oomer did not hold"
+    );
+    let out = dir.join("timeline.jsonl");
+    let mut mmtrace = Command::new(tests::mmtrace_bin().unwrap_or_else(|e| panic!("{e}")))
+        .args(["record", "--comm", "oomquiet", "-o"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mmtrace");
+    let mut lines = BufReader::new(mmtrace.stderr.take().unwrap()).lines();
+    let mut said = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let ready = line.contains("tracing ");
+        said.push(line);
+        if ready {
+            break;
+        }
+    }
+    // Another process fills the cgroup: the quiet one (oom_score_adj
+    // 1000) is chosen, and the other ends with its 40 MiB (code 3).
+    let loud = Command::new(env!("CARGO_BIN_EXE_oomer"))
+        .args([procs.as_str(), "40"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run the loud oomer");
+    let status = quiet.wait().unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(mmtrace.id() as i32, libc::SIGINT) };
+    said.extend(lines.map_while(Result::ok));
+    let said = said.join("\n");
+    assert!(mmtrace.wait().unwrap().success(), "{said}");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "the quiet oomer was not killed ({status}; the other: {loud})"
+    );
+    let pid = u64::from(quiet.id());
+    let recs = read_jsonl(&out).unwrap_or_else(|e| panic!("{e}\n{said}"));
+    let mine: Vec<&serde_json::Value> = recs.iter().filter(|l| l["pid"] == pid).collect();
+    let start = mine
+        .iter()
+        .find(|l| l["type"] == "process" && l["event"] == "start")
+        .unwrap_or_else(|| panic!("no start of {pid}: {mine:?}\n{said}"));
+    let exit = mine
+        .iter()
+        .find(|l| l["type"] == "process" && l["event"] == "exit")
+        .unwrap_or_else(|| panic!("no exit of {pid}: {mine:?}\n{said}"));
+    assert_eq!(exit["exit_signal"], "SIGKILL", "{exit}");
+    let kill = exit["oom_kill_ns"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("the exit carries no oom_kill_ns: {exit}\n{said}"));
+    // First seen at its exit, after the kill: never before it.
+    assert!(
+        kill <= start["t_ns"].as_u64().unwrap() && kill <= exit["t_ns"].as_u64().unwrap(),
+        "{start}\n{exit}"
+    );
+    let report = run_mmtrace_raw(
+        [std::ffi::OsStr::new("report"), out.as_os_str()],
+        MMTRACE_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.status.success(), "{}", report.stderr);
+    assert!(
+        report
+            .stdout
+            .contains(&format!("OOM kill: process {pid} (oomquiet)")),
+        "{}",
+        report.stdout
+    );
+    drop(cg);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The stream's `oom_kill` line names the victim (the command) in its body,
 /// and the victim's exit by SIGKILL follows it.
 #[test]
