@@ -839,7 +839,8 @@ pub fn assemble_v2(records: &[Value]) -> Result<Value, String> {
                 "pid": r["pid"], "start_time": null, "ppid": null, "comm": "", "exe": null,
                 "abi": null, "shared_with": null, "seeded_by": "proc", "exec_at_ns": null,
                 "exit_at_ns": null,
-                "exit_code": null, "exit_signal": null, "regions": [], "counters": [],
+                "exit_code": null, "exit_signal": null, "oom_kill_ns": null,
+                "regions": [], "counters": [],
                 "drift": [], "checks": [], "uncertain": [],
             })
         };
@@ -853,6 +854,9 @@ pub fn assemble_v2(records: &[Value]) -> Result<Value, String> {
                 }
                 if let Some(st) = r.get("start_time") {
                     pv["start_time"] = st.clone();
+                }
+                if let Some(kill) = r.get("oom_kill_ns") {
+                    pv["oom_kill_ns"] = kill.clone();
                 }
                 match r["event"].as_str() {
                     Some("start") => {
@@ -1340,6 +1344,289 @@ pub fn closing_summary(stderr: &str) -> Result<Summary, String> {
             "{} closing summaries on stderr:\n{stderr}",
             lines.len()
         )),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Viewers: a real browser for the HTML report, Perfetto's schema for traces
+// ---------------------------------------------------------------------------
+
+/// What Chromium and Perfetto's own schema make of mmtrace's outputs.
+pub mod viewers {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::process::Command;
+
+    use serde_json::Value;
+
+    use crate::workspace_dir;
+
+    /// The page as Chromium leaves it after its scripts ran (`--dump-dom`),
+    /// and Chromium's stderr (console messages and script errors are logged
+    /// there with `--enable-logging=stderr`).
+    pub fn load_in_chromium(page: &Path, fragment: &str, profile: &Path) -> (String, String) {
+        let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("chromium is missing: `cargo xtask setup` installs it (Debian's `chromium`)");
+        let out = Command::new("timeout")
+            .arg("120")
+            .arg(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--enable-logging=stderr",
+                "--v=0",
+                "--virtual-time-budget=10000",
+                "--window-size=1400,1000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("--dump-dom")
+            .arg(format!("file://{}{fragment}", page.display()))
+            .output()
+            .unwrap_or_else(|e| panic!("{chromium}: {e}"));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "chromium failed: {stderr}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    }
+
+    /// The text of the element that starts with `open` in serialized HTML.
+    pub fn element_text(dom: &str, open: &str) -> String {
+        let start = dom
+            .find(open)
+            .unwrap_or_else(|| panic!("no {open} in the page"));
+        let body = &dom[start..];
+        let body = &body[body.find('>').unwrap() + 1..];
+        let text = &body[..body.find("</").unwrap()];
+        text.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&nbsp;", "\u{a0}")
+            .replace("&amp;", "&")
+    }
+
+    /// Loads the page with `fragment` and checks that it ran cleanly; returns
+    /// the DOM and what the page says it drew.
+    pub fn load_checked(page: &Path, fragment: &str, profile: &Path) -> (String, Value) {
+        let (dom, log) = load_in_chromium(page, fragment, profile);
+        for line in log.lines() {
+            assert!(
+                !line.contains("CONSOLE") && !line.contains("Uncaught"),
+                "the page logged: {line}"
+            );
+        }
+        assert!(
+            dom.contains("data-status=\"ok\""),
+            "the page did not finish: {dom:.2000}"
+        );
+        assert!(
+            dom.contains("<pre id=\"errors\" hidden=\"\"></pre>"),
+            "script errors: {}",
+            element_text(&dom, "<pre id=\"errors\"")
+        );
+        let drawn = serde_json::from_str(&element_text(&dom, "<pre id=\"mmtrace-drawn\"")).unwrap();
+        (dom, drawn)
+    }
+
+    /// The trace as Perfetto's schema reads it (see tests/perfetto/check.py).
+    pub fn read_with_perfetto_schema(trace: &Path) -> Value {
+        let root = workspace_dir();
+        let python = root.join("target/perfetto-py/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing: `cargo xtask setup` installs Perfetto's Python package there",
+            python.display()
+        );
+        let out = Command::new(&python)
+            .arg(root.join("tests/perfetto/check.py"))
+            .arg(trace)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
+        assert!(
+            out.status.success(),
+            "check.py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// How many times each item occurs.
+    fn tally<T: Ord>(items: impl IntoIterator<Item = T>) -> BTreeMap<T, usize> {
+        let mut m = BTreeMap::new();
+        for i in items {
+            *m.entry(i).or_insert(0) += 1;
+        }
+        m
+    }
+
+    fn s(v: &Value) -> String {
+        match v {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The trace `doc` (as check.py read it) holds what the timeline `lines`
+    /// says, record for record.
+    pub fn check_against_timeline(lines: &[Value], doc: &Value) {
+        let tracks = doc["tracks"].as_object().unwrap();
+        let track = |uuid: &Value| &tracks[&uuid.as_u64().unwrap().to_string()];
+        // Processes: one track each, with its pid.
+        let mut pids_by_proc = BTreeMap::new();
+        for l in lines.iter().filter(|l| l["proc"].is_u64()) {
+            pids_by_proc.insert(l["proc"].as_u64().unwrap(), l["pid"].as_u64().unwrap());
+        }
+        let process_tracks: Vec<u64> = tracks.values().filter_map(|t| t["pid"].as_u64()).collect();
+        assert_eq!(
+            tally(process_tracks),
+            tally(pids_by_proc.values().copied()),
+            "process tracks by pid"
+        );
+
+        // Regions: a slice from birth to death, named by path (or kind) and
+        // range, with the arguments of its birth and death, on a track under
+        // its kind's lane under its process.
+        let mut born: BTreeMap<(u64, u64), &Value> = BTreeMap::new();
+        let mut want = Vec::new();
+        let mut want_instants = Vec::new();
+        let mut want_uncertain = Vec::new();
+        let mut want_counters: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+        for l in lines {
+            let key = (
+                l["proc"].as_u64().unwrap_or(0),
+                l["region"].as_u64().unwrap_or(0),
+            );
+            match (l["type"].as_str().unwrap_or(""), l["op"].as_str()) {
+                ("region", Some("born")) => {
+                    born.insert(key, l);
+                }
+                ("region", Some("died" | "end")) => {
+                    let b = born.remove(&key).expect("a region ends after its birth");
+                    let kind = b["born"]["kind"].as_str().unwrap_or("anon");
+                    let range = format!("{}-{}", s(&b["start"]), s(&b["end"]));
+                    let name = match b["born"]["path"].as_str() {
+                        Some(path) => format!("{path} {range}"),
+                        None => format!("[{kind}] {range}"),
+                    };
+                    want.push((
+                        name,
+                        b["t_ns"].as_u64().unwrap(),
+                        l["t_ns"].as_u64().unwrap(),
+                        s(&b["perms"]),
+                        s(&b["cause"]),
+                        s(&l["cause"]),
+                        format!("{kind} {range}"),
+                        kind.to_owned(),
+                        b["pid"].as_u64().unwrap(),
+                    ));
+                }
+                ("region", Some(op)) => want_instants.push(op.to_owned()),
+                ("process", _) if l["event"] == "start" && l["seeded_by"] == "fork" => {
+                    want_instants.push("fork".to_owned());
+                }
+                ("process", _) => {
+                    want_instants.push(s(&l["event"]));
+                    // An OOM kill: its own instant, at its moment.
+                    if l["oom_kill_ns"].is_u64() {
+                        want_instants.push("oom_kill".to_owned());
+                    }
+                }
+                ("drift", _) => want_instants.push("drift".to_owned()),
+                ("lost", _) => want_instants.push("lost".to_owned()),
+                ("uncertain", _) => match l["to_ns"].as_u64() {
+                    Some(to) => want_uncertain.push((l["from_ns"].as_u64().unwrap(), to)),
+                    None => want_instants.push("uncertain".to_owned()),
+                },
+                ("counters", _) => {
+                    let t = l["t_ns"].as_u64().unwrap();
+                    for (track, field) in [
+                        ("mem.mapped", "mapped"),
+                        ("mem.heap", "heap"),
+                        ("mem.stack", "stack"),
+                        ("mem.rss", "rss"),
+                    ] {
+                        if let Some(v) = l[field].as_u64() {
+                            want_counters.entry(track).or_default().push((t, v));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert!(born.is_empty(), "regions never ended: {born:?}");
+        assert!(want.len() > 10, "{} regions", want.len());
+        let slices = doc["slices"].as_array().unwrap();
+        let mut got = Vec::new();
+        let mut got_uncertain = Vec::new();
+        for sl in slices {
+            let t = track(&sl["track"]);
+            if t["name"] == "uncertain" {
+                got_uncertain.push((sl["begin"].as_u64().unwrap(), sl["end"].as_u64().unwrap()));
+                continue;
+            }
+            let lane = track(&t["parent"]);
+            let process = track(&lane["parent"]);
+            got.push((
+                s(&sl["name"]),
+                sl["begin"].as_u64().unwrap(),
+                sl["end"].as_u64().unwrap(),
+                s(&sl["args"]["perms"]),
+                s(&sl["args"]["born_by"]),
+                s(&sl["end_args"]["died_by"]),
+                s(&t["name"]),
+                s(&lane["name"]),
+                process["pid"].as_u64().unwrap(),
+            ));
+        }
+        want.sort();
+        got.sort();
+        assert_eq!(got.len(), want.len(), "region slices");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(
+                g, w,
+                "region slice (name, begin, end, perms, born_by, died_by, track, lane, pid)"
+            );
+        }
+        want_uncertain.sort_unstable();
+        got_uncertain.sort_unstable();
+        assert_eq!(got_uncertain, want_uncertain, "settled uncertain intervals");
+
+        let got_instants = doc["instants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| s(&i["name"]));
+        assert_eq!(
+            tally(got_instants),
+            tally(want_instants),
+            "instants by name"
+        );
+
+        // Counter samples, with their values, per counter name.
+        let mut got_counters: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+        for (uuid, samples) in doc["counters"].as_object().unwrap() {
+            let name = s(&tracks[uuid]["name"]);
+            if name == "faults/s" {
+                continue;
+            }
+            for sample in samples.as_array().unwrap() {
+                let v = sample[1].as_f64().unwrap();
+                got_counters
+                    .entry(name.clone())
+                    .or_default()
+                    .push((sample[0].as_u64().unwrap(), v as u64));
+            }
+        }
+        assert!(!want_counters.is_empty(), "the workload was sampled");
+        for (name, mut want) in want_counters {
+            let mut got = got_counters.remove(name).unwrap_or_default();
+            want.sort_unstable();
+            got.sort_unstable();
+            assert_eq!(got, want, "{name} samples");
+        }
     }
 }
 

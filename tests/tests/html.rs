@@ -10,79 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
+use tests::viewers::{element_text, load_checked};
 use tests::{parse_jsonl, run_mmtrace_raw, run_record};
-
-/// The page as Chromium leaves it after its scripts ran (`--dump-dom`),
-/// and Chromium's stderr (console messages and script errors are logged
-/// there with `--enable-logging=stderr`).
-fn load_in_chromium(page: &Path, fragment: &str, profile: &Path) -> (String, String) {
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("chromium is missing: `cargo xtask setup` installs it (Debian's `chromium`)");
-    let out = Command::new("timeout")
-        .arg("120")
-        .arg(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=10000",
-            "--window-size=1400,1000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
-        .arg(format!("file://{}{fragment}", page.display()))
-        .output()
-        .unwrap_or_else(|e| panic!("{chromium}: {e}"));
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "chromium failed: {stderr}");
-    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
-}
-
-/// The text of the element that starts with `open` in serialized HTML.
-fn element_text(dom: &str, open: &str) -> String {
-    let start = dom
-        .find(open)
-        .unwrap_or_else(|| panic!("no {open} in the page"));
-    let body = &dom[start..];
-    let body = &body[body.find('>').unwrap() + 1..];
-    let text = &body[..body.find("</").unwrap()];
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&nbsp;", "\u{a0}")
-        .replace("&amp;", "&")
-}
-
-/// Loads the page with `fragment` and checks that it ran cleanly; returns
-/// the DOM and what the page says it drew.
-fn load_checked(page: &Path, fragment: &str, profile: &Path) -> (String, Value) {
-    let (dom, log) = load_in_chromium(page, fragment, profile);
-    for line in log.lines() {
-        assert!(
-            !line.contains("CONSOLE") && !line.contains("Uncaught"),
-            "the page logged: {line}"
-        );
-    }
-    assert!(
-        dom.contains("data-status=\"ok\""),
-        "the page did not finish: {dom:.2000}"
-    );
-    assert!(
-        dom.contains("<pre id=\"errors\" hidden=\"\"></pre>"),
-        "script errors: {}",
-        element_text(&dom, "<pre id=\"errors\"")
-    );
-    let drawn = serde_json::from_str(&element_text(&dom, "<pre id=\"mmtrace-drawn\"")).unwrap();
-    (dom, drawn)
-}
 
 fn addr(v: &Value) -> u64 {
     u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()

@@ -390,6 +390,11 @@ pub fn html(
             checks: 0,
             drift: 0,
         }));
+        for (i, g) in oom_kills_v1(&t, opts.top) {
+            let mut text = String::new();
+            oom_section(&mut text, &summaries[i], &g);
+            collector.oom_section(i as u64 + 1, text);
+        }
         let mut head = String::new();
         header(&mut head, &meta, &summaries);
         return collector
@@ -397,6 +402,24 @@ pub fn html(
             .map_err(ReportError::Write);
     };
     let (meta, done) = read_v2(&name, input, opts, &mut |rec| collector.observe(rec))?;
+    // An OOM kill's section (what grew, the curves) goes above its
+    // process's picture: from a second pass, as `report` does.
+    let kills: Vec<(u64, u64)> = done
+        .iter()
+        .filter_map(|(proc, s)| Some((*proc, s.oom_kill_ns?)))
+        .collect();
+    if !kills.is_empty() {
+        let again = open_v2(path)?.ok_or_else(|| ReportError::ShapeV2 {
+            path: name.clone(),
+            detail: "the file changed while it was read".to_string(),
+        })?;
+        let growth = oom_kills(&name, again, &kills, opts.top)?;
+        for (k, g) in kills.iter().zip(&growth) {
+            let mut text = String::new();
+            oom_section(&mut text, &done[&k.0], g);
+            collector.oom_section(k.0, text);
+        }
+    }
     let summaries: Vec<&Summary> = done.values().collect();
     let mut head = String::new();
     header_of(&mut head, &meta, &summaries);
@@ -448,7 +471,7 @@ fn v1_records(proc: u64, p: &Process) -> Vec<Record> {
             start_time: None,
             exit_code: p.exit_code,
             exit_signal: p.exit_signal.clone(),
-            oom_kill_ns: None,
+            oom_kill_ns: p.oom_kill_ns.filter(|_| event == v2::ProcessEvent::Exit),
         })
     };
     out.push(process(first, v2::ProcessEvent::Start));
@@ -561,6 +584,7 @@ impl Live {
             exit_at_ns: None,
             exit_code: None,
             exit_signal: None,
+            oom_kill_ns: None,
             regions: Vec::new(),
             counters: Vec::new(),
             drift: Vec::new(),
@@ -608,6 +632,7 @@ impl Live {
             v2::ProcessEvent::End => {}
         }
         if rec.oom_kill_ns.is_some() {
+            p.oom_kill_ns = rec.oom_kill_ns;
             self.sum.oom_kill_ns = rec.oom_kill_ns;
         }
         self.sum.set_process(p);
@@ -902,16 +927,17 @@ pub fn render(t: &Timeline, opts: &ReportOptions) -> String {
             sum
         })
         .collect();
-    render_summaries(&meta, summaries)
+    let mut oom = String::new();
+    for (i, g) in oom_kills_v1(t, opts.top) {
+        oom.push('\n');
+        oom_section(&mut oom, &summaries[i], &g);
+    }
+    render_summaries_with(&meta, summaries, &oom)
 }
 
-/// The report of a recording's header and its processes' summaries.
-fn render_summaries(meta: &Meta, summaries: Vec<Summary>) -> String {
-    render_summaries_with(meta, summaries, "")
-}
-
-/// [`render_summaries`], with `first` (sections that open the report,
-/// each starting with an empty line) after the header. The sections
+/// The report of a recording's header and its processes' summaries, with
+/// `first` (sections that open the report, each starting with an empty
+/// line) after the header. The sections
 /// written at the processes' exits move into the report (sized for them
 /// first): they are not held twice.
 fn render_summaries_with(meta: &Meta, mut summaries: Vec<Summary>, first: &str) -> String {
@@ -950,77 +976,250 @@ pub struct OomGrowth {
     /// seen before the kill.
     pub regions: Vec<(u64, Region)>,
     pub total: u64,
+    /// Its mapped and resident memory, step by step, up to the kill (from
+    /// the process's first record in the recording when it came later
+    /// than a minute before the kill).
+    pub curve: Option<OomCurve>,
 }
 
-/// The second pass: for each `(proc, kill_ns)`, the bytes each region of
-/// the process gained by births and growths within the minute before the
-/// kill (a region merged into another hands its gain to the survivor), and
-/// the last counters sample. Memory: one entry per region of those
-/// processes.
-fn oom_kills<R: io::BufRead>(
-    name: &str,
-    input: R,
-    kills: &[(u64, u64)],
-    top: usize,
-) -> Result<Vec<OomGrowth>, ReportError> {
-    struct Seen {
-        region: Region,
-        size: u64,
-        gained: u64,
-    }
-    #[derive(Default)]
-    struct Acc {
-        regions: std::collections::HashMap<u64, Seen>,
-        /// The gain of a region that died merged before its survivor's
-        /// merge record came.
-        merged: u64,
-        /// The last merge record: (t_ns, the survivor), for the death of
-        /// the region it absorbed when that comes after it.
-        last_merge: Option<(u64, u64)>,
-        out: OomGrowth,
-    }
-    let mut accs: Vec<Acc> = kills
-        .iter()
-        .map(|&(_, kill_ns)| Acc {
-            out: OomGrowth {
-                kill_ns,
-                ..OomGrowth::default()
-            },
-            ..Acc::default()
-        })
-        .collect();
-    let index: std::collections::HashMap<u64, usize> = kills
-        .iter()
-        .enumerate()
-        .map(|(i, &(proc, _))| (proc, i))
-        .collect();
-    let mut r = v2::Reader::new(input);
-    loop {
-        let rec = match r.next_record() {
-            Ok(Some(rec)) => rec,
-            Ok(None) => break,
-            // The first pass read it all: only a file changed since fails.
-            Err(e) => {
-                return Err(ReportError::ShapeV2 {
-                    path: name.to_string(),
-                    detail: e.to_string(),
-                })
+/// Rows of an [`OomCurve`] at most.
+pub const CURVE_ROWS: u64 = 12;
+/// The shortest step of an [`OomCurve`]: `record` and the daemon sample a
+/// process at most once a tick (50 ms), so shorter steps would be mostly
+/// empty.
+pub const CURVE_MIN_STEP_NS: u64 = 50_000_000;
+/// Columns of an [`OomCurve`]'s bars.
+const CURVE_BAR: u64 = 40;
+
+/// The mapped and resident curves of a process before its OOM kill: the
+/// window (the last minute, or the process's life when shorter) cut into
+/// at most [`CURVE_ROWS`] steps of a round length (1, 2 or 5 times a power
+/// of ten, [`CURVE_MIN_STEP_NS`] at least), the last ending at the kill;
+/// each step holds the
+/// last counters sample taken in it, or none (mmtrace samples a process
+/// only when it had events: a step without a sample is shown as such, not
+/// filled in).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OomCurve {
+    pub from_ns: u64,
+    pub kill_ns: u64,
+    pub step_ns: u64,
+    /// Oldest first: the last sample of each step (t_ns, mapped, RSS).
+    pub steps: Vec<Option<(u64, u64, Option<u64>)>>,
+    /// Samples taken in the steps.
+    pub samples: u64,
+}
+
+impl OomCurve {
+    /// The steps from `from_ns` to `kill_ns`.
+    pub fn new(from_ns: u64, kill_ns: u64) -> OomCurve {
+        let span = kill_ns.saturating_sub(from_ns);
+        let mut step = 10_000_000u64;
+        'round: loop {
+            for m in [1, 2, 5] {
+                let s = step.saturating_mul(m);
+                if (s >= CURVE_MIN_STEP_NS && span.div_ceil(s) <= CURVE_ROWS) || s == u64::MAX {
+                    step = s;
+                    break 'round;
+                }
             }
+            step = step.saturating_mul(10);
+        }
+        let n = usize::try_from(span.div_ceil(step).max(1)).unwrap_or(1);
+        OomCurve {
+            from_ns: kill_ns.saturating_sub(span),
+            kill_ns,
+            step_ns: step,
+            steps: vec![None; n],
+            samples: 0,
+        }
+    }
+
+    /// A counters sample, in time order: kept as its step's last. Step `k`
+    /// from the end holds the times in `(kill - (k+1) step, kill - k step]`
+    /// (the first step also its start); a sample before `from_ns` or after
+    /// the kill is in none.
+    pub fn offer(&mut self, t_ns: u64, mapped: u64, rss: Option<u64>) {
+        if t_ns > self.kill_ns || t_ns < self.from_ns {
+            return;
+        }
+        let n = self.steps.len() as u64;
+        // `from_ns` is at most n steps before the kill.
+        let from_end = ((self.kill_ns - t_ns) / self.step_ns).min(n - 1);
+        self.steps[(n - 1 - from_end) as usize] = Some((t_ns, mapped, rss));
+        self.samples += 1;
+    }
+
+    /// When step `i` ends.
+    fn step_end(&self, i: usize) -> u64 {
+        let n = self.steps.len() as u64;
+        self.kill_ns
+            .saturating_sub((n - 1 - i as u64).saturating_mul(self.step_ns))
+    }
+
+    /// The table: one row per step (its end, how long before the kill,
+    /// mapped and resident bytes, a bar: `#` resident, `.` mapped beyond
+    /// it, to the scale of the highest value shown).
+    fn render(&self, s: &mut String) {
+        ln!(
+            s,
+            "  Mapped and resident memory before the kill ({} steps of {}, from {})",
+            self.steps.len(),
+            duration(self.step_ns),
+            at(self.from_ns)
+        );
+        if self.samples == 0 {
+            ln!(
+                s,
+                "    no counters sample in that time: mmtrace samples a process after its events"
+            );
+            return;
+        }
+        let max = self
+            .steps
+            .iter()
+            .flatten()
+            .map(|&(_, m, r)| m.max(r.unwrap_or(0)))
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let cols = |v: u64| -> usize {
+            let c = (u128::from(v) * u128::from(CURVE_BAR) + u128::from(max) / 2) / u128::from(max);
+            usize::try_from(c).unwrap_or(0).max(usize::from(v > 0))
         };
+        let rows = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                let end = self.step_end(i);
+                let before = match self.kill_ns - end {
+                    0 => "the kill".to_string(),
+                    d => format!("-{}", duration(d)),
+                };
+                let (mapped, rss, bar) = match *step {
+                    None => ("-".to_string(), "-".to_string(), "no sample".to_string()),
+                    Some((_, mapped, rss)) => {
+                        let (m, r) = (cols(mapped), rss.map_or(0, cols));
+                        let bar = format!("{}{}", "#".repeat(r), ".".repeat(m.saturating_sub(r)));
+                        (
+                            human_size(mapped),
+                            rss.map_or("unknown".to_string(), human_size),
+                            bar,
+                        )
+                    }
+                };
+                Row {
+                    cells: vec![at(end), before, mapped, rss],
+                    tail: Tail::new(bar, "", ""),
+                }
+            })
+            .collect();
+        let scale = format!("# resident, . mapped: {} = {}", CURVE_BAR, human_size(max));
+        table(
+            s,
+            &[
+                ("STEP ENDS", Align::Right),
+                ("TO KILL", Align::Right),
+                ("MAPPED", Align::Right),
+                ("RESIDENT", Align::Right),
+                (scale.as_str(), Align::Left),
+            ],
+            rows,
+        );
+        ln!(
+            s,
+            "    (each step: the last of {} taken in it; -: none, no value is made up)",
+            plural(self.samples, "sample", "samples")
+        );
+    }
+}
+
+/// The second pass over a recording (see [`oom_kills`]): for each
+/// `(proc, kill_ns)`, the bytes each region of the process gained by
+/// births and growths within the minute before the kill (a region merged
+/// into another hands its gain to the survivor), the last counters sample
+/// and the curves. Memory: one entry per region of those processes.
+struct OomPass {
+    accs: Vec<OomAcc>,
+    index: std::collections::HashMap<u64, usize>,
+    top: usize,
+}
+
+struct OomSeen {
+    region: Region,
+    size: u64,
+    gained: u64,
+}
+
+#[derive(Default)]
+struct OomAcc {
+    regions: std::collections::HashMap<u64, OomSeen>,
+    /// The gain of a region that died merged before its survivor's
+    /// merge record came.
+    merged: u64,
+    /// The last merge record: (t_ns, the survivor), for the death of
+    /// the region it absorbed when that comes after it.
+    last_merge: Option<(u64, u64)>,
+    out: OomGrowth,
+}
+
+impl OomPass {
+    fn new(kills: &[(u64, u64)], top: usize) -> OomPass {
+        OomPass {
+            accs: kills
+                .iter()
+                .map(|&(_, kill_ns)| OomAcc {
+                    out: OomGrowth {
+                        kill_ns,
+                        ..OomGrowth::default()
+                    },
+                    ..OomAcc::default()
+                })
+                .collect(),
+            index: kills
+                .iter()
+                .enumerate()
+                .map(|(i, &(proc, _))| (proc, i))
+                .collect(),
+            top,
+        }
+    }
+
+    /// The accumulator of `proc`, its curve started at its first record.
+    fn acc(&mut self, proc: u64, t_ns: u64) -> Option<&mut OomAcc> {
+        let a = &mut self.accs[*self.index.get(&proc)?];
+        if a.out.curve.is_none() {
+            let kill = a.out.kill_ns;
+            let from = kill.saturating_sub(OOM_WINDOW_NS).max(t_ns.min(kill));
+            a.out.curve = Some(OomCurve::new(from, kill));
+        }
+        Some(a)
+    }
+
+    /// One record, in the recording's order.
+    fn observe(&mut self, rec: Record) {
+        let top = self.top;
         match rec {
+            Record::Process(p) => {
+                self.acc(p.proc, p.t_ns);
+            }
             Record::Counters(c) => {
-                if let Some(a) = index.get(&c.proc).map(|&i| &mut accs[i]) {
+                if let Some(a) = self.acc(c.proc, c.t_ns) {
                     if c.t_ns <= a.out.kill_ns {
                         a.out.sample = Some((c.t_ns, c.mapped, c.rss));
+                    }
+                    if let Some(curve) = a.out.curve.as_mut() {
+                        curve.offer(c.t_ns, c.mapped, c.rss);
                     }
                 }
             }
             Record::Region(rr) => {
-                let Some(a) = index.get(&rr.proc).map(|&i| &mut accs[i]) else {
-                    continue;
+                let Some(a) = self.acc(rr.proc, rr.t_ns) else {
+                    return;
                 };
                 if rr.t_ns > a.out.kill_ns {
-                    continue;
+                    return;
                 }
                 let window = rr.t_ns.saturating_add(OOM_WINDOW_NS) >= a.out.kill_ns;
                 let size = addr(&rr.end).saturating_sub(addr(&rr.start));
@@ -1035,7 +1234,7 @@ fn oom_kills<R: io::BufRead>(
                     });
                     a.regions.insert(
                         rr.region,
-                        Seen {
+                        OomSeen {
                             region: Region {
                                 id: rr.region,
                                 start: String::new(),
@@ -1060,7 +1259,7 @@ fn oom_kills<R: io::BufRead>(
                     );
                 }
                 let Some(seen) = a.regions.get_mut(&rr.region) else {
-                    continue;
+                    return;
                 };
                 let added = size.saturating_sub(seen.size);
                 let (op, cause) = (rr.op, rr.cause);
@@ -1107,21 +1306,83 @@ fn oom_kills<R: io::BufRead>(
             _ => {}
         }
     }
-    Ok(accs
-        .into_iter()
-        .map(|mut a| {
-            for seen in a.regions.into_values() {
-                if seen.gained > 0 {
-                    offer_grown(&mut a.out.regions, seen.gained, seen.region, top);
+
+    fn finish(self) -> Vec<OomGrowth> {
+        let top = self.top;
+        self.accs
+            .into_iter()
+            .map(|mut a| {
+                for seen in a.regions.into_values() {
+                    if seen.gained > 0 {
+                        offer_grown(&mut a.out.regions, seen.gained, seen.region, top);
+                    }
                 }
+                a.out
+                    .regions
+                    .sort_by(|x, y| y.0.cmp(&x.0).then(x.1.id.cmp(&y.1.id)));
+                a.out.regions.truncate(top);
+                a.out
+            })
+            .collect()
+    }
+}
+
+/// The second pass over a v2 recording: what grew before each OOM kill
+/// (`(proc, kill_ns)`, see [`OomPass`]).
+fn oom_kills<R: io::BufRead>(
+    name: &str,
+    input: R,
+    kills: &[(u64, u64)],
+    top: usize,
+) -> Result<Vec<OomGrowth>, ReportError> {
+    let mut pass = OomPass::new(kills, top);
+    let mut r = v2::Reader::new(input);
+    loop {
+        match r.next_record() {
+            Ok(Some(rec)) => pass.observe(rec),
+            Ok(None) => break,
+            // The first pass read it all: only a file changed since fails.
+            Err(e) => {
+                return Err(ReportError::ShapeV2 {
+                    path: name.to_string(),
+                    detail: e.to_string(),
+                })
             }
-            a.out
-                .regions
-                .sort_by(|x, y| y.0.cmp(&x.0).then(x.1.id.cmp(&y.1.id)));
-            a.out.regions.truncate(top);
-            a.out
-        })
-        .collect())
+        }
+    }
+    Ok(pass.finish())
+}
+
+/// [`oom_kills`] of a v1 document: each killed process's records as a v2
+/// recording of it would hold them, in time order.
+fn oom_kills_v1(t: &Timeline, top: usize) -> Vec<(usize, OomGrowth)> {
+    let killed: Vec<(usize, u64)> = t
+        .processes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| Some((i, p.oom_kill_ns?)))
+        .collect();
+    let kills: Vec<(u64, u64)> = killed.iter().map(|&(i, k)| (i as u64 + 1, k)).collect();
+    let mut pass = OomPass::new(&kills, top);
+    for &(i, _) in &killed {
+        let mut recs = v1_records(i as u64 + 1, &t.processes[i]);
+        recs.sort_by_key(record_time);
+        for rec in recs {
+            pass.observe(rec);
+        }
+    }
+    killed.iter().map(|k| k.0).zip(pass.finish()).collect()
+}
+
+/// A record's time (a v1 document's records sorted into a recording's
+/// order).
+fn record_time(rec: &Record) -> u64 {
+    match rec {
+        Record::Process(p) => p.t_ns,
+        Record::Region(r) => r.t_ns,
+        Record::Counters(c) => c.t_ns,
+        _ => 0,
+    }
 }
 
 /// Keeps the `top` regions that gained most, in bounded memory.
@@ -1175,8 +1436,17 @@ fn oom_section(s: &mut String, sum: &Summary, g: &OomGrowth) {
                 at(from)
             ),
         );
-        return;
+    } else {
+        oom_growth(s, g, from);
     }
+    if let Some(curve) = &g.curve {
+        ln!(s);
+        curve.render(s);
+    }
+}
+
+/// What grew before an OOM kill: by kind, and the regions that grew most.
+fn oom_growth(s: &mut String, g: &OomGrowth, from: u64) {
     let mut kinds: Vec<(&String, &u64)> = g.by_kind.iter().collect();
     kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     // The four that grew most (a line's worth), and how many others.
@@ -1377,7 +1647,7 @@ pub struct Summary {
     checks_with_drift: u64,
     pub drift: Vec<timeline::Drift>,
     pub uncertain: Vec<timeline::Interval>,
-    /// A v2 recording's OOM kill of the process (`oom_kill_ns`).
+    /// The OOM kill of the process (`oom_kill_ns`).
     pub oom_kill_ns: Option<u64>,
     /// Its section, written at its exit (see `render_early`).
     section: Option<String>,
@@ -1420,7 +1690,7 @@ impl Summary {
             checks_with_drift: 0,
             drift: Vec::new(),
             uncertain: Vec::new(),
-            oom_kill_ns: None,
+            oom_kill_ns: p.oom_kill_ns,
             section: None,
         }
     }
@@ -1538,6 +1808,7 @@ impl Process {
             exit_at_ns: self.exit_at_ns,
             exit_code: self.exit_code,
             exit_signal: self.exit_signal.clone(),
+            oom_kill_ns: self.oom_kill_ns,
             regions: Vec::new(),
             counters: Vec::new(),
             drift: Vec::new(),
@@ -2439,6 +2710,7 @@ mod tests {
             exit_at_ns: Some(900 * MS),
             exit_code: Some(0),
             exit_signal: None,
+            oom_kill_ns: None,
             regions,
             counters: Vec::new(),
             drift: Vec::new(),
@@ -3246,5 +3518,234 @@ mod tests {
             error_for(&json(&t)),
             format!("{prefix}process 100, drift at 200000000 ns: end \"12\" is not an address (0x and hex digits)")
         );
+    }
+
+    const SEC: u64 = 1_000_000_000;
+
+    /// The steps of a curve are round, at most [`CURVE_ROWS`], and the last
+    /// ends at the kill.
+    #[test]
+    fn oom_curve_steps_are_round() {
+        let c = OomCurve::new(0, 60 * SEC);
+        assert_eq!((c.step_ns, c.steps.len()), (5 * SEC, 12));
+        // A life of 247.85 ms: 5 steps of 50 ms (the first starts before it).
+        let c = OomCurve::new(10 * MS, 10 * MS + 247_850_000);
+        assert_eq!((c.step_ns, c.steps.len()), (50 * MS, 5));
+        assert_eq!(c.step_end(4), c.kill_ns);
+        assert_eq!(c.step_end(0), c.kill_ns - 200 * MS);
+        // Killed at its first sight: one step, of the shortest.
+        let c = OomCurve::new(7 * SEC, 7 * SEC);
+        assert_eq!((c.step_ns, c.steps.len()), (CURVE_MIN_STEP_NS, 1));
+        // Never shorter than mmtrace's sampling tick.
+        let c = OomCurve::new(0, 120 * MS);
+        assert_eq!((c.step_ns, c.steps.len()), (50 * MS, 3));
+        // 600 ms: 12 steps of 50 ms; 601 ms: 7 of 100 ms.
+        let c = OomCurve::new(0, 600 * MS);
+        assert_eq!((c.step_ns, c.steps.len()), (50 * MS, 12));
+        let c = OomCurve::new(0, 601 * MS);
+        assert_eq!((c.step_ns, c.steps.len()), (100 * MS, 7));
+        // 13 s: 13 steps of 1 s are too many, 7 of 2 s are not.
+        let c = OomCurve::new(0, 13 * SEC);
+        assert_eq!((c.step_ns, c.steps.len()), (2 * SEC, 7));
+    }
+
+    /// Each step keeps its last sample; a sample at the kill is in the last
+    /// step, one after it or before the window in none; a step without a
+    /// sample says so and no value is made up for it.
+    #[test]
+    fn oom_curve_shows_gaps() {
+        let kill = 100 * SEC;
+        let mut c = OomCurve::new(40 * SEC, kill);
+        assert_eq!((c.step_ns, c.steps.len()), (5 * SEC, 12));
+        c.offer(39 * SEC, 1, Some(1)); // before the window
+        c.offer(41 * SEC, 1 << 20, Some(512 << 10));
+        c.offer(44 * SEC, 32 << 20, Some(16 << 20)); // the same step, later
+        c.offer(47 * SEC, 8 << 20, None); // rss unknown
+        c.offer(kill, 64 << 20, Some(60 << 20)); // at the kill
+        c.offer(kill + 1, 1, Some(1)); // after it
+        assert_eq!(c.samples, 4);
+        assert_eq!(c.steps[0], Some((44 * SEC, 32 << 20, Some(16 << 20))));
+        assert_eq!(c.steps[1], Some((47 * SEC, 8 << 20, None)));
+        assert!(c.steps[2..11].iter().all(Option::is_none));
+        assert_eq!(c.steps[11], Some((kill, 64 << 20, Some(60 << 20))));
+        // A sample on a step's end belongs to that step.
+        c.offer(kill - 5 * SEC, 9 << 20, Some(9 << 20));
+        assert_eq!(c.steps[10], Some((kill - 5 * SEC, 9 << 20, Some(9 << 20))));
+
+        let mut s = String::new();
+        c.render(&mut s);
+        let lines: Vec<&str> = s.lines().collect();
+        assert!(
+            lines[0].contains("12 steps of 5.000 s, from 40.000000 s"),
+            "{s}"
+        );
+        assert!(
+            lines[1].contains("STEP ENDS") && lines[1].contains("64.0 MiB"),
+            "{s}"
+        );
+        let row = |t: &str| {
+            *lines
+                .iter()
+                .find(|l| l.trim_start().starts_with(t))
+                .unwrap_or_else(|| panic!("no row {t}:\n{s}"))
+        };
+        let first = row("45.000000 s");
+        assert!(
+            first.contains("-55.000 s") && first.contains("32.0 MiB"),
+            "{s}"
+        );
+        // 16 and 32 of 64 MiB: 10 columns resident, 10 more mapped.
+        assert!(
+            first.ends_with(&format!("16.0 MiB  {}{}", "#".repeat(10), ".".repeat(10))),
+            "{s}"
+        );
+        assert!(row("50.000000 s").ends_with("unknown  ....."), "{s}");
+        let gap = row("55.000000 s");
+        assert!(
+            gap.contains("-45.000 s") && gap.ends_with("-         -  no sample"),
+            "{s}"
+        );
+        let last = row("100.000000 s");
+        assert!(
+            last.contains("the kill") && last.contains("64.0 MiB"),
+            "{s}"
+        );
+        // 60 of 64 MiB resident: 38 of 40 columns, then 2 mapped.
+        assert!(last.ends_with(&format!("{}..", "#".repeat(38))), "{s}");
+        assert!(lines.iter().all(|l| l.chars().count() <= WIDTH), "{s}");
+        assert!(s.contains("the last of 5 samples taken in it"), "{s}");
+    }
+
+    /// No sample in the window: said in one line.
+    #[test]
+    fn oom_curve_without_samples() {
+        let mut s = String::new();
+        OomCurve::new(0, 3 * SEC).render(&mut s);
+        assert!(s.contains("no counters sample in that time"), "{s}");
+        assert_eq!(s.lines().count(), 2, "{s}");
+    }
+
+    /// A v2 recording whose process lived 20 s before its OOM kill: the
+    /// report's OOM section shows its curves over its life, in steps of
+    /// 2 s, from its first record.
+    #[test]
+    fn oom_section_shows_the_curves_of_a_short_life() {
+        let mut lines = vec![
+            include_str!("../../../tests/data/timeline-v2-small.jsonl")
+                .lines()
+                .next()
+                .unwrap()
+                .to_string(),
+            format!(
+                r#"{{"type":"process","t_ns":{},"proc":1,"pid":77,"event":"start","ppid":1,"comm":"hog","exe":"/bin/hog","abi":"x86_64","seeded_by":"exec","start_time":1}}"#,
+                10 * SEC
+            ),
+            format!(
+                r#"{{"type":"region","t_ns":{},"proc":1,"pid":77,"region":1,"op":"born","start":"0x7f0000000000","end":"0x7f0000100000","perms":"rw-p","cause":"mmap","born":{{"kind":"anon","path":null,"offset":0,"dev":null,"inode":null,"parent":null}}}}"#,
+                10 * SEC
+            ),
+        ];
+        for i in 0..10u64 {
+            // One sample every 2 s but none between 16 s and 22 s.
+            let t = 11 * SEC + i * 2 * SEC;
+            if (16 * SEC..22 * SEC).contains(&t) {
+                continue;
+            }
+            lines.push(format!(
+                r#"{{"type":"counters","t_ns":{t},"proc":1,"pid":77,"mapped":{},"heap":0,"stack":0,"rss":{},"faults":0}}"#,
+                (i + 1) << 20,
+                i << 20
+            ));
+        }
+        lines.push(format!(r#"{{"type":"region","t_ns":{},"proc":1,"pid":77,"region":1,"op":"grow","start":"0x7f0000000000","end":"0x7f0000a00000","perms":"rw-p"}}"#, 29 * SEC));
+        lines.push(format!(r#"{{"type":"region","t_ns":{},"proc":1,"pid":77,"region":1,"op":"end","start":"0x7f0000000000","end":"0x7f0000a00000","perms":"rw-p","faults":{{"total":0,"read":0,"write":0,"exec":0,"present":0,"first_ns":null,"last_ns":null,"touched_bytes":0,"mapped_bytes":10485760}}}}"#, 30 * SEC + 5));
+        lines.push(format!(r#"{{"type":"process","t_ns":{},"proc":1,"pid":77,"event":"exit","ppid":1,"comm":"hog","exe":"/bin/hog","exit_signal":"SIGKILL","oom_kill_ns":{}}}"#, 30 * SEC + 5, 30 * SEC));
+        lines.push(format!(r#"{{"type":"end","t_ns":{0},"duration_ns":{0},"stack_source":"fexit","events":9,"lost_events":0,"lost_by_kind":{{}},"processes":1,"regions":1,"region_records":3,"checks":0,"drift":0}}"#, 31 * SEC));
+        let text = lines.join("\n") + "\n";
+        let report = render_v2(
+            "t.jsonl",
+            text.as_bytes(),
+            &ReportOptions::default(),
+            || Ok(text.as_bytes()),
+        )
+        .unwrap();
+        let oom = &report[report.find("OOM kill: process 77 (hog)").expect(&report)
+            ..report.find("Process 77 (hog)").unwrap()];
+        assert!(oom.contains("10.0 MiB mapped in the last minute"), "{oom}");
+        assert!(
+            oom.contains("(10 steps of 2.000 s, from 10.000000 s)"),
+            "{oom}"
+        );
+        let row = |t: &str| {
+            oom.lines()
+                .find(|l| l.trim_start().starts_with(t))
+                .unwrap_or_else(|| panic!("no row {t}:\n{oom}"))
+        };
+        assert!(row("12.000000 s").contains("1.0 MiB"), "{oom}");
+        for t in ["18.000000 s", "20.000000 s"] {
+            assert!(row(t).ends_with("no sample"), "{oom}");
+        }
+        assert!(row("30.000000 s").contains("the kill"), "{oom}");
+        assert!(row("30.000000 s").contains("10.0 MiB"), "{oom}");
+        assert!(oom.contains("the last of 7 samples"), "{oom}");
+    }
+
+    /// A v1 document carries the kill too (`oom_kill_ns`): its report opens
+    /// with the same section, curves included, and its page has it.
+    #[test]
+    fn a_v1_oom_kill_is_explained() {
+        let anon = 0x7f00_0000_0000;
+        let mut grown = region(2, anon, anon + MIB, "anon", 100 * MS, "mmap");
+        grown.end = hex(anon + 40 * MIB);
+        grown.history.push(Change {
+            t_ns: 500 * MS,
+            op: crate::model::Op::Grow,
+            start: hex(anon),
+            end: hex(anon + 40 * MIB),
+            perms: "rw-p".to_string(),
+        });
+        grown.died_ns = Some(900 * MS);
+        grown.died_by = Some(Cause::Exit);
+        let mut p = process(100, "hog", vec![grown]);
+        (p.exit_code, p.exit_signal) = (None, Some("SIGKILL".to_string()));
+        p.oom_kill_ns = Some(890 * MS);
+        p.counters = vec![
+            sample(200 * MS, MIB, 0, 0, Some(MIB)),
+            sample(600 * MS, 40 * MIB, 0, 0, Some(30 * MIB)),
+            sample(895 * MS, 40 * MIB, 0, 0, Some(39 * MIB)), // after the kill
+        ];
+        let t = timeline(vec![p, sample_process()]);
+        let text = render(&t, &ReportOptions::default());
+        let oom = &text[text.find("OOM kill: process 100 (hog)").expect(&text)
+            ..text.find("Process 100 (hog)").unwrap()];
+        assert!(oom.contains("Killed at     0.890000 s"), "{oom}");
+        assert!(
+            oom.contains("40.0 MiB mapped, 30.0 MiB resident (last sample, at 0.600000 s)"),
+            "{oom}"
+        );
+        assert!(oom.contains("40.0 MiB mapped in the last minute"), "{oom}");
+        assert!(
+            oom.contains("+40.0 MiB  0x7f0000000000-0x7f0002800000"),
+            "{oom}"
+        );
+        // Its life from 0 (its exec) to the kill: 9 steps of 100 ms.
+        assert!(
+            oom.contains("(9 steps of 100.0 ms, from 0.000000 s)"),
+            "{oom}"
+        );
+        assert!(oom.contains("the last of 2 samples"), "{oom}");
+        // One OOM section only: the other process was not killed.
+        assert_eq!(text.matches("OOM kill:").count(), 1, "{text}");
+
+        // Written and read back by serde, the field goes with it; a
+        // document without it (older) reads as not killed.
+        let mut v = serde_json::to_value(&t).unwrap();
+        assert_eq!(v["processes"][0]["oom_kill_ns"], 890 * MS);
+        v["processes"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("oom_kill_ns");
+        let back: Timeline = serde_json::from_value(v).unwrap();
+        assert_eq!(back.processes[0].oom_kill_ns, None);
     }
 }

@@ -9,7 +9,7 @@
 //! timelines). The tracker reads /proc only through a [`ProcSource`], so it
 //! is tested without a kernel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use super::{
     apply::{apply_event, apply_shmat, Applied},
@@ -24,6 +24,14 @@ use crate::{
 
 /// clone(2): the child runs in the parent's address space.
 const CLONE_VM: u64 = 0x100;
+
+/// OOM victims remembered at most while the model does not hold them
+/// (see [`Tracker::apply`]'s `OomKill`): the oldest is forgotten first.
+pub const MAX_UNSEEN_VICTIMS: usize = 64;
+/// A remembered victim's exit carries its kill when it comes within this
+/// long (a victim freeing a large address space takes seconds to exit);
+/// later, the pid is taken for another process's.
+pub const UNSEEN_VICTIM_NS: u64 = 60_000_000_000;
 
 /// What the tracker reads about a process from the kernel (/proc).
 pub trait ProcSource {
@@ -450,6 +458,11 @@ pub struct Tracker {
     /// No new process is modelled: the events of a process not known
     /// are ignored, a fork makes no child.
     refuse_new: bool,
+    /// OOM victims the model did not hold at the kill (a quiet process of
+    /// a system-wide recording, never seen): pid and kill time, for the
+    /// exit that models them to carry it. Bounded: [`MAX_UNSEEN_VICTIMS`];
+    /// an entry goes at that pid's exit or at a fork that reuses the pid.
+    unseen_victims: VecDeque<(u32, u64)>,
 }
 
 impl Tracker {
@@ -468,6 +481,7 @@ impl Tracker {
             kernel: KernelBehaviour::default(),
             coarse_faults: false,
             refuse_new: false,
+            unseen_victims: VecDeque::new(),
         }
     }
 
@@ -662,6 +676,10 @@ impl Tracker {
                 }
             }
         }
+        if let Body::Fork { child_pid, .. } = &ev.body {
+            // A new process with that pid: a victim remembered was another.
+            self.unseen_victims.retain(|v| v.0 != *child_pid);
+        }
         match &ev.body {
             // The child's own events come after the parent's fork.
             Body::Fork { child_pid, .. } if self.refuse_new => {
@@ -817,11 +835,21 @@ impl Tracker {
                 }
             }
             Body::Exit { status, start_time } => {
+                let unseen_kill = self
+                    .unseen_victims
+                    .iter()
+                    .position(|v| v.0 == ev.pid)
+                    .and_then(|i| self.unseen_victims.remove(i))
+                    .map(|v| v.1)
+                    .filter(|&kill| t.saturating_sub(kill) <= UNSEEN_VICTIM_NS);
                 self.ensure_touched(ev.pid, &ev.comm);
                 // A space shared with others lives on in them; a sharer's
                 // own is empty.
                 let heir = self.hand_over_space(ev.pid);
                 if let Some(mut p) = self.live.remove(&ev.pid) {
+                    if let Some(kill) = unseen_kill {
+                        p.oom_killed_at.get_or_insert(kill);
+                    }
                     // The counters are those of the address space it
                     // leaves: the model of whoever holds it now.
                     let holder = heir.or(p.shares).and_then(|h| self.live.get(&h));
@@ -840,11 +868,20 @@ impl Tracker {
             }
             Body::OomKill { victim_pid } => {
                 // The killer's context: the event belongs to the victim,
-                // when it is one of the traced processes (a victim never
-                // seen is not read from /proc now: it is being killed).
+                // when it is one of the traced processes. A victim never
+                // seen is not read from /proc now (it is being killed):
+                // remembered, its exit (which models it) carries the kill.
                 if let Some(p) = self.live.get_mut(victim_pid) {
                     p.oom_killed_at.get_or_insert(t);
                     p.dirty = true;
+                } else if !self.refuse_new {
+                    let victims = &mut self.unseen_victims;
+                    if !victims.iter().any(|v| v.0 == *victim_pid) {
+                        if victims.len() >= MAX_UNSEEN_VICTIMS {
+                            victims.pop_front();
+                        }
+                        victims.push_back((*victim_pid, t));
+                    }
                 }
             }
             Body::FaultSummary { .. } | Body::Lost { .. } => {}
@@ -1453,6 +1490,61 @@ mod tests {
         ));
         let ended = t.end_event();
         assert_eq!(ended[0].oom_killed_at, Some(6000));
+    }
+
+    /// A victim the model never saw (a quiet process of a system-wide
+    /// recording) is remembered until its exit, which carries the kill;
+    /// a fork that reuses the pid, or the kill's age, forgets it; at most
+    /// MAX_UNSEEN_VICTIMS are remembered.
+    #[test]
+    fn an_oom_kill_of_an_unseen_process_reaches_its_exit() {
+        let exit = |ts, pid| {
+            ev(
+                ts,
+                pid,
+                Body::Exit {
+                    status: 9,
+                    start_time: 42,
+                },
+            )
+        };
+        let mut t = tracker(false, &[(7, vec![seed(0x10000, 1)])]);
+        t.apply(&ev(6000, 9, Body::OomKill { victim_pid: 11 }));
+        t.apply(&ev(6050, 9, Body::OomKill { victim_pid: 11 })); // told twice
+        t.apply(&ev(6100, 9, Body::OomKill { victim_pid: 12 }));
+        t.apply(&ev(6200, 9, Body::OomKill { victim_pid: 13 }));
+        t.end_event();
+        assert!(t.get(11).is_none(), "a victim is not read from /proc");
+        t.apply(&exit(7000, 11));
+        let ended = t.end_event();
+        assert_eq!((ended[0].pid, ended[0].oom_killed_at), (11, Some(6000)));
+        // 12's pid is taken by a new process before its exit is seen.
+        t.apply(&ev(
+            7100,
+            7,
+            Body::Fork {
+                child_pid: 12,
+                clone_flags: 0,
+            },
+        ));
+        t.end_event();
+        t.apply(&exit(7200, 12));
+        let ended = t.end_event();
+        assert_eq!((ended[0].pid, ended[0].oom_killed_at), (12, None));
+        // 13's exit comes too late to be its.
+        let late = 6200 + UNSEEN_VICTIM_NS + 1;
+        t.apply(&exit(late, 13));
+        let ended = t.end_event();
+        assert_eq!((ended[0].pid, ended[0].oom_killed_at), (13, None));
+        // Bounded: the oldest is forgotten.
+        for pid in 100..=(100 + MAX_UNSEEN_VICTIMS as u32) {
+            t.apply(&ev(late + 100, 9, Body::OomKill { victim_pid: pid }));
+        }
+        assert_eq!(t.unseen_victims.len(), MAX_UNSEEN_VICTIMS);
+        t.apply(&exit(late + 200, 100));
+        assert_eq!(t.end_event()[0].oom_killed_at, None);
+        t.apply(&exit(late + 200, 101));
+        assert_eq!(t.end_event()[0].oom_killed_at, Some(late + 100));
     }
 
     /// A CLONE_VM child (vfork, posix_spawn) changes its parent's model;

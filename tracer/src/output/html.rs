@@ -72,6 +72,10 @@ struct HProc {
     execs: Vec<u64>,
     drift: u64,
     peak_mapped: u64,
+    /// When the OOM killer chose it (its exit record says).
+    oom_kill_ns: Option<u64>,
+    /// The report's section on that kill (what grew, the curves).
+    oom: Option<String>,
 }
 
 /// What the page holds and what it left out.
@@ -151,6 +155,9 @@ impl Collector {
                         && p.seeded_by == Some(crate::model::SeededBy::Exec));
                 if exec && hp.execs.len() < 64 {
                     hp.execs.push(p.t_ns);
+                }
+                if p.oom_kill_ns.is_some() {
+                    hp.oom_kill_ns = p.oom_kill_ns;
                 }
                 if p.event == v2::ProcessEvent::Exit {
                     hp.exit = Some(p.t_ns);
@@ -303,6 +310,14 @@ impl Collector {
         }
     }
 
+    /// The text report's section on the OOM kill of `proc`, shown above
+    /// its picture.
+    pub fn oom_section(&mut self, proc: u64, text: String) {
+        if let Some(p) = self.procs.get_mut(&proc) {
+            p.oom = Some(text);
+        }
+    }
+
     /// Writes the page: `header` is the text report's header, `sections`
     /// each process's section of it, by `proc`.
     pub fn write(
@@ -365,6 +380,7 @@ impl Collector {
                 "last": p.exit.unwrap_or(duration),
                 "exit": p.exit_text, "exit_ns": p.exit, "execs": p.execs, "drift": p.drift,
                 "uncertain": p.uncertain,
+                "oom_kill_ns": p.oom_kill_ns, "oom": p.oom,
                 "thinned": p.stride > 1, "samples_seen": p.seen_samples,
                 "report": sections.get(&p.proc).cloned().unwrap_or_default(),
                 "samples": p.samples,
@@ -527,5 +543,47 @@ mod tests {
         let gaps: std::collections::BTreeSet<i64> =
             p.samples.windows(2).map(|w| w[1][0] - w[0][0]).collect();
         assert_eq!(gaps.len(), 1, "{gaps:?}");
+    }
+
+    /// An OOM kill: its moment and the report's section on it go to the
+    /// page with the process (the page marks the moment on the picture and
+    /// the curves, and shows the section above them).
+    #[test]
+    fn an_oom_kill_reaches_the_page() {
+        let mut c = records(&[
+            r#"{"type":"process","t_ns":1,"proc":1,"pid":7,"event":"start","ppid":1,"comm":"hog","exe":"/bin/hog","seeded_by":"exec"}"#,
+            r#"{"type":"process","t_ns":1,"proc":2,"pid":8,"event":"start","ppid":1,"comm":"calm","exe":"/bin/calm","seeded_by":"exec"}"#,
+            r#"{"type":"process","t_ns":900,"proc":1,"pid":7,"event":"exit","ppid":1,"comm":"hog","exe":"/bin/hog","exit_signal":"SIGKILL","oom_kill_ns":800}"#,
+        ]);
+        c.oom_section(1, "OOM kill: process 7 (hog)\n</pre>".to_string());
+        let mut out = Vec::new();
+        c.write(&mut out, "t", "", &HashMap::new(), false).unwrap();
+        let page = String::from_utf8(out).unwrap();
+        let start = page
+            .find(r#"<script type="application/json" id="mmtrace-data">"#)
+            .unwrap();
+        let body = &page[start..];
+        let body = &body[body.find('>').unwrap() + 1..body.find("</script>").unwrap()];
+        let v: Value = serde_json::from_str(body).unwrap();
+        let by_pid = |pid: u64| {
+            v["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["pid"] == pid)
+                .unwrap()
+                .clone()
+        };
+        let hog = by_pid(7);
+        assert_eq!(hog["oom_kill_ns"], 800);
+        assert_eq!(hog["oom"], "OOM kill: process 7 (hog)\n</pre>");
+        let calm = by_pid(8);
+        assert_eq!(
+            (&calm["oom_kill_ns"], &calm["oom"]),
+            (&Value::Null, &Value::Null)
+        );
+        // The page has the box for it, and its script fills it as text.
+        assert!(page.contains(r#"<section id="oombox" hidden>"#));
+        assert!(SCRIPT.contains(r#"$("oom").textContent = "#));
     }
 }

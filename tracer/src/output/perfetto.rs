@@ -385,7 +385,9 @@ fn name_of<T: serde::Serialize>(v: &T) -> String {
 /// the processes, their per-kind lanes and the live regions.
 ///
 /// Each region is a slice from birth to death on its own track (a child of
-/// its process's per-kind lane track); its changes are instants on it.
+/// its process's per-kind lane track); its changes are instants on it. An
+/// OOM kill is an `oom_kill` instant on the process's track at the kill's
+/// moment (written with the exit that carries it: Perfetto sorts).
 // One match over the record types, written under the deadline: the lints
 // below are style (short names, `expect` on entries inserted just above).
 #[allow(
@@ -485,6 +487,22 @@ pub fn export_v2<R: io::BufRead, W: Write>(
                 }
                 w.instant(p.t_ns, t, &name, &args).map_err(io)?;
                 stats.instants += 1;
+                // The kill, at its own moment (before the exit that
+                // carries it), on the process's track beside its curves.
+                if let Some(kill) = p.oom_kill_ns {
+                    let before = p.t_ns.saturating_sub(kill);
+                    w.instant(
+                        kill,
+                        t,
+                        "oom_kill",
+                        &[
+                            ("victim_pid", Arg::Uint(u64::from(p.pid))),
+                            ("exit_after_ns", Arg::Uint(before)),
+                        ],
+                    )
+                    .map_err(io)?;
+                    stats.instants += 1;
+                }
             }
             Record::Region(r) => {
                 let t = proc_track(&mut w, r.proc, r.pid, "", &mut stats).map_err(io)?;
@@ -662,7 +680,7 @@ mod tests {
 
     /// A minimal wire-format reader, written from the protobuf encoding
     /// spec, independent of the writer above.
-    #[derive(Debug, PartialEq)]
+    #[derive(Clone, Debug, PartialEq)]
     enum F {
         V(u64),
         D(u64),
@@ -884,5 +902,51 @@ mod tests {
         assert_eq!(begins, born + stats.uncertain);
         assert_eq!(ends, gone + stats.uncertain);
         assert!(descriptors as u64 >= stats.processes + stats.slices);
+    }
+
+    /// An exit that carries an OOM kill: an `oom_kill` instant on the
+    /// process's track at the kill's moment, beside the exit's.
+    #[test]
+    fn an_oom_kill_is_an_instant_at_its_moment() {
+        let text = include_str!("../../../tests/data/timeline-v2-small.jsonl").replace(
+            r#""start_time":900000,"exit_code":0}"#,
+            r#""start_time":900000,"exit_signal":"SIGKILL","oom_kill_ns":99000000}"#,
+        );
+        assert!(text.contains("oom_kill_ns"));
+        let (stats, bytes) = export_v2(text.as_bytes(), Vec::new()).unwrap();
+        let (plain, _) = export_v2(
+            include_str!("../../../tests/data/timeline-v2-small.jsonl").as_bytes(),
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(stats.instants, plain.instants + 1);
+        let mut process_track = None;
+        let mut kills = Vec::new();
+        let mut exits = Vec::new();
+        for (_, p) in fields(&bytes) {
+            let p = sub(&p);
+            for td in get(&p, PACKET_TRACK_DESCRIPTOR) {
+                let td = sub(td);
+                if !get(&td, TRACK_PROCESS).is_empty() {
+                    process_track = Some(get(&td, TRACK_UUID)[0].clone());
+                }
+            }
+            for ev in get(&p, PACKET_TRACK_EVENT) {
+                let ev = sub(ev);
+                let name = get(&ev, EVENT_NAME);
+                let at = (
+                    get(&p, PACKET_TIMESTAMP)[0].clone(),
+                    get(&ev, EVENT_TRACK_UUID)[0].clone(),
+                );
+                if name == [&F::B(b"oom_kill".to_vec())] {
+                    kills.push(at);
+                } else if name == [&F::B(b"exit".to_vec())] {
+                    exits.push(at);
+                }
+            }
+        }
+        let track = process_track.unwrap();
+        assert_eq!(kills, [(F::V(99_000_000), track.clone())]);
+        assert_eq!(exits, [(F::V(100_000_000), track)]);
     }
 }

@@ -68,6 +68,11 @@ pub struct Process {
     /// Exit code, or null when killed by a signal or still running.
     pub exit_code: Option<i32>,
     pub exit_signal: Option<String>,
+    /// The kernel's OOM killer chose it as its victim at this time (its
+    /// exit by SIGKILL follows); null otherwise. Absent from older
+    /// recordings.
+    #[serde(default)]
+    pub oom_kill_ns: Option<u64>,
     pub regions: Vec<Region>,
     pub counters: Vec<CounterSample>,
     pub drift: Vec<Drift>,
@@ -300,6 +305,7 @@ impl Process {
             exit_at_ns: p.exit_at,
             exit_code,
             exit_signal,
+            oom_kill_ns: p.oom_killed_at,
             regions: p
                 .space
                 .regions

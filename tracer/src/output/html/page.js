@@ -434,6 +434,7 @@ window.addEventListener("error", function (e) {
       ctx.textAlign = px > LEFT + W - 30 ? "right" : "left";
       ctx.fillText(m[1], px + (ctx.textAlign === "right" ? -3 : 3), TOP + height + 18);
     });
+    if (p.oom_kill_ns !== null) oomMark(ctx, x(p.oom_kill_ns), TOP, TOP + height + 28, LEFT + W, TOP + 2);
     ctx.restore();
     // Time axis label, zoom note.
     ctx.fillStyle = "#556";
@@ -453,6 +454,21 @@ window.addEventListener("error", function (e) {
     $("reset").disabled = !z;
     $("maptitle").textContent = "Address space of " + p.pid + " (" + p.comm + ") over time" +
       (z ? " \u2014 zoomed" : "");
+  }
+
+  // The moment of the OOM kill: a solid red line from y0 to y1, named at
+  // the top (to its left when near the right edge).
+  function oomMark(ctx, x0, y0, y1, right, labelY) {
+    var px = Math.round(x0) + 0.5;
+    ctx.strokeStyle = "rgba(200,30,30,.95)";
+    ctx.lineWidth = 2;
+    ctx.beginPath(); ctx.moveTo(px, y0); ctx.lineTo(px, y1); ctx.stroke();
+    ctx.lineWidth = 1;
+    ctx.fillStyle = "rgba(190,20,20,1)";
+    ctx.font = "bold 11px system-ui, sans-serif";
+    ctx.textBaseline = "top";
+    ctx.textAlign = px > right - 60 ? "right" : "left";
+    ctx.fillText("OOM kill", px + (ctx.textAlign === "right" ? -4 : 4), labelY);
   }
 
   // Mapped, heap, stack, resident (bytes) and faults per second.
@@ -510,6 +526,7 @@ window.addEventListener("error", function (e) {
       var hh = r[2] / rmax * h2;
       ctx.fillRect(x0, top2 + h2 - hh, x1 - x0, hh);
     });
+    if (p.oom_kill_ns !== null) oomMark(ctx, x(p.oom_kill_ns), top1, top2 + h2, LEFT + W, top1 + 2);
     ctx.restore();
     // Scales and legends.
     ctx.font = "11px system-ui, sans-serif";
@@ -552,11 +569,13 @@ window.addEventListener("error", function (e) {
       plot: { left: LEFT, width: W, t0: t0, t1: t1 },
       count: regions.length, regions: regions, samples: p.samples.length,
       clusters: state.layout.clusters.length, gaps: state.layout.gaps.length,
+      // The OOM kill's mark, where the picture and the curves show it.
+      oom: p.oom_kill_ns === null ? null : { t: p.oom_kill_ns, x: state.x(p.oom_kill_ns) },
     };
     window.mmtraceDrawn = drawn;
     $("mmtrace-drawn").textContent = JSON.stringify(regions.length <= 20000 ? drawn : {
       process: drawn.process, proc: drawn.proc, count: drawn.count, plot: drawn.plot, ms: drawn.ms,
-      regions: null,
+      regions: null, oom: drawn.oom,
     });
   }
 
@@ -667,6 +686,9 @@ window.addEventListener("error", function (e) {
     state.p = D.processes[i];
     state.zoom = null;
     $("report").textContent = state.p.report;
+    // Its OOM kill, what grew and the curves before it, above its picture.
+    $("oombox").hidden = !state.p.oom;
+    $("oom").textContent = state.p.oom || "";
     draw();
   }
   $("proc").addEventListener("change", function () { select(Number($("proc").value)); });
