@@ -134,8 +134,13 @@ struct Running {
 }
 
 impl Running {
+    /// Its stderr so far, in whole lines: a line being written is not
+    /// there yet (a wait on it once saw the start of a line without its
+    /// end).
     fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        let mut s = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        s.truncate(s.rfind('\n').map_or(0, |i| i + 1));
+        s
     }
 
     /// SIGTERM, then its exit code and its stderr.
@@ -144,7 +149,8 @@ impl Running {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let status = child.wait().expect("wait for the daemon");
-        (status.code(), self.stderr())
+        let all = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        (status.code(), all)
     }
 }
 

@@ -26,12 +26,27 @@ struct Cgroup {
 }
 
 impl Cgroup {
-    /// A limited child of this process's memory cgroup, or why not.
-    fn make() -> Result<Cgroup, String> {
-        Cgroup::make_named("record")
+    /// A limited cgroup for `test` and a scratch directory of its own;
+    /// None when no cgroup can be made under emulation (the test is then
+    /// skipped, said so); anywhere else that fails the test.
+    fn with_dir(test: &str) -> Option<(Cgroup, PathBuf)> {
+        let cg = match Cgroup::make_named(test) {
+            Ok(cg) => cg,
+            Err(why) => {
+                if !tests::run_unless_emulated(env!("CARGO_CRATE_NAME"), &why) {
+                    return None;
+                }
+                panic!("cannot make a memory-limited cgroup for the OOM test: {why}");
+            }
+        };
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("mmtrace-oom-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Some((cg, dir))
     }
 
-    /// [`Cgroup::make`], named for its test (tests run in parallel).
+    /// A limited child of this process's memory cgroup, named for its test
+    /// (tests run in parallel), or why not.
     fn make_named(test: &str) -> Result<Cgroup, String> {
         let own = std::fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
@@ -113,18 +128,9 @@ impl Drop for Cgroup {
 #[test]
 fn oom_kill_is_recorded_and_explained() {
     tests::needs_root!();
-    let cg = match Cgroup::make() {
-        Ok(cg) => cg,
-        Err(why) => {
-            if !tests::run_unless_emulated(env!("CARGO_CRATE_NAME"), &why) {
-                return;
-            }
-            panic!("cannot make a memory-limited cgroup for the OOM test: {why}");
-        }
+    let Some((cg, dir)) = Cgroup::with_dir("record") else {
+        return;
     };
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("mmtrace-oom-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("timeline.jsonl");
     let cmd = [
         env!("CARGO_BIN_EXE_oomer").to_string(),
@@ -450,18 +456,9 @@ fn check_perfetto(dir: &Path, out: &Path, lines: &[serde_json::Value], pid: u64,
 #[test]
 fn oom_kill_is_in_the_v1_timeline() {
     tests::needs_root!();
-    let cg = match Cgroup::make_named("v1") {
-        Ok(cg) => cg,
-        Err(why) => {
-            if !tests::run_unless_emulated(env!("CARGO_CRATE_NAME"), &why) {
-                return;
-            }
-            panic!("cannot make a memory-limited cgroup for the OOM test: {why}");
-        }
+    let Some((cg, dir)) = Cgroup::with_dir("v1") else {
+        return;
     };
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("mmtrace-oom-v1-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("timeline.json");
     let cmd = [
         env!("CARGO_BIN_EXE_oomer").to_string(),
@@ -522,18 +519,9 @@ fn a_victim_never_seen_still_has_its_kill() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     tests::needs_root!();
-    let cg = match Cgroup::make_named("unseen") {
-        Ok(cg) => cg,
-        Err(why) => {
-            if !tests::run_unless_emulated(env!("CARGO_CRATE_NAME"), &why) {
-                return;
-            }
-            panic!("cannot make a memory-limited cgroup for the OOM test: {why}");
-        }
+    let Some((cg, dir)) = Cgroup::with_dir("unseen") else {
+        return;
     };
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("mmtrace-oom-unseen-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     // Its comm is the link's name, selected by --comm alone.
     let link = dir.join("oomquiet");
     let _ = std::fs::remove_file(&link);
@@ -633,18 +621,9 @@ fn a_victim_never_seen_still_has_its_kill() {
 #[test]
 fn oom_kill_is_streamed() {
     tests::needs_root!();
-    let cg = match Cgroup::make_named("stream") {
-        Ok(cg) => cg,
-        Err(why) => {
-            if !tests::run_unless_emulated(env!("CARGO_CRATE_NAME"), &why) {
-                return;
-            }
-            panic!("cannot make a memory-limited cgroup for the OOM test: {why}");
-        }
+    let Some((cg, dir)) = Cgroup::with_dir("stream") else {
+        return;
     };
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("mmtrace-oom-stream-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let events = dir.join("events.jsonl");
     let cmd = [
         env!("CARGO_BIN_EXE_oomer").to_string(),

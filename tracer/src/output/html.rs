@@ -500,16 +500,21 @@ mod tests {
         assert!(!page.contains('\u{1}'));
         assert!(!page.contains('\u{2028}'));
         // The data block parses back to the same strings.
+        let v = data_block(&page);
+        assert_eq!(v["processes"][0]["comm"], HOSTILE);
+        assert_eq!(v["paths"][0], HOSTILE);
+        assert_eq!(v["header"], HOSTILE);
+        assert_eq!(v["processes"][0]["report"], HOSTILE);
+    }
+
+    /// The page's data block, parsed.
+    fn data_block(page: &str) -> Value {
         let start = page
             .find(r#"<script type="application/json" id="mmtrace-data">"#)
             .unwrap();
         let body = &page[start..];
         let body = &body[body.find('>').unwrap() + 1..body.find("</script>").unwrap()];
-        let v: Value = serde_json::from_str(body).unwrap();
-        assert_eq!(v["processes"][0]["comm"], HOSTILE);
-        assert_eq!(v["paths"][0], HOSTILE);
-        assert_eq!(v["header"], HOSTILE);
-        assert_eq!(v["processes"][0]["report"], HOSTILE);
+        serde_json::from_str(body).unwrap()
     }
 
     #[test]
@@ -559,12 +564,7 @@ mod tests {
         let mut out = Vec::new();
         c.write(&mut out, "t", "", &HashMap::new(), false).unwrap();
         let page = String::from_utf8(out).unwrap();
-        let start = page
-            .find(r#"<script type="application/json" id="mmtrace-data">"#)
-            .unwrap();
-        let body = &page[start..];
-        let body = &body[body.find('>').unwrap() + 1..body.find("</script>").unwrap()];
-        let v: Value = serde_json::from_str(body).unwrap();
+        let v = data_block(&page);
         let by_pid = |pid: u64| {
             v["processes"]
                 .as_array()
