@@ -273,3 +273,145 @@ fn a_bad_cgroup_is_one_line_and_exit_2() {
         assert!(!out.exists(), "no output for {dir}");
     }
 }
+
+/// A child killed (SIGKILL) and reaped when the test ends, panic or not.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP/1.0 GET of /metrics on 127.0.0.1:`port`: its body.
+fn metrics(port: u16) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let (_, body) = text.split_once("\r\n\r\n").ok_or("no head")?;
+    Ok(body.to_string())
+}
+
+/// The daemon with `select.cgroup` and `metrics_group_by = "cgroup"`: a
+/// process already running in the cgroup is seeded, its metrics carry the
+/// label `cgroup`, `mmtrace ps` names its cgroup; one running outside is
+/// not traced.
+#[test]
+fn the_daemon_selects_and_groups_by_cgroup() {
+    tests::needs_root!();
+    let cg = match Cgroup::make("daemon") {
+        Ok(cg) => cg,
+        Err(why) => {
+            if !tests::run_unless_emulated(env!("CARGO_CRATE_NAME"), &why) {
+                return;
+            }
+            panic!("cannot make a cgroup for the test: {why}");
+        }
+    };
+    let dir = tmp("daemon");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // metricsload prints "ready PID" once its memory is touched, then waits
+    // on its standard input.
+    let start = |procs: Option<&Path>| -> (Guard, u32) {
+        let script = match procs {
+            Some(p) => format!("echo $$ > '{}' && exec \"$0\" 4", p.display()),
+            None => "exec \"$0\" 4".to_string(),
+        };
+        let mut c = Command::new("/bin/sh")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_metricsload")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start metricsload");
+        let mut line = String::new();
+        BufReader::new(c.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let pid = line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{line:?}"));
+        (Guard(c), pid)
+    };
+    let (_inside, inside) = start(Some(&cg.dir.join("cgroup.procs")));
+    let (_outside, outside) = start(None);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let socket = dir.join("mmtrace.sock");
+    let config = dir.join("mmtrace.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:{port}\"\n\
+             metrics_group_by = \"cgroup\"\n\
+             [socket]\npath = \"{}\"\n[select]\ncgroup = [\"{}\"]\n",
+            dir.join("data").display(),
+            socket.display(),
+            cg.dir.display()
+        ),
+    )
+    .unwrap();
+    let stderr = dir.join("daemon.stderr");
+    let _daemon = Guard(
+        Command::new(tests::mmtrace_bin().unwrap_or_else(|e| panic!("{e}")))
+            .arg("daemon")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("start mmtrace daemon"),
+    );
+    let series = format!("mmtrace_processes{{cgroup=\"{}\"}} 1", cg.path);
+    let mut last = String::new();
+    let found = wait_until(Duration::from_secs(60), "the cgroup's series", || {
+        last = metrics(port).unwrap_or_else(|e| e);
+        last.contains(&series)
+    });
+    found.unwrap_or_else(|e| {
+        panic!(
+            "{e}: {last}\n{}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        )
+    });
+    assert!(!last.contains("comm=\""), "grouped by cgroup only: {last}");
+    let run = run_mmtrace_raw(
+        [
+            OsStr::new("ps"),
+            OsStr::new("--sort"),
+            OsStr::new("pid"),
+            OsStr::new("--socket"),
+            socket.as_os_str(),
+        ],
+        MMTRACE_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(run.status.success(), "{}", run.stderr);
+    let rows: Vec<&str> = run.stdout.lines().skip(1).collect();
+    assert!(
+        rows.iter()
+            .any(|r| r.split_whitespace().next() == Some(&inside.to_string())
+                && r.ends_with(&cg.path)),
+        "ps shows {inside} in {}:\n{}",
+        cg.path,
+        run.stdout
+    );
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r.split_whitespace().next() == Some(&outside.to_string())),
+        "ps does not show {outside}:\n{}",
+        run.stdout
+    );
+}
