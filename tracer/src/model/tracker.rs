@@ -111,9 +111,9 @@ pub struct Process {
     /// it is uncertain from its exec (or first sight) to its end.
     pub abi: Option<Abi>,
     /// Its control groups: read from /proc/PID/cgroup when it is first
-    /// seen and at each exec, inherited at fork. A process moved to
-    /// another cgroup without an exec keeps showing the former one until
-    /// its next exec.
+    /// seen, at each exec and at each check with /proc/PID/maps;
+    /// inherited at fork. A process moved to another cgroup without an
+    /// exec shows the former one until its next check or exec.
     pub cgroup: Option<Cgroup>,
     pub seeded_by: SeededBy,
     pub exec_at: Option<u64>,
@@ -1084,7 +1084,13 @@ impl Tracker {
     pub fn compare(&mut self, pid: u32, t0: u64, snapshot: &[Seed]) -> Option<Comparison> {
         let t = self.rel(t0);
         let pid = self.owner_of(pid);
+        // A process moved to another cgroup without an exec (by systemd,
+        // a runtime, an admin) shows it from its next check on.
+        let cg = self.source.cgroup(pid);
         let p = self.live.get_mut(&pid)?;
+        if cg.is_some() {
+            p.cgroup = cg;
+        }
         if !self.keep_history {
             // What the events did was reported: the journal holds only what
             // the resync does, for the sink's `check`.
@@ -1311,7 +1317,8 @@ mod tests {
     }
 
     /// Found running: read; forked: the parent's; exec'd: what the exec
-    /// found (a runtime moved it in between), else read again.
+    /// found (a runtime moved it in between), else read again; checked:
+    /// read again.
     #[test]
     fn cgroups_are_read_inherited_and_reread_at_exec() {
         let mut t = tracker(false, &[(7, vec![seed(0x10000, 1)])]);
@@ -1353,6 +1360,11 @@ mod tests {
         ));
         t.end_event();
         assert_eq!(t.get(8).unwrap().cgroup, Some(cg(b"/docker/abc")));
+        // Moved without an exec: seen at the next check.
+        t.get_mut(7).unwrap().cgroup = Some(cg(b"/before"));
+        let snapshot = vec![seed(0x10000, 1)];
+        assert!(t.compare(7, 8000, &snapshot).is_some());
+        assert_eq!(t.get(7).unwrap().cgroup, Some(cg(b"/found")));
     }
 
     fn seed(start: u64, pages: u64) -> Seed {

@@ -148,7 +148,7 @@ pub struct ProcessRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oom_kill_ns: Option<u64>,
     /// Its control groups, when /proc/PID/cgroup could be read: at its
-    /// first sight and its exec (inherited at fork).
+    /// first sight, its exec and each check (inherited at fork).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<CgroupRecord>,
 }
