@@ -5,8 +5,9 @@
 //!
 //! The test makes a child cgroup of its own memory cgroup (v1 where the
 //! memory controller is on v1, as on these machines; else a child of its v2
-//! cgroup), runs a workload inside and one outside while a system-wide
-//! `mmtrace record --cgroup DIR` runs, and removes the cgroup.
+//! cgroup), runs a workload inside (in a cgroup made below it after the
+//! start) and one outside while a system-wide `mmtrace record --cgroup
+//! DIR` runs, and removes the cgroups.
 
 use std::{
     ffi::OsStr,
@@ -65,6 +66,15 @@ impl Drop for Cgroup {
     fn drop(&mut self) {
         // Empty once its processes are reaped.
         let gone = wait_until(Duration::from_secs(10), "the cgroup to empty", || {
+            // Its child cgroups first (a cgroup's files are not removable:
+            // the directories are the cgroups).
+            if let Ok(entries) = std::fs::read_dir(&self.dir) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
+            }
             std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists()
         });
         if gone.is_err() {
@@ -134,7 +144,11 @@ fn record_selects_the_cgroup_and_names_it() {
             break;
         }
     }
-    let inside = workload(Some(&cg.dir.join("cgroup.procs")), &tmp("inside.json"));
+    // A cgroup made below the selected one after the start is selected
+    // too: the kernel walks up from each event's task's cgroup.
+    let sub = cg.dir.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let inside = workload(Some(&sub.join("cgroup.procs")), &tmp("inside.json"));
     let outside = workload(None, &tmp("outside.json"));
     // Everything both did is in the ring buffer once they are reaped.
     // SAFETY: signalling our own child.
@@ -167,10 +181,11 @@ fn record_selects_the_cgroup_and_names_it() {
             .any(|r| r["type"] == "region" && r["op"] == "born"),
         "its regions are recorded"
     );
+    let sub_path = format!("{}/sub", cg.path);
     for r in mine.iter().filter(|r| r["type"] == "process") {
         assert_eq!(
             r["cgroup"][cg.key].as_str(),
-            Some(cg.path.as_str()),
+            Some(sub_path.as_str()),
             "each of its process records names its cgroup: {r}"
         );
     }
@@ -188,7 +203,7 @@ fn record_selects_the_cgroup_and_names_it() {
         .lines()
         .find(|l| l.starts_with("Cgroup"))
         .unwrap_or_else(|| panic!("no Cgroup line in the report:\n{}", run.stdout));
-    assert!(header_line.contains(&cg.path), "{header_line}");
+    assert!(header_line.contains(&sub_path), "{header_line}");
 }
 
 #[test]
