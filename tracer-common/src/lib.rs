@@ -37,6 +37,8 @@ pub const MAP_LOST: &str = "LOST";
 pub const MAP_ERRORS: &str = "ERRORS";
 pub const MAP_PID_FILTER: &str = "PID_FILTER";
 pub const MAP_COMM_FILTER: &str = "COMM_FILTER";
+/// Selected cgroups (`--cgroup`): keys `[CGROUP_V2 or CGROUP_V1_MEMORY, id]`.
+pub const MAP_CGROUP_FILTER: &str = "CGROUP_FILTER";
 pub const MAP_FAULT_COUNTS: &str = "FAULT_COUNTS";
 pub const MAP_RSS: &str = "RSS";
 /// Slot 0: the active STACK_SOURCE_*, set by the loader; slot 1: a
@@ -401,6 +403,20 @@ pub const FILTER_PID: u32 = 1;
 pub const FILTER_COMM: u32 = 2;
 /// Children of a traced process join the pid filter at fork.
 pub const FILTER_FOLLOW: u32 = 4;
+/// A cgroup of the unified hierarchy is selected (`CGROUP_FILTER`).
+pub const FILTER_CGROUP_V2: u32 = 8;
+/// A cgroup of the v1 memory hierarchy is selected (`CGROUP_FILTER`).
+pub const FILTER_CGROUP_V1_MEMORY: u32 = 16;
+
+/// The first word of a `CGROUP_FILTER` key: which hierarchy its id is of
+/// (kernfs ids are numbered per hierarchy).
+pub const CGROUP_V2: u64 = 2;
+pub const CGROUP_V1_MEMORY: u64 = 1;
+/// A process is selected by a cgroup at most this many levels above its
+/// own (the programs walk up the cgroup tree that far).
+pub const CGROUP_MAX_DEPTH: u32 = 8;
+/// At most this many `--cgroup` selections.
+pub const CGROUP_FILTER_MAX: u32 = 64;
 
 /// `Config::fault_mode`.
 pub const FAULTS_OFF: u32 = 0;
@@ -499,6 +515,18 @@ pub struct Offsets {
     pub vma_start: u64,
     /// `vm_area_struct.vm_mm`: whose address space a VMA belongs to.
     pub vma_mm: u64,
+    /// For `--cgroup` (all 0 when this kernel's BTF lacks them; the
+    /// selection is then refused): `task_struct.cgroups`,
+    /// `css_set.dfl_cgrp`, `css_set.subsys[memory_cgrp_id]`,
+    /// `cgroup_subsys_state.cgroup`, `cgroup.kn`, `kernfs_node.parent`
+    /// (`__parent` since 6.15) and `kernfs_node.id`.
+    pub task_cgroups: u64,
+    pub css_set_dfl_cgrp: u64,
+    pub css_set_memory: u64,
+    pub css_cgroup: u64,
+    pub cgroup_kn: u64,
+    pub kn_parent: u64,
+    pub kn_id: u64,
 }
 
 /// The offsets of the VMA tree's walk (tracer-ebpf's `vmas`), apart from
@@ -584,6 +612,13 @@ impl Offsets {
         vfsmount_root: 0,
         vma_start: 0,
         vma_mm: 0,
+        task_cgroups: 0,
+        css_set_dfl_cgrp: 0,
+        css_set_memory: 0,
+        css_cgroup: 0,
+        cgroup_kn: 0,
+        kn_parent: 0,
+        kn_id: 0,
     };
 }
 

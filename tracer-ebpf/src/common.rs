@@ -11,11 +11,13 @@ use aya_ebpf::{
     Global,
 };
 use tracer_common::{
-    Config, EventHeader, EventKind, FaultCounts, MmCounters, MmSeq, Offsets, COMM_LEN,
-    ERRORS_NO_KIND, FILTER_COMM, FILTER_PID, KIND_SLOTS, MM_SETTLED, RSS_MEMBERS,
+    Config, EventHeader, EventKind, FaultCounts, MmCounters, MmSeq, Offsets, CGROUP_FILTER_MAX,
+    CGROUP_MAX_DEPTH, CGROUP_V1_MEMORY, CGROUP_V2, COMM_LEN, ERRORS_NO_KIND,
+    FILTER_CGROUP_V1_MEMORY, FILTER_CGROUP_V2, FILTER_COMM, FILTER_PID, KIND_SLOTS, MM_SETTLED,
+    RSS_MEMBERS,
 };
 
-use crate::kernel::read_counters;
+use crate::kernel::{current_task, read, read_counters};
 
 #[unsafe(no_mangle)]
 pub static CONFIG: Global<Config> = Global::new(Config::ZERO);
@@ -47,6 +49,11 @@ pub static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 /// Traced comms when FILTER_COMM is set.
 #[map(name = "COMM_FILTER")]
 pub static COMM_FILTER: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(256, 0);
+
+/// Selected cgroups when FILTER_CGROUP_* is set: `[CGROUP_V2 or
+/// CGROUP_V1_MEMORY, the cgroup's kernfs id]`.
+#[map(name = "CGROUP_FILTER")]
+pub static CGROUP_FILTER: HashMap<[u64; 2], u8> = HashMap::with_max_entries(CGROUP_FILTER_MAX, 0);
 
 /// RSS counters per process (bytes), when `track_rss` is set.
 #[map(name = "RSS")]
@@ -96,7 +103,7 @@ pub fn traced(cfg: &Config, tgid: u32) -> bool {
     if tgid == cfg.self_tgid {
         return false;
     }
-    if cfg.filter & (FILTER_PID | FILTER_COMM) == 0 {
+    if cfg.filter & (FILTER_PID | FILTER_COMM | FILTER_CGROUPS) == 0 {
         return true;
     }
     if cfg.filter & FILTER_PID != 0 && PID_FILTER.get_ptr(tgid).is_some() {
@@ -104,7 +111,61 @@ pub fn traced(cfg: &Config, tgid: u32) -> bool {
     }
     if cfg.filter & FILTER_COMM != 0 {
         if let Ok(comm) = bpf_get_current_comm() {
-            return COMM_FILTER.get_ptr(comm).is_some();
+            if COMM_FILTER.get_ptr(comm).is_some() {
+                return true;
+            }
+        }
+    }
+    cfg.filter & FILTER_CGROUPS != 0 && in_selected_cgroup(cfg)
+}
+
+const FILTER_CGROUPS: u32 = FILTER_CGROUP_V2 | FILTER_CGROUP_V1_MEMORY;
+
+/// Whether the current task is in a selected cgroup or below one (at most
+/// [`CGROUP_MAX_DEPTH`] levels), in either hierarchy selected. Its cgroup
+/// now, read from the task (`task->cgroups`): a process moved in or out
+/// is selected from its next event on.
+#[inline(always)]
+fn in_selected_cgroup(cfg: &Config) -> bool {
+    let off = offsets();
+    let Ok(cset) = read::<u64>(current_task(), off.task_cgroups) else {
+        return false;
+    };
+    if cfg.filter & FILTER_CGROUP_V2 != 0 {
+        if let Ok(cgrp) = read::<u64>(cset, off.css_set_dfl_cgrp) {
+            if cgroup_selected(CGROUP_V2, cgrp, off) {
+                return true;
+            }
+        }
+    }
+    if cfg.filter & FILTER_CGROUP_V1_MEMORY != 0 {
+        if let Ok(css) = read::<u64>(cset, off.css_set_memory) {
+            if let Ok(cgrp) = read::<u64>(css, off.css_cgroup) {
+                return cgroup_selected(CGROUP_V1_MEMORY, cgrp, off);
+            }
+        }
+    }
+    false
+}
+
+/// Whether `cgrp` (a `struct cgroup *` of `hierarchy`) or one of its
+/// ancestors is in `CGROUP_FILTER`: up its kernfs directories.
+#[inline(always)]
+fn cgroup_selected(hierarchy: u64, cgrp: u64, off: &Offsets) -> bool {
+    let Ok(mut kn) = read::<u64>(cgrp, off.cgroup_kn) else {
+        return false;
+    };
+    for _ in 0..CGROUP_MAX_DEPTH + 1 {
+        let Ok(id) = read::<u64>(kn, off.kn_id) else {
+            return false;
+        };
+        if CGROUP_FILTER.get_ptr([hierarchy, id]).is_some() {
+            return true;
+        }
+        match read::<u64>(kn, off.kn_parent) {
+            // 0 above the top: `read` refuses it.
+            Ok(parent) => kn = parent,
+            Err(_) => return false,
         }
     }
     false

@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use tracer_common::{
     tp::{MarkVictim, SchedProcessExec, TaskNewtask},
-    EventKind, ExecEvent, ExitEvent, ForkEvent, OomKillEvent, EXEC_PATH_LEN, FILTER_COMM,
-    FILTER_FOLLOW, FILTER_PID,
+    EventKind, ExecEvent, ExitEvent, ForkEvent, OomKillEvent, EXEC_PATH_LEN,
+    FILTER_CGROUP_V1_MEMORY, FILTER_CGROUP_V2, FILTER_COMM, FILTER_FOLLOW, FILTER_PID,
 };
 
 use crate::{
@@ -230,7 +230,10 @@ fn try_mark_victim(ctx: &TracePointContext) -> Result<u32, Fail> {
         return Ok(0);
     }
     let by_pid = cfg.filter & FILTER_PID != 0;
-    if by_pid && PID_FILTER.get_ptr(victim).is_none() && cfg.filter & FILTER_COMM == 0 {
+    // The killer's cgroup says nothing of the victim's: as with comms,
+    // userspace keeps the victims it traces.
+    let by_other = cfg.filter & (FILTER_COMM | FILTER_CGROUP_V2 | FILTER_CGROUP_V1_MEMORY) != 0;
+    if by_pid && PID_FILTER.get_ptr(victim).is_none() && !by_other {
         return Ok(0);
     }
     match EVENTS.reserve::<OomKillEvent>(0) {

@@ -75,7 +75,16 @@ pub struct TraceArgs {
     #[arg(short, long = "comm", value_name = "NAME", value_parser = parse_comm)]
     pub comms: Vec<OsString>,
 
-    /// With --pid or --comm: also trace the children they start from now on.
+    /// Trace the processes in this cgroup and the cgroups below it
+    /// (repeatable): a directory under the cgroup2 mount, or under a v1
+    /// mount of the memory controller (e.g.
+    /// /sys/fs/cgroup/memory/docker/ID). Selected in the kernel, by each
+    /// event's task's cgroup at that moment.
+    #[arg(long = "cgroup", value_name = "DIR")]
+    pub cgroups: Vec<PathBuf>,
+
+    /// With --pid, --comm or --cgroup: also trace the children they start
+    /// from now on.
     #[arg(short, long)]
     pub follow: bool,
 

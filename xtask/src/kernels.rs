@@ -939,6 +939,19 @@ smoke report '[ -s /tmp/report.out ]' \
   $M report /tmp/record.json
 smoke regions '[ -s /tmp/regions.out ]' \
   $M stream --regions -- /bin/ls -l /
+# --cgroup loads the cgroup walk into every program (the command's pid
+# selects it too: this checks the programs load and run, and the cgroup
+# its exec line names). The v1 memory hierarchy first: a controller
+# active on cgroup2 cannot be mounted on v1.
+mkdir -p /tmp/cgm /tmp/cg2
+mount -t cgroup -o memory none /tmp/cgm && mkdir -p /tmp/cgm/mmtrace
+mount -t cgroup2 none /tmp/cg2 && mkdir -p /tmp/cg2/mmtrace
+smoke cgroup-v2 'grep -q '"'"'"cgroup_v2":"/mmtrace"'"'"' /tmp/cgroup-v2.out' \
+  $M stream --format jsonl --events process --cgroup /tmp/cg2/mmtrace -- \
+  /bin/sh -c 'echo $$ > /tmp/cg2/mmtrace/cgroup.procs && exec /bin/ls /'
+smoke cgroup-v1 'grep -q '"'"'"cgroup_v1_memory":"/mmtrace"'"'"' /tmp/cgroup-v1.out' \
+  $M stream --format jsonl --events process --cgroup /tmp/cgm/mmtrace -- \
+  /bin/sh -c 'echo $$ > /tmp/cgm/mmtrace/cgroup.procs && exec /bin/ls /'
 # Not a check: how this kernel lets the syscalls be traced.
 RUST_LOG=info $M stream --events mmap -- /bin/true 2>&1 >/dev/null |
   grep 'syscalls traced' | tee -a $OUT/log

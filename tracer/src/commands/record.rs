@@ -613,6 +613,7 @@ async fn run_v2(p: Prepared) -> Result<i32> {
                 .iter()
                 .map(|c| c.to_string_lossy().into_owned())
                 .collect(),
+            cgroups: crate::kernel::cgroup::selection_names(&target.cgroups),
             follow: a.follow || target.command.is_some(),
         },
         options: v2::Options {

@@ -472,6 +472,7 @@ fn v1_records(proc: u64, p: &Process) -> Vec<Record> {
             exit_code: p.exit_code,
             exit_signal: p.exit_signal.clone(),
             oom_kill_ns: p.oom_kill_ns.filter(|_| event == v2::ProcessEvent::Exit),
+            cgroup: None,
         })
     };
     out.push(process(first, v2::ProcessEvent::Start));
@@ -634,6 +635,9 @@ impl Live {
         if rec.oom_kill_ns.is_some() {
             p.oom_kill_ns = rec.oom_kill_ns;
             self.sum.oom_kill_ns = rec.oom_kill_ns;
+        }
+        if let Some(cg) = &rec.cgroup {
+            self.sum.cgroup = Some(cgroup_text(cg));
         }
         self.sum.set_process(p);
     }
@@ -1616,6 +1620,8 @@ fn raise(peak: &mut Peak, v: Option<u64>, t: u64) {
 pub struct Summary {
     /// The process, without regions, counters, checks, drift, uncertain.
     p: Process,
+    /// Its control groups, as the header shows them (v2 recordings).
+    cgroup: Option<String>,
     short_lived_ns: u64,
     /// The earliest birth of a region.
     first_born: Option<u64>,
@@ -1691,6 +1697,7 @@ impl Summary {
             drift: Vec::new(),
             uncertain: Vec::new(),
             oom_kill_ns: p.oom_kill_ns,
+            cgroup: None,
             section: None,
         }
     }
@@ -1821,6 +1828,24 @@ impl Process {
 /// A string from the file, safe for a terminal.
 fn esc(s: &str) -> String {
     escape_text(s.as_bytes())
+}
+
+/// A process's cgroups for its header: `v1 memory PATH, v2 PATH (id N)`,
+/// escaped.
+pub fn cgroup_text(cg: &v2::CgroupRecord) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = &cg.v1_memory {
+        parts.push(format!("v1 memory {}", esc(m)));
+    }
+    if let Some(p) = &cg.v2 {
+        let id = cg.v2_id.map(|id| format!(" (id {id})")).unwrap_or_default();
+        parts.push(format!("v2 {}{id}", esc(p)));
+    }
+    if parts.is_empty() {
+        "(unknown)".to_string()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// `Label         value`, the value cut to fit.
@@ -1966,6 +1991,9 @@ fn process(s: &mut String, t: &Meta, sum: &Summary) {
         other => esc(other),
     };
     field(s, "Traced from", &from);
+    if let Some(cg) = &sum.cgroup {
+        field(s, "Cgroup", cg);
+    }
     if let Some(owner) = p.shared_with {
         field(
             s,

@@ -37,6 +37,8 @@ pub struct Config {
     /// At most this many process groups (comms) in the metrics; the rest
     /// are summed as comm "other".
     pub metrics_groups: usize,
+    /// What a process group of the metrics is: "comm" or "cgroup".
+    pub metrics_group_by: String,
     /// The daemon's memory cap in MiB.
     pub memory_cap_mib: u64,
 }
@@ -101,6 +103,7 @@ impl Default for Config {
             metrics_listen: String::new(),
             metrics_allow_remote: false,
             metrics_groups: 200,
+            metrics_group_by: "comm".into(),
             memory_cap_mib: 512,
         }
     }
@@ -252,6 +255,15 @@ impl Config {
         if self.metrics_groups == 0 || self.metrics_groups > 10_000 {
             return Err(("metrics_groups", "must be 1 to 10000".into()));
         }
+        if !matches!(self.metrics_group_by.as_str(), "comm" | "cgroup") {
+            return Err((
+                "metrics_group_by",
+                format!(
+                    "{:?} is not one of \"comm\", \"cgroup\"",
+                    self.metrics_group_by
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -319,6 +331,14 @@ mod tests {
         assert!(e.reason.contains("not an address:port"), "{e}");
         let e = parse("metrics_groups = 0\n").unwrap_err();
         assert_eq!(e.line, Some(1), "{e}");
+        let e = parse("metrics_group_by = \"pod\"\n").unwrap_err();
+        assert!(e.reason.contains("\"comm\", \"cgroup\""), "{e}");
+        assert_eq!(
+            parse("metrics_group_by = \"cgroup\"\n")
+                .unwrap()
+                .metrics_group_by,
+            "cgroup"
+        );
     }
 
     #[test]

@@ -653,8 +653,8 @@ pub fn ps(socket: &Path, sort: SortKey, raw: bool, out: &mut dyn Write) -> Resul
         return Ok(0);
     }
     let mut text = format!(
-        "{:>8} {:<16} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10}\n",
-        "PID", "COMM", "MAPPED", "HEAP", "STACK", "RSS", "REGIONS", "FAULTS/S"
+        "{:>8} {:<16} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {}\n",
+        "PID", "COMM", "MAPPED", "HEAP", "STACK", "RSS", "REGIONS", "FAULTS/S", "CGROUP"
     );
     let empty = Vec::new();
     for p in v["ps"].as_array().unwrap_or(&empty) {
@@ -667,7 +667,7 @@ pub fn ps(socket: &Path, sort: SortKey, raw: bool, out: &mut dyn Write) -> Resul
         };
         let _ = writeln!(
             text,
-            "{:>8} {:<16} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10.0}",
+            "{:>8} {:<16} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10.0} {}",
             n("pid"),
             escape_text(p["comm"].as_str().unwrap_or("").as_bytes()),
             size("mapped"),
@@ -676,6 +676,10 @@ pub fn ps(socket: &Path, sort: SortKey, raw: bool, out: &mut dyn Write) -> Resul
             rss,
             n("regions"),
             p["faults_per_sec"].as_f64().unwrap_or(0.0),
+            // The v1 memory path on hybrid hosts, else the v2 one.
+            p["cgroup"]
+                .as_str()
+                .map_or_else(|| "-".to_string(), |c| escape_text(c.as_bytes())),
         );
     }
     let _ = out.write_all(text.as_bytes());

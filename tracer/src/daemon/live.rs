@@ -651,6 +651,9 @@ pub fn client(mut args: StreamArgs, socket: &Path) -> Result<i32> {
     if args.trace.kill_on_stop {
         return refuse("--kill-on-stop goes with -- CMD, not with --connect");
     }
+    if !args.trace.cgroups.is_empty() {
+        return refuse("--cgroup is not available over --connect (select.cgroup in the daemon's configuration selects)");
+    }
     let mut pids = Vec::new();
     for pid in &args.trace.pids {
         let tgid = crate::kernel::preflight::process_of(*pid)?;

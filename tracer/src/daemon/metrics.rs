@@ -78,6 +78,26 @@ pub const RESIDENT_KINDS: [&str; 3] = ["file", "anon", "shm"];
 pub const ACCESSES: [&str; 3] = ["read", "write", "exec"];
 /// The group of the processes past the cap.
 pub const OTHER: &str = "other";
+
+/// What the process groups are (`metrics_group_by`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupBy {
+    /// The comm (label `comm`).
+    Comm,
+    /// The cgroup (label `cgroup`): the v1 memory path where the memory
+    /// controller is on v1, else the v2 path.
+    Cgroup,
+}
+
+impl GroupBy {
+    /// The label of the group's name.
+    pub const fn label(self) -> &'static str {
+        match self {
+            GroupBy::Comm => "comm",
+            GroupBy::Cgroup => "cgroup",
+        }
+    }
+}
 /// Scrapes served at once; more wait for the accept.
 pub const MAX_CLIENTS: usize = 4;
 /// The longest request head.
@@ -135,12 +155,15 @@ pub struct Snapshot {
     /// Groups in use and their cap.
     pub group_count: u64,
     pub group_cap: u64,
+    /// What the groups are.
+    pub group_by: Option<GroupBy>,
 }
 
 /// The process groups and their counters, bounded by `cap`.
 #[derive(Debug)]
 pub struct Groups {
     cap: usize,
+    by: GroupBy,
     groups: HashMap<String, Group>,
     other: Group,
     members: HashMap<u32, Member>,
@@ -149,8 +172,13 @@ pub struct Groups {
 
 impl Groups {
     pub fn new(cap: usize) -> Groups {
+        Groups::by(cap, GroupBy::Comm)
+    }
+
+    pub fn by(cap: usize, by: GroupBy) -> Groups {
         Groups {
             cap: cap.max(1),
+            by,
             groups: HashMap::new(),
             other: Group::default(),
             members: HashMap::new(),
@@ -246,6 +274,9 @@ impl Groups {
     fn counts_of(&mut self, pid: u32, comm: &[u8]) -> &mut Counts {
         let key = if let Some(m) = self.members.get(&pid) {
             m.group.clone()
+        } else if self.by == GroupBy::Cgroup {
+            // Not known yet: its cgroup is not either.
+            None
         } else {
             let comm = escape_text(comm);
             let key = self.slot(&comm);
@@ -332,6 +363,20 @@ impl Groups {
         v
     }
 
+    /// The name of `p`'s group, raw: its comm, or its cgroup (the v1
+    /// memory path on hybrid hosts, else the v2 one; "unknown" when
+    /// /proc/PID/cgroup could not be read).
+    pub fn name_of<'p>(&self, p: &'p Process) -> &'p [u8] {
+        match self.by {
+            GroupBy::Comm => &p.comm,
+            GroupBy::Cgroup => p
+                .cgroup
+                .as_ref()
+                .and_then(|c| c.main_path())
+                .unwrap_or(b"unknown"),
+        }
+    }
+
     /// Groups in use (`other` aside).
     pub fn len(&self) -> usize {
         self.groups.len()
@@ -392,6 +437,7 @@ impl MetricsSink {
             health: self.inner.v2.out.status(),
             group_count: groups.map_or(0, |g| g.len() as u64),
             group_cap: groups.map_or(0, |g| g.cap as u64),
+            group_by: groups.map(|g| g.by),
         }
     }
 }
@@ -424,14 +470,16 @@ impl Sink for MetricsSink {
     fn processes(&mut self, ev: &Event, touched: &[&Process]) {
         if let Some(g) = self.groups.as_mut() {
             for p in touched {
-                g.know(p.pid, p.seq, &p.comm);
+                let name = g.name_of(p);
+                g.know(p.pid, p.seq, name);
             }
         }
         self.inner.processes(ev, touched);
     }
     fn sample(&mut self, now_ns: u64, p: &Process) {
         if let Some(g) = self.groups.as_mut() {
-            g.know(p.pid, p.seq, &p.comm);
+            let name = g.name_of(p);
+            g.know(p.pid, p.seq, name);
             g.sample(p.pid, mapped_by_kind(p), p.rss_kinds);
         }
         self.inner.sample(now_ns, p);
@@ -617,7 +665,8 @@ pub fn encode(snap: &Snapshot) -> String {
         syscalls.clone(),
     );
     for g in &snap.groups {
-        let comm = || ("comm", g.comm.clone());
+        let label = snap.group_by.unwrap_or(GroupBy::Comm).label();
+        let comm = || (label, g.comm.clone());
         processes.get_or_create(&vec![comm()]).set(g.processes);
         if g.processes > 0 {
             for (kind, bytes) in RESIDENT_KINDS.iter().zip(g.resident) {
@@ -937,6 +986,53 @@ mod tests {
     }
 
     #[test]
+    fn groups_by_cgroup_name_the_v1_memory_path_else_the_v2_one() {
+        use crate::kernel::cgroup::Cgroup;
+        let mut g = Groups::by(2, GroupBy::Cgroup);
+        let mut web = Process::new_for_test(10);
+        web.comm = b"web".to_vec();
+        web.cgroup = Some(Cgroup {
+            v2: Some(b"/".to_vec()),
+            v2_id: Some(1),
+            v1_memory: Some(b"/docker/abc".to_vec()),
+        });
+        let mut svc = Process::new_for_test(11);
+        svc.comm = b"web".to_vec();
+        svc.cgroup = Some(Cgroup {
+            v2: Some(b"/system.slice/x\x1b.scope".to_vec()),
+            v2_id: Some(7),
+            v1_memory: None,
+        });
+        let unknown = Process::new_for_test(12);
+        for p in [&web, &svc, &unknown] {
+            let name = g.name_of(p);
+            g.know(p.pid, p.seq, name);
+        }
+        // Events of a process not known yet go to "other".
+        g.event(&ev(99, "web", fault(Access::Write)));
+        g.event(&ev(10, "web", fault(Access::Write)));
+        let v = g.values();
+        assert_eq!(find(&v, "/docker/abc").processes, 1);
+        assert_eq!(find(&v, "/docker/abc").counts.faults[1], 1);
+        // Escaped as comms are; and the cap of 2 holds: "unknown" is other.
+        assert_eq!(find(&v, "/system.slice/x\\x1b.scope").processes, 1);
+        assert_eq!(find(&v, OTHER).processes, 1);
+        assert_eq!(find(&v, OTHER).counts.faults[1], 1);
+        let text = encode(&Snapshot {
+            groups: v,
+            health: Value::Null,
+            group_count: 2,
+            group_cap: 2,
+            group_by: Some(GroupBy::Cgroup),
+        });
+        assert!(
+            text.contains("mmtrace_processes{cgroup=\"/docker/abc\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("comm="), "{text}");
+    }
+
+    #[test]
     fn exec_moves_a_process_to_its_new_group() {
         let mut g = Groups::new(10);
         g.know(10, 1, b"sh");
@@ -1000,6 +1096,7 @@ mod tests {
             health: Value::Null,
             group_count: 1,
             group_cap: 5,
+            group_by: None,
         });
         assert!(text.contains("comm=\"evil\\\\x1b[31m\\\"x\""), "{text}");
     }
@@ -1024,6 +1121,7 @@ mod tests {
             health: serde_json::json!({"events": 12, "over_cap": false, "rss_bytes": 5}),
             group_count: 1,
             group_cap: 200,
+            group_by: None,
         };
         let text = encode(&snap);
         for want in [
@@ -1129,6 +1227,7 @@ mod tests {
                     health: serde_json::json!({"events": 3}),
                     group_count: 1,
                     group_cap: 4,
+                    group_by: None,
                 });
             }
         });

@@ -28,11 +28,6 @@ const TICK: Duration = Duration::from_millis(50);
 
 /// Records until SIGTERM or SIGINT; returns the exit code.
 pub fn run(config_path: &Path, config: Config) -> Result<i32> {
-    if !config.select.cgroup.is_empty() {
-        return Err(Error::Usage(
-            "daemon: select.cgroup is not implemented yet (issue 10); remove it".into(),
-        ));
-    }
     let faults = match config.faults.as_str() {
         "off" => FaultMode::Off,
         "all" => FaultMode::All,
@@ -43,6 +38,7 @@ pub fn run(config_path: &Path, config: Config) -> Result<i32> {
     let trace = TraceArgs {
         pids: config.select.pid.clone(),
         comms: config.select.comm.iter().map(OsString::from).collect(),
+        cgroups: config.select.cgroup.clone(),
         follow: false,
         duration: None,
         buffer_size: ring,
@@ -51,7 +47,13 @@ pub fn run(config_path: &Path, config: Config) -> Result<i32> {
     };
     session::signals::block_hangup()
         .map_err(|e| Error::Usage(format!("cannot block SIGHUP: {e}")))?;
-    let pids = session::check(&trace)?;
+    let pids = session::check(&trace).map_err(|e| match e {
+        // The configuration's name for it.
+        Error::Usage(m) if m.starts_with("--cgroup") => {
+            Error::Usage(format!("daemon: select.cgroup{}", &m["--cgroup".len()..]))
+        }
+        e => e,
+    })?;
     let dirs = sink::Dirs::prepare(&config.data_dir).map_err(|e| {
         Error::Usage(format!(
             "daemon: cannot prepare {}: {e}",
@@ -69,9 +71,13 @@ pub fn run(config_path: &Path, config: Config) -> Result<i32> {
             ))
         })?)
     };
-    let groups = scrapes
-        .as_ref()
-        .map(|_| metrics::Groups::new(config.metrics_groups));
+    let groups = scrapes.as_ref().map(|_| {
+        let by = match config.metrics_group_by.as_str() {
+            "cgroup" => metrics::GroupBy::Cgroup,
+            _ => metrics::GroupBy::Comm,
+        };
+        metrics::Groups::by(config.metrics_groups, by)
+    });
     let reconcile = config.reconcile_secs;
     let plan = Plan {
         events: kind_mask(&[], faults),
@@ -98,6 +104,7 @@ pub fn run(config_path: &Path, config: Config) -> Result<i32> {
         selection: v2::Selection {
             pids: trace.pids.clone(),
             comms: config.select.comm.clone(),
+            cgroups: crate::kernel::cgroup::selection_names(&pids.cgroups),
             follow: false,
         },
         options: v2::Options {

@@ -695,6 +695,7 @@ impl DaemonOut {
                     "pid": p.pid,
                     "proc": p.seq,
                     "comm": p.last.comm,
+                    "cgroup": p.last.cgroup.as_ref().and_then(|c| c.main_path()),
                     "mapped": c.map_or(0, |c| c.mapped),
                     "heap": c.map_or(0, |c| c.heap),
                     "stack": c.map_or(0, |c| c.stack),
@@ -1278,6 +1279,7 @@ mod tests {
             exit_code: (event == ProcessEvent::Exit).then_some(0),
             exit_signal: None,
             oom_kill_ns: None,
+            cgroup: None,
         })
     }
 

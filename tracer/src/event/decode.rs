@@ -266,6 +266,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 old_pid: e.old_pid,
                 start_time: e.start_time,
                 abi: None,
+                cgroup: None,
             }
         }
         EventKind::Fork => {

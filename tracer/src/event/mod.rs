@@ -389,6 +389,9 @@ pub enum Body {
         /// What the program's system calls are, from its ELF header (read
         /// by the session, not the kernel); None when not known.
         abi: Option<Abi>,
+        /// Its control groups right after the exec, from /proc/PID/cgroup
+        /// (read by the session); None when not read or gone.
+        cgroup: Option<Box<crate::kernel::cgroup::Cgroup>>,
     },
     Fork {
         child_pid: u32,

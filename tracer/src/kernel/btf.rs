@@ -108,7 +108,30 @@ pub fn resolve_offsets(btf: &Btf) -> Result<Offsets> {
         vfsmount_root: f("vfsmount", "mnt_root")?,
         vma_start: f("vm_area_struct", "vm_start")?,
         vma_mm: f("vm_area_struct", "vm_mm")?,
+        // Only with --cgroup: resolve_cgroup_offsets.
+        ..Offsets::ZERO
     })
+}
+
+/// The offsets of `--cgroup`'s walk (see [`Offsets::task_cgroups`]),
+/// written into `off`; an error names what this kernel lacks.
+pub fn resolve_cgroup_offsets(btf: &Btf, off: &mut Offsets) -> std::result::Result<(), BtfError> {
+    let f = |s: &str, p: &str| btf.member_offset(s, p);
+    let memory = btf.enum_value("memory_cgrp_id")?;
+    let memory = u64::try_from(memory).map_err(|_| BtfError::NoMember {
+        structure: "css_set".into(),
+        path: format!("subsys[{memory}]"),
+    })?;
+    off.task_cgroups = f("task_struct", "cgroups")?;
+    off.css_set_dfl_cgrp = f("css_set", "dfl_cgrp")?;
+    // An array of pointers.
+    off.css_set_memory = f("css_set", "subsys")? + 8 * memory;
+    off.css_cgroup = f("cgroup_subsys_state", "cgroup")?;
+    off.cgroup_kn = f("cgroup", "kn")?;
+    // Renamed in 6.15, when it became RCU-protected.
+    off.kn_parent = f("kernfs_node", "parent").or_else(|_| f("kernfs_node", "__parent"))?;
+    off.kn_id = f("kernfs_node", "id")?;
+    Ok(())
 }
 
 /// How the programs read an address space's VMA tree, and the offsets
@@ -402,6 +425,30 @@ impl<'a> Btf<'a> {
             .ok_or_else(|| BtfError::NoStruct(name.to_string()))
     }
 
+    /// The value of enumerator `name` (of any enum; the kernel's names are
+    /// unique). A scan of every type: for the rare lookup.
+    pub fn enum_value(&self, name: &str) -> Result<i64, BtfError> {
+        for &pos in &self.starts {
+            let ty = self.type_at(pos as usize)?;
+            if ty.kind != KIND_ENUM {
+                continue;
+            }
+            for index in 0..ty.vlen {
+                let at = ty.pos + TYPE_LEN + index * 8;
+                if self.name(self.type_word(at)?)? == name.as_bytes() {
+                    let v = self.type_word(at + 4)?;
+                    // Signed or not (kind_flag), the kernel's ids are small.
+                    return Ok(if ty.kind_flag {
+                        i64::from(v as i32)
+                    } else {
+                        i64::from(v)
+                    });
+                }
+            }
+        }
+        Err(BtfError::NoStruct(format!("enumerator {name}")))
+    }
+
     /// Byte offset of `path` (members separated by dots, each found through
     /// anonymous structs and unions) in struct `structure`.
     pub fn member_offset(&self, structure: &str, path: &str) -> Result<u64, BtfError> {
@@ -588,6 +635,19 @@ mod tests {
 
     /// The running kernel's BTF resolves every field; the values agree with
     /// facts that hold on every x86_64 kernel.
+    #[test]
+    fn cgroup_offsets_resolve_on_this_kernel() {
+        let data = kernel_btf();
+        let btf = Btf::parse(&data).unwrap();
+        let mut off = Offsets::ZERO;
+        resolve_cgroup_offsets(&btf, &mut off).unwrap();
+        assert!(off.kn_id > off.kn_parent && off.css_set_dfl_cgrp > 0);
+        // Its first members are the subsys pointers.
+        assert!(off.css_set_memory < off.css_set_dfl_cgrp);
+        assert!(btf.enum_value("memory_cgrp_id").unwrap() >= 0);
+        assert!(btf.enum_value("no_such_enumerator_here").is_err());
+    }
+
     #[test]
     fn offsets_resolve_on_this_kernel() {
         let data = kernel_btf();

@@ -3,6 +3,7 @@
 //! Dropping [`Hooks`] detaches everything.
 
 pub mod btf;
+pub mod cgroup;
 pub mod clock;
 pub mod plan;
 pub mod preflight;
@@ -24,8 +25,9 @@ use aya::{
 };
 use log::{debug, info};
 use tracer_common::{
-    Config, Duty, EventKind, FaultCounts, Fexit, MmSeq, Source, Tracepoint, COMM_LEN,
-    ERRORS_NO_KIND, FAULTS_ALL, FAULTS_OFF, FILTER_COMM, FILTER_FOLLOW, FILTER_PID, KIND_SLOTS,
+    Config, Duty, EventKind, FaultCounts, Fexit, MmSeq, Source, Tracepoint, CGROUP_V1_MEMORY,
+    CGROUP_V2, COMM_LEN, ERRORS_NO_KIND, FAULTS_ALL, FAULTS_OFF, FILTER_CGROUP_V1_MEMORY,
+    FILTER_CGROUP_V2, FILTER_COMM, FILTER_FOLLOW, FILTER_PID, KIND_SLOTS, MAP_CGROUP_FILTER,
     MAP_COMM_FILTER, MAP_ERRORS, MAP_EVENTS, MAP_FAULT_COUNTS, MAP_LOST, MAP_MM_SEQ,
     MAP_PID_FILTER, MAP_RSS, MAP_RUNTIME, RSS_MEMBERS, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT,
     TP_SCHED_PROCESS_EXIT,
@@ -83,6 +85,8 @@ pub struct HookConfig {
     pub pids: Vec<u32>,
     /// Trace processes whose comm is one of these.
     pub comms: Vec<Vec<u8>>,
+    /// Trace processes in these cgroups or below them (`--cgroup`).
+    pub cgroups: Vec<cgroup::Selected>,
     /// Filter by pid even while `pids` is empty (a command is about to be
     /// added), and add the children of traced processes at fork.
     pub follow: bool,
@@ -188,10 +192,13 @@ impl Hooks {
                 let vmlinux = btf::read_vmlinux()?;
                 let parsed = btf::Btf::parse(&vmlinux)
                     .with_context(|| format!("cannot parse {}", btf::VMLINUX_BTF))?;
-                Ok((
-                    btf::resolve_offsets(&parsed)?,
-                    btf::resolve_vma_offsets(&parsed),
-                ))
+                let mut offsets = btf::resolve_offsets(&parsed)?;
+                if !cfg.cgroups.is_empty() {
+                    btf::resolve_cgroup_offsets(&parsed, &mut offsets).map_err(|e| {
+                        anyhow!("--cgroup: this kernel cannot be asked for a task's cgroup ({e})")
+                    })?;
+                }
+                Ok((offsets, btf::resolve_vma_offsets(&parsed)))
             })();
             // Without a thread (or if it panicked), here.
             let loader = loader
@@ -220,6 +227,12 @@ impl Hooks {
         }
         if cfg.follow {
             filter |= FILTER_FOLLOW;
+        }
+        for c in &cfg.cgroups {
+            filter |= match c.hierarchy {
+                cgroup::Hierarchy::V2 => FILTER_CGROUP_V2,
+                cgroup::Hierarchy::V1Memory => FILTER_CGROUP_V1_MEMORY,
+            };
         }
         let config = Config {
             self_tgid: std::process::id(),
@@ -281,6 +294,23 @@ impl Hooks {
             )?;
             for comm in &cfg.comms {
                 comms.insert(comm_key(comm), 1, 0)?;
+            }
+        }
+        if !cfg.cgroups.is_empty() {
+            let mut cgroups: HashMap<_, [u64; 2], u8> = HashMap::try_from(
+                hooks
+                    .ebpf
+                    .map_mut(MAP_CGROUP_FILTER)
+                    .context("CGROUP_FILTER map")?,
+            )?;
+            for c in &cfg.cgroups {
+                let hierarchy = match c.hierarchy {
+                    cgroup::Hierarchy::V2 => CGROUP_V2,
+                    cgroup::Hierarchy::V1Memory => CGROUP_V1_MEMORY,
+                };
+                cgroups.insert([hierarchy, c.id], 1, 0).with_context(|| {
+                    format!("cannot add cgroup {} to the filter", c.dir.display())
+                })?;
             }
         }
 
@@ -923,6 +953,7 @@ mod tests {
             MAP_ERRORS,
             MAP_PID_FILTER,
             MAP_COMM_FILTER,
+            MAP_CGROUP_FILTER,
             MAP_FAULT_COUNTS,
             MAP_RSS,
             MAP_RUNTIME,

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     event::{Abi, Body, Counters, Event, SysResult},
-    kernel::proc,
+    kernel::{cgroup, cgroup::Cgroup, proc},
 };
 
 /// clone(2): the child runs in the parent's address space.
@@ -41,6 +41,10 @@ pub trait ProcSource {
     fn describe(&mut self, pid: u32) -> (Option<u32>, Option<Vec<u8>>);
     /// The system calls of its program, for a process found running.
     fn abi(&mut self, pid: u32) -> Option<Abi>;
+    /// Its control groups now (None: unknown, or gone).
+    fn cgroup(&mut self, _pid: u32) -> Option<Cgroup> {
+        None
+    }
     /// CLOCK_MONOTONIC now, ns.
     fn now(&mut self) -> u64;
 }
@@ -59,6 +63,10 @@ impl ProcSource for LiveProc {
 
     fn abi(&mut self, pid: u32) -> Option<Abi> {
         proc::abi(pid)
+    }
+
+    fn cgroup(&mut self, pid: u32) -> Option<Cgroup> {
+        cgroup::of_pid(pid)
     }
 
     fn now(&mut self) -> u64 {
@@ -110,6 +118,11 @@ pub struct Process {
     /// not traced: its model is what /proc showed at the last check, and
     /// it is uncertain from its exec (or first sight) to its end.
     pub abi: Option<Abi>,
+    /// Its control groups: read from /proc/PID/cgroup when it is first
+    /// seen, at each exec and at each check with /proc/PID/maps;
+    /// inherited at fork. A process moved to another cgroup without an
+    /// exec shows the former one until its next check or exec.
+    pub cgroup: Option<Cgroup>,
     pub seeded_by: SeededBy,
     pub exec_at: Option<u64>,
     pub exit_at: Option<u64>,
@@ -184,6 +197,7 @@ impl Process {
             comm: Vec::new(),
             exe: None,
             abi: None,
+            cgroup: None,
             seeded_by,
             exec_at: None,
             exit_at: None,
@@ -695,7 +709,7 @@ impl Tracker {
                 clone_flags,
             } => {
                 let parent = self.ensure_touched(ev.pid, &ev.comm);
-                let (exe, abi) = (parent.exe.clone(), parent.abi);
+                let (exe, abi, cg) = (parent.exe.clone(), parent.abi, parent.cgroup.clone());
                 let owner = self.owner_of(ev.pid);
                 let shared = clone_flags & CLONE_VM != 0;
                 // The parent's model was read from /proc after the fork (its
@@ -738,6 +752,9 @@ impl Tracker {
                 child.comm.clone_from(&ev.comm);
                 child.exe = exe;
                 child.abi = abi;
+                if !read_later {
+                    child.cgroup = cg;
+                }
                 child.note_untraced(t);
                 child.last_change = ev.ts_ns;
                 self.live.insert(*child_pid, child);
@@ -747,6 +764,7 @@ impl Tracker {
                 path,
                 start_time,
                 abi,
+                cgroup: exec_cgroup,
                 ..
             } => {
                 // The old address space lives on in the processes that
@@ -788,6 +806,16 @@ impl Tracker {
                 p.comm.clone_from(&ev.comm);
                 p.start_time = Some(*start_time);
                 p.abi = *abi;
+                // Container runtimes move a process after its fork, before
+                // its exec: what the parent had may no longer hold.
+                let cg = match exec_cgroup {
+                    Some(cg) => Some((**cg).clone()),
+                    None => self.source.cgroup(ev.pid),
+                };
+                let p = self.ensure(ev.pid, &ev.comm);
+                if cg.is_some() {
+                    p.cgroup = cg;
+                }
                 if p.seeded_by == SeededBy::Proc && nothing_before {
                     // First seen at this exec: nothing before it was known.
                     p.seeded_by = SeededBy::Exec;
@@ -1093,7 +1121,13 @@ impl Tracker {
     pub fn compare(&mut self, pid: u32, t0: u64, snapshot: &[Seed]) -> Option<Comparison> {
         let t = self.rel(t0);
         let pid = self.owner_of(pid);
+        // A process moved to another cgroup without an exec (by systemd,
+        // a runtime, an admin) shows it from its next check on.
+        let cg = self.source.cgroup(pid);
         let p = self.live.get_mut(&pid)?;
+        if cg.is_some() {
+            p.cgroup = cg;
+        }
         if !self.keep_history {
             // What the events did was reported: the journal holds only what
             // the resync does, for the sink's `check`.
@@ -1153,6 +1187,7 @@ fn read_from_proc(
     p.comm = comm.to_vec();
     (p.ppid, p.exe) = source.describe(p.pid);
     p.abi = source.abi(p.pid);
+    p.cgroup = source.cgroup(p.pid);
     p.note_untraced(t);
     let from = source.now();
     match source.maps(p.pid) {
@@ -1300,10 +1335,73 @@ mod tests {
             Some(Abi::X86_64)
         }
 
+        fn cgroup(&mut self, pid: u32) -> Option<Cgroup> {
+            self.maps.contains_key(&pid).then(|| cg(b"/found"))
+        }
+
         fn now(&mut self) -> u64 {
             self.now += 1;
             self.now
         }
+    }
+
+    fn cg(path: &[u8]) -> Cgroup {
+        Cgroup {
+            v2: Some(b"/".to_vec()),
+            v2_id: Some(1),
+            v1_memory: Some(path.to_vec()),
+        }
+    }
+
+    /// Found running: read; forked: the parent's; exec'd: what the exec
+    /// found (a runtime moved it in between), else read again; checked:
+    /// read again.
+    #[test]
+    fn cgroups_are_read_inherited_and_reread_at_exec() {
+        let mut t = tracker(false, &[(7, vec![seed(0x10000, 1)])]);
+        t.apply(&ev(
+            5000,
+            7,
+            Body::Fork {
+                child_pid: 8,
+                clone_flags: 0,
+            },
+        ));
+        t.end_event();
+        assert_eq!(t.get(7).unwrap().cgroup, Some(cg(b"/found")));
+        assert_eq!(t.get(8).unwrap().cgroup, Some(cg(b"/found")));
+        t.apply(&ev(
+            6000,
+            8,
+            Body::Exec {
+                path: b"/bin/y".to_vec(),
+                old_pid: 8,
+                start_time: 42,
+                abi: None,
+                cgroup: Some(Box::new(cg(b"/docker/abc"))),
+            },
+        ));
+        t.end_event();
+        assert_eq!(t.get(8).unwrap().cgroup, Some(cg(b"/docker/abc")));
+        // Not told by the exec: the kernel's answer now (gone: kept).
+        t.apply(&ev(
+            7000,
+            8,
+            Body::Exec {
+                path: b"/bin/z".to_vec(),
+                old_pid: 8,
+                start_time: 42,
+                abi: None,
+                cgroup: None,
+            },
+        ));
+        t.end_event();
+        assert_eq!(t.get(8).unwrap().cgroup, Some(cg(b"/docker/abc")));
+        // Moved without an exec: seen at the next check.
+        t.get_mut(7).unwrap().cgroup = Some(cg(b"/before"));
+        let snapshot = vec![seed(0x10000, 1)];
+        assert!(t.compare(7, 8000, &snapshot).is_some());
+        assert_eq!(t.get(7).unwrap().cgroup, Some(cg(b"/found")));
     }
 
     fn seed(start: u64, pages: u64) -> Seed {
@@ -1584,6 +1682,7 @@ mod tests {
                 start_time: 1,
                 old_pid: 8,
                 abi: None,
+                cgroup: None,
             },
         ));
         t.end_event();
@@ -1638,6 +1737,7 @@ mod tests {
                 old_pid: 7,
                 start_time: 42,
                 abi: None,
+                cgroup: None,
             },
         ));
         t.end_event();
@@ -1672,6 +1772,7 @@ mod tests {
                 old_pid: 7,
                 start_time: 42,
                 abi: None,
+                cgroup: None,
             },
         ));
         assert_eq!(ops(&t), [(7, "died"), (7, "born")]);
@@ -1694,6 +1795,7 @@ mod tests {
             old_pid: 7,
             start_time: 42,
             abi: None,
+            cgroup: None,
         };
         let mut t = tracker(true, &[(7, vec![seed(0x50000, 1)])]);
         t.apply(&ev(5000, 7, mmap(0x20000, 1)));
@@ -1721,6 +1823,7 @@ mod tests {
                 old_pid: pid,
                 start_time: 42,
                 abi: None,
+                cgroup: None,
             },
         )
     }
@@ -2320,6 +2423,7 @@ mod tests {
                 old_pid: 7,
                 start_time: 42,
                 abi: Some(Abi::I386),
+                cgroup: None,
             },
         ));
         t.end_event();
@@ -2357,6 +2461,7 @@ mod tests {
                 old_pid: 8,
                 start_time: 43,
                 abi: Some(Abi::X86_64),
+                cgroup: None,
             },
         ));
         t.end_event();

@@ -474,7 +474,11 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64, names: 
             );
         }
         Body::Exec {
-            path, old_pid, abi, ..
+            path,
+            old_pid,
+            abi,
+            cgroup,
+            ..
         } => {
             l.bytes("path", "path_hex", path);
             if *old_pid != ev.pid {
@@ -482,6 +486,17 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64, names: 
             }
             if let Some(abi) = abi.filter(|a| !a.traced()) {
                 l.str("abi", abi.name());
+            }
+            if let Some(cg) = cgroup {
+                if let Some(v2) = &cg.v2 {
+                    l.str("cgroup_v2", &String::from_utf8_lossy(v2));
+                }
+                if let Some(id) = cg.v2_id {
+                    l.u64("cgroup_v2_id", id);
+                }
+                if let Some(m) = &cg.v1_memory {
+                    l.str("cgroup_v1_memory", &String::from_utf8_lossy(m));
+                }
             }
         }
         Body::Fork { child_pid, .. } => l.u64("child_pid", u64::from(*child_pid)),
@@ -762,6 +777,12 @@ mod serde_form {
         /// Only for a program whose system calls are not traced (32-bit).
         #[serde(skip_serializing_if = "Option::is_none")]
         abi: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cgroup_v2: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cgroup_v2_id: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cgroup_v1_memory: Option<String>,
     }
 
     #[derive(Serialize)]
@@ -1069,9 +1090,18 @@ mod serde_form {
                 },
             ),
             Body::Exec {
-                path, old_pid, abi, ..
+                path,
+                old_pid,
+                abi,
+                cgroup,
+                ..
             } => {
                 let (path, path_hex) = lossy(path);
+                let cg = cgroup.as_deref();
+                let text = |b: &Option<Vec<u8>>| {
+                    b.as_deref()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                };
                 head.write(
                     out,
                     Exec {
@@ -1079,6 +1109,9 @@ mod serde_form {
                         path_hex,
                         old_pid: (*old_pid != ev.pid).then_some(*old_pid),
                         abi: abi.filter(|a| !a.traced()).map(crate::event::Abi::name),
+                        cgroup_v2: cg.and_then(|c| text(&c.v2)),
+                        cgroup_v2_id: cg.and_then(|c| c.v2_id),
+                        cgroup_v1_memory: cg.and_then(|c| text(&c.v1_memory)),
                     },
                 )
             }
@@ -1320,6 +1353,7 @@ pub(super) fn sample_events() -> Vec<Event> {
                     Some(crate::event::Abi::I386),
                     Some(crate::event::Abi::X86_64),
                 ][i % 3],
+                cgroup: None,
             },
             Body::Fork {
                 child_pid: v as u32,
@@ -1668,6 +1702,7 @@ mod tests {
                 old_pid: 1234,
                 start_time: 0,
                 abi: None,
+                cgroup: None,
             },
             // The path holds U+FFFD for the invalid byte 0xfe.
             r#""event":"exec","path":"/bin/ls""#,
@@ -1678,6 +1713,7 @@ mod tests {
                 old_pid: 1236,
                 start_time: 0,
                 abi: None,
+                cgroup: None,
             },
             // The path holds U+FFFD for the invalid byte 0xfe.
             r#""event":"exec","path":"/bin/�","path_hex":"2f62696e2ffe","old_pid":1236"#,
@@ -1689,6 +1725,7 @@ mod tests {
                 old_pid: 1234,
                 start_time: 0,
                 abi: Some(crate::event::Abi::X86_64),
+                cgroup: None,
             },
             r#""event":"exec","path":"/bin/ls""#,
         );
@@ -1698,6 +1735,7 @@ mod tests {
                 old_pid: 1234,
                 start_time: 0,
                 abi: Some(crate::event::Abi::I386),
+                cgroup: None,
             },
             r#""event":"exec","path":"/opt/t32","abi":"i386""#,
         );

@@ -284,6 +284,7 @@ mod tests {
                 old_pid: 5,
                 start_time: 0,
                 abi: None,
+                cgroup: None,
             },
             Body::Fork {
                 child_pid: 6,

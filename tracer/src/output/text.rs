@@ -513,12 +513,21 @@ fn details(out: &mut String, ev: &Event, color: bool, names: &mut Names) {
             );
         }
         Body::Exec {
-            path, old_pid, abi, ..
+            path,
+            old_pid,
+            abi,
+            cgroup,
+            ..
         } => {
             out.push_str(&escape_text(path));
             // A non-leader thread that execs takes over the process's pid.
             if *old_pid != ev.pid {
                 let _ = write!(out, " (by thread {old_pid})");
+            }
+            // The v1 memory cgroup on hybrid hosts, else the v2 one.
+            if let Some(path) = cgroup.as_deref().and_then(|c| c.main_path()) {
+                out.push_str(" cgroup=");
+                out.push_str(&escape_text(path));
             }
             if let Some(abi) = abi.filter(|a| !a.traced()) {
                 out.push(' ');
@@ -1260,6 +1269,7 @@ mod tests {
                     old_pid: 1234,
                     start_time: 0,
                     abi: Some(Abi::X86_64),
+                    cgroup: None,
                 },
                 "exec      /bin/ls\n",
             ),
@@ -1269,6 +1279,7 @@ mod tests {
                     old_pid: 1236,
                     start_time: 0,
                     abi: None,
+                    cgroup: None,
                 },
                 "exec      /bin/ls (by thread 1236)\n",
             ),
@@ -1278,6 +1289,7 @@ mod tests {
                     old_pid: 1234,
                     start_time: 0,
                     abi: Some(Abi::I386),
+                    cgroup: None,
                 },
                 "exec      /opt/old/prog (32-bit, i386: its system calls are not traced)\n",
             ),
@@ -1344,6 +1356,7 @@ mod tests {
             old_pid: 1,
             start_time: 0,
             abi: None,
+            cgroup: None,
         });
         e.comm = b"\x1b[2J\r\x9b".to_vec();
         for color in [false, true] {

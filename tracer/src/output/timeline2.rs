@@ -92,6 +92,9 @@ pub struct Selection {
     pub pids: Vec<u32>,
     /// --comm.
     pub comms: Vec<String>,
+    /// --cgroup: `v2:PATH` or `v1-memory:PATH`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroups: Vec<String>,
     /// Children are followed.
     pub follow: bool,
 }
@@ -144,6 +147,42 @@ pub struct ProcessRecord {
     /// moment (the timeline's time, as `t_ns`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oom_kill_ns: Option<u64>,
+    /// Its control groups, when /proc/PID/cgroup could be read: at its
+    /// first sight, its exec and each check (inherited at fork).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<CgroupRecord>,
+}
+
+/// A process's control groups (paths as /proc/PID/cgroup shows them, at
+/// most 4096 bytes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupRecord {
+    /// Its path in the unified (cgroup v2) hierarchy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v2: Option<String>,
+    /// That cgroup's id (its directory's inode number in the cgroup2
+    /// mount; `bpf_get_current_cgroup_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v2_id: Option<u64>,
+    /// Its path in the v1 memory controller's hierarchy, where that
+    /// controller is on v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v1_memory: Option<String>,
+}
+
+impl CgroupRecord {
+    pub fn of(c: &crate::kernel::cgroup::Cgroup) -> CgroupRecord {
+        CgroupRecord {
+            v2: c.v2.as_deref().map(text),
+            v2_id: c.v2_id,
+            v1_memory: c.v1_memory.as_deref().map(text),
+        }
+    }
+
+    /// The path a user groups by: v1 memory where it is, else v2.
+    pub fn main_path(&self) -> Option<&str> {
+        self.v1_memory.as_deref().or(self.v2.as_deref())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -479,6 +518,7 @@ impl ProcessRecord {
                 ProcessEvent::Exit | ProcessEvent::End => p.oom_killed_at,
                 ProcessEvent::Start | ProcessEvent::Exec => None,
             },
+            cgroup: p.cgroup.as_ref().map(CgroupRecord::of),
         }
     }
 }

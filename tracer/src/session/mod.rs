@@ -21,7 +21,7 @@ use crate::{
         decode::{decode, exec_record},
         Body, Event,
     },
-    kernel::{clock, preflight, proc, ring::EventReader, HookConfig, Hooks, StackPath},
+    kernel::{cgroup, clock, preflight, proc, ring::EventReader, HookConfig, Hooks, StackPath},
     model::{
         CheckReason, Comparison, KernelBehaviour, LiveProc, Process, RegionChange, Tracker,
         VoidReason,
@@ -150,13 +150,28 @@ pub struct Target {
     pub args: TraceArgs,
     /// Processes named with --pid (tgids).
     pub pids: Vec<u32>,
+    /// Cgroups named with --cgroup.
+    pub cgroups: Vec<cgroup::Selected>,
     pub command: Option<(PathBuf, spawn::HeldChild)>,
     /// Kinds left out of the kernel, for testing (`MMTRACE_UNHOOK`).
     pub unhooked: u32,
 }
 
-/// Privileges and pids: the checks made before any output file exists.
-pub fn check(args: &TraceArgs) -> Result<Vec<u32>> {
+/// At most this many processes found running in the --cgroup selection
+/// are seeded at the start (the others are seeded at their first event).
+const SEED_CGROUP_MAX: usize = 65_536;
+
+/// What the selection names, checked.
+pub struct Chosen {
+    /// --pid, as tgids.
+    pub pids: Vec<u32>,
+    /// --cgroup, resolved.
+    pub cgroups: Vec<cgroup::Selected>,
+}
+
+/// Privileges, pids and cgroups: the checks made before any output file
+/// exists.
+pub fn check(args: &TraceArgs) -> Result<Chosen> {
     preflight::check_privileges()?;
     let mut pids = Vec::new();
     for pid in &args.pids {
@@ -165,12 +180,29 @@ pub fn check(args: &TraceArgs) -> Result<Vec<u32>> {
             pids.push(tgid);
         }
     }
-    Ok(pids)
+    if args.cgroups.len() > tracer_common::CGROUP_FILTER_MAX as usize {
+        return Err(Error::Usage(format!(
+            "--cgroup: at most {} cgroups",
+            tracer_common::CGROUP_FILTER_MAX
+        )));
+    }
+    let mut cgroups: Vec<cgroup::Selected> = Vec::new();
+    for dir in &args.cgroups {
+        let c = cgroup::select(dir, cgroup::mounts()).map_err(Error::Usage)?;
+        if !cgroups
+            .iter()
+            .any(|o| o.hierarchy == c.hierarchy && o.id == c.id)
+        {
+            cgroups.push(c);
+        }
+    }
+    Ok(Chosen { pids, cgroups })
 }
 
 /// Kernel features, tracefs, and the command started held. Runs before the
 /// async runtime exists: forking needs a single-threaded process.
-pub fn start(args: TraceArgs, pids: Vec<u32>) -> Result<Target> {
+pub fn start(args: TraceArgs, chosen: Chosen) -> Result<Target> {
+    let Chosen { pids, cgroups } = chosen;
     let unhooked = crate::kernel::unhooked_kinds().map_err(Error::Usage)?;
     for k in EventKind::ALL.iter().filter(|k| unhooked & k.bit() != 0) {
         info!(
@@ -192,6 +224,7 @@ pub fn start(args: TraceArgs, pids: Vec<u32>) -> Result<Target> {
     Ok(Target {
         args,
         pids,
+        cgroups,
         command,
         unhooked,
     })
@@ -223,12 +256,13 @@ impl Target {
             },
             pids,
             comms: a.comms.iter().map(|c| c.as_bytes().to_vec()).collect(),
+            cgroups: self.cgroups.clone(),
             follow: a.follow || self.command.is_some(),
-            // Following the children of comm-selected processes adds them
-            // to the pid set, which then selects too.
+            // Following the children of comm- or cgroup-selected processes
+            // adds them to the pid set, which then selects too.
             pid_filter: !a.pids.is_empty()
                 || self.command.is_some()
-                || (a.follow && !a.comms.is_empty()),
+                || (a.follow && (!a.comms.is_empty() || !self.cgroups.is_empty())),
             buffer_bytes: a.buffer_size,
             track_rss: plan.model.as_ref().is_some_and(|m| m.counters),
             // The model compares itself with them after each change.
@@ -240,7 +274,7 @@ impl Target {
         match (
             &self.command,
             self.args.pids.is_empty(),
-            self.args.comms.is_empty(),
+            self.args.comms.is_empty() && self.cgroups.is_empty(),
         ) {
             (Some((path, held)), _, _) => {
                 format!("{} (pid {}) and its descendants", path.display(), held.pid)
@@ -490,8 +524,11 @@ impl Core {
         // Read when the event is handled: an event from before an exec may
         // find the new program already (then its exec says nothing new).
         let abi = proc::abi(ev.pid);
-        if let Body::Exec { abi: a, .. } = &mut ev.body {
+        if let Body::Exec { abi: a, cgroup, .. } = &mut ev.body {
             *a = abi;
+            // Where the new program runs: a container runtime moves its
+            // process between its fork and its exec.
+            *cgroup = cgroup::of_pid(ev.pid).map(Box::new);
         }
         if self.abi_seen.insert(ev.pid, abi) == Some(abi) {
             return;
@@ -743,19 +780,32 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
         let mut t = Tracker::new(m.bucket_ns, m.keep_history, Box::new(LiveProc))
             .with_kernel(kernel.unwrap_or_default());
         t.set_start(start_ns);
-        // Processes named with --pid are known from the start, busy or not.
+        // Processes named with --pid are known from the start, busy or not,
+        // and so are those running in a --cgroup.
         for &pid in &target.pids {
             t.ensure(pid, &proc::comm(pid));
+        }
+        for c in &target.cgroups {
+            for pid in cgroup::procs_below(&c.dir, SEED_CGROUP_MAX) {
+                if pid != std::process::id() && proc::exe(pid).is_some() {
+                    t.ensure(pid, &proc::comm(pid));
+                }
+            }
         }
         if m.seed_running {
             for pid in proc::running() {
                 let comm = proc::comm(pid);
-                let chosen = target.args.comms.is_empty()
-                    || target
+                // With --cgroup alone, those running in them are seeded
+                // above.
+                let chosen = if target.args.comms.is_empty() {
+                    target.cgroups.is_empty()
+                } else {
+                    target
                         .args
                         .comms
                         .iter()
-                        .any(|c| c.as_bytes() == comm.as_slice());
+                        .any(|c| c.as_bytes() == comm.as_slice())
+                };
                 if chosen && target.args.pids.is_empty() {
                     t.ensure(pid, &comm);
                 }
