@@ -1,9 +1,9 @@
 //! Transport stage: reads records from the kernel's ring buffer.
 //!
-//! The programs wake the reader only with the record that brings a quarter
-//! of the buffer waiting (and with an exec, whose seed is read at once);
-//! for the rest the reader polls on a short timer, which keeps the
-//! per-event cost near the hooks' floor.
+//! The programs wake the reader only when a quarter of the buffer is
+//! waiting (and with an exec, whose seed is read at once); for the rest the
+//! reader polls on a short timer, which keeps the per-event cost near the
+//! hooks' floor.
 
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
