@@ -79,7 +79,8 @@ pub struct Syscall {
     /// the caller's saved registers (`bpf_task_pt_regs`, x86_64), so that no
     /// enter program runs: used when no call needs counting in flight (no
     /// model) and the kernel has the helper. None where the enter must see
-    /// the call first (brk reads the old break; ioctl keeps two commands).
+    /// the call first (ioctl keeps two commands). brk's has no old break
+    /// ([`BRK_OLD_UNREAD`](crate::BRK_OLD_UNREAD)).
     pub exit_alone: Option<Tracepoint>,
 }
 
@@ -299,7 +300,7 @@ event_kinds! {
     Brk = 1 {
         name: "brk",
         class: Brk,
-        source: syscall!(paired "brk", 12, 1),
+        source: syscall!("brk", 12, 1),
         optional: false,
     }
     Mmap = 2 {

@@ -83,7 +83,10 @@ pub struct EventHeader {
 /// paired in the kernel from sys_enter and sys_exit of one thread.
 ///
 /// `args` by kind:
-/// - brk: `[requested, heap end before the call, heap start]`
+/// - brk: `[requested, heap end before the call, heap start, unread,
+///   address space]`; traced at its exit alone, the heap end before the
+///   call is not read (0), `unread` is [`BRK_OLD_UNREAD`] and `address
+///   space` identifies the `mm` (an opaque key, never shown)
 /// - mmap: `[addr, len, prot, flags, fd, offset]`
 /// - munmap: `[addr, len]`
 /// - mremap: `[old_addr, old_len, new_len, flags, new_addr]`
@@ -116,6 +119,10 @@ pub struct SyscallEvent {
     /// kernel's VMA tree with the counters (settled with them).
     pub vmas: VmaProbes,
 }
+
+/// A brk record's `args[3]` when the heap end before the call was not read
+/// (the call was traced at its exit alone).
+pub const BRK_OLD_UNREAD: u64 = 1;
 
 /// Probes of the address space's VMA tree at a change's edges: what the
 /// kernel left there, so that the model follows the kernel's merges and

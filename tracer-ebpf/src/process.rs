@@ -41,16 +41,12 @@ fn try_exec(ctx: &TracePointContext) -> Result<u32, Fail> {
     let rec = unsafe { ctx.read_at::<SchedProcessExec>(0) }.or_fail("sched_process_exec record")?;
     let (loc, old_pid) = (rec.filename, rec.old_pid as u32);
     // The new address space: nothing counted for an old one at its address
-    // holds, and no other thread is left to change it.
-    let mm = if cfg.mm_counters != 0 {
-        let mm = current_mm(offsets().task_mm).unwrap_or(0);
-        if mm != 0 {
-            mm_forget(mm);
-        }
-        mm
-    } else {
-        0
-    };
+    // holds, and no other thread is left to change it. Its address is also
+    // the key that brk records traced at their exit alone carry.
+    let mm = current_mm(offsets().task_mm).unwrap_or(0);
+    if cfg.mm_counters != 0 && mm != 0 {
+        mm_forget(mm);
+    }
     let change = mm_change(&cfg, mm);
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         count_lost(EventKind::Exec);

@@ -3,7 +3,8 @@
 //! munlockall, mseal, shmat, shmdt, remap_file_pages, and the userfaultfd
 //! ioctls): arguments saved per thread at sys_enter, one record with the
 //! result emitted at sys_exit, carrying the address space's counters after
-//! the call (`MmCounters`).
+//! the call (`MmCounters`); or, with no model, at sys_exit alone, the
+//! arguments read from the caller's saved registers.
 
 use aya_ebpf::{
     helpers::{
@@ -16,7 +17,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     tp::{SysEnter, SysExit},
-    EventKind, FileInfo, MmapFileEvent, Offsets, SyscallEvent, ANON_INODE_FS_MAGIC,
+    EventKind, FileInfo, MmapFileEvent, Offsets, SyscallEvent, ANON_INODE_FS_MAGIC, BRK_OLD_UNREAD,
     FILE_ANON_INODE, FILE_PATH_TRUNCATED, FILE_PSEUDO, FILE_UNRESOLVED, PATH_COMPONENT_MAX,
     PATH_MAX_DEPTH, PATH_START_LIMIT, UFFDIO_REGISTER, UFFDIO_UNREGISTER,
 };
@@ -136,11 +137,11 @@ const PT_REGS_R10: u64 = 56;
 /// are the caller's saved registers, which the memory syscalls leave as
 /// they found them. `orig_ax` must be this record's syscall number, or
 /// nothing is made of them and the failure is counted (error -2).
-#[inline(always)]
 ///
 /// (Its `Ok` carries nothing: with a `u32` beside `Fail`'s pointer, LLVM
 /// masked the pointer's halves to tell them apart, which the verifier
 /// refuses.)
+#[inline(always)]
 fn on_exit_alone(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Result<(), Fail> {
     let cfg = config();
     if !kind_enabled(&cfg, kind) {
@@ -171,6 +172,16 @@ fn on_exit_alone(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Resu
     while i < nargs && i < 6 {
         args[i] = all[i];
         i += 1;
+    }
+    if kind == EventKind::Brk {
+        // The break before the call is gone; userspace carries it from the
+        // address space's previous call (keyed by `mm`).
+        args[3] = BRK_OLD_UNREAD;
+        let off = offsets();
+        if let Ok(mm) = current_mm(off.task_mm) {
+            args[2] = or_zero(kind, read::<u64>(mm, off.mm_start_brk), "mm->start_brk");
+            args[4] = mm;
+        }
     }
     let p = Pending {
         enter_ns: 0,
@@ -464,7 +475,7 @@ pub fn sys_exit_ioctl(ctx: TracePointContext) -> u32 {
 }
 
 syscall_hooks! {
-    Brk: sys_enter_brk, sys_exit_brk;
+    Brk: sys_enter_brk, sys_exit_brk, sys_exit_brk_alone;
     Mmap: sys_enter_mmap, sys_exit_mmap, sys_exit_mmap_alone;
     Munmap: sys_enter_munmap, sys_exit_munmap, sys_exit_munmap_alone;
     Mremap: sys_enter_mremap, sys_exit_mremap, sys_exit_mremap_alone;

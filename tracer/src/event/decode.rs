@@ -4,8 +4,8 @@ use std::mem::size_of;
 
 use tracer_common::{
     EventHeader, EventKind, ExecEvent, ExitEvent, FaultEvent, FileInfo, ForkEvent, MmapFileEvent,
-    OomKillEvent, StackEvent, SyscallEvent, Wire, FILE_ANON_INODE, FILE_PATH_TRUNCATED,
-    FILE_PSEUDO, FILE_UNRESOLVED, STACK_SOURCE_FEXIT,
+    OomKillEvent, StackEvent, SyscallEvent, Wire, BRK_OLD_UNREAD, FILE_ANON_INODE,
+    FILE_PATH_TRUNCATED, FILE_PSEUDO, FILE_UNRESOLVED, STACK_SOURCE_FEXIT,
 };
 
 use crate::event::{Access, Body, Counters, Event, MappedFile, StackSource, SysResult};
@@ -49,6 +49,15 @@ fn c_bytes(bytes: &[u8]) -> Vec<u8> {
     bytes[..end].to_vec()
 }
 
+/// A brk record's address space (an opaque key) when its old break was not
+/// read (see [`crate::event::breaks`]); None for other records.
+pub fn brk_space(bytes: &[u8]) -> Option<u64> {
+    let e: SyscallEvent = read_wire(bytes)?;
+    let unread =
+        EventKind::from_u32(e.header.kind) == Some(EventKind::Brk) && e.args[3] == BRK_OLD_UNREAD;
+    (unread && e.args[4] != 0).then_some(e.args[4])
+}
+
 /// An exec record's process (tgid), stamp, and the address of the new
 /// `mm_struct` (the key of its address space in the kernel's `MM_SEQ`;
 /// None when the kernel did not read it); None for other records.
@@ -77,7 +86,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let e = sys()?;
             Body::Brk {
                 requested: e.args[0],
-                old_brk: e.args[1],
+                old_brk: (e.args[3] != BRK_OLD_UNREAD).then_some(e.args[1]),
                 new_brk: e.ret as u64,
                 start_brk: e.args[2],
             }
@@ -444,8 +453,40 @@ mod tests {
         };
         assert_eq!(
             (requested, old_brk, new_brk, start_brk),
-            (0x5000_0000, 0x4000_0000, 0x5000_0000, 0x3f00_0000)
+            (0x5000_0000, Some(0x4000_0000), 0x5000_0000, 0x3f00_0000)
         );
+    }
+
+    /// Traced at its exit alone: the old break is not read, and the
+    /// record's address space is its key to carry it.
+    #[test]
+    fn brk_at_its_exit_alone_has_no_old_break() {
+        let e = SyscallEvent {
+            header: header(EventKind::Brk),
+            enter_ns: 0,
+            args: [
+                0x5000_0000,
+                0,
+                0x3f00_0000,
+                BRK_OLD_UNREAD,
+                0xffff_8880_0000_1000,
+                0,
+            ],
+            ret: 0x5000_0000,
+            mm: MmCounters::ZERO,
+            vmas: VmaProbes::default(),
+        };
+        let bytes = bytes_of(&e);
+        assert!(matches!(
+            decode(&bytes).unwrap().body,
+            Body::Brk { old_brk: None, .. }
+        ));
+        assert_eq!(brk_space(&bytes), Some(0xffff_8880_0000_1000));
+        let read = SyscallEvent {
+            args: [0x5000_0000, 0x4000_0000, 0x3f00_0000, 0, 0, 0],
+            ..e
+        };
+        assert_eq!(brk_space(&bytes_of(&read)), None);
     }
 
     #[test]

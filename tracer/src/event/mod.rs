@@ -6,6 +6,7 @@ use tracer_common::{
     MM_SETTLED, MM_STACK_VM, MM_TOTAL_VM, VMA_GAP, VMA_MAPPED, VMA_NONE, VMA_PROBES,
 };
 
+pub mod breaks;
 pub mod decode;
 
 /// One event, decoded.
@@ -245,7 +246,10 @@ pub enum StackSource {
 pub enum Body {
     Brk {
         requested: u64,
-        old_brk: u64,
+        /// None when not known: traced at its exit alone (no model), the
+        /// first call that moved the break of a process seen mid-life (see
+        /// [`breaks`]).
+        old_brk: Option<u64>,
         new_brk: u64,
         /// The heap's start (mm->start_brk); 0 when unknown.
         start_brk: u64,

@@ -114,14 +114,13 @@ mod tests {
         assert_eq!(
             p.tracepoints.iter().map(|tp| tp.prog).collect::<Vec<_>>(),
             [
-                "sys_enter_brk",
-                "sys_exit_brk",
+                "sys_exit_brk_alone",
                 "sys_exit_mmap_alone",
                 "sys_enter_ioctl",
                 "sys_exit_ioctl"
             ]
         );
-        assert_eq!(p.tracepoints[2].name, "sys_exit_mmap");
+        assert_eq!(p.tracepoints[1].name, "sys_exit_mmap");
     }
 
     #[test]

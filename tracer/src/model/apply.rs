@@ -47,6 +47,11 @@ pub fn apply_event(space: &mut AddressSpace, ev: &Event, t_ns: u64, before_seed:
             // The heap's start is the kernel's mm->start_brk, carried in
             // the record; unknown (0), the old break is the start of a
             // heap that does not exist yet.
+            // (A model's calls are traced at enter and exit: the old break
+            // is read.)
+            let Some(old_brk) = old_brk else {
+                return Applied::OutOfStep;
+            };
             let start = if *start_brk != 0 {
                 *start_brk
             } else {

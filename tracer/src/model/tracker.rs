@@ -322,7 +322,9 @@ impl Process {
             // The break moves from where the call found it: already in
             // the read when the heap there is as the call left it.
             Body::Brk {
-                old_brk, new_brk, ..
+                old_brk: Some(old_brk),
+                new_brk,
+                ..
             } => {
                 let (old, new) = (page_up(old_brk), page_up(new_brk));
                 if new > old {
@@ -972,7 +974,7 @@ impl Tracker {
                 // the read may have seen the heap end anywhere, so it is
                 // made to end where the call found it first.
                 if let Body::Brk {
-                    old_brk,
+                    old_brk: Some(old_brk),
                     new_brk,
                     start_brk,
                     ..
@@ -1964,7 +1966,7 @@ mod tests {
                 7,
                 Body::Brk {
                     requested: new,
-                    old_brk: old,
+                    old_brk: Some(old),
                     new_brk: new,
                     start_brk: 0x80000,
                 },
@@ -2008,7 +2010,7 @@ mod tests {
                 7,
                 Body::Brk {
                     requested: new,
-                    old_brk: old,
+                    old_brk: Some(old),
                     new_brk: new,
                     start_brk: 0x80000,
                 },

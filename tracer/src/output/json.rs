@@ -260,7 +260,10 @@ pub(super) fn format_event(out: &mut Vec<u8>, ev: &Event, start_ns: u64, names: 
             ..
         } => {
             l.hex("requested", *requested);
-            l.hex("old_brk", *old_brk);
+            match old_brk {
+                Some(v) => l.hex("old_brk", *v),
+                None => l.null("old_brk"),
+            }
             l.hex("new_brk", *new_brk);
         }
         Body::Mmap {
@@ -590,7 +593,7 @@ mod serde_form {
     #[derive(Serialize)]
     struct Brk {
         requested: String,
-        old_brk: String,
+        old_brk: Option<String>,
         new_brk: String,
     }
 
@@ -833,7 +836,7 @@ mod serde_form {
                 out,
                 Brk {
                     requested: hex(*requested),
-                    old_brk: hex(*old_brk),
+                    old_brk: old_brk.map(hex),
                     new_brk: hex(*new_brk),
                 },
             ),
@@ -1222,7 +1225,7 @@ pub(super) fn sample_events() -> Vec<Event> {
         bodies.extend([
             Body::Brk {
                 requested: v,
-                old_brk: w,
+                old_brk: (i % 5 != 0).then_some(w),
                 new_brk: v ^ w,
                 start_brk: 0,
             },
@@ -1438,7 +1441,7 @@ mod tests {
         check(
             Body::Brk {
                 requested: 0,
-                old_brk: 0x55d0_0000,
+                old_brk: Some(0x55d0_0000),
                 new_brk: 0x55d0_0000,
                 start_brk: 0,
             },

@@ -165,7 +165,7 @@ mod tests {
         vec![
             Body::Brk {
                 requested: 0x6000,
-                old_brk: 0x5000,
+                old_brk: Some(0x5000),
                 new_brk: 0x6000,
                 start_brk: 0,
             },

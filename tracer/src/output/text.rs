@@ -235,7 +235,11 @@ fn details(out: &mut String, ev: &Event, color: bool, names: &mut Names) {
                 push_hex(out, *requested);
             }
             out.push_str(" : ");
-            push_hex(out, *old_brk);
+            // Unknown: see crate::event::breaks.
+            match old_brk {
+                Some(v) => push_hex(out, *v),
+                None => out.push('?'),
+            }
             out.push_str(" -> ");
             push_hex(out, *new_brk);
             // brk returns the requested break on success, the old one on
@@ -640,7 +644,8 @@ mod old_form {
                 } else {
                     out.push_str(&hex(*requested));
                 }
-                let _ = write!(out, " : {} -> {}", hex(*old_brk), hex(*new_brk));
+                let old = old_brk.map_or_else(|| "?".to_string(), hex);
+                let _ = write!(out, " : {old} -> {}", hex(*new_brk));
                 // brk returns the requested break on success, the old one on
                 // failure.
                 if *requested != 0 && new_brk != requested {
@@ -1075,7 +1080,7 @@ mod tests {
             (
                 Body::Brk {
                     requested: 0,
-                    old_brk: 0x5000,
+                    old_brk: Some(0x5000),
                     new_brk: 0x5000, start_brk: 0
                 },
                 "brk       query : 0x5000 -> 0x5000\n",
@@ -1083,7 +1088,7 @@ mod tests {
             (
                 Body::Brk {
                     requested: 0x6000,
-                    old_brk: 0x5000,
+                    old_brk: Some(0x5000),
                     new_brk: 0x6000, start_brk: 0
                 },
                 "brk       0x6000 : 0x5000 -> 0x6000\n",
@@ -1091,7 +1096,7 @@ mod tests {
             (
                 Body::Brk {
                     requested: 0x6000,
-                    old_brk: 0x5000,
+                    old_brk: Some(0x5000),
                     new_brk: 0x5000, start_brk: 0
                 },
                 "brk       0x6000 : 0x5000 -> 0x5000 (failed)\n",

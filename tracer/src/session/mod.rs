@@ -18,7 +18,8 @@ use crate::{
     cli::{FaultMode, TraceArgs},
     error::{Error, Result},
     event::{
-        decode::{decode, exec_record},
+        breaks::Breaks,
+        decode::{brk_space, decode, exec_record},
         Body, Event,
     },
     kernel::{cgroup, clock, preflight, proc, ring::EventReader, HookConfig, Hooks, StackPath},
@@ -372,6 +373,9 @@ struct Core {
     abi_seen: std::collections::HashMap<u32, Option<crate::event::Abi>>,
     /// A process in `abi_seen`, the last one looked up.
     abi_last: Option<u32>,
+    /// The break each process's last brk call left, for calls traced at
+    /// their exit alone.
+    breaks: Breaks,
     /// Processes found gone (no /proc/PID) at a due check, and since when:
     /// retired once gone for [`GONE_GRACE_NS`] (their exit was lost).
     gone: std::collections::HashMap<u32, u64>,
@@ -387,6 +391,9 @@ impl Core {
             Ok(mut ev) => {
                 if matches!(ev.body, Body::Exec { .. }) {
                     self.execs += 1;
+                }
+                if self.hooks.exit_alone {
+                    self.carry_break(&mut ev, bytes);
                 }
                 if let (Some(tracker), Body::Exec { .. }) = (self.tracker.as_mut(), &ev.body) {
                     // Read when the exec was found in the buffer, or now.
@@ -405,6 +412,24 @@ impl Core {
                     self.malformed_logged = true;
                 }
             }
+        }
+    }
+
+    /// With brk traced at its exit alone, the old break of each call is
+    /// carried from the address space's previous one (`event::breaks`).
+    fn carry_break(&mut self, ev: &mut Event, bytes: &[u8]) {
+        match ev.body {
+            Body::Brk { old_brk: None, .. } => self.breaks.fill(ev, brk_space(bytes)),
+            Body::Exec { .. } => {
+                let space = exec_record(bytes).and_then(|(_, _, mm)| mm);
+                self.breaks.exec(ev.pid, space);
+            }
+            Body::Fork {
+                child_pid,
+                clone_flags,
+            } => self.breaks.fork(ev.pid, child_pid, clone_flags),
+            Body::Exit { .. } => self.breaks.forget(ev.pid),
+            _ => {}
         }
     }
 
@@ -833,6 +858,7 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
         malformed_logged: false,
         abi_seen: std::collections::HashMap::new(),
         abi_last: None,
+        breaks: Breaks::default(),
         gone: std::collections::HashMap::new(),
     };
     sink.started(start_ns);
