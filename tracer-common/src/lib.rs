@@ -648,6 +648,13 @@ unsafe impl Wire for ExecEvent {}
 unsafe impl Wire for ForkEvent {}
 unsafe impl Wire for ExitEvent {}
 unsafe impl Wire for OomKillEvent {}
+// Parts of records, read alone.
+unsafe impl Wire for MmCounters {}
+unsafe impl Wire for VmaProbes {}
+unsafe impl Wire for FileInfo {}
+unsafe impl Wire for u32 {}
+unsafe impl Wire for i64 {}
+unsafe impl<const N: usize> Wire for [u64; N] {}
 
 #[cfg(feature = "user")]
 mod user {

@@ -112,7 +112,9 @@ impl StreamSink {
 impl Sink for StreamSink {
     fn started(&mut self, start_ns: u64) {
         if let Some(out) = self.out.take() {
-            self.printer = Some(Printer::new(out, self.format, self.color, start_ns));
+            // Whole lines, 32 KiB at a time: one copy and one write each.
+            let printer = Printer::new(out, self.format, self.color, start_ns);
+            self.printer = Some(printer.batched(32 << 10));
         }
     }
 

@@ -3,9 +3,10 @@
 use std::mem::size_of;
 
 use tracer_common::{
-    EventHeader, EventKind, ExecEvent, ExitEvent, FaultEvent, FileInfo, ForkEvent, MmapFileEvent,
-    OomKillEvent, StackEvent, SyscallEvent, Wire, BRK_OLD_UNREAD, FILE_ANON_INODE,
-    FILE_PATH_TRUNCATED, FILE_PSEUDO, FILE_UNRESOLVED, STACK_SOURCE_FEXIT,
+    EventHeader, EventKind, ExecEvent, ExitEvent, FaultEvent, FileInfo, ForkEvent, MmCounters,
+    MmapFileEvent, OomKillEvent, StackEvent, SyscallEvent, VmaProbes, Wire, BRK_OLD_UNREAD,
+    FILE_ANON_INODE, FILE_PATH_TRUNCATED, FILE_PSEUDO, FILE_UNRESOLVED, MM_FIELDS,
+    STACK_SOURCE_FEXIT,
 };
 
 use crate::event::{Access, Body, Counters, Event, MappedFile, StackSource, SysResult};
@@ -32,6 +33,44 @@ fn read_wire<T: Wire>(bytes: &[u8]) -> Option<T> {
     // SAFETY: length checked; a Wire type is repr(C) plain data for which
     // any bytes are a value.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Reads a `T` at `offset` in `bytes` (checked length).
+fn read_at<T: Wire>(bytes: &[u8], offset: usize) -> Option<T> {
+    read_wire(bytes.get(offset..)?)
+}
+
+/// What a syscall record says of its call.
+struct Sys {
+    args: [u64; 6],
+    ret: i64,
+}
+
+/// A syscall record (`SyscallEvent`, which `MmapFileEvent` starts with),
+/// read in parts: the counters and probes, most of its bytes, only when
+/// the kernel filled them (with a model), into `mm`. The record is fresh
+/// from another CPU's cache: each line not read is a miss not paid.
+fn syscall(bytes: &[u8], kind: EventKind, mm: &mut Option<Counters>) -> Result<Sys, DecodeError> {
+    use std::mem::offset_of;
+    let bad = || DecodeError::BadLength {
+        kind,
+        len: bytes.len(),
+        expected: size_of::<SyscallEvent>(),
+    };
+    if bytes.len() < size_of::<SyscallEvent>() {
+        return Err(bad());
+    }
+    let counters = offset_of!(SyscallEvent, mm);
+    let flags: u32 = read_at(bytes, counters + offset_of!(MmCounters, flags)).ok_or_else(bad)?;
+    if flags & MM_FIELDS != 0 {
+        let c: MmCounters = read_at(bytes, counters).ok_or_else(bad)?;
+        let v: VmaProbes = read_at(bytes, offset_of!(SyscallEvent, vmas)).ok_or_else(bad)?;
+        *mm = Counters::from_wire(&c).map(|c| c.with_vmas(&v));
+    }
+    Ok(Sys {
+        args: read_at(bytes, offset_of!(SyscallEvent, args)).ok_or_else(bad)?,
+        ret: read_at(bytes, offset_of!(SyscallEvent, ret)).ok_or_else(bad)?,
+    })
 }
 
 /// Reads the body record `T` of a `kind` record.
@@ -73,14 +112,9 @@ pub fn exec_record(bytes: &[u8]) -> Option<(u32, u64, Option<u64>)> {
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let h: EventHeader = read_wire(bytes).ok_or(DecodeError::Short(bytes.len()))?;
     let kind = EventKind::from_u32(h.kind).ok_or(DecodeError::UnknownKind(h.kind))?;
-    let sys = || read::<SyscallEvent>(bytes, kind);
     // The counters of the records that carry them.
     let mut mm = None;
-    let mut sys = || {
-        let e = sys()?;
-        mm = Counters::from_wire(&e.mm).map(|c| c.with_vmas(&e.vmas));
-        Ok::<_, DecodeError>(e)
-    };
+    let mut sys = || syscall(bytes, kind, &mut mm);
     let body = match kind {
         EventKind::Brk => {
             let e = sys()?;
@@ -92,13 +126,13 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             }
         }
         EventKind::Mmap => {
-            let (e, file) = if bytes.len() >= size_of::<MmapFileEvent>() {
-                let e: MmapFileEvent = read(bytes, kind)?;
-                mm = Counters::from_wire(&e.sys.mm).map(|c| c.with_vmas(&e.sys.vmas));
-                (e.sys, mapped_file(&e.file))
+            let file = if bytes.len() >= size_of::<MmapFileEvent>() {
+                let at = std::mem::offset_of!(MmapFileEvent, file);
+                read_at::<FileInfo>(bytes, at).and_then(|f| mapped_file(&f))
             } else {
-                (sys()?, None)
+                None
             };
+            let e = sys()?;
             let a = e.args;
             Body::Mmap {
                 addr: a[0],

@@ -59,17 +59,21 @@ pub enum Format {
 
 /// Prints events to `out`, one line each.
 ///
-/// Each line is written with a single `write_all`, so an error never leaves
-/// half a line behind from this side; wrap `out` in a `BufWriter` for
-/// throughput and call [`Printer::flush`] when the stream pauses or ends.
+/// Each line is written with a single `write_all` (or, batched, whole lines
+/// at once), so an error never leaves half a line behind from this side;
+/// wrap `out` in a `BufWriter` for throughput and call [`Printer::flush`]
+/// when the stream pauses or ends.
 pub struct Printer<W: Write> {
     out: W,
     format: Format,
     color: bool,
     start_ns: u64,
-    /// The line being built, kept to reuse its allocation.
+    /// The lines being built, kept to reuse their allocation.
     text_buf: String,
     json_buf: Vec<u8>,
+    /// Lines are kept in the buffers until they hold this many bytes (or
+    /// [`Printer::flush`]); 0: each is written at once.
+    batch: usize,
     /// Names of flags and sizes seen last (both formats).
     json_names: json::Names,
 }
@@ -86,30 +90,58 @@ impl<W: Write> Printer<W> {
             start_ns,
             text_buf: String::new(),
             json_buf: Vec::new(),
+            batch: 0,
             json_names: json::Names::default(),
         }
+    }
+
+    /// Keeps lines until they hold `bytes`, then writes them at once: one
+    /// copy and one call per batch instead of per line. For a writer that
+    /// takes any whole lines at once (a `BufWriter`), not one that counts
+    /// its writes.
+    pub fn batched(mut self, bytes: usize) -> Self {
+        self.batch = bytes;
+        self.text_buf.reserve(bytes + 4096);
+        self.json_buf.reserve(bytes + 4096);
+        self
+    }
+
+    /// Writes the lines built when the batch is full (unbatched: always).
+    fn written(&mut self) -> io::Result<()> {
+        let pending = self.text_buf.len() + self.json_buf.len();
+        if pending == 0 || pending < self.batch {
+            return Ok(());
+        }
+        self.write_pending()
+    }
+
+    fn write_pending(&mut self) -> io::Result<()> {
+        // Only one buffer is used by a printer (its format); both are
+        // cleared whatever the write did: what failed is not retried.
+        let r = self
+            .out
+            .write_all(self.text_buf.as_bytes())
+            .and_then(|()| self.out.write_all(&self.json_buf));
+        self.text_buf.clear();
+        self.json_buf.clear();
+        r
     }
 
     /// Prints one event as one line.
     pub fn print(&mut self, ev: &Event) -> io::Result<()> {
         match self.format {
-            Format::Text => {
-                self.text_buf.clear();
-                text::format_event(
-                    &mut self.text_buf,
-                    ev,
-                    self.color,
-                    self.start_ns,
-                    &mut self.json_names,
-                );
-                self.out.write_all(self.text_buf.as_bytes())
-            }
+            Format::Text => text::format_event(
+                &mut self.text_buf,
+                ev,
+                self.color,
+                self.start_ns,
+                &mut self.json_names,
+            ),
             Format::Jsonl => {
-                self.json_buf.clear();
                 json::format_event(&mut self.json_buf, ev, self.start_ns, &mut self.json_names);
-                self.out.write_all(&self.json_buf)
             }
         }
+        self.written()
     }
 
     /// Prints the region changes `ev` made, one line each, at once.
@@ -118,8 +150,6 @@ impl<W: Write> Printer<W> {
             return Ok(());
         }
         let t_ns = ev.ts_ns.saturating_sub(self.start_ns);
-        self.text_buf.clear();
-        self.json_buf.clear();
         for c in changes {
             // A fork's child has lines of its own, under its own pid.
             let who = Who {
@@ -133,19 +163,18 @@ impl<W: Write> Printer<W> {
                 Format::Jsonl => changes::json_line(&mut self.json_buf, &who, c),
             }
         }
-        match self.format {
-            Format::Text => self.out.write_all(self.text_buf.as_bytes()),
-            Format::Jsonl => self.out.write_all(&self.json_buf),
-        }
+        self.written()
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
+        self.write_pending()?;
         self.out.flush()
     }
 
     /// Writes a line already rendered by a printer like this one (the
     /// daemon's, for `stream --connect`).
     pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        self.write_pending()?;
         self.out.write_all(line)
     }
 
