@@ -183,7 +183,7 @@ impl<'a> Line<'a> {
 /// a fixed size the compiler writes inline, then cut back: no call to
 /// `memcpy` for a few bytes of variable length (measured: a tenth of the
 /// stream's CPU went to those calls).
-#[inline(always)]
+#[inline]
 fn append<const N: usize>(out: &mut Vec<u8>, buf: &[u8; N], n: usize) {
     let len = out.len();
     out.extend_from_slice(buf);

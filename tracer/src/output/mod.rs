@@ -99,6 +99,7 @@ impl<W: Write> Printer<W> {
     /// copy and one call per batch instead of per line. For a writer that
     /// takes any whole lines at once (a `BufWriter`), not one that counts
     /// its writes.
+    #[must_use]
     pub fn batched(mut self, bytes: usize) -> Self {
         self.batch = bytes;
         self.text_buf.reserve(bytes + 4096);
