@@ -29,3 +29,7 @@ pub mod kernel;
 pub mod model;
 pub mod output;
 pub mod session;
+
+/// A hash map for the event path (keys: pids, sequence numbers) with a fast
+/// hasher, randomly seeded per process.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -261,8 +261,8 @@ pub struct V2Sink<O: V2Out> {
     header: v2::Header,
     pub out: O,
     /// Live processes by order of first sight, and their pids.
-    procs: HashMap<u64, Written>,
-    seq_of: HashMap<u32, u64>,
+    procs: crate::FastMap<u64, Written>,
+    seq_of: crate::FastMap<u32, u64>,
     totals: v2::End,
 }
 
@@ -273,8 +273,8 @@ impl<O: V2Out> V2Sink<O> {
             start_ns: 0,
             header,
             out,
-            procs: HashMap::new(),
-            seq_of: HashMap::new(),
+            procs: crate::FastMap::default(),
+            seq_of: crate::FastMap::default(),
             totals: v2::End::default(),
         }
     }

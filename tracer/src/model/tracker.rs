@@ -9,7 +9,7 @@
 //! timelines). The tracker reads /proc only through a [`ProcSource`], so it
 //! is tested without a kernel.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use super::{
     apply::{apply_event, apply_shmat, Applied},
@@ -453,7 +453,7 @@ pub struct Comparison {
 }
 
 pub struct Tracker {
-    live: HashMap<u32, Process>,
+    live: crate::FastMap<u32, Process>,
     /// Processes that left the model during the current event.
     ended: Vec<Process>,
     /// Processes the current event changed, with their journal marks.
@@ -485,7 +485,7 @@ impl Tracker {
     /// `bucket_ns`: width of the fault-count buckets of each region.
     pub fn new(bucket_ns: u64, keep_history: bool, source: Box<dyn ProcSource>) -> Tracker {
         Tracker {
-            live: HashMap::new(),
+            live: crate::FastMap::default(),
             ended: Vec::new(),
             touched: Vec::new(),
             start_ns: 0,
@@ -1317,7 +1317,7 @@ mod tests {
     /// /proc as the test sets it: maps per pid, a clock that ticks.
     #[derive(Default)]
     struct FakeProc {
-        maps: HashMap<u32, Vec<Seed>>,
+        maps: std::collections::HashMap<u32, Vec<Seed>>,
         now: u64,
     }
 

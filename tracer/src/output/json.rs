@@ -191,7 +191,7 @@ fn append<const N: usize>(out: &mut Vec<u8>, buf: &[u8; N], n: usize) {
 }
 
 #[inline]
-fn write_u64(out: &mut Vec<u8>, v: u64) {
+pub(super) fn write_u64(out: &mut Vec<u8>, v: u64) {
     // Two digits at a time, written from the end of the number.
     const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
         2021222324252627282930313233343536373839\
@@ -221,7 +221,7 @@ fn write_u64(out: &mut Vec<u8>, v: u64) {
 
 /// `0x` and lowercase hex digits, as `{:#x}` writes them.
 #[inline]
-fn write_hex(out: &mut Vec<u8>, v: u64) {
+pub(super) fn write_hex(out: &mut Vec<u8>, v: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let digits = (64 - (v | 1).leading_zeros() as usize).div_ceil(4);
     let mut buf = [0u8; 18];
@@ -238,7 +238,7 @@ fn write_hex(out: &mut Vec<u8>, v: u64) {
 /// A JSON string, escaped as serde_json escapes it: as is when nothing
 /// needs escaping (the common case), else by serde_json itself.
 #[inline]
-fn write_str(out: &mut Vec<u8>, s: &str) {
+pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());

@@ -368,7 +368,11 @@ pub fn human_size(bytes: u64) -> String {
 
 /// An address in lowercase hex without padding: "0x7f3a12340000".
 pub fn hex(addr: u64) -> String {
-    format!("{addr:#x}")
+    // As `format!("{addr:#x}")` writes it, without the formatting machinery
+    // (a recording makes several per region change).
+    let mut out = Vec::with_capacity(18);
+    super::json::write_hex(&mut out, addr);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// A device number as in /proc/PID/maps: "fd:01".

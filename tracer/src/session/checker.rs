@@ -16,7 +16,6 @@
 //! Nothing here reads the kernel: idleness, maps and the clock come through
 //! a [`Probe`], so every path is unit-tested.
 
-use std::collections::HashMap;
 
 use crate::model::{CheckReason, Seed, VoidReason};
 
@@ -113,14 +112,14 @@ struct State {
 
 pub struct Checker {
     interval_ns: u64,
-    states: HashMap<u32, State>,
+    states: crate::FastMap<u32, State>,
 }
 
 impl Checker {
     pub fn new(interval_ns: u64) -> Checker {
         Checker {
             interval_ns,
-            states: HashMap::new(),
+            states: crate::FastMap::default(),
         }
     }
 

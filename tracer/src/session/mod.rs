@@ -370,7 +370,7 @@ struct Core {
     malformed_logged: bool,
     /// The system calls of each process's program, once looked at (see
     /// [`Core::check_abi`]).
-    abi_seen: std::collections::HashMap<u32, Option<crate::event::Abi>>,
+    abi_seen: crate::FastMap<u32, Option<crate::event::Abi>>,
     /// A process in `abi_seen`, the last one looked up.
     abi_last: Option<u32>,
     /// The break each process's last brk call left, for calls traced at
@@ -856,7 +856,7 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
         seeds: std::collections::HashMap::new(),
         batch: (Vec::new(), Vec::new()),
         malformed_logged: false,
-        abi_seen: std::collections::HashMap::new(),
+        abi_seen: crate::FastMap::default(),
         abi_last: None,
         breaks: Breaks::default(),
         gone: std::collections::HashMap::new(),
