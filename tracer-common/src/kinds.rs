@@ -28,6 +28,12 @@ pub struct Tracepoint {
     /// How the program reads its record (see `tp.rs`), checked against the
     /// kernel's format before loading.
     pub layout: Layout,
+    /// A program on the same tracepoint as a BTF-typed raw tracepoint
+    /// (`tp_btf`), which takes the tracepoint's arguments instead of a
+    /// record: preferred where the kernel loads it (no record to build, a
+    /// fraction of the cost per hit, and no grace period to detach), else
+    /// `prog`.
+    pub btf_prog: Option<&'static str>,
 }
 
 impl Tracepoint {
@@ -38,17 +44,30 @@ impl Tracepoint {
             name,
             prog: name,
             layout,
+            btf_prog: None,
         }
+    }
+
+    /// Whether `prog` is one of its programs.
+    pub fn is(&self, prog: &str) -> bool {
+        self.prog == prog || self.btf_prog == Some(prog)
     }
 }
 
-pub const TP_PAGE_FAULT_USER: Tracepoint = Tracepoint::new(
-    "exceptions",
-    "page_fault_user",
-    Layout::Fields(PageFaultUser::FIELDS),
-);
-pub const TP_RSS_STAT: Tracepoint =
-    Tracepoint::new("kmem", "rss_stat", Layout::Fields(RssStat::FIELDS));
+pub const TP_PAGE_FAULT_USER: Tracepoint = Tracepoint {
+    btf_prog: Some("page_fault_user_btf"),
+    ..Tracepoint::new(
+        "exceptions",
+        "page_fault_user",
+        Layout::Fields(PageFaultUser::FIELDS),
+    )
+};
+/// Its BTF variant reads no record: not for RSS counters (the loader's
+/// choice).
+pub const TP_RSS_STAT: Tracepoint = Tracepoint {
+    btf_prog: Some("rss_stat_btf"),
+    ..Tracepoint::new("kmem", "rss_stat", Layout::Fields(RssStat::FIELDS))
+};
 pub const TP_SCHED_PROCESS_EXEC: Tracepoint = Tracepoint::new(
     "sched",
     "sched_process_exec",
@@ -225,6 +244,7 @@ macro_rules! syscall {
             name: concat!("sys_exit_", $name),
             prog: concat!("sys_exit_", $name, "_alone"),
             layout: Layout::Fields(SysExit::FIELDS),
+            btf_prog: None,
         }))
     };
     (paired $name:literal, $nr:literal, $nargs:literal) => {

@@ -48,6 +48,7 @@ pub const MAP_RUNTIME: &str = "RUNTIME";
 pub const MAP_PENDING: &str = "PENDING";
 /// Stack growth candidates (faults below the stack), by thread.
 pub const MAP_STACK_PENDING: &str = "STACK_PENDING";
+pub const MAP_STACK_PENDING_COUNT: &str = "STACK_PENDING_COUNT";
 /// The stack's start at fentry of the stack expansion, by thread.
 pub const MAP_STACK_FENTRY: &str = "STACK_FENTRY";
 /// Processes that may have a MAP_GROWSDOWN region besides their stack.
@@ -486,6 +487,9 @@ pub struct Offsets {
     /// kernels whose sched_process_exit has no `group_dead`.
     pub task_signal: u64,
     pub signal_live: u64,
+    /// `signal_struct.rlim`: the process's resource limits (`struct rlimit
+    /// { rlim_cur; rlim_max; }` each, by RLIMIT_* number).
+    pub signal_rlim: u64,
     pub mm_brk: u64,
     pub mm_start_brk: u64,
     pub mm_start_stack: u64,
@@ -588,6 +592,7 @@ impl Offsets {
         task_start_time: 0,
         task_signal: 0,
         signal_live: 0,
+        signal_rlim: 0,
         mm_brk: 0,
         mm_start_brk: 0,
         mm_start_stack: 0,

@@ -307,7 +307,7 @@ pub fn submit<T>(entry: RingBufEntry<T>, cfg: &Config) {
 /// run on several CPUs. Rust has no atomic read-modify-write for BPF, so it
 /// is written out.
 #[inline(always)]
-fn atomic_add(p: *mut u64, v: u64) {
+pub fn atomic_add(p: *mut u64, v: u64) {
     #[cfg(target_arch = "bpf")]
     // SAFETY: `p` points into a map value, 8-byte aligned.
     unsafe {
@@ -319,7 +319,7 @@ fn atomic_add(p: *mut u64, v: u64) {
 
 /// Reads a shared counter of `MM_SEQ`.
 #[inline(always)]
-fn atomic_load(p: *mut u64) -> u64 {
+pub fn atomic_load(p: *mut u64) -> u64 {
     // SAFETY: `p` points into a map value, 8-byte aligned; an aligned 8-byte
     // load is never torn.
     unsafe { core::ptr::read_volatile(p) }

@@ -1,7 +1,11 @@
 //! User page faults (exceptions:page_fault_user): streamed one by one
 //! (`--faults all`) or counted per process in the kernel (`summary`).
 
-use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_probe_read_kernel},
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
 use tracer_common::{
     tp::PageFaultUser, EventKind, FaultCounts, FaultEvent, COMM_LEN, FAULTS_ALL, FAULTS_SUMMARY,
 };
@@ -25,15 +29,41 @@ pub fn page_fault_user(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_page_fault_user(ctx: &TracePointContext) -> Result<u32, Fail> {
+    // SAFETY: the tracepoint's record, whose layout the loader checked.
+    let rec = unsafe { ctx.read_at::<PageFaultUser>(0) }.or_fail("page_fault_user record")?;
+    on_fault(rec.address, rec.error_code, || Ok(rec.ip))
+}
+
+/// The same tracepoint as a BTF-typed raw tracepoint (preferred: see
+/// `Tracepoint::btf_prog`): `page_fault_user(unsigned long address, struct
+/// pt_regs *regs, unsigned long error_code)`.
+#[btf_tracepoint(function = "page_fault_user")]
+pub fn page_fault_user_btf(ctx: BtfTracePointContext) -> u32 {
+    // The tracepoint's three arguments, as its prototype has them.
+    let (address, regs, error_code) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2));
+    let ip = || {
+        // SAFETY: a helper read of the faulting thread's saved registers.
+        unsafe { bpf_probe_read_kernel((regs + PT_REGS_IP) as *const u64) }.or_fail("regs->ip")
+    };
+    done(Some(EventKind::Fault), on_fault(address, error_code, ip))
+}
+
+/// x86_64 `struct pt_regs`: the offset of `ip`.
+const PT_REGS_IP: u64 = 128;
+
+/// A user page fault at `addr`; `ip` is read only when the fault is
+/// streamed.
+#[inline(always)]
+fn on_fault(
+    addr: u64,
+    error_code: u64,
+    ip: impl FnOnce() -> Result<u64, Fail>,
+) -> Result<u32, Fail> {
     let cfg = config();
     let (tgid, tid) = current_ids();
     if !traced(&cfg, tgid) {
         return Ok(0);
     }
-    // SAFETY: the tracepoint's record, whose layout the loader checked.
-    let rec = unsafe { ctx.read_at::<PageFaultUser>(0) }.or_fail("page_fault_user record")?;
-    let (addr, ip, error_code) = (rec.address, rec.ip, rec.error_code);
-
     if kind_enabled(&cfg, EventKind::Stack) {
         stack::on_fault(&cfg, tgid, tid, addr);
     }
@@ -41,6 +71,7 @@ fn try_page_fault_user(ctx: &TracePointContext) -> Result<u32, Fail> {
         return Ok(0);
     }
     if cfg.fault_mode == FAULTS_ALL {
+        let ip = ip()?;
         match EVENTS.reserve::<FaultEvent>(0) {
             Some(mut entry) => {
                 let e = entry.as_mut_ptr();

@@ -2,13 +2,21 @@
 //!
 //! Where the kernel allows fexit programs, `expand_downwards` reports each
 //! growth directly. Elsewhere (no fentry/fexit, no kprobes) growth is seen
-//! from the fault that causes it: a user fault just below the stack is
-//! remembered per thread, and once the fault has been handled (the next
-//! `kmem:rss_stat` of that thread, when the new page is charged, or its
-//! next fault) the mm's stack size (`mm->stack_vm`, in pages) tells whether
-//! the stack grew, and by how much. The kernel moves the stack's start to
-//! the faulting address rounded down to its page, so the new start is
-//! exact.
+//! from the fault that causes it: a user fault below the stack, within the
+//! process's stack size limit (RLIMIT_STACK, which the kernel enforces on
+//! growth), is remembered per thread, and once the fault has been handled
+//! (the next `kmem:rss_stat` of that thread, when the new page is charged,
+//! or its next fault) the mm's stack size (`mm->stack_vm`, in pages) tells
+//! whether the stack grew, and by how much. The kernel moves the stack's
+//! start to the faulting address rounded down to its page, so the new start
+//! is exact.
+//!
+//! The other faults (heap, mappings: below the stack by more than its
+//! limit, as the kernel lays them out) pay a few reads; while no candidate
+//! waits anywhere (`PENDING_COUNT`), neither the fault nor `rss_stat` looks
+//! one up. Where only this needs `rss_stat` (no RSS counters kept), it is a
+//! BTF raw tracepoint, which skips the tracepoint's record (summing the
+//! mm's per-CPU counter for it cost about 190 ns per page charged).
 //!
 //! Other regions mapped with MAP_GROWSDOWN grow the same way (and count in
 //! the same stack size), wherever they are. Their faults are candidates in
@@ -16,9 +24,9 @@
 //! mmap exit marks in `GROWSDOWN`; nothing is paid elsewhere.
 
 use aya_ebpf::{
-    macros::{fentry, fexit, map, tracepoint},
+    macros::{btf_tracepoint, fentry, fexit, map, tracepoint},
     maps::{Array, LruHashMap},
-    programs::{FEntryContext, FExitContext, TracePointContext},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext, TracePointContext},
 };
 use tracer_common::{
     tp::RssStat, Config, EventKind, StackEvent, RSS_MEMBERS, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT,
@@ -26,17 +34,21 @@ use tracer_common::{
 
 use crate::{
     common::{
-        config, count_lost, current_ids, failed, fill_header, kind_enabled, mm_change, offsets,
-        submit, traced, Fail, OrFail, EVENTS, RSS,
+        atomic_add, atomic_load, config, count_lost, current_ids, failed, fill_header,
+        kind_enabled, mm_change, offsets, submit, traced, Fail, OrFail, EVENTS, RSS,
     },
-    kernel::{current_mm, read},
+    kernel::{current_mm, current_task, read},
 };
 
 const PAGE_SIZE: u64 = 4096;
-/// Faults this far below the stack's top are candidates. Stack growth is
-/// confirmed by the stack size, so a larger window costs only a map update
-/// per candidate fault, never a wrong event.
+/// Faults at most this far below the stack's top are candidates, when the
+/// stack size limit is larger (unlimited). Stack growth is confirmed by the
+/// stack size, so a larger window costs only a map update per candidate
+/// fault, never a wrong event.
 const STACK_WINDOW: u64 = 1 << 30;
+/// `RLIMIT_STACK`, and the size of a `struct rlimit`.
+const RLIMIT_STACK: u64 = 3;
+const RLIMIT_SIZE: u64 = 16;
 
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -48,6 +60,27 @@ pub struct StackPending {
 /// A candidate fault per thread, awaiting confirmation.
 #[map(name = "STACK_PENDING")]
 static STACK_PENDING: LruHashMap<u32, StackPending> = LruHashMap::with_max_entries(8192, 0);
+
+/// Entries put in `STACK_PENDING` less those taken out, at least as many
+/// as it holds (an entry the LRU drops is not counted out): while 0, no
+/// thread has a candidate to look up.
+#[map(name = "STACK_PENDING_COUNT")] // tracer_common::MAP_STACK_PENDING_COUNT
+static PENDING_COUNT: Array<u64> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+fn pending_count_add(v: u64) {
+    if let Some(p) = PENDING_COUNT.get_ptr_mut(0) {
+        atomic_add(p, v);
+    }
+}
+
+/// Whether any thread may have a candidate waiting.
+#[inline(always)]
+fn any_pending() -> bool {
+    PENDING_COUNT
+        .get_ptr_mut(0)
+        .is_none_or(|p| atomic_load(p) != 0)
+}
 
 /// The stack's start at fentry of expand_downwards, per thread.
 #[map(name = "STACK_FENTRY")]
@@ -123,7 +156,9 @@ pub fn on_fault(cfg: &Config, tgid: u32, tid: u32, addr: u64) {
         return;
     }
     // A previous candidate of this thread not confirmed yet.
-    confirm(cfg, tid);
+    if any_pending() {
+        confirm(cfg, tid);
+    }
     count(candidate(tgid, tid, addr));
 }
 
@@ -134,14 +169,29 @@ fn candidate(tgid: u32, tid: u32, addr: u64) -> Result<(), Fail> {
     let off = offsets();
     let mm = current_mm(off.task_mm).or_fail("current->mm")?;
     let start_stack = read::<u64>(mm, off.mm_start_stack).or_fail("mm->start_stack")?;
-    let under_stack = addr < start_stack && start_stack - addr <= STACK_WINDOW;
+    let under_stack = addr < start_stack && start_stack - addr <= stack_limit(&off);
     if !under_stack && !(growsdown_seen() && GROWSDOWN.get_ptr(tgid).is_some()) {
         return Ok(());
     }
     let stack_vm = read::<u64>(mm, off.mm_stack_vm).or_fail("mm->stack_vm")?;
     STACK_PENDING
         .insert(tid, StackPending { addr, stack_vm }, 0)
-        .or_fail("STACK_PENDING insert")
+        .or_fail("STACK_PENDING insert")?;
+    pending_count_add(1);
+    Ok(())
+}
+
+/// How far below the stack's top it may grow: the process's RLIMIT_STACK
+/// (the kernel refuses growth beyond it), at most [`STACK_WINDOW`]; that
+/// window when the limit cannot be read.
+#[inline(always)]
+fn stack_limit(off: &tracer_common::Offsets) -> u64 {
+    let limit = read::<u64>(current_task(), off.task_signal)
+        .and_then(|signal| read::<u64>(signal, off.signal_rlim + RLIMIT_STACK * RLIMIT_SIZE));
+    // A page more: the limit counts from the stack's end, above start_stack.
+    limit.map_or(STACK_WINDOW, |l| {
+        l.saturating_add(PAGE_SIZE).min(STACK_WINDOW)
+    })
 }
 
 /// Emits a stack event if the thread's pending candidate grew the stack.
@@ -152,7 +202,9 @@ fn confirm(cfg: &Config, tid: u32) {
     };
     // SAFETY: this thread's entry, read by this thread.
     let p = unsafe { *p };
-    let _ = STACK_PENDING.remove(tid);
+    if STACK_PENDING.remove(tid).is_ok() {
+        pending_count_add(u64::MAX);
+    }
     count(grown(cfg, p));
 }
 
@@ -202,7 +254,7 @@ fn emit(cfg: &Config, old_start: u64, new_start: u64, source: u32) {
 pub fn rss_stat(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
     let cfg = config();
-    if STACK_PENDING.get_ptr(tid).is_some() {
+    if any_pending() && STACK_PENDING.get_ptr(tid).is_some() {
         confirm(&cfg, tid);
     }
     if cfg.track_rss != 0 {
@@ -237,10 +289,25 @@ fn track_rss(ctx: &TracePointContext, cfg: &Config, tgid: u32) -> Result<(), Fai
     Ok(())
 }
 
+/// The same tracepoint as a BTF raw tracepoint, where no RSS counters are
+/// kept (the loader's choice): it confirms candidates and reads nothing.
+#[btf_tracepoint(function = "rss_stat")]
+pub fn rss_stat_btf(_ctx: BtfTracePointContext) -> u32 {
+    if any_pending() {
+        let (_, tid) = current_ids();
+        if STACK_PENDING.get_ptr(tid).is_some() {
+            confirm(&config(), tid);
+        }
+    }
+    0
+}
+
 /// Thread exit: forget its candidate.
 #[inline(always)]
 pub fn forget(tid: u32) {
-    let _ = STACK_PENDING.remove(tid);
+    if any_pending() && STACK_PENDING.remove(tid).is_ok() {
+        pending_count_add(u64::MAX);
+    }
     let _ = STACK_FENTRY.remove(tid);
 }
 

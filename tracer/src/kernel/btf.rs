@@ -77,6 +77,7 @@ pub fn resolve_offsets(btf: &Btf) -> Result<Offsets> {
         task_start_time: f("task_struct", "start_time")?,
         task_signal: f("task_struct", "signal")?,
         signal_live: f("signal_struct", "live")?,
+        signal_rlim: f("signal_struct", "rlim")?,
         mm_brk: f("mm_struct", "brk")?,
         mm_start_brk: f("mm_struct", "start_brk")?,
         mm_start_stack: f("mm_struct", "start_stack")?,

@@ -20,7 +20,9 @@ use std::{
 use anyhow::{anyhow, Context, Result};
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{trace_point::TracePointLinkId, FEntry, FExit, TracePoint},
+    programs::{
+        tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId, FEntry, FExit, TracePoint,
+    },
     Ebpf, EbpfLoader,
 };
 use log::{debug, info};
@@ -30,7 +32,7 @@ use tracer_common::{
     FILTER_CGROUP_V2, FILTER_COMM, FILTER_FOLLOW, FILTER_PID, KIND_SLOTS, MAP_CGROUP_FILTER,
     MAP_COMM_FILTER, MAP_ERRORS, MAP_EVENTS, MAP_FAULT_COUNTS, MAP_LOST, MAP_MM_SEQ,
     MAP_PID_FILTER, MAP_RSS, MAP_RUNTIME, RSS_MEMBERS, STACK_SOURCE_FAULT, STACK_SOURCE_FEXIT,
-    TP_SCHED_PROCESS_EXIT,
+    TP_RSS_STAT, TP_SCHED_PROCESS_EXIT,
 };
 
 use self::tracefs::{tracepoint_exists, TRACEFS};
@@ -132,6 +134,12 @@ pub struct Hooks {
     errors_seen: [u64; KIND_SLOTS],
     /// The tracepoint links, to detach them all at once on drop.
     tp_links: Vec<(&'static str, TracePointLinkId)>,
+    /// The BTF raw tracepoints loaded (`Tracepoint::btf_prog`), by
+    /// program, and those the kernel refused.
+    btf_loaded: Vec<&'static str>,
+    btf_refused: Vec<&'static str>,
+    /// Their links (detached without a grace period's wait).
+    btf_links: Vec<(&'static str, BtfTracePointLinkId)>,
     /// Runs the kernel skipped already reported, per program.
     misses_seen: BTreeMap<&'static str, u64>,
     /// When the programs' fdinfo was last read for them.
@@ -177,8 +185,9 @@ impl Hooks {
         // parses run at once, each on its own thread: they took 150-300
         // ms one after the other.
         let started = Instant::now();
-        let fexit_wanted = cfg.kind_mask & EventKind::Stack.bit() != 0
-            && matches!(EventKind::Stack.info().source, Source::Fexit(_));
+        // aya's BTF also loads the BTF raw tracepoints (page faults, which
+        // the stack's fallback uses too).
+        let fexit_wanted = cfg.kind_mask & (EventKind::Stack.bit() | EventKind::Fault.bit()) != 0;
         let (loader, fexit_btf, resolved) = std::thread::scope(|s| {
             let spawn = |name: &str| std::thread::Builder::new().name(name.into());
             let loader = spawn("mmtrace-btf").spawn_scoped(s, EbpfLoader::new);
@@ -281,6 +290,9 @@ impl Hooks {
             misses_read: None,
             errors_seen: [0; KIND_SLOTS],
             tp_links: Vec::new(),
+            btf_loaded: Vec::new(),
+            btf_refused: Vec::new(),
+            btf_links: Vec::new(),
         };
         for pid in &cfg.pids {
             hooks.add_pid(*pid)?;
@@ -375,7 +387,24 @@ impl Hooks {
         let plan = loop {
             let plan = Self::plan(wanted, &duties, fexit_loaded, exit_alone)?;
             let started = Instant::now();
-            match hooks.load_tracepoints(&plan.tracepoints) {
+            if let Some(Ok(btf)) = &fexit_btf {
+                // rss_stat's reads no record: the RSS counters need its
+                // tracepoint program.
+                let tps: Vec<_> = plan
+                    .tracepoints
+                    .iter()
+                    .copied()
+                    .filter(|tp| !(cfg.track_rss && **tp == TP_RSS_STAT))
+                    .collect();
+                hooks.load_btf_variants(&tps, btf);
+            }
+            let perf: Vec<_> = plan
+                .tracepoints
+                .iter()
+                .copied()
+                .filter(|tp| !tp.btf_prog.is_some_and(|p| hooks.btf_loaded.contains(&p)))
+                .collect();
+            match hooks.load_tracepoints(&perf) {
                 Ok(()) => {
                     debug!(
                         "start-up: {} programs verified in {} ms",
@@ -408,12 +437,15 @@ impl Hooks {
         // A syscall's exit before its enter: a call entered is then always
         // seen leaving (a call counted in flight in MM_SEQ and never counted
         // out would leave its address space's counters unsettled).
-        let (exits, others): (Vec<_>, Vec<_>) = plan
+        let (exits, others): (Vec<&&Tracepoint>, Vec<_>) = plan
             .tracepoints
             .iter()
             .partition(|tp| tp.name.starts_with("sys_exit_"));
         for tp in exits.into_iter().chain(others) {
-            hooks.attach_tracepoint(tp)?;
+            match tp.btf_prog.filter(|p| hooks.btf_loaded.contains(p)) {
+                Some(prog) => hooks.attach_btf(prog)?,
+                None => hooks.attach_tracepoint(tp)?,
+            }
         }
         debug!(
             "start-up: {} programs attached in {} ms",
@@ -546,6 +578,50 @@ impl Hooks {
         }
     }
 
+    /// Loads the BTF raw tracepoint variants of `tps` not tried yet; one
+    /// the kernel refuses is left for its tracepoint program.
+    fn load_btf_variants(&mut self, tps: &[&Tracepoint], btf: &aya::Btf) {
+        for tp in tps {
+            let Some(prog) = tp.btf_prog else { continue };
+            if self.btf_loaded.contains(&prog) || self.btf_refused.contains(&prog) {
+                continue;
+            }
+            let loaded = match self.ebpf.program_mut(prog) {
+                Some(aya::programs::Program::BtfTracePoint(p)) => {
+                    p.load(tp.name, btf).map_err(anyhow::Error::from)
+                }
+                _ => Err(anyhow!("program {prog} is not a BTF raw tracepoint")),
+            };
+            match loaded {
+                Ok(()) => {
+                    debug!("{}:{}: a BTF raw tracepoint ({prog})", tp.category, tp.name);
+                    self.btf_loaded.push(prog);
+                }
+                Err(e) => {
+                    info!(
+                        "{}:{}: the kernel refused its BTF raw tracepoint ({}); using the \
+                         tracepoint program",
+                        tp.category,
+                        tp.name,
+                        e.root_cause()
+                    );
+                    self.btf_refused.push(prog);
+                }
+            }
+        }
+    }
+
+    fn attach_btf(&mut self, prog: &'static str) -> Result<()> {
+        let id = match self.ebpf.program_mut(prog) {
+            Some(aya::programs::Program::BtfTracePoint(p)) => p
+                .attach()
+                .with_context(|| format!("cannot attach BTF raw tracepoint {prog}"))?,
+            _ => return Err(anyhow!("program {prog} is not a BTF raw tracepoint")),
+        };
+        self.btf_links.push((prog, id));
+        Ok(())
+    }
+
     fn attach_tracepoint(&mut self, tp: &Tracepoint) -> Result<()> {
         let id = self
             .tracepoint(tp.prog)?
@@ -630,7 +706,11 @@ impl Hooks {
             return out;
         }
         self.misses_read = Some(Instant::now());
-        for &(prog, _) in &self.tp_links {
+        let progs = self.tp_links.iter().map(|(p, _)| *p);
+        let progs: Vec<_> = progs
+            .chain(self.btf_links.iter().map(|(p, _)| *p))
+            .collect();
+        for prog in progs {
             let Some(misses) = self
                 .ebpf
                 .program(prog)
@@ -908,11 +988,11 @@ fn kind_of_program(prog: &str) -> Option<EventKind> {
                     || s.exit.prog == prog
                     || s.exit_alone.is_some_and(|tp| tp.prog == prog)
             }
-            Source::Tracepoints(tps) => tps.iter().any(|tp| tp.prog == prog),
+            Source::Tracepoints(tps) => tps.iter().any(|tp| tp.is(prog)),
             Source::Fexit(f) => {
                 f.entry_prog == prog
                     || f.exit_prog == prog
-                    || f.fallback.iter().any(|tp| tp.prog == prog)
+                    || f.fallback.iter().any(|tp| tp.is(prog))
             }
         })
 }
@@ -930,7 +1010,8 @@ fn recursion_misses(fd: i32) -> Option<u64> {
 mod tests {
     use super::*;
     use tracer_common::{
-        MAP_GROWSDOWN, MAP_PENDING, MAP_STACK_FENTRY, MAP_STACK_PENDING, MAP_VMA_PIVOTS,
+        MAP_GROWSDOWN, MAP_PENDING, MAP_STACK_FENTRY, MAP_STACK_PENDING, MAP_STACK_PENDING_COUNT,
+        MAP_VMA_PIVOTS,
     };
 
     /// The embedded object's maps are the ones tracer-common names (the
@@ -959,6 +1040,7 @@ mod tests {
             MAP_RUNTIME,
             MAP_PENDING,
             MAP_STACK_PENDING,
+            MAP_STACK_PENDING_COUNT,
             MAP_STACK_FENTRY,
             MAP_GROWSDOWN,
             MAP_MM_SEQ,
@@ -968,6 +1050,7 @@ mod tests {
         named.sort_unstable();
         assert_eq!(maps, named);
 
+        let programs = |tp: &Tracepoint| [Some(tp.prog), tp.btf_prog].into_iter().flatten();
         let mut progs = Vec::new();
         for kind in EventKind::ALL {
             match kind.info().source {
@@ -975,10 +1058,10 @@ mod tests {
                     progs.extend([s.enter.prog, s.exit.prog]);
                     progs.extend(s.exit_alone.map(|tp| tp.prog));
                 }
-                Source::Tracepoints(tps) => progs.extend(tps.iter().map(|tp| tp.prog)),
+                Source::Tracepoints(tps) => progs.extend(tps.iter().flat_map(programs)),
                 Source::Fexit(f) => {
                     progs.extend([f.entry_prog, f.exit_prog]);
-                    progs.extend(f.fallback.iter().map(|tp| tp.prog));
+                    progs.extend(f.fallback.iter().flat_map(programs));
                 }
             }
         }
@@ -989,7 +1072,7 @@ mod tests {
         assert_eq!(kind_of_program("no_such_program"), None);
         // Not a BPF program: no count.
         assert_eq!(recursion_misses(0), None);
-        progs.extend(Duty::ALL.iter().map(|d| d.tracepoint().prog));
+        progs.extend(Duty::ALL.iter().flat_map(|d| programs(d.tracepoint())));
         progs.sort_unstable();
         progs.dedup();
         let mut have: Vec<&str> = obj.programs.keys().map(String::as_str).collect();

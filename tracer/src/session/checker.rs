@@ -16,7 +16,6 @@
 //! Nothing here reads the kernel: idleness, maps and the clock come through
 //! a [`Probe`], so every path is unit-tested.
 
-
 use crate::model::{CheckReason, Seed, VoidReason};
 
 /// Events of one process may reach the ring buffer out of their time
