@@ -859,6 +859,9 @@ pub fn compare(rounds: usize, quick: bool, extra: &str) -> Result<Figures> {
          measured alike. \"x untraced\" is the load's CPU over its untraced CPU; \
          \"added CPU / floor's\" is the CPU tracing added over what the count-only BPF program \
          on the same tracepoints added (the floor: what any tracer on these hooks pays). \
+         The floor is written with bpftrace on the tracepoints; where the kernel allows, mmtrace \
+         hooks page faults as a BTF raw tracepoint (no record built) and, without a model, its \
+         syscalls at their exit alone, so it can cost less than the floor. \
          mmtrace ran with a command (its filter in the kernel), to standard output on /dev/null \
          unless \"to a file\". Took {:.0} s.",
         if quick { " --quick" } else { "" },

@@ -955,6 +955,9 @@ smoke cgroup-v1 'grep -q '"'"'"cgroup_v1_memory":"/mmtrace"'"'"' /tmp/cgroup-v1.
 # Not a check: how this kernel lets the syscalls be traced.
 RUST_LOG=info $M stream --events mmap -- /bin/true 2>&1 >/dev/null |
   grep 'syscalls traced' | tee -a $OUT/log
+# Nor this: whether page faults and rss_stat are BTF raw tracepoints here.
+RUST_LOG=tracer=debug $M stream -- /bin/true 2>&1 >/dev/null |
+  grep 'raw tracepoint' | tee -a $OUT/log
 # Not a check: what the model found out about this kernel's mappings.
 RUST_LOG=debug $M stream --regions -- /bin/true 2>&1 >/dev/null |
   grep 'kernel probe' | tee -a $OUT/log
