@@ -20,6 +20,10 @@ impl Drop for Spinner {
 
 /// Starts the spinner under `name` (a link, so its comm is `name`).
 fn spinner(name: &str) -> Spinner {
+    spinner_with(name, &[])
+}
+
+fn spinner_with(name: &str, args: &[&str]) -> Spinner {
     let dir = workspace_dir()
         .join("target")
         .join("tmp")
@@ -30,6 +34,7 @@ fn spinner(name: &str) -> Spinner {
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_spinner"), &link).unwrap();
     let child = Command::new(&link)
         .arg("60")
+        .args(args)
         .stdin(Stdio::null())
         .spawn()
         .expect("start spinner");
@@ -70,6 +75,29 @@ fn minflt(pid: u32) -> u64 {
     tests::proc_stat(pid as i32)
         .unwrap_or_else(|| panic!("pid {pid} is gone"))
         .minflt
+}
+
+/// A process met mid-life: each brk's old break is where its previous call
+/// left the break. Traced at the exit alone (no model), the first move
+/// seen has none to take it from: null, never a guess; traced at enter and
+/// exit, it is read.
+#[test]
+fn old_breaks_of_a_process_met_mid_life() {
+    tests::needs_root!();
+    let s = spinner_with("spin-brk", &["--brk"]);
+    let pid = s.0.id().to_string();
+    let events = trace(&["--pid", &pid, "--events", "brk"], "brk");
+    let brks: Vec<&Value> = events.iter().filter(|e| e["event"] == "brk").collect();
+    assert!(brks.len() >= 20, "two brk calls every 5 ms: {}", brks.len());
+    let hex = |v: &Value| v.as_str().and_then(tests::parse_hex);
+    for w in brks.windows(2) {
+        assert_eq!(w[1]["old_brk"], w[0]["new_brk"], "{} then {}", w[0], w[1]);
+    }
+    let first = brks[0];
+    if !first["old_brk"].is_null() {
+        let (old, new) = (hex(&first["old_brk"]), hex(&first["new_brk"]));
+        assert_eq!(old.unwrap().abs_diff(new.unwrap()), 4096, "{first}");
+    }
 }
 
 #[test]

@@ -98,7 +98,8 @@ pub struct Syscall {
     /// the caller's saved registers (`bpf_task_pt_regs`, x86_64), so that no
     /// enter program runs: used when no call needs counting in flight (no
     /// model) and the kernel has the helper. None where the enter must see
-    /// the call first (ioctl keeps two commands). brk's has no old break
+    /// the call first (ioctl keeps two commands). brk's takes the old break
+    /// from where the programs last saw it
     /// ([`BRK_OLD_UNREAD`](crate::BRK_OLD_UNREAD)).
     pub exit_alone: Option<Tracepoint>,
 }

@@ -49,6 +49,8 @@ pub const MAP_PENDING: &str = "PENDING";
 /// Stack growth candidates (faults below the stack), by thread.
 pub const MAP_STACK_PENDING: &str = "STACK_PENDING";
 pub const MAP_STACK_PENDING_COUNT: &str = "STACK_PENDING_COUNT";
+pub const MAP_BRK_LAST: &str = "BRK_LAST";
+pub const MAP_BRK_FORKED: &str = "BRK_FORKED";
 /// The stack's start at fentry of the stack expansion, by thread.
 pub const MAP_STACK_FENTRY: &str = "STACK_FENTRY";
 /// Processes that may have a MAP_GROWSDOWN region besides their stack.
@@ -84,10 +86,11 @@ pub struct EventHeader {
 /// paired in the kernel from sys_enter and sys_exit of one thread.
 ///
 /// `args` by kind:
-/// - brk: `[requested, heap end before the call, heap start, unread,
-///   address space]`; traced at its exit alone, the heap end before the
-///   call is not read (0), `unread` is [`BRK_OLD_UNREAD`] and `address
-///   space` identifies the `mm` (an opaque key, never shown)
+/// - brk: `[requested, heap end before the call, heap start, unread]`;
+///   traced at its exit alone, the heap end before the call is where the
+///   kernel programs last saw the address space's break (its previous brk,
+///   exec or fork), and when they saw none it is 0 and `unread` is
+///   [`BRK_OLD_UNREAD`]
 /// - mmap: `[addr, len, prot, flags, fd, offset]`
 /// - munmap: `[addr, len]`
 /// - mremap: `[old_addr, old_len, new_len, flags, new_addr]`
@@ -121,8 +124,9 @@ pub struct SyscallEvent {
     pub vmas: VmaProbes,
 }
 
-/// A brk record's `args[3]` when the heap end before the call was not read
-/// (the call was traced at its exit alone).
+/// A brk record's `args[3]` when the heap end before the call is not known
+/// (traced at its exit alone, with no earlier break of its address space
+/// seen).
 pub const BRK_OLD_UNREAD: u64 = 1;
 
 /// Probes of the address space's VMA tree at a change's edges: what the

@@ -18,7 +18,7 @@ use crate::{
         mm_forget, offsets, or_zero, submit, traced, Fail, OrFail, EVENTS, PID_FILTER,
     },
     kernel::{current_mm, current_task, read},
-    stack,
+    stack, syscall,
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -34,6 +34,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<u32, Fail> {
     let cfg = config();
     let (tgid, _) = current_ids();
     stack::growsdown_exec(tgid);
+    syscall::brk_exec(&cfg, tgid);
     if !kind_enabled(&cfg, EventKind::Exec) || !traced(&cfg, tgid) {
         return Ok(0);
     }
@@ -41,12 +42,16 @@ fn try_exec(ctx: &TracePointContext) -> Result<u32, Fail> {
     let rec = unsafe { ctx.read_at::<SchedProcessExec>(0) }.or_fail("sched_process_exec record")?;
     let (loc, old_pid) = (rec.filename, rec.old_pid as u32);
     // The new address space: nothing counted for an old one at its address
-    // holds, and no other thread is left to change it. Its address is also
-    // the key that brk records traced at their exit alone carry.
-    let mm = current_mm(offsets().task_mm).unwrap_or(0);
-    if cfg.mm_counters != 0 && mm != 0 {
-        mm_forget(mm);
-    }
+    // holds, and no other thread is left to change it.
+    let mm = if cfg.mm_counters != 0 {
+        let mm = current_mm(offsets().task_mm).unwrap_or(0);
+        if mm != 0 {
+            mm_forget(mm);
+        }
+        mm
+    } else {
+        0
+    };
     let change = mm_change(&cfg, mm);
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         count_lost(EventKind::Exec);
@@ -107,6 +112,7 @@ fn try_newtask(ctx: &TracePointContext) -> Result<u32, Fail> {
     }
     let cfg = config();
     let (tgid, _) = current_ids();
+    syscall::brk_forked(&cfg, child, clone_flags);
     if !traced(&cfg, tgid) {
         return Ok(0);
     }

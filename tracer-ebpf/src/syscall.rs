@@ -27,7 +27,7 @@ use crate::{
         config, count_lost, current_ids, done, failed, fill_header, kind_enabled, mm_call_enter,
         offsets, or_zero, submit, traced, Fail, MmRecord, OrFail, EVENTS,
     },
-    kernel::{current_mm, current_task, read},
+    kernel::{current_mm, current_task, read, PT_REGS_R10},
     stack,
     vmas::probe_change,
 };
@@ -48,6 +48,99 @@ pub struct Pending {
 /// returns (killed inside the call) cannot fill it.
 #[map(name = "PENDING")]
 static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(16384, 0);
+
+/// Where an address space's break was last seen: its brk result, or its
+/// break read at exec or fork, with the process that saw it.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BrkLast {
+    tgid: u32,
+    _pad: u32,
+    brk: u64,
+}
+
+/// The break of each address space (by `mm` address), kept by every brk
+/// traced at its exit alone (every process's, traced or not: a thread the
+/// filter skips still moves its process's break) and seeded at exec. An
+/// entry is taken only by the process that made it: an address reused by
+/// another process's address space is not believed. LRU: one dropped is
+/// an unknown old break, never a wrong one.
+#[map(name = "BRK_LAST")] // tracer_common::MAP_BRK_LAST
+static BRK_LAST: LruHashMap<u64, BrkLast> = LruHashMap::with_max_entries(16384, 0);
+
+/// The break a forked child (by tgid) started with, its parent's at the
+/// fork, for its first brk (its address space's address is not known at
+/// the fork).
+#[map(name = "BRK_FORKED")] // tracer_common::MAP_BRK_FORKED
+static BRK_FORKED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+
+const CLONE_VM: u64 = 0x100;
+
+/// Whether brk is traced at its exit alone (no model; the exec and fork
+/// programs then seed the breaks).
+#[inline(always)]
+fn brk_alone(cfg: &tracer_common::Config) -> bool {
+    cfg.mm_counters == 0 && kind_enabled(cfg, EventKind::Brk)
+}
+
+/// Process `tgid` exec'd: its new address space's break, read.
+#[inline(always)]
+pub fn brk_exec(cfg: &tracer_common::Config, tgid: u32) {
+    if !brk_alone(cfg) {
+        return;
+    }
+    let off = offsets();
+    let Ok(mm) = current_mm(off.task_mm) else {
+        return;
+    };
+    let _ = BRK_FORKED.remove(tgid);
+    if let Ok(brk) = read::<u64>(mm, off.mm_brk) {
+        let _ = BRK_LAST.insert(mm, BrkLast { tgid, _pad: 0, brk }, 0);
+    }
+}
+
+/// The current process forked `child`: a copy of its address space starts
+/// with its break.
+#[inline(always)]
+pub fn brk_forked(cfg: &tracer_common::Config, child: u32, clone_flags: u64) {
+    if !brk_alone(cfg) || clone_flags & CLONE_VM != 0 {
+        return;
+    }
+    let off = offsets();
+    if let Ok(brk) = current_mm(off.task_mm).and_then(|mm| read::<u64>(mm, off.mm_brk)) {
+        let _ = BRK_FORKED.insert(child, brk, 0);
+    }
+}
+
+/// The break before the current process's brk call that returned `ret`
+/// (traced at its exit alone), where its address space's last break was
+/// seen; and the break it leaves, kept for the next call.
+#[inline(always)]
+fn brk_before(tgid: u32, ret: i64) -> Option<u64> {
+    let mm = current_mm(offsets().task_mm).ok()?;
+    let old = match BRK_LAST.get_ptr(mm) {
+        // SAFETY: a map value, read whole.
+        Some(last) if unsafe { (*last).tgid } == tgid => Some(unsafe { (*last).brk }),
+        _ => {
+            // SAFETY: as above.
+            let forked = BRK_FORKED.get_ptr(tgid).map(|b| unsafe { *b });
+            if forked.is_some() {
+                let _ = BRK_FORKED.remove(tgid);
+            }
+            forked
+        }
+    };
+    // Interrupted before it took the lock (-EINTR): nothing moved.
+    if !(-4095..0).contains(&ret) {
+        let last = BrkLast {
+            tgid,
+            _pad: 0,
+            brk: ret as u64,
+        };
+        let _ = BRK_LAST.insert(mm, last, 0);
+    }
+    old
+}
 
 const MAP_ANONYMOUS: u64 = 0x20;
 const MAP_GROWSDOWN: u64 = 0x100;
@@ -129,10 +222,6 @@ fn on_exit(ctx: &TracePointContext, kind: EventKind) -> Result<u32, Fail> {
     r
 }
 
-/// x86_64 `struct pt_regs`: the offset of `r10`, from which the nine
-/// registers `r10, r9, r8, ax, cx, dx, si, di, orig_ax` follow.
-const PT_REGS_R10: u64 = 56;
-
 /// A call traced at its exit alone (`Syscall::exit_alone`): its arguments
 /// are the caller's saved registers, which the memory syscalls leave as
 /// they found them. `orig_ax` must be this record's syscall number, or
@@ -148,6 +237,14 @@ fn on_exit_alone(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Resu
         return Ok(());
     }
     let (tgid, _) = current_ids();
+    // brk keeps its process's break whether or not the call is traced.
+    let old_brk = if kind == EventKind::Brk {
+        // SAFETY: the tracepoint's record, whose layout the loader checked.
+        let ret = unsafe { ctx.read_at::<SysExit>(0) }.map_or(-1, |e| e.ret);
+        brk_before(tgid, ret)
+    } else {
+        None
+    };
     if !traced(&cfg, tgid) {
         return Ok(());
     }
@@ -174,13 +271,15 @@ fn on_exit_alone(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Resu
         i += 1;
     }
     if kind == EventKind::Brk {
-        // The break before the call is gone; userspace carries it from the
-        // address space's previous call (keyed by `mm`).
-        args[3] = BRK_OLD_UNREAD;
+        // The break before the call is gone from the kernel by now: where
+        // the address space's last brk, exec or fork left it, if seen.
+        match old_brk {
+            Some(old) => args[1] = old,
+            None => args[3] = BRK_OLD_UNREAD,
+        }
         let off = offsets();
         if let Ok(mm) = current_mm(off.task_mm) {
             args[2] = or_zero(kind, read::<u64>(mm, off.mm_start_brk), "mm->start_brk");
-            args[4] = mm;
         }
     }
     let p = Pending {

@@ -1,7 +1,8 @@
 //! Maps, touches and unmaps one page every 5 ms for the number of seconds
 //! given (default 30), so tests can trace a process that already runs.
 //! With `--busy` it spins between the pages instead of sleeping: a process
-//! that never blocks.
+//! that never blocks. With `--brk` it also grows its break by a page and
+//! shrinks it back each time.
 
 fn main() {
     let secs: f64 = std::env::args()
@@ -9,6 +10,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(30.0);
     let busy = std::env::args().any(|a| a == "--busy");
+    let brk = std::env::args().any(|a| a == "--brk");
     let end = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
     while std::time::Instant::now() < end {
         // SAFETY: an anonymous private mapping, written then unmapped.
@@ -24,6 +26,10 @@ fn main() {
             if p != libc::MAP_FAILED {
                 std::ptr::write_volatile(p.cast::<u8>(), 1);
                 libc::munmap(p, 4096);
+            }
+            if brk {
+                libc::sbrk(4096);
+                libc::sbrk(-4096);
             }
         }
         let next = std::time::Instant::now() + std::time::Duration::from_millis(5);

@@ -88,15 +88,6 @@ fn c_bytes(bytes: &[u8]) -> Vec<u8> {
     bytes[..end].to_vec()
 }
 
-/// A brk record's address space (an opaque key) when its old break was not
-/// read (see [`crate::event::breaks`]); None for other records.
-pub fn brk_space(bytes: &[u8]) -> Option<u64> {
-    let e: SyscallEvent = read_wire(bytes)?;
-    let unread =
-        EventKind::from_u32(e.header.kind) == Some(EventKind::Brk) && e.args[3] == BRK_OLD_UNREAD;
-    (unread && e.args[4] != 0).then_some(e.args[4])
-}
-
 /// An exec record's process (tgid), stamp, and the address of the new
 /// `mm_struct` (the key of its address space in the kernel's `MM_SEQ`;
 /// None when the kernel did not read it); None for other records.
@@ -118,10 +109,22 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let body = match kind {
         EventKind::Brk => {
             let e = sys()?;
+            let (requested, new_brk) = (e.args[0], e.ret as u64);
+            // Traced at its exit alone, the old break is where the kernel
+            // last saw its address space's (the previous brk, exec or
+            // fork). Not seen (a process met mid-life): a query or a failed
+            // call returns the break it left unmoved; a move is unknown.
+            let old_brk = if e.args[3] != BRK_OLD_UNREAD {
+                Some(e.args[1])
+            } else if e.ret >= 0 && (requested == 0 || requested != new_brk) {
+                Some(new_brk)
+            } else {
+                None
+            };
             Body::Brk {
-                requested: e.args[0],
-                old_brk: (e.args[3] != BRK_OLD_UNREAD).then_some(e.args[1]),
-                new_brk: e.ret as u64,
+                requested,
+                old_brk,
+                new_brk,
                 start_brk: e.args[2],
             }
         }
@@ -491,36 +494,29 @@ mod tests {
         );
     }
 
-    /// Traced at its exit alone: the old break is not read, and the
-    /// record's address space is its key to carry it.
+    /// Traced at its exit alone with no earlier break of its address
+    /// space seen: a query or a failed call gives it, a move does not.
     #[test]
-    fn brk_at_its_exit_alone_has_no_old_break() {
-        let e = SyscallEvent {
-            header: header(EventKind::Brk),
-            enter_ns: 0,
-            args: [
-                0x5000_0000,
-                0,
-                0x3f00_0000,
-                BRK_OLD_UNREAD,
-                0xffff_8880_0000_1000,
-                0,
-            ],
-            ret: 0x5000_0000,
-            mm: MmCounters::ZERO,
-            vmas: VmaProbes::default(),
+    fn brk_at_its_exit_alone_without_an_old_break() {
+        let old = |requested: u64, ret: i64| {
+            let e = SyscallEvent {
+                header: header(EventKind::Brk),
+                enter_ns: 0,
+                args: [requested, 0, 0x3f00_0000, BRK_OLD_UNREAD, 0, 0],
+                ret,
+                mm: MmCounters::ZERO,
+                vmas: VmaProbes::default(),
+            };
+            match decode(&bytes_of(&e)).unwrap().body {
+                Body::Brk { old_brk, .. } => old_brk,
+                _ => unreachable!(),
+            }
         };
-        let bytes = bytes_of(&e);
-        assert!(matches!(
-            decode(&bytes).unwrap().body,
-            Body::Brk { old_brk: None, .. }
-        ));
-        assert_eq!(brk_space(&bytes), Some(0xffff_8880_0000_1000));
-        let read = SyscallEvent {
-            args: [0x5000_0000, 0x4000_0000, 0x3f00_0000, 0, 0, 0],
-            ..e
-        };
-        assert_eq!(brk_space(&bytes_of(&read)), None);
+        assert_eq!(old(0, 0x4000_0000), Some(0x4000_0000));
+        assert_eq!(old(0x9000_0000, 0x4000_0000), Some(0x4000_0000));
+        assert_eq!(old(0x5000_0000, 0x5000_0000), None);
+        // Interrupted (-EINTR): nothing known.
+        assert_eq!(old(0x5000_0000, -4), None);
     }
 
     #[test]

@@ -6,7 +6,6 @@ use tracer_common::{
     MM_SETTLED, MM_STACK_VM, MM_TOTAL_VM, VMA_GAP, VMA_MAPPED, VMA_NONE, VMA_PROBES,
 };
 
-pub mod breaks;
 pub mod decode;
 
 /// One event, decoded.
@@ -247,8 +246,8 @@ pub enum Body {
     Brk {
         requested: u64,
         /// None when not known: traced at its exit alone (no model), the
-        /// first call that moved the break of a process seen mid-life (see
-        /// [`breaks`]).
+        /// kernel had seen no earlier break of its address space (a
+        /// process seen mid-life: see `decode`).
         old_brk: Option<u64>,
         new_brk: u64,
         /// The heap's start (mm->start_brk); 0 when unknown.

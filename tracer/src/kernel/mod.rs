@@ -1010,8 +1010,8 @@ fn recursion_misses(fd: i32) -> Option<u64> {
 mod tests {
     use super::*;
     use tracer_common::{
-        MAP_GROWSDOWN, MAP_PENDING, MAP_STACK_FENTRY, MAP_STACK_PENDING, MAP_STACK_PENDING_COUNT,
-        MAP_VMA_PIVOTS,
+        MAP_BRK_FORKED, MAP_BRK_LAST, MAP_GROWSDOWN, MAP_PENDING, MAP_STACK_FENTRY,
+        MAP_STACK_PENDING, MAP_STACK_PENDING_COUNT, MAP_VMA_PIVOTS,
     };
 
     /// The embedded object's maps are the ones tracer-common names (the
@@ -1042,6 +1042,8 @@ mod tests {
             MAP_STACK_PENDING,
             MAP_STACK_PENDING_COUNT,
             MAP_STACK_FENTRY,
+            MAP_BRK_LAST,
+            MAP_BRK_FORKED,
             MAP_GROWSDOWN,
             MAP_MM_SEQ,
             MAP_VMA_PIVOTS,

@@ -18,8 +18,7 @@ use crate::{
     cli::{FaultMode, TraceArgs},
     error::{Error, Result},
     event::{
-        breaks::Breaks,
-        decode::{brk_space, decode, exec_record},
+        decode::{decode, exec_record},
         Body, Event,
     },
     kernel::{cgroup, clock, preflight, proc, ring::EventReader, HookConfig, Hooks, StackPath},
@@ -373,13 +372,13 @@ struct Core {
     abi_seen: crate::FastMap<u32, Option<crate::event::Abi>>,
     /// A process in `abi_seen`, the last one looked up.
     abi_last: Option<u32>,
-    /// The break each process's last brk call left, for calls traced at
-    /// their exit alone.
-    breaks: Breaks,
     /// Processes found gone (no /proc/PID) at a due check, and since when:
     /// retired once gone for [`GONE_GRACE_NS`] (their exit was lost).
     gone: std::collections::HashMap<u32, u64>,
 }
+
+/// Processes whose program's system calls are remembered at once.
+const ABI_SEEN_MAX: usize = 1 << 16;
 
 /// How long a process is seen gone before it is retired: its exit record,
 /// if still on its way, is handled by then.
@@ -391,9 +390,6 @@ impl Core {
             Ok(mut ev) => {
                 if matches!(ev.body, Body::Exec { .. }) {
                     self.execs += 1;
-                }
-                if self.hooks.exit_alone {
-                    self.carry_break(&mut ev, bytes);
                 }
                 if let (Some(tracker), Body::Exec { .. }) = (self.tracker.as_mut(), &ev.body) {
                     // Read when the exec was found in the buffer, or now.
@@ -412,24 +408,6 @@ impl Core {
                     self.malformed_logged = true;
                 }
             }
-        }
-    }
-
-    /// With brk traced at its exit alone, the old break of each call is
-    /// carried from the address space's previous one (`event::breaks`).
-    fn carry_break(&mut self, ev: &mut Event, bytes: &[u8]) {
-        match ev.body {
-            Body::Brk { old_brk: None, .. } => self.breaks.fill(ev, brk_space(bytes)),
-            Body::Exec { .. } => {
-                let space = exec_record(bytes).and_then(|(_, _, mm)| mm);
-                self.breaks.exec(ev.pid, space);
-            }
-            Body::Fork {
-                child_pid,
-                clone_flags,
-            } => self.breaks.fork(ev.pid, child_pid, clone_flags),
-            Body::Exit { .. } => self.breaks.forget(ev.pid),
-            _ => {}
         }
     }
 
@@ -554,6 +532,13 @@ impl Core {
             // Where the new program runs: a container runtime moves its
             // process between its fork and its exec.
             *cgroup = cgroup::of_pid(ev.pid).map(Box::new);
+        }
+        // Bounded: without exits traced (a system-wide stream) processes
+        // are never forgotten; past this many the table starts again (a
+        // 32-bit program may then be named once more).
+        if self.abi_seen.len() >= ABI_SEEN_MAX && !self.abi_seen.contains_key(&ev.pid) {
+            self.abi_seen.clear();
+            self.abi_last = None;
         }
         if self.abi_seen.insert(ev.pid, abi) == Some(abi) {
             return;
@@ -858,7 +843,6 @@ pub async fn run<S: Sink>(target: &mut Target, plan: &Plan, sink: &mut S) -> Res
         malformed_logged: false,
         abi_seen: crate::FastMap::default(),
         abi_last: None,
-        breaks: Breaks::default(),
         gone: std::collections::HashMap::new(),
     };
     sink.started(start_ns);
