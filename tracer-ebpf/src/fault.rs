@@ -15,6 +15,7 @@ use crate::{
         config, count_lost, current_ids, done, fill_header, kind_enabled, submit, traced, Fail,
         OrFail, EVENTS, FAULT_COUNTS,
     },
+    kernel::PT_REGS_IP,
     stack,
 };
 
@@ -47,9 +48,6 @@ pub fn page_fault_user_btf(ctx: BtfTracePointContext) -> u32 {
     };
     done(Some(EventKind::Fault), on_fault(address, error_code, ip))
 }
-
-/// x86_64 `struct pt_regs`: the offset of `ip`.
-const PT_REGS_IP: u64 = 128;
 
 /// A user page fault at `addr`; `ip` is read only when the fault is
 /// streamed.

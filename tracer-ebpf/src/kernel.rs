@@ -6,6 +6,12 @@ use tracer_common::{
     MM_STACK_VM, MM_TOTAL_VM, MM_VM_BLOCK,
 };
 
+/// x86_64 `struct pt_regs` (a fixed layout, the user registers saved at
+/// kernel entry): the offset of `r10`, from which the nine registers `r10,
+/// r9, r8, ax, cx, dx, si, di, orig_ax` follow, and of `ip`.
+pub const PT_REGS_R10: u64 = 56;
+pub const PT_REGS_IP: u64 = 128;
+
 /// Reads a `T` at `base + off` in kernel memory.
 #[inline(always)]
 pub fn read<T>(base: u64, off: u64) -> Result<T, i64> {

@@ -188,7 +188,9 @@ fn candidate(tgid: u32, tid: u32, addr: u64) -> Result<(), Fail> {
 fn stack_limit(off: &tracer_common::Offsets) -> u64 {
     let limit = read::<u64>(current_task(), off.task_signal)
         .and_then(|signal| read::<u64>(signal, off.signal_rlim + RLIMIT_STACK * RLIMIT_SIZE));
-    // A page more: the limit counts from the stack's end, above start_stack.
+    // The limit counts from the stack's end, above start_stack: every
+    // growth the kernel allows is within it below start_stack (a page
+    // more for the faulting address's rounding down).
     limit.map_or(STACK_WINDOW, |l| {
         l.saturating_add(PAGE_SIZE).min(STACK_WINDOW)
     })
@@ -254,9 +256,7 @@ fn emit(cfg: &Config, old_start: u64, new_start: u64, source: u32) {
 pub fn rss_stat(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
     let cfg = config();
-    if any_pending() && STACK_PENDING.get_ptr(tid).is_some() {
-        confirm(&cfg, tid);
-    }
+    confirm_charged(&cfg, tid);
     if cfg.track_rss != 0 {
         if let Err(f) = track_rss(&ctx, &cfg, tgid) {
             failed(None, f);
@@ -293,13 +293,17 @@ fn track_rss(ctx: &TracePointContext, cfg: &Config, tgid: u32) -> Result<(), Fai
 /// kept (the loader's choice): it confirms candidates and reads nothing.
 #[btf_tracepoint(function = "rss_stat")]
 pub fn rss_stat_btf(_ctx: BtfTracePointContext) -> u32 {
-    if any_pending() {
-        let (_, tid) = current_ids();
-        if STACK_PENDING.get_ptr(tid).is_some() {
-            confirm(&config(), tid);
-        }
-    }
+    confirm_charged(&config(), current_ids().1);
     0
+}
+
+/// A page was charged to thread `tid`'s address space: its candidate, if
+/// any, has been handled.
+#[inline(always)]
+fn confirm_charged(cfg: &Config, tid: u32) {
+    if any_pending() && STACK_PENDING.get_ptr(tid).is_some() {
+        confirm(cfg, tid);
+    }
 }
 
 /// Thread exit: forget its candidate.

@@ -78,6 +78,13 @@ pub struct Printer<W: Write> {
     json_names: json::Names,
 }
 
+/// Lines still batched reach the writer, whatever ended the stream.
+impl<W: Write> Drop for Printer<W> {
+    fn drop(&mut self) {
+        let _ = self.write_pending();
+    }
+}
+
 impl<W: Write> Printer<W> {
     /// start_ns: CLOCK_MONOTONIC ns at stream start; event times print
     /// relative to it (saturating at 0). `color` applies to the text format
@@ -361,7 +368,22 @@ mod tests {
             p.print(&ev).unwrap();
         }
         p.flush().unwrap();
-        p.out
+        std::mem::take(&mut p.out)
+    }
+
+    /// Batched, the same bytes reach the writer, at the flush or when the
+    /// printer goes (an error ending the stream).
+    #[test]
+    fn batched_lines_are_all_written() {
+        for format in [Format::Text, Format::Jsonl] {
+            let mut out = Vec::new();
+            let mut p = Printer::new(&mut out, format, false, 1_000_000_000).batched(1 << 20);
+            for ev in events() {
+                p.print(&ev).unwrap();
+            }
+            drop(p);
+            assert_eq!(out, run(format, false));
+        }
     }
 
     #[test]
