@@ -118,20 +118,28 @@ pub fn brk_forked(cfg: &tracer_common::Config, child: u32, clone_flags: u64) {
 #[inline(always)]
 fn brk_before(tgid: u32, ret: i64) -> Option<u64> {
     let mm = current_mm(offsets().task_mm).ok()?;
-    let old = match BRK_LAST.get_ptr(mm) {
-        // SAFETY: a map value, read whole.
-        Some(last) if unsafe { (*last).tgid } == tgid => Some(unsafe { (*last).brk }),
-        _ => {
-            // SAFETY: as above.
-            let forked = BRK_FORKED.get_ptr(tgid).map(|b| unsafe { *b });
-            if forked.is_some() {
-                let _ = BRK_FORKED.remove(tgid);
-            }
-            forked
-        }
-    };
     // Interrupted before it took the lock (-EINTR): nothing moved.
-    if !(-4095..0).contains(&ret) {
+    let moved = !(-4095..0).contains(&ret);
+    if let Some(last) = BRK_LAST.get_ptr_mut(mm) {
+        // SAFETY: a map value, written in place by this process's brk
+        // exits alone (two threads racing brk with no lock between them
+        // could swap their old breaks: allocators hold one).
+        unsafe {
+            if (*last).tgid == tgid {
+                let old = (*last).brk;
+                if moved {
+                    (*last).brk = ret as u64;
+                }
+                return Some(old);
+            }
+        }
+    }
+    // SAFETY: a map value, read whole.
+    let forked = BRK_FORKED.get_ptr(tgid).map(|b| unsafe { *b });
+    if forked.is_some() {
+        let _ = BRK_FORKED.remove(tgid);
+    }
+    if moved {
         let last = BrkLast {
             tgid,
             _pad: 0,
@@ -139,7 +147,7 @@ fn brk_before(tgid: u32, ret: i64) -> Option<u64> {
         };
         let _ = BRK_LAST.insert(mm, last, 0);
     }
-    old
+    forked
 }
 
 const MAP_ANONYMOUS: u64 = 0x20;
