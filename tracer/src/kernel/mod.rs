@@ -180,18 +180,18 @@ impl Hooks {
     pub fn load(cfg: &HookConfig) -> Result<Hooks> {
         // aya 0.14's EbpfLoader::new() parses the kernel's BTF for
         // relocations (unconditionally, in the constructor, with no way to
-        // hand it ours or take its copy back), and the fexit load needs one
-        // of aya's; mmtrace's own reader resolves the offsets. The three
+        // hand it ours or take its copy back), and the fexit and BTF raw
+        // tracepoint loads need one of aya's (page faults, which the
+        // stack's fallback uses too); mmtrace's own reader resolves the
+        // offsets. The three
         // parses run at once, each on its own thread: they took 150-300
         // ms one after the other.
         let started = Instant::now();
-        // aya's BTF also loads the BTF raw tracepoints (page faults, which
-        // the stack's fallback uses too).
-        let fexit_wanted = cfg.kind_mask & (EventKind::Stack.bit() | EventKind::Fault.bit()) != 0;
-        let (loader, fexit_btf, resolved) = std::thread::scope(|s| {
+        let aya_btf_wanted = cfg.kind_mask & (EventKind::Stack.bit() | EventKind::Fault.bit()) != 0;
+        let (loader, aya_btf, resolved) = std::thread::scope(|s| {
             let spawn = |name: &str| std::thread::Builder::new().name(name.into());
             let loader = spawn("mmtrace-btf").spawn_scoped(s, EbpfLoader::new);
-            let fexit_btf = fexit_wanted.then(|| {
+            let aya_btf = aya_btf_wanted.then(|| {
                 spawn("mmtrace-btf2").spawn_scoped(s, || {
                     aya::Btf::from_sys_fs()
                         .with_context(|| format!("cannot parse {}", btf::VMLINUX_BTF))
@@ -214,13 +214,13 @@ impl Hooks {
                 .ok()
                 .and_then(|h| h.join().ok())
                 .unwrap_or_else(EbpfLoader::new);
-            let fexit_btf = fexit_btf.map(|h| {
+            let aya_btf = aya_btf.map(|h| {
                 h.ok().and_then(|h| h.join().ok()).unwrap_or_else(|| {
                     aya::Btf::from_sys_fs()
                         .with_context(|| format!("cannot parse {}", btf::VMLINUX_BTF))
                 })
             });
-            (loader, fexit_btf, resolved)
+            (loader, aya_btf, resolved)
         });
         let (offsets, vma_offsets) = resolved?;
         debug!(
@@ -337,7 +337,7 @@ impl Hooks {
         let stack = EventKind::Stack;
         if let (true, Source::Fexit(fexit)) = (wanted & stack.bit() != 0, stack.info().source) {
             let started = Instant::now();
-            let loaded = match &fexit_btf {
+            let loaded = match &aya_btf {
                 Some(Ok(btf)) => hooks.load_fexit(&fexit, btf),
                 Some(Err(e)) => Err(anyhow!("{e:#}")),
                 None => Err(anyhow!("the kernel's BTF was not read")),
@@ -387,7 +387,7 @@ impl Hooks {
         let plan = loop {
             let plan = Self::plan(wanted, &duties, fexit_loaded, exit_alone)?;
             let started = Instant::now();
-            if let Some(Ok(btf)) = &fexit_btf {
+            if let Some(Ok(btf)) = &aya_btf {
                 // rss_stat's reads no record: the RSS counters need its
                 // tracepoint program.
                 let tps: Vec<_> = plan
